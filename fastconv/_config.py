@@ -1,0 +1,30 @@
+"""Numba options and tunables, in one place.
+
+``fastmath`` leaves out ``nnan``/``ninf`` so NaN and Inf propagate exactly as in NumPy:
+only reassociation/contraction flags are enabled, which lets LLVM vectorize reductions
+and use FMA.
+"""
+
+from __future__ import annotations
+
+import os
+
+#: fastmath flags for the compiled cores (never 'nnan'/'ninf': NaN/Inf must propagate).
+FASTMATH = set({"contract", "reassoc", "nsz", "arcp"})
+
+#: Options shared by every parallel CPU core.
+JIT_PARALLEL = dict(parallel=True, cache=True, fastmath=FASTMATH, nogil=True)
+#: Options for small serial helpers (inlined into the parallel cores).
+JIT_SERIAL = dict(cache=True, fastmath=FASTMATH, nogil=True)
+
+#: Output channels computed together by one task of the direct correlation kernel.
+CHANNEL_BLOCK = 4
+
+#: Environment variable that sends NumPy inputs to the GPU ("cuda") or keeps them on the CPU.
+DEVICE_ENV = "FASTCONV_DEVICE"
+
+
+def env_device() -> str | None:
+    """The device named by ``FASTCONV_DEVICE``, or None."""
+    value = os.environ.get(DEVICE_ENV, "").strip().lower()
+    return value or None

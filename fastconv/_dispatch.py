@@ -1,0 +1,63 @@
+"""Which backend runs a call: NumPy data on the CPU; ``__cuda_array_interface__`` data,
+``device="cuda"`` or ``FASTCONV_DEVICE=cuda`` on the GPU.
+
+Backends are imported lazily, so ``import fastconv`` never imports Numba's CUDA target
+(nor, for ``fastconv shape``/``--help``, Numba at all). Each backend package
+(``fastconv.cpu``, ``fastconv.cuda``) exposes the same names: ``asarray``, ``empty``,
+``pad``, ``correlate``, ... taking 5-D arrays and ints.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from fastconv._config import env_device
+
+DEVICES = ("cpu", "cuda")
+
+
+def is_cuda_array(a) -> bool:
+    return hasattr(a, "__cuda_array_interface__")
+
+
+def cuda_available() -> bool:
+    """True when Numba's CUDA target finds a usable GPU (or the simulator is on)."""
+    try:
+        from numba import cuda
+    except Exception:  # pragma: no cover - numba without its CUDA target
+        return False
+    try:
+        return bool(cuda.is_available())
+    except Exception:  # pragma: no cover - broken driver
+        return False
+
+
+def devices() -> list[str]:
+    """The devices usable now: always ``"cpu"``, plus ``"cuda"`` when a GPU is usable.
+
+    >>> "cpu" in devices()
+    True
+    """
+    return ["cpu", "cuda"] if cuda_available() else ["cpu"]
+
+
+def choose(func: str, device, *arrays) -> str:
+    """The backend name for a call: ``device`` if given, else the data's, else the env."""
+    if device is None:
+        if any(is_cuda_array(a) for a in arrays if a is not None):
+            device = "cuda"
+        else:
+            device = env_device() or "cpu"
+    if device not in DEVICES:
+        raise ValueError(f"{func}: invalid device {device!r}, should be one of {DEVICES}")
+    if device == "cuda" and not cuda_available():
+        raise RuntimeError(
+            f"{func}: device='cuda' requested but no usable CUDA GPU was found "
+            "(check the NVIDIA driver and `pip install fastconv[cuda]`); use device='cpu'"
+        )
+    return device
+
+
+def backend(name: str):
+    """The backend module ``fastconv.cpu`` or ``fastconv.cuda`` (imported on first use)."""
+    return importlib.import_module(f"fastconv.{name}")

@@ -1,0 +1,214 @@
+"""All index arithmetic: output sizes, padding resolution, the ceil-mode rule, the
+receptive field. Nothing else in fastconv derives an output size.
+
+This module imports only the standard library and ``_validate`` (no NumPy kernels, no
+Numba), so ``fastconv shape`` starts instantly.
+"""
+
+from __future__ import annotations
+
+
+from collections.abc import Sequence
+
+from fastconv._validate import PADDING_STRINGS, _is_int, ntuple
+
+Pairs = tuple[tuple[int, int], ...]
+
+
+def conv_out(n: int, k: int, stride: int, before: int, after: int, dilation: int) -> int:
+    """floor((n + before + after - dilation*(k-1) - 1) / stride) + 1 (may be < 1)."""
+    return (n + before + after - dilation * (k - 1) - 1) // stride + 1
+
+
+def pool_out(
+    n: int, k: int, stride: int, pad: int, dilation: int, ceil_mode: bool
+) -> int:
+    """Pooling output size; with ceil_mode a last window starting in the right padding is
+    dropped (PyTorch's rule)."""
+    span = n + 2 * pad - dilation * (k - 1) - 1
+    if not ceil_mode:
+        return span // stride + 1
+    out = -(-span // stride) + 1
+    if (out - 1) * stride >= n + pad:
+        out -= 1
+    return out
+
+
+def transpose_out(
+    n: int, k: int, stride: int, pad: int, output_padding: int, dilation: int
+) -> int:
+    """(n-1)*stride - 2*pad + dilation*(k-1) + output_padding + 1 (PyTorch)."""
+    return (n - 1) * stride - 2 * pad + dilation * (k - 1) + output_padding + 1
+
+
+def resolve_padding(
+    padding, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int], func: str
+) -> Pairs:
+    """Normalise every accepted padding form to per-axis ``(before, after)`` pairs.
+
+    int, per-axis tuple of ints, per-axis tuple of (before, after) pairs, or "valid",
+    "same" (stride 1 only; an odd total puts the extra element after, as PyTorch),
+    "full" (dilation*(k-1) on both sides).
+
+    >>> resolve_padding("same", (2, 3), (1, 1), (1, 1), "conv2d")
+    ((0, 1), (1, 1))
+    """
+    n = len(kernel)
+    if isinstance(padding, str):
+        if padding == "valid":
+            return ((0, 0),) * n
+        if padding == "same":
+            if any(s != 1 for s in stride):
+                raise ValueError(
+                    f"{func}: padding='same' is not supported for strided convolutions "
+                    f"(stride={tuple(stride)}); use stride=1 or explicit padding"
+                )
+            totals = [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)]
+            return tuple((t // 2, t - t // 2) for t in totals)
+        if padding == "full":
+            return tuple((d * (k - 1),) * 2 for k, d in zip(kernel, dilation, strict=True))
+        raise ValueError(
+            f"{func}: invalid padding string {padding!r}, should be one of {PADDING_STRINGS}"
+        )
+    if (
+        isinstance(padding, Sequence)
+        and len(padding) == n
+        and all(isinstance(p, Sequence) and not isinstance(p, str) for p in padding)
+    ):
+        pairs = []
+        for p in padding:
+            if len(p) != 2 or not all(_is_int(v) for v in p):
+                raise ValueError(
+                    f"{func}: padding must be an int, a tuple of {n} ints or of {n} "
+                    f"(before, after) pairs, got {padding!r}"
+                )
+            pairs.append((int(p[0]), int(p[1])))
+        pairs = tuple(pairs)
+    else:
+        pairs = tuple((p, p) for p in ntuple(padding, n, "padding", func))
+    if any(v < 0 for pair in pairs for v in pair):
+        raise ValueError(f"{func}: padding must be >= 0, got {padding!r}")
+    return pairs
+
+
+def conv_output_spatial(
+    spatial: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    pads: Pairs,
+    dilation: Sequence[int],
+    func: str,
+    shapes: str = "",
+) -> tuple[int, ...]:
+    """Output spatial size of a correlation; an output size < 1 is an error."""
+    out = tuple(
+        conv_out(n, k, s, b, a, d)
+        for n, k, s, (b, a), d in zip(spatial, kernel, stride, pads, dilation, strict=True)
+    )
+    if any(o < 1 for o in out):
+        padded = tuple(n + b + a for n, (b, a) in zip(spatial, pads, strict=True))
+        eff = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True))
+        raise ValueError(
+            f"{func}: kernel larger than the padded input: padded input {padded} vs "
+            f"dilated kernel {eff} gives output size {out} < 1{shapes}"
+        )
+    return out
+
+
+def output_shape(
+    input_shape,
+    kernel_size,
+    stride=1,
+    padding=0,
+    dilation=1,
+    ceil_mode: bool = False,
+) -> tuple[int, ...]:
+    """Spatial output size of a convolution (or, with ``ceil_mode``, a pooling) layer.
+
+    Parameters
+    ----------
+    input_shape : int or tuple of int
+        Spatial input size, e.g. ``(8, 8)``.
+    kernel_size, stride, dilation : int or tuple
+    padding : int, tuple, pairs, or "valid"/"same"/"full"
+    ceil_mode : bool
+        Pooling's ceil rule (symmetric int padding only).
+
+    Returns
+    -------
+    tuple of int
+
+    Examples
+    --------
+    >>> output_shape((8, 8), 3, padding=1, stride=2)
+    (4, 4)
+    """
+    func = "output_shape"
+    spatial = (input_shape,) if _is_int(input_shape) else tuple(input_shape)
+    n = len(spatial)
+    spatial = ntuple(spatial, n, "input_shape", func, minimum=1)
+    kernel = ntuple(kernel_size, n, "kernel_size", func, minimum=1)
+    strides = ntuple(stride, n, "stride", func, minimum=1)
+    dil = ntuple(dilation, n, "dilation", func, minimum=1)
+    pads = resolve_padding(padding, kernel, strides, dil, func)
+    if ceil_mode:
+        if any(b != a for b, a in pads):
+            raise ValueError(f"{func}: ceil_mode needs symmetric padding, got {padding!r}")
+        out = tuple(
+            pool_out(m, k, s, b, d, True)
+            for m, k, s, (b, _), d in zip(spatial, kernel, strides, pads, dil, strict=True)
+        )
+        if any(o < 1 for o in out):
+            raise ValueError(f"{func}: output size {out} < 1 for input_shape={spatial}")
+        return out
+    return conv_output_spatial(spatial, kernel, strides, pads, dil, func)
+
+
+def receptive_field(layers) -> list[dict]:
+    """Receptive field of a stack of conv/pool layers, one axis.
+
+    Parameters
+    ----------
+    layers : sequence of dict or tuple
+        Each layer as ``{"kernel_size": k, "stride": s, "dilation": d}`` (missing keys
+        default to stride 1, dilation 1) or a tuple ``(k, s)`` / ``(k, s, d)``.
+
+    Returns
+    -------
+    list of dict
+        Per layer: ``size`` (receptive field in input pixels) and ``jump`` (input pixels
+        between neighbouring outputs).
+
+    Examples
+    --------
+    >>> [r["size"] for r in receptive_field([(3, 1), (2, 2), (3, 1)])]
+    [3, 4, 8]
+    """
+    size, jump, out = 1, 1, []
+    for i, layer in enumerate(layers):
+        if isinstance(layer, dict):
+            k, s, d = layer["kernel_size"], layer.get("stride", 1), layer.get("dilation", 1)
+        else:
+            k, s, d = (tuple(layer) + (1, 1))[:3]
+        for name, v in (("kernel_size", k), ("stride", s), ("dilation", d)):
+            if not _is_int(v) or v < 1:
+                raise ValueError(f"receptive_field: layer {i} {name} must be an int >= 1, got {v!r}")
+        size += d * (k - 1) * jump
+        jump *= s
+        out.append({"size": size, "jump": jump})
+    return out
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+__all__ = [
+    "conv_out",
+    "pool_out",
+    "transpose_out",
+    "resolve_padding",
+    "conv_output_spatial",
+    "output_shape",
+    "receptive_field",
+]

@@ -1,0 +1,216 @@
+"""Forward cross-correlation and convolution: validate -> plan -> dispatch.
+
+``conv1d/2d/3d`` (cross-correlation, what frameworks call convolution), ``convolve1d/2d/3d``
+(true convolution: the kernel flipped on every spatial axis), ``corr2d`` (the seeds'
+function).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastconv import _dispatch
+from fastconv._docs import fill
+from fastconv._plan import ConvPlan, plan_conv
+from fastconv._validate import as_array, check_algorithm
+
+ALGORITHMS = ("auto", "direct")
+
+
+def wrap_inputs(func: str, backend_name: str, **arrays):
+    """Inputs as arrays of the chosen backend (dtype checked; None stays None)."""
+    be = _dispatch.backend(backend_name) if backend_name != "cpu" else None
+    out = {}
+    for name, a in arrays.items():
+        if a is None:
+            out[name] = None
+        elif be is None:
+            out[name] = as_array(a, name, func)
+        else:
+            out[name] = be.wrap(a, name, func)
+    return out
+
+
+def run_correlate(plan: ConvPlan, backend_name: str, x, weight, bias, *, flip: bool = False):
+    """Pad, allocate and run the backend's correlation core for a validated plan."""
+    be = _dispatch.backend(backend_name)
+    x5 = be.asarray(x, plan.dtype).reshape(plan.x_shape)
+    w5 = be.asarray(weight, plan.dtype).reshape(plan.w_shape)
+    if flip:
+        w5 = be.asarray(w5[:, :, ::-1, ::-1, ::-1], plan.dtype)
+    b = (
+        be.zeros((plan.out_shape[1],), plan.dtype)
+        if bias is None
+        else be.asarray(bias, plan.dtype)
+    )
+    xp = be.pad(x5, plan.pads, plan.padding_mode)
+    out = be.empty(plan.out_shape, plan.dtype)
+    be.correlate(xp, w5, b, out, np.array(plan.stride), np.array(plan.dilation), plan.groups)
+    return be.finish(out.reshape(plan.user_shape(plan.out_shape)), x)
+
+
+def _forward(func, nspatial, x, weight, bias, stride, padding, dilation, groups,
+             padding_mode, device, algorithm, flip):
+    check_algorithm(algorithm, func, ALGORITHMS)
+    name = _dispatch.choose(func, device, x, weight, bias)
+    a = wrap_inputs(func, name, x=x, weight=weight, bias=bias)
+    plan = plan_conv(func, nspatial, a["x"], a["weight"], a["bias"], stride, padding,
+                     dilation, groups, padding_mode)
+    out = run_correlate(plan, name, a["x"], a["weight"], a["bias"], flip=flip)
+    if name == "cuda" and not _dispatch.is_cuda_array(x):
+        return out.copy_to_host()
+    return out
+
+
+_CONV_DOC = """{kind} of a batch of {rank} signals ({shape}).
+
+    {formula}
+
+    Parameters
+    ----------
+    x : array_like, shape {shape_in}
+        Input, channels first. An unbatched input gives an unbatched output.
+    weight : array_like, shape (K, C // groups, {kernel})
+    bias : array_like, shape (K,), optional
+    {stride}
+    {padding}
+    {dilation}
+    {groups}
+    {padding_mode}
+    {device}
+    {algorithm}
+
+    Returns
+    -------
+    ndarray, shape {shape_out}
+        {dtypes}
+
+    Raises
+    ------
+    ValueError
+        Wrong rank, channel mismatch, bad stride/dilation/padding/groups, kernel larger
+        than the padded input (messages name the parameter and the shapes).
+    TypeError
+        Complex, bool, object or string input.
+
+    Examples
+    --------
+    {example}
+    """
+
+_XCORR = "y[n, k, o] = bias[k] + sum_{c in group(k), r} x_pad[n, c, o*stride + r*dilation] * w[k, c, r]"
+_TRUE = "Cross-correlation with the kernel flipped on every spatial axis: conv with w[..., ::-1]."
+_RANKS = {
+    1: dict(rank="1-D", shape_in="(N, C, L) or (C, L)", shape_out="(N, K, L_out) or (K, L_out)",
+            kernel="kL", shape="(N, C, L) -> (N, K, L_out)"),
+    2: dict(rank="2-D", shape_in="(N, C, H, W) or (C, H, W)",
+            shape_out="(N, K, H_out, W_out) or (K, H_out, W_out)", kernel="kH, kW",
+            shape="(N, C, H, W) -> (N, K, H_out, W_out)"),
+    3: dict(rank="3-D", shape_in="(N, C, D, H, W) or (C, D, H, W)",
+            shape_out="(N, K, D_out, H_out, W_out) or (K, D_out, H_out, W_out)",
+            kernel="kD, kH, kW", shape="(N, C, D, H, W) -> (N, K, D_out, H_out, W_out)"),
+}
+_EXAMPLES = {
+    ("conv", 1): ">>> conv1d([[0., 1., 2., 3.]], [[[1., -1.]]])\n    array([[-1., -1., -1.]])",
+    ("conv", 2): (
+        ">>> x = np.arange(9.).reshape(1, 3, 3)\n"
+        "    >>> conv2d(x, [[[[0., 1.], [2., 3.]]]])\n"
+        "    array([[[19., 25.],\n            [37., 43.]]])"
+    ),
+    ("conv", 3): ">>> conv3d(np.ones((1, 2, 2, 2)), np.ones((1, 1, 2, 2, 2))).shape\n    (1, 1, 1, 1)",
+    ("convolve", 1): ">>> convolve1d([[0., 1., 2., 3.]], [[[1., -1.]]])\n    array([[1., 1., 1.]])",
+    ("convolve", 2): (
+        ">>> x = np.arange(9.).reshape(1, 3, 3)\n"
+        "    >>> convolve2d_nchw(x, [[[[3., 2.], [1., 0.]]]])\n"
+        "    array([[[19., 25.],\n            [37., 43.]]])"
+    ),
+    ("convolve", 3): ">>> convolve3d(np.ones((1, 2, 2, 2)), np.ones((1, 1, 2, 2, 2))).shape\n    (1, 1, 1, 1)",
+}
+
+
+def _make(nspatial: int, flip: bool):
+    kind = "convolve" if flip else "conv"
+    func = f"{kind}{nspatial}d"
+
+    def op(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+           padding_mode="zeros", *, device=None, algorithm="auto"):
+        return _forward(func, nspatial, x, weight, bias, stride, padding, dilation, groups,
+                        padding_mode, device, algorithm, flip)
+
+    op.__name__ = op.__qualname__ = func
+    op.__doc__ = _CONV_DOC
+    fill(kind="True convolution" if flip else "Cross-correlation", formula=_TRUE if flip else _XCORR,
+         example=_EXAMPLES[(kind, nspatial)], **_RANKS[nspatial])(op)
+    return op
+
+
+conv1d = _make(1, False)
+conv2d = _make(2, False)
+conv3d = _make(3, False)
+convolve1d = _make(1, True)
+convolve2d_nchw = _make(2, True)
+convolve3d = _make(3, True)
+
+
+def corr2d(X, K) -> np.ndarray:
+    """The seeds' 2-D cross-correlation: plain 2-D arrays, "valid" output.
+
+    ``Y[i, j] = (X[i:i+h, j:j+w] * K).sum()``; output shape ``(H - h + 1, W - w + 1)``.
+
+    Examples
+    --------
+    >>> corr2d([[0, 1, 2], [3, 4, 5], [6, 7, 8]], [[0, 1], [2, 3]])
+    array([[19., 25.],
+           [37., 43.]], dtype=float32)
+    """
+    X = as_array(X, "X", "corr2d")
+    K = as_array(K, "K", "corr2d")
+    for name, a in (("X", X), ("K", K)):
+        if a.ndim != 2:
+            raise ValueError(f"corr2d: {name} must be 2-D, got {a.ndim}-D with {name}.shape={a.shape}")
+    return conv2d(X[None, None], K[None, None])[0, 0]
+
+
+def convolve2d(in1, in2, *args, **kwargs):
+    """True 2-D convolution, in two call styles told apart by the rank of the first input.
+
+    - ``convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0)`` with a 2-D
+      ``in1``: drop-in for ``scipy.signal.convolve2d`` (see :func:`correlate2d`).
+    - ``convolve2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+      padding_mode="zeros", *, device=None, algorithm="auto")`` with a 3-D ``(C, H, W)``
+      or 4-D ``(N, C, H, W)`` ``x``: :func:`conv2d` with the kernel flipped on both
+      spatial axes (the NCHW twin of ``convolve1d``/``convolve3d``).
+
+    Examples
+    --------
+    >>> convolve2d([[1, 2], [3, 4]], [[1, 1]], mode="valid")
+    array([[3.],
+           [7.]], dtype=float32)
+    >>> convolve2d(np.arange(9.).reshape(1, 3, 3), [[[[3., 2.], [1., 0.]]]])
+    array([[[19., 25.],
+            [37., 43.]]])
+    """
+    if np.ndim(in1) == 2 and not _dispatch.is_cuda_array(in1):
+        from fastconv._scipy import scipy_convolve2d
+
+        return scipy_convolve2d(in1, in2, *args, **kwargs)
+    return convolve2d_nchw(in1, in2, *args, **kwargs)
+
+
+def correlate2d(in1, in2, mode: str = "full", boundary: str = "fill", fillvalue=0):
+    """Drop-in for ``scipy.signal.correlate2d`` on the fastconv engine.
+
+    Same defaults and results for every ``mode`` ("full", "valid", "same") and
+    ``boundary`` ("fill", "wrap", "symm"), including SciPy's swap when ``in2`` is larger
+    than ``in1`` in "valid" mode. The result dtype follows fastconv's rule (float32 or
+    float64), not SciPy's integer-preserving one.
+
+    Examples
+    --------
+    >>> correlate2d([[0, 1, 2], [3, 4, 5], [6, 7, 8]], [[0, 1], [2, 3]], mode="valid")
+    array([[19., 25.],
+           [37., 43.]], dtype=float32)
+    """
+    from fastconv._scipy import scipy_correlate2d
+
+    return scipy_correlate2d(in1, in2, mode=mode, boundary=boundary, fillvalue=fillvalue)

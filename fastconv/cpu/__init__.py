@@ -1,0 +1,33 @@
+"""Numba CPU backend: ``@njit(parallel=True, cache=True)`` cores that take only arrays and
+ints. Every array is 5-D ``(N, C, D, H, W)``: 1-D and 2-D calls use unit axes.
+
+The names exported here are the backend interface that ``fastconv.cuda`` mirrors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastconv.cpu.conv import correlate
+from fastconv.cpu.pad import pad
+
+
+def asarray(a, dtype) -> np.ndarray:
+    """C-contiguous, native byte order, ``dtype`` (copies only when needed)."""
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def empty(shape, dtype) -> np.ndarray:
+    return np.empty(shape, dtype=dtype)
+
+
+def zeros(shape, dtype) -> np.ndarray:
+    return np.zeros(shape, dtype=dtype)
+
+
+def finish(out, like):
+    """Return a result in the caller's array type (NumPy here)."""
+    return out
+
+
+__all__ = ["asarray", "correlate", "empty", "finish", "pad", "zeros"]

@@ -1,0 +1,72 @@
+"""Boundary handling: the padded copy of an input, for every padding mode."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from fastconv._config import JIT_PARALLEL, JIT_SERIAL
+
+ZEROS, REFLECT, REPLICATE, CIRCULAR = 0, 1, 2, 3
+MODE_CODES = {"zeros": ZEROS, "reflect": REFLECT, "replicate": REPLICATE, "circular": CIRCULAR}
+
+
+@njit(**JIT_SERIAL)
+def source_index(i, n, mode):
+    """Index into an axis of length ``n`` that padded position ``i`` reads (-1: fill).
+
+    'reflect' (d c b | a b c d | c b a), 'replicate' (a a a | a b c d | d d d),
+    'circular' (b c d | a b c d | a b c), 'zeros' (0 0 0 | a b c d | 0 0 0).
+    """
+    if 0 <= i < n:
+        return i
+    if mode == ZEROS:
+        return -1
+    if mode == REPLICATE:
+        return 0 if i < 0 else n - 1
+    if mode == CIRCULAR:
+        return i % n
+    if n == 1:
+        return 0
+    period = 2 * (n - 1)
+    m = i % period
+    return m if m < n else period - m
+
+
+@njit(**JIT_PARALLEL)
+def pad_planes(x, out, before, mode, fill):
+    """out[n, c, i, j, k] = x[n, c, src(i - before[0]), src(j - ...), src(k - ...)]."""
+    N, C, D, H, W = x.shape
+    PD, PH, PW = out.shape[2], out.shape[3], out.shape[4]
+    bd, bh, bw = before[0], before[1], before[2]
+    for t in prange(N * C * PD):
+        i = t % PD
+        nc = t // PD
+        c = nc % C
+        n = nc // C
+        si = source_index(i - bd, D, mode)
+        for j in range(PH):
+            sj = source_index(j - bh, H, mode)
+            row = out[n, c, i, j]
+            if si < 0 or sj < 0:
+                row[:] = fill
+                continue
+            src = x[n, c, si, sj]
+            for k in range(bw):
+                sk = source_index(k - bw, W, mode)
+                row[k] = fill if sk < 0 else src[sk]
+            row[bw : bw + W] = src
+            for k in range(bw + W, PW):
+                sk = source_index(k - bw, W, mode)
+                row[k] = fill if sk < 0 else src[sk]
+
+
+def pad(x: np.ndarray, pads, mode: str, fill: float = 0.0) -> np.ndarray:
+    """Padded copy of a 5-D array; ``pads`` is three (before, after) pairs."""
+    if all(b == 0 and a == 0 for b, a in pads):
+        return x
+    shape = x.shape[:2] + tuple(n + b + a for n, (b, a) in zip(x.shape[2:], pads, strict=True))
+    out = np.empty(shape, dtype=x.dtype)
+    before = np.array([b for b, _ in pads], dtype=np.int64)
+    pad_planes(x, out, before, MODE_CODES[mode], x.dtype.type(fill))
+    return out
