@@ -1,0 +1,709 @@
+"""``fastconv``: convolution, pooling, shape arithmetic and kernel learning from the shell.
+
+Commands: convolve, pool, shape, learn-kernel, kernels, info, demo. NumPy, Numba and Rich
+are imported inside the commands that need them, so ``fastconv --help`` and
+``fastconv shape`` never import Numba.
+
+Errors are one ``Error:`` line: exit code 2 for usage errors (Click's usage line comes
+first), 1 for data errors (the library's ValueError/TypeError, unreadable files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import click
+
+from fastconv_cli.params import (
+    FLOATS,
+    INTS,
+    KERNEL,
+    LAYER,
+    PADDING,
+    SIZE,
+    IntTupleType,
+    KernelSpec,
+)
+
+CONTEXT = dict(help_option_names=["-h", "--help"], max_content_width=100)
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+#: results with at most this many elements are printed in full when there is no -o.
+PRINT_LIMIT = 256
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="fastconv", prog_name="fastconv")
+def cli() -> None:
+    """Fast convolution and pooling for NumPy arrays and images (CPU via Numba, NVIDIA GPU
+    via numba.cuda).
+
+    \b
+    Examples:
+      fastconv convolve photo.png -k sobel-x -o edges.png
+      fastconv convolve x.npy -k "[[1,-1]]"
+      fastconv pool x.npy --size 2 --mode max -o y.npy
+      fastconv shape --input 8x8 --kernel 3 --padding 1 --stride 2
+      fastconv shape --input 240x240 --layer 10*conv:k=5
+      fastconv learn-kernel --input x.npy --target y.npy --kernel-size 1x2
+    """
+
+
+def main(argv=None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name="fastconv")
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+@contextlib.contextmanager
+def library_errors(where: str):
+    """Report the library's ValueError/TypeError/RuntimeError as a data error (exit 1)."""
+    from fastconv_cli.io import DataError as IODataError
+
+    try:
+        yield
+    except click.ClickException:
+        raise
+    except (ValueError, TypeError, RuntimeError, MemoryError) as exc:
+        raise IODataError(f"{where}: {exc}") from None
+
+
+def _io():
+    from fastconv_cli import io
+
+    return io
+
+
+def as_spatial_stack(x, path: str, param: str = "INPUT"):
+    """(array as (C, H, W) or (N, C, H, W), was_2d). A 2-D input is one channel."""
+    if x.ndim == 2:
+        return x[None], True
+    if x.ndim in (3, 4):
+        return x, False
+    raise _io().DataError(
+        f"{param} {path!r}: expected a 2-D (H, W), 3-D (C, H, W) or 4-D (N, C, H, W) array, "
+        f"got shape {tuple(x.shape)}"
+    )
+
+
+def load_kernel(spec: KernelSpec):
+    """The kernel a ``--kernel`` spec names, as a NumPy array."""
+    import numpy as np
+
+    if spec.kind == "file":
+        io = _io()
+        if not _exists(spec.text):
+            raise click.BadParameter(f"{spec.text!r}: file does not exist",
+                                     param_hint="'-k' / '--kernel'")
+        return io.load_array(spec.text, param="--kernel")
+    if spec.kind == "literal":
+        try:
+            return np.array(spec.values, dtype=np.float64)
+        except ValueError:
+            raise click.BadParameter(
+                f"{spec.text!r}: rows have different lengths; expected a rectangular array",
+                param_hint="'-k' / '--kernel'",
+            ) from None
+    return named_kernel(spec.name, spec.args, spec.text)
+
+
+def kernel_registry() -> dict:
+    """Named kernels: ``{name: factory_or_array}`` from ``fastconv.kernels``."""
+    try:
+        from fastconv import kernels
+    except ImportError:
+        return {}
+    for attr in ("REGISTRY", "registry", "KERNELS", "NAMED"):
+        reg = getattr(kernels, attr, None)
+        if isinstance(reg, dict):
+            return dict(reg)
+        if callable(reg):
+            return dict(reg())
+    names = getattr(kernels, "__all__", [])
+    return {n: getattr(kernels, n) for n in names if not n[:1].isupper()}
+
+
+def named_kernel(name: str, args: tuple, text: str):
+    import numpy as np
+
+    reg = kernel_registry()
+    hint = "'-k' / '--kernel'"
+    if name not in reg:
+        known = ", ".join(n.replace("_", "-") for n in sorted(reg)) or "(none available)"
+        raise click.BadParameter(
+            f"{text!r}: unknown kernel name; expected a .npy file, a literal like [[1,-1]], "
+            f"or one of: {known}",
+            param_hint=hint,
+        )
+    entry = reg[name]
+    if callable(entry):
+        try:
+            value = entry(*args)
+        except (TypeError, ValueError) as exc:
+            raise click.BadParameter(f"{text!r}: {exc}", param_hint=hint) from None
+    else:
+        if args:
+            raise click.BadParameter(f"{text!r}: kernel {name!r} takes no arguments",
+                                     param_hint=hint)
+        value = entry
+    return np.asarray(value)
+
+
+def _exists(path: str) -> bool:
+    import os
+
+    return os.path.isfile(path)
+
+
+def kernel_dtype(x):
+    """Kernels are cast to the input's precision: float64 input -> float64, else float32."""
+    import numpy as np
+
+    return np.float64 if x.dtype == np.float64 else np.float32
+
+
+def fmt_array(a) -> str:
+    import numpy as np
+
+    return np.array2string(np.asarray(a), precision=4, suppress_small=True,
+                           max_line_width=100)
+
+
+def report(result, output: str | None, key: str = "result") -> None:
+    """Save to ``output`` (atomically) or print: small arrays in full, large ones summarised."""
+    import numpy as np
+
+    if output:
+        try:
+            _io().save_array(output, result, key=key)
+        except OSError as exc:
+            raise _io().DataError(f"-o {output!r}: could not write ({exc})") from None
+        shape = "x".join(str(s) for s in result.shape)
+        click.echo(f"wrote {output} ({result.dtype}, {shape})")
+        return
+    if result.size <= PRINT_LIMIT:
+        click.echo(fmt_array(result))
+        return
+    r = np.asarray(result)
+    with np.errstate(all="ignore"):
+        click.echo(
+            f"{r.dtype} array, shape {tuple(r.shape)}: min {np.nanmin(r):.6g}, "
+            f"max {np.nanmax(r):.6g}, mean {np.nanmean(r, dtype=np.float64):.6g} "
+            "(use -o FILE to save it)"
+        )
+
+
+def check_paths(output: str | None, inputs: list[str]) -> None:
+    for path, param in zip(inputs, ("INPUT", "--target"), strict=False):
+        _io().check_input_path(path, param)
+    if output:
+        _io().check_output(output, inputs)
+
+
+# ---------------------------------------------------------------------------- convolve
+
+
+@cli.command(short_help="Convolve an array or image with a kernel.")
+@click.argument("input", type=click.Path(exists=True, dir_okay=False))
+@click.option("-k", "--kernel", type=KERNEL, required=True,
+              help="Kernel: a .npy file, a named kernel (sobel-x, gaussian:5:1.0; see "
+                   "'fastconv kernels') or a literal like \"[[1,-1]]\".")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Output file: .npy, .npz, or an image (.png/.jpg/.tif, rescaled to "
+                   "0-255). Without it small results are printed, large ones summarised.")
+@click.option("--bias", type=FLOATS, help="Added to every output channel, or one per channel.")
+@click.option("--stride", type=INTS, default="1", show_default=True, help="N or N,N.")
+@click.option("--padding", type=PADDING, default="0", show_default=True,
+              help="N, N,N, before:after pairs (0:1,1:1), same, valid or full.")
+@click.option("--dilation", type=INTS, default="1", show_default=True, help="N or N,N.")
+@click.option("--groups", type=click.IntRange(min=1), default=None,
+              help="Channel groups (default 1; a 2-D kernel always runs depthwise).")
+@click.option("--padding-mode", type=click.Choice(PADDING_MODES), default="zeros",
+              show_default=True)
+@click.option("--flip", is_flag=True, help="True convolution (kernel flipped), not correlation.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
+              help="Where to run (default: cpu, or $FASTCONV_DEVICE).")
+@click.option("--key", default=None, help="Array name inside an .npz INPUT.")
+def convolve(input, kernel, output, bias, stride, padding, dilation, groups, padding_mode,
+             flip, device, key):
+    """Cross-correlate INPUT with a kernel (with --flip: true convolution).
+
+    INPUT is .npy, .npz (--key) or an image (.png/.jpg/.tif; greyscale -> (H, W), colour
+    -> (3, H, W)). A 2-D array is one image, 3-D is (C, H, W), 4-D is (N, C, H, W).
+
+    \b
+    Kernel rule:
+      2-D kernel (kH, kW)        applied to every channel on its own (depthwise,
+                                 groups=C): the output has the input's channels
+      3-D kernel (C, kH, kW)     one output channel summed over the input channels
+      4-D kernel (K, C/g, kH, kW) used as the weight of fastconv.conv2d
+
+    A 2-D input gives a 2-D output when there is one output channel.
+    """
+    import numpy as np
+
+    check_paths(output, [input])
+    io = _io()
+    x = io.load_array(input, key=key)
+    w = load_kernel(kernel)
+    where = f"convolve {input!r} with --kernel {kernel.text!r}"
+    with library_errors(where):
+        x3, was_2d = as_spatial_stack(x, input)
+        w = np.asarray(w, dtype=kernel_dtype(x))
+        C = x3.shape[-3]
+        if w.ndim == 2:
+            if groups not in (None, C):
+                raise click.BadParameter(
+                    f"a 2-D kernel is applied to each of the {C} channels (groups={C}); "
+                    f"got --groups {groups}. Give a 4-D (K, C/groups, kH, kW) kernel instead",
+                    param_hint="--groups",
+                )
+            weight, g = np.broadcast_to(w, (C, 1) + w.shape), C
+        elif w.ndim == 3:
+            weight, g = w[None], groups or 1
+        elif w.ndim == 4:
+            weight, g = w, groups or 1
+        else:
+            raise io.DataError(
+                f"--kernel {kernel.text!r}: expected a 2-D, 3-D or 4-D kernel, got shape "
+                f"{tuple(w.shape)}"
+            )
+        if flip:
+            weight = weight[..., ::-1, ::-1]
+        b = None
+        if bias is not None:
+            K = weight.shape[0]
+            if len(bias) not in (1, K):
+                raise io.DataError(
+                    f"--bias: expected 1 or K={K} values (one per output channel), "
+                    f"got {len(bias)}"
+                )
+            b = np.asarray(bias * (K if len(bias) == 1 else 1), dtype=weight.dtype)
+        import fastconv as fc
+
+        y = fc.conv2d(x3, weight, b, stride=stride, padding=padding, dilation=dilation,
+                      groups=g, padding_mode=padding_mode, device=device)
+        if was_2d and y.shape[0] == 1:
+            y = y[0]
+    report(np.asarray(y), output)
+
+
+# -------------------------------------------------------------------------------- pool
+
+
+@cli.command(short_help="Max or average pooling of an array or image.")
+@click.argument("input", type=click.Path(exists=True, dir_okay=False))
+@click.option("--size", type=INTS, required=True, help="Window: N or N,N.")
+@click.option("--stride", type=INTS, default=None, help="N or N,N (default: the window size).")
+@click.option("--padding", type=IntTupleType(minimum=0), default="0", show_default=True,
+              help="N or N,N (at most half the window).")
+@click.option("--mode", type=click.Choice(["max", "avg"]), default="max", show_default=True)
+@click.option("--ceil-mode", is_flag=True, help="Round the output size up (PyTorch rule).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Output file (.npy, .npz or an image).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)
+@click.option("--key", default=None, help="Array name inside an .npz INPUT.")
+def pool(input, size, stride, padding, mode, ceil_mode, output, device, key):
+    """Max or average pooling of INPUT, each channel on its own.
+
+    A 2-D array is one image, 3-D is (C, H, W), 4-D is (N, C, H, W).
+    """
+    import numpy as np
+
+    check_paths(output, [input])
+    io = _io()
+    x = io.load_array(input, key=key)
+    with library_errors(f"pool {input!r}"):
+        x3, was_2d = as_spatial_stack(x, input)
+        import fastconv as fc
+
+        func = getattr(fc, f"{mode}_pool2d", None)
+        if func is None:  # pragma: no cover - only while fastconv.pool is being written
+            raise io.DataError(f"fastconv.{mode}_pool2d is not available in this version")
+        y = func(x3, size, stride=stride, padding=padding, ceil_mode=ceil_mode, device=device)
+        if was_2d:
+            y = y[0]
+    report(np.asarray(y), output)
+
+
+# ------------------------------------------------------------------------------- shape
+
+
+def _fmt_size(size) -> str:
+    return "x".join(str(s) for s in size)
+
+
+@cli.command(short_help="Output size of a layer or a stack of layers (no Numba).")
+@click.option("--input", "input_size", type=SIZE, required=True, help="Input size, e.g. 8x8.")
+@click.option("--kernel", type=INTS, default=None, help="Kernel size N or N,N (one layer).")
+@click.option("--padding", type=PADDING, default="0", show_default=True,
+              help="N, N,N, pairs 0:1,1:1, same, valid or full.")
+@click.option("--stride", type=INTS, default="1", show_default=True)
+@click.option("--dilation", type=INTS, default="1", show_default=True)
+@click.option("--ceil-mode", is_flag=True, help="Pooling's ceil rule.")
+@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Apply the one layer this many times.")
+@click.option("--layer", "layers", type=LAYER, multiple=True,
+              help="A layer of a stack, repeatable: conv:k=5,s=1,p=2,d=1 or "
+                   "pool:k=2[,s=2,p=0,ceil=1]; N*conv:k=5 repeats it N times.")
+def shape(input_size, kernel, padding, stride, dilation, ceil_mode, repeat, layers):
+    """Output size of a layer (prints e.g. 4x4), or a table for a --layer stack.
+
+    \b
+    fastconv shape --input 8x8 --kernel 3 --padding 1 --stride 2      -> 4x4
+    fastconv shape --input 240x240 --kernel 5 --repeat 10             -> 200x200
+    fastconv shape --input 32x32 --layer conv:k=5,p=2 --layer pool:k=2
+    """
+    from fastconv import _shapes
+
+    if layers and kernel is not None:
+        raise click.UsageError("give either --kernel (one layer) or --layer (a stack), not both")
+    if not layers and kernel is None:
+        raise click.UsageError("missing --kernel (one layer) or --layer (a stack)")
+    if layers and repeat != 1:
+        raise click.UsageError("--repeat applies to --kernel; in a stack write N*conv:k=5")
+    if kernel is not None:
+        size = input_size
+        with library_errors("shape"):
+            for _ in range(repeat):
+                size = _shapes.output_shape(size, kernel, stride, padding, dilation, ceil_mode)
+        click.echo(_fmt_size(size))
+        return
+    rows = stack_rows(input_size, layers)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"input {_fmt_size(input_size)}")
+    for col in ("#", "layer", "output", "receptive field", "jump"):
+        table.add_column(col, justify="left" if col == "layer" else "right")
+    for row in rows:
+        table.add_row(*row)
+    Console(highlight=False).print(table)
+    click.echo(f"{_fmt_size(input_size)} -> {rows[-1][2]}")
+
+
+def stack_rows(input_size: tuple, layers) -> list[tuple[str, ...]]:
+    """One table row per layer (repeats expanded): #, layer, output, receptive field, jump."""
+    from fastconv import _shapes
+    from fastconv._validate import ntuple
+
+    n = len(input_size)
+    size = input_size
+    rf = [(1, 1)] * n  # (size, jump) per axis
+    rows = []
+    index = 0
+    for spec in layers:
+        for _ in range(spec.repeat):
+            index += 1
+            where = f"--layer {spec.text!r} (layer {index})"
+            with library_errors(where):
+                k = ntuple(spec.kernel, n, "k", where)
+                s = ntuple(spec.stride, n, "s", where)
+                d = ntuple(spec.dilation, n, "d", where)
+                if spec.kind == "pool" and not isinstance(spec.padding, str):
+                    pads = ntuple(spec.padding, n, "p", where)
+                    for p, kk, dd in zip(pads, k, d, strict=True):
+                        if 2 * p > dd * (kk - 1) + 1:
+                            raise ValueError(
+                                f"pool padding p={p} must be at most half the window "
+                                f"(k={kk}, d={dd})"
+                            )
+                size = _shapes.output_shape(size, k, s, spec.padding, d, spec.ceil_mode)
+                rf = [
+                    (r + dd * (kk - 1) * j, j * ss)
+                    for (r, j), kk, ss, dd in zip(rf, k, s, d, strict=True)
+                ]
+            label = spec.text.split("*", 1)[-1]
+            rows.append((
+                str(index), label, _fmt_size(size), _fmt_size(r for r, _ in rf),
+                _fmt_size(j for _, j in rf),
+            ))
+    return rows
+
+
+# ------------------------------------------------------------------------ learn-kernel
+
+
+@cli.command("learn-kernel", short_help="Learn a kernel from an input and a target.")
+@click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False),
+              required=True, help="Input X (.npy/.npz/image).")
+@click.option("--target", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="Target Y = conv(X, kernel) to fit.")
+@click.option("--kernel-size", type=SIZE, required=True, help="Kernel size, e.g. 1x2.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-2,
+              show_default=True, help="Learning rate.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--bias/--no-bias", default=False, show_default=True, help="Also fit a bias.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd",
+              show_default=True)
+@click.option("--seed", type=int, default=None, help="Seed of the initial kernel.")
+@click.option("--every", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Print the loss every this many epochs.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Save the learned kernel (.npy or .npz).")
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help="Draw the loss curve to an image (.png).")
+def learn_kernel(input_path, target, kernel_size, lr, epochs, bias, optimizer, seed, every,
+                 output, plot):
+    """Fit a kernel so that conv(INPUT, kernel) matches TARGET (the seeds' loop: squared
+    error, gradient descent, loss printed every 2 epochs).
+
+    \b
+    fastconv learn-kernel --input x.npy --target y.npy --kernel-size 1x2
+    """
+    import numpy as np
+
+    io = _io()
+    check_paths(None, [input_path, target])
+    for out, name in ((output, "-o"), (plot, "--plot")):
+        if out:
+            io.check_output(out, [input_path, target], param=name)
+    if output and plot and io._same_file(output, plot):
+        raise click.BadParameter("-o and --plot name the same file", param_hint="--plot")
+    x = io.load_array(input_path)
+    y = io.load_array(target, param="--target")
+    import fastconv as fc
+
+    learn = getattr(fc, "learn_kernel", None)
+    if learn is None:  # pragma: no cover - only while fastconv.learn is being written
+        raise io.DataError("fastconv.learn_kernel is not available in this version")
+    losses_seen: list[float] = []
+    progress = None
+    task = None
+
+    def echo(line: str) -> None:
+        if progress is not None:
+            progress.console.print(line, highlight=False)
+        else:
+            click.echo(line)
+
+    def callback(epoch, loss, *rest):
+        losses_seen.append(float(loss))
+        if epoch % every == 0:
+            echo(f"epoch {epoch}, loss {float(loss):.3f}")
+        if progress is not None:
+            progress.update(task, advance=1)
+
+    long_run = epochs > 200
+    with contextlib.ExitStack() as stack:
+        if long_run:
+            from rich.console import Console
+            from rich.progress import Progress
+
+            progress = stack.enter_context(
+                Progress(console=Console(file=sys.stderr), transient=True)
+            )
+            task = progress.add_task("learning", total=epochs)
+        with library_errors(f"learn-kernel --input {input_path!r} --target {target!r}"):
+            result = learn(x, y, kernel_size, lr=lr, epochs=epochs, bias=bias,
+                           optimizer=optimizer, seed=seed, callback=callback)
+    kernel = np.asarray(result.kernel)
+    click.echo("kernel:")
+    click.echo(fmt_array(kernel))
+    if bias:
+        click.echo(f"bias: {fmt_array(result.bias)}")
+    if output:
+        report(kernel, output, key="kernel")
+    if plot:
+        losses = list(result.losses) if result.losses is not None else losses_seen
+        try:
+            io.atomic_write(plot, lambda fh: draw_loss_curve(losses, fh))
+        except OSError as exc:
+            raise io.DataError(f"--plot {plot!r}: could not write ({exc})") from None
+        click.echo(f"wrote {plot} (loss curve, {len(losses)} epochs)")
+
+
+def draw_loss_curve(losses, fh, size=(640, 400)) -> None:
+    """The loss per epoch as a PNG, drawn with Pillow (log scale when it spans decades)."""
+    import math
+
+    from PIL import Image, ImageDraw
+
+    w, h = size
+    left, right, top, bottom = 70, 20, 30, 50
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    vals = [float(v) for v in losses]
+    positive = all(v > 0 for v in vals) and vals
+    log = bool(positive) and max(vals) / min(vals) > 100
+    ys = [math.log10(v) for v in vals] if log else vals
+    lo, hi = (min(ys), max(ys)) if ys else (0.0, 1.0)
+    if hi == lo:
+        hi = lo + 1.0
+    n = max(len(ys), 2)
+
+    def px(i, v):
+        x = left + (w - left - right) * (i / (n - 1))
+        y = top + (h - top - bottom) * (1 - (v - lo) / (hi - lo))
+        return x, y
+
+    draw.rectangle([left, top, w - right, h - bottom], outline="black")
+    for frac in (0.0, 0.5, 1.0):
+        v = lo + (hi - lo) * frac
+        _, y = px(0, v)
+        label = f"{10 ** v:.3g}" if log else f"{v:.3g}"
+        draw.line([left - 5, y, left, y], fill="black")
+        draw.text((5, y - 6), label, fill="black")
+    for i in (0, len(ys) - 1):
+        x, _ = px(i, lo)
+        draw.text((x - 5, h - bottom + 8), str(i + 1), fill="black")
+    draw.text((w // 2 - 20, h - 20), "epoch", fill="black")
+    draw.text((left, 8), "loss" + (" (log scale)" if log else ""), fill="black")
+    if len(ys) == 1:
+        x, y = px(0, ys[0])
+        draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill="navy")
+    else:
+        draw.line([px(i, v) for i, v in enumerate(ys)], fill="navy", width=2)
+    img.save(fh, format="PNG")
+
+
+# ----------------------------------------------------------------------------- kernels
+
+
+@cli.command(short_help="List the named kernels.")
+def kernels():
+    """List the named kernels usable with --kernel (name:arg:arg passes arguments)."""
+    import inspect
+
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    reg = kernel_registry()
+    if not reg:
+        raise _io().DataError("fastconv.kernels is not available in this version")
+    table = Table()
+    for col in ("name", "arguments", "shape", "example"):
+        table.add_column(col)
+    for name in sorted(reg):
+        entry = reg[name]
+        args = ""
+        if callable(entry):
+            try:
+                params = inspect.signature(entry).parameters.values()
+                args = ":".join(p.name for p in params)
+            except (TypeError, ValueError):
+                args = "..."
+            try:
+                arr = np.asarray(entry())
+            except TypeError:
+                arr = None
+        else:
+            arr = np.asarray(entry)
+        example = name.replace("_", "-") + (":" + args if args else "")
+        shape = "x".join(map(str, arr.shape)) if arr is not None else "(depends)"
+        table.add_row(name.replace("_", "-"), args or "-", shape, example)
+    Console(highlight=False).print(table)
+
+
+# -------------------------------------------------------------------------------- info
+
+
+@cli.command(short_help="Versions, devices, threads, kernel cache.")
+def info():
+    """Versions, devices, CPU thread count and where compiled kernels are cached."""
+    import os
+    import platform
+    from pathlib import Path
+
+    import numba
+    import numpy as np
+
+    import fastconv as fc
+
+    cache = numba.config.CACHE_DIR or str(Path(fc.__file__).parent / "cpu" / "__pycache__")
+    cached = len(list(Path(cache).glob("*.nbi"))) if Path(cache).is_dir() else 0
+    hint = "" if numba.config.CACHE_DIR else "; set NUMBA_CACHE_DIR to move it"
+    rows = [
+        ("fastconv", fc.__version__),
+        ("numpy", np.__version__),
+        ("numba", numba.__version__),
+        ("python", f"{platform.python_version()} ({platform.python_implementation()})"),
+        ("devices", ", ".join(fc.devices())),
+        ("threads", f"{numba.get_num_threads()} (NUMBA_NUM_THREADS="
+                    f"{os.environ.get('NUMBA_NUM_THREADS', 'unset')})"),
+        ("kernel cache", f"{cache} ({cached} cached kernels{hint})"),
+    ]
+    for name, value in rows:
+        click.echo(f"{name:<13}{value}")
+
+
+# -------------------------------------------------------------------------------- demo
+
+
+@cli.command(short_help="The seeds' worked examples, computed by fastconv.")
+def demo():
+    """The seeds' worked examples: 19/25/37/43, channels, edge detection, pooling,
+    learning [1, -1]."""
+    import numpy as np
+
+    import fastconv as fc
+
+    def title(text):
+        click.echo()
+        click.secho(f"== {text}", bold=True)
+
+    def show(label, arr):
+        click.echo(label)
+        click.echo(fmt_array(arr))
+
+    title("2-D cross-correlation: corr2d(X, K)")
+    X = np.arange(9.0).reshape(3, 3)
+    K = np.array([[0.0, 1.0], [2.0, 3.0]])
+    show("X =", X)
+    show("K =", K)
+    show("corr2d(X, K) =", fc.corr2d(X, K))
+
+    title("Multiple input channels: (2, 3, 3) input, (2, 2, 2) kernel")
+    X2 = np.stack([X, X + 1])
+    K2 = np.stack([K, K + 1])
+    show("conv2d(X, K[None]) =", fc.conv2d(X2, K2[None])[0])
+
+    title("Multiple output channels: stack(K, K + 1, K + 2), shape (3, 2, 2, 2)")
+    K3 = np.stack([K2, K2 + 1, K2 + 2])
+    show("conv2d(X, K) =", fc.conv2d(X2, K3))
+
+    title("Edge detection on a 6x8 image with K = [[1, -1]]")
+    E = np.ones((6, 8))
+    E[:, 2:6] = 0
+    edge = np.array([[1.0, -1.0]])
+    show("X =", E)
+    Y = fc.corr2d(E, edge)
+    show("corr2d(X, K): 1 = white->black edge, -1 = black->white =", Y)
+    show("corr2d(X.T, K): the kernel only sees vertical edges =", fc.corr2d(E.T, edge))
+
+    title("Pooling")
+    if hasattr(fc, "max_pool2d"):
+        P = X[None]
+        show("max_pool2d(X, 2, stride=1) =", fc.max_pool2d(P, 2, stride=1)[0])
+        show("avg_pool2d(X, 2, stride=1) =", fc.avg_pool2d(P, 2, stride=1)[0])
+        X16 = np.arange(16.0).reshape(1, 4, 4)
+        show("X16 =", X16[0])
+        show("max_pool2d(X16, 3) =", fc.max_pool2d(X16, 3)[0])
+        show("max_pool2d(X16, 3, padding=1, stride=2) =",
+             fc.max_pool2d(X16, 3, padding=1, stride=2)[0])
+        show("max_pool2d(X16, (2, 3), padding=(1, 1), stride=(2, 3)) =",
+             fc.max_pool2d(X16, (2, 3), padding=(1, 1), stride=(2, 3))[0])
+        two = np.concatenate([X16, X16 + 1])
+        show("two channels, max_pool2d(cat(X16, X16 + 1), 3, padding=1, stride=2) =",
+             fc.max_pool2d(two, 3, padding=1, stride=2))
+    else:  # pragma: no cover - only while fastconv.pool is being written
+        click.echo("(skipped: fastconv.max_pool2d is not available yet)")
+
+    title("Learning the kernel [1, -1] from X and Y = corr2d(X, [[1, -1]])")
+    if hasattr(fc, "learn_kernel"):
+
+        def callback(epoch, loss, *rest):
+            if epoch % 2 == 0:
+                click.echo(f"epoch {epoch}, loss {float(loss):.3f}")
+
+        result = fc.learn_kernel(E, Y, (1, 2), lr=3e-2, epochs=10, seed=0, callback=callback)
+        show("learned kernel =", np.asarray(result.kernel))
+    else:  # pragma: no cover - only while fastconv.learn is being written
+        click.echo("(skipped: fastconv.learn_kernel is not available yet)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
