@@ -17,7 +17,10 @@ DEVICES = ("cpu", "cuda")
 
 
 def is_cuda_array(a) -> bool:
-    return hasattr(a, "__cuda_array_interface__")
+    """Device data: ``__cuda_array_interface__``, or a Numba (simulator) device array."""
+    if hasattr(a, "__cuda_array_interface__"):
+        return True
+    return bool(getattr(type(a), "__cuda_ndarray__", False))
 
 
 def cuda_available() -> bool:

@@ -31,8 +31,10 @@ def wrap_inputs(func: str, backend_name: str, **arrays):
     return out
 
 
-def run_correlate(plan: ConvPlan, backend_name: str, x, weight, bias, *, flip: bool = False):
-    """Pad, allocate and run the backend's correlation core for a validated plan."""
+def run_correlate(plan: ConvPlan, backend_name: str, x, weight, bias, *, flip: bool = False,
+                  like=None):
+    """Pad, allocate and run the backend's correlation core for a validated plan; the
+    result takes the array type of ``like`` (the caller's input; default ``x``)."""
     be = _dispatch.backend(backend_name)
     x5 = be.asarray(x, plan.dtype).reshape(plan.x_shape)
     w5 = be.asarray(weight, plan.dtype).reshape(plan.w_shape)
@@ -46,7 +48,7 @@ def run_correlate(plan: ConvPlan, backend_name: str, x, weight, bias, *, flip: b
     xp = be.pad(x5, plan.pads, plan.padding_mode)
     out = be.empty(plan.out_shape, plan.dtype)
     be.correlate(xp, w5, b, out, np.array(plan.stride), np.array(plan.dilation), plan.groups)
-    return be.finish(out.reshape(plan.user_shape(plan.out_shape)), x)
+    return be.finish(out.reshape(plan.user_shape(plan.out_shape)), x if like is None else like)
 
 
 def _forward(func, nspatial, x, weight, bias, stride, padding, dilation, groups,
@@ -56,7 +58,7 @@ def _forward(func, nspatial, x, weight, bias, stride, padding, dilation, groups,
     a = wrap_inputs(func, name, x=x, weight=weight, bias=bias)
     plan = plan_conv(func, nspatial, a["x"], a["weight"], a["bias"], stride, padding,
                      dilation, groups, padding_mode)
-    out = run_correlate(plan, name, a["x"], a["weight"], a["bias"], flip=flip)
+    out = run_correlate(plan, name, a["x"], a["weight"], a["bias"], flip=flip, like=x)
     if name == "cuda" and not _dispatch.is_cuda_array(x):
         return out.copy_to_host()
     return out

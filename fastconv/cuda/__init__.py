@@ -1,0 +1,20 @@
+"""Numba CUDA backend: ``@cuda.jit`` kernels (compiled lazily, on first use) behind the
+same names as ``fastconv.cpu``. Every array is a 5-D device array ``(N, C, D, H, W)``:
+1-D and 2-D calls use unit axes.
+
+Importing this package imports ``numba.cuda`` (never done by ``import fastconv``); it
+does not touch the GPU until a kernel runs. Under ``NUMBA_ENABLE_CUDASIM=1`` the same
+kernels run in Numba's CUDA simulator.
+"""
+
+from __future__ import annotations
+
+from fastconv.cuda.arrays import asarray, empty, finish, wrap, zeros
+from fastconv.cuda.conv import correlate
+from fastconv.cuda.pad import pad
+
+#: Threads per block ``(x, y)`` of every kernel (x runs along output rows). Tests patch it
+#: small so multi-block grids and out-of-range threads are exercised in the simulator.
+THREADS: tuple[int, int] = (32, 8)
+
+__all__ = ["THREADS", "asarray", "correlate", "empty", "finish", "pad", "wrap", "zeros"]

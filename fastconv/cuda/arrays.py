@@ -1,0 +1,123 @@
+"""Device arrays for the CUDA backend: wrapping user data (zero-copy for anything with
+``__cuda_array_interface__``), casting on the device, allocation, and handing results
+back in the caller's array type.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import cuda
+from numba.core import config
+
+from fastconv._validate import as_array, check_dtype
+from fastconv.cuda._launch import grid1, grid3, launch
+
+SIMULATOR = bool(config.ENABLE_CUDASIM)
+
+
+def is_device_array(a) -> bool:
+    """A Numba device array (real or simulated) or any ``__cuda_array_interface__`` object."""
+    return bool(getattr(type(a), "__cuda_ndarray__", False)) or hasattr(
+        a, "__cuda_array_interface__"
+    )
+
+
+def wrap(a, name: str, func: str):
+    """``a`` as a Numba device array with a real numeric dtype.
+
+    Device data (CuPy, PyTorch CUDA tensors, Numba device arrays) is viewed without a
+    copy; anything else goes through NumPy (``as_array``) and is copied to the device in
+    its own dtype (the cast to the compute dtype happens on the device).
+    """
+    if getattr(type(a), "__cuda_ndarray__", False):
+        arr = a
+    elif hasattr(a, "__cuda_array_interface__"):
+        arr = cuda.as_cuda_array(a)
+    else:
+        host = as_array(a, name, func)
+        arr = cuda.to_device(np.ascontiguousarray(host, dtype=host.dtype.newbyteorder("=")))
+    check_dtype(arr, name, func)
+    return arr
+
+
+def empty(shape, dtype):
+    return cuda.device_array(tuple(shape), dtype=np.dtype(dtype))
+
+
+@cuda.jit
+def _fill(flat, value):
+    i = cuda.grid(1)
+    if i < flat.shape[0]:
+        flat[i] = value
+
+
+def zeros(shape, dtype):
+    out = empty(shape, dtype)
+    if out.size:
+        blocks, tpb = grid1(out.size)
+        launch(_fill, blocks, tpb, out.reshape(out.size), out.dtype.type(0))
+    return out
+
+
+def expand5(a):
+    """A 5-D view of a 1-D..5-D device array (leading unit axes), any strides kept."""
+    k = 5 - len(a.shape)
+    if k == 0:
+        return a
+    if a.is_c_contiguous():
+        return a.reshape((1,) * k + tuple(a.shape))
+    if SIMULATOR:
+        return a[(None,) * k]
+    desc = dict(a.__cuda_array_interface__)
+    strides = desc.get("strides") or tuple(a.strides)
+    desc["shape"] = (1,) * k + tuple(desc["shape"])
+    desc["strides"] = (0,) * k + tuple(strides)
+    return cuda.from_cuda_array_interface(desc, owner=a, sync=False)
+
+
+@cuda.jit
+def _cast5(src, dst):
+    """dst[n, c, d, h, w] = src[n, c, d, h, w] (src: any dtype and strides)."""
+    w, h = cuda.grid(2)
+    C, D, H, W = dst.shape[1], dst.shape[2], dst.shape[3], dst.shape[4]
+    if w >= W or h >= H:
+        return
+    z = cuda.blockIdx.z
+    while z < dst.shape[0] * C * D:
+        d = z % D
+        c = (z // D) % C
+        n = z // (D * C)
+        dst[n, c, d, h, w] = src[n, c, d, h, w]
+        z += cuda.gridDim.z
+
+
+def asarray(a, dtype):
+    """A C-contiguous device array of ``dtype``: ``a`` itself when it already is one,
+    else a copy made on the device (casts and negative strides never go through the host).
+    """
+    dtype = np.dtype(dtype)
+    if not is_device_array(a):
+        a = cuda.to_device(np.ascontiguousarray(a, dtype=dtype))
+    if not getattr(type(a), "__cuda_ndarray__", False):
+        a = cuda.as_cuda_array(a)
+    if a.dtype == dtype and a.is_c_contiguous():
+        return a
+    out = empty(a.shape, dtype)
+    if out.size:
+        src, dst = expand5(a), out.reshape((1,) * (5 - len(out.shape)) + tuple(out.shape))
+        blocks, tpb = grid3(dst.shape[4], dst.shape[3], dst.shape[0] * dst.shape[1] * dst.shape[2])
+        launch(_cast5, blocks, tpb, src, dst)
+    return out
+
+
+def finish(out, like):
+    """The result in the caller's array type: CuPy in -> CuPy out (``cupy.asarray``, no
+    copy); anything else (Numba device arrays, PyTorch CUDA tensors, NumPy) gets the Numba
+    device array, which ``torch.as_tensor(out, device="cuda")`` takes without a copy.
+    NumPy callers are copied back to the host by the public wrapper.
+    """
+    if type(like).__module__.split(".")[0] == "cupy":
+        import cupy
+
+        return cupy.asarray(out)
+    return out
