@@ -21,6 +21,7 @@ lint: install
 
 test: install lint
 	$(PY) -m pytest
+	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -m cudasim tests/test_cuda.py
 
 demo: install
 	$(VENV)/bin/fastconv demo
