@@ -4,7 +4,7 @@ Backends and the Dask layer consume plans; none re-derives a size."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -124,4 +124,180 @@ def plan_conv(
         padding_mode=padding_mode,
         dtype=dtype,
         unbatched=unbatched,
+    )
+
+
+@dataclass(frozen=True)
+class InputGradPlan:
+    """A validated input gradient of a correlation (also a transposed convolution).
+
+    The gradient is computed as a stride-1 correlation of ``grad_output`` spread onto a
+    zero grid (``g[o]`` lands at ``lead + o*stride``) with the flipped, channel-transposed
+    weight; ``spread_*`` are the per-axis ``(start, stop, step)`` slices of that copy.
+    With a non-zero ``padding_mode`` the gradient is first computed on the padded grid
+    (``padded_shape``) and then folded back onto the source pixels.
+    """
+
+    func: str
+    nspatial: int
+    g_shape: tuple  # 5-D grad_output (N, K, OD, OH, OW)
+    w_shape: tuple  # 5-D forward weight (K, C // groups, KD, KH, KW)
+    out_shape: tuple  # 5-D input gradient (N, C, D, H, W)
+    spread_shape: tuple  # 5-D zero grid that grad_output is spread onto
+    spread_src: tuple  # 3 (start, stop, step) slices of grad_output
+    spread_dst: tuple  # 3 (start, stop, step) slices of the spread grid
+    padded_shape: tuple  # 5-D grid the correlation writes (== out_shape when not folding)
+    dilation: tuple
+    pads: Pairs
+    groups: int
+    padding_mode: str  # "zeros": no fold
+    dtype: np.dtype
+    unbatched: bool
+
+    def user_shape(self, shape5: tuple) -> tuple:
+        lead = shape5[1:2] if self.unbatched else shape5[:2]
+        return lead + shape5[5 - self.nspatial :]
+
+
+def spread_slices(out_n: int, stride: int, lead: int, length: int) -> tuple[tuple, tuple]:
+    """Slices placing ``g[o]`` at ``lead + o*stride`` inside ``[0, length)``, dropping what
+    falls outside: ((src_start, src_stop, 1), (dst_start, dst_stop, stride))."""
+    lo = _shapes.ceil_div(max(0, -lead), stride)
+    hi = min(out_n, (length - 1 - lead) // stride + 1)
+    if hi <= lo:
+        return (0, 0, 1), (0, 0, 1)
+    return (lo, hi, 1), (lead + lo * stride, lead + (hi - 1) * stride + 1, stride)
+
+
+def _input_grad_plan(func, nspatial, g_shape, w_shape, out_shape, stride, dilation, pads,
+                     groups, padding_mode, dtype, unbatched) -> InputGradPlan:
+    """Spread geometry of an input gradient (all shapes 5-D, per-axis tuples of 3)."""
+    fold = padding_mode != "zeros" and any(b or a for b, a in pads)
+    mode = padding_mode if fold else "zeros"
+    grid = tuple(
+        n + b + a if fold else n for n, (b, a) in zip(out_shape[2:], pads, strict=True)
+    )
+    src, dst, spread = [], [], []
+    for o, n, k, s, d, (b, _) in zip(g_shape[2:], grid, w_shape[2:], stride, dilation, pads,
+                                     strict=True):
+        reach = d * (k - 1)
+        lead = reach - (0 if fold else b)
+        sl, dl = spread_slices(o, s, lead, n + reach)
+        src.append(sl)
+        dst.append(dl)
+        spread.append(n + reach)
+    return InputGradPlan(
+        func=func, nspatial=nspatial, g_shape=g_shape, w_shape=w_shape, out_shape=out_shape,
+        spread_shape=g_shape[:2] + tuple(spread), spread_src=tuple(src), spread_dst=tuple(dst),
+        padded_shape=out_shape[:2] + grid, dilation=dilation, pads=pads, groups=groups,
+        padding_mode=mode, dtype=dtype, unbatched=unbatched,
+    )
+
+
+class _ShapeOnly:
+    """Stands in for an array that only has a shape (``input_size``/``weight_size``)."""
+
+    def __init__(self, shape: tuple, dtype=np.float32):
+        self.shape = shape
+        self.dtype = np.dtype(dtype)
+
+
+def _check_size(func: str, name: str, size, ranks: tuple[int, ...], what: str) -> tuple:
+    ok = (
+        isinstance(size, tuple | list)
+        and len(size) in ranks
+        and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in size)
+    )
+    if not ok:
+        raise ValueError(f"{func}: {name} must be a tuple of ints {what}, got {size!r}")
+    return tuple(int(v) for v in size)
+
+
+def _check_grad_output(func: str, plan: ConvPlan, grad_output, detail: str) -> None:
+    want = plan.user_shape(plan.out_shape)
+    if shape_of(grad_output) != want:
+        raise ValueError(
+            f"{func}: grad_output.shape={shape_of(grad_output)} does not match the forward "
+            f"output shape {want} ({detail})"
+        )
+
+
+def plan_conv_input(func, nspatial, input_size, weight, grad_output, stride, padding,
+                    dilation, groups, padding_mode) -> InputGradPlan:
+    """Check an input-gradient call (torch.nn.grad.conv*_input semantics)."""
+    s = nspatial
+    size = _check_size(func, "input_size", input_size, (s + 1, s + 2),
+                       f"(N, C, *spatial) or (C, *spatial) with {s} spatial axes")
+    fwd = plan_conv(func, s, _ShapeOnly(size, weight.dtype), weight, None, stride, padding,
+                    dilation, groups, padding_mode)
+    _check_grad_output(func, fwd, grad_output,
+                       f"input_size={size}, weight.shape={shape_of(weight)}")
+    return _input_grad_plan(func, s, fwd.out_shape, fwd.w_shape, fwd.x_shape, fwd.stride,
+                            fwd.dilation, fwd.pads, groups, fwd.padding_mode,
+                            result_dtype(weight, grad_output), fwd.unbatched)
+
+
+def plan_conv_weight(func, nspatial, x, weight_size, grad_output, stride, padding, dilation,
+                     groups, padding_mode) -> ConvPlan:
+    """Check a weight-gradient call (torch.nn.grad.conv*_weight semantics)."""
+    s = nspatial
+    size = _check_size(func, "weight_size", weight_size, (s + 2,),
+                       f"(K, C // groups, *kernel) with {s} kernel axes")
+    fwd = plan_conv(func, s, x, _ShapeOnly(size, x.dtype), None, stride, padding, dilation,
+                    groups, padding_mode)
+    _check_grad_output(func, fwd, grad_output, f"x.shape={shape_of(x)}, weight_size={size}")
+    return replace(fwd, dtype=result_dtype(x, grad_output))
+
+
+def plan_conv_transpose(func, nspatial, x, weight, bias, stride, padding, output_padding,
+                        groups, dilation) -> InputGradPlan:
+    """Check a transposed convolution (PyTorch semantics; weight is (C, K // groups, *k))."""
+    s = nspatial
+    _check_rank(func, "x", x, (s + 1, s + 2),
+                f"{s + 2}-D (N, C, *spatial) or {s + 1}-D (C, *spatial)")
+    _check_rank(func, "weight", weight, (s + 2,), f"{s + 2}-D (C, K // groups, *kernel)")
+    xs, ws = shape_of(x), shape_of(weight)
+    unbatched = len(xs) == s + 1
+    if unbatched:
+        xs = (1,) + xs
+    shapes = f" (x.shape={shape_of(x)}, weight.shape={ws})"
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"{func}: groups must be an int >= 1, got {groups!r}")
+    C, K = xs[1], ws[1] * groups
+    if C != ws[0]:
+        raise ValueError(
+            f"{func}: channel mismatch: x has C={C} but weight.shape[0] = {ws[0]}{shapes}"
+        )
+    if C % groups:
+        raise ValueError(
+            f"{func}: groups={groups} must divide the input channels C={C}{shapes}"
+        )
+    if bias is not None and shape_of(bias) != (K,):
+        raise ValueError(
+            f"{func}: bias must have shape (K,) = ({K},) with K = weight.shape[1] * groups, "
+            f"got bias.shape={shape_of(bias)}"
+        )
+    if any(v == 0 for v in xs + ws):
+        raise ValueError(f"{func}: empty input or weight{shapes}")
+    kernel = ws[2:]
+    strides = ntuple(stride, s, "stride", func, minimum=1)
+    dil = ntuple(dilation, s, "dilation", func, minimum=1)
+    pad = ntuple(padding, s, "padding", func, minimum=0)
+    opad = ntuple(output_padding, s, "output_padding", func, minimum=0)
+    if any(op >= max(st, d) for op, st, d in zip(opad, strides, dil, strict=True)):
+        raise ValueError(
+            f"{func}: output_padding={opad} must be smaller than either stride={strides} or "
+            f"dilation={dil} on every axis"
+        )
+    out = tuple(
+        _shapes.transpose_out(n, k, st, p, op, d)
+        for n, k, st, p, op, d in zip(xs[2:], kernel, strides, pad, opad, dil, strict=True)
+    )
+    if any(o < 1 for o in out):
+        raise ValueError(f"{func}: output size {out} < 1 for padding={pad}{shapes}")
+    return _input_grad_plan(
+        func, s, xs[:2] + to3(xs[2:], 1), (C, ws[1]) + to3(kernel, 1),
+        (xs[0], K) + to3(out, 1), to3(strides, 1), to3(dil, 1), to3(tuple((p, p) for p in pad),
+                                                                    (0, 0)),
+        groups, "zeros", result_dtype(x, weight, *(() if bias is None else (bias,))), unbatched,
     )

@@ -11,7 +11,7 @@ import numpy as np
 
 from fastconv import _dispatch
 from fastconv._docs import fill
-from fastconv._plan import ConvPlan, plan_conv
+from fastconv._plan import ConvPlan, InputGradPlan, plan_conv, plan_conv_transpose
 from fastconv._validate import as_array, check_algorithm
 
 ALGORITHMS = ("auto", "direct")
@@ -216,3 +216,102 @@ def correlate2d(in1, in2, mode: str = "full", boundary: str = "fill", fillvalue=
     from fastconv._scipy import scipy_correlate2d
 
     return scipy_correlate2d(in1, in2, mode=mode, boundary=boundary, fillvalue=fillvalue)
+
+
+# --- transposed convolution (the input gradient of a correlation) ----------------------
+
+
+def run_input_grad(plan: InputGradPlan, backend_name: str, g, weight, bias):
+    """Run the backend's input-gradient core for a validated plan (``g`` is grad_output,
+    or the input of a transposed convolution); ``bias`` is added to every output."""
+    be = _dispatch.backend(backend_name)
+    if not hasattr(be, "correlate_input"):
+        raise NotImplementedError(f"{plan.func}: not implemented on device {backend_name!r}")
+    g5 = be.asarray(g, plan.dtype).reshape(plan.g_shape)
+    w5 = be.asarray(weight, plan.dtype).reshape(plan.w_shape)
+    b = (
+        be.zeros((plan.out_shape[1],), plan.dtype)
+        if bias is None
+        else be.asarray(bias, plan.dtype)
+    )
+    out = be.empty(plan.padded_shape, plan.dtype)
+    res = be.correlate_input(g5, w5, b, out, plan.spread_shape, plan.spread_src,
+                             plan.spread_dst, plan.dilation, plan.groups, plan.pads,
+                             plan.padding_mode)
+    return be.finish(res.reshape(plan.user_shape(plan.out_shape)), g)
+
+
+_TRANSPOSE_DOC = """Transposed convolution of a batch of {rank} signals ({shape}).
+
+    The adjoint of :func:`conv{n}d` with the same weight, stride, padding, dilation and
+    groups (PyTorch's ``conv_transpose{n}d``, sometimes called "deconvolution")::
+
+        y[n, k, i] = bias[k] + sum_{{c in group(k), o, r : o*stride + r*dilation == i + padding}}
+                     x[n, c, o] * weight[c, k % (K // groups), r]
+
+    Output size per axis: ``(n - 1)*stride - 2*padding + dilation*(k - 1) + output_padding + 1``.
+
+    Parameters
+    ----------
+    x : array_like, shape {shape_in}
+    weight : array_like, shape (C, K // groups, {kernel})
+    bias : array_like, shape (K,), optional
+    {stride}
+    padding : int or tuple of int, default 0
+        Removes ``padding`` elements from both ends of every output axis.
+    output_padding : int or tuple of int, default 0
+        Extra elements at the end of every output axis; must be smaller than either the
+        stride or the dilation (PyTorch's rule).
+    {groups}
+    {dilation}
+    {device}
+
+    Returns
+    -------
+    ndarray, shape {shape_out}
+        {dtypes}
+
+    Raises
+    ------
+    ValueError
+        Wrong rank, channel mismatch, bad stride/dilation/padding/groups,
+        ``output_padding`` too large, an output size below 1.
+
+    Examples
+    --------
+    {example}
+    """
+
+_TRANSPOSE_EXAMPLES = {
+    1: ">>> conv_transpose1d([[[1., 1.]]], [[[1., -1.]]])\n    array([[[ 1.,  0., -1.]]])",
+    2: (">>> conv_transpose2d(np.ones((1, 1, 1, 1)), np.arange(4.).reshape(1, 1, 2, 2),\n"
+        "    ...                   stride=2, output_padding=1)[0, 0]\n"
+        "    array([[0., 1., 0.],\n           [2., 3., 0.],\n           [0., 0., 0.]])"),
+    3: (">>> conv_transpose3d(np.ones((1, 1, 2, 2, 2)), np.ones((1, 1, 2, 2, 2))).shape\n"
+        "    (1, 1, 3, 3, 3)"),
+}
+
+
+def _make_transpose(nspatial: int):
+    func = f"conv_transpose{nspatial}d"
+
+    def op(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
+           *, device=None):
+        name = _dispatch.choose(func, device, x, weight, bias)
+        a = wrap_inputs(func, name, x=x, weight=weight, bias=bias)
+        plan = plan_conv_transpose(func, nspatial, a["x"], a["weight"], a["bias"], stride,
+                                   padding, output_padding, groups, dilation)
+        out = run_input_grad(plan, name, a["x"], a["weight"], a["bias"])
+        if name == "cuda" and not _dispatch.is_cuda_array(x):
+            return out.copy_to_host()
+        return out
+
+    op.__name__ = op.__qualname__ = func
+    op.__doc__ = _TRANSPOSE_DOC
+    fill(n=nspatial, example=_TRANSPOSE_EXAMPLES[nspatial], **_RANKS[nspatial])(op)
+    return op
+
+
+conv_transpose1d = _make_transpose(1)
+conv_transpose2d = _make_transpose(2)
+conv_transpose3d = _make_transpose(3)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastconv.cpu.conv import correlate
+from fastconv.cpu.grad import correlate_input, correlate_weight, unpad
 from fastconv.cpu.pad import pad
 
 
@@ -30,4 +31,14 @@ def finish(out, like):
     return out
 
 
-__all__ = ["asarray", "correlate", "empty", "finish", "pad", "zeros"]
+__all__ = [
+    "asarray",
+    "correlate",
+    "correlate_input",
+    "correlate_weight",
+    "empty",
+    "finish",
+    "pad",
+    "unpad",
+    "zeros",
+]

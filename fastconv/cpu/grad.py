@@ -1,0 +1,172 @@
+"""Gradients of the direct correlation on 5-D arrays ``(N, C, D, H, W)``.
+
+- Input gradient (and transposed convolution): ``grad_output`` spread onto a zero grid,
+  correlated (stride 1) with the flipped, channel-transposed weight by the forward kernel,
+  then, for reflect/replicate/circular padding, folded back onto the source pixels
+  (:func:`fold_axis`, the adjoint of ``pad.source_index``).
+- Weight gradient: one task per (block of output channels, input channel) weight slice;
+  it reduces over the batch and every output position in a fixed order, so the result is
+  bit-identical from run to run and for any thread count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from fastconv._config import CHANNEL_BLOCK, JIT_PARALLEL, JIT_SERIAL
+from fastconv.cpu.conv import correlate
+from fastconv.cpu.pad import MODE_CODES, source_index
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _fma_prod4(a0, a1, a2, a3, seg, sw, g0, g1, g2, g3):
+    """a_j[o] += g_j[o] * seg[o*sw] for four accumulator rows."""
+    if sw == 1:
+        for o in range(a0.shape[0]):
+            v = seg[o]
+            a0[o] += g0[o] * v
+            a1[o] += g1[o] * v
+            a2[o] += g2[o] * v
+            a3[o] += g3[o] * v
+    else:
+        for o in range(a0.shape[0]):
+            v = seg[o * sw]
+            a0[o] += g0[o] * v
+            a1[o] += g1[o] * v
+            a2[o] += g2[o] * v
+            a3[o] += g3[o] * v
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _fma_prod1(a0, seg, sw, g0):
+    """a0[o] += g0[o] * seg[o*sw]."""
+    if sw == 1:
+        for o in range(a0.shape[0]):
+            a0[o] += g0[o] * seg[o]
+    else:
+        for o in range(a0.shape[0]):
+            a0[o] += g0[o] * seg[o * sw]
+
+
+@njit(**JIT_PARALLEL)
+def correlate_weight(xp, g, gw, stride, dilation, groups):
+    """gw[k, c, r] = sum_{n, o} g[n, k, o] * xp[n, group(k)*C_g + c, o*stride + r*dilation].
+
+    ``xp`` is the padded input, ``g`` the output gradient. One task owns the weight slices
+    of up to ``CHANNEL_BLOCK`` output channels for one input channel: per-lane partial
+    sums along the output row, summed once at the end.
+    """
+    N = xp.shape[0]
+    K, Cg, KD, KH, KW = gw.shape
+    OD, OH, OW = g.shape[2], g.shape[3], g.shape[4]
+    sd, sh, sw = stride[0], stride[1], stride[2]
+    dd, dh, dw = dilation[0], dilation[1], dilation[2]
+    Kg = K // groups
+    B = CHANNEL_BLOCK
+    nkb = (Kg + B - 1) // B
+    span = (OW - 1) * sw + 1
+    for t in prange(groups * nkb * Cg):
+        c = t % Cg
+        r = t // Cg
+        kb = r % nkb
+        grp = r // nkb
+        k0 = grp * Kg + kb * B
+        nk = min(B, grp * Kg + Kg - k0)
+        ci = grp * Cg + c
+        acc = np.zeros((KD * KH * KW, B, OW), dtype=gw.dtype)
+        for n in range(N):
+            for od in range(OD):
+                for oh in range(OH):
+                    for a in range(KD):
+                        for b in range(KH):
+                            row = xp[n, ci, od * sd + a * dd, oh * sh + b * dh]
+                            for e in range(KW):
+                                seg = row[e * dw : e * dw + span]
+                                at = acc[(a * KH + b) * KW + e]
+                                if nk == B:
+                                    _fma_prod4(
+                                        at[0], at[1], at[2], at[3], seg, sw,
+                                        g[n, k0, od, oh], g[n, k0 + 1, od, oh],
+                                        g[n, k0 + 2, od, oh], g[n, k0 + 3, od, oh],
+                                    )
+                                else:
+                                    for j in range(nk):
+                                        _fma_prod1(at[j], seg, sw, g[n, k0 + j, od, oh])
+        for j in range(nk):
+            for a in range(KD):
+                for b in range(KH):
+                    for e in range(KW):
+                        lanes = acc[(a * KH + b) * KW + e, j]
+                        total = lanes[0]
+                        for o in range(1, OW):
+                            total += lanes[o]
+                        gw[k0 + j, c, a, b, e] = total
+
+
+@njit(**JIT_PARALLEL)
+def fold_axis(src, out, before, mode):
+    """out[a, s, :] = sum of src[a, p, :] over the padded positions p that read source s.
+
+    ``src`` is ``(A, L_padded, B)``, ``out`` is ``(A, L, B)``: the adjoint of padding the
+    middle axis with ``source_index`` (interior first, then the border in order of p).
+    """
+    A, Lp, Bn = src.shape
+    L = out.shape[1]
+    for a in prange(A):
+        for s in range(L):
+            for i in range(Bn):
+                out[a, s, i] = src[a, before + s, i]
+        for p in range(Lp):
+            if before <= p < before + L:
+                continue
+            s = source_index(p - before, L, mode)
+            if s >= 0:
+                for i in range(Bn):
+                    out[a, s, i] += src[a, p, i]
+
+
+def unpad(gp: np.ndarray, pads, mode: str) -> np.ndarray:
+    """Adjoint of ``pad(x, pads, mode)`` for a 5-D gradient on the padded grid."""
+    N, C = gp.shape[:2]
+    code = MODE_CODES[mode]
+    for axis in (4, 3, 2):
+        b, a = pads[axis - 2]
+        if b == 0 and a == 0:
+            continue
+        shape = gp.shape
+        lp = shape[axis]
+        outer = int(np.prod(shape[:axis]))
+        inner = int(np.prod(shape[axis + 1 :]))
+        new = shape[:axis] + (lp - b - a,) + shape[axis + 1 :]
+        out = np.empty(new, dtype=gp.dtype)
+        fold_axis(gp.reshape(outer, lp, inner), out.reshape(outer, lp - b - a, inner), b, code)
+        gp = out
+    assert gp.shape[:2] == (N, C)
+    return gp
+
+
+def _transposed_weight(w: np.ndarray, groups: int) -> np.ndarray:
+    """(K, C_g, *k) -> (C, K_g, *k) per group, every spatial axis flipped."""
+    K, Cg = w.shape[:2]
+    wg = w.reshape((groups, K // groups, Cg) + w.shape[2:]).transpose(0, 2, 1, 3, 4, 5)
+    wt = wg[:, :, :, ::-1, ::-1, ::-1]
+    return np.ascontiguousarray(wt.reshape((groups * Cg, K // groups) + w.shape[2:]))
+
+
+def correlate_input(g, w, bias, out, spread_shape, spread_src, spread_dst, dilation, groups,
+                    pads, mode):
+    """Input gradient (or transposed convolution) of a correlation, written into ``out``.
+
+    ``out`` is the gradient on the grid the correlation writes (the padded grid when
+    ``mode`` is not "zeros", then folded with :func:`unpad`); the result is returned.
+    """
+    gz = np.zeros(spread_shape, dtype=out.dtype)
+    src = (slice(None), slice(None)) + tuple(slice(*s) for s in spread_src)
+    dst = (slice(None), slice(None)) + tuple(slice(*s) for s in spread_dst)
+    gz[dst] = g[src]
+    ones = np.ones(3, dtype=np.int64)
+    correlate(gz, _transposed_weight(w, groups), bias, out, ones, np.array(dilation), groups)
+    if mode == "zeros":
+        return out
+    return unpad(out, pads, mode)

@@ -1,0 +1,210 @@
+"""Gradients of a scalar loss through convolution and pooling (``torch.nn.grad`` names).
+
+``conv1d_input/conv2d_input/conv3d_input`` (gradient w.r.t. the input),
+``conv1d_weight/conv2d_weight/conv3d_weight`` (w.r.t. the weight), ``conv_bias``, and
+the pooling gradients ``max_pool1d/2d/3d``, ``avg_pool1d/2d/3d`` (from ``fastconv.pool``).
+Every forward option is supported: stride, every padding form, dilation, groups and
+``padding_mode`` (the input gradient of reflect/replicate/circular padding is folded back
+onto the pixels the padded border copied). Results are bit-identical from run to run and
+for any thread count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastconv import _dispatch
+from fastconv._docs import fill
+from fastconv._plan import plan_conv_input, plan_conv_weight
+from fastconv._validate import as_array, result_dtype
+from fastconv.conv import _RANKS, run_input_grad, wrap_inputs
+
+_INPUT_DOC = """Gradient of a {rank} correlation with respect to its input ({shape}).
+
+    ``conv{n}d(x, weight, ...)`` is linear in ``x``; this is its adjoint applied to
+    ``grad_output``: ``vdot(conv{n}d(x, w), g) == vdot(x, conv{n}d_input(x.shape, w, g))``.
+
+    Parameters
+    ----------
+    input_size : tuple of int
+        Shape of the forward input, {shape_in} (with a stride above 1 several input
+        sizes give the same output size, so it cannot be inferred).
+    weight : array_like, shape (K, C // groups, {kernel})
+    grad_output : array_like, shape {shape_out}
+        Gradient of the loss with respect to the forward output.
+    {stride}
+    {padding}
+    {dilation}
+    {groups}
+    {padding_mode}
+    {device}
+
+    Returns
+    -------
+    ndarray, shape ``input_size``
+        {dtypes}
+
+    Raises
+    ------
+    ValueError
+        Everything the forward op rejects, and a ``grad_output`` whose shape is not the
+        forward output shape.
+
+    Examples
+    --------
+    {example}
+    """
+
+_WEIGHT_DOC = """Gradient of a {rank} correlation with respect to its weight ({shape}).
+
+    ``gw[k, c, r] = sum_{{n, o}} grad_output[n, k, o] * x_pad[n, c', o*stride + r*dilation]``
+    with ``c' = group(k) * (C // groups) + c``.
+
+    Parameters
+    ----------
+    input : array_like, shape {shape_in}
+        The forward input.
+    weight_size : tuple of int
+        Shape of the weight, ``(K, C // groups, {kernel})``.
+    grad_output : array_like, shape {shape_out}
+    {stride}
+    {padding}
+    {dilation}
+    {groups}
+    {padding_mode}
+    {device}
+
+    Returns
+    -------
+    ndarray, shape ``weight_size``
+        float32 or float64 (``numpy.result_type(input, grad_output, float32)``).
+
+    Raises
+    ------
+    ValueError
+        Everything the forward op rejects, and a ``grad_output`` whose shape is not the
+        forward output shape.
+
+    Examples
+    --------
+    {example}
+    """
+
+_INPUT_EXAMPLES = {
+    1: ">>> conv1d_input((1, 1, 3), [[[1., -1.]]], [[[1., 1.]]])\n    array([[[ 1.,  0., -1.]]])",
+    2: (">>> conv2d_input((1, 1, 2, 2), np.ones((1, 1, 1, 1)), [[[[1., 2.], [3., 4.]]]],\n"
+        "    ...              padding=\"same\")\n"
+        "    array([[[[1., 2.],\n             [3., 4.]]]])"),
+    3: (">>> conv3d_input((1, 1, 2, 2, 2), np.ones((1, 1, 2, 2, 2)), np.ones((1, 1, 1, 1, 1)))"
+        "[0, 0, 0]\n    array([[1., 1.],\n           [1., 1.]])"),
+}
+_WEIGHT_EXAMPLES = {
+    1: ">>> conv1d_weight([[[0., 1., 2.]]], (1, 1, 2), [[[1., 1.]]])\n    array([[[1., 3.]]])",
+    2: (">>> conv2d_weight(np.arange(9.).reshape(1, 1, 3, 3), (1, 1, 2, 2), np.ones((1, 1, 2, 2)))"
+        "\n    array([[[[ 8., 12.],\n             [20., 24.]]]])"),
+    3: (">>> conv3d_weight(np.ones((1, 1, 2, 2, 2)), (1, 1, 1, 1, 1), np.ones((1, 1, 2, 2, 2)))"
+        "\n    array([[[[[8.]]]]])"),
+}
+
+
+def _to_host(out, name: str, *inputs):
+    if name == "cuda" and not any(_dispatch.is_cuda_array(a) for a in inputs):
+        return out.copy_to_host()
+    return out
+
+
+def _make_input(nspatial: int):
+    func = f"conv{nspatial}d_input"
+
+    def op(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1,
+           padding_mode="zeros", *, device=None) -> np.ndarray:
+        name = _dispatch.choose(func, device, weight, grad_output)
+        a = wrap_inputs(func, name, weight=weight, grad_output=grad_output)
+        plan = plan_conv_input(func, nspatial, input_size, a["weight"], a["grad_output"],
+                               stride, padding, dilation, groups, padding_mode)
+        out = run_input_grad(plan, name, a["grad_output"], a["weight"], None)
+        return _to_host(out, name, weight, grad_output)
+
+    op.__name__ = op.__qualname__ = func
+    op.__doc__ = _INPUT_DOC
+    fill(n=nspatial, example=_INPUT_EXAMPLES[nspatial], **_RANKS[nspatial])(op)
+    return op
+
+
+def _make_weight(nspatial: int):
+    func = f"conv{nspatial}d_weight"
+
+    def op(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1,  # noqa: A002
+           padding_mode="zeros", *, device=None) -> np.ndarray:
+        name = _dispatch.choose(func, device, input, grad_output)
+        a = wrap_inputs(func, name, input=input, grad_output=grad_output)
+        plan = plan_conv_weight(func, nspatial, a["input"], weight_size, a["grad_output"],
+                                stride, padding, dilation, groups, padding_mode)
+        be = _dispatch.backend(name)
+        if not hasattr(be, "correlate_weight"):
+            raise NotImplementedError(f"{func}: not implemented on device {name!r}")
+        x5 = be.asarray(a["input"], plan.dtype).reshape(plan.x_shape)
+        g5 = be.asarray(a["grad_output"], plan.dtype).reshape(plan.out_shape)
+        xp = be.pad(x5, plan.pads, plan.padding_mode)
+        gw = be.empty(plan.w_shape, plan.dtype)
+        be.correlate_weight(xp, g5, gw, np.array(plan.stride), np.array(plan.dilation),
+                            plan.groups)
+        out = be.finish(gw.reshape(tuple(int(v) for v in weight_size)), input)
+        return _to_host(out, name, input, grad_output)
+
+    op.__name__ = op.__qualname__ = func
+    op.__doc__ = _WEIGHT_DOC
+    fill(n=nspatial, example=_WEIGHT_EXAMPLES[nspatial], **_RANKS[nspatial])(op)
+    return op
+
+
+conv1d_input = _make_input(1)
+conv2d_input = _make_input(2)
+conv3d_input = _make_input(3)
+conv1d_weight = _make_weight(1)
+conv2d_weight = _make_weight(2)
+conv3d_weight = _make_weight(3)
+
+
+def conv_bias(grad_output, *, batched: bool = True) -> np.ndarray:
+    """Gradient of a convolution with respect to its bias: ``grad_output`` summed over
+    every axis but the channel axis.
+
+    Parameters
+    ----------
+    grad_output : array_like, shape (N, K, *spatial), or (K, *spatial) with ``batched=False``
+    batched : bool, keyword-only, default True
+        Whether axis 0 is the batch axis (channels on axis 1) or the channel axis.
+
+    Returns
+    -------
+    ndarray, shape (K,)
+        float32 or float64.
+
+    Examples
+    --------
+    >>> conv_bias(np.ones((2, 3, 4, 4)))
+    array([32., 32., 32.])
+    """
+    func = "conv_bias"
+    g = as_array(grad_output, "grad_output", func)
+    need = 2 if batched else 1
+    if g.ndim < need:
+        raise ValueError(
+            f"{func}: grad_output must be at least {need}-D "
+            f"({'(N, K, *spatial)' if batched else '(K, *spatial)'}), got {g.ndim}-D with "
+            f"grad_output.shape={g.shape}"
+        )
+    axes = tuple(i for i in range(g.ndim) if i != (1 if batched else 0))
+    return g.sum(axis=axes, dtype=result_dtype(g))
+
+
+__all__ = [
+    "conv1d_input",
+    "conv2d_input",
+    "conv3d_input",
+    "conv1d_weight",
+    "conv2d_weight",
+    "conv3d_weight",
+    "conv_bias",
+]
