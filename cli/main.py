@@ -109,46 +109,19 @@ def load_kernel(spec: KernelSpec):
     return named_kernel(spec.name, spec.args, spec.text)
 
 
-def kernel_registry() -> dict:
-    """Named kernels: ``{name: factory_or_array}`` from ``fastconv.kernels``."""
-    try:
-        from fastconv import kernels
-    except ImportError:
-        return {}
-    for attr in ("REGISTRY", "registry", "KERNELS", "NAMED"):
-        reg = getattr(kernels, attr, None)
-        if isinstance(reg, dict):
-            return dict(reg)
-        if callable(reg):
-            return dict(reg())
-    names = getattr(kernels, "__all__", [])
-    return {n: getattr(kernels, n) for n in names if not n[:1].isupper()}
-
-
 def named_kernel(name: str, args: tuple, text: str):
-    import numpy as np
+    """A named kernel through ``fastconv.kernels.get`` (``sobel-x``, ``gaussian:5:1.0``)."""
+    from fastconv import kernels
 
-    reg = kernel_registry()
-    hint = "'-k' / '--kernel'"
-    if name not in reg:
-        known = ", ".join(n.replace("_", "-") for n in sorted(reg)) or "(none available)"
+    try:
+        return kernels.get(text)
+    except (TypeError, ValueError) as exc:
+        message = str(exc).removeprefix("get: ")
         raise click.BadParameter(
-            f"{text!r}: unknown kernel name; expected a .npy file, a literal like [[1,-1]], "
-            f"or one of: {known}",
-            param_hint=hint,
-        )
-    entry = reg[name]
-    if callable(entry):
-        try:
-            value = entry(*args)
-        except (TypeError, ValueError) as exc:
-            raise click.BadParameter(f"{text!r}: {exc}", param_hint=hint) from None
-    else:
-        if args:
-            raise click.BadParameter(f"{text!r}: kernel {name!r} takes no arguments",
-                                     param_hint=hint)
-        value = entry
-    return np.asarray(value)
+            f"{message} (a kernel is a .npy file, a literal like [[1,-1]], or a name from "
+            "'fastconv kernels')",
+            param_hint="'-k' / '--kernel'",
+        ) from None
 
 
 def _exists(path: str) -> bool:
@@ -565,36 +538,20 @@ def draw_loss_curve(losses, fh, size=(640, 400)) -> None:
 @cli.command(short_help="List the named kernels.")
 def kernels():
     """List the named kernels usable with --kernel (name:arg:arg passes arguments)."""
-    import inspect
-
     import numpy as np
     from rich.console import Console
     from rich.table import Table
 
-    reg = kernel_registry()
-    if not reg:
-        raise _io().DataError("fastconv.kernels is not available in this version")
+    from fastconv import kernels as named
+
     table = Table()
-    for col in ("name", "arguments", "shape", "example"):
+    for col in ("--kernel", "shape", "description"):
         table.add_column(col)
-    for name in sorted(reg):
-        entry = reg[name]
-        args = ""
-        if callable(entry):
-            try:
-                params = inspect.signature(entry).parameters.values()
-                args = ":".join(p.name for p in params)
-            except (TypeError, ValueError):
-                args = "..."
-            try:
-                arr = np.asarray(entry())
-            except TypeError:
-                arr = None
-        else:
-            arr = np.asarray(entry)
-        example = name.replace("_", "-") + (":" + args if args else "")
-        shape = "x".join(map(str, arr.shape)) if arr is not None else "(depends)"
-        table.add_row(name.replace("_", "-"), args or "-", shape, example)
+    for name in named.names():
+        shape = "x".join(map(str, np.shape(named.get(name))))
+        if named.usage(name) != name:
+            shape += " (default)"
+        table.add_row(named.usage(name).replace("_", "-"), shape, named.describe(name))
     Console(highlight=False).print(table)
 
 
