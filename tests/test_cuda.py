@@ -1,0 +1,288 @@
+"""The CUDA backend against the CPU backend, on tiny shapes.
+
+Runs under Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1`` set before Numba is
+imported: ``make test``'s second pass) or on a real GPU; skipped otherwise. Threads per
+block are patched small so multi-block grids and out-of-range threads run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastconv as fc
+from fastconv import _dispatch
+from fastconv.conv import convolve2d_nchw
+
+SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
+USABLE = SIMULATOR or _dispatch.cuda_available()
+
+pytestmark = [
+    pytest.mark.cudasim,
+    pytest.mark.skipif(
+        not USABLE,
+        reason="no CUDA GPU; run with NUMBA_ENABLE_CUDASIM=1 (make test's simulator pass)",
+    ),
+]
+
+TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch):
+    import fastconv.cuda
+
+    monkeypatch.setattr(fastconv.cuda, "THREADS", (2, 2))
+
+
+def rand(rng, shape, dtype=np.float32):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def both(op, *args, **kwargs):
+    """(CPU result, CUDA result as NumPy) of one call."""
+    cpu = op(*args, device="cpu", **kwargs)
+    gpu = op(*args, device="cuda", **kwargs)
+    assert isinstance(gpu, np.ndarray)
+    return cpu, gpu
+
+
+CONV_CASES = [
+    # (rank, x shape, weight shape, kwargs)
+    (1, (2, 3, 9), (4, 3, 3), dict()),
+    (1, (2, 4, 11), (6, 2, 3), dict(stride=2, padding=((1, 2),), dilation=2, groups=2)),
+    (1, (1, 2, 7), (3, 2, 4), dict(padding="same", padding_mode="circular")),
+    (2, (2, 3, 5, 6), (5, 3, 3, 2), dict()),
+    (2, (1, 4, 6, 7), (4, 1, 3, 3), dict(groups=4, padding=1, padding_mode="reflect")),
+    (2, (2, 4, 7, 6), (6, 2, 2, 3), dict(stride=(2, 1), dilation=(1, 2), groups=2,
+                                        padding=((1, 0), (2, 1)), padding_mode="replicate")),
+    (2, (1, 2, 5, 5), (3, 2, 3, 3), dict(padding="full")),
+    (2, (1, 3, 6), (2, 1, 2, 2), dict(padding="valid")),  # unbatched (C, H, W) -> (K, H', W')
+    (3, (1, 2, 3, 4, 3), (3, 2, 2, 3, 2), dict(stride=(1, 2, 1), padding=1)),
+    (3, (1, 2, 3, 4, 3), (2, 1, 2, 2, 2), dict(groups=2, dilation=(1, 2, 1),
+                                              padding="same", padding_mode="reflect")),
+]
+
+
+@pytest.mark.parametrize("flip", [False, True], ids=["conv", "convolve"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{c[0]}d-{sorted(c[3])}")
+def test_conv_matches_cpu(case, flip):
+    rank, xs, ws, kwargs = case
+    rng = np.random.default_rng(len(xs) * 100 + sum(xs))
+    x, w, b = rand(rng, xs), rand(rng, ws), rand(rng, (ws[0],))
+    ops = {
+        (1, False): fc.conv1d, (2, False): fc.conv2d, (3, False): fc.conv3d,
+        (1, True): fc.convolve1d, (2, True): convolve2d_nchw, (3, True): fc.convolve3d,
+    }
+    cpu, gpu = both(ops[rank, flip], x, w, b, **kwargs)
+    assert gpu.shape == cpu.shape and gpu.dtype == np.float32
+    np.testing.assert_allclose(gpu, cpu, **TOL[np.float32])
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_padding_mode_and_dtype(mode, dtype):
+    rng = np.random.default_rng(7)
+    x, w = rand(rng, (1, 2, 5, 6), dtype), rand(rng, (3, 2, 3, 3), dtype)
+    cpu, gpu = both(fc.conv2d, x, w, padding=(2, 1), padding_mode=mode)
+    assert gpu.dtype == dtype
+    np.testing.assert_allclose(gpu, cpu, **TOL[dtype])
+
+
+def test_untiled_kernel_path(monkeypatch):
+    """Kernels whose input tile does not fit shared memory read global memory instead."""
+    import fastconv.cuda.conv
+
+    monkeypatch.setattr(fastconv.cuda.conv, "SHARED_BYTES", 0)
+    rng = np.random.default_rng(3)
+    x, w, b = rand(rng, (2, 4, 6, 5), np.float64), rand(rng, (6, 2, 3, 2), np.float64), None
+    cpu, gpu = both(fc.conv2d, x, w, b, stride=2, padding=1, dilation=(2, 1), groups=2)
+    np.testing.assert_allclose(gpu, cpu, **TOL[np.float64])
+
+
+def test_larger_blocks_and_channel_remainder(monkeypatch):
+    """K not a multiple of the channel block, blocks larger than the output."""
+    import fastconv.cuda
+
+    monkeypatch.setattr(fastconv.cuda, "THREADS", (8, 4))
+    rng = np.random.default_rng(4)
+    x, w, b = rand(rng, (1, 3, 4, 5)), rand(rng, (7, 3, 2, 2)), rand(rng, (7,))
+    cpu, gpu = both(fc.conv2d, x, w, b, padding=1)
+    np.testing.assert_allclose(gpu, cpu, **TOL[np.float32])
+
+
+def test_promotes_integer_input_on_device_and_keeps_nan():
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 255, (1, 1, 5, 6), dtype=np.uint8)
+    w = rand(rng, (1, 1, 2, 2))
+    cpu, gpu = both(fc.conv2d, img, w)
+    assert gpu.dtype == np.float32
+    np.testing.assert_allclose(gpu, cpu, **TOL[np.float32])
+    x = rand(rng, (1, 1, 4, 4))
+    x[0, 0, 1, 1] = np.nan
+    out = fc.conv2d(x, np.ones((1, 1, 2, 2), np.float32), device="cuda")
+    assert np.isnan(out[0, 0, :2, :2]).all() and np.isfinite(out[0, 0, 2:, 2:]).all()
+
+
+def test_seed_example_on_device():
+    out = fc.corr2d(np.arange(9.0).reshape(3, 3), [[0.0, 1.0], [2.0, 3.0]])
+    gpu = fc.conv2d(np.arange(9.0).reshape(1, 1, 3, 3), [[[[0.0, 1.0], [2.0, 3.0]]]],
+                    device="cuda")
+    np.testing.assert_array_equal(gpu[0, 0], [[19.0, 25.0], [37.0, 43.0]])
+    np.testing.assert_array_equal(gpu[0, 0], out)
+
+
+# --- the backend interface ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+def test_pad_matches_cpu(mode):
+    import fastconv.cpu
+    import fastconv.cuda
+
+    rng = np.random.default_rng(11)
+    x = rand(rng, (1, 2, 3, 4, 5), np.float64)
+    pads = ((1, 2), (3, 0), (2, 4)) if mode != "reflect" else ((1, 2), (3, 0), (2, 4))
+    pads = pads if mode not in ("reflect", "circular") else ((1, 2), (2, 0), (3, 4))
+    want = fastconv.cpu.pad(x, pads, mode, fill=-1.5)
+    got = fastconv.cuda.pad(fastconv.cuda.wrap(x, "x", "t"), pads, mode, fill=-1.5)
+    np.testing.assert_array_equal(got.copy_to_host(), want)
+
+
+def test_asarray_casts_and_flips_on_device():
+    from numba import cuda
+
+    import fastconv.cuda as be
+
+    rng = np.random.default_rng(12)
+    h = rng.integers(-50, 50, (2, 3, 4), dtype=np.int16)
+    d = cuda.to_device(h)
+    flipped = be.asarray(d[:, ::-1, ::-2], np.float64)
+    assert flipped.is_c_contiguous() and flipped.dtype == np.float64
+    np.testing.assert_array_equal(flipped.copy_to_host(), h[:, ::-1, ::-2].astype(np.float64))
+    same = be.asarray(cuda.to_device(h.astype(np.float32)), np.float32)
+    assert same.dtype == np.float32
+    z = be.zeros((3, 5), np.float32).copy_to_host()
+    np.testing.assert_array_equal(z, np.zeros((3, 5), np.float32))
+
+
+def test_wrap_rejects_complex_and_bool():
+    from numba import cuda
+
+    import fastconv.cuda as be
+
+    with pytest.raises(TypeError, match="conv2d: x has dtype complex128"):
+        be.wrap(np.zeros((2, 2), complex), "x", "conv2d")
+    with pytest.raises(TypeError, match="conv2d: weight has dtype bool"):
+        be.wrap(cuda.to_device(np.zeros((2, 2), bool)), "weight", "conv2d")
+
+
+# --- dispatch: data follows the device ----------------------------------------------------
+
+
+def test_device_array_in_device_array_out_without_host_copies(monkeypatch):
+    from numba import cuda
+
+    rng = np.random.default_rng(13)
+    x, w = rand(rng, (1, 2, 5, 5)), rand(rng, (3, 2, 3, 3))
+    dx, dw = cuda.to_device(x), cuda.to_device(w)
+
+    def no_transfer(*args, **kwargs):
+        raise AssertionError("host <-> device transfer during a device-array call")
+
+    monkeypatch.setattr(cuda, "to_device", no_transfer)
+    monkeypatch.setattr(type(dx), "copy_to_host", no_transfer)
+    out = fc.conv2d(dx, dw, padding=1)
+    monkeypatch.undo()
+    assert _dispatch.is_cuda_array(out) and not isinstance(out, np.ndarray)
+    np.testing.assert_allclose(out.copy_to_host(), fc.conv2d(x, w, padding=1), **TOL[np.float32])
+
+
+def _spy_on_cuda_correlate(monkeypatch):
+    import fastconv.cuda
+
+    calls = []
+    real = fastconv.cuda.correlate
+
+    def spy(*args):
+        calls.append(args[0].shape)
+        return real(*args)
+
+    monkeypatch.setattr(fastconv.cuda, "correlate", spy)
+    return calls
+
+
+def test_numpy_in_with_device_cuda_runs_on_gpu_and_returns_numpy(monkeypatch):
+    calls = _spy_on_cuda_correlate(monkeypatch)
+    x = np.arange(12.0).reshape(1, 12)
+    out = fc.conv1d(x, np.ones((2, 1, 2)), device="cuda")
+    assert isinstance(out, np.ndarray) and out.shape == (2, 11)
+    assert calls == [(1, 1, 1, 1, 12)]
+    np.testing.assert_array_equal(out, fc.conv1d(x, np.ones((2, 1, 2)), device="cpu"))
+
+
+def test_fastconv_device_env_sends_numpy_to_gpu(monkeypatch):
+    calls = _spy_on_cuda_correlate(monkeypatch)
+    monkeypatch.setenv("FASTCONV_DEVICE", "cuda")
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    out = fc.conv2d(x, np.ones((1, 1, 2, 2)))
+    assert isinstance(out, np.ndarray) and len(calls) == 1
+    monkeypatch.setenv("FASTCONV_DEVICE", "cpu")
+    np.testing.assert_array_equal(out, fc.conv2d(x, np.ones((1, 1, 2, 2))))
+    assert len(calls) == 1
+
+
+def test_devices_lists_cuda():
+    assert fc.devices() == ["cpu", "cuda"]
+
+
+def test_device_cuda_without_gpu_raises(monkeypatch):
+    monkeypatch.setattr(_dispatch, "cuda_available", lambda: False)
+    assert fc.devices() == ["cpu"]
+    msg = r"conv2d: device='cuda' requested but no usable CUDA GPU"
+    with pytest.raises(RuntimeError, match=msg):
+        fc.conv2d(np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)), device="cuda")
+    monkeypatch.setenv("FASTCONV_DEVICE", "cuda")
+    with pytest.raises(RuntimeError, match="no usable CUDA GPU"):
+        fc.conv2d(np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)))
+
+
+def test_import_fastconv_does_not_import_numba_cuda():
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    code = "import sys, fastconv; print('numba.cuda' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert res.stdout.strip() == "False"
+
+
+# --- zero-copy interop (real GPU only) ---------------------------------------------------
+
+
+def test_torch_cuda_tensor_zero_copy():
+    if SIMULATOR:
+        pytest.skip("needs a real GPU")
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a real GPU with a CUDA build of PyTorch")
+    x = torch.randn(1, 2, 6, 6, device="cuda")
+    w = torch.randn(3, 2, 3, 3, device="cuda")
+    out = fc.conv2d(x, w, padding=1)
+    t = torch.as_tensor(out, device="cuda")
+    assert t.data_ptr() == out.__cuda_array_interface__["data"][0]
+    want = torch.nn.functional.conv2d(x, w, padding=1)
+    torch.testing.assert_close(t, want, rtol=1e-4, atol=1e-4)
+
+
+def test_cupy_in_cupy_out():
+    cupy = pytest.importorskip("cupy")
+    if SIMULATOR:
+        pytest.skip("needs a real GPU")
+    x = cupy.arange(16, dtype=cupy.float32).reshape(1, 1, 4, 4)
+    out = fc.conv2d(x, cupy.ones((1, 1, 2, 2), dtype=cupy.float32))
+    assert isinstance(out, cupy.ndarray)
+    want = fc.conv2d(cupy.asnumpy(x), np.ones((1, 1, 2, 2), np.float32))
+    np.testing.assert_array_equal(cupy.asnumpy(out), want)
