@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from fastconv import _shapes
-from fastconv._validate import check_padding_mode, ntuple, result_dtype
+from fastconv._validate import _is_int, check_padding_mode, ntuple, result_dtype
 
 Pairs = tuple[tuple[int, int], ...]
 
@@ -74,8 +74,9 @@ def plan_conv(
     if unbatched:
         xs = (1,) + xs
     shapes = f" (x.shape={shape_of(x)}, weight.shape={ws})"
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+    if not _is_int(groups) or groups < 1:
         raise ValueError(f"{func}: groups must be an int >= 1, got {groups!r}")
+    groups = int(groups)
     C, K = xs[1], ws[0]
     if C % groups or K % groups:
         raise ValueError(
@@ -123,6 +124,114 @@ def plan_conv(
         groups=groups,
         padding_mode=padding_mode,
         dtype=dtype,
+        unbatched=unbatched,
+    )
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """A validated pooling call: 5-D shapes, per-axis parameters (D, H, W), output dtype.
+
+    ``divisors`` (average pooling only) holds each axis's per-output window lengths; the
+    divisor of an output is their product (``divisor_override`` sits on the W axis).
+    """
+
+    func: str
+    nspatial: int
+    kind: str  # "max" or "avg"
+    x_shape: tuple  # 5-D (N, C, D, H, W), batch axis added
+    out_shape: tuple  # 5-D
+    kernel: tuple  # 3 ints
+    stride: tuple
+    pads: tuple  # 3 ints (symmetric, as PyTorch)
+    dilation: tuple
+    divisors: tuple  # 3 tuples of ints (avg) or () (max)
+    dtype: np.dtype
+    unbatched: bool
+
+    def user_shape(self, shape5: tuple) -> tuple:
+        """A 5-D shape in the caller's rank (unit axes and added batch axis removed)."""
+        lead = shape5[1:2] if self.unbatched else shape5[:2]
+        return lead + shape5[5 - self.nspatial :]
+
+
+def plan_pool(
+    func: str,
+    nspatial: int,
+    x,
+    kernel_size,
+    stride,
+    padding,
+    dilation,
+    ceil_mode: bool,
+    kind: str,
+    count_include_pad: bool = True,
+    divisor_override=None,
+) -> PoolPlan:
+    """Check a pooling call's arguments (SPEC §4, PyTorch's rules) and resolve its shapes.
+
+    ``kind`` is "max" or "avg"; ``stride=None`` means ``stride = kernel_size``.
+    """
+    s = nspatial
+    want = f"{s + 2}-D (N, C, *spatial) or {s + 1}-D (C, *spatial)"
+    _check_rank(func, "x", x, (s + 1, s + 2), want)
+    xs = shape_of(x)
+    unbatched = len(xs) == s + 1
+    if unbatched:
+        xs = (1,) + xs
+    kernel = ntuple(kernel_size, s, "kernel_size", func, minimum=1)
+    strides = kernel if stride is None else ntuple(stride, s, "stride", func, minimum=1)
+    pads = ntuple(padding, s, "padding", func, minimum=0)
+    dil = ntuple(dilation, s, "dilation", func, minimum=1)
+    if divisor_override is not None and (
+        not isinstance(divisor_override, int) or isinstance(divisor_override, bool)
+        or divisor_override == 0
+    ):
+        raise ValueError(
+            f"{func}: divisor_override must be None or a non-zero int, got {divisor_override!r}"
+        )
+    spatial = xs[2:]
+    shapes = (f"kernel_size={kernel}, stride={strides}, padding={pads}, dilation={dil}, "
+              f"x.shape={shape_of(x)}")
+    limits = tuple(_shapes.pool_pad_limit(k, d, kind) for k, d in zip(kernel, dil, strict=True))
+    if any(p > lim for p, lim in zip(pads, limits, strict=True)):
+        rule = "((kernel_size - 1) * dilation + 1) // 2" if kind == "max" else "kernel_size // 2"
+        raise ValueError(
+            f"{func}: padding={pads} must be at most half the window, {rule} = {limits} "
+            f"({shapes})"
+        )
+    out = tuple(
+        _shapes.pool_out(n, k, st, p, d, bool(ceil_mode))
+        for n, k, st, p, d in zip(spatial, kernel, strides, pads, dil, strict=True)
+    )
+    if any(o < 1 for o in out):
+        raise ValueError(
+            f"{func}: output size {out} < 1 for input spatial size {spatial} "
+            f"(ceil_mode={bool(ceil_mode)}, {shapes})"
+        )
+    divisors: tuple = ()
+    if kind == "avg":
+        k3, s3, p3 = to3(kernel, 1), to3(strides, 1), to3(pads, 0)
+        n3, o3 = to3(spatial, 1), to3(out, 1)
+        if divisor_override is None:
+            divisors = tuple(
+                _shapes.pool_divisors(n, k, st, p, o, bool(count_include_pad))
+                for n, k, st, p, o in zip(n3, k3, s3, p3, o3, strict=True)
+            )
+        else:
+            divisors = ((1,) * o3[0], (1,) * o3[1], (int(divisor_override),) * o3[2])
+    return PoolPlan(
+        func=func,
+        nspatial=s,
+        kind=kind,
+        x_shape=xs[:2] + to3(spatial, 1),
+        out_shape=xs[:2] + to3(out, 1),
+        kernel=to3(kernel, 1),
+        stride=to3(strides, 1),
+        pads=to3(pads, 0),
+        dilation=to3(dil, 1),
+        divisors=divisors,
+        dtype=result_dtype(x),
         unbatched=unbatched,
     )
 

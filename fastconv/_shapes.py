@@ -199,6 +199,34 @@ def receptive_field(layers) -> list[dict]:
     return out
 
 
+def pool_pad_limit(k: int, dilation: int, kind: str) -> int:
+    """Largest pooling padding allowed: half the dilated window for max pooling,
+    ``k // 2`` for average pooling (PyTorch's Python-level rule)."""
+    return ((k - 1) * dilation + 1) // 2 if kind == "max" else k // 2
+
+
+def pool_divisors(
+    n: int, k: int, stride: int, pad: int, out: int, count_include_pad: bool
+) -> tuple[int, ...]:
+    """Per-output window length along one axis, for average pooling (PyTorch's rule).
+
+    With ``count_include_pad`` a window counts padding but stops at ``n + pad`` (a
+    ceil-mode window that runs past the padded input counts only up to there); without
+    it only input elements count. The divisor of a window is the product over axes.
+
+    >>> pool_divisors(5, 3, 2, 1, 3, True), pool_divisors(5, 3, 2, 1, 3, False)
+    ((3, 3, 3), (2, 3, 2))
+    """
+    sizes = []
+    for o in range(out):
+        start = o * stride - pad
+        end = min(start + k, n + pad)
+        if not count_include_pad:
+            start, end = max(start, 0), min(end, n)
+        sizes.append(end - start)
+    return tuple(sizes)
+
+
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -206,6 +234,8 @@ def ceil_div(a: int, b: int) -> int:
 __all__ = [
     "conv_out",
     "pool_out",
+    "pool_pad_limit",
+    "pool_divisors",
     "transpose_out",
     "resolve_padding",
     "conv_output_spatial",

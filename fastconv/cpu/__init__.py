@@ -11,6 +11,7 @@ import numpy as np
 from fastconv.cpu.conv import correlate
 from fastconv.cpu.grad import correlate_input, correlate_weight, unpad
 from fastconv.cpu.pad import pad
+from fastconv.cpu.pool import avg_pool, avg_pool_backward, max_pool, max_pool_backward
 
 
 def asarray(a, dtype) -> np.ndarray:
@@ -33,11 +34,15 @@ def finish(out, like):
 
 __all__ = [
     "asarray",
+    "avg_pool",
+    "avg_pool_backward",
     "correlate",
     "correlate_input",
     "correlate_weight",
     "empty",
     "finish",
+    "max_pool",
+    "max_pool_backward",
     "pad",
     "unpad",
     "zeros",

@@ -1,0 +1,321 @@
+"""Max and average pooling, forward and backward: validate -> plan -> dispatch.
+
+``max_pool1d/2d/3d`` and ``avg_pool1d/2d/3d`` follow ``torch.nn.functional`` exactly
+(``stride=None`` means ``stride = kernel_size``; max pooling pads with -inf; ``ceil_mode``
+drops a last window that would start in the right padding). ``max_pool*_backward`` and
+``avg_pool*_backward`` are the gradients (``fc.grad.max_pool2d`` etc.).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastconv import _dispatch
+from fastconv._docs import fill
+from fastconv._plan import PoolPlan, plan_pool, shape_of
+from fastconv._validate import result_dtype
+from fastconv.conv import wrap_inputs
+
+_RANKS = {
+    1: dict(rank="1-D", shape="(N, C, L) -> (N, C, L_out)", shape_in="(N, C, L) or (C, L)"),
+    2: dict(rank="2-D", shape="(N, C, H, W) -> (N, C, H_out, W_out)",
+            shape_in="(N, C, H, W) or (C, H, W)"),
+    3: dict(rank="3-D", shape="(N, C, D, H, W) -> (N, C, D_out, H_out, W_out)",
+            shape_in="(N, C, D, H, W) or (C, D, H, W)"),
+}
+
+_POOL_PARAMS = """kernel_size : int or tuple of int
+        Window size per spatial axis (>= 1).
+    stride : int, tuple of int or None, default None
+        Step between windows; ``None`` means ``kernel_size``.
+    padding : int or tuple of int, default 0
+        Implicit padding on both sides of each axis, at most half the window."""
+
+_MAX_DOC = """Max pooling of a batch of {rank} signals ({shape}), as torch's ``max_pool{n}d``.
+
+    y[n, c, o] = max over taps r of x_pad[n, c, o*stride + r*dilation], x padded with -inf.
+    A NaN in a window gives NaN.
+
+    Parameters
+    ----------
+    x : array_like, shape {shape_in}
+    {pool_params}
+        Max pooling: ``padding <= ((kernel_size - 1) * dilation + 1) // 2``.
+    dilation : int or tuple of int, default 1
+        Spacing between window taps (>= 1).
+    ceil_mode : bool, default False
+        Use ceil instead of floor for the output size (a last window starting in the
+        right padding is dropped).
+    return_indices : bool, default False
+        Also return the int64 flat index of each maximum within its input plane
+        (``(d*H + h)*W + w``), the first maximum on ties (a NaN wins), as PyTorch.
+    {device}
+
+    Returns
+    -------
+    ndarray, or (ndarray, ndarray of int64) with ``return_indices``
+        {pool_dtypes}
+
+    Raises
+    ------
+    ValueError
+        Wrong rank, kernel_size/stride/dilation < 1, negative padding, padding larger
+        than half the window, output size < 1.
+    TypeError
+        Complex, bool, object or string input.
+
+    Examples
+    --------
+    {example}
+    """
+
+_AVG_DOC = """Average pooling of a batch of {rank} signals ({shape}), as torch's ``avg_pool{n}d``.
+
+    y[n, c, o] = sum of the window inside x / divisor, where the divisor is
+    ``divisor_override`` if given, else the window size counting padding (up to the
+    padded input's end) when ``count_include_pad``, else the number of input elements.
+
+    Parameters
+    ----------
+    x : array_like, shape {shape_in}
+    {pool_params}
+        Average pooling: ``padding <= kernel_size // 2``.
+    ceil_mode : bool, default False
+        Use ceil instead of floor for the output size.
+    count_include_pad : bool, default True
+        Count the zero padding in the divisor.
+    divisor_override : int, optional
+        Divide every window sum by this (non-zero) number instead.
+    {device}
+
+    Returns
+    -------
+    ndarray
+        {pool_dtypes}
+
+    Raises
+    ------
+    ValueError
+        Wrong rank, kernel_size/stride < 1, negative padding, padding larger than half the
+        window, divisor_override == 0, output size < 1.
+    TypeError
+        Complex, bool, object or string input.
+
+    Examples
+    --------
+    {example}
+    """
+
+_DTYPES = """float32 and float64 are computed natively and preserved; other real dtypes are
+        promoted with ``numpy.result_type(x, float32)``."""
+
+_EXAMPLES = {
+    ("max", 1): ">>> max_pool1d([[1., 3., 2., 0.]], 2)\n    array([[3., 2.]])",
+    ("max", 2): (">>> max_pool2d(np.arange(9.).reshape(1, 3, 3), 2, stride=1)\n"
+                 "    array([[[4., 5.],\n            [7., 8.]]])"),
+    ("max", 3): (">>> max_pool3d(np.arange(8.).reshape(1, 2, 2, 2), 2)\n"
+                 "    array([[[[7.]]]])"),
+    ("avg", 1): ">>> avg_pool1d([[1., 3., 2., 0.]], 2)\n    array([[2., 1.]])",
+    ("avg", 2): (">>> avg_pool2d(np.arange(9.).reshape(1, 3, 3), 2, stride=1)\n"
+                 "    array([[[2., 3.],\n            [5., 6.]]])"),
+    ("avg", 3): (">>> avg_pool3d(np.arange(8.).reshape(1, 2, 2, 2), 2)\n"
+                 "    array([[[[3.5]]]])"),
+}
+
+
+def _prepare(func, device, arrays: dict):
+    """Backend name and the inputs as that backend's arrays (dtype checked)."""
+    name = _dispatch.choose(func, device, *arrays.values())
+    return name, wrap_inputs(func, name, **arrays)
+
+
+def _finish(name: str, out, like):
+    if name == "cuda" and not _dispatch.is_cuda_array(like):
+        return out.copy_to_host()
+    return out
+
+
+def _max_forward(func, nspatial, x, kernel_size, stride, padding, dilation, ceil_mode,
+                 return_indices, device):
+    name, a = _prepare(func, device, {"x": x})
+    plan = plan_pool(func, nspatial, a["x"], kernel_size, stride, padding, dilation,
+                     ceil_mode, "max")
+    be = _dispatch.backend(name)
+    x5 = be.asarray(a["x"], plan.dtype).reshape(plan.x_shape)
+    out = be.empty(plan.out_shape, plan.dtype)
+    idx = be.empty(plan.out_shape, np.int64) if return_indices else None
+    be.max_pool(x5, out, idx, plan.kernel, plan.stride, plan.pads, plan.dilation)
+    shape = plan.user_shape(plan.out_shape)
+    out = _finish(name, be.finish(out.reshape(shape), a["x"]), x)
+    if not return_indices:
+        return out
+    return out, _finish(name, be.finish(idx.reshape(shape), a["x"]), x)
+
+
+def _avg_forward(func, nspatial, x, kernel_size, stride, padding, ceil_mode,
+                 count_include_pad, divisor_override, device):
+    name, a = _prepare(func, device, {"x": x})
+    plan = plan_pool(func, nspatial, a["x"], kernel_size, stride, padding, 1, ceil_mode,
+                     "avg", count_include_pad, divisor_override)
+    be = _dispatch.backend(name)
+    x5 = be.asarray(a["x"], plan.dtype).reshape(plan.x_shape)
+    out = be.empty(plan.out_shape, plan.dtype)
+    be.avg_pool(x5, out, plan.kernel, plan.stride, plan.pads, plan.divisors)
+    return _finish(name, be.finish(out.reshape(plan.user_shape(plan.out_shape)), a["x"]), x)
+
+
+def _check_grad_output(plan: PoolPlan, grad_output, x) -> None:
+    want = plan.user_shape(plan.out_shape)
+    if shape_of(grad_output) != want:
+        raise ValueError(
+            f"{plan.func}: grad_output.shape={shape_of(grad_output)} does not match the "
+            f"pooling output shape {want} (x.shape={shape_of(x)})"
+        )
+
+
+def _backward(func, nspatial, kind, grad_output, x, kernel_size, stride, padding, dilation,
+              ceil_mode, count_include_pad=True, divisor_override=None):
+    name, a = _prepare(func, None, {"grad_output": grad_output, "x": x})
+    plan = plan_pool(func, nspatial, a["x"], kernel_size, stride, padding, dilation,
+                     ceil_mode, kind, count_include_pad, divisor_override)
+    _check_grad_output(plan, a["grad_output"], a["x"])
+    be = _dispatch.backend(name)
+    dtype = result_dtype(a["x"], a["grad_output"])
+    g5 = be.asarray(a["grad_output"], dtype).reshape(plan.out_shape)
+    gx = be.empty(plan.x_shape, dtype)
+    if kind == "max":
+        x5 = be.asarray(a["x"], dtype).reshape(plan.x_shape)
+        be.max_pool_backward(g5, x5, gx, plan.kernel, plan.stride, plan.pads, plan.dilation)
+    else:
+        be.avg_pool_backward(g5, gx, plan.kernel, plan.stride, plan.pads, plan.divisors)
+    return _finish(name, be.finish(gx.reshape(shape_of(a["x"])), a["x"]), x)
+
+
+def _make_max(nspatial: int):
+    func = f"max_pool{nspatial}d"
+
+    def op(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
+           return_indices: bool = False, *, device: str | None = None):
+        return _max_forward(func, nspatial, x, kernel_size, stride, padding, dilation,
+                            ceil_mode, return_indices, device)
+
+    op.__name__ = op.__qualname__ = func
+    op.__doc__ = _MAX_DOC
+    return fill(n=nspatial, pool_params=_POOL_PARAMS, pool_dtypes=_DTYPES,
+                example=_EXAMPLES[("max", nspatial)], **_RANKS[nspatial])(op)
+
+
+def _make_avg(nspatial: int):
+    func = f"avg_pool{nspatial}d"
+
+    def op(x, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+           count_include_pad: bool = True, divisor_override: int | None = None, *,
+           device: str | None = None):
+        return _avg_forward(func, nspatial, x, kernel_size, stride, padding, ceil_mode,
+                            count_include_pad, divisor_override, device)
+
+    op.__name__ = op.__qualname__ = func
+    op.__doc__ = _AVG_DOC
+    return fill(n=nspatial, pool_params=_POOL_PARAMS, pool_dtypes=_DTYPES,
+                example=_EXAMPLES[("avg", nspatial)], **_RANKS[nspatial])(op)
+
+
+_GRAD_DOC = """Gradient of ``{func}`` with respect to ``x``, given ``grad_output``.
+
+    Same parameters as ``{func}`` (without ``return_indices``/``device``; the data picks
+    the device). {rule}
+
+    Returns
+    -------
+    ndarray, shape of ``x``
+
+    Raises
+    ------
+    ValueError
+        As ``{func}``, and when ``grad_output`` does not have the pooling output's shape.
+
+    Examples
+    --------
+    {example}
+    """
+
+_GRAD_EXAMPLES = {
+    "max": ">>> {func}_backward(np.ones({oshape}), np.arange({n}.).reshape({xshape}), 2)\n"
+           "    array({gmax})",
+    "avg": ">>> {func}_backward(np.ones({oshape}), np.arange({n}.).reshape({xshape}), 2)\n"
+           "    array({gavg})",
+}
+_GRAD_CASES = {
+    1: dict(oshape="(1, 1)", n=2, xshape="1, 2", gmax="[[0., 1.]]", gavg="[[0.5, 0.5]]"),
+    2: dict(oshape="(1, 1, 1)", n=4, xshape="1, 2, 2", gmax="[[[0., 0.],\n            [0., 1.]]]",
+            gavg="[[[0.25, 0.25],\n            [0.25, 0.25]]]"),
+    3: dict(oshape="(1, 1, 1, 1)", n=8, xshape="1, 2, 2, 2",
+            gmax="[[[[0., 0.],\n             [0., 0.]],\n\n            [[0., 0.],\n"
+                 "             [0., 1.]]]]",
+            gavg="[[[[0.125, 0.125],\n             [0.125, 0.125]],\n\n"
+                 "            [[0.125, 0.125],\n             [0.125, 0.125]]]]"),
+}
+
+
+def _grad_doc(op, kind: str, nspatial: int):
+    func = f"{kind}_pool{nspatial}d"
+    rule = ("Each grad_output element goes to its window's maximum (the first one on "
+            "ties, as PyTorch); a window with no input element passes nothing."
+            if kind == "max" else "Each window spreads grad_output / divisor evenly over "
+            "its input elements.")
+    example = _GRAD_EXAMPLES[kind].format(func=func, **_GRAD_CASES[nspatial])
+    op.__doc__ = _GRAD_DOC.format(func=func, rule=rule, example=example)
+    return op
+
+
+def _make_max_backward(nspatial: int):
+    func = f"max_pool{nspatial}d_backward"
+
+    def op(grad_output, x, kernel_size, stride=None, padding=0, dilation=1,
+           ceil_mode: bool = False):
+        return _backward(func, nspatial, "max", grad_output, x, kernel_size, stride, padding,
+                         dilation, ceil_mode)
+
+    op.__name__ = op.__qualname__ = func
+    return _grad_doc(op, "max", nspatial)
+
+
+def _make_avg_backward(nspatial: int):
+    func = f"avg_pool{nspatial}d_backward"
+
+    def op(grad_output, x, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+           count_include_pad: bool = True, divisor_override: int | None = None):
+        return _backward(func, nspatial, "avg", grad_output, x, kernel_size, stride, padding,
+                         1, ceil_mode, count_include_pad, divisor_override)
+
+    op.__name__ = op.__qualname__ = func
+    return _grad_doc(op, "avg", nspatial)
+
+
+max_pool1d = _make_max(1)
+max_pool2d = _make_max(2)
+max_pool3d = _make_max(3)
+avg_pool1d = _make_avg(1)
+avg_pool2d = _make_avg(2)
+avg_pool3d = _make_avg(3)
+max_pool1d_backward = _make_max_backward(1)
+max_pool2d_backward = _make_max_backward(2)
+max_pool3d_backward = _make_max_backward(3)
+avg_pool1d_backward = _make_avg_backward(1)
+avg_pool2d_backward = _make_avg_backward(2)
+avg_pool3d_backward = _make_avg_backward(3)
+
+__all__ = [
+    "avg_pool1d",
+    "avg_pool1d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "avg_pool3d",
+    "avg_pool3d_backward",
+    "max_pool1d",
+    "max_pool1d_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "max_pool3d",
+    "max_pool3d_backward",
+]
