@@ -123,3 +123,105 @@ def conv_nd_loop(x, w, bias=None, stride=1, padding_pairs=0, dilation=1, groups=
                 window = xp[(n, slice(g * Cg, (g + 1) * Cg)) + idx]
                 out[(n, k) + o] = (window * w[k]).sum() + (0.0 if bias is None else bias[k])
     return out
+
+
+# --- gradient oracles (scatter loops: each output position adds its window back) --------
+
+
+def _fold_padding(gxp: np.ndarray, shape, pairs, padding_mode: str) -> np.ndarray:
+    """Adjoint of :func:`pad_nd`: each padded position's gradient goes to the source pixel
+    ``numpy.pad`` copied it from (the source index of a position is ``numpy.pad`` applied
+    to ``arange``); the zero border is dropped."""
+    nsp = len(pairs)
+    spatial = shape[2:]
+    if padding_mode == "zeros":
+        crop = tuple(slice(b, b + n) for (b, _), n in zip(pairs, spatial, strict=True))
+        return gxp[(slice(None), slice(None)) + crop].copy()
+    srcs = [np.pad(np.arange(n), tuple(p), mode=NP_PAD_MODES[padding_mode])
+            for n, p in zip(spatial, pairs, strict=True)]
+    gx = np.zeros(shape)
+    for pos in np.ndindex(*gxp.shape[2:]):
+        src = tuple(int(srcs[a][pos[a]]) for a in range(nsp))
+        gx[(slice(None), slice(None)) + src] += gxp[(slice(None), slice(None)) + pos]
+    return gx
+
+
+def conv_input_nd(x_shape, w, g, stride=1, padding_pairs=0, dilation=1, groups=1,
+                  padding_mode="zeros") -> np.ndarray:
+    """Gradient of :func:`conv_nd` w.r.t. ``x`` (batched shapes), float64, by scattering."""
+    w = np.asarray(w, dtype=np.float64)
+    g = np.asarray(g, dtype=np.float64)
+    nsp = w.ndim - 2
+    kernel = w.shape[2:]
+    st = [stride] * nsp if np.isscalar(stride) else list(stride)
+    dil = [dilation] * nsp if np.isscalar(dilation) else list(dilation)
+    pairs = padding_pairs if not np.isscalar(padding_pairs) else [(padding_pairs,) * 2] * nsp
+    padded = [n + b + a for n, (b, a) in zip(x_shape[2:], pairs, strict=True)]
+    gxp = np.zeros((x_shape[0], x_shape[1], *padded))
+    K, Cg = w.shape[:2]
+    Kg = K // groups
+    for n in range(g.shape[0]):
+        for k in range(K):
+            grp = k // Kg
+            for o in np.ndindex(*g.shape[2:]):
+                idx = tuple(slice(oi * s, oi * s + d * (kk - 1) + 1, d)
+                            for oi, s, d, kk in zip(o, st, dil, kernel, strict=True))
+                gxp[(n, slice(grp * Cg, (grp + 1) * Cg)) + idx] += g[(n, k) + o] * w[k]
+    return _fold_padding(gxp, tuple(x_shape), pairs, padding_mode)
+
+
+def conv_weight_nd(x, w_shape, g, stride=1, padding_pairs=0, dilation=1, groups=1,
+                   padding_mode="zeros") -> np.ndarray:
+    """Gradient of :func:`conv_nd` w.r.t. the weight, float64, by summing windows."""
+    x = np.asarray(x, dtype=np.float64)
+    g = np.asarray(g, dtype=np.float64)
+    nsp = x.ndim - 2
+    kernel = w_shape[2:]
+    st = [stride] * nsp if np.isscalar(stride) else list(stride)
+    dil = [dilation] * nsp if np.isscalar(dilation) else list(dilation)
+    pairs = padding_pairs if not np.isscalar(padding_pairs) else [(padding_pairs,) * 2] * nsp
+    xp = pad_nd(x, pairs, padding_mode)
+    gw = np.zeros(tuple(w_shape))
+    K, Cg = w_shape[:2]
+    Kg = K // groups
+    for n in range(g.shape[0]):
+        for k in range(K):
+            grp = k // Kg
+            for o in np.ndindex(*g.shape[2:]):
+                idx = tuple(slice(oi * s, oi * s + d * (kk - 1) + 1, d)
+                            for oi, s, d, kk in zip(o, st, dil, kernel, strict=True))
+                gw[k] += g[(n, k) + o] * xp[(n, slice(grp * Cg, (grp + 1) * Cg)) + idx]
+    return gw
+
+
+def conv_transpose_nd(x, w, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                      dilation=1) -> np.ndarray:
+    """PyTorch's transposed convolution (weight ``(C, K // groups, *k)``), float64, by
+    scattering every input element's weighted kernel into a full grid, then cropping
+    ``padding`` from both ends and keeping ``output_padding`` extra trailing elements."""
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    nsp = x.ndim - 2
+    kernel = w.shape[2:]
+
+    def per_axis(v):
+        return [v] * nsp if np.isscalar(v) else list(v)
+
+    st, pad, opad, dil = (per_axis(v) for v in (stride, padding, output_padding, dilation))
+    C, Kg = w.shape[:2]
+    Cg = C // groups
+    full = [(n - 1) * s + d * (k - 1) + 1 + op
+            for n, s, d, k, op in zip(x.shape[2:], st, dil, kernel, opad, strict=True)]
+    out = np.zeros((x.shape[0], Kg * groups, *full))
+    for n in range(x.shape[0]):
+        for c in range(C):
+            grp = c // Cg
+            for o in np.ndindex(*x.shape[2:]):
+                idx = tuple(slice(oi * s, oi * s + d * (kk - 1) + 1, d)
+                            for oi, s, d, kk in zip(o, st, dil, kernel, strict=True))
+                out[(n, slice(grp * Kg, (grp + 1) * Kg)) + idx] += x[(n, c) + o] * w[c]
+    crop = tuple(slice(p, f - p) for p, f in zip(pad, full, strict=True))
+    out = out[(slice(None), slice(None)) + crop]
+    if bias is not None:
+        out = out + np.asarray(bias, dtype=np.float64).reshape((-1,) + (1,) * nsp)
+    return out

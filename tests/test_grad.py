@@ -1,0 +1,417 @@
+"""Gradients of convolution (fastconv.grad) and transposed convolution.
+
+Oracles: hand-computed cases, the adjoint identity, the scatter-loop references in
+``tests/reference.py``, float64 central finite differences, and PyTorch autograd.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+import reference
+from conftest import requires_torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fastconv as fc
+from fastconv import conv, grad
+
+CONV = {1: conv.conv1d, 2: conv.conv2d, 3: conv.conv3d}
+INPUT = {1: grad.conv1d_input, 2: grad.conv2d_input, 3: grad.conv3d_input}
+WEIGHT = {1: grad.conv1d_weight, 2: grad.conv2d_weight, 3: grad.conv3d_weight}
+TRANSPOSE = {1: conv.conv_transpose1d, 2: conv.conv_transpose2d, 3: conv.conv_transpose3d}
+MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+# --- hand-computed --------------------------------------------------------------------
+
+
+def test_input_grad_by_hand():
+    # y = [x0 - x1, x1 - x2]; dL/dy = [1, 1] -> dL/dx = [1, 0, -1]
+    got = grad.conv1d_input((1, 1, 3), [[[1.0, -1.0]]], [[[1.0, 1.0]]])
+    np.testing.assert_array_equal(got, [[[1.0, 0.0, -1.0]]])
+
+
+def test_weight_grad_by_hand():
+    # y = [w0*x0 + w1*x1, w0*x1 + w1*x2]; dL/dw = [x0 + x1, x1 + x2] = [1, 3]
+    got = grad.conv1d_weight([[[0.0, 1.0, 2.0]]], (1, 1, 2), [[[1.0, 1.0]]])
+    np.testing.assert_array_equal(got, [[[1.0, 3.0]]])
+
+
+def test_weight_grad_seed_numbers():
+    # 2x2 windows of arange(9) summed: [[0+1+3+4, 1+2+4+5], [3+4+6+7, 4+5+7+8]]
+    x = np.arange(9.0).reshape(1, 1, 3, 3)
+    got = grad.conv2d_weight(x, (1, 1, 2, 2), np.ones((1, 1, 2, 2)))
+    np.testing.assert_array_equal(got, [[[[8.0, 12.0], [20.0, 24.0]]]])
+
+
+def test_replicate_fold_by_hand():
+    # replicate padding 1 of [a, b] is [a, a, b, b]; a 1-tap identity kernel reads each
+    # padded position once, so a's gradient collects positions 0 and 1
+    got = grad.conv1d_input((1, 1, 2), [[[1.0]]], [[[1.0, 2.0, 3.0, 4.0]]], padding=1,
+                            padding_mode="replicate")
+    np.testing.assert_array_equal(got, [[[3.0, 7.0]]])
+
+
+def test_conv_bias():
+    g = np.arange(24.0).reshape(2, 3, 4)
+    np.testing.assert_array_equal(grad.conv_bias(g), g.sum(axis=(0, 2)))
+    np.testing.assert_array_equal(grad.conv_bias(g[0], batched=False), g[0].sum(axis=1))
+    assert grad.conv_bias(g.astype(np.float32)).dtype == np.float32
+
+
+def test_transpose_by_hand():
+    out = conv.conv_transpose2d(np.ones((1, 1, 1, 1)), np.arange(4.0).reshape(1, 1, 2, 2),
+                                stride=2, output_padding=1)
+    np.testing.assert_array_equal(out[0, 0], [[0, 1, 0], [2, 3, 0], [0, 0, 0]])
+
+
+# --- random configurations ------------------------------------------------------------
+
+
+@st.composite
+def configs(draw, modes=MODES):
+    nsp = draw(st.integers(1, 3))
+    kmax = {1: 4, 2: 3, 3: 2}[nsp]
+    kernel = [draw(st.integers(1, kmax)) for _ in range(nsp)]
+    dil = [draw(st.integers(1, 2)) for _ in range(nsp)]
+    form = draw(st.sampled_from(["int", "pairs", "same", "full"]))
+    strides = [1] * nsp if form == "same" else [draw(st.integers(1, 3)) for _ in range(nsp)]
+    if form == "int":
+        padding = draw(st.integers(0, 2))
+    elif form == "pairs":
+        padding = tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in range(nsp))
+    else:
+        padding = form
+    pairs = reference.padding_pairs(padding, kernel, dil)
+    mode = draw(st.sampled_from(modes))
+    spatial = []
+    for k, d, (b, a) in zip(kernel, dil, pairs, strict=True):
+        lo = max(d * (k - 1) + 1 - b - a, max(b, a) + 1, 1)
+        spatial.append(draw(st.integers(lo, lo + (4 if nsp < 3 else 2))))
+    groups = draw(st.integers(1, 2))
+    C = groups * draw(st.integers(1, 2))
+    K = groups * draw(st.integers(1, 3))
+    N = draw(st.integers(1, 2))
+    return dict(nsp=nsp, x_shape=(N, C, *spatial), w_shape=(K, C // groups, *kernel),
+                kw=dict(stride=tuple(strides), padding=padding, dilation=tuple(dil),
+                        groups=groups, padding_mode=mode),
+                pairs=pairs)
+
+
+@given(configs(), st.integers(0, 2**32 - 1))
+def test_adjoint_identity(cfg, seed):
+    rng = np.random.default_rng(seed)
+    nsp, kw = cfg["nsp"], cfg["kw"]
+    x = rng.standard_normal(cfg["x_shape"])
+    w = rng.standard_normal(cfg["w_shape"])
+    y = CONV[nsp](x, w, **kw)
+    g = rng.standard_normal(y.shape)
+    gx = INPUT[nsp](x.shape, w, g, **kw)
+    gw = WEIGHT[nsp](x, w.shape, g, **kw)
+    assert gx.shape == x.shape and gw.shape == w.shape
+    lhs = np.vdot(y, g)
+    np.testing.assert_allclose(np.vdot(x, gx), lhs, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(np.vdot(w, gw), lhs, rtol=1e-10, atol=1e-10)
+
+
+@given(configs(), st.integers(0, 2**32 - 1))
+def test_against_scatter_reference(cfg, seed):
+    rng = np.random.default_rng(seed)
+    nsp, kw = cfg["nsp"], dict(cfg["kw"])
+    x = rng.standard_normal(cfg["x_shape"])
+    w = rng.standard_normal(cfg["w_shape"])
+    g = rng.standard_normal(CONV[nsp](x, w, **kw).shape)
+    ref_kw = dict(stride=kw["stride"], padding_pairs=cfg["pairs"], dilation=kw["dilation"],
+                  groups=kw["groups"], padding_mode=kw["padding_mode"])
+    np.testing.assert_allclose(INPUT[nsp](x.shape, w, g, **kw),
+                               reference.conv_input_nd(x.shape, w, g, **ref_kw),
+                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(WEIGHT[nsp](x, w.shape, g, **kw),
+                               reference.conv_weight_nd(x, w.shape, g, **ref_kw),
+                               rtol=1e-10, atol=1e-12)
+
+
+@st.composite
+def transpose_configs(draw):
+    nsp = draw(st.integers(1, 3))
+    kernel = [draw(st.integers(1, 3)) for _ in range(nsp)]
+    strides = [draw(st.integers(1, 3)) for _ in range(nsp)]
+    dil = [draw(st.integers(1, 3)) for _ in range(nsp)]
+    opad = [draw(st.integers(0, max(s, d) - 1)) for s, d in zip(strides, dil, strict=True)]
+    spatial = [draw(st.integers(1, 4)) for _ in range(nsp)]
+    full = [(n - 1) * s + d * (k - 1) + 1 + op
+            for n, s, d, k, op in zip(spatial, strides, dil, kernel, opad, strict=True)]
+    pad = [draw(st.integers(0, (f - 1) // 2)) for f in full]
+    groups = draw(st.integers(1, 2))
+    C = groups * draw(st.integers(1, 2))
+    Kg = draw(st.integers(1, 2))
+    return dict(nsp=nsp, x_shape=(draw(st.integers(1, 2)), C, *spatial),
+                w_shape=(C, Kg, *kernel),
+                kw=dict(stride=tuple(strides), padding=tuple(pad), output_padding=tuple(opad),
+                        groups=groups, dilation=tuple(dil)))
+
+
+@given(transpose_configs(), st.integers(0, 2**32 - 1))
+def test_transpose_against_reference(cfg, seed):
+    rng = np.random.default_rng(seed)
+    nsp, kw = cfg["nsp"], cfg["kw"]
+    x = rng.standard_normal(cfg["x_shape"])
+    w = rng.standard_normal(cfg["w_shape"])
+    b = rng.standard_normal(cfg["w_shape"][1] * kw["groups"])
+    got = TRANSPOSE[nsp](x, w, b, **kw)
+    np.testing.assert_allclose(got, reference.conv_transpose_nd(x, w, b, **kw),
+                               rtol=1e-10, atol=1e-12)
+
+
+@given(transpose_configs(), st.integers(0, 2**32 - 1))
+def test_transpose_is_input_gradient(cfg, seed):
+    # conv_transpose(g, w) == conv_input(x.shape, w, g) whenever output_padding < stride
+    rng = np.random.default_rng(seed)
+    nsp, kw = cfg["nsp"], dict(cfg["kw"])
+    kw["output_padding"] = tuple(op % s for op, s in zip(kw["output_padding"], kw["stride"],
+                                                         strict=True))
+    g = rng.standard_normal(cfg["x_shape"])
+    w = rng.standard_normal(cfg["w_shape"])
+    out = TRANSPOSE[nsp](g, w, **kw)
+    gx = INPUT[nsp](out.shape, w, g, stride=kw["stride"], padding=kw["padding"],
+                    dilation=kw["dilation"], groups=kw["groups"])
+    np.testing.assert_array_equal(out, gx)
+
+
+# --- finite differences ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_central_differences(mode):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 2, 5, 6))
+    w = rng.standard_normal((2, 1, 3, 2))
+    kw = dict(stride=(1, 2), padding=((2, 1), (1, 1)), dilation=(1, 2), groups=2,
+              padding_mode=mode)
+    g = rng.standard_normal(conv.conv2d(x, w, **kw).shape)
+
+    def loss(xx, ww):
+        return float(np.vdot(conv.conv2d(xx, ww, **kw), g))
+
+    gx = grad.conv2d_input(x.shape, w, g, **kw)
+    gw = grad.conv2d_weight(x, w.shape, g, **kw)
+    h = 1e-6
+    for idx in [(0, 0, 0, 0), (0, 1, 2, 3), (0, 0, 4, 5), (0, 1, 0, 5)]:
+        e = np.zeros_like(x)
+        e[idx] = h
+        fd = (loss(x + e, w) - loss(x - e, w)) / (2 * h)
+        np.testing.assert_allclose(gx[idx], fd, rtol=1e-6, atol=1e-8)
+    for idx in [(0, 0, 0, 0), (1, 0, 2, 1)]:
+        e = np.zeros_like(w)
+        e[idx] = h
+        fd = (loss(x, w + e) - loss(x, w - e)) / (2 * h)
+        np.testing.assert_allclose(gw[idx], fd, rtol=1e-6, atol=1e-8)
+
+
+# --- PyTorch autograd -----------------------------------------------------------------
+
+
+def _torch_forward(F, nsp, xt, wt, bt, kw, pairs):
+    mode = kw["padding_mode"]
+    flat = tuple(v for b, a in reversed(pairs) for v in (b, a))
+    xt = F.pad(xt, flat, mode="constant" if mode == "zeros" else mode)
+    fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[nsp]
+    return fn(xt, wt, bt, stride=kw["stride"], dilation=kw["dilation"], groups=kw["groups"])
+
+
+TORCH_CASES = [
+    (1, (2, 4, 11), (6, 2, 3), dict(stride=2, padding=2, dilation=2, groups=2)),
+    (2, (2, 3, 9, 8), (4, 3, 3, 3), dict(stride=1, padding="same", dilation=1, groups=1)),
+    (2, (1, 4, 7, 9), (4, 1, 2, 3), dict(stride=(2, 1), padding=((1, 0), (2, 1)),
+                                         dilation=(1, 2), groups=4)),
+    (3, (1, 2, 5, 6, 4), (2, 2, 2, 3, 2), dict(stride=(1, 2, 1), padding=1, dilation=1,
+                                               groups=1)),
+]
+
+
+@requires_torch
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", TORCH_CASES, ids=lambda c: f"{c[0]}d-{c[1]}")
+def test_against_torch_autograd(case, mode, dtype):
+    import torch
+    import torch.nn.functional as F
+
+    nsp, xs, ws, kw = case
+    kw = dict(kw, padding_mode=mode)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    pairs = reference.padding_pairs(kw["padding"], ws[2:], kw["dilation"])
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    yt = _torch_forward(F, nsp, xt, wt, bt, kw, pairs)
+    g = rng.standard_normal(tuple(yt.shape)).astype(dtype)
+    yt.backward(torch.tensor(g))
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    gx = INPUT[nsp](x.shape, w, g, **kw)
+    gw = WEIGHT[nsp](x, w.shape, g, **kw)
+    gb = grad.conv_bias(g)
+    assert gx.dtype == gw.dtype == gb.dtype == dtype
+    np.testing.assert_allclose(gx, xt.grad.numpy(), **tol)
+    np.testing.assert_allclose(gw, wt.grad.numpy(), **tol)
+    np.testing.assert_allclose(gb, bt.grad.numpy(), **tol)
+
+
+TRANSPOSE_CASES = [
+    (1, (2, 4, 6), (4, 3, 3), dict(stride=3, padding=1, output_padding=2, groups=2,
+                                   dilation=2)),
+    (2, (2, 3, 5, 4), (3, 2, 3, 2), dict(stride=2, padding=(1, 0), output_padding=(1, 0),
+                                         groups=1, dilation=1)),
+    (2, (1, 4, 3, 3), (4, 1, 2, 2), dict(stride=1, padding=0, output_padding=(1, 2),
+                                         groups=4, dilation=(2, 3))),
+    (3, (1, 2, 3, 2, 3), (2, 2, 2, 2, 2), dict(stride=(2, 1, 2), padding=(0, 1, 1),
+                                               output_padding=(1, 0, 0), groups=1,
+                                               dilation=1)),
+]
+
+
+@requires_torch
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", TRANSPOSE_CASES, ids=lambda c: f"{c[0]}d-{c[3]['stride']}")
+def test_transpose_against_torch(case, dtype):
+    import torch
+    import torch.nn.functional as F
+
+    nsp, xs, ws, kw = case
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[1] * kw["groups"]).astype(dtype)
+    fn = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[nsp]
+    want = fn(torch.tensor(x), torch.tensor(w), torch.tensor(b), **kw).numpy()
+    got = TRANSPOSE[nsp](x, w, b, **kw)
+    assert got.dtype == dtype
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got, want, **tol)
+
+
+@requires_torch
+def test_unbatched_matches_torch_grad():
+    import torch
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3, 7, 6))
+    w = rng.standard_normal((2, 3, 3, 2))
+    g = rng.standard_normal((2, 3, 5))
+    want_x = torch.nn.grad.conv2d_input((1, 3, 7, 6), torch.tensor(w), torch.tensor(g[None]),
+                                        stride=(2, 1))
+    want_w = torch.nn.grad.conv2d_weight(torch.tensor(x[None]), (2, 3, 3, 2),
+                                         torch.tensor(g[None]), stride=(2, 1))
+    np.testing.assert_allclose(grad.conv2d_input(x.shape, w, g, stride=(2, 1)),
+                               want_x.numpy()[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad.conv2d_weight(x, w.shape, g, stride=(2, 1)),
+                               want_w.numpy(), rtol=1e-12, atol=1e-12)
+
+
+# --- determinism ----------------------------------------------------------------------
+
+
+def test_deterministic_across_runs_and_threads():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 8, 12, 13)).astype(np.float32)
+    w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    kw = dict(padding=1, groups=2, padding_mode="reflect")
+    g = rng.standard_normal(conv.conv2d(x, w, **kw).shape).astype(np.float32)
+
+    def both():
+        return (grad.conv2d_input(x.shape, w, g, **kw).tobytes(),
+                grad.conv2d_weight(x, w.shape, g, **kw).tobytes(),
+                conv.conv_transpose2d(g, w, stride=1, padding=1, groups=2).tobytes())
+
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        first, second = both(), both()
+        numba.set_num_threads(1)
+        single = both()
+    finally:
+        numba.set_num_threads(before)
+    assert first == second
+    assert first == single
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+def test_error_input_size():
+    with pytest.raises(ValueError, match=r"conv2d_input: input_size must be a tuple of ints"):
+        grad.conv2d_input((1, 4), np.ones((1, 1, 2, 2)), np.ones((1, 1, 3, 3)))
+    with pytest.raises(ValueError, match=r"conv1d_input: input_size .* got 'abc'"):
+        grad.conv1d_input("abc", np.ones((1, 1, 2)), np.ones((1, 1, 3)))
+
+
+def test_error_weight_size():
+    with pytest.raises(ValueError, match=r"conv2d_weight: weight_size must be a tuple of ints "
+                                         r"\(K, C // groups, \*kernel\)"):
+        grad.conv2d_weight(np.ones((1, 1, 4, 4)), (1, 1, 2), np.ones((1, 1, 3, 3)))
+
+
+def test_error_grad_output_shape():
+    with pytest.raises(ValueError, match=r"conv2d_input: grad_output.shape=\(1, 1, 2, 2\) does "
+                                         r"not match the forward output shape \(1, 1, 3, 3\)"):
+        grad.conv2d_input((1, 1, 4, 4), np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2)))
+    with pytest.raises(ValueError, match=r"conv1d_weight: grad_output.shape=\(1, 2, 3\) does "
+                                         r"not match .*\(1, 1, 3\).*weight_size=\(1, 1, 2\)"):
+        grad.conv1d_weight(np.ones((1, 1, 4)), (1, 1, 2), np.ones((1, 2, 3)))
+
+
+def test_error_forward_checks_apply():
+    with pytest.raises(ValueError, match=r"conv2d_input: channel mismatch: x has C=3"):
+        grad.conv2d_input((1, 3, 4, 4), np.ones((1, 2, 2, 2)), np.ones((1, 1, 3, 3)))
+    with pytest.raises(ValueError, match=r"conv2d_weight: padding='same' is not supported"):
+        grad.conv2d_weight(np.ones((1, 1, 4, 4)), (1, 1, 2, 2), np.ones((1, 1, 2, 2)),
+                           stride=2, padding="same")
+    with pytest.raises(ValueError, match=r"conv1d_input: invalid padding_mode 'mirror'"):
+        grad.conv1d_input((1, 1, 4), np.ones((1, 1, 2)), np.ones((1, 1, 3)),
+                          padding_mode="mirror")
+    with pytest.raises(TypeError, match=r"conv1d_weight: grad_output has dtype complex128"):
+        grad.conv1d_weight(np.ones((1, 1, 4)), (1, 1, 2), np.ones((1, 1, 3), complex))
+
+
+def test_error_conv_bias_rank():
+    with pytest.raises(ValueError, match=r"conv_bias: grad_output must be at least 2-D "
+                                         r"\(\(N, K, \*spatial\)\), got 1-D"):
+        grad.conv_bias(np.ones(3))
+
+
+def test_errors_transpose():
+    x = np.ones((1, 4, 3, 3))
+    with pytest.raises(ValueError, match=r"conv_transpose2d: channel mismatch: x has C=4 but "
+                                         r"weight.shape\[0\] = 2"):
+        conv.conv_transpose2d(x, np.ones((2, 1, 2, 2)))
+    with pytest.raises(ValueError, match=r"conv_transpose2d: groups=3 must divide the input "
+                                         r"channels C=4"):
+        conv.conv_transpose2d(x, np.ones((4, 1, 2, 2)), groups=3)
+    with pytest.raises(ValueError, match=r"conv_transpose2d: bias must have shape \(K,\) = "
+                                         r"\(2,\).*got bias.shape=\(3,\)"):
+        conv.conv_transpose2d(x, np.ones((4, 1, 2, 2)), np.ones(3), groups=2)
+    with pytest.raises(ValueError, match=r"conv_transpose2d: output_padding=\(2, 2\) must be "
+                                         r"smaller than either stride=\(2, 2\) or dilation"):
+        conv.conv_transpose2d(x, np.ones((4, 1, 2, 2)), stride=2, output_padding=2)
+    with pytest.raises(ValueError, match=r"conv_transpose1d: output size \(-2,\) < 1 for "
+                                         r"padding=\(2,\)"):
+        conv.conv_transpose1d(np.ones((1, 1, 1)), np.ones((1, 1, 2)), padding=2)
+    with pytest.raises(ValueError, match=r"conv_transpose3d: x must be 5-D .* got 2-D"):
+        conv.conv_transpose3d(np.ones((2, 2)), np.ones((1, 1, 1, 1, 1)))
+    with pytest.raises(ValueError, match=r"conv_transpose1d: weight must be 3-D "
+                                         r"\(C, K // groups, \*kernel\), got 2-D"):
+        conv.conv_transpose1d(np.ones((1, 1, 3)), np.ones((1, 1)))
+    with pytest.raises(ValueError, match=r"conv_transpose1d: padding must be >= 0"):
+        conv.conv_transpose1d(np.ones((1, 1, 3)), np.ones((1, 1, 2)), padding=-1)
+    with pytest.raises(ValueError, match=r"conv_transpose1d: groups must be an int >= 1"):
+        conv.conv_transpose1d(np.ones((1, 1, 3)), np.ones((1, 1, 2)), groups=0)
+    with pytest.raises(ValueError, match=r"conv_transpose1d: empty input or weight"):
+        conv.conv_transpose1d(np.ones((1, 1, 0)), np.ones((1, 1, 2)))
+
+
+def test_public_exports():
+    assert fc.grad is grad
+    assert fc.conv_transpose2d is conv.conv_transpose2d
