@@ -18,6 +18,12 @@ from fastconv._docs import fill
 from fastconv._plan import plan_conv_input, plan_conv_weight
 from fastconv._validate import as_array, result_dtype
 from fastconv.conv import _RANKS, run_input_grad, wrap_inputs
+from fastconv.pool import avg_pool1d_backward as avg_pool1d
+from fastconv.pool import avg_pool2d_backward as avg_pool2d
+from fastconv.pool import avg_pool3d_backward as avg_pool3d
+from fastconv.pool import max_pool1d_backward as max_pool1d
+from fastconv.pool import max_pool2d_backward as max_pool2d
+from fastconv.pool import max_pool3d_backward as max_pool3d
 
 _INPUT_DOC = """Gradient of a {rank} correlation with respect to its input ({shape}).
 
@@ -200,6 +206,9 @@ def conv_bias(grad_output, *, batched: bool = True) -> np.ndarray:
 
 
 __all__ = [
+    "avg_pool1d",
+    "avg_pool2d",
+    "avg_pool3d",
     "conv1d_input",
     "conv2d_input",
     "conv3d_input",
@@ -207,4 +216,7 @@ __all__ = [
     "conv2d_weight",
     "conv3d_weight",
     "conv_bias",
+    "max_pool1d",
+    "max_pool2d",
+    "max_pool3d",
 ]

@@ -415,3 +415,41 @@ def test_errors_transpose():
 def test_public_exports():
     assert fc.grad is grad
     assert fc.conv_transpose2d is conv.conv_transpose2d
+
+
+# --- pooling gradients (re-exported from fastconv.pool) --------------------------------
+
+POOL_CASES = [
+    ("max", 1, (2, 3, 11), dict(kernel_size=3, stride=2, padding=1, dilation=2,
+                                ceil_mode=True)),
+    ("max", 2, (1, 2, 7, 8), dict(kernel_size=(2, 3), stride=(2, 1), padding=(1, 1),
+                                  dilation=1, ceil_mode=False)),
+    ("max", 3, (1, 1, 5, 4, 6), dict(kernel_size=2, stride=None, padding=0, dilation=1,
+                                     ceil_mode=True)),
+    ("avg", 1, (2, 3, 9), dict(kernel_size=4, stride=3, padding=2, ceil_mode=True,
+                               count_include_pad=False)),
+    ("avg", 2, (1, 2, 7, 8), dict(kernel_size=3, stride=2, padding=1, ceil_mode=False,
+                                  count_include_pad=True, divisor_override=5)),
+    ("avg", 3, (1, 2, 4, 5, 4), dict(kernel_size=(2, 3, 2), stride=1, padding=(1, 1, 0),
+                                     ceil_mode=True, count_include_pad=False)),
+]
+
+
+@requires_torch
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: f"{c[0]}{c[1]}d")
+def test_pool_grad_against_torch(case, ties):
+    import torch
+    import torch.nn.functional as F
+
+    kind, nsp, xs, kw = case
+    rng = np.random.default_rng(9)
+    # ties: a few distinct values, so windows hold repeated maxima (PyTorch: first wins)
+    x = rng.integers(0, 3, xs).astype(np.float64) if ties else rng.standard_normal(xs)
+    xt = torch.tensor(x, requires_grad=True)
+    fn = getattr(F, f"{kind}_pool{nsp}d")
+    yt = fn(xt, **kw)
+    g = rng.standard_normal(tuple(yt.shape))
+    yt.backward(torch.tensor(g))
+    got = getattr(grad, f"{kind}_pool{nsp}d")(g, x, **kw)
+    np.testing.assert_allclose(got, xt.grad.numpy(), rtol=1e-12, atol=1e-12)
