@@ -7,7 +7,6 @@ Numba), so ``fastconv shape`` starts instantly.
 
 from __future__ import annotations
 
-
 from collections.abc import Sequence
 
 from fastconv._validate import PADDING_STRINGS, _is_int, ntuple
@@ -186,13 +185,20 @@ def receptive_field(layers) -> list[dict]:
     """
     size, jump, out = 1, 1, []
     for i, layer in enumerate(layers):
-        if isinstance(layer, dict):
+        if isinstance(layer, dict) and "kernel_size" in layer:
             k, s, d = layer["kernel_size"], layer.get("stride", 1), layer.get("dilation", 1)
-        else:
+        elif isinstance(layer, Sequence) and not isinstance(layer, str) and 1 <= len(layer) <= 3:
             k, s, d = (tuple(layer) + (1, 1))[:3]
+        else:
+            raise ValueError(
+                f"receptive_field: layer {i} must be a dict with a 'kernel_size' or a tuple "
+                f"(k,), (k, s) or (k, s, d), got {layer!r}"
+            )
         for name, v in (("kernel_size", k), ("stride", s), ("dilation", d)):
             if not _is_int(v) or v < 1:
-                raise ValueError(f"receptive_field: layer {i} {name} must be an int >= 1, got {v!r}")
+                raise ValueError(
+                    f"receptive_field: layer {i} {name} must be an int >= 1, got {v!r}"
+                )
         size += d * (k - 1) * jump
         jump *= s
         out.append({"size": size, "jump": jump})
