@@ -12,9 +12,23 @@ from __future__ import annotations
 from fastconv.cuda.arrays import asarray, empty, finish, wrap, zeros
 from fastconv.cuda.conv import correlate
 from fastconv.cuda.pad import pad
+from fastconv.cuda.pool import avg_pool, avg_pool_backward, max_pool, max_pool_backward
 
 #: Threads per block ``(x, y)`` of every kernel (x runs along output rows). Tests patch it
 #: small so multi-block grids and out-of-range threads are exercised in the simulator.
 THREADS: tuple[int, int] = (32, 8)
 
-__all__ = ["THREADS", "asarray", "correlate", "empty", "finish", "pad", "wrap", "zeros"]
+__all__ = [
+    "THREADS",
+    "asarray",
+    "avg_pool",
+    "avg_pool_backward",
+    "correlate",
+    "empty",
+    "finish",
+    "max_pool",
+    "max_pool_backward",
+    "pad",
+    "wrap",
+    "zeros",
+]

@@ -33,6 +33,7 @@ def wrap(a, name: str, func: str):
         arr = a
     elif hasattr(a, "__cuda_array_interface__"):
         arr = cuda.as_cuda_array(a)
+        arr._fastconv_source = a  # finish() hands results back in this array type
     else:
         host = as_array(a, name, func)
         arr = cuda.to_device(np.ascontiguousarray(host, dtype=host.dtype.newbyteorder("=")))
@@ -116,6 +117,7 @@ def finish(out, like):
     device array, which ``torch.as_tensor(out, device="cuda")`` takes without a copy.
     NumPy callers are copied back to the host by the public wrapper.
     """
+    like = getattr(like, "_fastconv_source", like)
     if type(like).__module__.split(".")[0] == "cupy":
         import cupy
 
