@@ -1,0 +1,83 @@
+"""Which algorithm computes a correlation: the documented rule behind ``algorithm="auto"``.
+
+Every algorithm computes the same function (SPEC §1) and gives the same answer within
+float rounding (float32: relative error ~1e-5 of the output's scale, see
+``tests/test_algorithms.py``); they differ only in speed.
+
+- ``"direct"``: the register-blocked Numba loop nest (``fastconv.cpu.conv``). Best for
+  few channels per group (depthwise, single-channel images) and tiny problems, where a
+  matrix product would be thin and its set-up would dominate.
+- ``"gemm"``: ``im2col`` + one BLAS matrix product per image and group
+  (``fastconv.cpu.gemm``); a 1x1 stride-1 layer is a product of the input as it is.
+  Best when both sides of the product are wide: many output channels per group and a
+  large receptive field ``Cg * kD * kH * kW``.
+- ``"fft"``: frequency-domain correlation (``fastconv.cpu.fft``). Best for large
+  kernels on few channels, where the direct cost per output grows with the kernel's
+  area but the FFT's does not.
+
+The rule (``choose``), with ``taps = kD * kH * kW``, ``Kg = K // groups``,
+``Cg = C // groups``:
+
+1. ``"fft"`` if every stride is 1, ``taps >= FFT_MIN_TAPS`` (121: an 11x11 kernel) and
+   ``Kg * Cg <= FFT_MAX_CHANNEL_PAIRS`` (16);
+2. else ``"gemm"`` if ``Kg >= GEMM_MIN_KG`` (8), ``Cg * taps >= GEMM_MIN_R`` (16) and the
+   work ``N * K * Cg * taps * outputs`` is at least ``GEMM_MIN_MACS`` (2**20);
+3. else ``"direct"``.
+
+The GPU backend has only ``"direct"``; there "auto" always picks it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from fastconv._plan import ConvPlan
+
+#: Names accepted by ``algorithm=`` of the conv functions.
+ALGORITHMS = ("auto", "direct", "gemm", "fft")
+
+FFT_MIN_TAPS = 121
+FFT_MAX_CHANNEL_PAIRS = 16
+GEMM_MIN_KG = 8
+GEMM_MIN_R = 16
+GEMM_MIN_MACS = 1 << 20
+
+
+def choose(plan: ConvPlan) -> str:
+    """The algorithm ``"auto"`` runs for a validated plan (the rule in the module doc).
+
+    Examples
+    --------
+    >>> from fastconv._plan import plan_conv
+    >>> import numpy as np
+    >>> x, w = np.zeros((8, 64, 56, 56)), np.zeros((64, 64, 3, 3))
+    >>> choose(plan_conv("conv2d", 2, x, w, None, 1, 1, 1, 1, "zeros"))
+    'gemm'
+    """
+    N = plan.x_shape[0]
+    K, Cg = plan.w_shape[:2]
+    Kg = K // plan.groups
+    taps = math.prod(plan.w_shape[2:])
+    outputs = math.prod(plan.out_shape[2:])
+    unit_stride = all(s == 1 for s in plan.stride)
+    if unit_stride and taps >= FFT_MIN_TAPS and Kg * Cg <= FFT_MAX_CHANNEL_PAIRS:
+        return "fft"
+    macs = N * K * Cg * taps * outputs
+    if Kg >= GEMM_MIN_KG and Cg * taps >= GEMM_MIN_R and macs >= GEMM_MIN_MACS:
+        return "gemm"
+    return "direct"
+
+
+def correlation_core(backend_name: str, be, algorithm: str, plan: ConvPlan):
+    """The backend function that runs ``plan`` with ``algorithm`` ("auto" resolved by
+    :func:`choose`); every one has the signature of ``fastconv.cpu.conv.correlate``."""
+    if backend_name != "cpu":
+        return be.correlate
+    name = choose(plan) if algorithm == "auto" else algorithm
+    if name == "gemm":
+        from fastconv.cpu.gemm import correlate
+    elif name == "fft":
+        from fastconv.cpu.fft import correlate
+    else:
+        correlate = be.correlate
+    return correlate

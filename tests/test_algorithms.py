@@ -1,0 +1,176 @@
+"""Every algorithm computes the same correlation: each is checked against the direct
+kernel, the NumPy oracle and PyTorch on seeded random configurations (all padding modes,
+groups, dilation, strides, ranks), and "auto" follows the documented rule.
+
+float32 tolerance: |got - want| <= 1e-4 * (1 + max|want|) (GEMM and FFT sum in another
+order than the direct loop; FFT rounding grows with the transform size).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fastconv as fc
+from fastconv._algorithms import ALGORITHMS, choose
+from fastconv._plan import plan_conv
+from tests.conftest import requires_torch
+from tests.reference import conv_nd, padding_pairs
+
+CONVS = {1: fc.conv1d, 2: fc.conv2d, 3: fc.conv3d}
+ALGOS = [a for a in ALGORITHMS if a != "auto"]
+MODES = ["zeros", "reflect", "replicate", "circular"]
+RTOL32 = 1e-4
+
+
+def _config(seed: int):
+    """A random small correlation: rank, shapes and every parameter, from one seed."""
+    rng = np.random.default_rng(seed)
+    nsp = int(rng.integers(1, 4))
+    groups = int(rng.choice([1, 1, 2, 3]))
+    Cg, Kg = int(rng.integers(1, 4)), int(rng.integers(1, 5))
+    N = int(rng.integers(1, 3))
+    kernel = tuple(int(v) for v in rng.integers(1, 4, nsp))
+    dil = tuple(int(v) for v in rng.integers(1, 3, nsp))
+    mode = str(rng.choice(MODES))
+    if rng.random() < 0.3:
+        padding, stride = "same", (1,) * nsp
+    else:
+        padding = tuple(int(v) for v in rng.integers(0, 3, nsp))
+        stride = tuple(int(v) for v in rng.integers(1, 3, nsp))
+    pairs = padding_pairs(padding, kernel, dil)
+    # big enough for every padding mode (reflect needs pad < size) and a valid output
+    spatial = tuple(
+        max(d * (k - 1) + 1, max(p) + 1) + int(rng.integers(0, 5 if nsp == 3 else 9))
+        for k, d, p in zip(kernel, dil, pairs, strict=True)
+    )
+    x = rng.standard_normal((N, Cg * groups, *spatial)).astype(np.float32)
+    w = rng.standard_normal((Kg * groups, Cg, *kernel)).astype(np.float32)
+    b = rng.standard_normal(Kg * groups).astype(np.float32) if rng.random() < 0.7 else None
+    kw = dict(stride=stride, padding=padding, dilation=dil, groups=groups, padding_mode=mode)
+    return nsp, x, w, b, kw, pairs
+
+
+def _close(got, want, rtol=RTOL32):
+    scale = 1.0 + float(np.max(np.abs(want)))
+    np.testing.assert_allclose(got, want, rtol=0, atol=rtol * scale)
+
+
+@pytest.mark.parametrize("algorithm", ALGOS)
+@pytest.mark.parametrize("seed", range(40))
+def test_algorithm_matches_oracle_and_direct(algorithm, seed):
+    nsp, x, w, b, kw, pairs = _config(seed)
+    got = CONVS[nsp](x, w, b, algorithm=algorithm, **kw)
+    direct = CONVS[nsp](x, w, b, algorithm="direct", **kw)
+    want = conv_nd(x, w, b, kw["stride"], pairs, kw["dilation"], kw["groups"], kw["padding_mode"])
+    assert got.dtype == np.float32
+    assert got.shape == want.shape
+    _close(got, want)
+    _close(got, direct)
+
+
+@requires_torch
+@pytest.mark.torch
+@pytest.mark.parametrize("algorithm", ALGOS)
+@pytest.mark.parametrize("seed", range(100, 130))
+def test_algorithm_matches_torch(algorithm, seed):
+    import torch
+    import torch.nn.functional as F
+
+    nsp, x, w, b, kw, pairs = _config(seed)
+    tconv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[nsp]
+    xt = torch.from_numpy(x)
+    if kw["padding_mode"] != "zeros":
+        flat = tuple(v for pr in reversed(pairs) for v in pr)
+        xt, padding = F.pad(xt, flat, mode=kw["padding_mode"]), 0
+    else:
+        padding = kw["padding"] if isinstance(kw["padding"], str) else [p[0] for p in pairs]
+        if any(p0 != p1 for p0, p1 in pairs):  # "same" with an even extent: pad explicitly
+            xt, padding = F.pad(xt, tuple(v for pr in reversed(pairs) for v in pr)), 0
+    want = tconv(xt, torch.from_numpy(w), None if b is None else torch.from_numpy(b),
+                 stride=kw["stride"], padding=padding, dilation=kw["dilation"],
+                 groups=kw["groups"]).numpy()
+    got = CONVS[nsp](x, w, b, algorithm=algorithm, **kw)
+    _close(got, want)
+
+
+@pytest.mark.parametrize("algorithm", ALGOS)
+def test_float64_is_exact_to_double_rounding(algorithm):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 4, 13, 11))
+    w = rng.standard_normal((6, 2, 3, 4))
+    b = rng.standard_normal(6)
+    got = fc.conv2d(x, w, b, padding=(1, 2), dilation=(2, 1), groups=2, algorithm=algorithm)
+    want = conv_nd(x, w, b, 1, [(1, 1), (2, 2)], (2, 1), 2)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("algorithm", ALGOS)
+def test_convolve_flips_for_every_algorithm(algorithm):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 2, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((9, 2, 5, 5)).astype(np.float32)
+    got = fc.convolve2d(x, w, padding=2, algorithm=algorithm)
+    want = conv_nd(x, w[..., ::-1, ::-1], None, 1, 2)
+    _close(got, want)
+
+
+@pytest.mark.parametrize("algorithm", ALGOS)
+def test_large_kernel_same_padding(algorithm):
+    """The W8 shape in miniature: one channel, a large kernel, "same"."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((1, 1, 64, 80)).astype(np.float32)
+    w = rng.standard_normal((1, 1, 15, 15)).astype(np.float32)
+    got = fc.conv2d(x, w, padding="same", algorithm=algorithm)
+    _close(got, conv_nd(x, w, None, 1, padding_pairs("same", (15, 15), 1)))
+
+
+@pytest.mark.parametrize("algorithm", ALGOS)
+def test_nan_and_inf_propagate(algorithm):
+    x = np.zeros((1, 1, 9, 9), np.float32)
+    x[0, 0, 4, 4] = np.nan
+    x[0, 0, 0, 8] = np.inf
+    w = np.ones((8, 1, 3, 3), np.float32)
+    got = fc.conv2d(x, w, algorithm=algorithm)
+    assert np.isnan(got[0, :, 2:5, 2:5]).all()
+    assert np.isinf(got[0, :, 0, 6]).all()
+    assert np.isfinite(got[0, :, 6, 0]).all()  # fft too: no spreading over the plane
+
+
+def _plan(x_shape, w_shape, stride=1, padding=0, groups=1):
+    nsp = len(x_shape) - 2
+    x, w = np.empty(x_shape, np.float32), np.empty(w_shape, np.float32)
+    return plan_conv("conv", nsp, x, w, None, stride, padding, 1, groups, "zeros")
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "stride", "padding", "groups", "want"),
+    [
+        ((1, 1, 6, 8), (1, 1, 1, 2), 1, 0, 1, "direct"),  # W1: the seed's edge
+        ((1, 1, 2048, 2048), (1, 1, 5, 5), 1, 2, 1, "direct"),  # W2: one channel
+        ((8, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1, "gemm"),  # W3
+        ((8, 3, 224, 224), (64, 3, 7, 7), 2, 3, 1, "gemm"),  # W4
+        ((8, 256, 14, 14), (256, 256, 3, 3), 1, 1, 1, "gemm"),  # W5
+        ((8, 256, 28, 28), (128, 256, 1, 1), 1, 0, 1, "gemm"),  # W6: 1x1
+        ((8, 128, 56, 56), (128, 1, 3, 3), 1, 1, 128, "direct"),  # W7: depthwise
+        ((1, 1, 2048, 2048), (1, 1, 31, 31), 1, 15, 1, "fft"),  # W8: large kernel
+        ((1, 1, 64, 64), (1, 1, 31, 31), 2, 15, 1, "direct"),  # strided: no fft
+    ],
+)
+def test_auto_rule(x_shape, w_shape, stride, padding, groups, want):
+    assert choose(_plan(x_shape, w_shape, stride, padding, groups)) == want
+
+
+def test_unknown_algorithm_is_rejected():
+    with pytest.raises(ValueError, match=r"conv2d: invalid algorithm 'fast', should be one of"):
+        fc.conv2d(np.ones((1, 1, 4, 4)), np.ones((1, 1, 2, 2)), algorithm="fast")
+
+
+@given(seed=st.integers(0, 2**31 - 1), algorithm=st.sampled_from(ALGOS))
+def test_algorithms_agree_hypothesis(seed, algorithm):
+    nsp, x, w, b, kw, _ = _config(seed)
+    _close(CONVS[nsp](x, w, b, algorithm=algorithm, **kw),
+           CONVS[nsp](x, w, b, algorithm="direct", **kw))
