@@ -20,6 +20,9 @@ JIT_SERIAL = dict(cache=True, fastmath=FASTMATH, nogil=True)
 #: Output channels computed together by one task of the direct correlation kernel.
 CHANNEL_BLOCK = 4
 
+#: Most bytes of the ``im2col`` buffer of the GEMM algorithm (images are batched up to it).
+GEMM_COL_BYTES = 16 << 20
+
 #: Environment variable that sends NumPy inputs to the GPU ("cuda") or keeps them on the CPU.
 DEVICE_ENV = "FASTCONV_DEVICE"
 

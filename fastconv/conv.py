@@ -10,11 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from fastconv import _dispatch
+from fastconv._algorithms import ALGORITHMS, correlation_core
 from fastconv._docs import fill
 from fastconv._plan import ConvPlan, InputGradPlan, plan_conv, plan_conv_transpose
 from fastconv._validate import as_array, check_algorithm
-
-ALGORITHMS = ("auto", "direct")
 
 
 def wrap_inputs(func: str, backend_name: str, **arrays):
@@ -32,9 +31,10 @@ def wrap_inputs(func: str, backend_name: str, **arrays):
 
 
 def run_correlate(plan: ConvPlan, backend_name: str, x, weight, bias, *, flip: bool = False,
-                  like=None):
+                  like=None, algorithm: str = "auto"):
     """Pad, allocate and run the backend's correlation core for a validated plan; the
-    result takes the array type of ``like`` (the caller's input; default ``x``)."""
+    result takes the array type of ``like`` (the caller's input; default ``x``).
+    ``algorithm`` picks the core (see ``fastconv._algorithms``)."""
     be = _dispatch.backend(backend_name)
     x5 = be.asarray(x, plan.dtype).reshape(plan.x_shape)
     w5 = be.asarray(weight, plan.dtype).reshape(plan.w_shape)
@@ -47,7 +47,8 @@ def run_correlate(plan: ConvPlan, backend_name: str, x, weight, bias, *, flip: b
     )
     xp = be.pad(x5, plan.pads, plan.padding_mode)
     out = be.empty(plan.out_shape, plan.dtype)
-    be.correlate(xp, w5, b, out, np.array(plan.stride), np.array(plan.dilation), plan.groups)
+    core = correlation_core(backend_name, be, algorithm, plan)
+    core(xp, w5, b, out, np.array(plan.stride), np.array(plan.dilation), plan.groups)
     return be.finish(out.reshape(plan.user_shape(plan.out_shape)), x if like is None else like)
 
 
@@ -58,7 +59,8 @@ def _forward(func, nspatial, x, weight, bias, stride, padding, dilation, groups,
     a = wrap_inputs(func, name, x=x, weight=weight, bias=bias)
     plan = plan_conv(func, nspatial, a["x"], a["weight"], a["bias"], stride, padding,
                      dilation, groups, padding_mode)
-    out = run_correlate(plan, name, a["x"], a["weight"], a["bias"], flip=flip, like=x)
+    out = run_correlate(plan, name, a["x"], a["weight"], a["bias"], flip=flip, like=x,
+                        algorithm=algorithm)
     if name == "cuda" and not _dispatch.is_cuda_array(x):
         return out.copy_to_host()
     return out
