@@ -4,8 +4,9 @@ Every kernel is a 2-D float64 array meant for **cross-correlation**, i.e. for
 ``fc.conv2d`` / ``fc.corr2d`` / ``fc.correlate2d``, which do not flip the kernel:
 ``y[i, j] = sum_{r, s} x[i + r, j + s] * k[r, s]``.
 
-Sign convention (checked against ``scipy.ndimage.sobel``/``prewitt`` and OpenCV's
-``cv2.Sobel``/``cv2.filter2D``, which also correlate): ``sobel_x`` and ``prewitt_x``
+Sign convention: that of ``scipy.ndimage.sobel``/``prewitt``/``laplace`` (the tests
+check it) and of OpenCV's ``cv2.Sobel`` (whose ``dx=1`` kernel is ``sobel_x``, applied
+by correlation as ``cv2.filter2D`` does): ``sobel_x`` and ``prewitt_x``
 respond **positively** where intensity increases to the right (increasing column
 index, OpenCV's ``dx=1``, ``ndimage.sobel(axis=1)``); ``sobel_y``/``prewitt_y``
 respond positively where it increases downward (increasing row index, ``dy=1``,
