@@ -165,7 +165,7 @@ def corr2d(X, K) -> np.ndarray:
     --------
     >>> corr2d([[0, 1, 2], [3, 4, 5], [6, 7, 8]], [[0, 1], [2, 3]])
     array([[19., 25.],
-           [37., 43.]], dtype=float32)
+           [37., 43.]])
     """
     X = as_array(X, "X", "corr2d")
     K = as_array(K, "K", "corr2d")
@@ -190,12 +190,12 @@ def convolve2d(in1, in2, *args, **kwargs):
     --------
     >>> convolve2d([[1, 2], [3, 4]], [[1, 1]], mode="valid")
     array([[3.],
-           [7.]], dtype=float32)
+           [7.]])
     >>> convolve2d(np.arange(9.).reshape(1, 3, 3), [[[[3., 2.], [1., 0.]]]])
     array([[[19., 25.],
             [37., 43.]]])
     """
-    if np.ndim(in1) == 2 and not _dispatch.is_cuda_array(in1):
+    if np.ndim(in1) <= 2 and not _dispatch.is_cuda_array(in1):
         from fastconv._scipy import scipy_convolve2d
 
         return scipy_convolve2d(in1, in2, *args, **kwargs)
@@ -214,7 +214,7 @@ def correlate2d(in1, in2, mode: str = "full", boundary: str = "fill", fillvalue=
     --------
     >>> correlate2d([[0, 1, 2], [3, 4, 5], [6, 7, 8]], [[0, 1], [2, 3]], mode="valid")
     array([[19., 25.],
-           [37., 43.]], dtype=float32)
+           [37., 43.]])
     """
     from fastconv._scipy import scipy_correlate2d
 
