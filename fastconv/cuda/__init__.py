@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from fastconv.cuda.arrays import asarray, empty, finish, wrap, zeros
 from fastconv.cuda.conv import correlate
+from fastconv.cuda.grad import correlate_input, correlate_weight, unpad
 from fastconv.cuda.pad import pad
 from fastconv.cuda.pool import avg_pool, avg_pool_backward, max_pool, max_pool_backward
 
@@ -24,11 +25,14 @@ __all__ = [
     "avg_pool",
     "avg_pool_backward",
     "correlate",
+    "correlate_input",
+    "correlate_weight",
     "empty",
     "finish",
     "max_pool",
     "max_pool_backward",
     "pad",
+    "unpad",
     "wrap",
     "zeros",
 ]

@@ -92,6 +92,15 @@ def _cast5(src, dst):
         z += cuda.gridDim.z
 
 
+def copy_into(dst, src) -> None:
+    """dst[...] = src (device arrays of one shape, any strides and dtypes)."""
+    if dst.size:
+        src5, dst5 = expand5(src), expand5(dst)
+        blocks, tpb = grid3(dst5.shape[4], dst5.shape[3],
+                            dst5.shape[0] * dst5.shape[1] * dst5.shape[2])
+        launch(_cast5, blocks, tpb, src5, dst5)
+
+
 def asarray(a, dtype):
     """A C-contiguous device array of ``dtype``: ``a`` itself when it already is one,
     else a copy made on the device (casts and negative strides never go through the host).
@@ -104,10 +113,7 @@ def asarray(a, dtype):
     if a.dtype == dtype and a.is_c_contiguous():
         return a
     out = empty(a.shape, dtype)
-    if out.size:
-        src, dst = expand5(a), out.reshape((1,) * (5 - len(out.shape)) + tuple(out.shape))
-        blocks, tpb = grid3(dst.shape[4], dst.shape[3], dst.shape[0] * dst.shape[1] * dst.shape[2])
-        launch(_cast5, blocks, tpb, src, dst)
+    copy_into(out, a)
     return out
 
 
