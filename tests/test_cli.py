@@ -4,7 +4,6 @@ failure or Ctrl-C), an image round trip, the installed script, and the README to
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
@@ -696,3 +695,92 @@ def test_demo_runs_the_seed_story():
     assert "[[4. 5.]\n [7. 8.]]" in out and "[[2. 3.]\n [5. 6.]]" in out
     assert "[[ 5.  7.]\n [13. 15.]]" in out
     assert [int(e) for e in re.findall(r"^epoch (\d+), loss", out, re.M)] == [2, 4, 6, 8, 10]
+
+
+# --------------------------------------------------------- installed script, README
+
+
+def installed_script() -> str:
+    found = Path(sys.executable).with_name("fastconv")
+    return str(found) if found.exists() else shutil.which("fastconv")
+
+
+def test_installed_script_and_python_m(tmp_path, seed_npy):
+    script = installed_script()
+    assert script, "the fastconv console script is not installed (pip install -e .)"
+    out = subprocess.run([script, "convolve", str(seed_npy), "-k", "[[0,1],[2,3]]"],
+                         capture_output=True, text=True, timeout=300)
+    assert (out.returncode, out.stdout) == (0, "[[19. 25.]\n [37. 43.]]\n")
+    out = subprocess.run([script, "shape", "--input", "x8", "--kernel", "3"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.splitlines()[-1] == (
+        "Error: Invalid value for '--input': 'x8': expected a size like 8x8 (ints >= 1, "
+        "separated by 'x')"
+    )
+    assert "Traceback" not in out.stderr
+    out = subprocess.run([sys.executable, "-m", "fastconv", "shape", "--input", "8x8",
+                          "--kernel", "3", "--padding", "1", "--stride", "2"],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert (out.returncode, out.stdout) == (0, "4x4\n")
+
+
+def readme_cli_section() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("<!-- section:cli -->")
+    return text[start : text.index("<!-- /section:cli -->", start)]
+
+
+def readme_examples() -> list[tuple[str, list[str]]]:
+    """(command line, expected output lines) for every ``$ `` line of a console block."""
+    examples = []
+    for block in re.findall(r"```console\n(.*?)```", readme_cli_section(), re.S):
+        for line in block.splitlines():
+            if line.startswith("$ "):
+                examples.append((line[2:], []))
+            else:
+                examples[-1][1].append(line.rstrip())
+    return examples
+
+
+def test_every_command_is_in_the_readme():
+    section = readme_cli_section()
+    for name in cli.commands:
+        assert f"`fastconv {name}" in section or f"$ fastconv {name}" in section, name
+    assert "](docs/edges.png)" in section
+
+
+def test_readme_examples_run(tmp_path, monkeypatch):
+    (tmp_path / "docs").mkdir()
+    shutil.copy(ROOT / "docs" / "scene.png", tmp_path / "docs" / "scene.png")
+    monkeypatch.chdir(tmp_path)
+    examples = readme_examples()
+    assert len(examples) >= 10
+    for line, expected in examples:
+        argv = shlex.split(line, comments=True)
+        if argv[0] == "python":
+            subprocess.run([sys.executable, *argv[1:]], check=True, timeout=60)
+            output = ""
+        else:
+            assert argv[0] == "fastconv", line
+            result = CliRunner().invoke(cli, argv[1:], prog_name="fastconv")
+            assert not isinstance(result.exception, (AssertionError, AttributeError)), line
+            output = result.output
+        if "output varies" in line:
+            continue
+        got = [r.rstrip() for r in output.splitlines()]
+        assert got == expected, line
+    # the README's picture is what the command makes from the shipped scene
+    for name in ("edges.png",):
+        with Image.open(ROOT / "docs" / name) as a, Image.open(tmp_path / "docs" / name) as b:
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_readme_scene_is_regenerated_by_the_script():
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        from make_scene import scene
+    finally:
+        sys.path.remove(str(ROOT / "docs"))
+    with Image.open(ROOT / "docs" / "scene.png") as img:
+        np.testing.assert_array_equal(np.asarray(img), scene())
