@@ -225,3 +225,140 @@ def conv_transpose_nd(x, w, bias=None, stride=1, padding=0, output_padding=0, gr
     if bias is not None:
         out = out + np.asarray(bias, dtype=np.float64).reshape((-1,) + (1,) * nsp)
     return out
+
+
+# --- pooling oracles (a literal loop over every output position and window tap) -------
+
+
+def pool_output_size(n: int, k: int, stride: int, pad: int, dilation: int,
+                     ceil_mode: bool) -> int:
+    """PyTorch's pooling size: floor or ceil of (n + 2p - d(k-1) - 1)/s + 1, and with ceil
+    a last window that would start in the right padding (at >= n + p) is dropped."""
+    span = n + 2 * pad - dilation * (k - 1) - 1
+    out = int(np.ceil(span / stride)) + 1 if ceil_mode else span // stride + 1
+    if ceil_mode and (out - 1) * stride >= n + pad:
+        out -= 1
+    return out
+
+
+def _per_axis(v, nsp):
+    return [v] * nsp if np.isscalar(v) else list(v)
+
+
+def _pool_params(x, kernel_size, stride, padding, dilation, ceil_mode):
+    nsp = x.ndim - 2
+    k = _per_axis(kernel_size, nsp)
+    s = k if stride is None else _per_axis(stride, nsp)
+    p, d = _per_axis(padding, nsp), _per_axis(dilation, nsp)
+    osz = [pool_output_size(n, *a, ceil_mode) for n, *a in
+           zip(x.shape[2:], k, s, p, d, strict=True)]
+    return k, s, p, d, osz
+
+
+def _window(o, k, s, p, d, shape):
+    """Per axis: every tap's input coordinate, and whether it lies inside the input."""
+    taps = [[oi * si - pi + r * di for r in range(ki)]
+            for oi, ki, si, pi, di in zip(o, k, s, p, d, strict=True)]
+    return taps, [[0 <= t < n for t in ax] for ax, n in zip(taps, shape, strict=True)]
+
+
+def max_pool_nd(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """Max pooling of a batched ``(N, C, *spatial)`` array in float64, with PyTorch's flat
+    indices: taps scanned in row-major order, ``v > best or isnan(v)`` updates (first max
+    on ties, last NaN wins); a window with no tap inside the input gives -inf and the
+    index of its first taps moved up into range (PyTorch's arithmetic)."""
+    x = np.asarray(x, dtype=np.float64)
+    k, s, p, d, osz = _pool_params(x, kernel_size, stride, padding, dilation, ceil_mode)
+    shape = x.shape[2:]
+    out = np.empty(x.shape[:2] + tuple(osz))
+    idx = np.empty(out.shape, dtype=np.int64)
+    for nc in np.ndindex(*x.shape[:2]):
+        for o in np.ndindex(*osz):
+            taps, inside = _window(o, k, s, p, d, shape)
+            first = []
+            for ax, di in zip(taps, d, strict=True):
+                t = ax[0]
+                while t < 0:
+                    t += di
+                first.append(t)
+            best, at = -np.inf, 0
+            for f, n in zip(first, shape, strict=True):
+                at = at * n + f
+            for pos in np.ndindex(*k):
+                if not all(inside[a][r] for a, r in enumerate(pos)):
+                    continue
+                coord = tuple(taps[a][r] for a, r in enumerate(pos))
+                v = x[nc + coord]
+                if v > best or np.isnan(v):
+                    best, at = v, int(np.ravel_multi_index(coord, shape))
+            out[nc + o], idx[nc + o] = best, at
+    return out, idx
+
+
+def avg_pool_nd(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+                count_include_pad=True, divisor_override=None):
+    """Average pooling of a batched array in float64 (PyTorch's divisor rule: with
+    ``count_include_pad`` each axis counts up to ``n + pad``, else only input elements)."""
+    x = np.asarray(x, dtype=np.float64)
+    k, s, p, d, osz = _pool_params(x, kernel_size, stride, padding, 1, ceil_mode)
+    out = np.empty(x.shape[:2] + tuple(osz))
+    for nc in np.ndindex(*x.shape[:2]):
+        for o in np.ndindex(*osz):
+            out[nc + o] = _avg_window_sum(x[nc], o, k, s, p, count_include_pad,
+                                          divisor_override)
+    return out
+
+
+def _avg_divisor(o, k, s, p, shape, count_include_pad, divisor_override):
+    if divisor_override is not None:
+        return divisor_override
+    size = 1
+    for oi, ki, si, pi, n in zip(o, k, s, p, shape, strict=True):
+        start = oi * si - pi
+        end = min(start + ki, n + pi)
+        if not count_include_pad:
+            start, end = max(start, 0), min(end, n)
+        size *= end - start
+    return size
+
+
+def _avg_window_sum(plane, o, k, s, p, count_include_pad, divisor_override):
+    taps, inside = _window(o, k, s, p, [1] * len(k), plane.shape)
+    total = 0.0
+    for pos in np.ndindex(*k):
+        if all(inside[a][r] for a, r in enumerate(pos)):
+            total += plane[tuple(taps[a][r] for a, r in enumerate(pos))]
+    return total / _avg_divisor(o, k, s, p, plane.shape, count_include_pad, divisor_override)
+
+
+def max_pool_backward_nd(g, x, kernel_size, stride=None, padding=0, dilation=1,
+                         ceil_mode=False):
+    """Gradient of :func:`max_pool_nd`: each g goes to its window's argmax (windows with
+    no tap inside the input pass nothing)."""
+    x = np.asarray(x, dtype=np.float64)
+    _, idx = max_pool_nd(x, kernel_size, stride, padding, dilation, ceil_mode)
+    k, s, p, d, osz = _pool_params(x, kernel_size, stride, padding, dilation, ceil_mode)
+    gx = np.zeros(x.shape)
+    for nc in np.ndindex(*x.shape[:2]):
+        flat = gx[nc].reshape(-1)
+        for o in np.ndindex(*osz):
+            _, inside = _window(o, k, s, p, d, x.shape[2:])
+            if all(any(ax) for ax in inside):
+                flat[idx[nc + o]] += g[nc + o]
+    return gx
+
+
+def avg_pool_backward_nd(g, x, kernel_size, stride=None, padding=0, ceil_mode=False,
+                         count_include_pad=True, divisor_override=None):
+    """Gradient of :func:`avg_pool_nd`: each window adds g / divisor to its input taps."""
+    x = np.asarray(x, dtype=np.float64)
+    k, s, p, d, osz = _pool_params(x, kernel_size, stride, padding, 1, ceil_mode)
+    gx = np.zeros(x.shape)
+    for nc in np.ndindex(*x.shape[:2]):
+        for o in np.ndindex(*osz):
+            taps, inside = _window(o, k, s, p, d, x.shape[2:])
+            div = _avg_divisor(o, k, s, p, x.shape[2:], count_include_pad, divisor_override)
+            for pos in np.ndindex(*k):
+                if all(inside[a][r] for a, r in enumerate(pos)):
+                    gx[nc + tuple(taps[a][r] for a, r in enumerate(pos))] += g[nc + o] / div
+    return gx
