@@ -67,7 +67,8 @@ def plan_conv(
 ) -> ConvPlan:
     """Check a forward correlation's arguments (SPEC §4) and resolve its shapes."""
     s = nspatial
-    _check_rank(func, "x", x, (s + 1, s + 2), f"{s + 2}-D (N, C, *spatial) or {s + 1}-D (C, *spatial)")
+    _check_rank(func, "x", x, (s + 1, s + 2),
+                f"{s + 2}-D (N, C, *spatial) or {s + 1}-D (C, *spatial)")
     _check_rank(func, "weight", weight, (s + 2,), f"{s + 2}-D (K, C // groups, *kernel)")
     xs, ws = shape_of(x), shape_of(weight)
     unbatched = len(xs) == s + 1

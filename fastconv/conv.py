@@ -102,7 +102,8 @@ _CONV_DOC = """{kind} of a batch of {rank} signals ({shape}).
     {example}
     """
 
-_XCORR = "y[n, k, o] = bias[k] + sum_{c in group(k), r} x_pad[n, c, o*stride + r*dilation] * w[k, c, r]"
+_XCORR = ("y[n, k, o] = bias[k] + sum_{c in group(k), r} "
+          "x_pad[n, c, o*stride + r*dilation] * w[k, c, r]")
 _TRUE = "Cross-correlation with the kernel flipped on every spatial axis: conv with w[..., ::-1]."
 _RANKS = {
     1: dict(rank="1-D", shape_in="(N, C, L) or (C, L)", shape_out="(N, K, L_out) or (K, L_out)",
@@ -121,14 +122,16 @@ _EXAMPLES = {
         "    >>> conv2d(x, [[[[0., 1.], [2., 3.]]]])\n"
         "    array([[[19., 25.],\n            [37., 43.]]])"
     ),
-    ("conv", 3): ">>> conv3d(np.ones((1, 2, 2, 2)), np.ones((1, 1, 2, 2, 2))).shape\n    (1, 1, 1, 1)",
+    ("conv", 3): (">>> conv3d(np.ones((1, 2, 2, 2)), np.ones((1, 1, 2, 2, 2))).shape\n"
+                  "    (1, 1, 1, 1)"),
     ("convolve", 1): ">>> convolve1d([[0., 1., 2., 3.]], [[[1., -1.]]])\n    array([[1., 1., 1.]])",
     ("convolve", 2): (
         ">>> x = np.arange(9.).reshape(1, 3, 3)\n"
         "    >>> convolve2d_nchw(x, [[[[3., 2.], [1., 0.]]]])\n"
         "    array([[[19., 25.],\n            [37., 43.]]])"
     ),
-    ("convolve", 3): ">>> convolve3d(np.ones((1, 2, 2, 2)), np.ones((1, 1, 2, 2, 2))).shape\n    (1, 1, 1, 1)",
+    ("convolve", 3): (">>> convolve3d(np.ones((1, 2, 2, 2)), np.ones((1, 1, 2, 2, 2))).shape\n"
+                      "    (1, 1, 1, 1)"),
 }
 
 
@@ -143,8 +146,9 @@ def _make(nspatial: int, flip: bool):
 
     op.__name__ = op.__qualname__ = func
     op.__doc__ = _CONV_DOC
-    fill(kind="True convolution" if flip else "Cross-correlation", formula=_TRUE if flip else _XCORR,
-         example=_EXAMPLES[(kind, nspatial)], **_RANKS[nspatial])(op)
+    fill(kind="True convolution" if flip else "Cross-correlation",
+         formula=_TRUE if flip else _XCORR, example=_EXAMPLES[(kind, nspatial)],
+         **_RANKS[nspatial])(op)
     return op
 
 
@@ -171,7 +175,9 @@ def corr2d(X, K) -> np.ndarray:
     K = as_array(K, "K", "corr2d")
     for name, a in (("X", X), ("K", K)):
         if a.ndim != 2:
-            raise ValueError(f"corr2d: {name} must be 2-D, got {a.ndim}-D with {name}.shape={a.shape}")
+            raise ValueError(
+                f"corr2d: {name} must be 2-D, got {a.ndim}-D with {name}.shape={a.shape}"
+            )
     return _forward("corr2d", 2, X[None, None], K[None, None], None, 1, 0, 1, 1, "zeros",
                     None, "auto", False)[0, 0]
 
