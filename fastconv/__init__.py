@@ -17,12 +17,20 @@ from fastconv.conv import (
     corr2d,
     correlate2d,
 )
+from fastconv.layers import AvgPool2d, Conv1d, Conv2d, Conv3d, MaxPool2d
+from fastconv.learn import LearnResult, learn_kernel
 from fastconv.pool import avg_pool1d, avg_pool2d, avg_pool3d, max_pool1d, max_pool2d, max_pool3d
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "AvgPool2d",
+    "Conv1d",
+    "Conv2d",
+    "Conv3d",
+    "LearnResult",
+    "MaxPool2d",
     "avg_pool1d",
     "avg_pool2d",
     "avg_pool3d",
@@ -40,6 +48,7 @@ __all__ = [
     "devices",
     "grad",
     "kernels",
+    "learn_kernel",
     "max_pool1d",
     "max_pool2d",
     "max_pool3d",

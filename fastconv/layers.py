@@ -1,0 +1,216 @@
+"""Layers with a forward and a backward pass: ``Conv1d/Conv2d/Conv3d``, ``MaxPool2d``,
+``AvgPool2d`` (PyTorch's constructor arguments and default initialisation).
+
+``forward(x)`` (also ``layer(x)``) remembers its input; ``backward(grad_output)`` returns
+the gradient with respect to that input and, for convolutions, stores ``weight_grad`` and
+``bias_grad`` (overwritten on every call, not accumulated).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fastconv import conv, grad, pool
+from fastconv._shapes import resolve_padding
+from fastconv._validate import _is_int, check_padding_mode, ntuple
+
+
+class _Layer:
+    """Remembers the last forward input for ``backward``."""
+
+    _x = None
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def _saved_input(self):
+        if self._x is None:
+            raise RuntimeError(f"{type(self).__name__}.backward: call forward(x) first")
+        return self._x
+
+
+class _ConvNd(_Layer):
+    nspatial = 2
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
+                 seed=None, dtype=np.float32):
+        name, s = type(self).__name__, self.nspatial
+        for pname, v in (("in_channels", in_channels), ("out_channels", out_channels),
+                         ("groups", groups)):
+            if not _is_int(v) or v < 1:
+                raise ValueError(f"{name}: {pname} must be an int >= 1, got {v!r}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"{name}: groups={groups} must divide in_channels={in_channels} and "
+                f"out_channels={out_channels}"
+            )
+        if not isinstance(bias, bool):
+            raise TypeError(f"{name}: bias must be True or False, got {bias!r}")
+        self.kernel_size = ntuple(kernel_size, s, "kernel_size", name, minimum=1)
+        self.stride = ntuple(stride, s, "stride", name, minimum=1)
+        self.dilation = ntuple(dilation, s, "dilation", name, minimum=1)
+        resolve_padding(padding, self.kernel_size, self.stride, self.dilation, name)
+        self.padding = padding
+        self.padding_mode = check_padding_mode(padding_mode, name)
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        # PyTorch's default: kaiming_uniform_(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        rng = np.random.default_rng(seed)
+        fan_in = in_channels // groups * math.prod(self.kernel_size)
+        bound = 1.0 / math.sqrt(fan_in)
+        shape = (out_channels, in_channels // groups, *self.kernel_size)
+        self.weight = rng.uniform(-bound, bound, shape).astype(dtype)
+        self.bias = rng.uniform(-bound, bound, out_channels).astype(dtype) if bias else None
+        self.weight_grad: np.ndarray | None = None
+        self.bias_grad: np.ndarray | None = None
+
+    def _kw(self) -> dict:
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
+                    groups=self.groups, padding_mode=self.padding_mode)
+
+    def forward(self, x) -> np.ndarray:
+        """``conv{n}d(x, weight, bias, ...)``; remembers ``x`` for :meth:`backward`."""
+        fn = getattr(conv, f"conv{self.nspatial}d")
+        out = fn(x, self.weight, self.bias, **self._kw())
+        self._x = x
+        return out
+
+    def backward(self, grad_output) -> np.ndarray:
+        """Gradient w.r.t. the last forward input; stores ``weight_grad`` and ``bias_grad``."""
+        x = self._saved_input()
+        s = self.nspatial
+        kw = self._kw()
+        gx = getattr(grad, f"conv{s}d_input")(np.shape(x), self.weight, grad_output, **kw)
+        self.weight_grad = getattr(grad, f"conv{s}d_weight")(x, self.weight.shape, grad_output,
+                                                             **kw)
+        if self.bias is not None:
+            self.bias_grad = grad.conv_bias(grad_output, batched=np.ndim(x) == s + 2)
+        return gx
+
+    def zero_grad(self) -> None:
+        self.weight_grad = self.bias_grad = None
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.in_channels}, {self.out_channels}, "
+                f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding!r}, "
+                f"dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}, "
+                f"padding_mode={self.padding_mode!r})")
+
+
+_CONV_LAYER_DOC = """{n}-D convolution layer (cross-correlation), PyTorch's ``nn.Conv{n}d``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride, dilation : int or tuple of {n} ints
+    padding : int, tuple, (before, after) pairs, "valid", "same" or "full"
+    groups : int
+    bias : bool
+    padding_mode : {{"zeros", "reflect", "replicate", "circular"}}
+    seed : int or None
+        Seeds ``numpy.random.default_rng`` for the initial weight and bias, both drawn
+        from ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` with ``fan_in = in_channels / groups *
+        prod(kernel_size)`` (PyTorch's default).
+    dtype : float32 (default) or float64
+
+    Attributes
+    ----------
+    weight : ndarray, shape (out_channels, in_channels // groups, *kernel_size)
+    bias : ndarray, shape (out_channels,), or None
+    weight_grad, bias_grad : ndarray or None
+        Set by :meth:`backward`.
+
+    Examples
+    --------
+    {example}
+    """
+
+_LAYER_EXAMPLES = {
+    1: (">>> layer = Conv1d(1, 1, 2, bias=False, seed=0)\n"
+        "    >>> layer.weight = np.array([[[1., -1.]]])\n"
+        "    >>> layer(np.array([[[0., 1., 3.]]]))\n"
+        "    array([[[-1., -2.]]])\n"
+        "    >>> layer.backward(np.ones((1, 1, 2)))\n"
+        "    array([[[ 1.,  0., -1.]]])\n"
+        "    >>> layer.weight_grad\n"
+        "    array([[[1., 4.]]])"),
+    2: (">>> layer = Conv2d(3, 8, 3, padding=1, seed=0)\n"
+        "    >>> y = layer(np.ones((2, 3, 5, 5), np.float32))\n"
+        "    >>> y.shape, layer.backward(np.ones_like(y)).shape, layer.weight_grad.shape\n"
+        "    ((2, 8, 5, 5), (2, 3, 5, 5), (8, 3, 3, 3))"),
+    3: (">>> Conv3d(2, 4, (1, 3, 3), seed=0)(np.ones((2, 3, 5, 5))).shape\n"
+        "    (4, 3, 3, 3)"),
+}
+
+
+def _conv_layer(n: int):
+    cls = type(f"Conv{n}d", (_ConvNd,), {"nspatial": n})
+    cls.__doc__ = _CONV_LAYER_DOC.format(n=n, example=_LAYER_EXAMPLES[n])
+    cls.__module__ = __name__
+    return cls
+
+
+Conv1d = _conv_layer(1)
+Conv2d = _conv_layer(2)
+Conv3d = _conv_layer(3)
+
+
+class MaxPool2d(_Layer):
+    """2-D max pooling layer (PyTorch's ``nn.MaxPool2d``); ``backward`` sends each
+    gradient to its window's first maximum.
+
+    Examples
+    --------
+    >>> pool = MaxPool2d(2)
+    >>> pool(np.array([[[[1., 2.], [4., 3.]]]]))
+    array([[[[4.]]]])
+    >>> pool.backward(np.array([[[[10.]]]]))
+    array([[[[ 0.,  0.],
+             [10.,  0.]]]])
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
+                 ceil_mode: bool = False):
+        self.kw = dict(kernel_size=kernel_size, stride=stride, padding=padding,
+                       dilation=dilation, ceil_mode=ceil_mode)
+
+    def forward(self, x) -> np.ndarray:
+        out = pool.max_pool2d(x, **self.kw)
+        self._x = x
+        return out
+
+    def backward(self, grad_output) -> np.ndarray:
+        return grad.max_pool2d(grad_output, self._saved_input(), **self.kw)
+
+
+class AvgPool2d(_Layer):
+    """2-D average pooling layer (PyTorch's ``nn.AvgPool2d``).
+
+    Examples
+    --------
+    >>> pool = AvgPool2d(2)
+    >>> pool(np.array([[[[1., 2.], [4., 3.]]]]))
+    array([[[[2.5]]]])
+    >>> pool.backward(np.array([[[[4.]]]]))
+    array([[[[1., 1.],
+             [1., 1.]]]])
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+                 count_include_pad: bool = True, divisor_override: int | None = None):
+        self.kw = dict(kernel_size=kernel_size, stride=stride, padding=padding,
+                       ceil_mode=ceil_mode, count_include_pad=count_include_pad,
+                       divisor_override=divisor_override)
+
+    def forward(self, x) -> np.ndarray:
+        out = pool.avg_pool2d(x, **self.kw)
+        self._x = x
+        return out
+
+    def backward(self, grad_output) -> np.ndarray:
+        return grad.avg_pool2d(grad_output, self._saved_input(), **self.kw)
+
+
+__all__ = ["AvgPool2d", "Conv1d", "Conv2d", "Conv3d", "MaxPool2d"]
