@@ -30,6 +30,8 @@ CONTEXT = dict(help_option_names=["-h", "--help"], max_content_width=100)
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 #: results with at most this many elements are printed in full when there is no -o.
 PRINT_LIMIT = 256
+#: learn-kernel shows a progress bar (on a terminal) from this many epochs.
+PROGRESS_EPOCHS = 100
 
 
 @click.group(context_settings=CONTEXT)
@@ -437,11 +439,10 @@ def learn_kernel(input_path, target, kernel_size, lr, epochs, bias, optimizer, s
         raise click.BadParameter("-o and --plot name the same file", param_hint="--plot")
     x = io.load_array(input_path)
     y = io.load_array(target, param="--target")
-    import fastconv as fc
-
-    learn = getattr(fc, "learn_kernel", None)
-    if learn is None:  # pragma: no cover - only while fastconv.learn is being written
-        raise io.DataError("fastconv.learn_kernel is not available in this version")
+    try:
+        from fastconv.learn import learn_kernel as learn
+    except ImportError:  # pragma: no cover - only while fastconv.learn is being written
+        raise io.DataError("fastconv.learn_kernel is not available in this version") from None
     losses_seen: list[float] = []
     progress = None
     task = None
@@ -459,15 +460,12 @@ def learn_kernel(input_path, target, kernel_size, lr, epochs, bias, optimizer, s
         if progress is not None:
             progress.update(task, advance=1)
 
-    long_run = epochs > 200
     with contextlib.ExitStack() as stack:
-        if long_run:
-            from rich.console import Console
+        if epochs >= PROGRESS_EPOCHS and sys.stdout.isatty():
+            # a live bar only on a terminal; the loss lines print above it
             from rich.progress import Progress
 
-            progress = stack.enter_context(
-                Progress(console=Console(file=sys.stderr), transient=True)
-            )
+            progress = stack.enter_context(Progress(transient=True))
             task = progress.add_task("learning", total=epochs)
         with library_errors(f"learn-kernel --input {input_path!r} --target {target!r}"):
             result = learn(x, y, kernel_size, lr=lr, epochs=epochs, bias=bias,
@@ -650,13 +648,17 @@ def demo():
         click.echo("(skipped: fastconv.max_pool2d is not available yet)")
 
     title("Learning the kernel [1, -1] from X and Y = corr2d(X, [[1, -1]])")
-    if hasattr(fc, "learn_kernel"):
+    try:
+        from fastconv.learn import learn_kernel
+    except ImportError:  # pragma: no cover - only while fastconv.learn is being written
+        learn_kernel = None
+    if learn_kernel is not None:
 
         def callback(epoch, loss, *rest):
             if epoch % 2 == 0:
                 click.echo(f"epoch {epoch}, loss {float(loss):.3f}")
 
-        result = fc.learn_kernel(E, Y, (1, 2), lr=3e-2, epochs=10, seed=0, callback=callback)
+        result = learn_kernel(E, Y, (1, 2), lr=3e-2, epochs=10, seed=0, callback=callback)
         show("learned kernel =", np.asarray(result.kernel))
     else:  # pragma: no cover - only while fastconv.learn is being written
         click.echo("(skipped: fastconv.learn_kernel is not available yet)")

@@ -771,7 +771,7 @@ def test_readme_examples_run(tmp_path, monkeypatch):
         got = [r.rstrip() for r in output.splitlines()]
         assert got == expected, line
     # the README's picture is what the command makes from the shipped scene
-    for name in ("edges.png",):
+    for name in ("edges.png", "loss.png"):
         with Image.open(ROOT / "docs" / name) as a, Image.open(tmp_path / "docs" / name) as b:
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -784,3 +784,79 @@ def test_readme_scene_is_regenerated_by_the_script():
         sys.path.remove(str(ROOT / "docs"))
     with Image.open(ROOT / "docs" / "scene.png") as img:
         np.testing.assert_array_equal(np.asarray(img), scene())
+
+
+# ---------------------------------------------------------------------- learn-kernel
+
+
+@pytest.fixture
+def seed_pair(tmp_path):
+    X = edge_image()
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "Y.npy", corr2d_loop(X, [[1, -1]]))
+    return tmp_path / "X.npy", tmp_path / "Y.npy"
+
+
+def test_learn_kernel_seed_story(tmp_path, seed_pair):
+    x, y = seed_pair
+    result = run("learn-kernel", "--input", x, "--target", y, "--kernel-size", "1x2",
+                 "--seed", "3", "-o", tmp_path / "K.npy", "--plot", tmp_path / "loss.png")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    epochs = [re.fullmatch(r"epoch (\d+), loss (\d+\.\d{3})", ln) for ln in lines[:5]]
+    assert [int(m.group(1)) for m in epochs] == [2, 4, 6, 8, 10]
+    losses = [float(m.group(2)) for m in epochs]
+    assert losses == sorted(losses, reverse=True) and losses[-1] < 1.0
+    kernel = np.load(tmp_path / "K.npy")
+    assert kernel.shape == (1, 2)
+    np.testing.assert_allclose(kernel, [[1, -1]], atol=0.25)
+    assert lines[5:7] == ["kernel:", np.array2string(kernel, precision=4, suppress_small=True)]
+    assert lines[7:] == [f"wrote {tmp_path / 'K.npy'} (float64, 1x2)",
+                         f"wrote {tmp_path / 'loss.png'} (loss curve, 10 epochs)"]
+    with Image.open(tmp_path / "loss.png") as img:
+        assert (img.format, img.size) == ("PNG", (640, 400))
+        pixels = np.asarray(img.convert("L"))
+    assert (pixels < 128).sum() > 500  # axes, labels and the curve were drawn
+
+
+def test_learn_kernel_options(tmp_path, seed_pair):
+    x, y = seed_pair
+    result = run("learn-kernel", "--input", x, "--target", y, "--kernel-size", "1x2",
+                 "--seed", "0", "--optimizer", "adam", "--lr", "0.1", "--epochs", "60",
+                 "--bias", "--every", "20", "-o", tmp_path / "K.npz")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [ln.split(",")[0] for ln in lines[:3]] == ["epoch 20", "epoch 40", "epoch 60"]
+    assert lines[5].startswith("bias: ")
+    with np.load(tmp_path / "K.npz") as z:
+        np.testing.assert_allclose(z["kernel"], [[1, -1]], atol=0.25)
+
+
+def test_learn_kernel_errors(tmp_path, seed_pair):
+    x, y = seed_pair
+    result = run("learn-kernel", "--input", x, "--target", y, "--kernel-size", "2x2")
+    assert result.exit_code == 1
+    assert error_line(result) == (
+        f"Error: learn-kernel --input '{x}' --target '{y}': learn_kernel: y must be the 'valid' "
+        "output of x and a (2, 2) kernel, spatial size (5, 7), got x.shape=(6, 8) and "
+        "y.shape=(6, 7)"
+    )
+    result = run("learn-kernel", "--input", x, "--target", y, "--kernel-size", "1x2", "-o", y)
+    assert result.exit_code == 2
+    assert error_line(result) == (
+        f"Error: Invalid value for -o: '{y}' is also an input ('{y}'); choose another output "
+        "path (inputs are never overwritten)"
+    )
+    result = run("learn-kernel", "--input", x, "--target", y, "--kernel-size", "1x2",
+                 "--optimizer", "rmsprop")
+    assert result.exit_code == 2
+    assert error_line(result) == (
+        "Error: Invalid value for '--optimizer': 'rmsprop' is not one of 'sgd', 'adam'."
+    )
+    result = run("learn-kernel", "--input", x, "--target", y, "--kernel-size", "1x2",
+                 "--lr", "0")
+    assert result.exit_code == 2
+    assert error_line(result) == (
+        "Error: Invalid value for '--lr': 0.0 is not in the range x>0."
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["X.npy", "Y.npy"]
