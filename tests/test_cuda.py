@@ -68,8 +68,13 @@ CONV_CASES = [
 ]
 
 
-@pytest.mark.parametrize("flip", [False, True], ids=["conv", "convolve"])
-@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{c[0]}d-{sorted(c[3])}")
+CONV_IDS = [f"{c[0]}d-" + "-".join(sorted(c[3])) for c in CONV_CASES]
+# True convolution differs only by the device-side flip of the weight: one case per rank.
+CASES = [(c, False) for c in CONV_CASES] + [(CONV_CASES[i], True) for i in (1, 5, 9)]
+IDS = CONV_IDS + [f"convolve{CONV_CASES[i][0]}d" for i in (1, 5, 9)]
+
+
+@pytest.mark.parametrize(("case", "flip"), CASES, ids=IDS)
 def test_conv_matches_cpu(case, flip):
     rank, xs, ws, kwargs = case
     rng = np.random.default_rng(len(xs) * 100 + sum(xs))
@@ -134,6 +139,98 @@ def test_seed_example_on_device():
                     device="cuda")
     np.testing.assert_array_equal(gpu[0, 0], [[19.0, 25.0], [37.0, 43.0]])
     np.testing.assert_array_equal(gpu[0, 0], out)
+
+
+# --- pooling, forward and backward ------------------------------------------------------
+
+POOL_CASES = [
+    (1, (2, 3, 9), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
+    (2, (1, 2, 5, 6), dict(kernel_size=2)),
+    (2, (2, 2, 6, 5), dict(kernel_size=(3, 2), stride=(2, 1), padding=1, ceil_mode=True)),
+    (3, (1, 2, 3, 4, 4), dict(kernel_size=2, stride=1, padding=1)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: f"{c[0]}d-" + "-".join(sorted(c[2])))
+def test_max_pool_matches_cpu(case, dtype):
+    from numba import cuda
+
+    rank, xs, kwargs = case
+    rng = np.random.default_rng(20 + rank)
+    x = rand(rng, xs, dtype)
+    x.flat[3] = np.nan  # NaN wins its windows
+    x.flat[7] = x.flat[8]  # a tie: the first maximum wins
+    dil = dict(dilation=2) if rank == 1 else {}
+    op = getattr(fc, f"max_pool{rank}d")
+    cpu, cpu_idx = op(x, return_indices=True, **kwargs, **dil)
+    gpu, gpu_idx = op(x, return_indices=True, device="cuda", **kwargs, **dil)
+    np.testing.assert_array_equal(gpu, cpu)
+    np.testing.assert_array_equal(gpu_idx, cpu_idx)
+    g = rand(rng, cpu.shape, dtype)
+    back = getattr(fc.pool, f"max_pool{rank}d_backward")
+    want = back(g, x, **kwargs, **dil)
+    got = back(cuda.to_device(g), cuda.to_device(x), **kwargs, **dil)
+    assert _dispatch.is_cuda_array(got)
+    np.testing.assert_array_equal(got.copy_to_host(), want)  # same order: bit-identical
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [dict(), dict(count_include_pad=False), dict(divisor_override=5)],
+    ids=["include-pad", "exclude-pad", "divisor"],
+)
+@pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: f"{c[0]}d-" + "-".join(sorted(c[2])))
+def test_avg_pool_matches_cpu(case, extra):
+    from numba import cuda
+
+    rank, xs, kwargs = case
+    rng = np.random.default_rng(30 + rank)
+    x = rand(rng, xs, np.float64)
+    op = getattr(fc, f"avg_pool{rank}d")
+    cpu, gpu = both(op, x, **kwargs, **extra)
+    np.testing.assert_allclose(gpu, cpu, **TOL[np.float64])
+    g = rand(rng, cpu.shape, np.float64)
+    back = getattr(fc.pool, f"avg_pool{rank}d_backward")
+    want = back(g, x, **kwargs, **extra)
+    got = back(cuda.to_device(g), cuda.to_device(x), **kwargs, **extra).copy_to_host()
+    np.testing.assert_allclose(got, want, **TOL[np.float64])
+
+
+# --- convolution gradients and transposed convolution -------------------------------------
+
+GRAD_CASES = [
+    (1, (2, 4, 9), (6, 2, 3), dict(stride=2, padding=1, dilation=2, groups=2)),
+    (2, (1, 4, 4, 5), (4, 2, 3, 2), dict(padding=(2, 1), padding_mode="reflect", groups=2)),
+    (2, (1, 2, 4, 5), (3, 2, 2, 3), dict(stride=(1, 2), padding=1, padding_mode="circular")),
+    (2, (1, 3, 4, 5), (2, 3, 3, 3), dict(padding="same", padding_mode="replicate")),
+    (3, (1, 2, 3, 4, 3), (2, 2, 2, 2, 2), dict(stride=(2, 1, 1), padding=1)),
+]
+
+
+@pytest.mark.parametrize("case", GRAD_CASES, ids=lambda c: f"{c[0]}d-" + "-".join(sorted(c[3])))
+def test_conv_gradients_match_cpu(case, monkeypatch):
+    import fastconv.cuda.grad
+
+    monkeypatch.setattr(fastconv.cuda.grad, "WEIGHT_CHUNK", 8)  # several partial sums
+    rank, xs, ws, kwargs = case
+    rng = np.random.default_rng(40 + rank + len(kwargs))
+    x, w = rand(rng, xs, np.float64), rand(rng, ws, np.float64)
+    g = rand(rng, getattr(fc, f"conv{rank}d")(x, w, **kwargs).shape, np.float64)
+    cpu, gpu = both(getattr(fc.grad, f"conv{rank}d_input"), xs, w, g, **kwargs)
+    np.testing.assert_allclose(gpu, cpu, **TOL[np.float64])
+    cpu, gpu = both(getattr(fc.grad, f"conv{rank}d_weight"), x, ws, g, **kwargs)
+    np.testing.assert_allclose(gpu, cpu, **TOL[np.float64])
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_conv_transpose_matches_cpu(rank):
+    rng = np.random.default_rng(50 + rank)
+    xs = (1, 4) + (3 if rank < 3 else 2,) * rank
+    w, b = rand(rng, (4, 3) + (2,) * rank), rand(rng, (6,))
+    op = getattr(fc, f"conv_transpose{rank}d")
+    cpu, gpu = both(op, rand(rng, xs), w, b, stride=2, padding=1, output_padding=1, groups=2)
+    np.testing.assert_allclose(gpu, cpu, **TOL[np.float32])
 
 
 # --- the backend interface ------------------------------------------------------------
