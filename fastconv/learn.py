@@ -18,7 +18,6 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import numba
 import numpy as np
 
 from fastconv import _dispatch
@@ -197,6 +196,8 @@ def _one_thread(on: bool):
     if not on:
         yield
         return
+    import numba  # lazily: ``import fastconv`` must not import Numba (fastconv shape/--help)
+
     threads = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
