@@ -37,7 +37,7 @@ def _covering(i, k, stride, pad, nout):
     return lo, hi
 
 
-@njit(inline="always", **JIT_SERIAL)
+@njit(**JIT_SERIAL)
 def _max_rows(dst, src):
     """dst = max(dst, src) elementwise on 2-D rows, NaN winning (PyTorch's rule)."""
     for i in range(dst.shape[0]):
@@ -47,7 +47,7 @@ def _max_rows(dst, src):
             d[j] = v if (v > a or v != v) else a
 
 
-@njit(inline="always", **JIT_SERIAL)
+@njit(**JIT_SERIAL)
 def _add_rows(dst, src):
     """dst += src on 2-D rows."""
     for i in range(dst.shape[0]):
@@ -56,7 +56,7 @@ def _add_rows(dst, src):
             d[j] += s[j]
 
 
-@njit(inline="always", **JIT_SERIAL)
+@njit(**JIT_SERIAL)
 def _max_windows(dst, src, k, s, p, dil):
     """dst[o] = max over taps r of src[o*s - p + r*dil] (taps outside src skipped)."""
     n, nout = src.shape[0], dst.shape[0]
@@ -92,7 +92,7 @@ def _max_windows(dst, src, k, s, p, dil):
         dst[o] = best
 
 
-@njit(inline="always", **JIT_SERIAL)
+@njit(**JIT_SERIAL)
 def _sum_windows(dst, src, k, s, p):
     """dst[o] = sum over taps r of src[o*s - p + r] (taps outside src skipped)."""
     n, nout = src.shape[0], dst.shape[0]
@@ -123,7 +123,7 @@ def _sum_windows(dst, src, k, s, p):
         dst[o] = acc
 
 
-@njit(inline="always", **JIT_SERIAL)
+@njit(**JIT_SERIAL)
 def _max_plane(plane, rows, dst, kh, sh, ph, dh, kw, sw, pw, dw):
     """dst (OH, OW) = max over H taps of plane (H, W) into rows (OH, W), then over W taps."""
     H = plane.shape[0]
@@ -210,7 +210,7 @@ def max_pool_indices(x, out, idx, kernel, stride, pads, dilation, mark_empty):
             irow[ow] = at
 
 
-@njit(inline="always", **JIT_SERIAL)
+@njit(**JIT_SERIAL)
 def _avg_plane(plane, rows, dst, kh, sh, ph, kw, sw, pw, f_d, div_h, div_w):
     """dst (OH, OW) = window sums of plane (H, W) / (f_d * div_h[oh] * div_w[ow])."""
     H = plane.shape[0]

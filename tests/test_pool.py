@@ -1,0 +1,311 @@
+"""Pooling, forward and backward: the seeds' numbers, a NumPy loop oracle over drawn
+shapes, PyTorch as an independent oracle (values, indices, autograd), finite differences,
+and every error message."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import requires_torch
+from hypothesis import given
+from hypothesis import strategies as st
+from reference import avg_pool_backward_nd, avg_pool_nd, max_pool_backward_nd, max_pool_nd
+
+import fastconv as fc
+from fastconv import pool
+
+MAX = {1: fc.max_pool1d, 2: fc.max_pool2d, 3: fc.max_pool3d}
+AVG = {1: fc.avg_pool1d, 2: fc.avg_pool2d, 3: fc.avg_pool3d}
+MAX_BW = {1: pool.max_pool1d_backward, 2: pool.max_pool2d_backward, 3: pool.max_pool3d_backward}
+AVG_BW = {1: pool.avg_pool1d_backward, 2: pool.avg_pool2d_backward, 3: pool.avg_pool3d_backward}
+
+
+# --- the seeds' examples ---------------------------------------------------------------
+
+
+def test_d2l_3x3_input_2x2_window():
+    X = np.arange(9.0).reshape(1, 3, 3)
+    np.testing.assert_array_equal(fc.max_pool2d(X, 2, stride=1), [[[4, 5], [7, 8]]])
+    np.testing.assert_array_equal(fc.avg_pool2d(X, 2, stride=1), [[[2, 3], [5, 6]]])
+
+
+def test_d2l_padding_and_stride():
+    X = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    np.testing.assert_array_equal(fc.max_pool2d(X, 3), [[[[10]]]])
+    np.testing.assert_array_equal(fc.max_pool2d(X, 3, padding=1, stride=2),
+                                  [[[[5, 7], [13, 15]]]])
+    np.testing.assert_array_equal(fc.max_pool2d(X, (2, 3), stride=(2, 3), padding=(0, 1)),
+                                  [[[[5, 7], [13, 15]]]])
+
+
+def test_d2l_two_channels():
+    X = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    X2 = np.concatenate([X, X + 1], axis=1)
+    y = fc.max_pool2d(X2, 3, padding=1, stride=2)
+    np.testing.assert_array_equal(y, [[[[5, 7], [13, 15]], [[6, 8], [14, 16]]]])
+    assert y.dtype == np.float32
+
+
+def test_stride_defaults_to_kernel_size_and_unbatched():
+    x = np.arange(12.0).reshape(2, 6)
+    np.testing.assert_array_equal(fc.max_pool1d(x, 3), [[2, 5], [8, 11]])
+    np.testing.assert_array_equal(fc.avg_pool1d(x, 3), [[1, 4], [7, 10]])
+
+
+def test_return_indices_hand_case():
+    x = np.array([[[1.0, 5.0, 5.0, 0.0], [2.0, 2.0, 7.0, 7.0]]])  # (1, 2, 4)
+    y, i = fc.max_pool1d(x, 2, return_indices=True)
+    np.testing.assert_array_equal(y, [[[5, 5], [2, 7]]])
+    np.testing.assert_array_equal(i, [[[1, 2], [0, 2]]])  # ties: the first maximum
+    assert i.dtype == np.int64
+
+
+def test_avg_ceil_mode_divisor_stops_at_padded_end():
+    # n=4, k=3, s=2, p=1, ceil: windows [-1,2) [1,4) [3,6), the last capped at n+p=5:
+    # sums 2, 3, 1 over window sizes 3, 3, 2
+    x = np.ones((1, 1, 4))
+    np.testing.assert_allclose(fc.avg_pool1d(x, 3, 2, 1, ceil_mode=True), [[[2 / 3, 1, 1 / 2]]])
+    np.testing.assert_allclose(
+        fc.avg_pool1d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False), [[[1, 1, 1]]]
+    )
+    np.testing.assert_allclose(
+        fc.avg_pool1d(x, 3, 2, 1, ceil_mode=True, divisor_override=2), [[[1, 1.5, 0.5]]]
+    )
+
+
+def test_nan_and_inf_propagate_in_max():
+    x = np.array([[1.0, np.nan, 3.0, -np.inf, -np.inf, np.inf]])
+    y, i = fc.max_pool1d(x, 2, return_indices=True)
+    np.testing.assert_array_equal(y, [[np.nan, 3.0, np.inf]])
+    np.testing.assert_array_equal(i, [[1, 2, 5]])
+    x = np.array([[-np.inf, -np.inf, np.nan, 0.0, np.nan, np.nan]])
+    y, i = fc.max_pool1d(x, 3, return_indices=True)
+    np.testing.assert_array_equal(y, [[np.nan, np.nan]])
+    np.testing.assert_array_equal(i, [[2, 5]])  # the last NaN, as PyTorch
+    np.testing.assert_array_equal(fc.max_pool1d(x[:, :2], 2, return_indices=True)[1], [[0]])
+
+
+def test_integer_input_is_promoted():
+    x = np.arange(16, dtype=np.uint8).reshape(1, 4, 4)
+    assert fc.max_pool2d(x, 2).dtype == np.float32
+    assert fc.avg_pool2d(x.astype(np.int64), 2).dtype == np.float64
+
+
+# --- NumPy loop oracle over drawn shapes -------------------------------------------------
+
+
+@st.composite
+def pool_case(draw, kind):
+    nsp = draw(st.integers(1, 3))
+    k = [draw(st.integers(1, 3)) for _ in range(nsp)]
+    d = [draw(st.integers(1, 2)) if kind == "max" else 1 for _ in range(nsp)]
+    s = [draw(st.integers(1, 3)) for _ in range(nsp)]
+    p = [draw(st.integers(0, ((ki - 1) * di + 1) // 2 if kind == "max" else ki // 2))
+         for ki, di in zip(k, d, strict=True)]
+    shape = [draw(st.integers(max(1, di * (ki - 1) + 1 - 2 * pi), 6))
+             for ki, di, pi in zip(k, d, p, strict=True)]
+    ceil = draw(st.booleans())
+    seed = draw(st.integers(0, 2**16))
+    x = np.random.default_rng(seed).standard_normal((2, 2, *shape))
+    if draw(st.booleans()):  # ties on a coarse grid
+        x = np.round(x)
+    return nsp, x, k, (None if draw(st.booleans()) else s), p, d, ceil
+
+
+@given(pool_case("max"))
+def test_max_pool_matches_loop_oracle(case):
+    nsp, x, k, s, p, d, ceil = case
+    y, i = MAX[nsp](x, k, s, p, d, ceil, return_indices=True)
+    ry, ri = max_pool_nd(x, k, s, p, d, ceil)
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_array_equal(i, ri)
+    np.testing.assert_array_equal(MAX[nsp](x, k, s, p, d, ceil), ry)
+    g = np.random.default_rng(1).standard_normal(ry.shape)
+    np.testing.assert_allclose(MAX_BW[nsp](g, x, k, s, p, d, ceil),
+                               max_pool_backward_nd(g, x, k, s, p, d, ceil), atol=1e-12)
+
+
+@given(pool_case("avg"), st.booleans(), st.sampled_from([None, 1, 3, -2]))
+def test_avg_pool_matches_loop_oracle(case, count_include_pad, divisor):
+    nsp, x, k, s, p, _, ceil = case
+    y = AVG[nsp](x, k, s, p, ceil, count_include_pad, divisor)
+    np.testing.assert_allclose(y, avg_pool_nd(x, k, s, p, ceil, count_include_pad, divisor),
+                               rtol=1e-12, atol=1e-12)
+    g = np.random.default_rng(2).standard_normal(y.shape)
+    np.testing.assert_allclose(
+        AVG_BW[nsp](g, x, k, s, p, ceil, count_include_pad, divisor),
+        avg_pool_backward_nd(g, x, k, s, p, ceil, count_include_pad, divisor),
+        rtol=1e-12, atol=1e-12,
+    )
+
+
+def test_window_with_no_input_tap_matches_torch_arithmetic():
+    # n=1, k=2, dilation=2, padding=1: taps at -1 and 1, both outside (PyTorch gives -inf
+    # and index 1; its gradient passes nothing)
+    y, i = fc.max_pool1d(np.array([[[3.0]]]), 2, padding=1, dilation=2, return_indices=True)
+    np.testing.assert_array_equal(y, [[[-np.inf]]])
+    np.testing.assert_array_equal(i, [[[1]]])
+    gx = pool.max_pool1d_backward(np.ones((1, 1, 1)), np.array([[[3.0]]]), 2, padding=1,
+                                  dilation=2)
+    np.testing.assert_array_equal(gx, [[[0.0]]])
+
+
+# --- PyTorch as an independent oracle ----------------------------------------------------
+
+TORCH_CASES = [
+    # nsp, shape, kernel, stride, padding, dilation, ceil_mode
+    (1, (2, 3, 11), 3, 2, 1, 1, False),
+    (1, (3, 10), 4, 3, 2, 1, True),
+    (2, (2, 3, 9, 8), 3, 2, 1, 1, False),
+    (2, (2, 2, 9, 8), (3, 2), (2, 1), (1, 0), (2, 1), True),
+    (2, (1, 2, 7, 10), (2, 4), None, (1, 2), 1, True),
+    (3, (2, 2, 5, 6, 7), (2, 3, 2), (2, 1, 2), (1, 1, 0), (1, 2, 1), True),
+    (3, (2, 5, 4, 6), 3, 2, 1, 1, False),
+]
+
+
+def _torch_max(nsp, x, *args):
+    import torch
+    import torch.nn.functional as F
+
+    xt = torch.from_numpy(x).requires_grad_()
+    y, i = getattr(F, f"max_pool{nsp}d")(xt, *args, return_indices=True)
+    g = np.random.default_rng(3).standard_normal(tuple(y.shape)).astype(x.dtype)
+    y.backward(torch.from_numpy(g))
+    return y.detach().numpy(), i.numpy(), g, xt.grad.numpy()
+
+
+@requires_torch
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", TORCH_CASES)
+def test_max_pool_matches_torch(case, dtype):
+    nsp, shape, k, s, p, d, ceil = case
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(shape).astype(dtype)
+    x.flat[rng.choice(x.size, 3, replace=False)] = [np.nan, np.inf, -np.inf]
+    x = np.round(x, 1)  # ties
+    ty, ti, g, tgx = _torch_max(nsp, x, k, s, p, d, ceil)
+    y, i = MAX[nsp](x, k, s, p, d, ceil, return_indices=True)
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, ty)
+    np.testing.assert_array_equal(i, ti)
+    np.testing.assert_array_equal(MAX_BW[nsp](g, x, k, s, p, d, ceil), tgx)
+
+
+@requires_torch
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", TORCH_CASES)
+@pytest.mark.parametrize("count_include_pad,divisor", [(True, None), (False, None), (True, 5)])
+def test_avg_pool_matches_torch(case, dtype, count_include_pad, divisor):
+    import torch
+    import torch.nn.functional as F
+
+    nsp, shape, k, s, p, _, ceil = case
+    x = np.random.default_rng(5).standard_normal(shape).astype(dtype)
+    xt = torch.from_numpy(x).requires_grad_()
+    args = (k, s, p, ceil, count_include_pad, divisor)
+    if nsp == 1:  # torch's avg_pool1d has no divisor_override: run it as 2-D (1, k)
+        s2 = None if s is None else (1, s)
+        ty = F.avg_pool2d(xt.unsqueeze(-2), (1, k), s2, (0, p), ceil, count_include_pad,
+                          divisor).squeeze(-2)
+    else:
+        ty = getattr(F, f"avg_pool{nsp}d")(xt, *args)
+    g = np.random.default_rng(6).standard_normal(tuple(ty.shape)).astype(dtype)
+    ty.backward(torch.from_numpy(g))
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    y = AVG[nsp](x, *args)
+    assert y.dtype == dtype
+    np.testing.assert_allclose(y, ty.detach().numpy(), **tol)
+    np.testing.assert_allclose(AVG_BW[nsp](g, x, *args), xt.grad.numpy(), **tol)
+
+
+@requires_torch
+def test_non_contiguous_and_byteswapped_input_matches_torch():
+    import torch
+    import torch.nn.functional as F
+
+    base = np.random.default_rng(7).standard_normal((2, 6, 10, 12))
+    x = base[:, ::2, :, ::-1].astype(">f8")
+    ref = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+    np.testing.assert_array_equal(fc.max_pool2d(x, 3, 2, 1), F.max_pool2d(ref, 3, 2, 1).numpy())
+    np.testing.assert_allclose(fc.avg_pool2d(x, 3, 2, 1), F.avg_pool2d(ref, 3, 2, 1).numpy(),
+                               rtol=1e-12)
+
+
+# --- finite differences (avg pooling is linear: exact up to rounding) --------------------
+
+
+def test_avg_backward_finite_differences():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((1, 2, 5, 6))
+    g = rng.standard_normal(fc.avg_pool2d(x, 3, 2, 1, True, False).shape)
+    gx = pool.avg_pool2d_backward(g, x, 3, 2, 1, True, False)
+    eps = 1e-6
+    for pos in [(0, 0, 0, 0), (0, 1, 2, 3), (0, 1, 4, 5), (0, 0, 3, 1)]:
+        e = np.zeros_like(x)
+        e[pos] = eps
+        num = np.vdot(fc.avg_pool2d(x + e, 3, 2, 1, True, False)
+                      - fc.avg_pool2d(x - e, 3, 2, 1, True, False), g) / (2 * eps)
+        np.testing.assert_allclose(gx[pos], num, rtol=1e-6, atol=1e-9)
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call,exc,match",
+    [
+        (lambda x: fc.max_pool2d(x[0, 0], 2), ValueError,
+         r"max_pool2d: x must be 4-D \(N, C, \*spatial\) or 3-D \(C, \*spatial\), got 2-D "
+         r"with x.shape=\(5, 6\)"),
+        (lambda x: fc.avg_pool1d(x, 2), ValueError, r"avg_pool1d: x must be 3-D .* got 4-D"),
+        (lambda x: fc.max_pool2d(x, 0), ValueError, r"max_pool2d: kernel_size must be >= 1, got 0"),
+        (lambda x: fc.max_pool2d(x, (2, 2, 2)), ValueError,
+         r"max_pool2d: kernel_size must be an int or a tuple of 2 ints, got \(2, 2, 2\)"),
+        (lambda x: fc.avg_pool2d(x, 2, stride=0), ValueError,
+         r"avg_pool2d: stride must be >= 1, got 0"),
+        (lambda x: fc.max_pool2d(x, 2, dilation=(1, 0)), ValueError,
+         r"max_pool2d: dilation must be >= 1, got \(1, 0\)"),
+        (lambda x: fc.max_pool2d(x, 2, padding=-1), ValueError,
+         r"max_pool2d: padding must be >= 0, got -1"),
+        (lambda x: fc.max_pool2d(x, 3, padding=2), ValueError,
+         r"max_pool2d: padding=\(2, 2\) must be at most half the window, "
+         r"\(\(kernel_size - 1\) \* dilation \+ 1\) // 2 = \(1, 1\) \(kernel_size=\(3, 3\), "
+         r".*x.shape=\(1, 2, 5, 6\)\)"),
+        (lambda x: fc.avg_pool2d(x, 3, padding=(0, 2)), ValueError,
+         r"avg_pool2d: padding=\(0, 2\) must be at most half the window, kernel_size // 2 = "
+         r"\(1, 1\)"),
+        (lambda x: fc.max_pool2d(x, 7), ValueError,
+         r"max_pool2d: output size \(0, 0\) < 1 for input spatial size \(5, 6\) "
+         r"\(ceil_mode=False, kernel_size=\(7, 7\).*x.shape=\(1, 2, 5, 6\)\)"),
+        (lambda x: fc.avg_pool2d(x, 2, divisor_override=0), ValueError,
+         r"avg_pool2d: divisor_override must be None or a non-zero int, got 0"),
+        (lambda x: fc.max_pool2d(x.astype(complex), 2), TypeError,
+         r"max_pool2d: x has dtype complex128; expected a real numeric dtype"),
+        (lambda x: fc.avg_pool2d(x > 0, 2), TypeError, r"avg_pool2d: x has dtype bool"),
+        (lambda x: fc.max_pool2d(x, 2.0), TypeError,
+         r"max_pool2d: kernel_size must be an int or a tuple of 2 ints, got 2.0"),
+        (lambda x: fc.max_pool2d(x, 2, device="tpu"), ValueError,
+         r"max_pool2d: invalid device 'tpu'"),
+        (lambda x: pool.max_pool2d_backward(np.ones((1, 2, 3, 3)), x, 2), ValueError,
+         r"max_pool2d_backward: grad_output.shape=\(1, 2, 3, 3\) does not match the pooling "
+         r"output shape \(1, 2, 2, 3\) \(x.shape=\(1, 2, 5, 6\)\)"),
+        (lambda x: pool.avg_pool3d_backward(np.ones((1, 1, 1)), x[0], 2), ValueError,
+         r"avg_pool3d_backward: x must be 5-D .* got 3-D"),
+    ],
+)
+def test_errors(call, exc, match):
+    x = np.zeros((1, 2, 5, 6))
+    with pytest.raises(exc, match=match):
+        call(x)
+
+
+def test_docstring_examples_hold():
+    np.testing.assert_array_equal(fc.max_pool1d([[1.0, 3.0, 2.0, 0.0]], 2), [[3, 2]])
+    np.testing.assert_array_equal(fc.avg_pool1d([[1.0, 3.0, 2.0, 0.0]], 2), [[2, 1]])
+    np.testing.assert_array_equal(fc.max_pool3d(np.arange(8.0).reshape(1, 2, 2, 2), 2),
+                                  [[[[7]]]])
+    np.testing.assert_array_equal(fc.avg_pool3d(np.arange(8.0).reshape(1, 2, 2, 2), 2),
+                                  [[[[3.5]]]])
+    gx = pool.max_pool2d_backward(np.ones((1, 1, 1)), np.arange(4.0).reshape(1, 2, 2), 2)
+    np.testing.assert_array_equal(gx, [[[0, 0], [0, 1]]])
