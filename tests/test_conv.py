@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from reference import conv_nd, conv_nd_loop, corr2d_loop, output_size, padding_pairs
 
 import fastconv as fc
+import fastconv.conv
 import fastconv.cpu
 from fastconv.conv import convolve2d
 
@@ -73,11 +74,12 @@ def test_multi_input_channels_d2l():
 
 
 def test_multi_output_channels_d2l():
+    """The seed prints 224 for the last element: (2*4+3*5+4*7+5*8) + (3*5+4*6+5*8+6*9)."""
     K = np.stack([K2CH, K2CH + 1, K2CH + 2])
     assert K.shape == (3, 2, 2, 2)
     np.testing.assert_array_equal(
         fc.conv2d(X2CH, K),
-        [[[56, 72], [104, 120]], [[76, 100], [148, 172]], [[96, 128], [192, 224]]],  # the seed prints 224
+        [[[56, 72], [104, 120]], [[76, 100], [148, 172]], [[96, 128], [192, 224]]],
     )
 
 
@@ -474,14 +476,16 @@ def test_inputs_are_not_modified():
     np.testing.assert_array_equal(w, w0)
 
 
+@pytest.mark.parametrize("algorithm", ["auto", "direct", "gemm", "fft"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_nan_and_inf_propagate(dtype):
+def test_nan_and_inf_propagate(dtype, algorithm):
+    """Locally (only outputs whose window holds them), silently (warnings are errors here)."""
     x = np.ones((1, 1, 5, 6), dtype)
     x[0, 0, 1, 1] = np.nan
     x[0, 0, 3, 4] = np.inf
     w = np.ones((2, 1, 2, 2), dtype)
     w[1, 0, 0, 0] = 0.0  # inf * 0 is NaN, as in NumPy
-    out = fc.conv2d(x, w)
+    out = fc.conv2d(x, w, algorithm=algorithm)
     with np.errstate(invalid="ignore"):
         want = conv_nd(x, w)
     np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
@@ -503,6 +507,7 @@ def no_kernels(monkeypatch):
 
     monkeypatch.setattr(fastconv.cpu, "correlate", boom)
     monkeypatch.setattr(fastconv.cpu, "pad", boom)
+    monkeypatch.setattr(fastconv.conv, "correlation_core", boom)
 
 
 X44 = np.ones((1, 3, 8, 8))
@@ -622,13 +627,18 @@ def test_fuzz_harness_200_cases():
 def test_fuzz_harness_detects_a_wrong_answer(monkeypatch):
     import fuzz
 
-    real = fastconv.cpu.correlate
+    real = fastconv.conv.correlation_core
 
-    def off_by_a_bit(xp, w, bias, out, *args):
-        real(xp, w, bias, out, *args)
-        out[..., -1] += 1e-3
+    def off_by_a_bit(*args, **kwargs):
+        core = real(*args, **kwargs)
 
-    monkeypatch.setattr(fastconv.cpu, "correlate", off_by_a_bit)
+        def wrong(xp, w, bias, out, *rest):
+            core(xp, w, bias, out, *rest)
+            out[..., -1] += 1e-3
+
+        return wrong
+
+    monkeypatch.setattr(fastconv.conv, "correlation_core", off_by_a_bit)
     failures = fuzz.run(10, seed=1, out=None, use_torch=False)
     assert len(failures) == 10
     assert "repro: python tests/fuzz.py --seed 1 --case 0" in failures[0]

@@ -59,6 +59,12 @@ def correlate(xp, w, bias, out, stride, dilation, groups):
     Same arguments and result as :func:`fastconv.cpu.conv.correlate` (``xp`` padded,
     5-D arrays, ``bias`` with K entries).
     """
+    # NaN/Inf propagate silently (inf * 0 -> NaN), as in the direct core: no RuntimeWarning
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _correlate(xp, w, bias, out, stride, dilation, groups)
+
+
+def _correlate(xp, w, bias, out, stride, dilation, groups):
     N = xp.shape[0]
     K, Cg, KD, KH, KW = w.shape
     oshape = np.array(out.shape[2:], dtype=np.int64)
