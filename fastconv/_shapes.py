@@ -237,6 +237,44 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def overlap_chunks(
+    in_size: int, out_size: int, stride: int, lead: int, reach: int, bounds
+) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+    """Split one axis of a sliding-window op into blocks that need only a right halo.
+
+    Window ``o`` reads input ``[o*stride - lead, o*stride - lead + reach]`` (``reach =
+    dilation*(k-1)``; taps outside ``[0, in_size)`` are padding). Block ``j > 0`` starts at
+    the input index where its first window starts, ``o_j*stride - lead``, so every block
+    computes whole windows and strided outputs line up across blocks; a block also reads
+    ``halo = max(0, reach + 1 - stride)`` elements of the next one. ``bounds`` are the
+    wanted input chunk boundaries; each moves to the next window start, and one that
+    would leave a chunk shorter than ``max(1, halo)`` (Dask's overlap needs whole halos
+    from the neighbour) is dropped.
+
+    Returns ``(in_chunks, out_chunks, halo)``; both chunk tuples have one entry per block.
+
+    >>> overlap_chunks(10, 8, 1, 0, 2, [3, 6])   # 3-tap valid window, chunks of 3
+    ((3, 3, 4), (3, 3, 2), 2)
+    >>> overlap_chunks(11, 6, 2, 1, 2, [4, 8])   # k=3, stride 2, padding 1
+    ((5, 4, 2), (3, 2, 1), 1)
+    """
+    halo = max(0, reach + 1 - stride)
+    need = max(1, halo)
+    outs, ins = [0], [0]
+    for b in sorted({int(v) for v in bounds}):
+        o = ceil_div(b + lead, stride)
+        a = o * stride - lead
+        if o <= outs[-1] or o >= out_size or a - ins[-1] < need:
+            continue
+        if in_size - a < need:
+            break
+        outs.append(o)
+        ins.append(a)
+    out_chunks = tuple(e - s for s, e in zip(outs, outs[1:] + [out_size], strict=True))
+    in_chunks = tuple(e - s for s, e in zip(ins, ins[1:] + [in_size], strict=True))
+    return in_chunks, out_chunks, halo
+
+
 __all__ = [
     "conv_out",
     "pool_out",
@@ -246,5 +284,6 @@ __all__ = [
     "resolve_padding",
     "conv_output_spatial",
     "output_shape",
+    "overlap_chunks",
     "receptive_field",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastconv import _dispatch
+from fastconv import _dask, _dispatch
 from fastconv._algorithms import ALGORITHMS, correlation_core
 from fastconv._docs import fill
 from fastconv._plan import ConvPlan, InputGradPlan, plan_conv, plan_conv_transpose
@@ -54,6 +54,9 @@ def run_correlate(plan: ConvPlan, backend_name: str, x, weight, bias, *, flip: b
 
 def _forward(func, nspatial, x, weight, bias, stride, padding, dilation, groups,
              padding_mode, device, algorithm, flip):
+    if _dask.is_dask(x):  # lazy Dask array out; Dask is imported only for Dask input
+        return _dask.conv(func, nspatial, x, weight, bias, stride, padding, dilation, groups,
+                          padding_mode, device, algorithm, flip)
     check_algorithm(algorithm, func, ALGORITHMS)
     name = _dispatch.choose(func, device, x, weight, bias)
     a = wrap_inputs(func, name, x=x, weight=weight, bias=bias)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastconv import _dispatch
+from fastconv import _dask, _dispatch
 from fastconv._docs import fill
 from fastconv._plan import PoolPlan, plan_pool, shape_of
 from fastconv._validate import result_dtype
@@ -137,6 +137,9 @@ def _finish(name: str, out, like):
 
 def _max_forward(func, nspatial, x, kernel_size, stride, padding, dilation, ceil_mode,
                  return_indices, device):
+    if _dask.is_dask(x):  # lazy Dask array(s) out
+        return _dask.pool("max", func, nspatial, x, kernel_size, stride, padding, dilation,
+                          ceil_mode, return_indices, device=device)
     name, a = _prepare(func, device, {"x": x})
     plan = plan_pool(func, nspatial, a["x"], kernel_size, stride, padding, dilation,
                      ceil_mode, "max")
@@ -154,6 +157,9 @@ def _max_forward(func, nspatial, x, kernel_size, stride, padding, dilation, ceil
 
 def _avg_forward(func, nspatial, x, kernel_size, stride, padding, ceil_mode,
                  count_include_pad, divisor_override, device):
+    if _dask.is_dask(x):  # lazy Dask array out
+        return _dask.pool("avg", func, nspatial, x, kernel_size, stride, padding, 1,
+                          ceil_mode, False, count_include_pad, divisor_override, device)
     name, a = _prepare(func, device, {"x": x})
     plan = plan_pool(func, nspatial, a["x"], kernel_size, stride, padding, 1, ceil_mode,
                      "avg", count_include_pad, divisor_override)

@@ -1,0 +1,234 @@
+"""Out of core: convolve or pool a ``.npy`` file into a ``.npy`` file through Dask.
+
+For arrays larger than memory. The input is read chunk by chunk with
+``numpy.load(mmap_mode="r")`` (each read maps the file, copies its chunk and unmaps it,
+so pages already used do not pile up in the process's resident set); the Dask graph of
+``fastconv._dask`` computes the result block by block; each block is written into a
+``.npy`` created with ``numpy.lib.format.open_memmap`` under a temporary name in the
+output's folder, which is renamed to the output name only when every block is written.
+A failure (or an exception raised by the progress callback) removes the temporary file:
+no partial output is ever left, and the input is never overwritten.
+
+Needs the ``dask`` extra (``pip install 'fastconv[dask]'``).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+Progress = Callable[[int, int], None]
+
+
+class NpyReader:
+    """Array-like over a ``.npy`` file for ``dask.array.from_array``: every read maps the
+    file with ``numpy.load(mmap_mode="r")``, copies the requested region and unmaps it."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        mm = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        self.shape, self.dtype, self.ndim = mm.shape, mm.dtype, mm.ndim
+        del mm
+
+    def __getitem__(self, index):
+        mm = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        return np.array(mm[index])
+
+
+class NpyWriter:
+    """Store target for ``dask.array.store``: every block maps the ``.npy`` file for
+    writing (``mmap_mode="r+"``), writes its region and unmaps it."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+
+    def __setitem__(self, index, value):
+        mm = np.load(self.path, mmap_mode="r+", allow_pickle=False)
+        mm[index] = value
+        del mm
+
+
+def _paths(func: str, input_path, output_path) -> tuple[Path, Path]:
+    src, dst = Path(input_path), Path(output_path)
+    if not src.is_file():
+        raise FileNotFoundError(f"{func}: input_path {str(src)!r} is not a file")
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise ValueError(f"{func}: output_path {str(dst)!r} is the input; refusing to overwrite it")
+    if not dst.parent.is_dir():
+        raise FileNotFoundError(f"{func}: output folder {str(dst.parent)!r} does not exist")
+    return src, dst
+
+
+def _spatial_chunks(func: str, chunks, nspatial: int) -> tuple[int, ...]:
+    from fastconv._validate import ntuple
+
+    return ntuple(chunks, nspatial, "chunks", func, minimum=1)
+
+
+def _read(src: Path, chunks5: tuple):
+    """The input file as a lazy Dask array (no data read yet)."""
+    import dask.array as da
+
+    reader = NpyReader(src)
+    stat = src.stat()
+    name = f"npy-{uuid.uuid5(uuid.NAMESPACE_URL, f'{src.resolve()}:{stat.st_mtime_ns}')}"
+    chunks = chunks5[-reader.ndim:] if reader.ndim < len(chunks5) else chunks5
+    return da.from_array(reader, chunks=chunks, name=name,
+                         meta=np.empty((0,) * reader.ndim, reader.dtype))
+
+
+def _progress_callback(progress: Progress):
+    from dask.callbacks import Callback
+
+    class _Progress(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            done = len(state["finished"])
+            total = done + sum(len(state[k]) for k in ("ready", "waiting", "running"))
+            progress(done, total)
+
+    return _Progress()
+
+
+def _write(y, dst: Path, progress: Progress | None, scheduler) -> Path:
+    """Compute ``y`` block by block into ``dst`` (temporary name, then rename)."""
+    import contextlib
+
+    import dask.array as da
+
+    tmp = dst.parent / f".{dst.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=y.dtype, shape=y.shape)
+        del mm
+        cb = _progress_callback(progress) if progress is not None else contextlib.nullcontext()
+        with cb:
+            da.store(y, NpyWriter(tmp), lock=False, scheduler=scheduler)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dst
+
+
+def convolve_file(input_path, output_path, weight, bias=None, stride=1, padding=0,
+                  dilation=1, groups=1, padding_mode: str = "zeros", *, flip: bool = False,
+                  chunks=4096, progress: Progress | None = None, scheduler=None,
+                  algorithm: str = "auto") -> Path:
+    """Cross-correlate (``flip=True``: convolve) a ``.npy`` file into a ``.npy`` file,
+    out of core.
+
+    The input is ``(N, C, *spatial)``, ``(C, *spatial)`` or a plain ``spatial`` image
+    (one channel; the output then has no channel axis when K == 1), with
+    ``len(spatial) == weight.ndim - 2``. Every other parameter is that of
+    :func:`fastconv.conv2d` (``conv1d``/``conv3d`` for other ranks).
+
+    Parameters
+    ----------
+    input_path, output_path : str or Path
+        ``.npy`` files; the output is written under a temporary name in its folder and
+        renamed at the end.
+    weight, bias, stride, padding, dilation, groups, padding_mode, algorithm
+        As :func:`fastconv.conv2d`.
+    flip : bool, default False
+        True convolution (the kernel flipped on every spatial axis).
+    chunks : int or tuple of int, default 4096
+        Spatial chunk edge (per axis); each block holds one image and all its channels.
+    progress : callable(done, total), optional
+        Called after each finished Dask task (local schedulers only).
+    scheduler : optional
+        Dask scheduler name ("threads", "synchronous", "processes") or a distributed
+        Client; default: Dask's threads.
+
+    Returns
+    -------
+    Path
+        ``output_path``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> np.save(d / "x.npy", np.arange(9.).reshape(3, 3))
+    >>> convolve_file(d / "x.npy", d / "y.npy", [[[[0., 1.], [2., 3.]]]], chunks=2).name
+    'y.npy'
+    >>> np.load(d / "y.npy")
+    array([[19., 25.],
+           [37., 43.]])
+    """
+    from fastconv import conv as fc_conv
+    from fastconv._validate import as_array
+
+    func = "convolve_file"
+    src, dst = _paths(func, input_path, output_path)
+    w = as_array(weight, "weight", func)
+    nspatial = w.ndim - 2
+    if nspatial not in (1, 2, 3):
+        raise ValueError(
+            f"{func}: weight must be 3-D, 4-D or 5-D (K, C // groups, *kernel), got "
+            f"weight.shape={w.shape}"
+        )
+    sp = _spatial_chunks(func, chunks, nspatial)
+    x = _read(src, (1, -1) + sp)
+    image = x.ndim == nspatial
+    if image:
+        x = x[None]
+    op = getattr(fc_conv, f"{'convolve' if flip else 'conv'}{nspatial}d"
+                 + ("_nchw" if flip and nspatial == 2 else ""))
+    y = op(x, w, bias, stride, padding, dilation, groups, padding_mode, algorithm=algorithm)
+    if image and y.shape[0] == 1:
+        y = y[0]
+    return _write(y, dst, progress, scheduler)
+
+
+def pool_file(input_path, output_path, kernel_size, stride=None, padding=0, *,
+              mode: str = "max", dilation=1, ceil_mode: bool = False,
+              count_include_pad: bool = True, divisor_override: int | None = None,
+              nspatial: int = 2, chunks=4096, progress: Progress | None = None,
+              scheduler=None) -> Path:
+    """Max or average pooling of a ``.npy`` file into a ``.npy`` file, out of core.
+
+    The input is ``(N, C, *spatial)``, ``(C, *spatial)`` or a plain ``spatial`` image
+    (the output then has no channel axis) with ``nspatial`` spatial axes (default 2).
+    ``mode`` is "max" or "avg"; the other parameters are those of
+    :func:`fastconv.max_pool2d` / :func:`fastconv.avg_pool2d` (``dilation`` is for max
+    pooling only). ``chunks``, ``progress`` and ``scheduler`` as :func:`convolve_file`.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> np.save(d / "x.npy", np.arange(16.).reshape(4, 4))
+    >>> np.load(pool_file(d / "x.npy", d / "y.npy", 2, chunks=3))
+    array([[ 5.,  7.],
+           [13., 15.]])
+    """
+    import fastconv as fc
+
+    func = "pool_file"
+    if mode not in ("max", "avg"):
+        raise ValueError(f"{func}: invalid mode {mode!r}, should be one of ('max', 'avg')")
+    if nspatial not in (1, 2, 3):
+        raise ValueError(f"{func}: nspatial must be 1, 2 or 3, got {nspatial!r}")
+    src, dst = _paths(func, input_path, output_path)
+    x = _read(src, (1, 1) + _spatial_chunks(func, chunks, nspatial))
+    image = x.ndim == nspatial
+    if image:
+        x = x[None]
+    op = getattr(fc, f"{mode}_pool{nspatial}d")
+    if mode == "max":
+        y = op(x, kernel_size, stride, padding, dilation, ceil_mode)
+    else:
+        if dilation != 1:
+            raise ValueError(f"{func}: dilation={dilation!r} is for mode='max' only")
+        y = op(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    if image:
+        y = y[0]
+    return _write(y, dst, progress, scheduler)
+
+
+__all__ = ["NpyReader", "NpyWriter", "convolve_file", "pool_file"]
