@@ -14,39 +14,31 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from fastconv._config import CHANNEL_BLOCK, JIT_PARALLEL, JIT_SERIAL
+from fastconv._config import JIT_PARALLEL, JIT_SERIAL
 from fastconv.cpu.conv import correlate
 from fastconv.cpu.pad import MODE_CODES, source_index
 
 
 @njit(inline="always", **JIT_SERIAL)
-def _fma_prod4(a0, a1, a2, a3, seg, sw, g0, g1, g2, g3):
-    """a_j[o] += g_j[o] * seg[o*sw] for four accumulator rows."""
+def _dot4(seg, sw, g0, g1, g2, g3):
+    """(sum_o g_j[o] * seg[o*sw] for j in 0..3): four dot products sharing one input row
+    (loads only, no stores, so the loop vectorizes)."""
+    s0 = s1 = s2 = s3 = seg[0] * 0
     if sw == 1:
-        for o in range(a0.shape[0]):
+        for o in range(g0.shape[0]):
             v = seg[o]
-            a0[o] += g0[o] * v
-            a1[o] += g1[o] * v
-            a2[o] += g2[o] * v
-            a3[o] += g3[o] * v
+            s0 += g0[o] * v
+            s1 += g1[o] * v
+            s2 += g2[o] * v
+            s3 += g3[o] * v
     else:
-        for o in range(a0.shape[0]):
+        for o in range(g0.shape[0]):
             v = seg[o * sw]
-            a0[o] += g0[o] * v
-            a1[o] += g1[o] * v
-            a2[o] += g2[o] * v
-            a3[o] += g3[o] * v
-
-
-@njit(inline="always", **JIT_SERIAL)
-def _fma_prod1(a0, seg, sw, g0):
-    """a0[o] += g0[o] * seg[o*sw]."""
-    if sw == 1:
-        for o in range(a0.shape[0]):
-            a0[o] += g0[o] * seg[o]
-    else:
-        for o in range(a0.shape[0]):
-            a0[o] += g0[o] * seg[o * sw]
+            s0 += g0[o] * v
+            s1 += g1[o] * v
+            s2 += g2[o] * v
+            s3 += g3[o] * v
+    return s0, s1, s2, s3
 
 
 @njit(**JIT_PARALLEL)
@@ -54,8 +46,8 @@ def correlate_weight(xp, g, gw, stride, dilation, groups):
     """gw[k, c, r] = sum_{n, o} g[n, k, o] * xp[n, group(k)*C_g + c, o*stride + r*dilation].
 
     ``xp`` is the padded input, ``g`` the output gradient. One task owns the weight slices
-    of up to ``CHANNEL_BLOCK`` output channels for one input channel: per-lane partial
-    sums along the output row, summed once at the end.
+    of up to 4 output channels for one input channel and reduces over
+    the batch and every output row in a fixed order.
     """
     N = xp.shape[0]
     K, Cg, KD, KH, KW = gw.shape
@@ -63,7 +55,7 @@ def correlate_weight(xp, g, gw, stride, dilation, groups):
     sd, sh, sw = stride[0], stride[1], stride[2]
     dd, dh, dw = dilation[0], dilation[1], dilation[2]
     Kg = K // groups
-    B = CHANNEL_BLOCK
+    B = 4  # the width of _dot4
     nkb = (Kg + B - 1) // B
     span = (OW - 1) * sw + 1
     for t in prange(groups * nkb * Cg):
@@ -74,34 +66,31 @@ def correlate_weight(xp, g, gw, stride, dilation, groups):
         k0 = grp * Kg + kb * B
         nk = min(B, grp * Kg + Kg - k0)
         ci = grp * Cg + c
-        acc = np.zeros((KD * KH * KW, B, OW), dtype=gw.dtype)
+        acc = np.zeros((KD * KH * KW, 4), dtype=gw.dtype)
         for n in range(N):
             for od in range(OD):
                 for oh in range(OH):
+                    # a partial block repeats its last channel (computed, never stored)
+                    g0 = g[n, k0, od, oh]
+                    g1 = g[n, k0 + min(1, nk - 1), od, oh]
+                    g2 = g[n, k0 + min(2, nk - 1), od, oh]
+                    g3 = g[n, k0 + min(3, nk - 1), od, oh]
                     for a in range(KD):
                         for b in range(KH):
                             row = xp[n, ci, od * sd + a * dd, oh * sh + b * dh]
                             for e in range(KW):
                                 seg = row[e * dw : e * dw + span]
-                                at = acc[(a * KH + b) * KW + e]
-                                if nk == B:
-                                    _fma_prod4(
-                                        at[0], at[1], at[2], at[3], seg, sw,
-                                        g[n, k0, od, oh], g[n, k0 + 1, od, oh],
-                                        g[n, k0 + 2, od, oh], g[n, k0 + 3, od, oh],
-                                    )
-                                else:
-                                    for j in range(nk):
-                                        _fma_prod1(at[j], seg, sw, g[n, k0 + j, od, oh])
+                                s0, s1, s2, s3 = _dot4(seg, sw, g0, g1, g2, g3)
+                                tap = (a * KH + b) * KW + e
+                                acc[tap, 0] += s0
+                                acc[tap, 1] += s1
+                                acc[tap, 2] += s2
+                                acc[tap, 3] += s3
         for j in range(nk):
             for a in range(KD):
                 for b in range(KH):
                     for e in range(KW):
-                        lanes = acc[(a * KH + b) * KW + e, j]
-                        total = lanes[0]
-                        for o in range(1, OW):
-                            total += lanes[o]
-                        gw[k0 + j, c, a, b, e] = total
+                        gw[k0 + j, c, a, b, e] = acc[(a * KH + b) * KW + e, j]
 
 
 @njit(**JIT_PARALLEL)
