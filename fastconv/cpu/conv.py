@@ -44,6 +44,34 @@ def _fma_row1(a0, seg, sw, w0):
             a0[o] += w0 * seg[o * sw]
 
 
+@njit(inline="always", **JIT_SERIAL)
+def _fma_taps3(a0, s0, s1, s2, sw, w0, w1, w2):
+    """a0[o] += w0*s0[o*sw] + w1*s1[o*sw] + w2*s2[o*sw]: three taps of one kernel row per
+    pass, so the accumulator is loaded and stored once per three multiply-adds."""
+    if sw == 1:
+        for o in range(a0.shape[0]):
+            a0[o] += w0 * s0[o] + w1 * s1[o] + w2 * s2[o]
+    else:
+        for o in range(a0.shape[0]):
+            i = o * sw
+            a0[o] += w0 * s0[i] + w1 * s1[i] + w2 * s2[i]
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _row1(a0, row, span, sw, dw, wrow):
+    """a0[o] += sum_e wrow[e] * row[o*sw + e*dw] for one kernel row, three taps a pass."""
+    KW = wrow.shape[0]
+    e = 0
+    while e + 3 <= KW:
+        o0, o1, o2 = e * dw, (e + 1) * dw, (e + 2) * dw
+        _fma_taps3(a0, row[o0 : o0 + span], row[o1 : o1 + span], row[o2 : o2 + span], sw,
+                   wrow[e], wrow[e + 1], wrow[e + 2])
+        e += 3
+    while e < KW:
+        _fma_row1(a0, row[e * dw : e * dw + span], sw, wrow[e])
+        e += 1
+
+
 @njit(**JIT_PARALLEL)
 def correlate(xp, w, bias, out, stride, dilation, groups):
     """out[n, k, o] = bias[k] + sum_{c in group(k), r} xp[n, c, o*stride + r*dilation] * w[k, c, r].
@@ -79,16 +107,16 @@ def correlate(xp, w, bias, out, stride, dilation, groups):
             for a in range(KD):
                 for b in range(KH):
                     row = xp[n, ci, od * sd + a * dd, oh * sh + b * dh]
+                    if nk < B:  # few channels per group (depthwise, single plane)
+                        for j in range(nk):
+                            _row1(acc[j], row, span, sw, dw, w[k0 + j, c, a, b])
+                        continue
                     for e in range(KW):
                         seg = row[e * dw : e * dw + span]
-                        if nk == B:
-                            _fma_row4(
-                                a0, a1, a2, a3, seg, sw,
-                                w[k0, c, a, b, e], w[k0 + 1, c, a, b, e],
-                                w[k0 + 2, c, a, b, e], w[k0 + 3, c, a, b, e],
-                            )
-                        else:
-                            for j in range(nk):
-                                _fma_row1(acc[j], seg, sw, w[k0 + j, c, a, b, e])
+                        _fma_row4(
+                            a0, a1, a2, a3, seg, sw,
+                            w[k0, c, a, b, e], w[k0 + 1, c, a, b, e],
+                            w[k0 + 2, c, a, b, e], w[k0 + 3, c, a, b, e],
+                        )
         for j in range(nk):
             out[n, k0 + j, od, oh, :] = acc[j]
