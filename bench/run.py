@@ -260,7 +260,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="", help="comma-separated workload ids (prefixes)")
     ap.add_argument("--no-append", action="store_true", help="do not write bench/RESULTS.md")
     args = ap.parse_args(argv)
-    rounds = args.rounds or (3 if args.quick else 9)
+    rounds = args.rounds or (3 if args.quick else 7)
     min_sample = 0.005 if args.quick else 0.02
     threads = numba.get_num_threads()
     torch, cv2 = _torch(), _cv2()

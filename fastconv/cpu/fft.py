@@ -70,7 +70,8 @@ def correlate(xp, w, bias, out, stride, dilation, groups):
     wd[:, :, :: d[0], :: d[1], :: d[2]] = w
     fshape = [_fast_len(n) for n in xp.shape[2:]]
     xf = _rfftn(xp, fshape)
-    wf = np.conj(_rfftn(wd, fshape))
+    wf = _rfftn(wd, fshape)
+    np.conjugate(wf, out=wf)
     OD, OH, OW = out.shape[2:]
     keep = (
         slice(None),
@@ -87,5 +88,6 @@ def correlate(xp, w, bias, out, stride, dilation, groups):
             yf += xg[:, None, c] * wg[None, :, c]
         y = _irfftn(yf, fshape)
         out[:, g * Kg : (g + 1) * Kg] = y[keep]
-    out += bias.reshape(1, K, 1, 1, 1)
+    if np.any(bias):
+        out += bias.reshape(1, K, 1, 1, 1)
     return out
