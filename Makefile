@@ -30,7 +30,8 @@ fuzz: install
 	$(PY) tests/fuzz.py --n 10000
 
 bench: install
-	$(PY) bench/run.py
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
