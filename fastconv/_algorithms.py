@@ -24,7 +24,8 @@ The rule (``choose``), with ``taps = kD * kH * kW``, ``Kg = K // groups``,
    kernel, so they cross between 600 and 1000 taps (the bench's W8, 31x31, is near it);
 2. else ``"gemm"`` if ``Kg >= GEMM_MIN_KG`` (8), ``Cg * taps >= GEMM_MIN_R`` (16) and the
    work ``N * K * Cg * taps * outputs`` is at least ``GEMM_MIN_MACS`` (2**20);
-3. else ``"direct"``.
+3. else ``"direct"``; a direct problem of fewer than ``SERIAL_MAX_MACS`` (2**15)
+   multiply-adds runs on the calling thread (waking worker threads would cost more).
 
 The GPU backend has only ``"direct"``; there "auto" always picks it.
 """
@@ -43,6 +44,7 @@ FFT_MAX_CHANNEL_PAIRS = 16
 GEMM_MIN_KG = 8
 GEMM_MIN_R = 16
 GEMM_MIN_MACS = 1 << 20
+SERIAL_MAX_MACS = 1 << 15
 
 
 def choose(plan: ConvPlan) -> str:
@@ -56,15 +58,13 @@ def choose(plan: ConvPlan) -> str:
     >>> choose(plan_conv("conv2d", 2, x, w, None, 1, 1, 1, 1, "zeros"))
     'gemm'
     """
-    N = plan.x_shape[0]
     K, Cg = plan.w_shape[:2]
     Kg = K // plan.groups
     taps = math.prod(plan.w_shape[2:])
-    outputs = math.prod(plan.out_shape[2:])
     unit_stride = all(s == 1 for s in plan.stride)
     if unit_stride and taps >= FFT_MIN_TAPS and Kg * Cg <= FFT_MAX_CHANNEL_PAIRS:
         return "fft"
-    macs = N * K * Cg * taps * outputs
+    macs = _macs(plan)
     if Kg >= GEMM_MIN_KG and Cg * taps >= GEMM_MIN_R and macs >= GEMM_MIN_MACS:
         return "gemm"
     return "direct"
@@ -80,6 +80,13 @@ def correlation_core(backend_name: str, be, algorithm: str, plan: ConvPlan):
         from fastconv.cpu.gemm import correlate
     elif name == "fft":
         from fastconv.cpu.fft import correlate
+    elif _macs(plan) < SERIAL_MAX_MACS:
+        from fastconv.cpu.conv import correlate_serial as correlate
     else:
         correlate = be.correlate
     return correlate
+
+
+def _macs(plan: ConvPlan) -> int:
+    """Multiply-adds of the direct correlation."""
+    return plan.x_shape[0] * math.prod(plan.w_shape) * math.prod(plan.out_shape[2:])

@@ -174,3 +174,14 @@ def test_algorithms_agree_hypothesis(seed, algorithm):
     nsp, x, w, b, kw, _ = _config(seed)
     _close(CONVS[nsp](x, w, b, algorithm=algorithm, **kw),
            CONVS[nsp](x, w, b, algorithm="direct", **kw))
+
+
+def test_tiny_direct_runs_serial_and_matches_the_seed():
+    """W1-sized problems skip the thread pool; the seed's numbers still come out."""
+    from fastconv._algorithms import correlation_core
+    from fastconv.cpu import conv as cpu_conv
+
+    plan = _plan((1, 1, 3, 3), (1, 1, 2, 2))
+    assert correlation_core("cpu", None, "auto", plan) is cpu_conv.correlate_serial
+    got = fc.conv2d(np.arange(9.0).reshape(1, 1, 3, 3), np.arange(4.0).reshape(1, 1, 2, 2))
+    np.testing.assert_array_equal(got, [[[[19.0, 25.0], [37.0, 43.0]]]])

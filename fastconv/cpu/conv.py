@@ -7,6 +7,8 @@ vectorizes when the stride is 1), and no two tasks write the same output element
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 from numba import njit, prange
 
@@ -120,3 +122,17 @@ def correlate(xp, w, bias, out, stride, dilation, groups):
                         )
         for j in range(nk):
             out[n, k0 + j, od, oh, :] = acc[j]
+
+
+def _serial_twin(func, name: str):
+    """``func``'s kernel compiled without threads (``prange`` runs as ``range``), under its
+    own name so that its cache entry never mixes with the parallel one's."""
+    py = types.FunctionType(func.py_func.__code__, func.py_func.__globals__, name)
+    py.__qualname__ = name
+    py.__doc__ = func.py_func.__doc__
+    return njit(**JIT_SERIAL)(py)
+
+
+#: :func:`correlate` on the calling thread: for tiny problems, where waking the worker
+#: threads costs more than the work (``fastconv._algorithms.SERIAL_MAX_MACS``).
+correlate_serial = _serial_twin(correlate, "correlate_serial")
