@@ -64,7 +64,7 @@ def _cv2():
     return cv2
 
 
-def workloads(rng, quick: bool = False) -> list[Workload]:
+def workloads(rng) -> list[Workload]:
     torch = _torch()
     cv2 = _cv2()
     import scipy.ndimage as ndi
@@ -117,10 +117,8 @@ def workloads(rng, quick: bool = False) -> list[Workload]:
     }
     conv("W8", "1x1x2048^2 * 31x31 same", (1, 1, 2048, 2048), (1, 1, 31, 31),
          ">= 1x best scipy", padding="same", others=w8_others, tol=1e-3)
-    if torch:  # torch's direct 31x31 takes seconds: a reference in full runs, not the check
-        tw8 = ws[-1].others.pop("torch")
-        if not quick:
-            ws[-1].others["torch"] = tw8
+    if torch:  # torch's direct 31x31 takes many seconds a call: not timed
+        ws[-1].others.pop("torch")
     conv("C1", "1-D 8x64x4096 * 64x64x5 p2", (8, 64, 4096), (64, 64, 5), "(info)", padding=2,
          conv_fn=fc.conv1d, tconv="conv1d")
     conv("C3", "3-D 2x32x16x56^2 * 32x32x3^3 p1", (2, 32, 16, 56, 56), (32, 32, 3, 3, 3),
@@ -269,7 +267,7 @@ def main(argv=None) -> int:
     if cv2:
         cv2.setNumThreads(threads)
     rng = np.random.default_rng(20240607)
-    ws = workloads(rng, args.quick)
+    ws = workloads(rng)
     if args.only:
         keys = args.only.split(",")
         ws = [wl for wl in ws if any(wl.wid.startswith(k) for k in keys)]
