@@ -19,5 +19,7 @@ settings.load_profile("fastconv")
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 HAS_SCIPY = importlib.util.find_spec("scipy") is not None
 
-requires_torch = pytest.mark.skipif(not HAS_TORCH, reason="PyTorch not installed (CI installs torch==2.13.0)")
+requires_torch = pytest.mark.skipif(
+    not HAS_TORCH, reason="PyTorch not installed (CI installs torch==2.13.0)"
+)
 requires_scipy = pytest.mark.skipif(not HAS_SCIPY, reason="SciPy not installed")
