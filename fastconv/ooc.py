@@ -14,6 +14,7 @@ Needs the ``dask`` extra (``pip install 'fastconv[dask]'``).
 
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
 from collections.abc import Callable
@@ -25,18 +26,56 @@ Progress = Callable[[int, int], None]
 
 
 class NpyReader:
-    """Array-like over a ``.npy`` file for ``dask.array.from_array``: every read maps the
-    file with ``numpy.load(mmap_mode="r")``, copies the requested region and unmaps it."""
+    """Array-like over a ``.npy`` file for ``dask.array.from_array``.
+
+    ``numpy.load(mmap_mode="r")`` gives the layout (shape, dtype, data offset); a chunk is
+    then read with ``os.pread`` straight into its own buffer, one call per contiguous run.
+    (Reading through the mapping itself would work too, but the kernel maps up to 64 KiB
+    around every touched page, so a tall chunk of a wide image briefly adds many times
+    its own size to the resident set.)
+    """
 
     def __init__(self, path):
         self.path = os.fspath(path)
         mm = np.load(self.path, mmap_mode="r", allow_pickle=False)
         self.shape, self.dtype, self.ndim = mm.shape, mm.dtype, mm.ndim
+        self.offset, self.fortran = mm.offset, bool(mm.flags.f_contiguous and mm.ndim > 1
+                                                    and not mm.flags.c_contiguous)
         del mm
 
     def __getitem__(self, index):
-        mm = np.load(self.path, mmap_mode="r", allow_pickle=False)
-        return np.array(mm[index])
+        index = index if isinstance(index, tuple) else (index,)
+        index = index + (slice(None),) * (self.ndim - len(index))
+        if self.fortran or any(not isinstance(i, slice) for i in index):
+            mm = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            return np.array(mm[index])
+        ranges = [i.indices(n) for i, n in zip(index, self.shape, strict=True)]
+        if any(step != 1 for _, _, step in ranges):
+            mm = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            return np.array(mm[index])
+        out = np.empty(tuple(max(0, b - a) for a, b, _ in ranges), self.dtype)
+        if out.size == 0:
+            return out
+        # trailing axes taken whole are one contiguous run per index of the others
+        run_axes = self.ndim
+        while run_axes > 1 and ranges[run_axes - 1][:2] == (0, self.shape[run_axes - 1]):
+            run_axes -= 1
+        strides = np.cumprod((1,) + self.shape[::-1])[::-1][1:] * self.dtype.itemsize
+        flat = out.reshape(-1, int(np.prod(out.shape[run_axes - 1:])))
+        lead = [range(a, b) for a, b, _ in ranges[: run_axes - 1]]
+        start_last = ranges[run_axes - 1][0]
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for row, idx in zip(flat, itertools.product(*lead), strict=True):
+                pos = self.offset + sum(i * s for i, s in zip(idx, strides, strict=False))
+                pos += start_last * int(strides[run_axes - 1])
+                view = memoryview(row).cast("B")
+                got = os.preadv(fd, [view], pos)
+                if got != view.nbytes:
+                    raise OSError(f"short read from {self.path!r} at byte {pos}")
+        finally:
+            os.close(fd)
+        return out
 
 
 class NpyWriter:
@@ -81,31 +120,28 @@ def _read(src: Path, chunks5: tuple):
                          meta=np.empty((0,) * reader.ndim, reader.dtype))
 
 
-def _progress_callback(progress: Progress):
-    from dask.callbacks import Callback
-
-    class _Progress(Callback):
-        def _posttask(self, key, result, dsk, state, worker_id):
-            done = len(state["finished"])
-            total = done + sum(len(state[k]) for k in ("ready", "waiting", "running"))
-            progress(done, total)
-
-    return _Progress()
-
-
 def _write(y, dst: Path, progress: Progress | None, scheduler) -> Path:
-    """Compute ``y`` block by block into ``dst`` (temporary name, then rename)."""
-    import contextlib
-
-    import dask.array as da
+    """Compute ``y`` into ``dst`` (temporary name, then rename), a few output blocks at a
+    time: each group is one Dask computation of just the tasks it needs, so memory holds
+    about ``os.cpu_count()`` blocks whatever the array's size (one ``da.store`` of the
+    whole graph lets the local schedulers read far ahead of the writes)."""
+    import dask
 
     tmp = dst.parent / f".{dst.name}.{uuid.uuid4().hex}.tmp"
+    blocks = list(np.ndindex(*y.numblocks))
+    starts = [np.cumsum((0,) + tuple(c)) for c in y.chunks]
+    group = os.cpu_count() or 1
     try:
         mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=y.dtype, shape=y.shape)
         del mm
-        cb = _progress_callback(progress) if progress is not None else contextlib.nullcontext()
-        with cb:
-            da.store(y, NpyWriter(tmp), lock=False, scheduler=scheduler)
+        writer = NpyWriter(tmp)
+        for g in range(0, len(blocks), group):
+            ids = blocks[g : g + group]
+            parts = dask.compute(*[y.blocks[i] for i in ids], scheduler=scheduler)
+            for i, part in zip(ids, parts, strict=True):
+                writer[tuple(slice(s[k], s[k + 1]) for s, k in zip(starts, i, strict=True))] = part
+            if progress is not None:
+                progress(g + len(ids), len(blocks))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, dst)
@@ -139,7 +175,7 @@ def convolve_file(input_path, output_path, weight, bias=None, stride=1, padding=
     chunks : int or tuple of int, default 4096
         Spatial chunk edge (per axis); each block holds one image and all its channels.
     progress : callable(done, total), optional
-        Called after each finished Dask task (local schedulers only).
+        Called after each group of output blocks is written (counts of blocks).
     scheduler : optional
         Dask scheduler name ("threads", "synchronous", "processes") or a distributed
         Client; default: Dask's threads.

@@ -294,13 +294,14 @@ def test_local_cluster_of_worker_processes():
         y = fc.conv2d(xd, w, padding="same", padding_mode="circular", algorithm="direct")
         p = fc.max_pool2d(xd, 3, stride=2, padding=1)
         got_y, got_p = client.compute([y, p], sync=True)
-        # the kernels were compiled once per worker process (one signature), not per task
+        # kernels are compiled at most once per worker process (one signature), not per task
         sigs = client.run(lambda: len(__import__("fastconv.cpu.conv").cpu.conv.correlate
                                       .signatures))
     np.testing.assert_array_equal(got_y, fc.conv2d(x, w, padding="same", padding_mode="circular",
                                                    algorithm="direct"))
     np.testing.assert_array_equal(got_p, fc.max_pool2d(x, 3, stride=2, padding=1))
-    assert len(sigs) == 2 and set(sigs.values()) == {1}
+    # (a worker that happened to run no conv task has compiled nothing)
+    assert len(sigs) == 2 and set(sigs.values()) <= {0, 1} and 1 in sigs.values()
 
 
 # --- out of core: .npy file in, .npy file out --------------------------------------------
@@ -341,6 +342,22 @@ def test_pool_file_equals_in_memory(tmp_path, mode):
     op = fc.max_pool2d if mode == "max" else fc.avg_pool2d
     np.testing.assert_array_equal(np.load(tmp_path / "p.npy"),
                                   op(x, 3, 2, 1, ceil_mode=True))
+
+
+@pytest.mark.parametrize("shape", [(7,), (5, 6), (3, 4, 5), (2, 3, 4, 5)])
+def test_npy_reader_reads_any_region(tmp_path, shape):
+    rng = np.random.default_rng(len(shape))
+    a = rand(rng, shape, np.float32)
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "f.npy", np.asfortranarray(a))
+    reader, fortran = ooc.NpyReader(tmp_path / "a.npy"), ooc.NpyReader(tmp_path / "f.npy")
+    assert (reader.shape, reader.dtype, reader.ndim) == (shape, np.float32, len(shape))
+    for _ in range(50):
+        lo = [int(rng.integers(0, n)) for n in shape]
+        idx = tuple(slice(i, int(rng.integers(i, n + 1))) for i, n in zip(lo, shape, strict=True))
+        np.testing.assert_array_equal(reader[idx], a[idx])
+        np.testing.assert_array_equal(fortran[idx], a[idx])
+    np.testing.assert_array_equal(reader[1], a[1])
 
 
 def test_failure_mid_run_leaves_no_output(tmp_path):
