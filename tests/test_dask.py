@@ -295,13 +295,21 @@ def test_local_cluster_of_worker_processes():
         p = fc.max_pool2d(xd, 3, stride=2, padding=1)
         got_y, got_p = client.compute([y, p], sync=True)
         # kernels are compiled at most once per worker process (one signature), not per task
-        sigs = client.run(lambda: len(__import__("fastconv.cpu.conv").cpu.conv.correlate
-                                      .signatures))
+        sigs = client.run(_compiled_correlate_signatures)
     np.testing.assert_array_equal(got_y, fc.conv2d(x, w, padding="same", padding_mode="circular",
                                                    algorithm="direct"))
     np.testing.assert_array_equal(got_p, fc.max_pool2d(x, 3, stride=2, padding=1))
-    # (a worker that happened to run no conv task has compiled nothing)
-    assert len(sigs) == 2 and set(sigs.values()) <= {0, 1} and 1 in sigs.values()
+    # (a worker that happened to run no conv task has compiled nothing; tiny blocks may run
+    # the serial core, larger ones the parallel core: each at most one signature)
+    assert len(sigs) == 2
+    assert all(par <= 1 and ser <= 1 for par, ser in sigs.values())
+    assert sum(par + ser for par, ser in sigs.values()) >= 1
+
+
+def _compiled_correlate_signatures() -> tuple[int, int]:
+    from fastconv.cpu import conv
+
+    return len(conv.correlate.signatures), len(conv.correlate_serial.signatures)
 
 
 # --- out of core: .npy file in, .npy file out --------------------------------------------
