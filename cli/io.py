@@ -51,12 +51,14 @@ def check_input_path(path: str, param: str) -> None:
         raise click.BadParameter(f"{path!r}: unknown file type; {EXPECTED}", param_hint=param)
 
 
-def load_array(path: str, *, key: str | None = None, param: str = "INPUT") -> np.ndarray:
-    """The array stored in ``path`` (.npy, .npz with ``key``, or an image)."""
+def load_array(path: str, *, key: str | None = None, param: str = "INPUT",
+               mmap: bool = False) -> np.ndarray:
+    """The array stored in ``path`` (.npy, .npz with ``key``, or an image); with ``mmap``
+    a .npy is memory-mapped read-only (shape and dtype known, nothing read yet)."""
     check_input_path(path, param)
     kind = _kind(path)
     if kind == ".npy":
-        return _load_npy(path, param)
+        return _load_npy(path, param, mmap)
     if kind == ".npz":
         return _load_npz(path, key, param)
     return _load_image(path, param)
@@ -72,9 +74,9 @@ def _pickle_refusal(path: str, param: str, exc: Exception) -> DataError:
     return DataError(f"{param} {path!r}: not a readable NumPy file ({text})")
 
 
-def _load_npy(path: str, param: str) -> np.ndarray:
+def _load_npy(path: str, param: str, mmap: bool = False) -> np.ndarray:
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except (ValueError, OSError, EOFError) as exc:
         raise _pickle_refusal(path, param, exc) from None
     if not isinstance(arr, np.ndarray):

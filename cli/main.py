@@ -177,6 +177,74 @@ def check_paths(output: str | None, inputs: list[str]) -> None:
         _io().check_output(output, inputs)
 
 
+def conv_weight(w, C: int, groups, flip: bool, bias, text: str):
+    """(weight, groups, bias) for ``fastconv.conv2d`` from a CLI kernel (the kernel rule
+    in ``convolve``'s help)."""
+    import numpy as np
+
+    if w.ndim == 2:
+        if groups not in (None, C):
+            raise click.BadParameter(
+                f"a 2-D kernel is applied to each of the {C} channels (groups={C}); "
+                f"got --groups {groups}. Give a 4-D (K, C/groups, kH, kW) kernel instead",
+                param_hint="--groups",
+            )
+        weight, g = np.broadcast_to(w, (C, 1) + w.shape), C
+    elif w.ndim in (3, 4):
+        weight, g = (w[None] if w.ndim == 3 else w), groups or 1
+    else:
+        raise _io().DataError(
+            f"--kernel {text!r}: expected a 2-D, 3-D or 4-D kernel, got shape {tuple(w.shape)}"
+        )
+    if flip:
+        weight = weight[..., ::-1, ::-1]
+    if bias is None:
+        return weight, g, None
+    K = weight.shape[0]
+    if len(bias) not in (1, K):
+        raise _io().DataError(
+            f"--bias: expected 1 or K={K} values (one per output channel), got {len(bias)}"
+        )
+    return weight, g, np.asarray(bias * (K if len(bias) == 1 else 1), dtype=weight.dtype)
+
+
+def check_out_of_core(input: str, output: str | None, device) -> None:
+    """Usage errors for ``--chunks``: .npy in, .npy out, on the CPU."""
+    if not input.endswith(".npy"):
+        raise click.BadParameter(f"{input!r}: out of core needs a .npy INPUT",
+                                 param_hint="--chunks")
+    if not output or not output.endswith(".npy"):
+        raise click.BadParameter("out of core needs a .npy output (-o OUT.npy)",
+                                 param_hint="--chunks")
+    if device == "cuda":
+        raise click.BadParameter("out of core runs on the CPU; drop --device cuda",
+                                 param_hint="--chunks")
+    import importlib.util
+
+    if importlib.util.find_spec("dask") is None:
+        raise click.BadParameter("out of core needs Dask: pip install 'fastconv[dask]'",
+                                 param_hint="--chunks")
+
+
+@contextlib.contextmanager
+def out_of_core_progress(output: str):
+    """A Rich progress bar over output blocks (shown on a terminal only)."""
+    import sys
+
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task(f"writing {output}", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield progress
+
+
 # ---------------------------------------------------------------------------- convolve
 
 
@@ -201,8 +269,12 @@ def check_paths(output: str | None, inputs: list[str]) -> None:
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
               help="Where to run (default: cpu, or $FASTCONV_DEVICE).")
 @click.option("--key", default=None, help="Array name inside an .npz INPUT.")
+@click.option("--chunks", type=click.IntRange(min=1), default=None,
+              help="Out of core: a .npy INPUT larger than memory is read and computed in "
+                   "blocks of this edge (e.g. 4096) and written to a .npy -o (needs the "
+                   "dask extra).")
 def convolve(input, kernel, output, bias, stride, padding, dilation, groups, padding_mode,
-             flip, device, key):
+             flip, device, key, chunks):
     """Cross-correlate INPUT with a kernel (with --flip: true convolution).
 
     INPUT is .npy, .npz (--key) or an image (.png/.jpg/.tif; greyscale -> (H, W), colour
@@ -220,42 +292,25 @@ def convolve(input, kernel, output, bias, stride, padding, dilation, groups, pad
     import numpy as np
 
     check_paths(output, [input])
+    if chunks is not None:
+        check_out_of_core(input, output, device)
     io = _io()
-    x = io.load_array(input, key=key)
+    x = io.load_array(input, key=key, mmap=chunks is not None)
     w = load_kernel(kernel)
     where = f"convolve {input!r} with --kernel {kernel.text!r}"
     with library_errors(where):
         x3, was_2d = as_spatial_stack(x, input)
-        w = np.asarray(w, dtype=kernel_dtype(x))
-        C = x3.shape[-3]
-        if w.ndim == 2:
-            if groups not in (None, C):
-                raise click.BadParameter(
-                    f"a 2-D kernel is applied to each of the {C} channels (groups={C}); "
-                    f"got --groups {groups}. Give a 4-D (K, C/groups, kH, kW) kernel instead",
-                    param_hint="--groups",
-                )
-            weight, g = np.broadcast_to(w, (C, 1) + w.shape), C
-        elif w.ndim == 3:
-            weight, g = w[None], groups or 1
-        elif w.ndim == 4:
-            weight, g = w, groups or 1
-        else:
-            raise io.DataError(
-                f"--kernel {kernel.text!r}: expected a 2-D, 3-D or 4-D kernel, got shape "
-                f"{tuple(w.shape)}"
-            )
-        if flip:
-            weight = weight[..., ::-1, ::-1]
-        b = None
-        if bias is not None:
-            K = weight.shape[0]
-            if len(bias) not in (1, K):
-                raise io.DataError(
-                    f"--bias: expected 1 or K={K} values (one per output channel), "
-                    f"got {len(bias)}"
-                )
-            b = np.asarray(bias * (K if len(bias) == 1 else 1), dtype=weight.dtype)
+        weight, g, b = conv_weight(np.asarray(w, dtype=kernel_dtype(x)), x3.shape[-3], groups,
+                                   flip, bias, kernel.text)
+        if chunks is not None:
+            from fastconv import ooc
+
+            with out_of_core_progress(output) as progress:
+                ooc.convolve_file(input, output, weight, b, stride=stride, padding=padding,
+                                  dilation=dilation, groups=g, padding_mode=padding_mode,
+                                  chunks=chunks, progress=progress)
+            click.echo(f"wrote {output} (out of core, blocks of {chunks})")
+            return
         import fastconv as fc
 
         y = fc.conv2d(x3, weight, b, stride=stride, padding=padding, dilation=dilation,
@@ -280,7 +335,10 @@ def convolve(input, kernel, output, bias, stride, padding, dilation, groups, pad
               help="Output file (.npy, .npz or an image).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)
 @click.option("--key", default=None, help="Array name inside an .npz INPUT.")
-def pool(input, size, stride, padding, mode, ceil_mode, output, device, key):
+@click.option("--chunks", type=click.IntRange(min=1), default=None,
+              help="Out of core: compute a .npy INPUT in blocks of this edge into a .npy -o "
+                   "(needs the dask extra).")
+def pool(input, size, stride, padding, mode, ceil_mode, output, device, key, chunks):
     """Max or average pooling of INPUT, each channel on its own.
 
     A 2-D array is one image, 3-D is (C, H, W), 4-D is (N, C, H, W).
@@ -288,10 +346,20 @@ def pool(input, size, stride, padding, mode, ceil_mode, output, device, key):
     import numpy as np
 
     check_paths(output, [input])
+    if chunks is not None:
+        check_out_of_core(input, output, device)
     io = _io()
-    x = io.load_array(input, key=key)
+    x = io.load_array(input, key=key, mmap=chunks is not None)
     with library_errors(f"pool {input!r}"):
         x3, was_2d = as_spatial_stack(x, input)
+        if chunks is not None:
+            from fastconv import ooc
+
+            with out_of_core_progress(output) as progress:
+                ooc.pool_file(input, output, size, stride, padding, mode=mode,
+                              ceil_mode=ceil_mode, chunks=chunks, progress=progress)
+            click.echo(f"wrote {output} (out of core, blocks of {chunks})")
+            return
         import fastconv as fc
 
         func = getattr(fc, f"{mode}_pool2d", None)

@@ -862,3 +862,51 @@ def test_learn_kernel_errors(tmp_path, seed_pair):
         "Error: Invalid value for '--lr': 0.0 is not in the range x>0."
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["X.npy", "Y.npy"]
+
+
+# --- out of core (--chunks): .npy in, .npy out, through Dask --------------------------
+
+
+@pytest.mark.parametrize("chunks", [7, 64])
+def test_convolve_out_of_core_equals_in_memory(tmp_path, chunks):
+    pytest.importorskip("dask", reason="dask not installed (the dask extra)")
+    rng = np.random.default_rng(21)
+    np.save(tmp_path / "x.npy", rng.standard_normal((2, 40, 33)).astype(np.float32))
+    common = ["-k", "gaussian:5:1.0", "--padding", "same", "--padding-mode", "reflect",
+              "--bias", "0.5"]
+    big = run("convolve", tmp_path / "x.npy", *common, "-o", tmp_path / "ooc.npy",
+              "--chunks", chunks)
+    assert big.exit_code == 0, big.output
+    assert big.stdout == f"wrote {tmp_path / 'ooc.npy'} (out of core, blocks of {chunks})\n"
+    small = run("convolve", tmp_path / "x.npy", *common, "-o", tmp_path / "mem.npy")
+    assert small.exit_code == 0, small.output
+    np.testing.assert_array_equal(np.load(tmp_path / "ooc.npy"), np.load(tmp_path / "mem.npy"))
+
+
+def test_pool_out_of_core_equals_in_memory(tmp_path):
+    pytest.importorskip("dask", reason="dask not installed (the dask extra)")
+    rng = np.random.default_rng(22)
+    np.save(tmp_path / "x.npy", rng.standard_normal((45, 38)))
+    args = ["--size", "3", "--stride", "2", "--padding", "1", "--mode", "avg"]
+    assert run("pool", tmp_path / "x.npy", *args, "-o", tmp_path / "a.npy",
+               "--chunks", 10).exit_code == 0
+    assert run("pool", tmp_path / "x.npy", *args, "-o", tmp_path / "b.npy").exit_code == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+
+
+def test_out_of_core_needs_npy_in_and_out(tmp_path, seed_npy):
+    result = run("convolve", seed_npy, "-k", "edge", "-o", tmp_path / "y.png", "--chunks", 8)
+    assert result.exit_code == 2
+    assert error_line(result) == (
+        "Error: Invalid value for --chunks: out of core needs a .npy output (-o OUT.npy)"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
+
+
+def test_out_of_core_failure_leaves_no_file(tmp_path, seed_npy):
+    pytest.importorskip("dask", reason="dask not installed (the dask extra)")
+    result = run("convolve", seed_npy, "-k", "[[1,1,1,1,1]]", "-o", tmp_path / "y.npy",
+                 "--chunks", 2)
+    assert result.exit_code == 1
+    assert error_line(result).startswith(f"Error: convolve '{seed_npy}' with --kernel")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
