@@ -11,12 +11,14 @@ for any thread count.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from fastconv import _dispatch
 from fastconv._docs import fill
 from fastconv._plan import plan_conv_input, plan_conv_weight
-from fastconv._validate import as_array, result_dtype
+from fastconv._validate import result_dtype
 from fastconv.conv import _RANKS, run_input_grad, wrap_inputs
 from fastconv.pool import avg_pool1d_backward as avg_pool1d
 from fastconv.pool import avg_pool2d_backward as avg_pool2d
@@ -172,7 +174,7 @@ conv2d_weight = _make_weight(2)
 conv3d_weight = _make_weight(3)
 
 
-def conv_bias(grad_output, *, batched: bool = True) -> np.ndarray:
+def conv_bias(grad_output, *, batched: bool = True, device=None) -> np.ndarray:
     """Gradient of a convolution with respect to its bias: ``grad_output`` summed over
     every axis but the channel axis.
 
@@ -181,6 +183,8 @@ def conv_bias(grad_output, *, batched: bool = True) -> np.ndarray:
     grad_output : array_like, shape (N, K, *spatial), or (K, *spatial) with ``batched=False``
     batched : bool, keyword-only, default True
         Whether axis 0 is the batch axis (channels on axis 1) or the channel axis.
+    device : {None, "cpu", "cuda"}, keyword-only
+        As the other ops: ``None`` follows the data (a CUDA array sums on the GPU).
 
     Returns
     -------
@@ -193,16 +197,24 @@ def conv_bias(grad_output, *, batched: bool = True) -> np.ndarray:
     array([32., 32., 32.])
     """
     func = "conv_bias"
-    g = as_array(grad_output, "grad_output", func)
+    name = _dispatch.choose(func, device, grad_output)
+    g = wrap_inputs(func, name, grad_output=grad_output)["grad_output"]
+    shape = tuple(int(s) for s in g.shape)
     need = 2 if batched else 1
-    if g.ndim < need:
+    if len(shape) < need:
         raise ValueError(
             f"{func}: grad_output must be at least {need}-D "
-            f"({'(N, K, *spatial)' if batched else '(K, *spatial)'}), got {g.ndim}-D with "
-            f"grad_output.shape={g.shape}"
+            f"({'(N, K, *spatial)' if batched else '(K, *spatial)'}), got {len(shape)}-D with "
+            f"grad_output.shape={shape}"
         )
-    axes = tuple(i for i in range(g.ndim) if i != (1 if batched else 0))
-    return g.sum(axis=axes, dtype=result_dtype(g))
+    lead = shape[:2] if batched else (1,) + shape[:1]
+    g3_shape = lead + (math.prod(shape[len(lead) - (0 if batched else 1):]),)
+    dtype = result_dtype(g)
+    be = _dispatch.backend(name)
+    g3 = be.asarray(g, dtype).reshape(g3_shape)
+    out = be.empty((g3_shape[1],), dtype)
+    be.sum_channels(g3, out)
+    return _to_host(be.finish(out, grad_output), name, grad_output)
 
 
 __all__ = [

@@ -223,6 +223,20 @@ def test_conv_gradients_match_cpu(case, monkeypatch):
     np.testing.assert_allclose(gpu, cpu, **TOL[np.float64])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_bias_grad_matches_cpu_and_stays_on_device(dtype):
+    from numba import cuda
+
+    rng = np.random.default_rng(31)
+    g = rand(rng, (3, 5, 4, 7), dtype)  # 84 positions per channel: several partial sums
+    cpu, gpu = both(fc.grad.conv_bias, g)
+    np.testing.assert_allclose(gpu, cpu, **TOL[dtype])
+    assert gpu.dtype == dtype
+    out = fc.grad.conv_bias(cuda.to_device(g[0]), batched=False)
+    assert _dispatch.is_cuda_array(out) and not isinstance(out, np.ndarray)
+    np.testing.assert_allclose(out.copy_to_host(), g[0].sum(axis=(1, 2)), **TOL[dtype])
+
+
 @pytest.mark.parametrize("rank", [1, 2, 3])
 def test_conv_transpose_matches_cpu(rank):
     rng = np.random.default_rng(50 + rank)

@@ -27,6 +27,11 @@ def zeros(shape, dtype) -> np.ndarray:
     return np.zeros(shape, dtype=dtype)
 
 
+def sum_channels(g3, out) -> None:
+    """out[k] = sum_{n, s} g3[n, k, s] (the bias gradient)."""
+    np.sum(g3, axis=(0, 2), out=out)
+
+
 def finish(out, like):
     """Return a result in the caller's array type (NumPy here)."""
     return out
@@ -44,6 +49,7 @@ __all__ = [
     "max_pool",
     "max_pool_backward",
     "pad",
+    "sum_channels",
     "unpad",
     "zeros",
 ]

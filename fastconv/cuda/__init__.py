@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from fastconv.cuda.arrays import asarray, empty, finish, wrap, zeros
 from fastconv.cuda.conv import correlate
-from fastconv.cuda.grad import correlate_input, correlate_weight, unpad
+from fastconv.cuda.grad import correlate_input, correlate_weight, sum_channels, unpad
 from fastconv.cuda.pad import pad
 from fastconv.cuda.pool import avg_pool, avg_pool_backward, max_pool, max_pool_backward
 
@@ -32,6 +32,7 @@ __all__ = [
     "max_pool",
     "max_pool_backward",
     "pad",
+    "sum_channels",
     "unpad",
     "wrap",
     "zeros",

@@ -25,7 +25,7 @@ from fastconv.cuda.arrays import copy_into, empty, zeros
 from fastconv.cuda.conv import correlate
 from fastconv.cuda.pad import source_index
 
-__all__ = ["correlate_input", "correlate_weight", "unpad"]
+__all__ = ["correlate_input", "correlate_weight", "sum_channels", "unpad"]
 
 #: Output positions summed by one thread of the weight-gradient pass 1 (at least; grown
 #: so that no weight element has more than ``MAX_PARTIALS`` partial sums).
@@ -189,3 +189,55 @@ def correlate_weight(xp, g, gw, stride, dilation, groups) -> None:
     launch(partials, blocks, tpb, xp, g, part, kd, kh, kw, sd, sh, sw, dd, dh, dw, int(groups))
     blocks, tpb = grid1(nw)
     launch(total, blocks, tpb, part, gw.reshape(nw))
+
+
+def _build_channel_sums(nbtype):
+    """The two bias-gradient passes for one element type."""
+    zero = nbtype(0)
+
+    @cuda.jit
+    def channel_partials(g, part):
+        """part[k, p] = sum of g[n, k, s] over t = n*S + s in p, p + P, p + 2P, ..."""
+        p = cuda.grid(1)
+        P = part.shape[1]
+        if p >= P:
+            return
+        N, S = g.shape[0], g.shape[2]
+        k = cuda.blockIdx.z
+        while k < g.shape[1]:
+            acc = zero
+            t = p
+            while t < N * S:
+                acc += g[t // S, k, t % S]
+                t += P
+            part[k, p] = acc
+            k += cuda.gridDim.z
+
+    @cuda.jit
+    def sum_rows(part, out):
+        """out[k] = part[k, 0] + part[k, 1] + ... (in that order)."""
+        k = cuda.grid(1)
+        if k < part.shape[0]:
+            total = part[k, 0]
+            for p in range(1, part.shape[1]):
+                total += part[k, p]
+            out[k] = total
+
+    return channel_partials, sum_rows
+
+
+_CHANNEL_SUMS = PerDtype(_build_channel_sums)
+
+
+def sum_channels(g3, out) -> None:
+    """out[k] = sum_{n, s} g3[n, k, s] (the bias gradient; same two-pass, atomic-free
+    reduction as :func:`correlate_weight`)."""
+    R = g3.shape[0] * g3.shape[2]
+    nparts = max(1, min(MAX_PARTIALS, ceil_div(R, WEIGHT_CHUNK)))
+    K = int(g3.shape[1])
+    part = empty((K, nparts), out.dtype)
+    partials, total = _CHANNEL_SUMS[out.dtype]
+    blocks, tpb = grid3(nparts, 1, K)
+    launch(partials, blocks, tpb, g3, part)
+    blocks, tpb = grid1(K)
+    launch(total, blocks, tpb, part, out)
