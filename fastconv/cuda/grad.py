@@ -192,7 +192,7 @@ def correlate_weight(xp, g, gw, stride, dilation, groups) -> None:
 
 
 def _build_channel_sums(nbtype):
-    """The two bias-gradient passes for one element type."""
+    """Pass 1 of the bias gradient for one element type (pass 2 is ``sum_partials``)."""
     zero = nbtype(0)
 
     @cuda.jit
@@ -213,17 +213,7 @@ def _build_channel_sums(nbtype):
             part[k, p] = acc
             k += cuda.gridDim.z
 
-    @cuda.jit
-    def sum_rows(part, out):
-        """out[k] = part[k, 0] + part[k, 1] + ... (in that order)."""
-        k = cuda.grid(1)
-        if k < part.shape[0]:
-            total = part[k, 0]
-            for p in range(1, part.shape[1]):
-                total += part[k, p]
-            out[k] = total
-
-    return channel_partials, sum_rows
+    return channel_partials
 
 
 _CHANNEL_SUMS = PerDtype(_build_channel_sums)
@@ -236,7 +226,7 @@ def sum_channels(g3, out) -> None:
     nparts = max(1, min(MAX_PARTIALS, ceil_div(R, WEIGHT_CHUNK)))
     K = int(g3.shape[1])
     part = empty((K, nparts), out.dtype)
-    partials, total = _CHANNEL_SUMS[out.dtype]
+    partials, total = _CHANNEL_SUMS[out.dtype], _KERNELS[out.dtype][1]
     blocks, tpb = grid3(nparts, 1, K)
     launch(partials, blocks, tpb, g3, part)
     blocks, tpb = grid1(K)

@@ -6,32 +6,16 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from fastconv.cpu.pad import CIRCULAR, MODE_CODES, REPLICATE, ZEROS
+from fastconv.cpu.pad import MODE_CODES
+from fastconv.cpu.pad import source_index as cpu_source_index
 from fastconv.cuda._launch import grid3, launch
 
 __all__ = ["pad", "source_index"]
 
 
-@cuda.jit(device=True)
-def source_index(i, n, mode):
-    """Index into an axis of length ``n`` that padded position ``i`` reads (-1: fill).
-
-    'reflect' (d c b | a b c d | c b a), 'replicate' (a a a | a b c d | d d d),
-    'circular' (b c d | a b c d | a b c), 'zeros' (0 0 0 | a b c d | 0 0 0).
-    """
-    if 0 <= i < n:
-        return i
-    if mode == ZEROS:
-        return -1
-    if mode == REPLICATE:
-        return 0 if i < 0 else n - 1
-    if mode == CIRCULAR:
-        return i % n
-    if n == 1:
-        return 0
-    period = 2 * (n - 1)
-    m = i % period
-    return m if m < n else period - m
+#: The CPU's index map (``fastconv.cpu.pad.source_index``) compiled as a device function:
+#: one definition of the boundary rule for both backends.
+source_index = cuda.jit(device=True)(cpu_source_index.py_func)
 
 
 @cuda.jit
