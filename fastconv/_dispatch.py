@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import importlib
 
+import numpy as np
+
 from fastconv._config import env_device
 
 DEVICES = ("cpu", "cuda")
 
+#: Backend modules already imported, by name (``backend`` runs on every call).
+_BACKENDS: dict = {}
+
 
 def is_cuda_array(a) -> bool:
     """Device data: ``__cuda_array_interface__``, or a Numba (simulator) device array."""
+    if type(a) is np.ndarray:  # the common case, without the attribute look-ups
+        return False
     if hasattr(a, "__cuda_array_interface__"):
         return True
     return bool(getattr(type(a), "__cuda_ndarray__", False))
@@ -63,4 +70,7 @@ def choose(func: str, device, *arrays) -> str:
 
 def backend(name: str):
     """The backend module ``fastconv.cpu`` or ``fastconv.cuda`` (imported on first use)."""
-    return importlib.import_module(f"fastconv.{name}")
+    be = _BACKENDS.get(name)
+    if be is None:
+        be = _BACKENDS[name] = importlib.import_module(f"fastconv.{name}")
+    return be

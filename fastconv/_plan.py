@@ -20,7 +20,7 @@ def to3(values: tuple, fill) -> tuple:
 
 
 def shape_of(a) -> tuple:
-    return tuple(int(s) for s in a.shape)
+    return tuple(map(int, a.shape))
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,19 @@ class ConvPlan:
         """A 5-D shape in the caller's rank (unit axes and added batch axis removed)."""
         lead = shape5[1:2] if self.unbatched else shape5[:2]
         return lead + shape5[5 - self.nspatial :]
+
+
+class _ShapesNote:
+    """`` (x.shape=..., weight.shape=...)`` for error messages; formatted only when one
+    is raised (a call that passes its checks never pays for the string)."""
+
+    __slots__ = ("x", "weight")
+
+    def __init__(self, x, weight):
+        self.x, self.weight = x, weight
+
+    def __str__(self) -> str:
+        return f" (x.shape={shape_of(self.x)}, weight.shape={shape_of(self.weight)})"
 
 
 def _check_rank(func: str, name: str, a, want: tuple[int, ...], what: str) -> None:
@@ -74,7 +87,7 @@ def plan_conv(
     unbatched = len(xs) == s + 1
     if unbatched:
         xs = (1,) + xs
-    shapes = f" (x.shape={shape_of(x)}, weight.shape={ws})"
+    shapes = _ShapesNote(x, weight)
     if not _is_int(groups) or groups < 1:
         raise ValueError(f"{func}: groups must be an int >= 1, got {groups!r}")
     groups = int(groups)
@@ -93,7 +106,7 @@ def plan_conv(
         raise ValueError(
             f"{func}: bias must have shape (K,) = ({K},), got bias.shape={shape_of(bias)}"
         )
-    if any(v == 0 for v in xs + ws):
+    if 0 in xs or 0 in ws:
         raise ValueError(f"{func}: empty input or weight{shapes}")
     kernel = ws[2:]
     strides = ntuple(stride, s, "stride", func, minimum=1)
@@ -387,7 +400,7 @@ def plan_conv_transpose(func, nspatial, x, weight, bias, stride, padding, output
             f"{func}: bias must have shape (K,) = ({K},) with K = weight.shape[1] * groups, "
             f"got bias.shape={shape_of(bias)}"
         )
-    if any(v == 0 for v in xs + ws):
+    if 0 in xs or 0 in ws:
         raise ValueError(f"{func}: empty input or weight{shapes}")
     kernel = ws[2:]
     strides = ntuple(stride, s, "stride", func, minimum=1)

@@ -53,6 +53,8 @@ def resolve_padding(
     ((0, 1), (1, 1))
     """
     n = len(kernel)
+    if type(padding) is int and padding >= 0:  # the common case, without the ABC checks
+        return ((padding, padding),) * n
     if isinstance(padding, str):
         if padding == "valid":
             return ((0, 0),) * n
@@ -100,11 +102,11 @@ def conv_output_spatial(
     shapes: str = "",
 ) -> tuple[int, ...]:
     """Output spatial size of a correlation; an output size < 1 is an error."""
-    out = tuple(
+    out = tuple([
         conv_out(n, k, s, b, a, d)
         for n, k, s, (b, a), d in zip(spatial, kernel, stride, pads, dilation, strict=True)
-    )
-    if any(o < 1 for o in out):
+    ])
+    if min(out) < 1:
         padded = tuple(n + b + a for n, (b, a) in zip(spatial, pads, strict=True))
         eff = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True))
         raise ValueError(

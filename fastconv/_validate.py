@@ -10,9 +10,12 @@ import numpy as np
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 PADDING_STRINGS = ("valid", "same", "full")
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 def _is_int(v) -> bool:
+    if type(v) is int:  # the common case, without the slow ABC check (bool is not int here)
+        return True
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
@@ -22,7 +25,9 @@ def ntuple(value, n: int, name: str, func: str, *, minimum: int | None = None) -
     >>> ntuple(2, 3, "stride", "conv3d", minimum=1)
     (2, 2, 2)
     """
-    if _is_int(value):
+    if type(value) is int:  # fast path for the common case (bools take the checks below)
+        out = (value,) * n
+    elif _is_int(value):
         out = (int(value),) * n
     elif isinstance(value, Sequence) and not isinstance(value, str):
         if len(value) != n or not all(_is_int(v) for v in value):
@@ -32,7 +37,7 @@ def ntuple(value, n: int, name: str, func: str, *, minimum: int | None = None) -
         out = tuple(int(v) for v in value)
     else:
         raise TypeError(f"{func}: {name} must be an int or a tuple of {n} ints, got {value!r}")
-    if minimum is not None and any(v < minimum for v in out):
+    if minimum is not None and out and min(out) < minimum:
         raise ValueError(f"{func}: {name} must be >= {minimum}, got {value!r}")
     return out
 
@@ -59,6 +64,11 @@ def as_array(x, name: str, func: str) -> np.ndarray:
 
 def result_dtype(*arrays) -> np.dtype:
     """float32 or float64: ``numpy.result_type(*arrays, float32)`` (uint8 + f32 -> f32)."""
+    dtypes = {a.dtype for a in arrays if a is not None}
+    if len(dtypes) == 1:  # all the same native float: that dtype (result_type is slow)
+        (dt,) = dtypes
+        if dt == _F32 or dt == _F64:
+            return dt
     dt = np.result_type(*[a.dtype for a in arrays if a is not None], np.float32)
     if dt not in (np.float32, np.float64):  # float16/longdouble -> nearest native
         dt = np.dtype(np.float64) if dt.itemsize > 4 else np.dtype(np.float32)
