@@ -30,6 +30,9 @@ def wrap_inputs(func: str, backend_name: str, **arrays):
     return out
 
 
+_NO_PADS = ((0, 0),) * 3
+
+
 def run_correlate(plan: ConvPlan, backend_name: str, x, weight, bias, *, flip: bool = False,
                   like=None, algorithm: str = "auto"):
     """Pad, allocate and run the backend's correlation core for a validated plan; the
@@ -45,10 +48,11 @@ def run_correlate(plan: ConvPlan, backend_name: str, x, weight, bias, *, flip: b
         if bias is None
         else be.asarray(bias, plan.dtype)
     )
-    xp = be.pad(x5, plan.pads, plan.padding_mode)
+    xp = x5 if plan.pads == _NO_PADS else be.pad(x5, plan.pads, plan.padding_mode)
     out = be.empty(plan.out_shape, plan.dtype)
     core = correlation_core(backend_name, be, algorithm, plan)
-    core(xp, w5, b, out, np.array(plan.stride), np.array(plan.dilation), plan.groups)
+    # stride and dilation go in as tuples of 3 ints (Numba types them as UniTuples)
+    core(xp, w5, b, out, plan.stride, plan.dilation, plan.groups)
     return be.finish(out.reshape(plan.user_shape(plan.out_shape)), x if like is None else like)
 
 
