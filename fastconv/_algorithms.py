@@ -58,13 +58,21 @@ def choose(plan: ConvPlan) -> str:
     >>> choose(plan_conv("conv2d", 2, x, w, None, 1, 1, 1, 1, "zeros"))
     'gemm'
     """
-    K, Cg = plan.w_shape[:2]
-    Kg = K // plan.groups
-    taps = math.prod(plan.w_shape[2:])
-    unit_stride = all(s == 1 for s in plan.stride)
+    return choose_for(plan.x_shape[0], plan.w_shape, plan.out_shape[2:], plan.stride,
+                      plan.groups)
+
+
+def choose_for(N: int, w_shape: tuple, out_spatial: tuple, stride: tuple, groups: int) -> str:
+    """The rule of :func:`choose` from the shapes of a correlation: ``N`` images, weight
+    ``(K, Cg, KD, KH, KW)``, output spatial shape, per-axis stride, groups. The gradients
+    use it for the correlation they run (``fastconv.cpu.grad``)."""
+    K, Cg = int(w_shape[0]), int(w_shape[1])
+    Kg = K // groups
+    taps = math.prod(w_shape[2:])
+    unit_stride = all(int(s) == 1 for s in stride)
     if unit_stride and taps >= FFT_MIN_TAPS and Kg * Cg <= FFT_MAX_CHANNEL_PAIRS:
         return "fft"
-    macs = _macs(plan)
+    macs = N * math.prod(w_shape) * math.prod(out_spatial)
     if Kg >= GEMM_MIN_KG and Cg * taps >= GEMM_MIN_R and macs >= GEMM_MIN_MACS:
         return "gemm"
     return "direct"

@@ -23,6 +23,9 @@ CHANNEL_BLOCK = 4
 #: Most bytes of the ``im2col`` buffer of the GEMM algorithm (images are batched up to it).
 GEMM_COL_BYTES = 16 << 20
 
+#: Output bytes of one column chunk of the shifted GEMM (kept in L2 across the taps).
+GEMM_CHUNK_BYTES = 256 << 10
+
 #: Environment variable that sends NumPy inputs to the GPU ("cuda") or keeps them on the CPU.
 DEVICE_ENV = "FASTCONV_DEVICE"
 

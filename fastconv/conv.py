@@ -237,9 +237,11 @@ def correlate2d(in1, in2, mode: str = "full", boundary: str = "fill", fillvalue=
 # --- transposed convolution (the input gradient of a correlation) ----------------------
 
 
-def run_input_grad(plan: InputGradPlan, backend_name: str, g, weight, bias):
+def run_input_grad(plan: InputGradPlan, backend_name: str, g, weight, bias,
+                   algorithm: str = "auto"):
     """Run the backend's input-gradient core for a validated plan (``g`` is grad_output,
-    or the input of a transposed convolution); ``bias`` is added to every output."""
+    or the input of a transposed convolution); ``bias`` is added to every output.
+    ``algorithm`` picks the CPU core ("auto", "direct", "gemm"; see ``fastconv.cpu.grad``)."""
     be = _dispatch.backend(backend_name)
     if not hasattr(be, "correlate_input"):
         raise NotImplementedError(f"{plan.func}: not implemented on device {backend_name!r}")
@@ -253,7 +255,8 @@ def run_input_grad(plan: InputGradPlan, backend_name: str, g, weight, bias):
     out = be.empty(plan.padded_shape, plan.dtype)
     res = be.correlate_input(g5, w5, b, out, plan.spread_shape, plan.spread_src,
                              plan.spread_dst, plan.dilation, plan.groups, plan.pads,
-                             plan.padding_mode)
+                             plan.padding_mode,
+                             **({"algorithm": algorithm} if backend_name == "cpu" else {}))
     return be.finish(res.reshape(plan.user_shape(plan.out_shape)), g)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from fastconv import _dispatch
 from fastconv._docs import fill
 from fastconv._plan import plan_conv_input, plan_conv_weight
-from fastconv._validate import result_dtype
+from fastconv._validate import check_algorithm, result_dtype
 from fastconv.conv import _RANKS, run_input_grad, wrap_inputs
 from fastconv.pool import avg_pool1d_backward as avg_pool1d
 from fastconv.pool import avg_pool2d_backward as avg_pool2d
@@ -46,6 +46,7 @@ _INPUT_DOC = """Gradient of a {rank} correlation with respect to its input ({sha
     {groups}
     {padding_mode}
     {device}
+    {grad_algorithm}
 
     Returns
     -------
@@ -81,6 +82,7 @@ _WEIGHT_DOC = """Gradient of a {rank} correlation with respect to its weight ({s
     {groups}
     {padding_mode}
     {device}
+    {grad_algorithm}
 
     Returns
     -------
@@ -115,6 +117,14 @@ _WEIGHT_EXAMPLES = {
 }
 
 
+#: ``algorithm=`` choices of the gradients (the correlation each one runs, CPU only).
+GRAD_ALGORITHMS = ("auto", "direct", "gemm")
+_GRAD_ALGORITHM_DOC = """algorithm : {"auto", "direct", "gemm"}, keyword-only, default "auto"
+        The CPU algorithm of the correlation the gradient runs (``fastconv.cpu.grad``):
+        "auto" applies the forward rule of ``fastconv._algorithms`` to it; every choice
+        gives the same answer within float rounding. The GPU runs "direct"."""
+
+
 def _to_host(out, name: str, *inputs):
     if name == "cuda" and not any(_dispatch.is_cuda_array(a) for a in inputs):
         return out.copy_to_host()
@@ -125,17 +135,19 @@ def _make_input(nspatial: int):
     func = f"conv{nspatial}d_input"
 
     def op(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1,
-           padding_mode="zeros", *, device=None) -> np.ndarray:
+           padding_mode="zeros", *, device=None, algorithm="auto") -> np.ndarray:
+        check_algorithm(algorithm, func, GRAD_ALGORITHMS)
         name = _dispatch.choose(func, device, weight, grad_output)
         a = wrap_inputs(func, name, weight=weight, grad_output=grad_output)
         plan = plan_conv_input(func, nspatial, input_size, a["weight"], a["grad_output"],
                                stride, padding, dilation, groups, padding_mode)
-        out = run_input_grad(plan, name, a["grad_output"], a["weight"], None)
+        out = run_input_grad(plan, name, a["grad_output"], a["weight"], None, algorithm)
         return _to_host(out, name, weight, grad_output)
 
     op.__name__ = op.__qualname__ = func
     op.__doc__ = _INPUT_DOC
-    fill(n=nspatial, example=_INPUT_EXAMPLES[nspatial], **_RANKS[nspatial])(op)
+    fill(n=nspatial, example=_INPUT_EXAMPLES[nspatial], grad_algorithm=_GRAD_ALGORITHM_DOC,
+         **_RANKS[nspatial])(op)
     return op
 
 
@@ -143,7 +155,8 @@ def _make_weight(nspatial: int):
     func = f"conv{nspatial}d_weight"
 
     def op(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1,  # noqa: A002
-           padding_mode="zeros", *, device=None) -> np.ndarray:
+           padding_mode="zeros", *, device=None, algorithm="auto") -> np.ndarray:
+        check_algorithm(algorithm, func, GRAD_ALGORITHMS)
         name = _dispatch.choose(func, device, input, grad_output)
         a = wrap_inputs(func, name, input=input, grad_output=grad_output)
         plan = plan_conv_weight(func, nspatial, a["input"], weight_size, a["grad_output"],
@@ -156,13 +169,14 @@ def _make_weight(nspatial: int):
         xp = be.pad(x5, plan.pads, plan.padding_mode)
         gw = be.empty(plan.w_shape, plan.dtype)
         be.correlate_weight(xp, g5, gw, np.array(plan.stride), np.array(plan.dilation),
-                            plan.groups)
+                            plan.groups, **({"algorithm": algorithm} if name == "cpu" else {}))
         out = be.finish(gw.reshape(tuple(int(v) for v in weight_size)), input)
         return _to_host(out, name, input, grad_output)
 
     op.__name__ = op.__qualname__ = func
     op.__doc__ = _WEIGHT_DOC
-    fill(n=nspatial, example=_WEIGHT_EXAMPLES[nspatial], **_RANKS[nspatial])(op)
+    fill(n=nspatial, example=_WEIGHT_EXAMPLES[nspatial], grad_algorithm=_GRAD_ALGORITHM_DOC,
+         **_RANKS[nspatial])(op)
     return op
 
 

@@ -453,3 +453,140 @@ def test_pool_grad_against_torch(case, ties):
     yt.backward(torch.tensor(g))
     got = getattr(grad, f"{kind}_pool{nsp}d")(g, x, **kw)
     np.testing.assert_allclose(got, xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+# --- GEMM gradients (shifted GEMM on SciPy's BLAS) -----------------------------------
+
+
+@st.composite
+def gemm_configs(draw):
+    """Mostly stride 1 (where the shifted GEMM runs), every padding mode, groups, dilation."""
+    cfg = draw(configs())
+    if draw(st.integers(0, 3)):
+        cfg["kw"]["stride"] = (1,) * cfg["nsp"]
+    return cfg
+
+
+@given(gemm_configs(), st.integers(0, 2**32 - 1))
+def test_gemm_grads_match_direct(cfg, seed):
+    """algorithm="gemm" and "direct" agree to float64 rounding (and the adjoint holds)."""
+    rng = np.random.default_rng(seed)
+    nsp, kw = cfg["nsp"], cfg["kw"]
+    x = rng.standard_normal(cfg["x_shape"])
+    w = rng.standard_normal(cfg["w_shape"])
+    y = CONV[nsp](x, w, **kw)
+    g = rng.standard_normal(y.shape)
+    got = {a: (INPUT[nsp](x.shape, w, g, algorithm=a, **kw),
+               WEIGHT[nsp](x, w.shape, g, algorithm=a, **kw)) for a in ("gemm", "direct")}
+    for i in range(2):
+        np.testing.assert_allclose(got["gemm"][i], got["direct"][i], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(np.vdot(w, got["gemm"][1]), np.vdot(y, g), rtol=1e-10,
+                               atol=1e-10)
+
+
+@requires_torch
+@pytest.mark.parametrize("seed", range(12))
+def test_gemm_grads_match_torch(seed):
+    """float32 gemm gradients against PyTorch autograd on seeded small configurations
+    (ranks 1-3, groups, dilation, every padding mode, stride 1)."""
+    import torch
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(seed)
+    nsp = 1 + seed % 3
+    mode = MODES[seed % 4]
+    groups = 1 + seed % 2
+    kernel = tuple(int(v) for v in rng.integers(1, 4, nsp))
+    dil = tuple(int(v) for v in rng.integers(1, 3, nsp))
+    pad = tuple(int(v) for v in rng.integers(0, 3, nsp))
+    spatial = tuple(d * (k - 1) + p + 2 + int(rng.integers(0, 5))
+                    for k, d, p in zip(kernel, dil, pad, strict=True))
+    C, K = groups * int(rng.integers(2, 6)), groups * int(rng.integers(8, 12))
+    x = rng.standard_normal((2, C, *spatial)).astype(np.float32)
+    w = rng.standard_normal((K, C // groups, *kernel)).astype(np.float32)
+    kw = dict(stride=1, padding=pad, dilation=dil, groups=groups, padding_mode=mode)
+    pairs = [(p, p) for p in pad]
+    xt, wt = (torch.tensor(a, requires_grad=True) for a in (x, w))
+    yt = _torch_forward(F, nsp, xt, wt, None, kw, pairs)
+    g = rng.standard_normal(tuple(yt.shape)).astype(np.float32)
+    yt.backward(torch.tensor(g))
+    gx = INPUT[nsp](x.shape, w, g, algorithm="gemm", **kw)
+    gw = WEIGHT[nsp](x, w.shape, g, algorithm="gemm", **kw)
+    for got, want in ((gx, xt.grad.numpy()), (gw, wt.grad.numpy())):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * (1 + np.abs(want).max()))
+
+
+def test_auto_grads_pick_gemm_for_dense_layers():
+    """The rule sends B3/B5-shaped gradients (dense 3x3, many channels) to the GEMM."""
+    from fastconv._algorithms import choose_for
+
+    assert choose_for(8, (64, 64, 3, 3, 1), (58, 58, 1), (1, 1, 1), 1) == "gemm"  # B3 dx
+    assert choose_for(8, (64, 64, 1, 3, 3), (1, 56, 56), (1, 1, 1), 1) == "gemm"  # B3 dw
+    assert choose_for(8, (128, 1, 1, 3, 3), (1, 56, 56), (1, 1, 1), 128) == "direct"
+
+
+def test_gemm_weight_grad_with_inf_matches_direct():
+    """NaN/Inf in the input: the weight gradient takes the direct path (exact NaN pattern)."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1, 8, 9, 9)).astype(np.float32)
+    x[0, 3, 4, 8] = np.inf
+    w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((1, 8, 7, 7)).astype(np.float32)
+    got = grad.conv2d_weight(x, w.shape, g, algorithm="gemm")
+    want = grad.conv2d_weight(x, w.shape, g, algorithm="direct")
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isfinite(got[:, :3]).all() and not np.isfinite(got[:, 3]).all()
+    # an infinite pixel at the start of a row segment: +-inf where it is read, never NaN
+    x = rng.standard_normal((1, 2, 6, 6))
+    x[0, 1, 0, 0] = np.inf
+    g = np.abs(rng.standard_normal((1, 8, 4, 4))) + 0.5
+    for algorithm in ("direct", "gemm"):
+        gw = grad.conv2d_weight(x, (8, 2, 3, 3), g, algorithm=algorithm)
+        assert not np.isnan(gw).any()
+        assert np.isinf(gw[:, 1, 0, 0]).all() and np.isfinite(gw[:, 1, 1:, :]).all()
+
+
+def test_gemm_paths_deterministic_across_runs_and_threads(monkeypatch):
+    """Shifted-GEMM forward and gradients (auto picks gemm here), several column chunks:
+    the same bytes run to run and for 1 or 2 threads (single-threaded BLAS per task)."""
+    from fastconv._algorithms import choose_for
+    from fastconv.cpu import gemm
+
+    monkeypatch.setattr(gemm, "GEMM_CHUNK_BYTES", 1)
+    monkeypatch.setattr(gemm, "MIN_CHUNK_COLUMNS", 100)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 32, 20, 21)).astype(np.float32)
+    w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    kw = dict(padding=1, groups=2, padding_mode="reflect")
+    g = rng.standard_normal(conv.conv2d(x, w, **kw).shape).astype(np.float32)
+    assert choose_for(3, (32, 16, 1, 3, 3), (1, 20, 21), (1, 1, 1), 2) == "gemm"
+
+    def run():
+        return (conv.conv2d(x, w, **kw).tobytes(),
+                grad.conv2d_input(x.shape, w, g, **kw).tobytes(),
+                grad.conv2d_weight(x, w.shape, g, **kw).tobytes(),
+                conv.conv_transpose2d(g, w, stride=1, padding=1, groups=2).tobytes())
+
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        first, second = run(), run()
+        numba.set_num_threads(1)
+        single = run()
+    finally:
+        numba.set_num_threads(before)
+    assert first == second
+    assert first == single
+    direct = conv.conv2d(x, w, algorithm="direct", **kw)
+    np.testing.assert_allclose(np.frombuffer(first[0], np.float32).reshape(direct.shape),
+                               direct, rtol=0, atol=1e-4 * (1 + np.abs(direct).max()))
+
+
+def test_grad_algorithm_is_checked():
+    with pytest.raises(ValueError, match=r"conv2d_input: invalid algorithm 'fft', should be"):
+        grad.conv2d_input((1, 1, 4, 4), np.ones((1, 1, 2, 2)), np.ones((1, 1, 3, 3)),
+                          algorithm="fft")
+    with pytest.raises(ValueError, match=r"conv2d_weight: invalid algorithm 'x', should be"):
+        grad.conv2d_weight(np.ones((1, 1, 4, 4)), (1, 1, 2, 2), np.ones((1, 1, 3, 3)),
+                           algorithm="x")

@@ -1,17 +1,30 @@
-"""Correlation as matrix products: ``im2col`` (Numba) + one BLAS GEMM per image and group.
+"""Correlation as matrix products on a BLAS ``gemm``.
 
-For each image ``n`` and group ``g``::
+**Shifted GEMM** (stride 1, SciPy's BLAS; see ``fastconv.cpu.blas``): no ``im2col``. The
+padded input planes are flat rows of pitch ``P = Dp*Hp*Wp``; the output is computed on the
+input's grid (pitch ``Hp*Wp`` per depth slice, ``Wp`` per row) and its garbage columns
+(``ow >= OW``, ``oh >= OH``) are dropped afterwards. For each image ``n``, group ``g`` and
+kernel tap ``t = (a, b, e)`` with ``off_t = a*dd*Hp*Wp + b*dh*Wp + e*dw``::
+
+    Y[n, g] (Kg x L) += W_t[g] (Kg x Cg) @ Xflat[n, g, :, off_t : off_t + L]   (ld = P)
+
+with ``L = (OD-1)*Hp*Wp + (OH-1)*Wp + OW``: one strided BLAS call per tap, ``beta = 1``
+after the first. The columns are split into chunks of ``GEMM_CHUNK_BYTES`` of output so a
+chunk's accumulator stays in the L2 cache across the taps.
+
+**im2col** (stride > 1, or without SciPy): for each image ``n`` and group ``g``::
 
     out[n, g*Kg:(g+1)*Kg].reshape(Kg, L) = W_g (Kg x R) @ col (R x L)
 
 with ``R = Cg * KD * KH * KW`` (the receptive field of one output) and ``L = OD * OH * OW``.
 ``col[(c, a, b, e), (od, oh, ow)] = xp[n, g*Cg + c, od*sd + a*dd, oh*sh + b*dh, ow*sw + e*dw]``
-is gathered by a parallel Numba kernel; the product runs in NumPy's BLAS (its own threads).
-The two never nest: Numba's parallel region ends before BLAS starts, so the cores are
-never oversubscribed. The bias rides in the product as an extra row of ones in ``col``.
+is gathered by a parallel Numba kernel. The bias rides in the product as an extra row of
+ones in ``col``. A 1x1, stride-1 correlation of an unpadded input needs no ``col`` at all.
 
-A 1x1, stride-1 correlation of an unpadded input needs no ``col`` at all: the input planes
-are already the ``(Cg, L)`` matrix.
+Numba's parallel regions and BLAS calls never nest, so the cores are never oversubscribed.
+The shifted products run as independent tasks (image, group, column chunk) on
+``numba.get_num_threads()`` threads with a single-threaded BLAS (``blas.parallel``): each
+output element is computed by one fixed sequence of calls, whatever the thread count.
 """
 
 from __future__ import annotations
@@ -19,7 +32,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from fastconv._config import GEMM_COL_BYTES, JIT_PARALLEL
+from fastconv._config import GEMM_CHUNK_BYTES, GEMM_COL_BYTES, JIT_PARALLEL
+from fastconv.cpu import blas
 
 
 @njit(**JIT_PARALLEL)
@@ -61,10 +75,85 @@ def correlate(xp, w, bias, out, stride, dilation, groups):
     """
     # NaN/Inf propagate silently (inf * 0 -> NaN), as in the direct core: no RuntimeWarning
     with np.errstate(invalid="ignore", over="ignore"):
-        return _correlate(xp, w, bias, out, stride, dilation, groups)
+        if shifted_ok(stride):
+            return shifted(xp, w, bias, out, dilation, groups)
+        return _im2col_correlate(xp, w, bias, out, stride, dilation, groups)
 
 
-def _correlate(xp, w, bias, out, stride, dilation, groups):
+def shifted_ok(stride) -> bool:
+    """Whether the shifted GEMM applies: unit strides and a BLAS with strided gemm."""
+    return all(int(s) == 1 for s in stride) and blas.available()
+
+
+@njit(**JIT_PARALLEL)
+def crop_bias(y, bias, out):
+    """out[n, k, d, h, w] = y[n, k, d, h, w] + bias[k] (y on a larger grid, cropped)."""
+    N, K, OD, OH, OW = out.shape
+    for t in prange(N * K * OD):
+        d = t % OD
+        k = (t // OD) % K
+        n = t // (OD * K)
+        bk = bias[k]
+        for h in range(OH):
+            src = y[n, k, d, h]
+            dst = out[n, k, d, h]
+            for i in range(OW):
+                dst[i] = src[i] + bk
+
+
+#: Fewest columns of one chunk (narrower products lose more to BLAS packing than L2 gains).
+MIN_CHUNK_COLUMNS = 256
+
+
+def _chunks(L: int, rows: int, itemsize: int):
+    """(start, length) column chunks of at most GEMM_CHUNK_BYTES of ``rows`` output rows."""
+    step = max(MIN_CHUNK_COLUMNS, GEMM_CHUNK_BYTES // max(1, rows * itemsize))
+    return [(s, min(step, L - s)) for s in range(0, L, step)]
+
+
+def shifted(xp, w, bias, out, dilation, groups):
+    """Stride-1 correlation as one strided GEMM per kernel tap (module docstring)."""
+    xp = np.ascontiguousarray(xp)
+    N, C, Dp, Hp, Wp = xp.shape
+    K, Cg, KD, KH, KW = w.shape
+    OD, OH, OW = out.shape[2:]
+    Kg = K // groups
+    dd, dh, dw = (int(v) for v in dilation)
+    P = Dp * Hp * Wp
+    Q = OD * Hp * Wp  # row pitch of the output on the input's grid
+    L = (OD - 1) * Hp * Wp + (OH - 1) * Wp + OW
+    in_place = OH == Hp and OW == Wp and out.flags.c_contiguous
+    y = out if in_place else np.empty((N, K, OD, Hp, Wp), dtype=out.dtype)
+    taps = KD * KH * KW
+    wt = np.ascontiguousarray(w.reshape(K, Cg, taps).transpose(2, 0, 1))  # (taps, K, Cg)
+    offs = [a * dd * Hp * Wp + b * dh * Wp + e * dw
+            for a in range(KD) for b in range(KH) for e in range(KW)]
+    s = xp.itemsize
+    xa, wa, ya = blas.address(xp), blas.address(wt), blas.address(y)
+    chunks = _chunks(L, Kg, s)
+    prods = {lc: blas.Gemm(xp.dtype, Kg, lc, Cg, lda=Cg, ldb=P, ldc=Q) for _, lc in chunks}
+    nchunks = len(chunks)
+
+    def task(i):
+        l0, lc = chunks[i % nchunks]
+        g = (i // nchunks) % groups
+        n = i // (nchunks * groups)
+        prod = prods[lc]
+        b0 = xa + ((n * C + g * Cg) * P + l0) * s
+        c0 = ya + ((n * K + g * Kg) * Q + l0) * s
+        for t in range(taps):
+            prod(wa + (t * K + g * Kg) * Cg * s, b0 + offs[t] * s, c0, t > 0)
+
+    blas.parallel(task, N * groups * nchunks)
+    if in_place:
+        if np.any(bias):
+            out += bias.reshape(1, K, 1, 1, 1)
+        return out
+    crop_bias(y, bias, out)
+    return out
+
+
+def _im2col_correlate(xp, w, bias, out, stride, dilation, groups):
     N = xp.shape[0]
     K, Cg, KD, KH, KW = w.shape
     oshape = np.array(out.shape[2:], dtype=np.int64)

@@ -7,6 +7,21 @@
 - Weight gradient: one task per (block of output channels, input channel) weight slice;
   it reduces over the batch and every output position in a fixed order, so the result is
   bit-identical from run to run and for any thread count.
+
+Both pick an algorithm with the forward rule (``fastconv._algorithms.choose_for``) applied
+to the correlation they run; ``"gemm"`` means:
+
+- input gradient: the stride-1 correlation of the spread grid runs on the shifted GEMM
+  (``fastconv.cpu.gemm.shifted``): ``dXp[n] += W_t^T (C x K) @ dYspread[n, off_t:]``;
+- weight gradient (stride 1): ``dW_t (Kg x Cg) = sum_n dYpitch[n] (Kg x L) @
+  Xflat[n, :, off_t : off_t + L]^T`` with ``grad_output`` laid on the padded input's pitch
+  (zero garbage columns), one strided BLAS call per (tap, image), summed over images in
+  order by ``beta = 1``. An input holding NaN/Inf uses the direct kernel (the zero garbage
+  columns would turn ``0 * inf`` into NaN where the direct sum never reads that pixel).
+  With stride > 1 the direct kernel runs.
+
+GEMM tasks are fixed, single-threaded sequences of BLAS calls (``fastconv.cpu.blas``), so
+every path is bit-identical from run to run and for any thread count.
 """
 
 from __future__ import annotations
@@ -14,16 +29,19 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from fastconv._algorithms import choose_for
 from fastconv._config import JIT_PARALLEL, JIT_SERIAL
+from fastconv.cpu import blas, gemm
 from fastconv.cpu.conv import correlate
 from fastconv.cpu.pad import MODE_CODES, source_index
 
 
 @njit(inline="always", **JIT_SERIAL)
-def _dot4(seg, sw, g0, g1, g2, g3):
+def _dot4(seg, sw, g0, g1, g2, g3, zero):
     """(sum_o g_j[o] * seg[o*sw] for j in 0..3): four dot products sharing one input row
-    (loads only, no stores, so the loop vectorizes)."""
-    s0 = s1 = s2 = s3 = seg[0] * 0
+    (loads only, no stores, so the loop vectorizes). ``zero`` is 0 of the accumulator type
+    (not ``seg[0] * 0``, which is NaN when ``seg[0]`` is infinite)."""
+    s0 = s1 = s2 = s3 = zero
     if sw == 1:
         for o in range(g0.shape[0]):
             v = seg[o]
@@ -41,8 +59,96 @@ def _dot4(seg, sw, g0, g1, g2, g3):
     return s0, s1, s2, s3
 
 
+def correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto"):
+    """gw[k, c, r] = sum_{n, o} g[n, k, o] * xp[n, group(k)*C_g + c, o*stride + r*dilation].
+
+    ``algorithm`` is "auto" (the forward rule on this correlation's shapes), "gemm" or
+    "direct"; "gemm" needs unit strides, SciPy's BLAS and a finite ``xp`` (else direct).
+    """
+    name = algorithm
+    if name == "auto":
+        name = choose_for(xp.shape[0], gw.shape, g.shape[2:], stride, groups)
+    if name == "gemm" and gemm.shifted_ok(stride) and all_finite(xp):
+        with np.errstate(invalid="ignore", over="ignore"):
+            _weight_shifted(np.ascontiguousarray(xp), g, gw, dilation, groups)
+        return gw
+    correlate_weight_direct(xp, g, gw, np.asarray(stride), np.asarray(dilation), groups)
+    return gw
+
+
 @njit(**JIT_PARALLEL)
-def correlate_weight(xp, g, gw, stride, dilation, groups):
+def all_finite(a):
+    """Whether every element of ``a`` is finite (no NaN/Inf)."""
+    flat = a.reshape(-1)
+    bad = 0
+    for i in prange(flat.size):
+        v = flat[i]
+        if not np.isfinite(v):
+            bad += 1
+    return bad == 0
+
+
+@njit(**JIT_PARALLEL)
+def to_pitch(g, gq):
+    """gq[n, k, d, h, w] = g[n, k, d, h, w] inside g's extent, 0 in the extra columns/rows."""
+    N, K, OD, OH, OW = g.shape
+    H, W = gq.shape[3], gq.shape[4]
+    for t in prange(N * K * OD):
+        d = t % OD
+        k = (t // OD) % K
+        n = t // (OD * K)
+        for h in range(H):
+            dst = gq[n, k, d, h]
+            if h < OH:
+                src = g[n, k, d, h]
+                for i in range(OW):
+                    dst[i] = src[i]
+                for i in range(OW, W):
+                    dst[i] = 0
+            else:
+                dst[:] = 0
+
+
+def _weight_shifted(xp, g, gw, dilation, groups):
+    """Stride-1 weight gradient as one strided GEMM per (tap, image) (module docstring)."""
+    N, C, Dp, Hp, Wp = xp.shape
+    K, Cg, KD, KH, KW = gw.shape
+    OD, OH, OW = g.shape[2:]
+    Kg = K // groups
+    dd, dh, dw = (int(v) for v in dilation)
+    P = Dp * Hp * Wp
+    Q = OD * Hp * Wp
+    L = (OD - 1) * Hp * Wp + (OH - 1) * Wp + OW
+    gq = np.empty((N, K, OD, Hp, Wp), dtype=gw.dtype)
+    to_pitch(np.ascontiguousarray(g, dtype=gw.dtype), gq)
+    taps = KD * KH * KW
+    offs = [a * dd * Hp * Wp + b * dh * Wp + e * dw
+            for a in range(KD) for b in range(KH) for e in range(KW)]
+    acc = np.empty((taps, K, Cg), dtype=gw.dtype)
+    nkb = max(1, min(4, Kg // 32))  # row blocks: more tasks than threads, A still tall
+    rows = [(j * Kg // nkb, (j + 1) * Kg // nkb) for j in range(nkb)]
+    prods = {r1 - r0: blas.Gemm(gw.dtype, r1 - r0, Cg, L, lda=Q, ldb=P, ldc=Cg, tb=True)
+             for r0, r1 in rows}
+    s = gw.itemsize
+    xa, ga, aa = blas.address(xp), blas.address(gq), blas.address(acc)
+
+    def task(i):
+        r0, r1 = rows[i % nkb]
+        t = (i // nkb) % taps
+        grp = i // (nkb * taps)
+        prod = prods[r1 - r0]
+        k0 = grp * Kg + r0
+        c0 = aa + (t * K + k0) * Cg * s
+        for n in range(N):
+            prod(ga + (n * K + k0) * Q * s, xa + ((n * C + grp * Cg) * P + offs[t]) * s, c0,
+                 n > 0)
+
+    blas.parallel(task, groups * taps * nkb)
+    gw[...] = acc.transpose(1, 2, 0).reshape(gw.shape)
+
+
+@njit(**JIT_PARALLEL)
+def correlate_weight_direct(xp, g, gw, stride, dilation, groups):
     """gw[k, c, r] = sum_{n, o} g[n, k, o] * xp[n, group(k)*C_g + c, o*stride + r*dilation].
 
     ``xp`` is the padded input, ``g`` the output gradient. One task owns the weight slices
@@ -67,6 +173,7 @@ def correlate_weight(xp, g, gw, stride, dilation, groups):
         nk = min(B, grp * Kg + Kg - k0)
         ci = grp * Cg + c
         acc = np.zeros((KD * KH * KW, 4), dtype=gw.dtype)
+        zero = acc[0, 0]
         for n in range(N):
             for od in range(OD):
                 for oh in range(OH):
@@ -80,7 +187,7 @@ def correlate_weight(xp, g, gw, stride, dilation, groups):
                             row = xp[n, ci, od * sd + a * dd, oh * sh + b * dh]
                             for e in range(KW):
                                 seg = row[e * dw : e * dw + span]
-                                s0, s1, s2, s3 = _dot4(seg, sw, g0, g1, g2, g3)
+                                s0, s1, s2, s3 = _dot4(seg, sw, g0, g1, g2, g3, zero)
                                 tap = (a * KH + b) * KW + e
                                 acc[tap, 0] += s0
                                 acc[tap, 1] += s1
@@ -144,18 +251,25 @@ def _transposed_weight(w: np.ndarray, groups: int) -> np.ndarray:
 
 
 def correlate_input(g, w, bias, out, spread_shape, spread_src, spread_dst, dilation, groups,
-                    pads, mode):
+                    pads, mode, algorithm="auto"):
     """Input gradient (or transposed convolution) of a correlation, written into ``out``.
 
     ``out`` is the gradient on the grid the correlation writes (the padded grid when
     ``mode`` is not "zeros", then folded with :func:`unpad`); the result is returned.
+    ``algorithm`` ("auto", "gemm", "direct") picks the core of the stride-1 correlation
+    of the spread grid; "auto" applies the forward rule to it.
     """
     gz = np.zeros(spread_shape, dtype=out.dtype)
     src = (slice(None), slice(None)) + tuple(slice(*s) for s in spread_src)
     dst = (slice(None), slice(None)) + tuple(slice(*s) for s in spread_dst)
     gz[dst] = g[src]
-    ones = np.ones(3, dtype=np.int64)
-    correlate(gz, _transposed_weight(w, groups), bias, out, ones, np.array(dilation), groups)
+    ones = (1, 1, 1)  # tuples, as run_correlate passes them (one Numba specialisation)
+    wt = _transposed_weight(w, groups)
+    name = algorithm
+    if name == "auto":
+        name = choose_for(gz.shape[0], wt.shape, out.shape[2:], (1, 1, 1), groups)
+    core = gemm.correlate if name == "gemm" else correlate
+    core(gz, wt, bias, out, ones, tuple(int(d) for d in dilation), groups)
     if mode == "zeros":
         return out
     return unpad(out, pads, mode)

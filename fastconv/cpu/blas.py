@@ -1,0 +1,185 @@
+"""BLAS ``sgemm``/``dgemm`` on strided NumPy views, with explicit leading dimensions.
+
+The shifted-GEMM convolution (``fastconv.cpu.gemm``) multiplies overlapping windows of
+one flat buffer (row stride = the plane size, an ``lda``, no copy) and accumulates with
+``beta = 1``; ``numpy.matmul`` can do neither without copies. SciPy exports the BLAS it
+links (OpenBLAS in its wheels) as ``scipy.linalg.cython_blas``; its ``__pyx_capi__``
+capsules are C functions taking every argument by pointer (Fortran ABI, column major).
+A row-major ``C = op(A) @ op(B)`` is the column-major ``C^T = op(B)^T @ op(A)^T``, so
+:class:`Gemm` swaps the operands.
+
+SciPy is a runtime dependency for this reason (Numba's own ``np.dot`` needs SciPy's BLAS
+too); without it :func:`available` is False and the GEMM algorithm falls back to
+``im2col`` + ``numpy.matmul``.
+
+Threads: :func:`parallel` runs independent tasks (each a sequence of BLAS calls writing
+its own part of the result) on ``numba.get_num_threads()`` Python threads, with the BLAS
+itself single-threaded meanwhile (``scipy_openblas_set_num_threads(1)``, restored when
+the last concurrent user leaves). ctypes releases the GIL during each call, so the
+threads multiply in parallel; there is one join per convolution instead of a BLAS-internal
+barrier per call (on a loaded 2-core machine OpenBLAS's own threading made W3 five times
+slower than one thread). Never called inside a Numba ``prange``. Because every task is one
+fixed, single-threaded sequence of calls, results are bit-identical for any thread count.
+With a BLAS that gives no ``set_num_threads`` symbol (MKL, Accelerate), its own setting
+decides its inner threads and bit-identity across thread counts is not promised.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import itertools
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+
+_VP = ctypes.c_void_p
+_PROTO = ctypes.CFUNCTYPE(None, *([_VP] * 13))
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def _capsule_pointer(capsule) -> int:
+    get_name = ctypes.pythonapi.PyCapsule_GetName
+    get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    get_ptr = ctypes.pythonapi.PyCapsule_GetPointer
+    get_ptr.restype, get_ptr.argtypes = _VP, [ctypes.py_object, ctypes.c_char_p]
+    return get_ptr(capsule, get_name(capsule))
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("fname", ctypes.c_char_p), ("fbase", _VP), ("sname", ctypes.c_char_p),
+                ("saddr", _VP)]
+
+
+def _thread_functions(address: int):
+    """(set_num_threads, get_num_threads) of the shared library holding ``address``, or None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
+        info = _DlInfo()
+        if not libc.dladdr(_VP(address), ctypes.byref(info)) or not info.fname:
+            return None
+        lib = ctypes.CDLL(info.fname.decode())
+    except (OSError, AttributeError):  # pragma: no cover - no dladdr (Windows)
+        return None
+    for prefix in ("scipy_openblas", "openblas"):
+        set_fn = getattr(lib, prefix + "_set_num_threads", None)
+        get_fn = getattr(lib, prefix + "_get_num_threads", None)
+        if set_fn is not None and get_fn is not None:
+            set_fn.restype, set_fn.argtypes = None, [ctypes.c_int]
+            get_fn.restype, get_fn.argtypes = ctypes.c_int, []
+            return set_fn, get_fn
+    return None  # pragma: no cover - MKL/Accelerate: their own settings rule
+
+
+def _load() -> dict:
+    with _lock:
+        if _state:
+            return _state
+        try:
+            from scipy.linalg import cython_blas
+        except ImportError:  # pragma: no cover - SciPy absent: im2col + numpy.matmul
+            _state["ok"] = False
+            return _state
+        caps = cython_blas.__pyx_capi__
+        _state["fn"] = {np.dtype(np.float32): _PROTO(_capsule_pointer(caps["sgemm"])),
+                        np.dtype(np.float64): _PROTO(_capsule_pointer(caps["dgemm"]))}
+        _state["threads"] = _thread_functions(_capsule_pointer(caps["sgemm"]))
+        _state["users"] = 0
+        _state["saved"] = None
+        _state["pool"] = None
+        _state["ok"] = True
+        return _state
+
+
+def available() -> bool:
+    """Whether a BLAS with strided ``gemm`` is usable (SciPy installed)."""
+    return bool(_load()["ok"])
+
+
+class _SingleThreadedBlas:
+    """Context: the BLAS runs single-threaded while any fastconv product is in flight."""
+
+    def __enter__(self):
+        st = _load()
+        with _lock:
+            if st["users"] == 0 and st["threads"] is not None:
+                st["saved"] = st["threads"][1]()
+                st["threads"][0](1)
+            st["users"] += 1
+
+    def __exit__(self, *exc):
+        st = _state
+        with _lock:
+            st["users"] -= 1
+            if st["users"] == 0 and st["threads"] is not None:
+                st["threads"][0](st["saved"])
+
+
+def parallel(task, ntasks: int) -> None:
+    """``task(i)`` for ``i in range(ntasks)`` on ``numba.get_num_threads()`` threads (the
+    caller and a shared pool), single-threaded BLAS meanwhile; exceptions re-raised."""
+    workers = max(1, min(numba.get_num_threads(), ntasks))
+    with _SingleThreadedBlas():
+        if workers == 1:
+            for i in range(ntasks):
+                task(i)
+            return
+        st = _state
+        with _lock:
+            if st["pool"] is None or st["pool"]._max_workers < workers - 1:
+                st["pool"] = ThreadPoolExecutor(max(workers - 1, numba.config.NUMBA_NUM_THREADS),
+                                                thread_name_prefix="fastconv-blas")
+            pool = st["pool"]
+        counter = itertools.count()
+
+        def work():
+            for i in iter(counter.__next__, None):
+                if i >= ntasks:
+                    return
+                task(i)
+
+        futures = [pool.submit(work) for _ in range(workers - 1)]
+        try:
+            work()
+        finally:
+            for f in futures:
+                f.result()
+
+
+_T, _N = ctypes.c_char(b"T"), ctypes.c_char(b"N")
+
+
+class Gemm:
+    """One product shape, bound once: ``C (M x N) = alpha * op(A) @ op(B) + beta * C``.
+
+    Row-major operands given by address; ``op(A)`` is ``(M x K)`` (``A`` stored
+    ``(K x M)`` when ``ta``), ``op(B)`` is ``(K x N)`` (stored ``(N x K)`` when ``tb``);
+    ``lda``/``ldb``/``ldc`` are row strides in elements. Calling with the three
+    addresses runs one BLAS call; the integer arguments live in this object, so a
+    batch of products of one shape pays only the foreign call.
+    """
+
+    def __init__(self, dtype, M, N, K, lda, ldb, ldc, *, ta=False, tb=False):
+        dtype = np.dtype(dtype)
+        self._fn = _load()["fn"][dtype]
+        self._ints = np.array([N, M, K, ldb, lda, ldc], dtype=np.int32)
+        self._scal = np.array([1.0, 0.0, 1.0], dtype=dtype)  # alpha, beta 0, beta 1
+        i, s = self._ints.ctypes.data, self._scal.ctypes.data
+        isz, ssz = 4, dtype.itemsize
+        self._ta = ctypes.addressof(_T if tb else _N)  # column major: B's flag first
+        self._tb = ctypes.addressof(_T if ta else _N)
+        self._n, self._m, self._k = i, i + isz, i + 2 * isz
+        self._ldb, self._lda, self._ldc = i + 3 * isz, i + 4 * isz, i + 5 * isz
+        self._alpha, self._beta = s, (s + ssz, s + 2 * ssz)
+
+    def __call__(self, a: int, b: int, c: int, accumulate: bool) -> None:
+        self._fn(self._ta, self._tb, self._n, self._m, self._k, self._alpha, b, self._ldb,
+                 a, self._lda, self._beta[accumulate], c, self._ldc)
+
+
+def address(a: np.ndarray) -> int:
+    """Address of an array's first element."""
+    return a.__array_interface__["data"][0]
