@@ -54,8 +54,10 @@ def devices() -> list[str]:
 def choose(func: str, device, *arrays) -> str:
     """The backend name for a call: ``device`` if given, else the data's, else the env."""
     if device is None:
-        if any(is_cuda_array(a) for a in arrays if a is not None):
-            device = "cuda"
+        for a in arrays:
+            if a is not None and is_cuda_array(a):
+                device = "cuda"
+                break
         else:
             device = env_device() or "cpu"
     if device not in DEVICES:

@@ -66,6 +66,32 @@ def _check_rank(func: str, name: str, a, want: tuple[int, ...], what: str) -> No
         )
 
 
+#: Plans of recent forward calls, keyed by :func:`_plan_key` (bounded: cleared when full).
+_CONV_PLANS: dict = {}
+_CONV_PLANS_MAX = 256
+
+
+def _plain(v) -> bool:
+    """An int or str, or a tuple of ints or of int pairs -- exactly those types (a bool,
+    float or NumPy scalar compares equal to an int, but must reach the checks)."""
+    t = type(v)
+    if t is int or t is str:
+        return True
+    return t is tuple and all(
+        type(e) is int or (type(e) is tuple and all(type(f) is int for f in e)) for e in v
+    )
+
+
+def _plan_key(func, nspatial, x, weight, bias, params) -> tuple | None:
+    """What a forward plan depends on: shapes, dtypes and the parameters (None when a
+    parameter is not plain: such calls are checked every time)."""
+    for p in params:
+        if not _plain(p):
+            return None
+    b = None if bias is None else (bias.shape, bias.dtype)
+    return (func, nspatial, x.shape, x.dtype, weight.shape, weight.dtype, b, params)
+
+
 def plan_conv(
     func: str,
     nspatial: int,
@@ -78,7 +104,29 @@ def plan_conv(
     groups,
     padding_mode: str,
 ) -> ConvPlan:
-    """Check a forward correlation's arguments (SPEC §4) and resolve its shapes."""
+    """Check a forward correlation's arguments (SPEC §4) and resolve its shapes.
+
+    The checks depend only on the arrays' shapes and dtypes and on the parameters, and a
+    plan is immutable: a call that repeats an earlier call's shapes, dtypes and plain
+    parameters reuses that call's plan (the per-call cost of small convolutions).
+    Arguments that fail the checks never enter the cache, so they raise every time.
+    """
+    key = _plan_key(func, nspatial, x, weight, bias,
+                    (stride, padding, dilation, groups, padding_mode))
+    plan = None if key is None else _CONV_PLANS.get(key)
+    if plan is None:
+        plan = _check_conv(func, nspatial, x, weight, bias, stride, padding, dilation, groups,
+                           padding_mode)
+        if key is not None:
+            if len(_CONV_PLANS) >= _CONV_PLANS_MAX:
+                _CONV_PLANS.clear()
+            _CONV_PLANS[key] = plan
+    return plan
+
+
+def _check_conv(func, nspatial, x, weight, bias, stride, padding, dilation, groups,
+                padding_mode) -> ConvPlan:
+    """The checks and shape resolution behind :func:`plan_conv` (no cache)."""
     s = nspatial
     _check_rank(func, "x", x, (s + 1, s + 2),
                 f"{s + 2}-D (N, C, *spatial) or {s + 1}-D (C, *spatial)")
