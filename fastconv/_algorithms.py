@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 
+from fastconv._config import CHANNEL_BLOCK
 from fastconv._plan import ConvPlan
 
 #: Names accepted by ``algorithm=`` of the conv functions.
@@ -91,8 +92,21 @@ def correlation_core(backend_name: str, be, algorithm: str, plan: ConvPlan):
     elif _macs(plan) < SERIAL_MAX_MACS:
         from fastconv.cpu.conv import correlate_serial as correlate
     else:
-        correlate = be.correlate
+        correlate = _direct_core(be, plan)
     return correlate
+
+
+def _direct_core(be, plan: ConvPlan):
+    """The 4-channel row kernel, or for fewer than ``CHANNEL_BLOCK`` output channels per
+    group (depthwise, single planes) the few-channel kernel, which reads zero padding in
+    place (no padded copy)."""
+    if plan.w_shape[0] // plan.groups >= CHANNEL_BLOCK:
+        return be.correlate
+    from fastconv.cpu.conv import few_channel_core
+
+    if plan.padding_mode != "zeros":
+        return few_channel_core()
+    return few_channel_core(tuple(plan.x_shape), plan.pads)
 
 
 def _macs(plan: ConvPlan) -> int:

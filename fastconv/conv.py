@@ -48,9 +48,12 @@ def run_correlate(plan: ConvPlan, backend_name: str, x, weight, bias, *, flip: b
         if bias is None
         else be.asarray(bias, plan.dtype)
     )
-    xp = x5 if plan.pads == _NO_PADS else be.pad(x5, plan.pads, plan.padding_mode)
-    out = be.empty(plan.out_shape, plan.dtype)
     core = correlation_core(backend_name, be, algorithm, plan)
+    if plan.pads == _NO_PADS or getattr(core, "pads_itself", False):
+        xp = x5
+    else:
+        xp = be.pad(x5, plan.pads, plan.padding_mode)
+    out = be.empty(plan.out_shape, plan.dtype)
     # stride and dilation go in as tuples of 3 ints (Numba types them as UniTuples)
     core(xp, w5, b, out, plan.stride, plan.dilation, plan.groups)
     return be.finish(out.reshape(plan.user_shape(plan.out_shape)), x if like is None else like)

@@ -185,3 +185,44 @@ def test_tiny_direct_runs_serial_and_matches_the_seed():
     assert correlation_core("cpu", None, "auto", plan) is cpu_conv.correlate_serial
     got = fc.conv2d(np.arange(9.0).reshape(1, 1, 3, 3), np.arange(4.0).reshape(1, 1, 2, 2))
     np.testing.assert_array_equal(got, [[[[19.0, 25.0], [37.0, 43.0]]]])
+
+
+FEW_CHANNEL_CASES = [
+    # x shape, w shape, stride, padding, dilation, groups
+    ((1, 1, 37, 300), (1, 1, 5, 5), 1, 2, 1, 1),  # W2-like: one plane, flat rows
+    ((2, 6, 11, 13), (6, 1, 3, 3), 1, 1, 1, 6),  # depthwise "same": flat rows
+    ((2, 6, 11, 13), (12, 1, 3, 3), 2, 1, 1, 6),  # multiplier 2, strided
+    ((1, 4, 9, 10), (2, 2, 3, 4), 1, (3, 0), 2, 2),  # padding wider than the taps reach
+    ((1, 2, 9, 600), (3, 2, 7, 7), 3, 3, 1, 1),  # rows longer than a column chunk
+    ((1, 1, 5, 5), (1, 1, 3, 3), 1, 4, 1, 1),  # padding only: no interior
+    ((1, 3, 6, 7, 8), (3, 1, 3, 2, 3), 1, 1, 1, 3),  # 3-D depthwise
+]
+
+
+@pytest.mark.parametrize("case", FEW_CHANNEL_CASES)
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+def test_few_channel_kernel_matches_oracle(case, mode):
+    """The depthwise/single-plane kernel, which reads zero padding in place."""
+    x_shape, w_shape, stride, padding, dilation, groups = case
+    rng = np.random.default_rng(len(x_shape) * 100 + w_shape[0])
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    nsp = len(x_shape) - 2
+    pairs = padding_pairs(padding, w_shape[2:], (dilation,) * nsp)
+    got = CONVS[nsp](x, w, b, stride=stride, padding=padding, dilation=dilation,
+                     groups=groups, padding_mode=mode, algorithm="direct")
+    _close(got, conv_nd(x, w, b, stride, pairs, dilation, groups, mode))
+
+
+def test_few_channel_kernel_nan_weight_reaches_the_padded_border():
+    """Zero padding read in place still multiplies the weights by the padding's zeros:
+    a NaN weight makes every output NaN, as with a padded copy (and PyTorch)."""
+    x = np.ones((1, 2, 40, 40), np.float32)
+    w = np.ones((2, 1, 3, 3), np.float32)
+    w[0, 0, 0, 0] = np.nan
+    w[1, 0, 2, 2] = np.inf
+    got = fc.conv2d(x, w, padding=1, groups=2, algorithm="direct")
+    assert np.isnan(got[0, 0]).all()
+    assert np.isinf(got[0, 1, :-1, :-1]).all()
+    assert np.isnan(got[0, 1, -1]).all() and np.isnan(got[0, 1, :, -1]).all()

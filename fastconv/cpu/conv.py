@@ -124,6 +124,212 @@ def correlate(xp, w, bias, out, stride, dilation, groups):
             out[n, k0 + j, od, oh, :] = acc[j]
 
 
+#: Output columns of one chunk of the few-channel kernel: the accumulator chunk and the
+#: input rows it reads stay in L1 across all the taps.
+COLUMN_CHUNK = 512
+#: Tasks the few-channel kernel aims for (its row blocks split single planes).
+PLANE_TASKS = 64
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _taps5(a, s0, s1, s2, s3, s4, sw, w0, w1, w2, w3, w4):
+    """a[o] += sum_j w_j * s_j[o*sw]: five taps per load/store of the accumulator."""
+    if sw == 1:
+        for o in range(a.shape[0]):
+            a[o] += w0 * s0[o] + w1 * s1[o] + w2 * s2[o] + w3 * s3[o] + w4 * s4[o]
+    else:
+        for o in range(a.shape[0]):
+            i = o * sw
+            a[o] += w0 * s0[i] + w1 * s1[i] + w2 * s2[i] + w3 * s3[i] + w4 * s4[i]
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _taps2(a, s0, s1, sw, w0, w1):
+    """a[o] += w0 * s0[o*sw] + w1 * s1[o*sw]."""
+    if sw == 1:
+        for o in range(a.shape[0]):
+            a[o] += w0 * s0[o] + w1 * s1[o]
+    else:
+        for o in range(a.shape[0]):
+            i = o * sw
+            a[o] += w0 * s0[i] + w1 * s1[i]
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _kernel_row(a, row, sw, dw, wrow):
+    """a[o] += sum_e wrow[e] * row[o*sw + e*dw]: one kernel row, up to five taps a pass
+    (``row`` starts at the chunk's first tap)."""
+    KW = wrow.shape[0]
+    span = (a.shape[0] - 1) * sw + 1
+    e = 0
+    while KW - e >= 5 and KW - e != 6:
+        o = e * dw
+        _taps5(a, row[o : o + span], row[o + dw : o + dw + span],
+               row[o + 2 * dw : o + 2 * dw + span], row[o + 3 * dw : o + 3 * dw + span],
+               row[o + 4 * dw : o + 4 * dw + span], sw,
+               wrow[e], wrow[e + 1], wrow[e + 2], wrow[e + 3], wrow[e + 4])
+        e += 5
+    while KW - e >= 3:
+        o = e * dw
+        _fma_taps3(a, row[o : o + span], row[o + dw : o + dw + span],
+                   row[o + 2 * dw : o + 2 * dw + span], sw, wrow[e], wrow[e + 1], wrow[e + 2])
+        e += 3
+    if KW - e == 2:
+        o = e * dw
+        _taps2(a, row[o : o + span], row[o + dw : o + dw + span], sw, wrow[e], wrow[e + 1])
+    elif KW - e == 1:
+        _fma_row1(a, row[e * dw : e * dw + span], sw, wrow[e])
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _row_base(w, k, b0, d0, h0, D, H, dd, dh):
+    """b0 plus ``w * 0`` for every tap of the kernel rows of output row (d0, h0) that lie
+    in the padding: zero, unless a weight is NaN/Inf (as with a padded copy)."""
+    Cg, KD, KH, KW = w.shape[1], w.shape[2], w.shape[3], w.shape[4]
+    zero = w.dtype.type(0)
+    base = b0
+    for c in range(Cg):
+        for a in range(KD):
+            for b in range(KH):
+                i, j = d0 + a * dd, h0 + b * dh
+                if i < 0 or i >= D or j < 0 or j >= H:
+                    for e in range(KW):
+                        base += w[k, c, a, b, e] * zero
+    return base
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _border_columns(orow, vol, w, k, base, d0, h0, clo, chi, sw, pw, dd, dh, dw):
+    """orow[ow] = base + sum of the taps of ``vol`` (Cg, D, H, W) for the columns outside
+    the interior [clo, chi), tap by tap, reading zeros outside the input."""
+    Cg, D, H, W = vol.shape
+    KD, KH, KW = w.shape[2], w.shape[3], w.shape[4]
+    OW = orow.shape[0]
+    zero = w.dtype.type(0)
+    for u in range(OW - (chi - clo)):
+        ow = u if u < clo else u + (chi - clo)
+        acc = base
+        start = ow * sw - pw
+        for c in range(Cg):
+            for a in range(KD):
+                i = d0 + a * dd
+                if i < 0 or i >= D:
+                    continue
+                for b in range(KH):
+                    j = h0 + b * dh
+                    if j < 0 or j >= H:
+                        continue
+                    row = vol[c, i, j]
+                    for e in range(KW):
+                        m = start + e * dw
+                        v = row[m] if 0 <= m < W else zero
+                        acc += w[k, c, a, b, e] * v
+        orow[ow] = acc
+
+
+@njit(**JIT_PARALLEL)
+def correlate_planes(x, w, bias, out, stride, dilation, groups, pads):
+    """:func:`correlate` for few output channels per group (depthwise, single planes),
+    reading ``x`` zero-padded by ``pads`` (before each axis) without a padded copy.
+
+    One task per (n, k, od, block of output rows). The interior outputs (every tap inside
+    ``x``) are summed one kernel row per pass over column chunks that stay in L1, with no
+    branches; when the output rows have the input's pitch (stride 1, ``OW == W``) a whole
+    block of rows is one flat run (long vector loops even for narrow planes; the
+    wrapped border columns it also writes are redone). Border outputs go tap by tap,
+    reading zeros outside ``x``; taps in the padding still add ``w * 0``, so NaN/Inf
+    weights propagate as with a padded copy.
+    """
+    N, C, D, H, W = x.shape
+    K, Cg, KD, KH, KW = w.shape
+    OD, OH, OW = out.shape[2], out.shape[3], out.shape[4]
+    sd, sh, sw = stride[0], stride[1], stride[2]
+    dd, dh, dw = dilation[0], dilation[1], dilation[2]
+    pd, ph, pw = pads[0], pads[1], pads[2]
+    Kg = K // groups
+    planes = N * K * OD
+    nrb = min(OH, max(1, (PLANE_TASKS + planes - 1) // planes))
+    RB = (OH + nrb - 1) // nrb
+    nrb = (OH + RB - 1) // RB
+    # interior columns [clo, chi) and rows [rlo, rhi): every tap inside x
+    clo = min(OW, (pw + sw - 1) // sw)
+    chi = max(clo, min(OW, (W - 1 + pw - (KW - 1) * dw) // sw + 1))
+    rlo = min(OH, (ph + sh - 1) // sh)
+    rhi = max(rlo, min(OH, (H - 1 + ph - (KH - 1) * dh) // sh + 1))
+    flat = sw == 1 and sh == 1 and OW == W and chi > clo
+    for t in prange(planes * nrb):
+        rb = t % nrb
+        r = t // nrb
+        od = r % OD
+        r //= OD
+        k = r % K
+        n = r // K
+        c0 = (k // Kg) * Cg
+        vol = x[n, c0 : c0 + Cg]
+        d0 = od * sd - pd
+        r0, r1 = rb * RB, min(OH, rb * RB + RB)
+        f0, f1 = max(r0, rlo), min(r1, rhi)
+        if flat and f1 > f0:
+            # rows [f0, f1) as one run: out flat index p reads input p + offset(tap)
+            oplane = out[n, k, od].reshape(OH * OW)
+            base = _row_base(w, k, bias[k], d0, f0 - ph, D, H, dd, dh)
+            p0, p1 = f0 * OW + clo, (f1 - 1) * OW + chi
+            oplane[p0:p1] = base
+            for q in range(p0, p1, COLUMN_CHUNK):
+                acc = oplane[q : min(p1, q + COLUMN_CHUNK)]
+                for c in range(Cg):
+                    for a in range(KD):
+                        i = d0 + a * dd
+                        if i < 0 or i >= D:
+                            continue
+                        iplane = vol[c, i].reshape(H * W)
+                        for b in range(KH):
+                            start = q + (b * dh - ph) * W - pw
+                            _kernel_row(acc, iplane[start:], 1, dw, w[k, c, a, b])
+            for oh in range(f0, f1):
+                _border_columns(out[n, k, od, oh], vol, w, k, base, d0, oh - ph, clo, chi,
+                                1, pw, dd, dh, dw)
+        for oh in range(r0, r1):
+            if flat and f0 <= oh < f1:
+                continue
+            h0 = oh * sh - ph
+            orow = out[n, k, od, oh]
+            base = _row_base(w, k, bias[k], d0, h0, D, H, dd, dh)
+            orow[clo:chi] = base
+            for q in range(clo, chi, COLUMN_CHUNK):
+                acc = orow[q : min(chi, q + COLUMN_CHUNK)]
+                start = q * sw - pw
+                for c in range(Cg):
+                    for a in range(KD):
+                        i = d0 + a * dd
+                        if i < 0 or i >= D:
+                            continue
+                        for b in range(KH):
+                            j = h0 + b * dh
+                            if j < 0 or j >= H:
+                                continue
+                            _kernel_row(acc, vol[c, i, j, start:], sw, dw, w[k, c, a, b])
+            _border_columns(orow, vol, w, k, base, d0, h0, clo, chi, sw, pw, dd, dh, dw)
+
+
+_NO_PADS = np.zeros(3, dtype=np.int64)
+
+
+def few_channel_core(x_shape=None, pads=None):
+    """The few-channel kernel with :func:`correlate`'s signature. Given the unpadded
+    input shape ``x_shape`` (5-D) and its zero padding ``pads`` (three (before, after)
+    pairs), the core pads by itself (``pads_itself``): an input of shape ``x_shape`` is
+    read as zero-padded, an input of any other shape as already padded."""
+    before = _NO_PADS if pads is None else np.array([p[0] for p in pads], dtype=np.int64)
+
+    def core(x, w, bias, out, stride, dilation, groups):
+        own = before if x.shape == x_shape else _NO_PADS
+        correlate_planes(x, w, bias, out, stride, dilation, groups, own)
+
+    core.pads_itself = pads is not None
+    return core
+
+
 def _serial_twin(func, name: str):
     """``func``'s kernel compiled without threads (``prange`` runs as ``range``), under its
     own name so that its cache entry never mixes with the parallel one's."""
