@@ -26,8 +26,9 @@ test: install lint
 demo: install
 	$(VENV)/bin/fastconv demo
 
+# 10,000 random cases over every op, forward and backward (FUZZ_ARGS="--ops grad" etc.)
 fuzz: install
-	$(PY) tests/fuzz.py --n 10000
+	$(PY) tests/fuzz.py --n 10000 $(FUZZ_ARGS)
 
 bench: install
 	$(PY) -m pip install -q -e '.[bench]'

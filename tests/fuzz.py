@@ -5,10 +5,11 @@ Ops (``--ops`` takes op names or these groups, comma-separated; default: all):
 
 - ``conv``:      ``conv``: fc.conv1d/2d/3d and fc.convolve1d/2d/3d (every algorithm);
 - ``grad``:      ``conv_input``, ``conv_weight``: fc.grad.conv1d/2d/3d_input and _weight
-                 (every padding form and padding_mode, stride, dilation, groups; the
-                 CPU core's "direct" and "gemm" paths), ``conv_bias``: fc.grad.conv_bias;
+                 (every padding form and padding_mode, stride, dilation, groups,
+                 ``algorithm=`` "auto"/"direct"/"gemm"), ``conv_bias``: fc.grad.conv_bias;
 - ``transpose``: ``conv_transpose``: fc.conv_transpose1d/2d/3d (output_padding, groups,
-                 dilation);
+                 dilation; the CPU core's "direct" and "gemm" paths, see
+                 :func:`forced_grad_path`);
 - ``pool``:      ``max_pool``, ``avg_pool``: fc.max_pool1d/2d/3d (values and
                  return_indices) and fc.avg_pool1d/2d/3d; ``max_pool_grad``,
                  ``avg_pool_grad``: fc.grad.max_pool1d/2d/3d and avg_pool1d/2d/3d
@@ -353,24 +354,24 @@ def check_conv(case: dict, use_torch: bool) -> list[str]:
 
 def _conv_grad_case(rng: np.random.Generator) -> dict:
     """A forward configuration whose reference gradient loop stays within LOOP_BUDGET,
-    plus the CPU gradient core's path ("auto", or forced "direct"/"gemm")."""
+    with the gradients' ``algorithm=`` ("auto", "direct", "gemm")."""
     while True:
         case = random_case(rng)
         loops = case["n"] * case["k"] * math.prod(_out_spatial(case))
         if loops <= LOOP_BUDGET:
             break
-    for key in ("flip", "bias", "algorithm"):  # forward-only options
+    for key in ("flip", "bias"):  # forward-only options
         del case[key]
     case.update(g_layout=str(rng.choice(LAYOUTS)),
-                path=str(rng.choice(["auto"] * 2 + ["direct", "gemm"])),
+                algorithm=str(rng.choice(["auto"] * 2 + ["direct", "gemm"])),
                 special=str(rng.choice(["none"] * 16 + ["nan", "inf", "-inf"])))
     return case
 
 
 @contextlib.contextmanager
 def forced_grad_path(path: str):
-    """Run the CPU gradient cores with ``path`` ("direct"/"gemm") instead of their
-    size rule: the public API has no knob, so this swaps the rule
+    """Run the CPU input-gradient core of conv_transpose*d with ``path`` ("direct"/"gemm")
+    instead of its size rule: conv_transpose has no ``algorithm=``, so this swaps the rule
     (``fastconv.cpu.grad.choose_for``) for the call; "auto", or a backend without that
     rule, leaves everything as it is."""
     mod = importlib.import_module("fastconv.cpu.grad")
@@ -406,9 +407,9 @@ def check_conv_input(case: dict, use_torch: bool) -> list[str]:
         scale = reference.conv_input_nd(xshape, np.abs(w), np.abs(g.astype(np.float64)), **ref)
     func = getattr(fc.grad, f"conv{case['nsp']}d_input")
     size = xshape[1:] if case["unbatched"] else xshape
-    with forced_grad_path(case["path"]):
-        got = func(size, with_layout(w, case["w_layout"]),
-                   _user(g, case["g_layout"], case["unbatched"]), **_conv_args(case))
+    got = func(size, with_layout(w, case["w_layout"]),
+               _user(g, case["g_layout"], case["unbatched"]), **_conv_args(case),
+               algorithm=case["algorithm"])
     torch_want = None
     if use_torch:
         y, tx, _ = _torch_conv(case, np.zeros(xshape), w, None, dt)
@@ -434,9 +435,9 @@ def check_conv_weight(case: dict, use_torch: bool) -> list[str]:
         scale = reference.conv_weight_nd(np.abs(x.astype(np.float64)), w_shape, np.abs(g),
                                          **ref)
     func = getattr(fc.grad, f"conv{case['nsp']}d_weight")
-    with forced_grad_path(case["path"]):
-        got = func(_user(x, case["x_layout"], case["unbatched"]), w_shape,
-                   _user(g, case["g_layout"], case["unbatched"]), **_conv_args(case))
+    got = func(_user(x, case["x_layout"], case["unbatched"]), w_shape,
+               _user(g, case["g_layout"], case["unbatched"]), **_conv_args(case),
+               algorithm=case["algorithm"])
     torch_want = None
     if use_torch:
         y, _, tw = _torch_conv(case, x, np.zeros(w_shape), None, dt)
