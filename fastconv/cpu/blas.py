@@ -105,22 +105,24 @@ class _SingleThreadedBlas:
     def __enter__(self):
         st = _load()
         with _lock:
-            if st["users"] == 0 and st["threads"] is not None:
+            if st.get("users", 0) == 0 and st.get("threads") is not None:
                 st["saved"] = st["threads"][1]()
                 st["threads"][0](1)
-            st["users"] += 1
+            st["users"] = st.get("users", 0) + 1
 
     def __exit__(self, *exc):
         st = _state
         with _lock:
             st["users"] -= 1
-            if st["users"] == 0 and st["threads"] is not None:
+            if st["users"] == 0 and st.get("threads") is not None:
                 st["threads"][0](st["saved"])
 
 
 def parallel(task, ntasks: int) -> None:
     """``task(i)`` for ``i in range(ntasks)`` on ``numba.get_num_threads()`` threads (the
-    caller and a shared pool), single-threaded BLAS meanwhile; exceptions re-raised."""
+    caller and a shared pool), single-threaded BLAS meanwhile; exceptions re-raised.
+    Tasks may also run NumPy copies or ``nogil`` serial Numba kernels (both release the
+    GIL): one join for the whole batch instead of a Numba parallel region's barrier."""
     workers = max(1, min(numba.get_num_threads(), ntasks))
     with _SingleThreadedBlas():
         if workers == 1:
@@ -129,7 +131,7 @@ def parallel(task, ntasks: int) -> None:
             return
         st = _state
         with _lock:
-            if st["pool"] is None or st["pool"]._max_workers < workers - 1:
+            if st.get("pool") is None or st["pool"]._max_workers < workers - 1:
                 st["pool"] = ThreadPoolExecutor(max(workers - 1, numba.config.NUMBA_NUM_THREADS),
                                                 thread_name_prefix="fastconv-blas")
             pool = st["pool"]

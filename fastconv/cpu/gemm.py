@@ -29,10 +29,12 @@ output element is computed by one fixed sequence of calls, whatever the thread c
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from numba import njit, prange
 
-from fastconv._config import GEMM_CHUNK_BYTES, GEMM_COL_BYTES, JIT_PARALLEL
+from fastconv._config import GEMM_CHUNK_BYTES, GEMM_COL_BYTES, JIT_PARALLEL, JIT_SERIAL
 from fastconv.cpu import blas
 
 
@@ -85,34 +87,53 @@ def shifted_ok(stride) -> bool:
     return all(int(s) == 1 for s in stride) and blas.available()
 
 
-@njit(**JIT_PARALLEL)
-def crop_bias(y, bias, out):
-    """out[n, k, d, h, w] = y[n, k, d, h, w] + bias[k] (y on a larger grid, cropped)."""
-    N, K, OD, OH, OW = out.shape
-    for t in prange(N * K * OD):
-        d = t % OD
-        k = (t // OD) % K
-        n = t // (OD * K)
+@njit(**JIT_SERIAL)
+def crop_rows(y, bias, out, r0, r1, Hp, Wp):
+    """out[k, d, h, :] = y[k, (r - r0)*Wp : (r - r0)*Wp + OW] + bias[k] for the pitch rows
+    ``r = d*Hp + h`` in ``[r0, r1)`` with ``h < OH`` (the others are garbage rows).
+    ``y`` is ``(Kg, (r1 - r0) * Wp)``, ``out`` one image's ``(Kg, OD, OH, OW)`` block."""
+    Kg, OD, OH, OW = out.shape
+    for k in range(Kg):
         bk = bias[k]
-        for h in range(OH):
-            src = y[n, k, d, h]
-            dst = out[n, k, d, h]
-            for i in range(OW):
-                dst[i] = src[i] + bk
+        for r in range(r0, r1):
+            d = r // Hp
+            h = r - d * Hp
+            if h < OH:
+                src = y[k, (r - r0) * Wp : (r - r0) * Wp + OW]
+                dst = out[k, d, h]
+                for i in range(OW):
+                    dst[i] = src[i] + bk
 
 
-#: Fewest columns of one chunk (narrower products lose more to BLAS packing than L2 gains).
+#: Fewest output columns of one chunk (narrower products lose more to BLAS packing than
+#: they gain from the L2 cache).
 MIN_CHUNK_COLUMNS = 256
 
+_scratch = threading.local()
 
-def _chunks(L: int, rows: int, itemsize: int):
-    """(start, length) column chunks of at most GEMM_CHUNK_BYTES of ``rows`` output rows."""
-    step = max(MIN_CHUNK_COLUMNS, GEMM_CHUNK_BYTES // max(1, rows * itemsize))
-    return [(s, min(step, L - s)) for s in range(0, L, step)]
+
+def _buffer(nbytes: int) -> np.ndarray:
+    """A per-thread scratch byte buffer of at least ``nbytes`` (reused across calls)."""
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or buf.size < nbytes:
+        buf = _scratch.buf = np.empty(max(nbytes, 1 << 16), dtype=np.uint8)
+    return buf
+
+
+def _row_chunks(nrows: int, Wp: int, rows_out: int, itemsize: int):
+    """(first, stop) pitch-row chunks of at most GEMM_CHUNK_BYTES of ``rows_out`` outputs."""
+    cols = max(MIN_CHUNK_COLUMNS, GEMM_CHUNK_BYTES // max(1, rows_out * itemsize))
+    step = max(1, cols // Wp)
+    return [(r, min(nrows, r + step)) for r in range(0, nrows, step)]
 
 
 def shifted(xp, w, bias, out, dilation, groups):
-    """Stride-1 correlation as one strided GEMM per kernel tap (module docstring)."""
+    """Stride-1 correlation as one strided GEMM per kernel tap (module docstring).
+
+    Tasks are (image, group, chunk of pitch rows); a task multiplies into its thread's
+    scratch (``Kg x rows*Wp``, L2-sized) and crops the valid rows into ``out`` with the
+    bias, so there is no full-size intermediate and no parallel region besides the tasks.
+    """
     xp = np.ascontiguousarray(xp)
     N, C, Dp, Hp, Wp = xp.shape
     K, Cg, KD, KH, KW = w.shape
@@ -120,36 +141,51 @@ def shifted(xp, w, bias, out, dilation, groups):
     Kg = K // groups
     dd, dh, dw = (int(v) for v in dilation)
     P = Dp * Hp * Wp
-    Q = OD * Hp * Wp  # row pitch of the output on the input's grid
     L = (OD - 1) * Hp * Wp + (OH - 1) * Wp + OW
-    in_place = OH == Hp and OW == Wp and out.flags.c_contiguous
-    y = out if in_place else np.empty((N, K, OD, Hp, Wp), dtype=out.dtype)
+    nrows = (OD - 1) * Hp + OH  # pitch rows holding outputs (the last one partly)
     taps = KD * KH * KW
     wt = np.ascontiguousarray(w.reshape(K, Cg, taps).transpose(2, 0, 1))  # (taps, K, Cg)
     offs = [a * dd * Hp * Wp + b * dh * Wp + e * dw
             for a in range(KD) for b in range(KH) for e in range(KW)]
     s = xp.itemsize
-    xa, wa, ya = blas.address(xp), blas.address(wt), blas.address(y)
-    chunks = _chunks(L, Kg, s)
-    prods = {lc: blas.Gemm(xp.dtype, Kg, lc, Cg, lda=Cg, ldb=P, ldc=Q) for _, lc in chunks}
+    xa, wa = blas.address(xp), blas.address(wt)
+    in_place = OH == Hp and OW == Wp and out.flags.c_contiguous  # no garbage columns
+    chunks = _row_chunks(nrows, Wp, Kg, s)
     nchunks = len(chunks)
+    prods: dict = {}
+
+    def product(lc, ldc):
+        key = (lc, ldc)
+        if key not in prods:
+            prods[key] = blas.Gemm(xp.dtype, Kg, lc, Cg, lda=Cg, ldb=P, ldc=ldc)
+        return prods[key]
+
+    out_g = out.reshape(N, groups, Kg, OD, OH, OW)
+    bias_g = np.ascontiguousarray(bias, dtype=out.dtype).reshape(groups, Kg)
 
     def task(i):
-        l0, lc = chunks[i % nchunks]
+        r0, r1 = chunks[i % nchunks]
         g = (i // nchunks) % groups
         n = i // (nchunks * groups)
-        prod = prods[lc]
+        l0 = r0 * Wp
+        lc = min(r1 * Wp, L) - l0
         b0 = xa + ((n * C + g * Cg) * P + l0) * s
-        c0 = ya + ((n * K + g * Kg) * Q + l0) * s
+        if in_place:
+            y, ldc = None, OD * Hp * Wp  # == L: out's own rows
+            c0 = blas.address(out) + ((n * K + g * Kg) * ldc + l0) * s
+        else:
+            ldc = (r1 - r0) * Wp
+            y = _buffer(Kg * ldc * s).view(out.dtype)[: Kg * ldc].reshape(Kg, ldc)
+            c0 = blas.address(y)
+        prod = product(lc, ldc)
         for t in range(taps):
             prod(wa + (t * K + g * Kg) * Cg * s, b0 + offs[t] * s, c0, t > 0)
+        if y is not None:
+            crop_rows(y, bias_g[g], out_g[n, g], r0, r1, Hp, Wp)
 
     blas.parallel(task, N * groups * nchunks)
-    if in_place:
-        if np.any(bias):
-            out += bias.reshape(1, K, 1, 1, 1)
-        return out
-    crop_bias(y, bias, out)
+    if in_place and np.any(bias):
+        out += bias.reshape(1, K, 1, 1, 1)
     return out
 
 

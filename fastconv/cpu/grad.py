@@ -68,49 +68,46 @@ def correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto"):
     name = algorithm
     if name == "auto":
         name = choose_for(xp.shape[0], gw.shape, g.shape[2:], stride, groups)
-    if name == "gemm" and gemm.shifted_ok(stride) and all_finite(xp):
+    if name == "gemm" and gemm.shifted_ok(stride):
         with np.errstate(invalid="ignore", over="ignore"):
-            _weight_shifted(np.ascontiguousarray(xp), g, gw, dilation, groups)
-        return gw
+            if _weight_shifted(np.ascontiguousarray(xp), g, gw, dilation, groups):
+                return gw
     correlate_weight_direct(xp, g, gw, np.asarray(stride), np.asarray(dilation), groups)
     return gw
 
 
-@njit(**JIT_PARALLEL)
+@njit(**JIT_SERIAL)
 def all_finite(a):
-    """Whether every element of ``a`` is finite (no NaN/Inf)."""
-    flat = a.reshape(-1)
-    bad = 0
-    for i in prange(flat.size):
-        v = flat[i]
+    """Whether every element of ``a`` (any shape) is finite (no NaN/Inf)."""
+    for v in a.flat:
         if not np.isfinite(v):
-            bad += 1
-    return bad == 0
+            return False
+    return True
 
 
-@njit(**JIT_PARALLEL)
+@njit(**JIT_SERIAL)
 def to_pitch(g, gq):
-    """gq[n, k, d, h, w] = g[n, k, d, h, w] inside g's extent, 0 in the extra columns/rows."""
-    N, K, OD, OH, OW = g.shape
-    H, W = gq.shape[3], gq.shape[4]
-    for t in prange(N * K * OD):
-        d = t % OD
-        k = (t // OD) % K
-        n = t // (OD * K)
-        for h in range(H):
-            dst = gq[n, k, d, h]
-            if h < OH:
-                src = g[n, k, d, h]
-                for i in range(OW):
-                    dst[i] = src[i]
-                for i in range(OW, W):
-                    dst[i] = 0
-            else:
-                dst[:] = 0
+    """gq[k, d, h, w] = g[k, d, h, w] inside g's extent, 0 in the extra columns/rows
+    (one image: ``g`` is ``(K, OD, OH, OW)``, ``gq`` is ``(K, OD, H, W)``)."""
+    K, OD, OH, OW = g.shape
+    H, W = gq.shape[2], gq.shape[3]
+    for k in range(K):
+        for d in range(OD):
+            for h in range(H):
+                dst = gq[k, d, h]
+                if h < OH:
+                    src = g[k, d, h]
+                    for i in range(OW):
+                        dst[i] = src[i]
+                    for i in range(OW, W):
+                        dst[i] = 0
+                else:
+                    dst[:] = 0
 
 
-def _weight_shifted(xp, g, gw, dilation, groups):
-    """Stride-1 weight gradient as one strided GEMM per (tap, image) (module docstring)."""
+def _weight_shifted(xp, g, gw, dilation, groups) -> bool:
+    """Stride-1 weight gradient as one strided GEMM per (tap, image) (module docstring);
+    False (nothing written) when ``xp`` holds NaN/Inf."""
     N, C, Dp, Hp, Wp = xp.shape
     K, Cg, KD, KH, KW = gw.shape
     OD, OH, OW = g.shape[2:]
@@ -120,7 +117,16 @@ def _weight_shifted(xp, g, gw, dilation, groups):
     Q = OD * Hp * Wp
     L = (OD - 1) * Hp * Wp + (OH - 1) * Wp + OW
     gq = np.empty((N, K, OD, Hp, Wp), dtype=gw.dtype)
-    to_pitch(np.ascontiguousarray(g, dtype=gw.dtype), gq)
+    g = np.ascontiguousarray(g, dtype=gw.dtype)
+    finite = [True] * N
+
+    def prepare(n):
+        finite[n] = all_finite(xp[n])
+        to_pitch(g[n], gq[n])
+
+    blas.parallel(prepare, N)
+    if not all(finite):
+        return False
     taps = KD * KH * KW
     offs = [a * dd * Hp * Wp + b * dh * Wp + e * dw
             for a in range(KD) for b in range(KH) for e in range(KW)]
@@ -145,6 +151,7 @@ def _weight_shifted(xp, g, gw, dilation, groups):
 
     blas.parallel(task, groups * taps * nkb)
     gw[...] = acc.transpose(1, 2, 0).reshape(gw.shape)
+    return True
 
 
 @njit(**JIT_PARALLEL)
@@ -259,10 +266,15 @@ def correlate_input(g, w, bias, out, spread_shape, spread_src, spread_dst, dilat
     ``algorithm`` ("auto", "gemm", "direct") picks the core of the stride-1 correlation
     of the spread grid; "auto" applies the forward rule to it.
     """
-    gz = np.zeros(spread_shape, dtype=out.dtype)
-    src = (slice(None), slice(None)) + tuple(slice(*s) for s in spread_src)
-    dst = (slice(None), slice(None)) + tuple(slice(*s) for s in spread_dst)
-    gz[dst] = g[src]
+    gz = np.empty(spread_shape, dtype=out.dtype)
+    src = (slice(None),) + tuple(slice(*s) for s in spread_src)
+    dst = (slice(None),) + tuple(slice(*s) for s in spread_dst)
+
+    def spread(n):  # NumPy copies release the GIL: images in parallel, no Numba barrier
+        gz[n] = 0
+        gz[n][dst] = g[n][src]
+
+    blas.parallel(spread, gz.shape[0])
     ones = (1, 1, 1)  # tuples, as run_correlate passes them (one Numba specialisation)
     wt = _transposed_weight(w, groups)
     name = algorithm
