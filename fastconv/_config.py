@@ -26,6 +26,9 @@ GEMM_COL_BYTES = 16 << 20
 #: Output bytes of one column chunk of the shifted GEMM (kept in L2 across the taps).
 GEMM_CHUNK_BYTES = 256 << 10
 
+#: Bytes of one task's ``im2col`` chunk (strided layers); larger chunks make fatter products.
+GEMM_COL_CHUNK_BYTES = 1 << 20
+
 #: Environment variable that sends NumPy inputs to the GPU ("cuda") or keeps them on the CPU.
 DEVICE_ENV = "FASTCONV_DEVICE"
 

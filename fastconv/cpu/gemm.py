@@ -34,7 +34,13 @@ import threading
 import numpy as np
 from numba import njit, prange
 
-from fastconv._config import GEMM_CHUNK_BYTES, GEMM_COL_BYTES, JIT_PARALLEL, JIT_SERIAL
+from fastconv._config import (
+    GEMM_CHUNK_BYTES,
+    GEMM_COL_BYTES,
+    GEMM_COL_CHUNK_BYTES,
+    JIT_PARALLEL,
+    JIT_SERIAL,
+)
 from fastconv.cpu import blas
 
 
@@ -79,6 +85,8 @@ def correlate(xp, w, bias, out, stride, dilation, groups):
     with np.errstate(invalid="ignore", over="ignore"):
         if shifted_ok(stride):
             return shifted(xp, w, bias, out, dilation, groups)
+        if blas.available():
+            return im2col_tasks(xp, w, bias, out, stride, dilation, groups)
         return _im2col_correlate(xp, w, bias, out, stride, dilation, groups)
 
 
@@ -189,7 +197,99 @@ def shifted(xp, w, bias, out, dilation, groups):
     return out
 
 
+@njit(**JIT_SERIAL)
+def im2col_rows(xq, n, c0, kshape, stride, dilation, OH, OW, r0, r1, col):
+    """col[(c, a, b, e), (r - r0)*OW + ow] = x[n, c0 + c, od*sd + a*dd, oh*sh + b*dh,
+    ow*sw + e*dw] for the output rows ``r = od*OH + oh`` in ``[r0, r1)`` (one task's chunk;
+    the first ``Cg*taps`` rows of ``col``). ``xq`` is the padded input with its W axis
+    split into ``sw`` phases, ``xq[..., p, j] = x[..., j*sw + p]``, so every copied run is
+    contiguous."""
+    KD, KH, KW = kshape[0], kshape[1], kshape[2]
+    sd, sh, sw = stride[0], stride[1], stride[2]
+    dd, dh, dw = dilation[0], dilation[1], dilation[2]
+    R = col.shape[0]
+    taps = KD * KH * KW
+    Cg = R // taps
+    for c in range(Cg):
+        for a in range(KD):
+            for b in range(KH):
+                for e in range(KW):
+                    dst = col[((c * KD + a) * KH + b) * KW + e]
+                    ph = (e * dw) % sw
+                    q = (e * dw) // sw
+                    for r in range(r0, r1):
+                        od = r // OH
+                        oh = r - od * OH
+                        src = xq[n, c0 + c, od * sd + a * dd, oh * sh + b * dh, ph]
+                        base = (r - r0) * OW
+                        dst[base : base + OW] = src[q : q + OW]
+
+
+def _phases(xp, sw: int):
+    """``xq[n, c, d, h, p, j] = xp[n, c, d, h, j*sw + p]`` (a view when ``sw == 1``); the
+    copy runs per image in the task threads."""
+    N, C, Dp, Hp, Wp = xp.shape
+    if sw == 1:
+        return np.ascontiguousarray(xp).reshape(N, C, Dp, Hp, 1, Wp)
+    Wq = -(-Wp // sw)
+    xq = np.empty((N, C, Dp, Hp, sw, Wq), dtype=xp.dtype)
+
+    def split(n):
+        for p in range(sw):
+            m = len(range(p, Wp, sw))
+            xq[n, :, :, :, p, :m] = xp[n, :, :, :, p::sw]
+            xq[n, :, :, :, p, m:] = 0
+
+    blas.parallel(split, N)
+    return xq
+
+
+def im2col_tasks(xp, w, bias, out, stride, dilation, groups):
+    """im2col + GEMM in tasks of (image, group, chunk of output rows): each task gathers
+    its ``col`` chunk (``GEMM_COL_CHUNK_BYTES``, in its thread's scratch) with a serial
+    Numba kernel and multiplies it straight into ``out`` (the bias as a row of ones in
+    ``col``). A W stride first splits the input into stride phases (one copy), so the
+    gather copies contiguous runs."""
+    N, C = xp.shape[:2]
+    K, Cg, KD, KH, KW = w.shape
+    OD, OH, OW = out.shape[2:]
+    Kg = K // groups
+    R = Cg * KD * KH * KW
+    M = OD * OH * OW
+    s = out.itemsize
+    wm = np.empty((groups, Kg, R + 1), dtype=out.dtype)
+    wm[:, :, :R] = w.reshape(groups, Kg, R)
+    wm[:, :, R] = bias.reshape(groups, Kg)
+    rows_total = OD * OH
+    cols = max(MIN_CHUNK_COLUMNS, GEMM_COL_CHUNK_BYTES // ((R + 1) * s))
+    step = max(1, cols // OW)
+    chunks = [(r, min(rows_total, r + step)) for r in range(0, rows_total, step)]
+    nchunks = len(chunks)
+    kshape = (KD, KH, KW)
+    st = tuple(int(v) for v in stride)
+    dil = tuple(int(v) for v in dilation)
+    xq = _phases(xp, st[2])
+    wa, oa = blas.address(wm), blas.address(out)
+    prods = {(r1 - r0) * OW: blas.Gemm(out.dtype, Kg, (r1 - r0) * OW, R + 1, lda=R + 1,
+                                       ldb=(r1 - r0) * OW, ldc=M) for r0, r1 in chunks}
+
+    def task(i):
+        r0, r1 = chunks[i % nchunks]
+        g = (i // nchunks) % groups
+        n = i // (nchunks * groups)
+        lc = (r1 - r0) * OW
+        col = _buffer((R + 1) * lc * s).view(out.dtype)[: (R + 1) * lc].reshape(R + 1, lc)
+        im2col_rows(xq, n, g * Cg, kshape, st, dil, OH, OW, r0, r1, col[:R])
+        col[R] = 1
+        prods[lc](wa + g * Kg * (R + 1) * s, blas.address(col),
+                  oa + ((n * K + g * Kg) * M + r0 * OW) * s, False)
+
+    blas.parallel(task, N * groups * nchunks)
+    return out
+
+
 def _im2col_correlate(xp, w, bias, out, stride, dilation, groups):
+    """im2col + ``numpy.matmul`` (the path without SciPy's BLAS)."""
     N = xp.shape[0]
     K, Cg, KD, KH, KW = w.shape
     oshape = np.array(out.shape[2:], dtype=np.int64)
