@@ -226,3 +226,54 @@ def test_few_channel_kernel_nan_weight_reaches_the_padded_border():
     assert np.isnan(got[0, 0]).all()
     assert np.isinf(got[0, 1, :-1, :-1]).all()
     assert np.isnan(got[0, 1, -1]).all() and np.isnan(got[0, 1, :, -1]).all()
+
+
+# --- the GEMM paths: shifted (stride 1), im2col tasks (strided), no-SciPy fallback -----
+
+GEMM_CASES = [  # (x shape, w shape, kwargs): each exercises one branch of fastconv.cpu.gemm
+    ((2, 6, 9, 11), (8, 3, 3, 2), dict(padding=(1, 2), dilation=(2, 1), groups=2)),
+    ((2, 4, 5, 6, 7), (8, 4, 3, 1, 1), {}),  # 3-D, no garbage columns: written in place
+    ((2, 16, 6, 7), (8, 16, 1, 1), {}),  # 1x1: in place
+    ((1, 5, 4, 7, 6), (6, 5, 2, 3, 2), dict(padding=(1, 2, 0), dilation=(1, 1, 2))),  # 3-D
+    ((3, 4, 40), (10, 2, 5), dict(padding=3, dilation=2, groups=2)),  # 1-D
+    ((2, 6, 13, 17), (8, 3, 3, 4), dict(stride=(2, 3), padding=(1, 2), dilation=(1, 2),
+                                        groups=2)),  # strided: W phases
+    ((2, 3, 7, 9, 11), (4, 3, 2, 3, 3), dict(stride=(2, 1, 2), padding=1)),  # 3-D strided
+    ((2, 3, 30, 30), (16, 3, 7, 7), dict(stride=2, padding=3)),  # W4 in miniature
+]
+
+
+@pytest.mark.parametrize("path", ["shifted", "im2col", "no-scipy"])
+@pytest.mark.parametrize("small_chunks", [False, True], ids=["chunk", "tiny-chunks"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", GEMM_CASES, ids=lambda c: f"{c[0]}*{c[1]}")
+def test_gemm_paths_match_direct_and_oracle(case, dtype, small_chunks, path, monkeypatch):
+    """Each path of fastconv.cpu.gemm (strided cases always take im2col): the shifted
+    GEMM (forced for few channels), im2col tasks, and im2col + numpy.matmul without SciPy."""
+    from fastconv.cpu import blas, gemm
+
+    monkeypatch.setattr(gemm, "SHIFTED_MIN_CG", 1 if path == "shifted" else 10**9)
+    blas_ok = path != "no-scipy"
+
+    if small_chunks:  # many column/row chunks per image, a partial last one
+        monkeypatch.setattr(gemm, "GEMM_CHUNK_BYTES", 1)
+        monkeypatch.setattr(gemm, "GEMM_COL_CHUNK_BYTES", 1)
+        monkeypatch.setattr(gemm, "MIN_CHUNK_COLUMNS", 5)
+    if not blas_ok:
+        monkeypatch.setattr(blas, "available", lambda: False)
+    xs, wsh, kw = case
+    rng = np.random.default_rng(len(xs) * 100 + wsh[0])
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(wsh).astype(dtype)
+    b = rng.standard_normal(wsh[0]).astype(dtype)
+    conv = CONVS[len(xs) - 2]
+    got = conv(x, w, b, algorithm="gemm", **kw)
+    direct = conv(x, w, b, algorithm="direct", **kw)
+    nsp = len(xs) - 2
+    pairs = padding_pairs(kw.get("padding", 0), wsh[2:], kw.get("dilation", 1))
+    want = conv_nd(x, w, b, kw.get("stride", (1,) * nsp), pairs, kw.get("dilation", (1,) * nsp),
+                   kw.get("groups", 1))
+    assert got.dtype == dtype
+    rtol = RTOL32 if dtype == np.float32 else 1e-12
+    _close(got, want, rtol)
+    _close(got, direct, rtol)

@@ -6,6 +6,8 @@ Oracles: hand-computed cases, the adjoint identity, the scatter-loop references 
 
 from __future__ import annotations
 
+import contextlib
+
 import numba
 import numpy as np
 import pytest
@@ -458,6 +460,19 @@ def test_pool_grad_against_torch(case, ties):
 # --- GEMM gradients (shifted GEMM on SciPy's BLAS) -----------------------------------
 
 
+@contextlib.contextmanager
+def shifted_always():
+    """Force the shifted GEMM for any channel count (it needs Cg >= 32 by default)."""
+    from fastconv.cpu import gemm
+
+    before = gemm.SHIFTED_MIN_CG
+    gemm.SHIFTED_MIN_CG = 1
+    try:
+        yield
+    finally:
+        gemm.SHIFTED_MIN_CG = before
+
+
 @st.composite
 def gemm_configs(draw):
     """Mostly stride 1 (where the shifted GEMM runs), every padding mode, groups, dilation."""
@@ -476,8 +491,9 @@ def test_gemm_grads_match_direct(cfg, seed):
     w = rng.standard_normal(cfg["w_shape"])
     y = CONV[nsp](x, w, **kw)
     g = rng.standard_normal(y.shape)
-    got = {a: (INPUT[nsp](x.shape, w, g, algorithm=a, **kw),
-               WEIGHT[nsp](x, w.shape, g, algorithm=a, **kw)) for a in ("gemm", "direct")}
+    with shifted_always():
+        got = {a: (INPUT[nsp](x.shape, w, g, algorithm=a, **kw),
+                   WEIGHT[nsp](x, w.shape, g, algorithm=a, **kw)) for a in ("gemm", "direct")}
     for i in range(2):
         np.testing.assert_allclose(got["gemm"][i], got["direct"][i], rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(np.vdot(w, got["gemm"][1]), np.vdot(y, g), rtol=1e-10,
@@ -510,8 +526,9 @@ def test_gemm_grads_match_torch(seed):
     yt = _torch_forward(F, nsp, xt, wt, None, kw, pairs)
     g = rng.standard_normal(tuple(yt.shape)).astype(np.float32)
     yt.backward(torch.tensor(g))
-    gx = INPUT[nsp](x.shape, w, g, algorithm="gemm", **kw)
-    gw = WEIGHT[nsp](x, w.shape, g, algorithm="gemm", **kw)
+    with shifted_always():
+        gx = INPUT[nsp](x.shape, w, g, algorithm="gemm", **kw)
+        gw = WEIGHT[nsp](x, w.shape, g, algorithm="gemm", **kw)
     for got, want in ((gx, xt.grad.numpy()), (gw, wt.grad.numpy())):
         assert got.dtype == np.float32
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * (1 + np.abs(want).max()))
@@ -555,6 +572,7 @@ def test_gemm_paths_deterministic_across_runs_and_threads(monkeypatch):
 
     monkeypatch.setattr(gemm, "GEMM_CHUNK_BYTES", 1)
     monkeypatch.setattr(gemm, "MIN_CHUNK_COLUMNS", 100)
+    monkeypatch.setattr(gemm, "SHIFTED_MIN_CG", 1)
     rng = np.random.default_rng(4)
     x = rng.standard_normal((3, 32, 20, 21)).astype(np.float32)
     w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
@@ -590,3 +608,19 @@ def test_grad_algorithm_is_checked():
     with pytest.raises(ValueError, match=r"conv2d_weight: invalid algorithm 'x', should be"):
         grad.conv2d_weight(np.ones((1, 1, 4, 4)), (1, 1, 2, 2), np.ones((1, 1, 3, 3)),
                            algorithm="x")
+
+
+def test_gemm_grads_without_scipy_blas(monkeypatch):
+    """Without SciPy's BLAS, algorithm="gemm" gradients fall back (im2col + numpy.matmul
+    for the input gradient, the direct kernel for the weight) and still agree."""
+    from fastconv.cpu import blas
+
+    monkeypatch.setattr(blas, "available", lambda: False)
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 6, 7, 8))
+    w = rng.standard_normal((8, 3, 3, 2))
+    kw = dict(padding=1, dilation=(1, 2), groups=2, padding_mode="circular")
+    g = rng.standard_normal(conv.conv2d(x, w, **kw).shape)
+    for fn, args in ((grad.conv2d_input, (x.shape, w, g)), (grad.conv2d_weight, (x, w.shape, g))):
+        np.testing.assert_allclose(fn(*args, algorithm="gemm", **kw),
+                                   fn(*args, algorithm="direct", **kw), rtol=1e-10, atol=1e-10)
