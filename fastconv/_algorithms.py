@@ -85,14 +85,15 @@ def correlation_core(backend_name: str, be, algorithm: str, plan: ConvPlan):
     if backend_name != "cpu":
         return be.correlate
     name = choose(plan) if algorithm == "auto" else algorithm
+    if name == "direct":
+        return _direct_core(be, plan) if _macs(plan) >= SERIAL_MAX_MACS else _serial_core()
     if name == "gemm":
         from fastconv.cpu.gemm import correlate
-    elif name == "fft":
-        from fastconv.cpu.fft import correlate
-    elif _macs(plan) < SERIAL_MAX_MACS:
-        from fastconv.cpu.conv import correlate_serial as correlate
     else:
-        correlate = _direct_core(be, plan)
+        from fastconv.cpu.fft import correlate, zero_padding_core
+
+        if plan.padding_mode == "zeros":  # the tiles read the zero padding in place
+            return zero_padding_core(plan.pads)
     return correlate
 
 
@@ -107,6 +108,19 @@ def _direct_core(be, plan: ConvPlan):
     if plan.padding_mode != "zeros":
         return few_channel_core()
     return few_channel_core(tuple(plan.x_shape), plan.pads)
+
+
+def _serial_core():
+    # imported once, then kept: an import statement per call costs more than a tiny problem
+    global _SERIAL_CORE
+    if _SERIAL_CORE is None:
+        from fastconv.cpu.conv import correlate_serial
+
+        _SERIAL_CORE = correlate_serial
+    return _SERIAL_CORE
+
+
+_SERIAL_CORE = None
 
 
 def _macs(plan: ConvPlan) -> int:
