@@ -7,10 +7,13 @@ float rounding (float32: relative error ~1e-5 of the output's scale, see
 - ``"direct"``: the register-blocked Numba loop nest (``fastconv.cpu.conv``). Best for
   few channels per group (depthwise, single-channel images) and tiny problems, where a
   matrix product would be thin and its set-up would dominate.
-- ``"gemm"``: ``im2col`` + one BLAS matrix product per image and group
-  (``fastconv.cpu.gemm``); a 1x1 stride-1 layer is a product of the input as it is.
-  Best when both sides of the product are wide: many output channels per group and a
-  large receptive field ``Cg * kD * kH * kW``.
+- ``"gemm"``: BLAS matrix products (``fastconv.cpu.gemm``, SciPy's sgemm/dgemm on
+  strided views, ``fastconv.cpu.blas``). Stride 1 with ``Cg >= 32``: the *shifted GEMM*,
+  no ``im2col``: one product per kernel tap on the flat padded planes (row stride = the
+  plane, an ``lda``), accumulated with ``beta = 1``, garbage columns cropped. Otherwise
+  ``im2col`` in L2-sized chunks (a W stride first splits the input into stride phases)
+  and one product per chunk. Best when both sides of the product are wide: many output
+  channels per group and a large receptive field ``Cg * kD * kH * kW``.
 - ``"fft"``: frequency-domain correlation (``fastconv.cpu.fft``). Best for large
   kernels on few channels, where the direct cost per output grows with the kernel's
   area but the FFT's does not.
@@ -26,6 +29,12 @@ The rule (``choose``), with ``taps = kD * kH * kW``, ``Kg = K // groups``,
    work ``N * K * Cg * taps * outputs`` is at least ``GEMM_MIN_MACS`` (2**20);
 3. else ``"direct"``; a direct problem of fewer than ``SERIAL_MAX_MACS`` (2**15)
    multiply-adds runs on the calling thread (waking worker threads would cost more).
+
+Gradients (``fastconv.grad.conv*_input/conv*_weight``, ``algorithm="auto"|"direct"|"gemm"``)
+apply the same rule (:func:`choose_for`) to the correlation they run: the input gradient
+to the stride-1 correlation of the spread ``grad_output`` with the transposed weight
+(``Kg`` and ``Cg`` swap), the weight gradient to the forward shapes; "fft" becomes
+"direct" there. The GEMM weight gradient needs stride 1 and a finite input (else direct).
 
 The GPU backend has only ``"direct"``; there "auto" always picks it.
 """
