@@ -101,6 +101,25 @@ def workloads(rng) -> list[Workload]:
          ">= 1x cv2, >= 20x torch", padding=2, others=w2_others)
     conv("W3", "8x64x56^2 * 64x64x3x3 pad 1", (8, 64, 56, 56), (64, 64, 3, 3), ">= 1x torch",
          padding=1)
+    # W3 thread scaling: fastconv on all threads vs on one (Numba's threads; the GEMM
+    # algorithm runs single-threaded BLAS calls on that many Python threads, so this sets
+    # the BLAS side too); ratio = 1-thread time / all-thread time
+    x3 = rng.standard_normal((8, 64, 56, 56), dtype=f32)
+    w3 = rng.standard_normal((64, 64, 3, 3), dtype=f32)
+    nthreads = numba.get_num_threads()
+
+    def w3_on(threads):
+        def run():
+            numba.set_num_threads(threads)
+            try:
+                return fc.conv2d(x3, w3, padding=1)
+            finally:
+                numba.set_num_threads(nthreads)
+        return run
+
+    ws.append(Workload("W3 threads", f"W3 on {nthreads} threads vs 1", w3_on(nthreads),
+                       {"1 thread": w3_on(1)}, conv_flops(x3.shape, w3.shape, (8, 64, 56, 56)),
+                       ">= 1.7x its 1-thread speed"))
     conv("W4", "8x3x224^2 * 64x3x7x7 s2 p3", (8, 3, 224, 224), (64, 3, 7, 7), ">= 0.9x torch",
          stride=2, padding=3)
     conv("W5", "8x256x14^2 * 256x256x3x3 p1", (8, 256, 14, 14), (256, 256, 3, 3),

@@ -21,10 +21,12 @@ float rounding (float32: relative error ~1e-5 of the output's scale, see
 The rule (``choose``), with ``taps = kD * kH * kW``, ``Kg = K // groups``,
 ``Cg = C // groups``:
 
-1. ``"fft"`` if every stride is 1, ``taps >= FFT_MIN_TAPS`` (625: a 25x25 kernel) and
-   ``Kg * Cg <= FFT_MAX_CHANNEL_PAIRS`` (16). Measured on one 2048x2048 plane: the
-   direct kernel costs ~15 ms + 0.17 ms per tap, the FFT ~110-170 ms whatever the
-   kernel, so they cross between 600 and 1000 taps (the bench's W8, 31x31, is near it);
+1. ``"fft"`` if every stride is 1, ``taps >= FFT_MIN_TAPS`` (400: from a 20x20 kernel)
+   and ``Kg * Cg <= FFT_MAX_CHANNEL_PAIRS`` (16). Measured on one 2048x2048 plane
+   ("same", float32, 2 threads, loaded 2-core Zen 3), direct/fft time: 9x9 0.14, 15x15
+   0.48, 19x19 1.26, 21x21 0.78-1.35, 23x23 1.42, 25x25 1.46, 31x31 2.45; the direct
+   kernel costs ~0.5 ms per tap there, the overlap-save FFT ~150-200 ms whatever the
+   kernel, so they cross near 400 taps;
 2. else ``"gemm"`` if ``Kg >= GEMM_MIN_KG`` (8), ``Cg * taps >= GEMM_MIN_R`` (16) and the
    work ``N * K * Cg * taps * outputs`` is at least ``GEMM_MIN_MACS`` (2**20);
 3. else ``"direct"``; a direct problem of fewer than ``SERIAL_MAX_MACS`` (2**15)
@@ -49,7 +51,7 @@ from fastconv._plan import ConvPlan
 #: Names accepted by ``algorithm=`` of the conv functions.
 ALGORITHMS = ("auto", "direct", "gemm", "fft")
 
-FFT_MIN_TAPS = 625
+FFT_MIN_TAPS = 400
 FFT_MAX_CHANNEL_PAIRS = 16
 GEMM_MIN_KG = 8
 GEMM_MIN_R = 16
