@@ -309,3 +309,34 @@ def test_docstring_examples_hold():
                                   [[[[3.5]]]])
     gx = pool.max_pool2d_backward(np.ones((1, 1, 1)), np.arange(4.0).reshape(1, 2, 2), 2)
     np.testing.assert_array_equal(gx, [[[0, 0], [0, 1]]])
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_max_backward_sends_grad_to_the_returned_indices(stride, dilation):
+    """The backward kernel finds each window's maximum itself (a row of windows at a
+    time); it must pick the element ``return_indices`` names: first of tied maxima,
+    a NaN over everything, nothing from a window outside the input."""
+    rng = np.random.default_rng(stride * 10 + dilation)
+    x = rng.integers(-2, 3, (2, 3, 13, 17)).astype(np.float32)  # many ties
+    x[0, 1, 4, 5] = np.nan
+    x[1, 2, 7, 3] = -np.inf
+    y, idx = fc.max_pool2d(x, 3, stride, 1, dilation, return_indices=True)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    want = np.zeros((6, 13 * 17), np.float32)
+    for p, (gp, ip) in enumerate(zip(g.reshape(6, -1), idx.reshape(6, -1), strict=True)):
+        np.add.at(want[p], ip, gp)
+    got = fc.grad.max_pool2d(g, x, 3, stride, 1, dilation)
+    np.testing.assert_allclose(got.reshape(6, -1), want, rtol=1e-6, atol=1e-6)
+
+
+def test_single_plane_pooling_splits_rows_and_matches_oracle():
+    """One image plane: the forward kernels split it into row blocks across tasks."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 1, 301, 97)).astype(np.float32)
+    for k, s, p in ((3, 2, 1), (2, 2, 0), (5, 1, 2)):
+        np.testing.assert_array_equal(fc.max_pool2d(x, k, s, p),
+                                      max_pool_nd(x, (k, k), (s, s), (p, p)))
+        np.testing.assert_allclose(fc.avg_pool2d(x, k, s, p),
+                                   avg_pool_nd(x, (k, k), (s, s), (p, p)), rtol=1e-5,
+                                   atol=1e-6)

@@ -10,7 +10,9 @@ Padding never materialises: each window is clipped to the input (max pooling pad
   order with PyTorch's rule ``v > m or isnan(v)``: the first maximum wins a tie, a NaN
   wins over everything (the last NaN in the window).
 - Backward is race-free without atomics: max scatters per ``(n, c)`` volume (one task
-  owns a whole input volume), average gathers per input plane ``(n, c, id)``.
+  owns a whole input volume; it finds each window's first maximum itself, a whole
+  output row at a time, so no index array is stored), average gathers per input plane
+  ``(n, c, id)``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ import numpy as np
 from numba import njit, prange
 
 from fastconv._config import JIT_PARALLEL, JIT_SERIAL
+
+#: Tasks the forward kernels aim for (row blocks split planes when there are few).
+PLANE_TASKS = 64
 
 
 @njit(inline="always", **JIT_SERIAL)
@@ -30,33 +35,21 @@ def _taps(start, k, dil, n):
 
 
 @njit(inline="always", **JIT_SERIAL)
-def _covering(i, k, stride, pad, nout):
-    """Outputs ``o`` in ``[lo, hi)`` whose window ``[o*stride - pad, +k)`` holds input ``i``."""
-    lo = max(0, -((k - 1 - i - pad) // stride))
-    hi = min(nout, (i + pad) // stride + 1)
-    return lo, hi
+def _max_tap(d, seg, s):
+    """d[o] = max(d[o], seg[o*s]), NaN winning."""
+    for o in range(d.shape[0]):
+        u, v = d[o], seg[o * s]
+        d[o] = v if (v > u) | (v != v) else u
 
 
-@njit(**JIT_SERIAL)
-def _max_rows(dst, src):
-    """dst = max(dst, src) elementwise on 2-D rows, NaN winning (PyTorch's rule)."""
-    for i in range(dst.shape[0]):
-        d, s = dst[i], src[i]
-        for j in range(d.shape[0]):
-            a, v = d[j], s[j]
-            d[j] = v if (v > a or v != v) else a
+@njit(inline="always", **JIT_SERIAL)
+def _add_tap(d, seg, s):
+    """d[o] += seg[o*s]."""
+    for o in range(d.shape[0]):
+        d[o] += seg[o * s]
 
 
-@njit(**JIT_SERIAL)
-def _add_rows(dst, src):
-    """dst += src on 2-D rows."""
-    for i in range(dst.shape[0]):
-        d, s = dst[i], src[i]
-        for j in range(d.shape[0]):
-            d[j] += s[j]
-
-
-@njit(**JIT_SERIAL)
+@njit(inline="always", **JIT_SERIAL)
 def _max_windows(dst, src, k, s, p, dil):
     """dst[o] = max over taps r of src[o*s - p + r*dil] (taps outside src skipped)."""
     n, nout = src.shape[0], dst.shape[0]
@@ -71,17 +64,14 @@ def _max_windows(dst, src, k, s, p, dil):
             d[o] = seg[o * s]
         for r in range(1, k):
             seg = src[a * s - p + r * dil :]
-            if s == 1:
-                for o in range(m):
-                    u, v = d[o], seg[o]
-                    d[o] = v if (v > u or v != v) else u
+            if s == 1:  # literal strides: vector loads, not gathers
+                _max_tap(d, seg, 1)
+            elif s == 2:
+                _max_tap(d, seg, 2)
             else:
-                for o in range(m):
-                    u, v = d[o], seg[o * s]
-                    d[o] = v if (v > u or v != v) else u
-    for o in range(nout):
-        if a <= o < b:
-            continue
+                _max_tap(d, seg, s)
+    for u in range(nout - (b - a)):  # the border outputs, taps clipped
+        o = u if u < a else u + (b - a)
         start = o * s - p
         lo, hi = _taps(start, k, dil, n)
         best = -np.inf
@@ -92,7 +82,7 @@ def _max_windows(dst, src, k, s, p, dil):
         dst[o] = best
 
 
-@njit(**JIT_SERIAL)
+@njit(inline="always", **JIT_SERIAL)
 def _sum_windows(dst, src, k, s, p):
     """dst[o] = sum over taps r of src[o*s - p + r] (taps outside src skipped)."""
     n, nout = src.shape[0], dst.shape[0]
@@ -107,14 +97,13 @@ def _sum_windows(dst, src, k, s, p):
         for r in range(1, k):
             seg = src[a * s - p + r :]
             if s == 1:
-                for o in range(m):
-                    d[o] += seg[o]
+                _add_tap(d, seg, 1)
+            elif s == 2:
+                _add_tap(d, seg, 2)
             else:
-                for o in range(m):
-                    d[o] += seg[o * s]
-    for o in range(nout):
-        if a <= o < b:
-            continue
+                _add_tap(d, seg, s)
+    for u in range(nout - (b - a)):  # the border outputs, taps clipped
+        o = u if u < a else u + (b - a)
         start = o * s - p
         lo, hi = _taps(start, k, 1, n)
         acc = 0.0
@@ -123,47 +112,52 @@ def _sum_windows(dst, src, k, s, p):
         dst[o] = acc
 
 
-@njit(**JIT_SERIAL)
-def _max_plane(plane, rows, dst, kh, sh, ph, dh, kw, sw, pw, dw):
-    """dst (OH, OW) = max over H taps of plane (H, W) into rows (OH, W), then over W taps."""
-    H = plane.shape[0]
-    for oh in range(dst.shape[0]):
-        h0 = oh * sh - ph
-        hlo, hhi = _taps(h0, kh, dh, H)
-        row = rows[oh : oh + 1]
-        if hhi <= hlo:
-            row[:] = -np.inf
-        else:
-            row[:] = plane[h0 + hlo * dh : h0 + hlo * dh + 1]
-        for r in range(hlo + 1, hhi):
-            _max_rows(row, plane[h0 + r * dh : h0 + r * dh + 1])
-        _max_windows(dst[oh], rows[oh], kw, sw, pw, dw)
+@njit(inline="always", **JIT_SERIAL)
+def _row_blocks(planes, nrows):
+    """Rows per task and tasks per plane: whole planes when there are many, else row
+    blocks, so that a single image still splits over the threads."""
+    nrb = min(nrows, max(1, (PLANE_TASKS + planes - 1) // planes))
+    rb = (nrows + nrb - 1) // nrb
+    return rb, (nrows + rb - 1) // rb
 
 
 @njit(**JIT_PARALLEL)
 def max_pool_values(x, out, kernel, stride, pads, dilation):
-    """out[n, c, o] = max over the window's taps inside x (NaN wins; empty window: -inf)."""
+    """out[n, c, o] = max over the window's taps inside x (NaN wins; empty window: -inf).
+
+    One task per (n, c, od, block of output rows): each output row reduces its H (and
+    depth) taps into one buffered input row, then its W taps straight into ``out``."""
     N, C, D, H, W = x.shape
     OD, OH = out.shape[2], out.shape[3]
     kd, kh, kw = kernel[0], kernel[1], kernel[2]
     sd, sh, sw = stride[0], stride[1], stride[2]
     pd, ph, pw = pads[0], pads[1], pads[2]
     dd, dh, dw = dilation[0], dilation[1], dilation[2]
-    for t in prange(N * C * OD):
-        od = t % OD
-        c = (t // OD) % C
-        n = t // (OD * C)
+    planes = N * C * OD
+    RB, nrb = _row_blocks(planes, OH)
+    for t in prange(planes * nrb):
+        rb = t % nrb
+        p = t // nrb
+        od = p % OD
+        c = (p // OD) % C
+        n = p // (OD * C)
         d0 = od * sd - pd
         dlo, dhi = _taps(d0, kd, dd, D)
-        rows = np.empty((OH, W), dtype=x.dtype)
-        if dhi - dlo == 1:  # every 1-D/2-D call: pool the input plane in place
-            _max_plane(x[n, c, d0 + dlo * dd], rows, out[n, c, od], kh, sh, ph, dh, kw, sw, pw,
-                       dw)
-        else:
-            plane = np.full((H, W), -np.inf, dtype=x.dtype)
-            for r in range(dlo, dhi):
-                _max_rows(plane, x[n, c, d0 + r * dd])
-            _max_plane(plane, rows, out[n, c, od], kh, sh, ph, dh, kw, sw, pw, dw)
+        row = np.empty(W, dtype=x.dtype)
+        for oh in range(rb * RB, min(OH, rb * RB + RB)):
+            h0 = oh * sh - ph
+            hlo, hhi = _taps(h0, kh, dh, H)
+            orow = out[n, c, od, oh]
+            if hhi <= hlo or dhi <= dlo:
+                orow[:] = -np.inf
+                continue
+            # (h, d) order: the same first maximum as depth-then-H planes
+            row[:] = x[n, c, d0 + dlo * dd, h0 + hlo * dh]
+            for b in range(hlo, hhi):
+                for a in range(dlo, dhi):
+                    if b > hlo or a > dlo:
+                        _max_tap(row, x[n, c, d0 + a * dd, h0 + b * dh], 1)
+            _max_windows(orow, row, kw, sw, pw, dw)
 
 
 @njit(**JIT_PARALLEL)
@@ -210,94 +204,146 @@ def max_pool_indices(x, out, idx, kernel, stride, pads, dilation, mark_empty):
             irow[ow] = at
 
 
-@njit(**JIT_SERIAL)
-def _avg_plane(plane, rows, dst, kh, sh, ph, kw, sw, pw, f_d, div_h, div_w):
-    """dst (OH, OW) = window sums of plane (H, W) / (f_d * div_h[oh] * div_w[ow])."""
-    H = plane.shape[0]
-    for oh in range(dst.shape[0]):
-        h0 = oh * sh - ph
-        hlo, hhi = _taps(h0, kh, 1, H)
-        row = rows[oh : oh + 1]
-        row[:] = plane[h0 + hlo : h0 + hlo + 1]
-        for r in range(hlo + 1, hhi):
-            _add_rows(row, plane[h0 + r : h0 + r + 1])
-        orow = dst[oh]
-        _sum_windows(orow, rows[oh], kw, sw, pw)
-        f = f_d * div_h[oh]
-        for ow in range(orow.shape[0]):
-            orow[ow] = orow[ow] / (f * div_w[ow])
-
-
 @njit(**JIT_PARALLEL)
 def avg_pool_sums(x, out, kernel, stride, pads, div_d, div_h, div_w):
-    """out[n, c, od, oh, ow] = (sum of the window inside x) / (div_d[od]*div_h[oh]*div_w[ow])."""
+    """out[n, c, od, oh, ow] = (sum of the window inside x) / (div_d[od]*div_h[oh]*div_w[ow]).
+
+    One task per (n, c, od, block of output rows): each output row sums its H taps (of
+    depth sums) into one buffered input row, then its W taps straight into ``out``."""
     N, C, D, H, W = x.shape
     OD, OH = out.shape[2], out.shape[3]
     kd, kh, kw = kernel[0], kernel[1], kernel[2]
     sd, sh, sw = stride[0], stride[1], stride[2]
     pd, ph, pw = pads[0], pads[1], pads[2]
-    for t in prange(N * C * OD):
-        od = t % OD
-        c = (t // OD) % C
-        n = t // (OD * C)
+    planes = N * C * OD
+    RB, nrb = _row_blocks(planes, OH)
+    for t in prange(planes * nrb):
+        rb = t % nrb
+        p = t // nrb
+        od = p % OD
+        c = (p // OD) % C
+        n = p // (OD * C)
         d0 = od * sd - pd
         dlo, dhi = _taps(d0, kd, 1, D)
-        rows = np.empty((OH, W), dtype=x.dtype)
-        if dhi - dlo == 1:  # every 1-D/2-D call: pool the input plane in place
-            _avg_plane(x[n, c, d0 + dlo], rows, out[n, c, od], kh, sh, ph, kw, sw, pw,
-                       div_d[od], div_h, div_w)
-        else:
-            plane = np.zeros((H, W), dtype=x.dtype)
-            for r in range(dlo, dhi):
-                _add_rows(plane, x[n, c, d0 + r])
-            _avg_plane(plane, rows, out[n, c, od], kh, sh, ph, kw, sw, pw, div_d[od], div_h,
-                       div_w)
+        row = np.empty(W, dtype=x.dtype)
+        depth = np.empty(W if dhi - dlo != 1 else 0, dtype=x.dtype)
+        for oh in range(rb * RB, min(OH, rb * RB + RB)):
+            h0 = oh * sh - ph
+            hlo, hhi = _taps(h0, kh, 1, H)
+            for b in range(hlo, hhi):
+                if dhi - dlo == 1:  # every 1-D/2-D call: the input row itself
+                    src = x[n, c, d0 + dlo, h0 + b]
+                else:  # 0 + the depth taps, as a plane of depth sums would hold
+                    depth[:] = 0
+                    for a in range(dlo, dhi):
+                        _add_tap(depth, x[n, c, d0 + a, h0 + b], 1)
+                    src = depth
+                if b == hlo:
+                    row[:] = src
+                else:
+                    _add_tap(row, src, 1)
+            orow = out[n, c, od, oh]
+            _sum_windows(orow, row, kw, sw, pw)
+            f = div_d[od] * div_h[oh]
+            for ow in range(orow.shape[0]):
+                orow[ow] = orow[ow] / (f * div_w[ow])
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _argmax_taps(best, at, seg, first, s):
+    """One tap of a row of windows: where seg[o*s] beats best[o] (or best is unset, at < 0;
+    a NaN always wins), take it and its flat index first + o*s. Branch-free selects."""
+    for o in range(best.shape[0]):
+        v, m, q = seg[o * s], best[o], at[o]
+        take = (q < 0) | (v > m) | (v != v)
+        best[o] = v if take else m
+        at[o] = first + o * s if take else q
 
 
 @njit(**JIT_PARALLEL)
-def scatter_add_planes(g, idx, gx):
-    """gx[p] = 0, then gx[p, idx[p, j]] += g[p, j] for idx >= 0; one task per plane p."""
-    for p in prange(g.shape[0]):
-        gp, ip, xp = g[p], idx[p], gx[p]
-        xp[:] = 0
-        for j in range(gp.shape[0]):
-            i = ip[j]
-            if i >= 0:
-                xp[i] += gp[j]
-
-
-@njit(**JIT_PARALLEL)
-def avg_pool_grad(g, gx, kernel, stride, pads, div_d, div_h, div_w):
-    """gx[n, c, i] = sum over windows o holding input i of g[n, c, o] / divisor(o)."""
-    N, C, OD, OH, OW = g.shape
-    D, H, W = gx.shape[2], gx.shape[3], gx.shape[4]
+def max_pool_grad(x, g, gx, kernel, stride, pads, dilation):
+    """gx[n, c] = 0, then each g[n, c, o] added at its window's first maximum (NaN wins,
+    PyTorch's rule; a window with no tap inside ``x`` sends nothing); ``gx`` is
+    ``(N*C, D*H*W)``. One task per input volume ``(n, c)`` (race-free). A whole output
+    row is scanned at once, tap by tap in each window's row-major order, with
+    branch-free selects (vectorized over the row); the adds then go in output order."""
+    N, C, D, H, W = x.shape
+    OD, OH, OW = g.shape[2], g.shape[3], g.shape[4]
     kd, kh, kw = kernel[0], kernel[1], kernel[2]
     sd, sh, sw = stride[0], stride[1], stride[2]
     pd, ph, pw = pads[0], pads[1], pads[2]
+    dd, dh, dw = dilation[0], dilation[1], dilation[2]
+    for t in prange(N * C):
+        n, c = t // C, t % C
+        vol, gv = x[n, c], gx[t]
+        gv[:] = 0
+        best = np.empty(OW, dtype=x.dtype)
+        at = np.empty(OW, dtype=np.int64)
+        for od in range(OD):
+            d0 = od * sd - pd
+            dlo, dhi = _taps(d0, kd, dd, D)
+            for oh in range(OH):
+                h0 = oh * sh - ph
+                hlo, hhi = _taps(h0, kh, dh, H)
+                at[:] = -1
+                best[:] = -np.inf
+                for a in range(dlo, dhi):
+                    i = d0 + a * dd
+                    for b in range(hlo, hhi):
+                        j = h0 + b * dh
+                        row = vol[i, j]
+                        base = (i * H + j) * W
+                        for e in range(kw):
+                            off = e * dw - pw  # column of output ow: ow*sw + off
+                            lo = 0 if off >= 0 else min(OW, (sw - 1 - off) // sw)
+                            hi = max(lo, min(OW, (W - 1 - off) // sw + 1))
+                            seg = row[lo * sw + off :]
+                            bs, ats = best[lo:hi], at[lo:hi]
+                            first = base + lo * sw + off
+                            if sw == 1:  # literal strides: vector loads, not gathers
+                                _argmax_taps(bs, ats, seg, first, 1)
+                            elif sw == 2:
+                                _argmax_taps(bs, ats, seg, first, 2)
+                            else:
+                                _argmax_taps(bs, ats, seg, first, sw)
+                grow = g[n, c, od, oh]
+                for ow in range(OW):
+                    q = at[ow]
+                    if q >= 0:
+                        gv[q] += grow[ow]
+
+
+@njit(**JIT_PARALLEL)
+def avg_pool_grad(g, gx, cover_d, cover_h, cover_w, div_d, div_h, div_w):
+    """gx[n, c, i] = sum over windows o holding input i of g[n, c, o] / divisor(o);
+    ``cover_*[i]`` is the range [lo, hi) of outputs whose window holds input i. One task
+    per input plane ``(n, c, id)``: depth taps and divisors into an ``(OH, OW)`` plane,
+    then per input row the covering output rows into one row, then the columns."""
+    N, C, OD, OH, OW = g.shape
+    D, H, W = gx.shape[2], gx.shape[3], gx.shape[4]
     for t in prange(N * C * D):
         i = t % D
         c = (t // D) % C
         n = t // (D * C)
         planes = np.zeros((OH, OW), dtype=g.dtype)
-        olo, ohi = _covering(i, kd, sd, pd, OD)
-        for od in range(olo, ohi):
+        for od in range(cover_d[i, 0], cover_d[i, 1]):
             for oh in range(OH):
                 f = div_d[od] * div_h[oh]
                 dst, src = planes[oh], g[n, c, od, oh]
                 for ow in range(OW):
                     dst[ow] += src[ow] / (f * div_w[ow])
-        rows = np.zeros((H, OW), dtype=g.dtype)
+        row = np.empty(OW, dtype=g.dtype)
         for j in range(H):
-            lo, hi = _covering(j, kh, sh, ph, OH)
-            for oh in range(lo, hi):
-                _add_rows(rows[j : j + 1], planes[oh : oh + 1])
-        for j in range(H):
-            dst, src = gx[n, c, i, j], rows[j]
+            row[:] = 0
+            for oh in range(cover_h[j, 0], cover_h[j, 1]):
+                src = planes[oh]
+                for ow in range(OW):
+                    row[ow] += src[ow]
+            dst = gx[n, c, i, j]
             for e in range(W):
-                lo, hi = _covering(e, kw, sw, pw, OW)
                 acc = 0.0
-                for ow in range(lo, hi):
-                    acc += src[ow]
+                for ow in range(cover_w[e, 0], cover_w[e, 1]):
+                    acc += row[ow]
                 dst[e] = acc
 
 
@@ -326,15 +372,22 @@ def avg_pool(x, out, kernel, stride, pads, divisors) -> None:
 
 def max_pool_backward(g, x, gx, kernel, stride, pads, dilation) -> None:
     """gx = gradient of max pooling: each grad_output goes to its window's (first) max."""
-    idx = np.empty(g.shape, dtype=np.int64)
-    vals = np.empty(g.shape, dtype=x.dtype)
-    max_pool_indices(x, vals, idx, _ints(kernel), _ints(stride), _ints(pads), _ints(dilation),
-                     True)
     N, C = g.shape[:2]
-    scatter_add_planes(g.reshape(N * C, -1), idx.reshape(N * C, -1), gx.reshape(N * C, -1))
+    max_pool_grad(x, g, gx.reshape(N * C, -1), _ints(kernel), _ints(stride), _ints(pads),
+                  _ints(dilation))
+
+
+def _cover(n, k, stride, pad, nout) -> np.ndarray:
+    """(n, 2): outputs [lo, hi) whose window ``[o*stride - pad, +k)`` holds input i."""
+    i = np.arange(n)
+    lo = np.maximum(0, -((k - 1 - i - pad) // stride))
+    hi = np.minimum(nout, (i + pad) // stride + 1)
+    return np.stack([lo, np.maximum(lo, hi)], axis=1).astype(np.int64)
 
 
 def avg_pool_backward(g, gx, kernel, stride, pads, divisors) -> None:
     """gx = gradient of average pooling (each window spreads grad/divisor over its inputs)."""
     dd, dh, dw = _divisors(divisors, g.dtype)
-    avg_pool_grad(g, gx, _ints(kernel), _ints(stride), _ints(pads), dd, dh, dw)
+    cover = [_cover(n, k, s, p, o) for n, k, s, p, o in
+             zip(gx.shape[2:], kernel, stride, pads, g.shape[2:], strict=True)]
+    avg_pool_grad(g, gx, *cover, dd, dh, dw)
