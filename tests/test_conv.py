@@ -613,3 +613,24 @@ def test_numpy_integer_parameters_accepted():
     x, w = rand(rng, (1, 4, 6, 6)), rand(rng, (4, 2, 3, 3))
     out = fc.conv2d(x, w, stride=np.int64(2), padding=(np.int32(1), 1), groups=np.int64(2))
     assert_matches(out, x, w, stride=2, padding=1, groups=2)
+
+
+def test_plan_cache_reuses_only_identical_plain_calls():
+    from fastconv import _plan
+
+    rng = np.random.default_rng(77)
+    x = rng.standard_normal((1, 2, 6, 7))
+    w = rng.standard_normal((3, 2, 3, 3))
+    first = fc.conv2d(x, w, padding=1)
+    key_count = len(_plan._CONV_PLANS)
+    np.testing.assert_array_equal(fc.conv2d(x, w, padding=1), first)
+    assert len(_plan._CONV_PLANS) == key_count  # the second call hit the cache
+    # same shapes but another dtype or parameter: a new plan, a new result shape
+    assert fc.conv2d(x.astype(np.float32), w, padding=1).dtype == np.float64
+    assert fc.conv2d(x, w, padding=0).shape == (1, 3, 4, 5)
+    # values that compare equal to cached ints still reach the checks, every time
+    for _ in range(2):
+        with pytest.raises(TypeError, match="conv2d: stride must be an int or a tuple"):
+            fc.conv2d(x, w, stride=True, padding=1)
+        with pytest.raises(ValueError, match="conv2d: padding must be >= 0"):
+            fc.conv2d(x, w, padding=-1)
