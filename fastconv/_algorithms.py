@@ -98,8 +98,10 @@ def correlation_core(backend_name: str, be, algorithm: str, plan: ConvPlan):
     name = choose(plan) if algorithm == "auto" else algorithm
     if name == "direct":
         return _direct_core(be, plan) if _macs(plan) >= SERIAL_MAX_MACS else _serial_core()
-    if name == "gemm":
-        from fastconv.cpu.gemm import correlate
+    if name == "gemm":  # pads each image in the task threads (no parallel-region pass)
+        from fastconv.cpu.gemm import padding_core
+
+        return padding_core(plan.x_shape, plan.pads, plan.padding_mode)
     else:
         from fastconv.cpu.fft import correlate, zero_padding_core
 

@@ -30,6 +30,7 @@ output element is computed by one fixed sequence of calls, whatever the thread c
 from __future__ import annotations
 
 import threading
+import types
 
 import numpy as np
 from numba import njit, prange
@@ -42,6 +43,7 @@ from fastconv._config import (
     JIT_SERIAL,
 )
 from fastconv.cpu import blas
+from fastconv.cpu.pad import MODE_CODES, pad_planes
 
 
 @njit(**JIT_PARALLEL)
@@ -94,6 +96,34 @@ def correlate(xp, w, bias, out, stride, dilation, groups):
 #: over ``Cg`` only, im2col's over ``Cg * taps``. Measured (8 images, 3x3, 64 outputs):
 #: im2col is 1.5x faster at Cg=3, equal at Cg=16, slower from Cg=32 (W3, Cg=64: 1.2x).
 SHIFTED_MIN_CG = 32
+
+
+_pad_image = njit(**JIT_SERIAL)(types.FunctionType(
+    pad_planes.py_func.__code__, pad_planes.py_func.__globals__, "pad_planes_serial"))
+
+
+def padding_core(x_shape, pads, mode):
+    """:func:`correlate` that pads by itself (``pads_itself``, see ``run_correlate``): an
+    input of shape ``x_shape`` is padded (``pads``, ``mode``) image by image in the task
+    threads with a serial kernel, instead of a parallel Numba pass whose barrier costs
+    most on a loaded machine; an input of any other shape is taken as padded."""
+    before = np.array([b for b, _ in pads], dtype=np.int64)
+    code = MODE_CODES[mode]
+    x_shape = tuple(x_shape)
+    padding = any(b or a for b, a in pads)
+
+    def core(x, w, bias, out, stride, dilation, groups):
+        if padding and tuple(x.shape) == x_shape:
+            padded = tuple(n + b + a for n, (b, a) in zip(x.shape[2:], pads, strict=True))
+            xp = np.empty(x.shape[:2] + padded, dtype=x.dtype)
+            fill = x.dtype.type(0)
+            blas.parallel(lambda n: _pad_image(x[n : n + 1], xp[n : n + 1], before, code,
+                                               fill), x.shape[0])
+            x = xp
+        return correlate(x, w, bias, out, stride, dilation, groups)
+
+    core.pads_itself = True
+    return core
 
 
 def shifted_ok(stride) -> bool:
