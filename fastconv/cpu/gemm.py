@@ -194,7 +194,12 @@ def shifted(xp, w, bias, out, dilation, groups):
     s = xp.itemsize
     xa, wa = blas.address(xp), blas.address(wt)
     in_place = OH == Hp and OW == Wp and out.flags.c_contiguous  # no garbage columns
-    chunks = _row_chunks(nrows, Wp, Kg, s)
+    if taps == 1 and N * groups >= 4:
+        # one product per image: nothing to keep in L2 across taps (a constant rule, not
+        # the thread count, so the products are the same for any thread count)
+        chunks = [(0, nrows)]
+    else:
+        chunks = _row_chunks(nrows, Wp, Kg, s)
     nchunks = len(chunks)
     prods: dict = {}
 
