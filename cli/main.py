@@ -362,9 +362,7 @@ def pool(input, size, stride, padding, mode, ceil_mode, output, device, key, chu
             return
         import fastconv as fc
 
-        func = getattr(fc, f"{mode}_pool2d", None)
-        if func is None:  # pragma: no cover - only while fastconv.pool is being written
-            raise io.DataError(f"fastconv.{mode}_pool2d is not available in this version")
+        func = fc.max_pool2d if mode == "max" else fc.avg_pool2d
         y = func(x3, size, stride=stride, padding=padding, ceil_mode=ceil_mode, device=device)
         if was_2d:
             y = y[0]
@@ -507,10 +505,8 @@ def learn_kernel(input_path, target, kernel_size, lr, epochs, bias, optimizer, s
         raise click.BadParameter("-o and --plot name the same file", param_hint="--plot")
     x = io.load_array(input_path)
     y = io.load_array(target, param="--target")
-    try:
-        from fastconv.learn import learn_kernel as learn
-    except ImportError:  # pragma: no cover - only while fastconv.learn is being written
-        raise io.DataError("fastconv.learn_kernel is not available in this version") from None
+    from fastconv.learn import learn_kernel as learn
+
     losses_seen: list[float] = []
     progress = None
     task = None
@@ -698,38 +694,31 @@ def demo():
     show("corr2d(X.T, K): the kernel only sees vertical edges =", fc.corr2d(E.T, edge))
 
     title("Pooling")
-    if hasattr(fc, "max_pool2d"):
-        P = X[None]
-        show("max_pool2d(X, 2, stride=1) =", fc.max_pool2d(P, 2, stride=1)[0])
-        show("avg_pool2d(X, 2, stride=1) =", fc.avg_pool2d(P, 2, stride=1)[0])
-        X16 = np.arange(16.0).reshape(1, 4, 4)
-        show("X16 =", X16[0])
-        show("max_pool2d(X16, 3) =", fc.max_pool2d(X16, 3)[0])
-        show("max_pool2d(X16, 3, padding=1, stride=2) =",
-             fc.max_pool2d(X16, 3, padding=1, stride=2)[0])
-        show("max_pool2d(X16, (2, 3), padding=(1, 1), stride=(2, 3)) =",
-             fc.max_pool2d(X16, (2, 3), padding=(1, 1), stride=(2, 3))[0])
-        two = np.concatenate([X16, X16 + 1])
-        show("two channels, max_pool2d(cat(X16, X16 + 1), 3, padding=1, stride=2) =",
-             fc.max_pool2d(two, 3, padding=1, stride=2))
-    else:  # pragma: no cover - only while fastconv.pool is being written
-        click.echo("(skipped: fastconv.max_pool2d is not available yet)")
+    P = X[None]
+    show("max_pool2d(X, 2, stride=1) =", fc.max_pool2d(P, 2, stride=1)[0])
+    show("avg_pool2d(X, 2, stride=1) =", fc.avg_pool2d(P, 2, stride=1)[0])
+    X16 = np.arange(16.0).reshape(1, 4, 4)
+    show("X16 =", X16[0])
+    show("max_pool2d(X16, 3) =", fc.max_pool2d(X16, 3)[0])
+    show("max_pool2d(X16, 3, padding=1, stride=2) =",
+         fc.max_pool2d(X16, 3, padding=1, stride=2)[0])
+    show("max_pool2d(X16, (2, 3), padding=(0, 1), stride=(2, 3)) =",
+         fc.max_pool2d(X16, (2, 3), padding=(0, 1), stride=(2, 3))[0])
+    click.echo("(the MXNet seed's padding=(1, 2) for a (2, 3) window is refused, as in "
+               "PyTorch: padding may be at most half the window)")
+    two = np.concatenate([X16, X16 + 1])
+    show("two channels, max_pool2d(cat(X16, X16 + 1), 3, padding=1, stride=2) =",
+         fc.max_pool2d(two, 3, padding=1, stride=2))
 
     title("Learning the kernel [1, -1] from X and Y = corr2d(X, [[1, -1]])")
-    try:
-        from fastconv.learn import learn_kernel
-    except ImportError:  # pragma: no cover - only while fastconv.learn is being written
-        learn_kernel = None
-    if learn_kernel is not None:
+    from fastconv.learn import learn_kernel
 
-        def callback(epoch, loss, *rest):
-            if epoch % 2 == 0:
-                click.echo(f"epoch {epoch}, loss {float(loss):.3f}")
+    def callback(epoch, loss, *rest):
+        if epoch % 2 == 0:
+            click.echo(f"epoch {epoch}, loss {float(loss):.3f}")
 
-        result = learn_kernel(E, Y, (1, 2), lr=3e-2, epochs=10, seed=0, callback=callback)
-        show("learned kernel =", np.asarray(result.kernel))
-    else:  # pragma: no cover - only while fastconv.learn is being written
-        click.echo("(skipped: fastconv.learn_kernel is not available yet)")
+    result = learn_kernel(E, Y, (1, 2), lr=3e-2, epochs=10, seed=0, callback=callback)
+    show("learned kernel =", np.asarray(result.kernel))
 
 
 if __name__ == "__main__":  # pragma: no cover
