@@ -121,6 +121,15 @@ def _row_blocks(planes, nrows):
     return rb, (nrows + rb - 1) // rb
 
 
+@njit(inline="always", **JIT_SERIAL)
+def _row_block_task(t, nrb, RB, OD, C, OH):
+    """(n, c, od, first row, end row) of task ``t`` of a row-blocked pooling loop
+    (``nrb`` blocks of ``RB`` output rows per (n, c, od) plane)."""
+    rb = t % nrb
+    p = t // nrb
+    return p // (OD * C), (p // OD) % C, p % OD, rb * RB, min(OH, rb * RB + RB)
+
+
 @njit(**JIT_PARALLEL)
 def max_pool_values(x, out, kernel, stride, pads, dilation):
     """out[n, c, o] = max over the window's taps inside x (NaN wins; empty window: -inf).
@@ -136,15 +145,11 @@ def max_pool_values(x, out, kernel, stride, pads, dilation):
     planes = N * C * OD
     RB, nrb = _row_blocks(planes, OH)
     for t in prange(planes * nrb):
-        rb = t % nrb
-        p = t // nrb
-        od = p % OD
-        c = (p // OD) % C
-        n = p // (OD * C)
+        n, c, od, oh_lo, oh_hi = _row_block_task(t, nrb, RB, OD, C, OH)
         d0 = od * sd - pd
         dlo, dhi = _taps(d0, kd, dd, D)
         row = np.empty(W, dtype=x.dtype)
-        for oh in range(rb * RB, min(OH, rb * RB + RB)):
+        for oh in range(oh_lo, oh_hi):
             h0 = oh * sh - ph
             hlo, hhi = _taps(h0, kh, dh, H)
             orow = out[n, c, od, oh]
@@ -218,16 +223,12 @@ def avg_pool_sums(x, out, kernel, stride, pads, div_d, div_h, div_w):
     planes = N * C * OD
     RB, nrb = _row_blocks(planes, OH)
     for t in prange(planes * nrb):
-        rb = t % nrb
-        p = t // nrb
-        od = p % OD
-        c = (p // OD) % C
-        n = p // (OD * C)
+        n, c, od, oh_lo, oh_hi = _row_block_task(t, nrb, RB, OD, C, OH)
         d0 = od * sd - pd
         dlo, dhi = _taps(d0, kd, 1, D)
         row = np.empty(W, dtype=x.dtype)
         depth = np.empty(W if dhi - dlo != 1 else 0, dtype=x.dtype)
-        for oh in range(rb * RB, min(OH, rb * RB + RB)):
+        for oh in range(oh_lo, oh_hi):
             h0 = oh * sh - ph
             hlo, hhi = _taps(h0, kh, 1, H)
             for b in range(hlo, hhi):
