@@ -50,13 +50,44 @@ def _add_tap(d, seg, s):
 
 
 @njit(inline="always", **JIT_SERIAL)
+def _sel(u, v):
+    """max(u, v) with u winning ties (the first maximum) and a NaN v winning."""
+    return v if (v > u) | (v != v) else u
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _max2(d, a, b, s, t):
+    """d[o] = max(a[o*s], b[o*s + t]) in one pass (first maximum wins a tie)."""
+    for o in range(d.shape[0]):
+        d[o] = _sel(a[o * s], b[o * s + t])
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _max3(d, a, b, c, s, t):
+    """d[o] = max(a[o*s], b[o*s + t], c[o*s + 2t]) in one pass, in that order."""
+    for o in range(d.shape[0]):
+        d[o] = _sel(_sel(a[o * s], b[o * s + t]), c[o * s + 2 * t])
+
+
+@njit(inline="always", **JIT_SERIAL)
 def _max_windows(dst, src, k, s, p, dil):
     """dst[o] = max over taps r of src[o*s - p + r*dil] (taps outside src skipped)."""
     n, nout = src.shape[0], dst.shape[0]
     # interior outputs [a, b): every tap inside src, no bounds checks, tap-major loops
     a = min(nout, (p + s - 1) // s)
     b = max(a, min(nout, (n - 1 + p - (k - 1) * dil) // s + 1))
-    if b > a:
+    if b > a and (k == 2 or k == 3) and s <= 2:  # one pass, literal strides
+        d = dst[a:b]
+        seg = src[a * s - p :]
+        if k == 2 and s == 1:
+            _max2(d, seg, seg, 1, dil)
+        elif k == 2:
+            _max2(d, seg, seg, 2, dil)
+        elif s == 1:
+            _max3(d, seg, seg, seg, 1, dil)
+        else:
+            _max3(d, seg, seg, seg, 2, dil)
+    elif b > a:
         d = dst[a:b]
         m = b - a
         seg = src[a * s - p :]
@@ -83,12 +114,33 @@ def _max_windows(dst, src, k, s, p, dil):
 
 
 @njit(inline="always", **JIT_SERIAL)
+def _add2(d, a, b, s, t):
+    """d[o] = a[o*s] + b[o*s + t] in one pass."""
+    for o in range(d.shape[0]):
+        d[o] = a[o * s] + b[o * s + t]
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _add3(d, a, b, c, s, t):
+    """d[o] = (a[o*s] + b[o*s + t]) + c[o*s + 2t] in one pass, in that order."""
+    for o in range(d.shape[0]):
+        d[o] = (a[o * s] + b[o * s + t]) + c[o * s + 2 * t]
+
+
+@njit(inline="always", **JIT_SERIAL)
 def _sum_windows(dst, src, k, s, p):
     """dst[o] = sum over taps r of src[o*s - p + r] (taps outside src skipped)."""
     n, nout = src.shape[0], dst.shape[0]
     a = min(nout, (p + s - 1) // s)
     b = max(a, min(nout, (n - 1 + p - (k - 1)) // s + 1))
-    if b > a:
+    if b > a and k == 2 and s <= 2:  # one pass, literal strides
+        d = dst[a:b]
+        seg = src[a * s - p :]
+        if s == 1:
+            _add2(d, seg, seg, 1, 1)
+        else:
+            _add2(d, seg, seg, 2, 1)
+    elif b > a:  # (3 taps in one pass along a row got reassociated by LLVM: not bit-equal)
         d = dst[a:b]
         m = b - a
         seg = src[a * s - p :]
@@ -157,6 +209,20 @@ def max_pool_values(x, out, kernel, stride, pads, dilation):
                 orow[:] = -np.inf
                 continue
             # (h, d) order: the same first maximum as depth-then-H planes
+            nh = hhi - hlo
+            if dhi - dlo == 1 and nh <= 3:  # one pass over the H taps, or none
+                plane = x[n, c, d0 + dlo * dd]
+                r0 = plane[h0 + hlo * dh]
+                if nh == 1:
+                    _max_windows(orow, r0, kw, sw, pw, dw)
+                    continue
+                if nh == 2:
+                    _max2(row, r0, plane[h0 + (hlo + 1) * dh], 1, 0)
+                else:
+                    _max3(row, r0, plane[h0 + (hlo + 1) * dh], plane[h0 + (hlo + 2) * dh],
+                          1, 0)
+                _max_windows(orow, row, kw, sw, pw, dw)
+                continue
             row[:] = x[n, c, d0 + dlo * dd, h0 + hlo * dh]
             for b in range(hlo, hhi):
                 for a in range(dlo, dhi):
@@ -231,7 +297,15 @@ def avg_pool_sums(x, out, kernel, stride, pads, div_d, div_h, div_w):
         for oh in range(oh_lo, oh_hi):
             h0 = oh * sh - ph
             hlo, hhi = _taps(h0, kh, 1, H)
-            for b in range(hlo, hhi):
+            nh = hhi - hlo
+            if dhi - dlo == 1 and 2 <= nh <= 3:  # the H taps in one pass
+                plane = x[n, c, d0 + dlo]
+                if nh == 2:
+                    _add2(row, plane[h0 + hlo], plane[h0 + hlo + 1], 1, 0)
+                else:
+                    _add3(row, plane[h0 + hlo], plane[h0 + hlo + 1], plane[h0 + hlo + 2], 1, 0)
+                nh = 0  # done
+            for b in range(hlo, hhi if nh else hlo):
                 if dhi - dlo == 1:  # every 1-D/2-D call: the input row itself
                     src = x[n, c, d0 + dlo, h0 + b]
                 else:  # 0 + the depth taps, as a plane of depth sums would hold
