@@ -20,6 +20,7 @@ from fastconv.conv import (
 from fastconv.layers import AvgPool2d, Conv1d, Conv2d, Conv3d, MaxPool2d
 from fastconv.learn import LearnResult, learn_kernel
 from fastconv.pool import avg_pool1d, avg_pool2d, avg_pool3d, max_pool1d, max_pool2d, max_pool3d
+from fastconv.separable import sep_conv2d
 
 __version__ = "0.1.0"
 
@@ -54,4 +55,5 @@ __all__ = [
     "max_pool3d",
     "output_shape",
     "receptive_field",
+    "sep_conv2d",
 ]

@@ -32,6 +32,17 @@ The rule (``choose``), with ``taps = kD * kH * kW``, ``Kg = K // groups``,
 3. else ``"direct"``; a direct problem of fewer than ``SERIAL_MAX_MACS`` (2**15)
    multiply-adds runs on the calling thread (waking worker threads would cost more).
 
+The separable rule (CPU, "auto" only, 2-D only): a 2-D correlation whose kernel has at
+least ``SEP_MIN_TAPS`` taps (both extents >= 2) and at most ``FFT_MAX_CHANNEL_PAIRS``
+channel pairs per group checks its weight when it runs: if every 2-D kernel has
+numerical rank 1 (``fastconv.cpu.separable.rank1_factors``: second singular value
+<= ``max(kH, kW) * eps`` times the first), it runs as a column pass and a row pass
+(``kH + kW`` instead of ``kH * kW`` multiply-adds per output), every padding mode and
+stride; otherwise the rule above decides. ``algorithm="direct"`` always runs the 2-D
+kernel, and the SciPy drop-ins (``fastconv._scipy``) never take the separable path
+(:func:`direct_sums`). Measured on one 2048x2048 plane (float32, 2 threads), direct /
+separable time: 3x3 ..., 5x5 ..., 31x31 ... (vs the FFT it replaces).
+
 Gradients (``fastconv.grad.conv*_input/conv*_weight``, ``algorithm="auto"|"direct"|"gemm"``)
 apply the same rule (:func:`choose_for`) to the correlation they run: the input gradient
 to the stride-1 correlation of the spread ``grad_output`` with the transposed weight
@@ -43,7 +54,9 @@ The GPU backend has only ``"direct"``; there "auto" always picks it.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 
 from fastconv._config import CHANNEL_BLOCK
 from fastconv._plan import ConvPlan
@@ -57,6 +70,21 @@ GEMM_MIN_KG = 8
 GEMM_MIN_R = 16
 GEMM_MIN_MACS = 1 << 20
 SERIAL_MAX_MACS = 1 << 15
+SEP_MIN_TAPS = 25
+
+_LOCAL = threading.local()
+
+
+@contextlib.contextmanager
+def direct_sums():
+    """Within this block "auto" never takes the separable path (the SciPy drop-ins
+    promise the sums of a 2-D kernel)."""
+    before = getattr(_LOCAL, "no_separable", False)
+    _LOCAL.no_separable = True
+    try:
+        yield
+    finally:
+        _LOCAL.no_separable = before
 
 
 def choose(plan: ConvPlan) -> str:
@@ -96,6 +124,43 @@ def correlation_core(backend_name: str, be, algorithm: str, plan: ConvPlan):
     if backend_name != "cpu":
         return be.correlate
     name = choose(plan) if algorithm == "auto" else algorithm
+    if algorithm == "auto" and _separable_shape(plan):
+        return _separable_core(plan, _core(be, name, plan))
+    return _core(be, name, plan)
+
+
+def _separable_shape(plan: ConvPlan) -> bool:
+    """Whether "auto" tries the separable path for this plan (the weight decides)."""
+    _, Cg, KD, KH, KW = plan.w_shape
+    Kg = plan.w_shape[0] // plan.groups
+    return (plan.nspatial == 2 and KH >= 2 and KW >= 2 and KH * KW >= SEP_MIN_TAPS
+            and Kg * Cg <= FFT_MAX_CHANNEL_PAIRS
+            and not getattr(_LOCAL, "no_separable", False))
+
+
+def _separable_core(plan: ConvPlan, fallback):
+    """A core that runs the two 1-D passes, reading the padding in place, when every 2-D
+    kernel of the weight has rank 1, else ``fallback`` (given a padded copy unless it
+    pads itself)."""
+    from fastconv.cpu.pad import pad
+    from fastconv.cpu.separable import rank1_factors, separable
+
+    fallback_pads = getattr(fallback, "pads_itself", False)
+
+    def core(x, w, bias, out, stride, dilation, groups):
+        factors = rank1_factors(w[:, :, 0], out.dtype)
+        if factors is None:
+            if not fallback_pads:
+                x = pad(x, plan.pads, plan.padding_mode)
+            return fallback(x, w, bias, out, stride, dilation, groups)
+        separable(x, factors[0], factors[1], bias, out, stride, dilation, groups, plan.pads,
+                  plan.padding_mode)
+
+    core.pads_itself = True
+    return core
+
+
+def _core(be, name: str, plan: ConvPlan):
     if name == "direct":
         return _direct_core(be, plan) if _macs(plan) >= SERIAL_MAX_MACS else _serial_core()
     if name == "gemm":  # pads each image in the task threads (no parallel-region pass)

@@ -110,8 +110,14 @@ def _swap_needed(func: str, mode: str, shape1: tuple, shape2: tuple) -> bool:
 def _correlate_padded(func: str, image, kernel, pads, boundary: str, fill: float, dtype):
     """Cross-correlate ``image`` with ``kernel`` after padding it by ``pads`` with the
     boundary rule; the engine's padding modes are used where they coincide with SciPy's."""
+    from fastconv._algorithms import direct_sums
     from fastconv.conv import conv2d
 
+    with direct_sums():  # never the separable path: SciPy's sums of the 2-D kernel
+        return _conv_padded(conv2d, image, kernel, pads, boundary, fill, dtype)
+
+
+def _conv_padded(conv2d, image, kernel, pads, boundary: str, fill: float, dtype):
     x, w = image[None, None], kernel[None, None]
     if boundary == "fill" and fill == 0:
         return conv2d(x, w, padding=pads, padding_mode="zeros")[0, 0]
