@@ -125,8 +125,8 @@ def correlation_core(backend_name: str, be, algorithm: str, plan: ConvPlan):
         return be.correlate
     name = choose(plan) if algorithm == "auto" else algorithm
     if algorithm == "auto" and _separable_shape(plan):
-        return _separable_core(plan, _core(be, name, plan))
-    return _core(be, name, plan)
+        return _separable_core(plan, _core(be, name, plan, True))
+    return _core(be, name, plan, algorithm == "auto")
 
 
 def _separable_shape(plan: ConvPlan) -> bool:
@@ -160,9 +160,11 @@ def _separable_core(plan: ConvPlan, fallback):
     return core
 
 
-def _core(be, name: str, plan: ConvPlan):
+def _core(be, name: str, plan: ConvPlan, auto: bool = False):
     if name == "direct":
-        return _direct_core(be, plan) if _macs(plan) >= SERIAL_MAX_MACS else _serial_core()
+        if _macs(plan) < SERIAL_MAX_MACS:
+            return _serial_core()
+        return _direct_core(be, plan, auto)
     if name == "gemm":  # pads each image in the task threads (no parallel-region pass)
         from fastconv.cpu.gemm import padding_core
 
@@ -175,17 +177,19 @@ def _core(be, name: str, plan: ConvPlan):
     return correlate
 
 
-def _direct_core(be, plan: ConvPlan):
+def _direct_core(be, plan: ConvPlan, auto: bool = False):
     """The 4-channel row kernel, or for fewer than ``CHANNEL_BLOCK`` output channels per
     group (depthwise, single planes) the few-channel kernel, which reads zero padding in
-    place (no padded copy)."""
+    place (no padded copy). Under "auto" its border columns run rows side by side
+    (``row_borders``: 2x faster on W7, may round an ulp differently); ``"direct"`` keeps
+    the tap-by-tap border sums exactly."""
     if plan.w_shape[0] // plan.groups >= CHANNEL_BLOCK:
         return be.correlate
     from fastconv.cpu.conv import few_channel_core
 
     if plan.padding_mode != "zeros":
-        return few_channel_core()
-    return few_channel_core(tuple(plan.x_shape), plan.pads)
+        return few_channel_core(row_borders=auto)
+    return few_channel_core(tuple(plan.x_shape), plan.pads, auto)
 
 
 def _serial_core():
