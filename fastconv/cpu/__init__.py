@@ -12,6 +12,18 @@ from fastconv.cpu.conv import correlate
 from fastconv.cpu.grad import correlate_input, correlate_weight, unpad
 from fastconv.cpu.pad import pad
 from fastconv.cpu.pool import avg_pool, avg_pool_backward, max_pool, max_pool_backward
+from fastconv.cpu.adaptive import (  # noqa: I001 (the pooling family, appended)
+    adaptive_avg_pool,
+    adaptive_avg_pool_backward,
+    adaptive_max_pool,
+    adaptive_max_pool_backward,
+    lp_finish,
+    lp_grad_in,
+    lp_grad_out,
+    power,
+)
+from fastconv.cpu.fold import fold, unfold
+from fastconv.cpu.unpool import max_unpool, max_unpool_backward
 
 
 def asarray(a, dtype) -> np.ndarray:
@@ -52,4 +64,19 @@ __all__ = [
     "sum_channels",
     "unpad",
     "zeros",
+]
+
+__all__ += [
+    "adaptive_avg_pool",
+    "adaptive_avg_pool_backward",
+    "adaptive_max_pool",
+    "adaptive_max_pool_backward",
+    "fold",
+    "lp_finish",
+    "lp_grad_in",
+    "lp_grad_out",
+    "max_unpool",
+    "max_unpool_backward",
+    "power",
+    "unfold",
 ]
