@@ -21,6 +21,22 @@ from fastconv.layers import AvgPool2d, Conv1d, Conv2d, Conv3d, MaxPool2d
 from fastconv.learn import LearnResult, learn_kernel
 from fastconv.pool import avg_pool1d, avg_pool2d, avg_pool3d, max_pool1d, max_pool2d, max_pool3d
 
+# the rest of the pooling family: adaptive, Lp, max-unpooling, unfold/fold
+from fastconv.adaptive import (  # noqa: E402, I001
+    adaptive_avg_pool1d,
+    adaptive_avg_pool2d,
+    adaptive_avg_pool3d,
+    adaptive_max_pool1d,
+    adaptive_max_pool2d,
+    adaptive_max_pool3d,
+    lp_pool1d,
+    lp_pool2d,
+    lp_pool3d,
+)
+from fastconv.fold import fold, unfold  # noqa: E402
+from fastconv.layers import AdaptiveAvgPool2d, AdaptiveMaxPool2d, MaxUnpool2d  # noqa: E402
+from fastconv.unpool import max_unpool1d, max_unpool2d, max_unpool3d  # noqa: E402
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -54,4 +70,24 @@ __all__ = [
     "max_pool3d",
     "output_shape",
     "receptive_field",
+]
+
+__all__ += [
+    "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool2d",
+    "MaxUnpool2d",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
+    "fold",
+    "lp_pool1d",
+    "lp_pool2d",
+    "lp_pool3d",
+    "max_unpool1d",
+    "max_unpool2d",
+    "max_unpool3d",
+    "unfold",
 ]

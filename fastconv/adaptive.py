@@ -61,19 +61,17 @@ class AdaptivePlan:
 
 
 def _check_pool_input(func: str, nspatial: int, shape: tuple, name: str = "x") -> int:
-    """Rank (N, C, *spatial) or (C, *spatial), non-empty non-batch axes (PyTorch's
-    checks). Returns the number of leading axes (2 batched, 1 unbatched)."""
+    """Rank (N, C, *spatial) or (C, *spatial), non-empty spatial axes (PyTorch's
+    checks; N = 0 and C = 0 give empty results). Returns the number of leading axes (2 batched, 1 unbatched)."""
     if len(shape) not in (nspatial + 1, nspatial + 2):
         raise ValueError(
             f"{func}: {name} must be {nspatial + 2}-D (N, C, *spatial) or {nspatial + 1}-D "
             f"(C, *spatial), got {len(shape)}-D with {name}.shape={shape}"
         )
     nlead = len(shape) - nspatial
-    first = 1 if nlead == 2 else 0
-    if any(s == 0 for s in shape[first:]):
+    if any(s == 0 for s in shape[nlead:]):
         raise ValueError(
-            f"{func}: {name} must have non-zero size for non-batch dimensions, got "
-            f"{name}.shape={shape}"
+            f"{func}: {name} must have non-zero spatial sizes, got {name}.shape={shape}"
         )
     return nlead
 
@@ -195,7 +193,7 @@ _AVG_DOC = """Adaptive average pooling of {rank} signals ({shape}), as torch's
     Raises
     ------
     ValueError
-        Wrong rank, an empty non-batch axis, a bad ``output_size``.
+        Wrong rank, an empty spatial axis, a bad ``output_size``.
     TypeError
         Complex, bool, object or string input.
 
@@ -226,7 +224,7 @@ _MAX_DOC = """Adaptive max pooling of {rank} signals ({shape}), as torch's
     Raises
     ------
     ValueError
-        Wrong rank, an empty non-batch axis, a bad ``output_size``.
+        Wrong rank, an empty spatial axis, a bad ``output_size``.
     TypeError
         Complex, bool, object or string input.
 
@@ -236,7 +234,7 @@ _MAX_DOC = """Adaptive max pooling of {rank} signals ({shape}), as torch's
     """
 
 _EXAMPLES = {
-    ("avg", 1): ">>> adaptive_avg_pool1d([[1., 2., 3., 4., 5.]], 2)\n    array([[2. , 4. ]])",
+    ("avg", 1): ">>> adaptive_avg_pool1d([[1., 2., 3., 4., 5.]], 2)\n    array([[2., 4.]])",
     ("avg", 2): (">>> adaptive_avg_pool2d(np.arange(16.).reshape(1, 4, 4), 1)\n"
                  "    array([[[7.5]]])"),
     ("avg", 3): (">>> adaptive_avg_pool3d(np.arange(8.).reshape(1, 2, 2, 2), (1, None, 1))\n"
