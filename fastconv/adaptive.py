@@ -380,12 +380,13 @@ def _lp_forward(func, nspatial, x, norm_type, kernel_size, stride, ceil_mode, de
     name, a = _prepare(func, device, {"x": x})
     plan = _lp_plan(func, nspatial, a["x"], kernel_size, stride, ceil_mode)
     be = _dispatch.backend(name)
-    x5 = be.asarray(a["x"], plan.dtype).reshape(plan.x_shape)
-    xp = be.empty(plan.x_shape, plan.dtype)
-    be.power(x5, p, xp)
     out = be.empty(plan.out_shape, plan.dtype)
-    be.avg_pool(xp, out, plan.kernel, plan.stride, plan.pads, plan.divisors)
-    be.lp_finish(out, _lp_scale(plan), p)
+    if math.prod(plan.x_shape):  # an empty batch (or C = 0) runs no kernel
+        x5 = be.asarray(a["x"], plan.dtype).reshape(plan.x_shape)
+        xp = be.empty(plan.x_shape, plan.dtype)
+        be.power(x5, p, xp)
+        be.avg_pool(xp, out, plan.kernel, plan.stride, plan.pads, plan.divisors)
+        be.lp_finish(out, _lp_scale(plan), p)
     return _finish(name, be.finish(out.reshape(plan.user_shape(plan.out_shape)), a["x"]), x)
 
 
@@ -396,6 +397,8 @@ def _lp_backward(func, nspatial, grad_output, x, norm_type, kernel_size, stride,
     plan = _lp_plan(func, nspatial, a["x"], kernel_size, stride, ceil_mode, dtype)
     _check_grad_output(func, plan.user_shape(plan.out_shape), a["grad_output"], a["x"])
     be = _dispatch.backend(name)
+    if not math.prod(plan.x_shape):  # an empty batch (or C = 0) runs no kernel
+        return _finish(name, be.finish(be.empty(shape_of(a["x"]), dtype), a["x"]), x)
     x5 = be.asarray(a["x"], dtype).reshape(plan.x_shape)
     g5 = be.asarray(a["grad_output"], dtype).reshape(plan.out_shape)
     xp = be.empty(plan.x_shape, dtype)

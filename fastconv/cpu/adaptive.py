@@ -205,8 +205,8 @@ def adaptive_avg_pool_backward(g, gx, windows) -> None:
 
 
 def adaptive_max_pool_backward(g, x, gx, windows) -> None:
-    P = x.shape[0]
-    adaptive_max_grad(x, g, gx.reshape(P, -1), *_windows(windows))
+    P, D, H, W = x.shape
+    adaptive_max_grad(x, g, gx.reshape(P, D * H * W), *_windows(windows))
 
 
 def power(x, p, out) -> None:
