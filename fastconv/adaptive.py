@@ -62,7 +62,7 @@ class AdaptivePlan:
 
 def _check_pool_input(func: str, nspatial: int, shape: tuple, name: str = "x") -> int:
     """Rank (N, C, *spatial) or (C, *spatial), non-empty spatial axes (PyTorch's
-    checks; N = 0 and C = 0 give empty results). Returns the number of leading axes (2 batched, 1 unbatched)."""
+    checks; N = 0 and C = 0 give empty results). Returns the number of leading axes."""
     if len(shape) not in (nspatial + 1, nspatial + 2):
         raise ValueError(
             f"{func}: {name} must be {nspatial + 2}-D (N, C, *spatial) or {nspatial + 1}-D "
@@ -507,7 +507,8 @@ _LP_GRAD_DOC = """Gradient of ``lp_pool{n}d`` with respect to ``x``, given ``gra
     """
 
 _LP_GRAD_EXAMPLES = {
-    1: ">>> lp_pool1d_backward(np.ones((1, 2)), np.ones((1, 4)), 1, 2)\n    array([[1., 1., 1., 1.]])",
+    1: (">>> lp_pool1d_backward(np.ones((1, 2)), np.ones((1, 4)), 1, 2)\n"
+        "    array([[1., 1., 1., 1.]])"),
     2: (">>> lp_pool2d_backward(np.ones((1, 1, 1)), np.ones((1, 2, 2)), 1, 2)\n"
         "    array([[[1., 1.],\n            [1., 1.]]])"),
     3: (">>> lp_pool3d_backward(np.ones((1, 1, 1, 1)), np.ones((1, 1, 2, 2)), 1, (1, 2, 2))\n"

@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastconv.cpu.conv import correlate
-from fastconv.cpu.grad import correlate_input, correlate_weight, unpad
-from fastconv.cpu.pad import pad
-from fastconv.cpu.pool import avg_pool, avg_pool_backward, max_pool, max_pool_backward
-from fastconv.cpu.adaptive import (  # noqa: I001 (the pooling family, appended)
+from fastconv.cpu.adaptive import (
     adaptive_avg_pool,
     adaptive_avg_pool_backward,
     adaptive_max_pool,
@@ -22,7 +18,11 @@ from fastconv.cpu.adaptive import (  # noqa: I001 (the pooling family, appended)
     lp_grad_out,
     power,
 )
+from fastconv.cpu.conv import correlate
 from fastconv.cpu.fold import fold, unfold
+from fastconv.cpu.grad import correlate_input, correlate_weight, unpad
+from fastconv.cpu.pad import pad
+from fastconv.cpu.pool import avg_pool, avg_pool_backward, max_pool, max_pool_backward
 from fastconv.cpu.unpool import max_unpool, max_unpool_backward
 
 

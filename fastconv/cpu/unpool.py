@@ -8,7 +8,6 @@ repeated index keeps the last value, as PyTorch's CPU kernel). Indices outside
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit, prange
 
 from fastconv._config import JIT_PARALLEL
