@@ -437,3 +437,57 @@ def test_reference_conv_matches_unfold_product():
     x, w = rng.standard_normal((1, 2, 5, 5)), rng.standard_normal((3, 2, 2, 2))
     y = (w.reshape(3, -1) @ fc.unfold(x, 2)).reshape(1, 3, 4, 4)
     np.testing.assert_allclose(y, conv_nd(x, w), atol=1e-12)
+
+
+# --- command line ----------------------------------------------------------------------
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from fastconv_cli.main import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args], prog_name="fastconv")
+
+
+def test_cli_pool_adaptive(tmp_path):
+    x = np.arange(2 * 9 * 10, dtype=np.float32).reshape(2, 9, 10)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "y.npy"
+    r = _cli("pool", tmp_path / "x.npy", "--adaptive", "2x3", "--mode", "avg", "-o", out)
+    assert r.exit_code == 0, r.output
+    np.testing.assert_array_equal(np.load(out), fc.adaptive_avg_pool2d(x, (2, 3)))
+    r = _cli("pool", tmp_path / "x.npy", "--adaptive", "1")
+    assert r.exit_code == 0
+    assert "".join(r.output.split()) == "[[[89.]][[179.]]]"
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (("--adaptive", "2", "--stride", "2"), "Error: --stride cannot be used with --adaptive"),
+        (("--adaptive", "2", "--size", "2"),
+         "Error: give either --size (a window) or --adaptive (an output size), not both"),
+        ((), "Error: missing --size (a window) or --adaptive (an output size)"),
+        (("--adaptive", "2x2x2"), "Error: Invalid value for --adaptive: '2x2x2': expected "
+                                  "HxW or N"),
+    ],
+)
+def test_cli_pool_adaptive_errors(tmp_path, args, line):
+    np.save(tmp_path / "x.npy", np.ones((1, 4, 4), np.float32))
+    out = tmp_path / "y.npy"
+    r = _cli("pool", tmp_path / "x.npy", *args, "-o", out)
+    assert r.exit_code == 2
+    assert r.output.strip().splitlines()[-1] == line
+    assert not out.exists()
+
+
+def test_cli_shape_adaptive_layer():
+    r = _cli("shape", "--input", "224x224", "--layer", "conv:k=7,s=2,p=3", "--layer",
+             "pool:k=3,s=2,p=1", "--layer", "adaptive:7x7")
+    assert r.exit_code == 0, r.output
+    assert r.output.strip().splitlines()[-1] == "224x224 -> 7x7"
+    assert "39x39" in r.output and "32x32" in r.output  # receptive field and jump
+    r = _cli("shape", "--input", "10x10", "--layer", "adaptive:zz")
+    assert r.exit_code == 2
+    assert "expected an adaptive layer like adaptive:7x7" in r.output
