@@ -491,3 +491,30 @@ def test_cli_shape_adaptive_layer():
     r = _cli("shape", "--input", "10x10", "--layer", "adaptive:zz")
     assert r.exit_code == 2
     assert "expected an adaptive layer like adaptive:7x7" in r.output
+
+
+# --- Dask ------------------------------------------------------------------------------
+
+
+def test_dask_adaptive_and_lp_are_lazy_and_match():
+    da = pytest.importorskip("dask.array", reason="Dask not installed")
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 4, 11, 9)).astype(np.float32)
+    dx = da.from_array(x, chunks=(2, 3, 4, 5))
+    y = fc.adaptive_avg_pool2d(dx, (3, None))
+    assert isinstance(y, da.Array) and y.shape == (3, 4, 3, 9)
+    np.testing.assert_array_equal(y.compute(), fc.adaptive_avg_pool2d(x, (3, None)))
+    v, i = fc.adaptive_max_pool2d(dx, 4, return_indices=True)
+    wv, wi = fc.adaptive_max_pool2d(x, 4, return_indices=True)
+    np.testing.assert_array_equal(v.compute(), wv)
+    np.testing.assert_array_equal(i.compute(), wi)
+    lp = fc.lp_pool2d(dx, 2, 3, 2)
+    assert isinstance(lp, da.Array)
+    np.testing.assert_allclose(lp.compute(), fc.lp_pool2d(x, 2, 3, 2), rtol=1e-6)
+    # eager ones: NumPy out
+    pv, pi = fc.max_pool2d(x, 3, return_indices=True)
+    u = fc.max_unpool2d(da.from_array(pv), da.from_array(pi), 3, output_size=(11, 9))
+    assert isinstance(u, np.ndarray)
+    np.testing.assert_array_equal(u, fc.max_unpool2d(pv, pi, 3, output_size=(11, 9)))
+    cols = fc.unfold(dx, 2)
+    np.testing.assert_array_equal(cols, fc.unfold(x, 2))
