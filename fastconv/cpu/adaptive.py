@@ -7,7 +7,8 @@ arrays), so nothing is padded or copied.
 
 - Forward: one task per output row ``(p, od, oh)``; the average sums the window's
   input rows into one buffered row (contiguous, vectorized adds), then each output
-  column sums its slice of that row. The maximum scans each window in row-major order
+  column sums its slice of that row (global pooling, one output per plane, reduces each
+  contiguous plane in one vectorized pass). The maximum scans each window in row-major order
   with PyTorch's rule ``v > m or isnan(v)`` (first maximum on ties, a NaN wins).
 - Backward: one task per plane ``p`` (race-free without atomics, deterministic):
   each output adds its gradient (average: divided by the window size) to its window
@@ -63,6 +64,19 @@ def adaptive_avg_kernel(x, out, sd, ed, sh, eh, sw, ew):
                 for w in range(w0 + 1, w1):
                     acc += row[w]
                 orow[ow] = acc / (rows * (w1 - w0))
+
+
+@njit(**JIT_PARALLEL)
+def global_avg_kernel(x, out):
+    """out[p] = mean of the contiguous plane x[p] (``output_size`` 1 on every axis): one
+    vectorized reduction per plane."""
+    P, L = x.shape
+    for p in prange(P):
+        row = x[p]
+        acc = row[0]
+        for i in range(1, L):
+            acc += row[i]
+        out[p] = acc / L
 
 
 @njit(inline="always", **JIT_SERIAL)
@@ -189,8 +203,12 @@ def _windows(windows) -> tuple:
 
 def adaptive_avg_pool(x, out, windows) -> None:
     """Fill ``out`` (P, OD, OH, OW) from ``x`` (P, D, H, W); ``windows``: per axis
-    ``(starts, ends)``."""
-    adaptive_avg_kernel(x, out, *_windows(windows))
+    ``(starts, ends)``. Global pooling (one output per plane) sums each plane flat."""
+    P, D, H, W = x.shape
+    if out.shape[1:] == (1, 1, 1):
+        global_avg_kernel(x.reshape(P, D * H * W), out.reshape(P))
+    else:
+        adaptive_avg_kernel(x, out, *_windows(windows))
 
 
 def adaptive_max_pool(x, out, indices, windows) -> None:
