@@ -384,9 +384,14 @@ def _lp_forward(func, nspatial, x, norm_type, kernel_size, stride, ceil_mode, de
     if math.prod(plan.x_shape):  # an empty batch (or C = 0) runs no kernel
         x5 = be.asarray(a["x"], plan.dtype).reshape(plan.x_shape)
         xp = be.empty(plan.x_shape, plan.dtype)
-        be.power(x5, p, xp)
-        be.avg_pool(xp, out, plan.kernel, plan.stride, plan.pads, plan.divisors)
-        be.lp_finish(out, _lp_scale(plan), p)
+        if math.isinf(p):  # PyTorch: max_pool(|x|), or -max_pool(-|x|) for -inf
+            be.signed_abs(x5, math.copysign(1.0, p), xp)
+            be.max_pool(xp, out, None, plan.kernel, plan.stride, plan.pads, (1, 1, 1))
+            be.signed_abs(out, 1.0, out)  # -max(-|x|) == |max(-|x|)|
+        else:
+            be.power(x5, p, xp)
+            be.avg_pool(xp, out, plan.kernel, plan.stride, plan.pads, plan.divisors)
+            be.lp_finish(out, _lp_scale(plan), p)
     return _finish(name, be.finish(out.reshape(plan.user_shape(plan.out_shape)), a["x"]), x)
 
 
@@ -402,13 +407,18 @@ def _lp_backward(func, nspatial, grad_output, x, norm_type, kernel_size, stride,
     x5 = be.asarray(a["x"], dtype).reshape(plan.x_shape)
     g5 = be.asarray(a["grad_output"], dtype).reshape(plan.out_shape)
     xp = be.empty(plan.x_shape, dtype)
+    gx = be.empty(plan.x_shape, dtype)
+    if math.isinf(p):  # the max gradient of +-|x|, times sign(x) (the gradient of |x|)
+        be.signed_abs(x5, math.copysign(1.0, p), xp)
+        be.max_pool_backward(g5, xp, gx, plan.kernel, plan.stride, plan.pads, (1, 1, 1))
+        be.mul_sign(gx, x5, gx)
+        return _finish(name, be.finish(gx.reshape(shape_of(a["x"])), a["x"]), x)
     be.power(x5, p, xp)
     avg = be.empty(plan.out_shape, dtype)
     be.avg_pool(xp, avg, plan.kernel, plan.stride, plan.pads, plan.divisors)
     ga = be.empty(plan.out_shape, dtype)
     be.lp_grad_out(g5, avg, _lp_scale(plan), p, ga)
     be.avg_pool_backward(ga, xp, plan.kernel, plan.stride, plan.pads, plan.divisors)
-    gx = be.empty(plan.x_shape, dtype)
     be.lp_grad_in(xp, x5, p, gx)
     return _finish(name, be.finish(gx.reshape(shape_of(a["x"])), a["x"]), x)
 
@@ -417,8 +427,9 @@ _LP_DOC = """Power-average pooling of {rank} signals ({shape}), as torch's ``lp_
 
     ``y = (sign(a) * relu(|a|) * prod(kernel_size)) ** (1 / norm_type)`` with
     ``a = avg_pool{n}d(x ** norm_type, kernel_size, stride, 0, ceil_mode)`` -- PyTorch's
-    formula exactly: a window sum of ``x**p`` raised to ``1/p`` (``p = 1`` is sum pooling,
-    ``p = inf`` is not supported, as in PyTorch). A negative window sum (odd ``p`` with
+    formula exactly: a window sum of ``x**p`` raised to ``1/p`` (``p = 1`` is sum pooling;
+    ``p = inf`` is ``max_pool{n}d(|x|)`` and ``p = -inf`` is ``-max_pool{n}d(-|x|)``, the
+    smallest ``|x|``, as PyTorch 2.13 special-cases them). A negative window sum (odd ``p`` with
     negative inputs) gives ``sum ** (1/p)``: NaN unless ``1/p`` is an integer; a zero sum
     gives 0. With ``ceil_mode`` a window cut by the input's end is averaged over its
     inputs, then multiplied by the full window size (PyTorch's quirk, kept).

@@ -443,6 +443,13 @@ def test_lp_unpool_fold_match_cpu():
     x[0, 0] = 0.0  # zero windows
     cpu, gpu = both(fc.lp_pool2d, x, 2, (2, 3), (2, 2), True)
     np.testing.assert_allclose(gpu, cpu, **TOL[np.float64])
+    for norm in (np.inf, -np.inf):
+        inf_cpu, inf_gpu = both(fc.lp_pool2d, x, norm, 2)
+        np.testing.assert_array_equal(inf_gpu, inf_cpu)
+        gi = np.ones(inf_cpu.shape)
+        np.testing.assert_array_equal(
+            fc.grad.lp_pool2d(cuda.to_device(gi), cuda.to_device(x), norm, 2).copy_to_host(),
+            fc.grad.lp_pool2d(gi, x, norm, 2))
     g = rand(rng, cpu.shape, np.float64)
     got = fc.grad.lp_pool2d(cuda.to_device(g), cuda.to_device(x), 2, (2, 3), (2, 2), True)
     np.testing.assert_allclose(got.copy_to_host(), fc.grad.lp_pool2d(g, x, 2, (2, 3), (2, 2),

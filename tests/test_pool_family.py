@@ -275,7 +275,7 @@ def lp_cases(draw):
     s = draw(st.one_of(st.none(), st.tuples(*[st.integers(1, 3)] * nsp)))
     spatial = tuple(draw(st.integers(kk, 7 if nsp < 3 else 5)) for kk in k)
     ceil_mode = draw(st.booleans())
-    norm = draw(st.sampled_from([1, 2, 3, 1.5, 2.5, 0.5]))
+    norm = draw(st.sampled_from([1, 2, 3, 1.5, 2.5, 0.5, np.inf, -np.inf]))
     n = draw(st.sampled_from([0, 1, 2]))
     return nsp, n, k, s, spatial, ceil_mode, norm, draw(st.integers(0, 2**32 - 1))
 
@@ -290,8 +290,10 @@ def test_lp_pool_against_torch(case):
     # mixed signs, and whole zero windows (zero sums) in the first channel
     x = rng.standard_normal((n, 2) + spatial)
     x[:, 0] = np.where(rng.random(x[:, 0].shape) < 0.5, 0.0, x[:, 0])
-    if norm < 1:
+    if 0 < norm < 1:
         x = np.abs(x) + 0.5  # p < 1: pow of zero has an infinite derivative
+    if np.isinf(norm):
+        x += rng.standard_normal(x.shape) * 1e-3  # no ties between |x| and |-x|
     tk = k if nsp > 1 else k[0]
     ts = s if (s is None or nsp > 1) else s[0]
     tx = torch.from_numpy(x).requires_grad_(True)
@@ -312,7 +314,7 @@ def test_lp_pool_against_torch(case):
 
 @requires_torch
 @pytest.mark.torch
-@pytest.mark.parametrize("norm", [2, 3, 1])
+@pytest.mark.parametrize("norm", [2, 3, 1, np.inf, -np.inf])
 def test_lp_pool_zero_windows_match_torch_gradient(norm):
     torch, F = _torch()
     x = np.array([[[0.0, 0.0, 1.0, -1.0, -2.0, 0.5]]])

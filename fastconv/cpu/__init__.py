@@ -16,7 +16,9 @@ from fastconv.cpu.adaptive import (
     lp_finish,
     lp_grad_in,
     lp_grad_out,
+    mul_sign,
     power,
+    signed_abs,
 )
 from fastconv.cpu.conv import correlate
 from fastconv.cpu.fold import fold, unfold
@@ -77,6 +79,8 @@ __all__ += [
     "lp_grad_out",
     "max_unpool",
     "max_unpool_backward",
+    "mul_sign",
     "power",
+    "signed_abs",
     "unfold",
 ]

@@ -197,6 +197,22 @@ def lp_grad_in_kernel(gp, x, p, out):
         out[i] = zero if p == 0 else gp[i] * (p * x[i] ** (p - one))
 
 
+@njit(**JIT_PARALLEL)
+def signed_abs_kernel(x, s, out):
+    """out = s * |x| (Lp pooling with norm_type = +-inf)."""
+    for i in prange(x.shape[0]):
+        out[i] = s * abs(x[i])
+
+
+@njit(**JIT_PARALLEL)
+def mul_sign_kernel(g, x, out):
+    """out = g * sign(x) (sign(0) = 0): the gradient of ``|x|``."""
+    zero = x.dtype.type(0)
+    for i in prange(x.shape[0]):
+        v = x[i]
+        out[i] = g[i] if v > 0 else (-g[i] if v < 0 else (v if v != v else zero * g[i]))
+
+
 def _windows(windows) -> tuple:
     return tuple(np.array(v, dtype=np.int64) for pair in windows for v in pair)
 
@@ -245,3 +261,13 @@ def lp_grad_out(g, a, scale, p, out) -> None:
 
 def lp_grad_in(gp, x, p, out) -> None:
     lp_grad_in_kernel(gp.reshape(-1), x.reshape(-1), x.dtype.type(p), out.reshape(-1))
+
+
+def signed_abs(x, s, out) -> None:
+    """out = s * |x| elementwise."""
+    signed_abs_kernel(x.reshape(-1), out.dtype.type(s), out.reshape(-1))
+
+
+def mul_sign(g, x, out) -> None:
+    """out = g * sign(x) elementwise."""
+    mul_sign_kernel(g.reshape(-1), x.reshape(-1), out.reshape(-1))

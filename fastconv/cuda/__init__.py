@@ -17,7 +17,9 @@ from fastconv.cuda.adaptive import (
     lp_finish,
     lp_grad_in,
     lp_grad_out,
+    mul_sign,
     power,
+    signed_abs,
 )
 from fastconv.cuda.arrays import asarray, empty, finish, wrap, zeros
 from fastconv.cuda.conv import correlate
@@ -61,6 +63,8 @@ __all__ += [
     "lp_grad_out",
     "max_unpool",
     "max_unpool_backward",
+    "mul_sign",
     "power",
+    "signed_abs",
     "unfold",
 ]

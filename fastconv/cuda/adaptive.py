@@ -23,7 +23,9 @@ __all__ = [
     "lp_finish",
     "lp_grad_in",
     "lp_grad_out",
+    "mul_sign",
     "power",
+    "signed_abs",
 ]
 
 
@@ -165,7 +167,21 @@ def _build(nbtype):
         if i < x.shape[0]:
             out[i] = zero if p == 0 else gp[i] * (p * x[i] ** (p - one))
 
-    return dict(avg=avg_kernel, max=max_kernel, avg_gather=avg_gather, max_gather=max_gather,
+    @cuda.jit
+    def signed_abs_kernel(x, s, out):
+        i = cuda.grid(1)
+        if i < x.shape[0]:
+            out[i] = s * abs(x[i])
+
+    @cuda.jit
+    def mul_sign_kernel(g, x, out):
+        i = cuda.grid(1)
+        if i < x.shape[0]:
+            v = x[i]
+            out[i] = g[i] if v > 0 else (-g[i] if v < 0 else (v if v != v else zero * g[i]))
+
+    return dict(signed_abs=signed_abs_kernel, mul_sign=mul_sign_kernel, avg=avg_kernel,
+                max=max_kernel, avg_gather=avg_gather, max_gather=max_gather,
                 power=power_kernel, finish=finish_kernel, grad_out=grad_out_kernel,
                 grad_in=grad_in_kernel)
 
@@ -239,3 +255,11 @@ def lp_grad_out(g, a, scale, p, out) -> None:
 
 def lp_grad_in(gp, x, p, out) -> None:
     _elementwise("grad_in", x.dtype, x.size, _flat(gp), _flat(x), x.dtype.type(p), _flat(out))
+
+
+def signed_abs(x, s, out) -> None:
+    _elementwise("signed_abs", out.dtype, out.size, _flat(x), out.dtype.type(s), _flat(out))
+
+
+def mul_sign(g, x, out) -> None:
+    _elementwise("mul_sign", out.dtype, out.size, _flat(g), _flat(x), _flat(out))
