@@ -386,7 +386,8 @@ def check_adaptive(size, adaptive, stride, padding, ceil_mode, chunks) -> None:
     if (size is None) == (adaptive is None):
         raise click.UsageError("give either --size (a window) or --adaptive (an output "
                                "size), not both" if size is not None else
-                               "missing --size (a window) or --adaptive (an output size)")
+                               "Missing option '--size' (a window) or '--adaptive' (an "
+                               "output size).")
     if adaptive is None:
         return
     if len(adaptive) > 2:

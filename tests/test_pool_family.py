@@ -470,7 +470,7 @@ def test_cli_pool_adaptive(tmp_path):
         (("--adaptive", "2", "--stride", "2"), "Error: --stride cannot be used with --adaptive"),
         (("--adaptive", "2", "--size", "2"),
          "Error: give either --size (a window) or --adaptive (an output size), not both"),
-        ((), "Error: missing --size (a window) or --adaptive (an output size)"),
+        ((), "Error: Missing option '--size' (a window) or '--adaptive' (an output size)."),
         (("--adaptive", "2x2x2"), "Error: Invalid value for --adaptive: '2x2x2': expected "
                                   "HxW or N"),
     ],
