@@ -520,3 +520,35 @@ def test_dask_adaptive_and_lp_are_lazy_and_match():
     np.testing.assert_array_equal(u, fc.max_unpool2d(pv, pi, 3, output_size=(11, 9)))
     cols = fc.unfold(dx, 2)
     np.testing.assert_array_equal(cols, fc.unfold(x, 2))
+
+
+# --- determinism -----------------------------------------------------------------------
+
+
+def test_bit_identical_for_any_thread_count():
+    import numba
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3, 5, 13, 11)).astype(np.float32)
+    g = rng.standard_normal((3, 5, 4, 6)).astype(np.float32)
+    v, idx = fc.max_pool2d(x, 3, 2, 1, return_indices=True)
+    cols = fc.unfold(x, 3, 1, 1, 2)
+
+    def run():
+        return [fc.adaptive_avg_pool2d(x, (4, 6)), fc.adaptive_avg_pool2d(x, 1),
+                fc.grad.adaptive_avg_pool2d(g, x, (4, 6)),
+                fc.grad.adaptive_max_pool2d(g, x, (4, 6)),
+                fc.max_unpool2d(v, idx, 3, 2, 1, output_size=(13, 11)),
+                fc.fold(cols, (13, 11), 3, 1, 1, 2), fc.lp_pool2d(x, 2, 3, 2),
+                fc.grad.lp_pool2d(np.ones_like(fc.lp_pool2d(x, 2, 3, 2)), x, 2, 3, 2)]
+
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        many = run()
+        numba.set_num_threads(1)
+        one = run()
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(many, one, strict=True):
+        np.testing.assert_array_equal(a, b)
