@@ -552,3 +552,26 @@ def test_bit_identical_for_any_thread_count():
         numba.set_num_threads(before)
     for a, b in zip(many, one, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@requires_torch
+@pytest.mark.torch
+@pytest.mark.parametrize("nsp", [1, 2, 3])
+def test_adaptive_max_ties_and_nans_against_torch(nsp):
+    torch, F = _torch()
+    rng = np.random.default_rng(nsp)
+    spatial = (9, 7, 6)[:nsp] if nsp < 3 else (4, 5, 6)
+    x = rng.integers(-2, 3, (2, 3) + spatial).astype(np.float64)  # many ties
+    flat = x.reshape(-1)
+    flat[rng.choice(flat.size, 6, replace=False)] = np.nan
+    for out in [(3, 4, 2)[:nsp], (10, 3, 7)[:nsp], (1,) * nsp]:
+        tx = torch.from_numpy(x).requires_grad_(True)
+        ty, ti = getattr(F, f"adaptive_max_pool{nsp}d")(tx, out if nsp > 1 else out[0],
+                                                        return_indices=True)
+        y, idx = ADAPTIVE["max", nsp](x, out, return_indices=True)
+        np.testing.assert_array_equal(idx, ti.numpy())
+        np.testing.assert_array_equal(y, ty.detach().numpy())
+        g = rng.standard_normal(y.shape)
+        ty.backward(torch.from_numpy(g))
+        np.testing.assert_allclose(ADAPTIVE_GRAD["max", nsp](g, x, out), tx.grad.numpy(),
+                                   rtol=1e-12)
