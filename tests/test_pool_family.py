@@ -518,8 +518,13 @@ def test_dask_adaptive_and_lp_are_lazy_and_match():
     u = fc.max_unpool2d(da.from_array(pv), da.from_array(pi), 3, output_size=(11, 9))
     assert isinstance(u, np.ndarray)
     np.testing.assert_array_equal(u, fc.max_unpool2d(pv, pi, 3, output_size=(11, 9)))
-    cols = fc.unfold(dx, 2)
-    np.testing.assert_array_equal(cols, fc.unfold(x, 2))
+    cols = fc.unfold(dx, 2, padding=1, stride=(2, 1))
+    assert isinstance(cols, da.Array) and cols.chunks[1] == (12, 4)
+    np.testing.assert_array_equal(cols.compute(), fc.unfold(x, 2, padding=1, stride=(2, 1)))
+    folded = fc.fold(cols, (11, 9), 2, padding=1, stride=(2, 1))  # eager
+    assert isinstance(folded, np.ndarray)
+    np.testing.assert_array_equal(folded, fc.fold(cols.compute(), (11, 9), 2, padding=1,
+                                                  stride=(2, 1)))
 
 
 # --- determinism -----------------------------------------------------------------------
