@@ -400,3 +400,29 @@ def test_cupy_in_cupy_out():
     assert isinstance(out, cupy.ndarray)
     want = fc.conv2d(cupy.asnumpy(x), np.ones((1, 1, 2, 2), np.float32))
     np.testing.assert_array_equal(cupy.asnumpy(out), want)
+
+
+# --- the fuzzer's device mode (tests/fuzz.py --device cuda) ------------------------------
+
+
+def test_fuzz_device_mode_matches_and_catches_a_wrong_gpu_result(monkeypatch):
+    import fuzz
+
+    import fastconv.cuda
+
+    counts = {}
+    assert fuzz.run(3, seed=5, ops="conv_bias,avg_pool", device="cuda", use_torch=False,
+                    out=None, counts=counts) == []
+    assert sum(c[0] for c in counts.values()) == 3
+    real = fastconv.cuda.finish
+
+    def off_by_half(out, like):  # every GPU result (after the kernels) is 0.5 too large
+        from numba import cuda
+
+        return real(cuda.to_device(out.copy_to_host() + 0.5), like)
+
+    monkeypatch.setattr(fastconv.cuda, "finish", off_by_half)
+    failures = fuzz.run(2, seed=5, ops="conv,max_pool", device="cuda", use_torch=False,
+                        out=None)
+    assert len(failures) == 2
+    assert all("cuda vs cpu values:" in line and "--device cuda" in line for line in failures)
