@@ -25,7 +25,8 @@ Sections, in order; each one's failure is recorded and the next one still runs:
 
 One markdown report is written (``--out DIR``, default ``bench/``, file ``gpu-results.md``)
 after every section, so a run cut short still leaves one; its path is printed at the end.
-Exit status: 0 when every check passed, 1 on any correctness failure or section error.
+Exit status: 0 when every check passed, 1 on any correctness failure or section error, 3
+when nothing failed but the time budget (``--budget``) left something unchecked.
 Under ``NUMBA_ENABLE_CUDASIM=1`` the same script runs in Numba's simulator (``--smoke``):
 kernel times there are meaningless and are not reported.
 """
@@ -111,6 +112,11 @@ class Report:
     sections: list = field(default_factory=list)  # (name, status, seconds, note)
     failures: list = field(default_factory=list)  # (section, text)
     body: dict = field(default_factory=dict)  # section -> markdown
+    partial: list = field(default_factory=list)  # what the time budget left out
+
+    @property
+    def title(self) -> str:
+        return "bench/gpu_check.py" + ("" if self.mode.name == "full" else f" --{self.mode.name}")
 
     def fail(self, section: str, text: str) -> None:
         self.failures.append((section, text))
@@ -119,14 +125,14 @@ class Report:
     def verdict(self) -> str:
         if self.failures:
             return f"FAIL: {len(self.failures)} failure(s), listed under Failures"
-        if any(s[1] == "skipped" for s in self.sections):
-            return "INCOMPLETE: no failure, but some sections were skipped (time budget)"
+        if self.partial:
+            return f"INCOMPLETE: no failure, but the time budget left out {'; '.join(self.partial)}"
         return "PASS: every check agreed"
 
     def markdown(self) -> str:
         sim = " (Numba CUDA simulator: no real GPU, kernel times not reported)" \
             if simulator() else ""
-        out = [f"## {self.date}: `bench/gpu_check.py --{self.mode.name}`{sim}", "",
+        out = [f"## {self.date}: `{self.title}`{sim}", "",
                f"**{self.verdict()}** (run time {time.perf_counter() - self.started:.0f} s "
                f"of a {self.mode.budget:.0f} s budget)", "", "### Machine", ""]
         out += [f"- {k}: {v}" for k, v in self.machine]
@@ -298,6 +304,9 @@ def run_tests(report: Report, ctx: dict) -> None:
             os.environ["FASTCONV_TEST_KEEP_THREADS"] = old
     for line in col.failed:
         report.fail("tests", line)
+    late = col.skips.get("Skipped: gpu_check time budget", 0)
+    if late:
+        report.partial.append(f"{late} tests")
     if code not in (0, 5) and not col.failed:  # 5: nothing collected (a -k selection)
         report.fail("tests", f"pytest exit code {int(code)} (collection or internal error)")
     lines = ["### tests/test_cuda.py", "",
@@ -334,6 +343,7 @@ def run_fuzz(report: Report, ctx: dict) -> None:
         lines.append(f"| {op} | {n} | {bad} | {secs:.1f} s |")
     missing = [op for op in fuzz.OPS if counts.get(op, (0,))[0] < per_op]
     if missing:
+        report.partial.append(f"fuzz cases of {len(missing)} ops")
         lines.append(f"\nStopped at the section's time budget before all cases of: "
                      f"{', '.join(missing)}.")
     report.body["fuzz"] = "\n".join(lines)
@@ -414,6 +424,9 @@ def run_copies(report: Report, ctx: dict) -> None:
     dev = {k: cuda.to_device(v) for k, v in host.items()}
     rows = []
     for name, call in _copy_cases(dev):
+        if time.perf_counter() > ctx["deadline"]:
+            rows.append((name, "skipped", "time budget"))
+            continue
         try:
             call()  # warm-up: compile, and any one-time set-up
             with no_host_copies():
@@ -428,6 +441,9 @@ def run_copies(report: Report, ctx: dict) -> None:
         except Exception as exc:
             report.fail("copies", f"{name}: raised {type(exc).__name__}: {exc}")
             rows.append((name, "ERROR", f"{type(exc).__name__}: {exc}"))
+    late = sum(r[1] == "skipped" for r in rows)
+    if late:
+        report.partial.append(f"{late} host-copy checks")
     prof = _profile_memcpy(_copy_cases(dev))
     lines = ["### No host copies for device inputs", "",
              "Each op on float32 device arrays, after a warm-up call, with Numba's "
@@ -702,6 +718,9 @@ def run_timing(report: Report, ctx: dict) -> None:
         _release(torch)
     report.body["timing"] = _timing_markdown(results, torch, report.mode)
     timed = sum(r[1] is not None for r in results)
+    late = sum(note.startswith("skipped") for _, _, note in results)
+    if late:
+        report.partial.append(f"{late} timing rows")
     ctx["note"] = (f"{timed}/{len(rows)} rows in {time.perf_counter() - start:.0f} s"
                    + ("" if torch is not None else "; no CUDA PyTorch: fastconv vs the CPU "
                       "backend only"))
@@ -895,7 +914,7 @@ def main(argv=None) -> int:
         import fastconv.cuda
 
         fastconv.cuda.THREADS = SIM_THREADS
-    log(f"gpu_check --{mode.name}: budget {mode.budget:.0f} s, report {report.path}")
+    log(f"{report.title}: budget {mode.budget:.0f} s, report {report.path}")
     ctx: dict = {"section": "machine"}
     _watchdog(report, ctx, mode.budget * WATCHDOG)
     for name, func in SECTIONS.items():
@@ -910,6 +929,7 @@ def main(argv=None) -> int:
             continue
         if name != "machine" and elapsed > mode.budget * SECTION_END.get(name, 1.0):
             report.sections.append((name, "skipped", 0.0, "time budget spent"))
+            report.partial.append(f"section {name}")
             log(f"== {name}: skipped (time budget)")
             continue
         log(f"== {name} ({elapsed:.0f} s in)")
@@ -929,7 +949,7 @@ def main(argv=None) -> int:
     report.write()
     log(f"\n{report.verdict()}")
     log(f"report: {report.path}")
-    return 1 if report.failures else 0
+    return 1 if report.failures else 3 if report.partial else 0
 
 
 if __name__ == "__main__":
