@@ -113,6 +113,7 @@ class Report:
     failures: list = field(default_factory=list)  # (section, text)
     body: dict = field(default_factory=dict)  # section -> markdown
     partial: list = field(default_factory=list)  # what the time budget left out
+    running: str | None = None  # the section under way (a report read now was cut short)
 
     @property
     def title(self) -> str:
@@ -123,6 +124,9 @@ class Report:
         log(f"FAIL [{section}] {text}")
 
     def verdict(self) -> str:
+        if self.running:
+            return (f"CUT SHORT during section {self.running} ({len(self.failures)} "
+                    "failure(s) before it): the process ended before finishing")
         if self.failures:
             return f"FAIL: {len(self.failures)} failure(s), listed under Failures"
         if self.partial:
@@ -866,6 +870,7 @@ def _watchdog(report: Report, ctx: dict, seconds: float) -> None:
     import threading
 
     def fire():
+        report.running = None
         report.fail(ctx.get("section", "?"), f"watchdog: still running after {seconds:.0f} s "
                     "(a hung kernel or call?); the process was ended")
         with contextlib.suppress(Exception):
@@ -933,7 +938,8 @@ def main(argv=None) -> int:
             log(f"== {name}: skipped (time budget)")
             continue
         log(f"== {name} ({elapsed:.0f} s in)")
-        ctx["section"] = name
+        ctx["section"] = report.running = name
+        report.write()
         nfail = len(report.failures)
         status = "ok"
         try:
@@ -945,6 +951,7 @@ def main(argv=None) -> int:
         if status == "ok" and len(report.failures) > nfail:
             status = "FAIL"
         report.sections.append((name, status, time.perf_counter() - t0, ctx.get("note", "")))
+        report.running = None
         report.write()
     report.write()
     log(f"\n{report.verdict()}")
