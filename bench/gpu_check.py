@@ -269,6 +269,7 @@ class _Collector:
         self.deadline = deadline
         self.outcomes = {"passed": 0, "failed": 0, "skipped": 0}
         self.failed: list[str] = []
+        self.details: list[str] = []  # the end of each failure's traceback, for the report
         self.skips: dict[str, int] = {}
 
     def pytest_runtest_setup(self, item):
@@ -278,12 +279,16 @@ class _Collector:
             pytest.skip("gpu_check time budget")
 
     def pytest_runtest_logreport(self, report):
-        if report.when == "call" or (report.when == "setup" and not report.passed):
+        if report.when == "call" or (report.when != "call" and not report.passed):
             outcome = report.outcome
             self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
             if outcome == "failed":
                 text = str(report.longrepr).strip().splitlines()
-                self.failed.append(f"{report.nodeid}: {text[-1][:300] if text else ''}")
+                crash = getattr(getattr(report.longrepr, "reprcrash", None), "message", None)
+                first = (crash or (text[-1] if text else "")).splitlines()
+                self.failed.append(f"{report.nodeid} ({report.when}): "
+                                   f"{first[0][:300] if first else ''}")
+                self.details.append(f"{report.nodeid}\n" + "\n".join(text[-40:]))
             elif outcome == "skipped":
                 reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else ""
                 self.skips[reason] = self.skips.get(reason, 0) + 1
@@ -318,6 +323,8 @@ def run_tests(report: Report, ctx: dict) -> None:
                                                       col.outcomes.items())
              + (f" (selection `-k {report.mode.pytest_k}`)" if report.mode.pytest_k else "")]
     lines += [f"- skipped {n}: {reason}" for reason, n in sorted(col.skips.items())]
+    for text in col.details:
+        lines += ["", "```", text, "```"]
     report.body["tests"] = "\n".join(lines)
     ctx["note"] = ", ".join(f"{v} {k}" for k, v in col.outcomes.items())
 
@@ -426,8 +433,9 @@ def run_copies(report: Report, ctx: dict) -> None:
             "gy": (1, 2, 5, 5), "xt": (1, 4, 3, 3), "wt": (4, 2, 3, 3), "gp": (1, 4, 3, 3)}
     host = {k: rng.standard_normal(s).astype(np.float32) for k, s in host.items()}
     dev = {k: cuda.to_device(v) for k, v in host.items()}
+    cases = _copy_cases(dev) + _foreign_cases(host)
     rows = []
-    for name, call in _copy_cases(dev):
+    for name, call in cases:
         if time.perf_counter() > ctx["deadline"]:
             rows.append((name, "skipped", "time budget"))
             continue
@@ -448,7 +456,7 @@ def run_copies(report: Report, ctx: dict) -> None:
     late = sum(r[1] == "skipped" for r in rows)
     if late:
         report.partial.append(f"{late} host-copy checks")
-    prof = _profile_memcpy(_copy_cases(dev))
+    prof = _profile_memcpy(cases)
     lines = ["### No host copies for device inputs", "",
              "Each op on float32 device arrays, after a warm-up call, with Numba's "
              "`cuda.to_device`, the driver's `host_to_device`/`device_to_host` and the "
@@ -459,6 +467,25 @@ def run_copies(report: Report, ctx: dict) -> None:
     lines += [f"| {n} | {r} | {d} |" for n, r, d in rows]
     report.body["copies"] = "\n".join(lines)
     ctx["note"] = f"{sum(r[1] == 'no copies' for r in rows)}/{len(rows)} ops without copies"
+
+
+def _foreign_cases(host: dict) -> list:
+    """conv2d on PyTorch CUDA tensors and on CuPy arrays (``__cuda_array_interface__``),
+    for those of the two that are usable here."""
+    cases = []
+    torch = torch_cuda()
+    if torch is not None:
+        t = {k: torch.as_tensor(host[k], device="cuda") for k in ("x", "w")}
+        cases.append(("conv2d on torch tensors", lambda: fc.conv2d(t["x"], t["w"], padding=1)))
+    cupy = None if simulator() else _try_import("cupy")
+    if cupy is not None:
+        try:
+            c = {k: cupy.asarray(host[k]) for k in ("x", "w")}
+        except Exception as exc:  # CuPy without a usable GPU/driver: say so in the table
+            log(f"  CuPy arrays not available: {type(exc).__name__}: {exc}")
+        else:
+            cases.append(("conv2d on CuPy arrays", lambda: fc.conv2d(c["x"], c["w"], padding=1)))
+    return cases
 
 
 def _profile_memcpy(cases) -> str | None:

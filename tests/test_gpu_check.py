@@ -1,6 +1,6 @@
 """``bench/gpu_check.py`` (the real-GPU check) under Numba's CUDA simulator: the smoke mode
-runs every section and writes a passing report; a wrong result or a host copy in an op
-makes it fail with exit status 1, and the report says which op.
+runs every section and writes a passing report; a wrong result or a host copy in an op, or
+a failing test, makes it fail with exit status 1, and the report says which.
 
 Each test runs the script in a subprocess with ``NUMBA_ENABLE_CUDASIM=1`` (the variable
 must be set before Numba is imported), so they run in either pytest pass.
@@ -68,16 +68,19 @@ def wrong(*args, **kwargs):
     return (bad, *out[1:]) if isinstance(out, tuple) else bad
 
 fc.max_pool2d = wrong
+fc.corr2d = lambda X, K: np.zeros((2, 2))  # fails test_cuda.py's seed example
 sys.exit(gpu_check.main(sys.argv[1:]))
 """
 
 
-def test_a_wrong_result_and_a_host_copy_fail_the_check(tmp_path):
-    res = run_check("--smoke", "--sections", "copies,timing", "--out", str(tmp_path),
+def test_a_wrong_result_a_host_copy_and_a_failing_test_fail_the_check(tmp_path):
+    res = run_check("--smoke", "--sections", "tests,copies,timing", "--out", str(tmp_path),
                     code=WRONG_MAX_POOL)
     assert res.returncode == 1, res.stdout[-4000:] + res.stderr[-4000:]
     report = (tmp_path / "gpu-results.md").read_text()
-    assert "**FAIL: 2 failure(s)" in report
+    assert "**FAIL: 3 failure(s)" in report
+    assert "- [tests] tests/test_cuda.py::test_seed_example_on_device (call):" in report
+    assert "| tests | FAIL |" in report
     assert "- [timing] P1 max b1: fastconv differs from CPU backend: max error" in report
     assert "- [copies] max_pool2d: host copy with device inputs:" in report
     assert "| max_pool2d | COPIES |" in report
