@@ -316,6 +316,34 @@ def test_device_array_in_device_array_out_without_host_copies(monkeypatch):
     np.testing.assert_allclose(out.copy_to_host(), fc.conv2d(x, w, padding=1), **TOL[np.float32])
 
 
+def test_avg_pool_keeps_its_divisors_on_the_device(monkeypatch):
+    """A repeated average pooling of device data makes no host copy (the divisors are
+    cached on the device, a bounded number of shapes)."""
+    from numba import cuda
+
+    import fastconv.cuda.pool
+
+    rng = np.random.default_rng(14)
+    x, g = rand(rng, (1, 2, 5, 5)), rand(rng, (1, 2, 3, 3))
+    dx, dg = cuda.to_device(x), cuda.to_device(g)
+    fc.avg_pool2d(dx, 3, 2, 1)  # the first call with this shape uploads the divisors
+
+    def no_transfer(*args, **kwargs):
+        raise AssertionError("host -> device copy during a device-array call")
+
+    monkeypatch.setattr(cuda, "to_device", no_transfer)
+    out = fc.avg_pool2d(dx, 3, 2, 1)
+    grad = fc.grad.avg_pool2d(dg, dx, 3, 2, 1)
+    monkeypatch.undo()
+    np.testing.assert_allclose(out.copy_to_host(), fc.avg_pool2d(x, 3, 2, 1), **TOL[np.float32])
+    np.testing.assert_allclose(grad.copy_to_host(), fc.grad.avg_pool2d(g, x, 3, 2, 1),
+                               **TOL[np.float32])
+    monkeypatch.setattr(fastconv.cuda.pool, "_DIVISORS_KEPT", 2)
+    for k in (2, 3, 4):
+        fc.avg_pool2d(dx, k)
+    assert len(fastconv.cuda.pool._DIVISORS) == 2
+
+
 def _spy_on_cuda_correlate(monkeypatch):
     import fastconv.cuda
 
