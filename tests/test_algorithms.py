@@ -277,3 +277,76 @@ def test_gemm_paths_match_direct_and_oracle(case, dtype, small_chunks, path, mon
     rtol = RTOL32 if dtype == np.float32 else 1e-12
     _close(got, want, rtol)
     _close(got, direct, rtol)
+
+
+# --- the BLAS thread limit: held only while products run, safe across Python threads ----
+
+
+def _blas_threads() -> dict:
+    from threadpoolctl import threadpool_info
+
+    return {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+
+def test_blas_limit_is_one_inside_tasks_and_restored_after_concurrent_calls():
+    """threadpoolctl's limit is taken by the first call in flight and restored by the last:
+    a call that finishes while another is still multiplying leaves the BLAS single-threaded
+    for that one; afterwards every BLAS has its own setting back. Numba's thread count is
+    never changed. Concurrent calls give the serial call's result bit for bit."""
+    import threading
+
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    from fastconv.cpu import blas
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 32, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((16, 32, 3, 3)).astype(np.float32)
+    want = fc.conv2d(x, w, padding=1, algorithm="gemm")
+    nthreads = numba.get_num_threads()
+    original = _blas_threads()
+    # set from a thread that then ends (threadpoolctl lets a live thread that holds a
+    # limit block every other thread's limits)
+    _on_a_thread(lambda: threadpool_limits(limits=3, user_api="blas"))
+    try:
+        outside = _blas_threads()
+        assert outside and all(v == 3 for v in outside.values())
+        inside, entered, release = [], threading.Event(), threading.Event()
+
+        def slow_task(i):  # a call still in flight while another starts and ends
+            entered.set()
+            assert release.wait(60)
+            inside.append(_blas_threads())
+
+        holder = threading.Thread(target=blas.parallel, args=(slow_task, 1))
+        holder.start()
+        assert entered.wait(60)
+        results = [None] * 4
+
+        def call(i):
+            results[i] = fc.conv2d(x, w, padding=1, algorithm="gemm")
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        release.set()
+        holder.join()
+        assert inside and all(v == 1 for v in inside[0].values())
+        assert _blas_threads() == outside
+        for got in results:
+            np.testing.assert_array_equal(got, want)
+    finally:
+        _on_a_thread(lambda: [threadpool_limits(limits={p: n}) for p, n in original.items()])
+    assert _blas_threads() == original
+    assert numba.get_num_threads() == nthreads
+
+
+def _on_a_thread(fn) -> None:
+    import threading
+
+    t = threading.Thread(target=fn)
+    t.start()
+    t.join()

@@ -14,26 +14,27 @@ too); without it :func:`available` is False and the GEMM algorithm falls back to
 
 Threads: :func:`parallel` runs independent tasks (each a sequence of BLAS calls writing
 its own part of the result) on ``numba.get_num_threads()`` Python threads, with the BLAS
-itself single-threaded meanwhile (``scipy_openblas_set_num_threads(1)``, restored when
-the last concurrent user leaves). ctypes releases the GIL during each call, so the
-threads multiply in parallel; there is one join per convolution instead of a BLAS-internal
-barrier per call (on a loaded 2-core machine OpenBLAS's own threading made W3 five times
-slower than one thread). Never called inside a Numba ``prange``. Because every task is one
-fixed, single-threaded sequence of calls, results are bit-identical for any thread count.
-With a BLAS that gives no ``set_num_threads`` symbol (MKL, Accelerate), its own setting
-decides its inner threads and bit-identity across thread counts is not promised.
+itself single-threaded meanwhile: threadpoolctl's ``limit(limits=1, user_api="blas")``,
+taken by the first fastconv call in flight and restored when the last concurrent one
+leaves, both on one dedicated thread (several Python threads may call fastconv at once;
+no setting outlives a call, and Numba's thread count is only read). ctypes releases the
+GIL during each call, so the threads multiply in parallel; there is one join per
+convolution instead of a BLAS-internal barrier per call (on a loaded 2-core machine
+OpenBLAS's own threading made W3 five times slower than one thread). Never called inside
+a Numba ``prange``. Because every task is one fixed, single-threaded sequence of calls,
+results are bit-identical for any thread count.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 _VP = ctypes.c_void_p
 _PROTO = ctypes.CFUNCTYPE(None, *([_VP] * 13))
@@ -49,31 +50,6 @@ def _capsule_pointer(capsule) -> int:
     return get_ptr(capsule, get_name(capsule))
 
 
-class _DlInfo(ctypes.Structure):
-    _fields_ = [("fname", ctypes.c_char_p), ("fbase", _VP), ("sname", ctypes.c_char_p),
-                ("saddr", _VP)]
-
-
-def _thread_functions(address: int):
-    """(set_num_threads, get_num_threads) of the shared library holding ``address``, or None."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-        info = _DlInfo()
-        if not libc.dladdr(_VP(address), ctypes.byref(info)) or not info.fname:
-            return None
-        lib = ctypes.CDLL(info.fname.decode())
-    except (OSError, AttributeError):  # pragma: no cover - no dladdr (Windows)
-        return None
-    for prefix in ("scipy_openblas", "openblas"):
-        set_fn = getattr(lib, prefix + "_set_num_threads", None)
-        get_fn = getattr(lib, prefix + "_get_num_threads", None)
-        if set_fn is not None and get_fn is not None:
-            set_fn.restype, set_fn.argtypes = None, [ctypes.c_int]
-            get_fn.restype, get_fn.argtypes = ctypes.c_int, []
-            return set_fn, get_fn
-    return None  # pragma: no cover - MKL/Accelerate: their own settings rule
-
-
 def _load() -> dict:
     with _lock:
         if _state:
@@ -81,16 +57,16 @@ def _load() -> dict:
         try:
             from scipy.linalg import cython_blas
         except ImportError:  # pragma: no cover - SciPy absent: im2col + numpy.matmul
-            _state["ok"] = False
-            return _state
-        caps = cython_blas.__pyx_capi__
-        _state["fn"] = {np.dtype(np.float32): _PROTO(_capsule_pointer(caps["sgemm"])),
-                        np.dtype(np.float64): _PROTO(_capsule_pointer(caps["dgemm"]))}
-        _state["threads"] = _thread_functions(_capsule_pointer(caps["sgemm"]))
+            cython_blas = None
+        if cython_blas is not None:
+            caps = cython_blas.__pyx_capi__
+            _state["fn"] = {np.dtype(np.float32): _PROTO(_capsule_pointer(caps["sgemm"])),
+                            np.dtype(np.float64): _PROTO(_capsule_pointer(caps["dgemm"]))}
+        _state["controller"] = ThreadpoolController()  # after SciPy's BLAS is loaded
         _state["users"] = 0
-        _state["saved"] = None
+        _state["limiter"] = None
         _state["pool"] = None
-        _state["ok"] = True
+        _state["ok"] = cython_blas is not None
         return _state
 
 
@@ -100,22 +76,46 @@ def available() -> bool:
 
 
 class _SingleThreadedBlas:
-    """Context: the BLAS runs single-threaded while any fastconv product is in flight."""
+    """Context: the BLAS runs single-threaded while any fastconv product is in flight.
+
+    threadpoolctl lets one Python thread at a time control OpenBLAS (its limits from
+    other threads are ignored until that thread's ``with`` block ends), so the limit is
+    taken (``__enter__``) and restored (``__exit__``) always on one dedicated thread: by
+    the first fastconv call in flight and after the last one. A limit the application
+    holds itself (``with threadpool_limits(...)`` in another thread) is left alone.
+    """
 
     def __enter__(self):
         st = _load()
         with _lock:
-            if st.get("users", 0) == 0 and st.get("threads") is not None:
-                st["saved"] = st["threads"][1]()
-                st["threads"][0](1)
-            st["users"] = st.get("users", 0) + 1
+            if st["users"] == 0:
+                st["limiter"] = _control(_take_limit)
+            st["users"] += 1
 
     def __exit__(self, *exc):
         st = _state
         with _lock:
             st["users"] -= 1
-            if st["users"] == 0 and st.get("threads") is not None:
-                st["threads"][0](st["saved"])
+            if st["users"] == 0:
+                limiter, st["limiter"] = st["limiter"], None
+                _control(limiter.__exit__, None, None, None)
+
+
+def _take_limit():
+    return _state["controller"].limit(limits=1, user_api="blas").__enter__()
+
+
+def _control(fn, *args):
+    """``fn(*args)`` on the one thread that sets and restores the BLAS limit."""
+    st = _state
+    if st.get("control") is None:
+        st["control"] = ThreadPoolExecutor(1, thread_name_prefix="fastconv-blas-limit")
+    return st["control"].submit(fn, *args).result()
+
+
+def single_threaded_blas() -> _SingleThreadedBlas:
+    """The context :func:`parallel` holds (for callers that run BLAS products themselves)."""
+    return _SingleThreadedBlas()
 
 
 def parallel(task, ntasks: int) -> None:
