@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -50,6 +51,32 @@ def _capsule_pointer(capsule) -> int:
     return get_ptr(capsule, get_name(capsule))
 
 
+#: Fortran gemm symbols tried in NumPy's BLAS, with their integer type (ILP64 first:
+#: NumPy's wheels ship the 64-bit-integer scipy-openblas).
+_SYMBOLS = (("scipy_sgemm_64_", "scipy_dgemm_64_", np.int64), ("sgemm_64_", "dgemm_64_", np.int64),
+            ("scipy_sgemm_", "scipy_dgemm_", np.int32), ("sgemm_", "dgemm_", np.int32))
+
+
+def _numpy_blas(controller):
+    """(functions by dtype, integer type) of the OpenBLAS that NumPy links (the one
+    ``numpy.matmul`` runs; in NumPy's wheels a newer build than SciPy's, measured 10-40 %
+    faster on this project's products), or None when NumPy's BLAS is not a separate
+    OpenBLAS of NumPy's own (conda, MKL builds): then SciPy's ``cython_blas``."""
+    for lib in controller.select(internal_api="openblas").lib_controllers:
+        if not os.path.basename(os.path.dirname(lib.filepath)).startswith("numpy"):
+            continue
+        try:
+            dll = ctypes.CDLL(lib.filepath)
+        except OSError:  # pragma: no cover
+            continue
+        for sname, dname, itype in _SYMBOLS:
+            sfn, dfn = getattr(dll, sname, None), getattr(dll, dname, None)
+            if sfn is not None and dfn is not None:
+                return ({np.dtype(np.float32): _PROTO(ctypes.cast(sfn, _VP).value),
+                         np.dtype(np.float64): _PROTO(ctypes.cast(dfn, _VP).value)}, itype)
+    return None
+
+
 def _load() -> dict:
     with _lock:
         if _state:
@@ -58,11 +85,16 @@ def _load() -> dict:
             from scipy.linalg import cython_blas
         except ImportError:  # pragma: no cover - SciPy absent: im2col + numpy.matmul
             cython_blas = None
-        if cython_blas is not None:
+        controller = ThreadpoolController()  # after NumPy's and SciPy's BLAS are loaded
+        found = _numpy_blas(controller) if cython_blas is not None else None
+        if found is not None:
+            _state["fn"], _state["int"] = found
+        elif cython_blas is not None:
             caps = cython_blas.__pyx_capi__
             _state["fn"] = {np.dtype(np.float32): _PROTO(_capsule_pointer(caps["sgemm"])),
                             np.dtype(np.float64): _PROTO(_capsule_pointer(caps["dgemm"]))}
-        _state["controller"] = ThreadpoolController()  # after SciPy's BLAS is loaded
+            _state["int"] = np.int32
+        _state["controller"] = controller
         _state["users"] = 0
         _state["limiter"] = None
         _state["pool"] = None
@@ -167,10 +199,10 @@ class Gemm:
     def __init__(self, dtype, M, N, K, lda, ldb, ldc, *, ta=False, tb=False):
         dtype = np.dtype(dtype)
         self._fn = _load()["fn"][dtype]
-        self._ints = np.array([N, M, K, ldb, lda, ldc], dtype=np.int32)
+        self._ints = np.array([N, M, K, ldb, lda, ldc], dtype=_state["int"])
         self._scal = np.array([1.0, 0.0, 1.0], dtype=dtype)  # alpha, beta 0, beta 1
         i, s = self._ints.ctypes.data, self._scal.ctypes.data
-        isz, ssz = 4, dtype.itemsize
+        isz, ssz = self._ints.itemsize, dtype.itemsize
         self._ta = ctypes.addressof(_T if tb else _N)  # column major: B's flag first
         self._tb = ctypes.addressof(_T if ta else _N)
         self._n, self._m, self._k = i, i + isz, i + 2 * isz
