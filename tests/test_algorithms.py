@@ -336,6 +336,30 @@ def test_blas_limit_is_one_inside_tasks_and_restored_after_concurrent_calls():
         holder.join()
         assert inside and all(v == 1 for v in inside[0].values())
         assert _blas_threads() == outside
+        # the first call (which took the limit) ends while a second one still multiplies:
+        # the limit is handed over, kept for the second, restored after it
+        a_in, b_in, a_done, seen = (threading.Event(), threading.Event(), threading.Event(),
+                                    [])
+
+        def task_a(i):
+            a_in.set()
+            assert b_in.wait(60)
+
+        def task_b(i):
+            assert a_in.wait(60)
+            b_in.set()
+            assert a_done.wait(60)
+            seen.append(_blas_threads())
+
+        first = threading.Thread(target=blas.parallel, args=(task_a, 1))
+        second = threading.Thread(target=blas.parallel, args=(task_b, 1))
+        first.start()
+        second.start()
+        first.join()
+        a_done.set()
+        second.join()
+        assert seen and all(v == 1 for v in seen[0].values())
+        assert _blas_threads() == outside
         for got in results:
             np.testing.assert_array_equal(got, want)
     finally:

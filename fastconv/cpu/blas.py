@@ -16,8 +16,8 @@ Threads: :func:`parallel` runs independent tasks (each a sequence of BLAS calls 
 its own part of the result) on ``numba.get_num_threads()`` Python threads, with the BLAS
 itself single-threaded meanwhile: threadpoolctl's ``limit(limits=1, user_api="blas")``,
 taken by the first fastconv call in flight and restored when the last concurrent one
-leaves, both on one dedicated thread (several Python threads may call fastconv at once;
-no setting outlives a call, and Numba's thread count is only read). ctypes releases the
+leaves (several Python threads may call fastconv at once; no setting outlives a call, and
+Numba's thread count is only read). ctypes releases the
 GIL during each call, so the threads multiply in parallel; there is one join per
 convolution instead of a BLAS-internal barrier per call (on a loaded 2-core machine
 OpenBLAS's own threading made W3 five times slower than one thread). Never called inside
@@ -96,7 +96,7 @@ def _load() -> dict:
             _state["int"] = np.int32
         _state["controller"] = controller
         _state["users"] = 0
-        _state["limiter"] = None
+        _state["limiter"] = _state["owner"] = None
         _state["pool"] = None
         _state["ok"] = cython_blas is not None
         return _state
@@ -110,27 +110,35 @@ def available() -> bool:
 class _SingleThreadedBlas:
     """Context: the BLAS runs single-threaded while any fastconv product is in flight.
 
-    threadpoolctl lets one Python thread at a time control OpenBLAS (its limits from
-    other threads are ignored until that thread's ``with`` block ends), so the limit is
-    taken (``__enter__``) and restored (``__exit__``) always on one dedicated thread: by
-    the first fastconv call in flight and after the last one. A limit the application
-    holds itself (``with threadpool_limits(...)`` in another thread) is left alone.
+    threadpoolctl lets one Python thread at a time control OpenBLAS (limits set from other
+    threads are ignored until that thread's ``with`` block ends), so whoever takes the
+    limit restores it: the first fastconv call in flight takes it on its own thread; if it
+    finishes while other calls still multiply, it restores and hands the limit to one
+    dedicated thread, which restores it after the last call. A limit the application
+    holds itself (``with threadpool_limits(...)`` on another thread) is left alone.
     """
 
     def __enter__(self):
         st = _load()
         with _lock:
             if st["users"] == 0:
-                st["limiter"] = _control(_take_limit)
+                st["limiter"], st["owner"] = _take_limit(), threading.current_thread()
             st["users"] += 1
 
     def __exit__(self, *exc):
         st = _state
+        me = threading.current_thread()
         with _lock:
             st["users"] -= 1
             if st["users"] == 0:
-                limiter, st["limiter"] = st["limiter"], None
-                _control(limiter.__exit__, None, None, None)
+                if st["owner"] is me:
+                    st["limiter"].__exit__(None, None, None)
+                else:  # the dedicated thread holds it
+                    _control(st["limiter"].__exit__, None, None, None)
+                st["limiter"] = st["owner"] = None
+            elif st["owner"] is me:  # others still multiply: hand the limit over
+                st["limiter"].__exit__(None, None, None)
+                st["limiter"], st["owner"] = _control(_take_limit), st["control_thread"]
 
 
 def _take_limit():
@@ -138,10 +146,11 @@ def _take_limit():
 
 
 def _control(fn, *args):
-    """``fn(*args)`` on the one thread that sets and restores the BLAS limit."""
+    """``fn(*args)`` on the dedicated thread that holds the BLAS limit under contention."""
     st = _state
     if st.get("control") is None:
         st["control"] = ThreadPoolExecutor(1, thread_name_prefix="fastconv-blas-limit")
+        st["control_thread"] = st["control"].submit(threading.current_thread).result()
     return st["control"].submit(fn, *args).result()
 
 
