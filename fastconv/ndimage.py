@@ -140,8 +140,9 @@ def _sequence(func: str, value, n: int, name: str) -> list:
     if not isinstance(value, str) and np.iterable(value):
         out = list(value)
         if len(out) != n:
-            raise NdimageError(f"{func}: {name} must be a scalar or a sequence of length "
-                               f"{n} (one per filtered axis), got {value!r}")
+            raise NdimageError(f"{func}: sequence argument must have length equal to input "
+                               f"rank: {name}={value!r}, expected {n} values (one per "
+                               "filtered axis)")
         return out
     return [value] * n
 
