@@ -24,6 +24,7 @@ test: install lint
 	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -m cudasim tests/test_cuda.py
 
 demo: install
+	$(VENV)/bin/fastconv warmup
 	$(VENV)/bin/fastconv demo
 
 # 10,000 random cases over every op, forward and backward (FUZZ_ARGS="--ops grad" etc.)
