@@ -25,6 +25,7 @@ test: install lint
 	NUMBA_ENABLE_CUDASIM=1 $(MAKE) --no-print-directory gpu-check GPU_PYTHON=$(PY) GPU_ARGS=--smoke
 
 demo: install
+	$(VENV)/bin/fastconv warmup
 	$(VENV)/bin/fastconv demo
 
 # 10,000 random cases over every op, forward and backward (FUZZ_ARGS="--ops grad" etc.)
