@@ -1,6 +1,6 @@
 """``fastconv``: convolution, pooling, shape arithmetic and kernel learning from the shell.
 
-Commands: convolve, pool, shape, learn-kernel, kernels, info, demo. NumPy, Numba and Rich
+Commands: convolve, pool, shape, learn-kernel, kernels, info, warmup, demo. NumPy, Numba and Rich
 are imported inside the commands that need them, so ``fastconv --help`` and
 ``fastconv shape`` never import Numba.
 
@@ -681,16 +681,15 @@ def info():
     """Versions, devices, CPU thread count and where compiled kernels are cached."""
     import os
     import platform
-    from pathlib import Path
 
     import numba
     import numpy as np
 
     import fastconv as fc
+    from fastconv._warmup import cache_status
 
-    cache = numba.config.CACHE_DIR or str(Path(fc.__file__).parent / "cpu" / "__pycache__")
-    cached = len(list(Path(cache).glob("*.nbi"))) if Path(cache).is_dir() else 0
-    hint = "" if numba.config.CACHE_DIR else "; set NUMBA_CACHE_DIR to move it"
+    status = cache_status()
+    warm = "warm" if status.warm else "cold: run `fastconv warmup`"
     rows = [
         ("fastconv", fc.__version__),
         ("numpy", np.__version__),
@@ -699,10 +698,39 @@ def info():
         ("devices", ", ".join(fc.devices())),
         ("threads", f"{numba.get_num_threads()} (NUMBA_NUM_THREADS="
                     f"{os.environ.get('NUMBA_NUM_THREADS', 'unset')})"),
-        ("kernel cache", f"{cache} ({cached} cached kernels{hint})"),
+        ("kernel cache", f"{warm}; {status}"),
     ]
     for name, value in rows:
         click.echo(f"{name:<13}{value}")
+
+
+# ------------------------------------------------------------------------------ warmup
+
+
+@cli.command(short_help="Compile the common kernels into the cache, once.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+              help="Worker processes [default: the CPU count].")
+def warmup(jobs):
+    """Compile the common kernels (float32/float64 convolution, gradients, pooling) into
+    Numba's on-disk cache, in parallel worker processes, so that later calls and commands
+    start without compiling. Prints where the cache lives and its size."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fastconv._warmup import TASKS
+    from fastconv._warmup import warmup as run
+
+    columns = (TextColumn("compiling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("warmup", total=len(TASKS))
+
+        def done(label, seconds):
+            bar.advance(task)
+            bar.console.print(f"{label}: {seconds:.1f} s")
+
+        status = run(jobs, progress=done)
+    click.echo(f"kernel cache: {status}")
+    if not status.warm:
+        raise click.ClickException("some kernels are still not cached (see above)")
 
 
 # -------------------------------------------------------------------------------- demo

@@ -4,6 +4,7 @@ NVIDIA GPU via numba.cuda). ``import fastconv as fc``."""
 from fastconv import grad, kernels
 from fastconv._dispatch import devices
 from fastconv._shapes import output_shape, receptive_field
+from fastconv._warmup import warmup
 from fastconv.adaptive import (
     adaptive_avg_pool1d,
     adaptive_avg_pool2d,
@@ -76,6 +77,7 @@ __all__ = [
     "max_pool3d",
     "output_shape",
     "receptive_field",
+    "warmup",
 ]
 
 __all__ += [

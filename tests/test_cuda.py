@@ -34,9 +34,12 @@ TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol
 
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
+    """Tiny blocks, unless ``FASTCONV_TEST_KEEP_THREADS=1``: ``bench/gpu_check.py`` runs
+    this file on a real GPU with the package's block shape, as users get it."""
     import fastconv.cuda
 
-    monkeypatch.setattr(fastconv.cuda, "THREADS", (2, 2))
+    if os.environ.get("FASTCONV_TEST_KEEP_THREADS") != "1":
+        monkeypatch.setattr(fastconv.cuda, "THREADS", (2, 2))
 
 
 def rand(rng, shape, dtype=np.float32):
@@ -313,6 +316,34 @@ def test_device_array_in_device_array_out_without_host_copies(monkeypatch):
     np.testing.assert_allclose(out.copy_to_host(), fc.conv2d(x, w, padding=1), **TOL[np.float32])
 
 
+def test_avg_pool_keeps_its_divisors_on_the_device(monkeypatch):
+    """A repeated average pooling of device data makes no host copy (the divisors are
+    cached on the device, a bounded number of shapes)."""
+    from numba import cuda
+
+    import fastconv.cuda.pool
+
+    rng = np.random.default_rng(14)
+    x, g = rand(rng, (1, 2, 5, 5)), rand(rng, (1, 2, 3, 3))
+    dx, dg = cuda.to_device(x), cuda.to_device(g)
+    fc.avg_pool2d(dx, 3, 2, 1)  # the first call with this shape uploads the divisors
+
+    def no_transfer(*args, **kwargs):
+        raise AssertionError("host -> device copy during a device-array call")
+
+    monkeypatch.setattr(cuda, "to_device", no_transfer)
+    out = fc.avg_pool2d(dx, 3, 2, 1)
+    grad = fc.grad.avg_pool2d(dg, dx, 3, 2, 1)
+    monkeypatch.undo()
+    np.testing.assert_allclose(out.copy_to_host(), fc.avg_pool2d(x, 3, 2, 1), **TOL[np.float32])
+    np.testing.assert_allclose(grad.copy_to_host(), fc.grad.avg_pool2d(g, x, 3, 2, 1),
+                               **TOL[np.float32])
+    monkeypatch.setattr(fastconv.cuda.pool, "_DIVISORS_KEPT", 2)
+    for k in (2, 3, 4):
+        fc.avg_pool2d(dx, k)
+    assert len(fastconv.cuda.pool._DIVISORS) == 2
+
+
 def _spy_on_cuda_correlate(monkeypatch):
     import fastconv.cuda
 
@@ -398,6 +429,31 @@ def test_cupy_in_cupy_out():
     want = fc.conv2d(cupy.asnumpy(x), np.ones((1, 1, 2, 2), np.float32))
     np.testing.assert_array_equal(cupy.asnumpy(out), want)
 
+
+# --- the fuzzer's device mode (tests/fuzz.py --device cuda) ------------------------------
+
+
+def test_fuzz_device_mode_matches_and_catches_a_wrong_gpu_result(monkeypatch):
+    import fuzz
+
+    import fastconv.cuda
+
+    counts = {}
+    assert fuzz.run(3, seed=5, ops="conv_bias,avg_pool", device="cuda", use_torch=False,
+                    out=None, counts=counts) == []
+    assert sum(c[0] for c in counts.values()) == 3
+    real = fastconv.cuda.finish
+
+    def off_by_half(out, like):  # every GPU result (after the kernels) is 0.5 too large
+        from numba import cuda
+
+        return real(cuda.to_device(out.copy_to_host() + 0.5), like)
+
+    monkeypatch.setattr(fastconv.cuda, "finish", off_by_half)
+    failures = fuzz.run(2, seed=5, ops="conv,max_pool", device="cuda", use_torch=False,
+                        out=None)
+    assert len(failures) == 2
+    assert all("cuda vs cpu values:" in line and "--device cuda" in line for line in failures)
 
 # --- the pooling family: adaptive, Lp, max-unpooling, unfold/fold ----------------------
 
