@@ -564,6 +564,8 @@ def learn_kernel(input_path, target, kernel_size, lr, epochs, bias, optimizer, s
     \b
     fastconv learn-kernel --input x.npy --target y.npy --kernel-size 1x2
     """
+    import math
+
     import numpy as np
 
     from fastconv._files import same_file
@@ -602,7 +604,8 @@ def learn_kernel(input_path, target, kernel_size, lr, epochs, bias, optimizer, s
 
             progress = stack.enter_context(Progress(transient=True))
             task = progress.add_task("learning", total=epochs)
-        with library_errors(f"learn-kernel --input {input_path!r} --target {target!r}"):
+        with library_errors(f"learn-kernel --input {input_path!r} --target {target!r}"), \
+                np.errstate(all="ignore"):  # a diverging fit prints "loss nan", not warnings
             result = learn(x, y, kernel_size, lr=lr, epochs=epochs, bias=bias,
                            optimizer=optimizer, seed=seed, callback=callback)
     kernel = np.asarray(result.kernel)
@@ -610,18 +613,16 @@ def learn_kernel(input_path, target, kernel_size, lr, epochs, bias, optimizer, s
     click.echo(fmt_array(kernel))
     if bias:
         click.echo(f"bias: {fmt_array(result.bias)}")
+    losses = list(result.losses) if result.losses is not None else losses_seen
+    finite = sum(math.isfinite(float(v)) for v in losses)
+    if plot and not finite:  # refused before any file is written
+        raise io.DataError(
+            f"--plot {plot!r}: no finite loss to draw (every loss is NaN or infinite: NaN "
+            "in the data, or a diverging fit: try a smaller --lr)"
+        )
     if output:
         report(kernel, output, key="kernel")
     if plot:
-        import math
-
-        losses = list(result.losses) if result.losses is not None else losses_seen
-        finite = sum(math.isfinite(float(v)) for v in losses)
-        if not finite:
-            raise io.DataError(
-                f"--plot {plot!r}: no finite loss to draw (every loss is NaN or infinite: "
-                "the fit diverged; try a smaller --lr)"
-            )
         with write_errors(plot, "--plot"):
             io.atomic_write(plot, lambda fh: draw_loss_curve(losses, fh))
         skipped = f", {len(losses) - finite} non-finite not drawn" if finite < len(losses) else ""

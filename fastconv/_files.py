@@ -122,7 +122,7 @@ def read_npy_header_from(fh) -> NpyHeader:
         shape, fortran, dtype = read_header(fh)
     except Exception as exc:  # untrusted text: any failure to parse it is "malformed"
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        kind = "truncated" if "EOF" in text else "malformed"
+        kind = "truncated" if text.startswith("EOF: reading") else "malformed"
         raise ValueError(f"{kind} .npy header ({text})") from None
     if any(s < 0 for s in shape):
         raise ValueError(f"malformed .npy header (negative shape {shape})")
