@@ -43,9 +43,9 @@ def _number(text: str) -> int | float | None:
     """An int or a finite float from text, or None (no eval: int()/float() only)."""
     text = text.strip()
     value = _int(text)
-    if value is not None:
+    if value is not None and abs(value) <= MAX_INT:
         return value
-    try:
+    try:  # a float, or an int too long for _int: float() gives inf beyond 1.8e308
         value = float(text)
     except ValueError:
         return None

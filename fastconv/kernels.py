@@ -151,13 +151,14 @@ def gaussian(size: int = 5, sigma: float = 1.0) -> np.ndarray:
         raise TypeError(f"gaussian: sigma must be a real number > 0, got {sigma!r}")
     if not (math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"gaussian: sigma must be > 0 and finite, got sigma={sigma!r}")
-    if float(sigma) ** 2 == 0.0:
+    var = float(sigma) * float(sigma)  # inf for a huge sigma (a flat kernel), no OverflowError
+    if var == 0.0:
         raise ValueError(
             f"gaussian: sigma={sigma!r} is too small: sigma**2 underflows to 0 and the "
             "kernel would be NaN (use sigma >= 1e-150)"
         )
     i = np.arange(size, dtype=np.float64) - size // 2
-    g = np.exp(-(i * i) / (2.0 * float(sigma) ** 2))
+    g = np.exp(-(i * i) / (2.0 * var))
     g /= g.sum()
     return np.outer(g, g)
 

@@ -765,3 +765,59 @@ def test_files_header_reader_matches_numpy(tmp_path):
             assert header.offset == mm.offset
     (tmp_path / "v2.npy").write_bytes(npy_with_header((2,), data=b"\0" * 16, version=(2, 0)))
     assert _files.read_npy_header(tmp_path / "v2.npy").shape == (2,)
+
+
+def test_huge_sigma_is_a_flat_kernel_not_an_overflow(x_npy):
+    # sigma**2 raised OverflowError; sigma * sigma is inf and the kernel the flat limit
+    np.testing.assert_array_equal(kernels.gaussian(3, 1e300), np.full((3, 3), 1 / 9))
+    result = run("convolve", x_npy, "-k", "gaussian:3:1e300")
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("bias", ["9" * 400, "9" * 5000, "-" + "9" * 30 + "e300"])
+def test_bias_beyond_float64_is_a_usage_error(x_npy, bias):
+    # a 30-digit int was silently read as 2**63; 400+ digits overflow a float64
+    line = refused(run("convolve", x_npy, "-k", "edge", "--bias", bias), 2)
+    assert line.startswith("Error: Invalid value for '--bias': ")
+    assert line.endswith("expected a number or comma-separated numbers like 0.5,-1")
+
+
+def test_bias_with_many_digits_keeps_its_value(x_npy):
+    result = run("convolve", x_npy, "-k", "[[0]]", "--bias", "1" + "0" * 30)
+    assert result.exit_code == 0, result.output
+    assert "1.e+30" in result.stdout
+
+
+# ------------------------------------------------------------------ CLI fuzzing
+
+
+def test_fuzz_cli_seeded_cases():
+    import fuzz_cli
+
+    assert fuzz_cli.run(60, seed=20261201, out=None) == []
+
+
+def test_fuzz_cli_detects_a_traceback_and_a_damaged_input(monkeypatch):
+    import fuzz_cli
+
+    import fastconv_cli.io as cli_io
+    import fastconv_cli.main as main
+
+    def crash(*args, **kwargs):
+        raise AttributeError("'bytes' object has no attribute 'ndim'")
+
+    monkeypatch.setattr(main, "as_spatial_stack", crash)
+    monkeypatch.setattr(fuzz_cli, "make_case", lambda seed, i: ["convolve", "a2.npy", "-k",
+                                                                "edge"])
+    failures = fuzz_cli.run(2, seed=3, out=None)
+    assert len(failures) == 2
+    assert failures[1].startswith("FAIL case 1: exception AttributeError: AttributeError: "
+                                  "'bytes' object has no attribute 'ndim'")
+    assert "repro: python tests/fuzz_cli.py --seed 3 --case 1 -v" in failures[1]
+
+    monkeypatch.undo()
+    monkeypatch.setattr(cli_io, "check_output", lambda *args, **kwargs: None)  # no guard
+    monkeypatch.setattr(fuzz_cli, "make_case", lambda seed, i: ["pool", "a2.npy", "--size",
+                                                                "2", "-o", "./a2.npy"])
+    failures = fuzz_cli.run(1, seed=3, out=None)
+    assert len(failures) == 1 and "input files changed: ['a2.npy']" in failures[0]
