@@ -194,7 +194,11 @@ def make_case(seed: int, i: int) -> list[str]:
         if maybe(0.2):
             args.append("--flip")
     elif command == "pool":
-        args += [_pick(rng, SOUND if maybe(0.5) else INPUTS), "--size", _int_value(rng)]
+        args += [_pick(rng, SOUND if maybe(0.5) else INPUTS)]
+        if maybe(0.8):
+            args += ["--size", _int_value(rng)]
+        if maybe(0.2):
+            args += ["--adaptive", _pick(rng, ["1", "2x3", "0", BIG, "4x4x4", "x"])]
         if maybe(0.6):
             args += ["-o", _output(rng)]
         for opt, value in (("--stride", _int_value), ("--padding", lambda r: _int_value(r, 0)),
@@ -214,6 +218,7 @@ def make_case(seed: int, i: int) -> list[str]:
             for _ in range(int(rng.integers(1, 4))):
                 reps = _pick(rng, ["", "2*", "100000000*", "6000*", "0*"])
                 body = _pick(rng, ["conv:k=3", "conv:k=5,s=2,p=2", "pool:k=2", "pool:k=2,p=2",
+                                   "adaptive:2x2", "adaptive:0", f"adaptive:{BIG}",
                                    f"conv:k={BIG}", "pool:k=3,ceil=1", "dense:k=1",
                                    "conv:s=2", "conv:k=3,p=same"])
                 args += ["--layer", reps + body]
