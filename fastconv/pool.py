@@ -144,10 +144,11 @@ def _max_forward(func, nspatial, x, kernel_size, stride, padding, dilation, ceil
     plan = plan_pool(func, nspatial, a["x"], kernel_size, stride, padding, dilation,
                      ceil_mode, "max")
     be = _dispatch.backend(name)
-    x5 = be.asarray(a["x"], plan.dtype).reshape(plan.x_shape)
     out = be.empty(plan.out_shape, plan.dtype)
     idx = be.empty(plan.out_shape, np.int64) if return_indices else None
-    be.max_pool(x5, out, idx, plan.kernel, plan.stride, plan.pads, plan.dilation)
+    if plan.x_shape[0]:  # an empty batch gives empty results (PyTorch); no kernel runs
+        x5 = be.asarray(a["x"], plan.dtype).reshape(plan.x_shape)
+        be.max_pool(x5, out, idx, plan.kernel, plan.stride, plan.pads, plan.dilation)
     shape = plan.user_shape(plan.out_shape)
     out = _finish(name, be.finish(out.reshape(shape), a["x"]), x)
     if not return_indices:
@@ -164,9 +165,10 @@ def _avg_forward(func, nspatial, x, kernel_size, stride, padding, ceil_mode,
     plan = plan_pool(func, nspatial, a["x"], kernel_size, stride, padding, 1, ceil_mode,
                      "avg", count_include_pad, divisor_override)
     be = _dispatch.backend(name)
-    x5 = be.asarray(a["x"], plan.dtype).reshape(plan.x_shape)
     out = be.empty(plan.out_shape, plan.dtype)
-    be.avg_pool(x5, out, plan.kernel, plan.stride, plan.pads, plan.divisors)
+    if plan.x_shape[0]:  # an empty batch gives an empty result (PyTorch); no kernel runs
+        x5 = be.asarray(a["x"], plan.dtype).reshape(plan.x_shape)
+        be.avg_pool(x5, out, plan.kernel, plan.stride, plan.pads, plan.divisors)
     return _finish(name, be.finish(out.reshape(plan.user_shape(plan.out_shape)), a["x"]), x)
 
 
@@ -187,12 +189,15 @@ def _backward(func, nspatial, kind, grad_output, x, kernel_size, stride, padding
     _check_grad_output(plan, a["grad_output"], a["x"])
     be = _dispatch.backend(name)
     dtype = result_dtype(a["x"], a["grad_output"])
-    g5 = be.asarray(a["grad_output"], dtype).reshape(plan.out_shape)
     gx = be.empty(plan.x_shape, dtype)
-    if kind == "max":
+    if not plan.x_shape[0]:  # an empty batch: an empty gradient, no kernel runs
+        pass
+    elif kind == "max":
+        g5 = be.asarray(a["grad_output"], dtype).reshape(plan.out_shape)
         x5 = be.asarray(a["x"], dtype).reshape(plan.x_shape)
         be.max_pool_backward(g5, x5, gx, plan.kernel, plan.stride, plan.pads, plan.dilation)
     else:
+        g5 = be.asarray(a["grad_output"], dtype).reshape(plan.out_shape)
         be.avg_pool_backward(g5, gx, plan.kernel, plan.stride, plan.pads, plan.divisors)
     return _finish(name, be.finish(gx.reshape(shape_of(a["x"])), a["x"]), x)
 
