@@ -458,7 +458,8 @@ def _check_size(func: str, name: str, size, ranks: tuple[int, ...], what: str) -
     )
     if not ok:
         raise ValueError(
-            f"{func}: {name} must be a tuple of ints in [0, 2**63) {what}, got {size!r}"
+            f"{func}: {name} must be a tuple of ints {what} (each in [0, 2**63)), "
+            f"got {size!r}"
         )
     return tuple(int(v) for v in size)
 

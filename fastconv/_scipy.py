@@ -185,7 +185,8 @@ _DOC = """{what}: a drop-in for ``scipy.signal.{name}`` computed on the fastconv
         Non-2-D or empty inputs, unknown ``mode`` or ``boundary``, neither input at least
         as large as the other in ``"valid"`` mode, a ``fillvalue`` with several elements.
     TypeError
-        Complex, bool, object or string inputs (SciPy accepts complex; fastconv does not).
+        Complex, object or string inputs, or two bool inputs (SciPy accepts complex;
+        fastconv does not).
 
     Examples
     --------

@@ -125,7 +125,7 @@ _CONV_DOC = """{kind} of a batch of {rank} signals ({shape}).
         Wrong rank, channel mismatch, bad stride/dilation/padding/groups, kernel larger
         than the padded input (messages name the parameter and the shapes).
     TypeError
-        Complex, bool, object or string input.
+        Complex, object or string input, or inputs that are all bool.
 
     Examples
     --------

@@ -27,9 +27,10 @@ _RANKS = {
 _POOL_PARAMS = """kernel_size : int or tuple of int
         Window size per spatial axis (>= 1).
     stride : int, tuple of int or None, default None
-        Step between windows; ``None`` means ``kernel_size``.
+        Step between windows; ``None`` (or ``()``, as PyTorch) means ``kernel_size``.
     padding : int or tuple of int, default 0
-        Implicit padding on both sides of each axis, at most half the window."""
+        Implicit padding on both sides of each axis, at most half the window.
+        A one-element tuple applies to every axis (PyTorch's ``padding=(1,)``)."""
 
 _MAX_DOC = """Max pooling of a batch of {rank} signals ({shape}), as torch's ``max_pool{n}d``.
 
@@ -40,7 +41,9 @@ _MAX_DOC = """Max pooling of a batch of {rank} signals ({shape}), as torch's ``m
     ----------
     x : array_like, shape {shape_in}
     {pool_params}
-        Max pooling: ``padding <= ((kernel_size - 1) * dilation + 1) // 2``.
+        PyTorch's rule, ``padding <= kernel_size // 2``; a dilated window lying
+        entirely in the padding is refused (PyTorch gives -inf and an index outside
+        the input there).
     dilation : int or tuple of int, default 1
         Spacing between window taps (>= 1).
     ceil_mode : bool, default False
@@ -60,9 +63,10 @@ _MAX_DOC = """Max pooling of a batch of {rank} signals ({shape}), as torch's ``m
     ------
     ValueError
         Wrong rank, kernel_size/stride/dilation < 1, negative padding, padding larger
-        than half the window, output size < 1.
+        than half the window, a window entirely in the padding, zero channels or an
+        empty spatial axis, output size < 1 (an empty batch gives empty results).
     TypeError
-        Complex, bool, object or string input.
+        Complex, object or string input, or inputs that are all bool.
 
     Examples
     --------
@@ -79,7 +83,7 @@ _AVG_DOC = """Average pooling of a batch of {rank} signals ({shape}), as torch's
     ----------
     x : array_like, shape {shape_in}
     {pool_params}
-        Average pooling: ``padding <= kernel_size // 2``.
+        PyTorch's rule, ``padding <= kernel_size // 2``.
     ceil_mode : bool, default False
         Use ceil instead of floor for the output size.
     count_include_pad : bool, default True
@@ -99,7 +103,7 @@ _AVG_DOC = """Average pooling of a batch of {rank} signals ({shape}), as torch's
         Wrong rank, kernel_size/stride < 1, negative padding, padding larger than half the
         window, divisor_override == 0, output size < 1.
     TypeError
-        Complex, bool, object or string input.
+        Complex, object or string input, or inputs that are all bool.
 
     Examples
     --------
@@ -271,7 +275,7 @@ _GRAD_CASES = {
 def _grad_doc(op, kind: str, nspatial: int):
     func = f"{kind}_pool{nspatial}d"
     rule = ("Each grad_output element goes to its window's maximum (the first one on "
-            "ties, as PyTorch); a window with no input element passes nothing."
+            "ties, as PyTorch)."
             if kind == "max" else "Each window spreads grad_output / divisor evenly over "
             "its input elements.")
     example = _GRAD_EXAMPLES[kind].format(func=func, **_GRAD_CASES[nspatial])

@@ -344,7 +344,7 @@ def test_max_pool_matches_torch_on_every_accepted_configuration():
     "nsp, shape, k, s, p, d, ceil",
     [
         (2, (2, 3, 7, 5), (3, 2), (2, 1), (1, 1), (2, 3), True),
-        (2, (1, 2, 4, 9), 3, 1, 1, 3, False),
+        (2, (1, 2, 7, 9), 3, 1, 1, 3, False),
         (3, (1, 2, 5, 4, 6), (3, 2, 3), (2, 1, 2), 1, (1, 2, 1), True),
         (3, (2, 1, 3, 7, 4), 2, 1, 1, 2, False),
     ],
@@ -368,7 +368,7 @@ def test_dilated_max_pool_matches_torch_values_indices_gradients(nsp, shape, k, 
 
 @pytest.mark.parametrize(
     "nsp, shape, k, d, p",
-    [(1, (1, 1, 1), 2, 2, 1), (3, (1, 1, 1, 4, 4), 2, 2, 1), (2, (1, 2, 2, 9), 3, 3, 1)],
+    [(1, (1, 1, 1), 2, 2, 1), (3, (1, 1, 1, 4, 4), 2, 2, 1), (2, (1, 2, 1, 9), 2, 2, 1)],
 )
 def test_max_pool_window_entirely_in_padding_is_refused(nsp, shape, k, d, p):
     # PyTorch accepts these, returns -inf and an index outside the plane, and its backward

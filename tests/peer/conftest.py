@@ -29,13 +29,20 @@ SCIPY_DIFFERENCES = {
     "TestConvolve2d::test_same_mode": INTEGER_DTYPES,
     "TestConvolve2d::test_valid_mode2": INTEGER_DTYPES + "; then " + COMPLEX,
     "TestCorrelate2d::test_complex_input": COMPLEX,
+    # the same classes with the integer dtype bridged (test_scipy_signaltools_dtype.py)
+    "TestConvolve2dInScipyDtype::test_valid_mode_complx": COMPLEX,
+    "TestConvolve2dInScipyDtype::test_valid_mode2": COMPLEX,
+    "TestCorrelate2dInScipyDtype::test_complex_input": COMPLEX,
 }
 
 #: Upstream tests that only resources keep from running by default (not differences).
+_LARGE = ("SciPy marks it slow: a 2 GiB int64 input (4 GiB more as float64); set "
+          "FASTCONV_PEER_SLOW=1 to run it")
 SLOW = {
-    "TestConvolve2d::test_large_array": "SciPy marks it slow: a 2 GiB int64 input (4 GiB "
-                                        "more as float64); set FASTCONV_PEER_SLOW=1 to run it",
+    "TestConvolve2d::test_large_array": _LARGE,
+    "TestConvolve2dInScipyDtype::test_large_array": _LARGE,
 }
+SCIPY_FILES = ("test_scipy_signaltools.py", "test_scipy_signaltools_dtype.py")
 
 
 def pytest_configure(config):
@@ -70,9 +77,9 @@ def pytest_collection_modifyitems(config, items):
             continue
         for key in _key(item):
             reason = SCIPY_DIFFERENCES.get(key)
-            if reason and item.path.name == "test_scipy_signaltools.py":
+            if reason and item.path.name in SCIPY_FILES:
                 item.add_marker(pytest.mark.xfail(strict=True, reason=reason))
             slow = SLOW.get(key)
-            if slow and item.path.name == "test_scipy_signaltools.py" and not os.environ.get(
+            if slow and item.path.name in SCIPY_FILES and not os.environ.get(
                     "FASTCONV_PEER_SLOW"):
                 item.add_marker(pytest.mark.skip(reason=slow))

@@ -59,6 +59,20 @@ def _error_inputs():
             yield pytest.param(name, s, e.error_regex, id=f"{name}-{i}", marks=marks)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Thousands of tiny problems: one thread each side (waking a thread pool per call
+    costs more than the arithmetic; results do not depend on the thread count)."""
+    import numba
+
+    threads = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads[0])
+    numba.set_num_threads(threads[1])
+
+
 def _np(a):
     return a.detach().numpy() if isinstance(a, torch.Tensor) else a
 
