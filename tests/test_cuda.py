@@ -399,3 +399,21 @@ def test_cupy_in_cupy_out():
     assert isinstance(out, cupy.ndarray)
     want = fc.conv2d(cupy.asnumpy(x), np.ones((1, 1, 2, 2), np.float32))
     np.testing.assert_array_equal(cupy.asnumpy(out), want)
+
+
+def test_empty_batch_and_zero_channels_on_the_device():
+    # issue 11: nothing to sum runs no kernel (a 0-block launch would fail) and gives
+    # PyTorch's empty result, or the bias for zero input channels
+    from numba import cuda
+
+    d, z = cuda.to_device, np.zeros
+    assert fc.conv2d(d(z((0, 3, 8, 8))), d(z((4, 3, 3, 3))), d(np.ones(4))).shape == (0, 4, 6, 6)
+    y = fc.conv2d(d(z((2, 0, 8, 8))), d(z((4, 0, 3, 3))), d(np.arange(4.0))).copy_to_host()
+    np.testing.assert_array_equal(y, np.broadcast_to(np.arange(4.0)[:, None, None], y.shape))
+    np.testing.assert_array_equal(
+        fc.conv2d(z((2, 0, 8, 8)), z((4, 0, 3, 3)), np.arange(4.0), device="cuda"), y)
+    assert fc.max_pool2d(d(z((0, 3, 8, 8))), 2, return_indices=True)[1].shape == (0, 3, 4, 4)
+    assert fc.grad.max_pool2d(d(z((0, 3, 4, 4))), d(z((0, 3, 8, 8))), 2).shape == (0, 3, 8, 8)
+    gw = fc.grad.conv2d_weight(d(z((0, 3, 8, 8))), (4, 3, 3, 3), d(z((0, 4, 6, 6))))
+    np.testing.assert_array_equal(gw.copy_to_host(), z((4, 3, 3, 3)))
+    assert fc.conv_transpose2d(d(z((0, 3, 4, 4))), d(z((3, 2, 3, 3)))).shape == (0, 2, 6, 6)
