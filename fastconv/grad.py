@@ -164,12 +164,16 @@ def _make_weight(nspatial: int):
         be = _dispatch.backend(name)
         if not hasattr(be, "correlate_weight"):
             raise NotImplementedError(f"{func}: not implemented on device {name!r}")
-        x5 = be.asarray(a["input"], plan.dtype).reshape(plan.x_shape)
-        g5 = be.asarray(a["grad_output"], plan.dtype).reshape(plan.out_shape)
-        xp = be.pad(x5, plan.pads, plan.padding_mode)
-        gw = be.empty(plan.w_shape, plan.dtype)
-        be.correlate_weight(xp, g5, gw, np.array(plan.stride), np.array(plan.dilation),
-                            plan.groups, **({"algorithm": algorithm} if name == "cpu" else {}))
+        if 0 in plan.x_shape[:2]:  # an empty batch (zeros) or no input channels (empty)
+            gw = be.zeros(plan.w_shape, plan.dtype)
+        else:
+            x5 = be.asarray(a["input"], plan.dtype).reshape(plan.x_shape)
+            g5 = be.asarray(a["grad_output"], plan.dtype).reshape(plan.out_shape)
+            xp = be.pad(x5, plan.pads, plan.padding_mode)
+            gw = be.empty(plan.w_shape, plan.dtype)
+            be.correlate_weight(xp, g5, gw, np.array(plan.stride), np.array(plan.dilation),
+                                plan.groups,
+                                **({"algorithm": algorithm} if name == "cpu" else {}))
         out = be.finish(gw.reshape(tuple(int(v) for v in weight_size)), input)
         return _to_host(out, name, input, grad_output)
 
