@@ -49,7 +49,7 @@ from fastconv._config import CHANNEL_BLOCK
 from fastconv._plan import ConvPlan
 
 #: Names accepted by ``algorithm=`` of the conv functions.
-ALGORITHMS = ("auto", "direct", "gemm", "fft")
+ALGORITHMS = ("auto", "direct", "gemm", "fft", "winograd")
 
 FFT_MIN_TAPS = 400
 FFT_MAX_CHANNEL_PAIRS = 16
@@ -57,6 +57,8 @@ GEMM_MIN_KG = 8
 GEMM_MIN_R = 16
 GEMM_MIN_MACS = 1 << 20
 SERIAL_MAX_MACS = 1 << 15
+WINOGRAD_MIN_CHANNELS = 16
+WINOGRAD_MIN_MACS = 1 << 24
 
 
 def choose(plan: ConvPlan) -> str:
@@ -70,8 +72,42 @@ def choose(plan: ConvPlan) -> str:
     >>> choose(plan_conv("conv2d", 2, x, w, None, 1, 1, 1, 1, "zeros"))
     'gemm'
     """
+    if winograd_wins(plan.x_shape[0], plan.w_shape, plan.out_shape[2:], plan.stride,
+                     plan.dilation, plan.groups):
+        return "winograd"
     return choose_for(plan.x_shape[0], plan.w_shape, plan.out_shape[2:], plan.stride,
                       plan.groups)
+
+
+def winograd_reason(w_shape: tuple, out_spatial: tuple, stride: tuple, dilation: tuple,
+                    groups: int) -> str | None:
+    """None where ``algorithm="winograd"`` applies (5-D weight shape, 3-D output spatial
+    shape, per-axis stride and dilation), else why not (for the ValueError)."""
+    from fastconv.cpu.winograd import applies
+
+    return applies(w_shape, out_spatial, stride, dilation, groups)
+
+
+def check_winograd(func: str, w_shape: tuple, out_spatial: tuple, stride: tuple,
+                   dilation: tuple, groups: int, nspatial: int) -> None:
+    """ValueError naming ``func`` when ``algorithm="winograd"`` cannot run this correlation
+    (``w_shape`` is 5-D; the message shows the caller's ``nspatial`` kernel axes)."""
+    reason = winograd_reason(w_shape, out_spatial, stride, dilation, groups)
+    if reason is not None:
+        shape = tuple(int(v) for v in w_shape[:2] + tuple(w_shape[5 - nspatial :]))
+        raise ValueError(f"{func}: algorithm='winograd' {reason} (weight.shape={shape}, "
+                         f"groups={groups})")
+
+
+def winograd_wins(N: int, w_shape: tuple, out_spatial: tuple, stride: tuple, dilation: tuple,
+                  groups: int) -> bool:
+    """Whether "auto" runs the Winograd algorithm (the rule in the module doc)."""
+    if winograd_reason(w_shape, out_spatial, stride, dilation, groups) is not None:
+        return False
+    K, Cg = int(w_shape[0]), int(w_shape[1])
+    Kg = K // groups
+    macs = N * math.prod(w_shape) * math.prod(out_spatial)
+    return min(Cg, Kg) >= WINOGRAD_MIN_CHANNELS and macs >= WINOGRAD_MIN_MACS
 
 
 def choose_for(N: int, w_shape: tuple, out_spatial: tuple, stride: tuple, groups: int) -> str:
@@ -93,9 +129,18 @@ def choose_for(N: int, w_shape: tuple, out_spatial: tuple, stride: tuple, groups
 def correlation_core(backend_name: str, be, algorithm: str, plan: ConvPlan):
     """The backend function that runs ``plan`` with ``algorithm`` ("auto" resolved by
     :func:`choose`); every one has the signature of ``fastconv.cpu.conv.correlate``."""
+    if algorithm == "winograd":
+        check_winograd(plan.func, plan.w_shape, plan.out_shape[2:], plan.stride,
+                       plan.dilation, plan.groups, plan.nspatial)
     if backend_name != "cpu":
         return be.correlate
     name = choose(plan) if algorithm == "auto" else algorithm
+    if name == "winograd":
+        from fastconv.cpu import winograd
+
+        if plan.padding_mode == "zeros":  # the blocks read the zero padding in place
+            return winograd.zero_padding_core(plan.pads)
+        return winograd.correlate
     if name == "direct":
         return _direct_core(be, plan) if _macs(plan) >= SERIAL_MAX_MACS else _serial_core()
     if name == "gemm":  # pads each image in the task threads (no parallel-region pass)

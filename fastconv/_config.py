@@ -29,6 +29,10 @@ GEMM_CHUNK_BYTES = 256 << 10
 #: Bytes of one task's ``im2col`` chunk (strided layers); larger chunks make fatter products.
 GEMM_COL_CHUNK_BYTES = 1 << 20
 
+#: Bytes of one Winograd block's transformed input and products (``V`` and ``M``), kept in
+#: the core's L2 cache from the input transform to the output transform.
+WINOGRAD_BLOCK_BYTES = 2 << 20
+
 #: Environment variable that sends NumPy inputs to the GPU ("cuda") or keeps them on the CPU.
 DEVICE_ENV = "FASTCONV_DEVICE"
 

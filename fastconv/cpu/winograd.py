@@ -1,0 +1,463 @@
+"""Winograd correlation for 3x3 kernels at stride 1: F(4x4, 3x3) and F(2x2, 3x3).
+
+Each ``m x m`` output tile ``Y`` of one output channel is computed from the
+``alpha x alpha`` input tile ``d`` (``alpha = m + 2``) of every input channel as::
+
+    Y = A^T [ sum_c (G w[k, c] G^T) * (B^T d[c] B) ] A          (* elementwise)
+
+so the ``alpha^2`` tile points each become one matrix product over the channels:
+``M[a] (tiles x Cout) = V[a] (tiles x Cin) @ U[a] (Cin x Cout)``. F(4x4) (points 0, +-1,
++-2 and infinity; Lavin & Gray's matrices) does 36 products per 16 outputs where the
+direct loop does 144 (4x fewer), F(2x2) 16 per 4 (2.25x fewer).
+
+Fused form (what makes it pay): the tiles are cut into blocks (a few image rows of
+tiles, or whole small images), one task per (group, block) on ``numba.get_num_threads()``
+Python threads with a single-threaded BLAS (``fastconv.cpu.blas.parallel``). A task
+copies its input rows into a channels-innermost buffer ``(rows, columns, Cin)`` reading
+zero padding in place, transforms every tile into ``V (alpha^2, tiles, Cin)`` (Numba,
+vectorised over the channels), runs the ``alpha^2`` products ``V[a] @ U[a]`` as plain
+``sgemm``/``dgemm`` calls on pre-transformed, pre-arranged weights ``U``, then
+inverse-transforms ``M`` (adding the bias) and writes its output rows -- all while the
+block is in the core's L2 cache. ``U = G w G^T`` is itself a BLAS product
+(``kron(G, G) @ w9``).
+
+Exactness: the block split depends only on the shapes, and every output element is
+computed by one fixed sequence of operations (one task, single-threaded BLAS), so
+results are bit-identical from run to run and for any thread count. Winograd mixes the
+pixels of a tile: a NaN or Inf input would spread to outputs whose 3x3 window never
+reads it (and ``inf - inf`` makes NaN where direct gives inf). So a weight holding
+NaN/Inf, or any non-finite value among the computed tile outputs (an input NaN/Inf
+always reaches one), sends the call to the direct kernel, whose NaN/Inf pattern is
+exact.
+
+Measured float32 error against a float64 reference (relative RMS; max error / max|y|),
+random normal data: see ``fastconv._algorithms``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from fastconv._config import JIT_SERIAL, WINOGRAD_BLOCK_BYTES
+from fastconv.cpu import blas
+from fastconv.cpu.gemm import _buffer
+
+#: Fewest channels per group (both sides) for which the Winograd path applies.
+MIN_CHANNELS = 8
+
+# Kernel transforms G (alpha x 3) in float64.
+_G = {
+    2: np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]),
+    4: np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                 [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]),
+}
+
+
+def applies(w_shape, out_spatial, stride, dilation, groups) -> str | None:
+    """None if the Winograd path computes this correlation (5-D weight shape, 3-D output
+    spatial shape, 3-tuples), else the reason it does not."""
+    K, Cg, KD, KH, KW = (int(v) for v in w_shape)
+    if (KD, KH, KW) != (1, 3, 3) or int(out_spatial[0]) != 1:
+        return "needs a 2-D 3x3 kernel"
+    if any(int(s) != 1 for s in stride):
+        return f"needs stride 1, got stride {tuple(int(s) for s in stride)[1:]}"
+    if any(int(d) != 1 for d in dilation[1:]):
+        return f"needs dilation 1, got dilation {tuple(int(d) for d in dilation)[1:]}"
+    Kg = K // groups
+    if min(Cg, Kg) < MIN_CHANNELS:
+        return (f"needs at least {MIN_CHANNELS} channels per group, got {Cg} input and "
+                f"{Kg} output channels per group")
+    return None
+
+
+def tile_size(out_h: int, out_w: int) -> int:
+    """The output tile ``m`` (4 or 2): F(4x4) unless its edge tiles waste so much that
+    F(2x2)'s cost is lower (cost ~ tiles * alpha^2)."""
+    f4 = -(-out_h // 4) * -(-out_w // 4) * 36
+    f2 = -(-out_h // 2) * -(-out_w // 2) * 16
+    return 4 if f4 <= f2 else 2
+
+
+# --- transforms (Numba, vectorised over the channel vectors) --------------------------
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _bt4(s0, s1, s2, s3, s4, s5, d0, d1, d2, d3, d4, d5):
+    """d_p = sum_r B^T[p, r] s_r, F(4x4, 3x3), for every channel."""
+    f2, f4, f5 = np.float32(2), np.float32(4), np.float32(5)
+    for c in range(s0.shape[0]):
+        a0, a1, a2, a3, a4, a5 = s0[c], s1[c], s2[c], s3[c], s4[c], s5[c]
+        d0[c] = f4 * a0 - f5 * a2 + a4
+        d1[c] = (a3 + a4) - f4 * (a1 + a2)
+        d2[c] = f4 * (a1 - a2) + (a4 - a3)
+        d3[c] = f2 * (a3 - a1) + (a4 - a2)
+        d4[c] = f2 * (a1 - a3) + (a4 - a2)
+        d5[c] = f4 * a1 - f5 * a3 + a5
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _bt2(s0, s1, s2, s3, d0, d1, d2, d3):
+    """d_p = sum_r B^T[p, r] s_r, F(2x2, 3x3), for every channel."""
+    for c in range(s0.shape[0]):
+        a0, a1, a2, a3 = s0[c], s1[c], s2[c], s3[c]
+        d0[c] = a0 - a2
+        d1[c] = a1 + a2
+        d2[c] = a2 - a1
+        d3[c] = a1 - a3
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _at4(s0, s1, s2, s3, s4, s5, d0, d1, d2, d3):
+    """d_i = sum_p A^T[i, p] s_p, F(4x4, 3x3), for every channel."""
+    f2, f4, f8 = np.float32(2), np.float32(4), np.float32(8)
+    for c in range(s0.shape[0]):
+        a0, a1, a2, a3, a4, a5 = s0[c], s1[c], s2[c], s3[c], s4[c], s5[c]
+        p12, m12, p34, m34 = a1 + a2, a1 - a2, a3 + a4, a3 - a4
+        d0[c] = a0 + p12 + p34
+        d1[c] = m12 + f2 * m34
+        d2[c] = p12 + f4 * p34
+        d3[c] = m12 + f8 * m34 + a5
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _at4_out(s0, s1, s2, s3, s4, s5, d0, d1, d2, d3, bias, acc):
+    """As :func:`_at4` plus the bias; ``acc`` sums the results (a non-finite sum flags a
+    NaN/Inf among them)."""
+    f2, f4, f8 = np.float32(2), np.float32(4), np.float32(8)
+    for c in range(s0.shape[0]):
+        a0, a1, a2, a3, a4, a5 = s0[c], s1[c], s2[c], s3[c], s4[c], s5[c]
+        p12, m12, p34, m34 = a1 + a2, a1 - a2, a3 + a4, a3 - a4
+        b = bias[c]
+        y0 = a0 + p12 + p34 + b
+        y1 = m12 + f2 * m34 + b
+        y2 = p12 + f4 * p34 + b
+        y3 = m12 + f8 * m34 + a5 + b
+        d0[c], d1[c], d2[c], d3[c] = y0, y1, y2, y3
+        acc[c] += (y0 + y1) + (y2 + y3)
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _at2(s0, s1, s2, s3, d0, d1):
+    for c in range(s0.shape[0]):
+        a1, a2 = s1[c], s2[c]
+        d0[c] = s0[c] + a1 + a2
+        d1[c] = a1 - a2 - s3[c]
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _at2_out(s0, s1, s2, s3, d0, d1, bias, acc):
+    for c in range(s0.shape[0]):
+        a1, a2 = s1[c], s2[c]
+        b = bias[c]
+        y0 = s0[c] + a1 + a2 + b
+        y1 = a1 - a2 - s3[c] + b
+        d0[c], d1[c] = y0, y1
+        acc[c] += y0 + y1
+
+
+@njit(**JIT_SERIAL)
+def fill_rows(x, n0, c0, h0, pt, pl, xb):
+    """xb[i, r, w, c] = x[n0 + i, c0 + c, h0 + r - pt, w - pl], zero outside ``x``: the
+    block's input rows, channels innermost (``x`` is ``(N, C, H, W)``)."""
+    nimg, Hr, Wt, Cin = xb.shape
+    H, W = x.shape[2], x.shape[3]
+    wl = min(max(pl, 0), Wt)
+    wr = max(min(W + pl, Wt), wl)
+    CB = 16
+    for i in range(nimg):
+        for r in range(Hr):
+            h = h0 + r - pt
+            dst = xb[i, r]
+            if h < 0 or h >= H or wr == wl:
+                dst[:, :] = 0
+                continue
+            dst[:wl, :] = 0
+            dst[wr:, :] = 0
+            for cb in range(0, Cin, CB):
+                ce = min(cb + CB, Cin)
+                for w in range(wl, wr):
+                    row = dst[w]
+                    for c in range(cb, ce):
+                        row[c] = x[n0 + i, c0 + c, h, w - pl]
+
+
+@njit(**JIT_SERIAL)
+def transform_input(xb, m, tmp, V):
+    """V[a, t, :] = (B^T d_t B)[a] for every tile ``t = (i, ty, tx)`` of ``xb`` (row-major
+    tile order, ``alpha x alpha`` tiles every ``m`` pixels); ``tmp`` is ``(alpha, alpha,
+    Cin)`` scratch."""
+    nimg, Hr, Wt, Cin = xb.shape
+    th, tw = (Hr - 2) // m, (Wt - 2) // m
+    t = 0
+    for i in range(nimg):
+        for ty in range(th):
+            r0 = ty * m
+            for tx in range(tw):
+                w0 = tx * m
+                if m == 4:
+                    for j in range(6):  # down each column: tmp[p, j] = sum_r B^T[p, r] d[r, j]
+                        _bt4(xb[i, r0, w0 + j], xb[i, r0 + 1, w0 + j], xb[i, r0 + 2, w0 + j],
+                             xb[i, r0 + 3, w0 + j], xb[i, r0 + 4, w0 + j], xb[i, r0 + 5, w0 + j],
+                             tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j], tmp[4, j], tmp[5, j])
+                    for p in range(6):  # along each row: V[p*6 + q] = sum_j tmp[p, j] B[j, q]
+                        _bt4(tmp[p, 0], tmp[p, 1], tmp[p, 2], tmp[p, 3], tmp[p, 4], tmp[p, 5],
+                             V[6 * p, t], V[6 * p + 1, t], V[6 * p + 2, t], V[6 * p + 3, t],
+                             V[6 * p + 4, t], V[6 * p + 5, t])
+                else:
+                    for j in range(4):
+                        _bt2(xb[i, r0, w0 + j], xb[i, r0 + 1, w0 + j], xb[i, r0 + 2, w0 + j],
+                             xb[i, r0 + 3, w0 + j], tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j])
+                    for p in range(4):
+                        _bt2(tmp[p, 0], tmp[p, 1], tmp[p, 2], tmp[p, 3], V[4 * p, t],
+                             V[4 * p + 1, t], V[4 * p + 2, t], V[4 * p + 3, t])
+                t += 1
+
+
+@njit(**JIT_SERIAL)
+def transform_output(M, bias, m, tmp, yb, acc):
+    """yb[i, ty*m + u, tx*m + v, :] = (A^T M_t A)[u, v] + bias for every tile ``t`` (the
+    inverse of :func:`transform_input`'s tiling); ``acc`` (Cout) accumulates the results;
+    ``tmp`` is ``(m, alpha, Cout)`` scratch."""
+    nimg, Hy, Wy, Cout = yb.shape
+    th, tw = Hy // m, Wy // m
+    t = 0
+    for i in range(nimg):
+        for ty in range(th):
+            r0 = ty * m
+            for tx in range(tw):
+                w0 = tx * m
+                if m == 4:
+                    for q in range(6):  # down each column: tmp[u, q] = sum_p A^T[u, p] M[p, q]
+                        _at4(M[q, t], M[6 + q, t], M[12 + q, t], M[18 + q, t], M[24 + q, t],
+                             M[30 + q, t], tmp[0, q], tmp[1, q], tmp[2, q], tmp[3, q])
+                    for u in range(4):
+                        _at4_out(tmp[u, 0], tmp[u, 1], tmp[u, 2], tmp[u, 3], tmp[u, 4],
+                                 tmp[u, 5], yb[i, r0 + u, w0], yb[i, r0 + u, w0 + 1],
+                                 yb[i, r0 + u, w0 + 2], yb[i, r0 + u, w0 + 3], bias, acc)
+                else:
+                    for q in range(4):
+                        _at2(M[q, t], M[4 + q, t], M[8 + q, t], M[12 + q, t], tmp[0, q],
+                             tmp[1, q])
+                    for u in range(2):
+                        _at2_out(tmp[u, 0], tmp[u, 1], tmp[u, 2], tmp[u, 3],
+                                 yb[i, r0 + u, w0], yb[i, r0 + u, w0 + 1], bias, acc)
+                t += 1
+
+
+@njit(**JIT_SERIAL)
+def store_rows(yb, out, n0, k0, h0):
+    """out[n0 + i, k0 + k, h0 + r, w] = yb[i, r, w, k] inside ``out`` (``(N, K, OH, OW)``)."""
+    nimg, Hy, Wy, Cout = yb.shape
+    OH, OW = out.shape[2], out.shape[3]
+    rows = min(Hy, OH - h0)
+    cols = min(Wy, OW)
+    KB = 16
+    for i in range(nimg):
+        for kb in range(0, Cout, KB):
+            ke = min(kb + KB, Cout)
+            for r in range(rows):
+                src = yb[i, r]
+                for k in range(kb, ke):
+                    dst = out[n0 + i, k0 + k, h0 + r]
+                    for w in range(cols):
+                        dst[w] = src[w, k]
+
+
+# --- weights ---------------------------------------------------------------------------
+
+_KRON: dict = {}
+
+
+def _kron(m: int, flip: bool, dtype) -> np.ndarray:
+    """kron(G, G) (alpha^2 x 9) in ``dtype``; ``flip`` reverses the 3x3 taps (the input
+    gradient's kernel flip, folded into the transform)."""
+    key = (m, flip, np.dtype(dtype))
+    if key not in _KRON:
+        gk = np.kron(_G[m], _G[m])
+        if flip:
+            gk = gk[:, ::-1]
+        _KRON[key] = np.ascontiguousarray(gk, dtype=dtype)
+    return _KRON[key]
+
+
+def weight_transform(w, groups: int, m: int, transposed: bool) -> np.ndarray:
+    """U[g, a, ci, co] = (G w' G^T)[a] with ``w'`` the correlation's weight: the forward
+    ``w[g*Kg + co, ci]`` (``transposed=False``), or for the input gradient the flipped,
+    channel-transposed ``w[g*Kg + ci, co, ::-1, ::-1]`` (``transposed=True``). ``w`` is
+    ``(K, Cg, 3, 3)``; one BLAS product ``kron(G, G) @ w9`` per group (or per channel)."""
+    K, Cg = w.shape[:2]
+    Kg = K // groups
+    a2 = (m + 2) ** 2
+    w = np.ascontiguousarray(w)
+    dt = w.dtype
+    gk = _kron(m, transposed, dt)
+    s = dt.itemsize
+    if transposed:  # U[g, a, k, c]: row a of kron @ w[g] viewed (Kg*Cg x 9)^T
+        U = np.empty((groups, a2, Kg, Cg), dtype=dt)
+        n_all = Kg * Cg
+        chunks = [(j * n_all // 4, (j + 1) * n_all // 4) for j in range(4)]
+        chunks = [c for c in chunks if c[1] > c[0]]
+        prods = {e - b: blas.Gemm(dt, a2, e - b, 9, lda=9, ldb=9, ldc=n_all, tb=True)
+                 for b, e in chunks}
+        ua, wa, ga = blas.address(U), blas.address(w), blas.address(gk)
+
+        def task(i):
+            g, j = divmod(i, len(chunks))
+            b, e = chunks[j]
+            prods[e - b](ga, wa + (g * n_all + b) * 9 * s, ua + (g * a2 * n_all + b) * s, False)
+
+        blas.parallel(task, groups * len(chunks))
+        return U
+    # forward: U[g, a, c, k]: per (g, c), kron @ w[g*Kg:(g+1)*Kg, c] viewed (Kg x 9)^T
+    U = np.empty((groups, a2, Cg, Kg), dtype=dt)
+    prod = blas.Gemm(dt, a2, Kg, 9, lda=9, ldb=Cg * 9, ldc=Cg * Kg, tb=True)
+    ua, wa, ga = blas.address(U), blas.address(w), blas.address(gk)
+
+    def task_fwd(i):
+        g, c = divmod(i, Cg)
+        prod(ga, wa + (g * Kg * Cg + c) * 9 * s, ua + (g * a2 * Cg + c) * Kg * s, False)
+
+    blas.parallel(task_fwd, groups * Cg)
+    return U
+
+
+# --- the fused correlation --------------------------------------------------------------
+
+
+def blocks(N: int, th: int, tw: int, target: int) -> list[tuple[int, int, int, int]]:
+    """(n0, nimg, ty0, nty) blocks of about ``target`` tiles: tile rows of one image, or
+    whole images when one image has fewer tiles (a rule of the shapes only)."""
+    per_image = th * tw
+    if per_image >= target:
+        parts = -(-per_image // target)
+        rows = -(-th // parts)
+        return [(n, 1, ty, min(rows, th - ty)) for n in range(N) for ty in range(0, th, rows)]
+    per = max(1, target // per_image)
+    nb = -(-N // per)
+    per = -(-N // nb)  # even out the last block
+    return [(n, min(per, N - n), 0, th) for n in range(0, N, per)]
+
+
+def target_tiles(m: int, cin: int, cout: int, itemsize: int) -> int:
+    """Tiles per block: the block's ``V`` and ``M`` in about ``WINOGRAD_BLOCK_BYTES``."""
+    per_tile = (m + 2) ** 2 * (cin + cout) * itemsize
+    return int(min(256, max(16, WINOGRAD_BLOCK_BYTES // per_tile)))
+
+
+def run(x, U, bias, out, groups: int, m: int, pads) -> bool:
+    """out[n, k] = bias[k] + correlation of the zero-padded ``x`` (``(N, C, H, W)``, padding
+    ``pads`` = ((top, bottom), (left, right)), read in place) with the 3x3 weights whose
+    transform is ``U`` (``(groups, alpha^2, Cin, Cout)``); ``out`` is ``(N, K, OH, OW)``.
+    False (``out`` partly written) when a computed output is not finite."""
+    N, C, H, W = x.shape
+    _, a2, Cin, Cout = U.shape
+    OH, OW = out.shape[2], out.shape[3]
+    alpha = m + 2
+    th, tw = -(-OH // m), -(-OW // m)
+    dt = out.dtype
+    s = dt.itemsize
+    blist = blocks(N, th, tw, target_tiles(m, Cin, Cout, s))
+    nblocks = len(blist)
+    finite = [True] * (groups * nblocks)
+    pt, pl = pads[0][0], pads[1][0]
+    gemms: dict = {}
+    for _, nimg, _, nty in blist:
+        T = nimg * nty * tw
+        if T not in gemms:
+            gemms[T] = blas.Gemm(dt, T, Cout, Cin, lda=Cin, ldb=Cout, ldc=Cout)
+    ua = blas.address(U)
+    bias_g = np.ascontiguousarray(bias, dtype=dt).reshape(groups, Cout)
+    Wt = tw * m + 2
+
+    def task(i):
+        g, b = divmod(i, nblocks)
+        n0, nimg, ty0, nty = blist[b]
+        T = nimg * nty * tw
+        Hr = nty * m + 2
+        sizes = (nimg * Hr * Wt * Cin, a2 * T * Cin, a2 * T * Cout,
+                 nimg * nty * m * tw * m * Cout, alpha * alpha * max(Cin, Cout), Cout)
+        buf = _buffer(sum(sizes) * s + 64 * len(sizes)).view(dt)
+        views, o = [], 0
+        for n in sizes:
+            views.append(buf[o : o + n])
+            o += -(-n // 16) * 16  # 16-element (64-byte for float32) aligned offsets
+        xb = views[0].reshape(nimg, Hr, Wt, Cin)
+        V = views[1].reshape(a2, T, Cin)
+        M = views[2].reshape(a2, T, Cout)
+        yb = views[3].reshape(nimg, nty * m, tw * m, Cout)
+        acc = views[5]
+        acc[:] = 0
+        fill_rows(x, n0, g * Cin, ty0 * m, pt, pl, xb)
+        transform_input(xb, m, views[4][: alpha * alpha * Cin].reshape(alpha, alpha, Cin), V)
+        prod = gemms[T]
+        va, ma = blas.address(V), blas.address(M)
+        for a in range(a2):
+            prod(va + a * T * Cin * s, ua + (g * a2 + a) * Cin * Cout * s,
+                 ma + a * T * Cout * s, False)
+        transform_output(M, bias_g[g], m, views[4][: m * alpha * Cout].reshape(m, alpha, Cout),
+                         yb, acc)
+        finite[i] = bool(np.isfinite(acc.sum()))
+        store_rows(yb, out, n0, g * Cout, ty0 * m)
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        blas.parallel(task, groups * nblocks)
+    return all(finite)
+
+
+def correlate(xp, w, bias, out, stride, dilation, groups):
+    """out[n, k, o] = bias[k] + sum_{c in group(k), r} xp[n, c, o + r] * w[k, c, r] for a
+    2-D 3x3 kernel at stride 1 (arguments of :func:`fastconv.cpu.conv.correlate`, 5-D,
+    ``xp`` padded)."""
+    return _correlate(xp, w, bias, out, stride, dilation, groups, _NO_PADS)
+
+
+def zero_padding_core(pads):
+    """:func:`correlate` on an unpadded input with zero padding ``pads`` (3 (before, after)
+    pairs) read in place (``pads_itself``: the caller makes no padded copy)."""
+
+    def core(x, w, bias, out, stride, dilation, groups):
+        return _correlate(x, w, bias, out, stride, dilation, groups, pads)
+
+    core.pads_itself = True
+    return core
+
+
+_NO_PADS = ((0, 0),) * 3
+
+
+def _correlate(x, w, bias, out, stride, dilation, groups, pads):
+    N, K, OD, OH, OW = out.shape
+    if N == 0:
+        return out
+    w4 = w[:, :, 0]
+    if np.isfinite(w4).all():
+        m = tile_size(OH, OW)
+        U = weight_transform(w4, groups, m, transposed=False)
+        if run(x[:, :, 0], U, bias, out[:, :, 0], groups, m, pads[1:]):
+            return out
+    return _direct(x, w, bias, out, stride, dilation, groups, pads)
+
+
+def correlate_input(g, w, bias, out, pads, groups):
+    """Input gradient at stride 1 (dilation 1, 3x3): ``out (N, C, H, W)`` = correlation of
+    ``g (N, K, OH, OW)`` zero-padded by ``pads`` (2 (before, after) pairs, each >= 0) with
+    the flipped, channel-transposed ``w (K, Cg, 3, 3)`` (the flip and the transposition
+    are folded into the weight transform), plus ``bias`` (C). False when a result is not
+    finite (the caller then runs the direct path)."""
+    if not np.isfinite(w).all():
+        return False
+    H, W = out.shape[2:]
+    m = tile_size(H, W)
+    U = weight_transform(w, groups, m, transposed=True)
+    return run(g, U, bias, out, groups, m, pads)
+
+
+def _direct(x, w, bias, out, stride, dilation, groups, pads):
+    """The direct kernel (NaN/Inf present), on the zero-padded input."""
+    from fastconv.cpu.conv import correlate as direct_correlate
+    from fastconv.cpu.pad import pad
+
+    if any(b or a for b, a in pads):
+        x = pad(x, pads, "zeros")
+    return direct_correlate(x, w, bias, out, stride, dilation, groups)
