@@ -36,6 +36,8 @@ random normal data: see ``fastconv._algorithms``.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from numba import njit
 
@@ -164,7 +166,6 @@ def fill_rows(x, n0, c0, h0, pt, pl, xb):
     H, W = x.shape[2], x.shape[3]
     wl = min(max(pl, 0), Wt)
     wr = max(min(W + pl, Wt), wl)
-    CB = 16
     for i in range(nimg):
         for r in range(Hr):
             h = h0 + r - pt
@@ -174,22 +175,20 @@ def fill_rows(x, n0, c0, h0, pt, pl, xb):
                 continue
             dst[:wl, :] = 0
             dst[wr:, :] = 0
-            for cb in range(0, Cin, CB):
-                ce = min(cb + CB, Cin)
+            for c in range(Cin):
+                src = x[n0 + i, c0 + c, h]
                 for w in range(wl, wr):
-                    row = dst[w]
-                    for c in range(cb, ce):
-                        row[c] = x[n0 + i, c0 + c, h, w - pl]
+                    dst[w, c] = src[w - pl]
 
 
 @njit(**JIT_SERIAL)
-def transform_input(xb, m, tmp, V):
-    """V[a, t, :] = (B^T d_t B)[a] for every tile ``t = (i, ty, tx)`` of ``xb`` (row-major
-    tile order, ``alpha x alpha`` tiles every ``m`` pixels); ``tmp`` is ``(alpha, alpha,
-    Cin)`` scratch."""
+def transform_input(xb, m, tmp, V, t0):
+    """V[a, t0 + t, :] = (B^T d_t B)[a] for every tile ``t = (i, ty, tx)`` of ``xb``
+    (row-major tile order, ``alpha x alpha`` tiles every ``m`` pixels); ``tmp`` is
+    ``(alpha, alpha, Cin)`` scratch."""
     nimg, Hr, Wt, Cin = xb.shape
     th, tw = (Hr - 2) // m, (Wt - 2) // m
-    t = 0
+    t = t0
     for i in range(nimg):
         for ty in range(th):
             r0 = ty * m
@@ -215,13 +214,13 @@ def transform_input(xb, m, tmp, V):
 
 
 @njit(**JIT_SERIAL)
-def transform_output(M, bias, m, tmp, yb, acc):
-    """yb[i, ty*m + u, tx*m + v, :] = (A^T M_t A)[u, v] + bias for every tile ``t`` (the
-    inverse of :func:`transform_input`'s tiling); ``acc`` (Cout) accumulates the results;
-    ``tmp`` is ``(m, alpha, Cout)`` scratch."""
+def transform_output(M, bias, m, tmp, yb, acc, t0):
+    """yb[i, ty*m + u, tx*m + v, :] = (A^T M_{t0 + t} A)[u, v] + bias for every tile ``t``
+    of ``yb`` (the inverse of :func:`transform_input`'s tiling); ``acc`` (Cout)
+    accumulates the results; ``tmp`` is ``(m, alpha, Cout)`` scratch."""
     nimg, Hy, Wy, Cout = yb.shape
     th, tw = Hy // m, Wy // m
-    t = 0
+    t = t0
     for i in range(nimg):
         for ty in range(th):
             r0 = ty * m
@@ -266,60 +265,151 @@ def store_rows(yb, out, n0, k0, h0):
 
 # --- weights ---------------------------------------------------------------------------
 
-_KRON: dict = {}
+_GT: dict = {}
 
 
-def _kron(m: int, flip: bool, dtype) -> np.ndarray:
-    """kron(G, G) (alpha^2 x 9) in ``dtype``; ``flip`` reverses the 3x3 taps (the input
-    gradient's kernel flip, folded into the transform)."""
-    key = (m, flip, np.dtype(dtype))
-    if key not in _KRON:
-        gk = np.kron(_G[m], _G[m])
-        if flip:
-            gk = gk[:, ::-1]
-        _KRON[key] = np.ascontiguousarray(gk, dtype=dtype)
-    return _KRON[key]
+def _g(m: int, dtype) -> np.ndarray:
+    """The kernel transform ``G`` (alpha x 3) in ``dtype`` (from float64)."""
+    key = (m, np.dtype(dtype))
+    if key not in _GT:
+        _GT[key] = np.ascontiguousarray(_G[m], dtype=dtype)
+    return _GT[key]
+
+
+@njit(**JIT_SERIAL)
+def weight_rows(w, G, transposed, g, lo, hi, taps, tmp, U):
+    """U[g, p*alpha + q, ci, :] = (G w'[:, ci] G^T)[p, q] for ``ci`` in ``[lo, hi)``, with
+    ``w'[co, ci] = w[g*Kg + co, ci]`` or, ``transposed``, ``w[g*Kg + ci, co, ::-1, ::-1]``
+    (``w`` is ``(K, Cg, 3, 3)``); vectorised over ``co``. ``taps`` ``(9, Cout)`` and
+    ``tmp`` ``(alpha, 3, Cout)`` are scratch."""
+    A = G.shape[0]
+    Cout = U.shape[3]
+    Kg = w.shape[0] // U.shape[0]
+    for ci in range(lo, hi):
+        for i in range(3):
+            for j in range(3):
+                row = taps[i * 3 + j]
+                if transposed:
+                    for co in range(Cout):
+                        row[co] = w[g * Kg + ci, co, 2 - i, 2 - j]
+                else:
+                    for co in range(Cout):
+                        row[co] = w[g * Kg + co, ci, i, j]
+        for p in range(A):  # tmp[p, j] = sum_i G[p, i] w'[i, j]
+            g0, g1, g2 = G[p, 0], G[p, 1], G[p, 2]
+            for j in range(3):
+                r0, r1, r2, d = taps[j], taps[3 + j], taps[6 + j], tmp[p, j]
+                for co in range(Cout):
+                    d[co] = g0 * r0[co] + g1 * r1[co] + g2 * r2[co]
+        for p in range(A):  # U[p, q] = sum_j tmp[p, j] G[q, j]
+            t0, t1, t2 = tmp[p, 0], tmp[p, 1], tmp[p, 2]
+            for q in range(A):
+                h0, h1, h2 = G[q, 0], G[q, 1], G[q, 2]
+                d = U[g, p * A + q, ci]
+                for co in range(Cout):
+                    d[co] = h0 * t0[co] + h1 * t1[co] + h2 * t2[co]
 
 
 def weight_transform(w, groups: int, m: int, transposed: bool) -> np.ndarray:
     """U[g, a, ci, co] = (G w' G^T)[a] with ``w'`` the correlation's weight: the forward
     ``w[g*Kg + co, ci]`` (``transposed=False``), or for the input gradient the flipped,
-    channel-transposed ``w[g*Kg + ci, co, ::-1, ::-1]`` (``transposed=True``). ``w`` is
-    ``(K, Cg, 3, 3)``; one BLAS product ``kron(G, G) @ w9`` per group (or per channel)."""
+    channel-transposed ``w[g*Kg + ci, co, ::-1, ::-1]`` (``transposed=True``: the flip and
+    the transposition cost no copy). ``w`` is ``(K, Cg, 3, 3)``; computed in ``w``'s dtype
+    (:func:`weight_rows`) in row chunks on the task threads. ``U`` lives in a pooled
+    buffer: give it back with :func:`_release` when done."""
     K, Cg = w.shape[:2]
     Kg = K // groups
     a2 = (m + 2) ** 2
-    w = np.ascontiguousarray(w)
     dt = w.dtype
-    gk = _kron(m, transposed, dt)
-    s = dt.itemsize
-    if transposed:  # U[g, a, k, c]: row a of kron @ w[g] viewed (Kg*Cg x 9)^T
-        U = np.empty((groups, a2, Kg, Cg), dtype=dt)
-        n_all = Kg * Cg
-        chunks = [(j * n_all // 4, (j + 1) * n_all // 4) for j in range(4)]
-        chunks = [c for c in chunks if c[1] > c[0]]
-        prods = {e - b: blas.Gemm(dt, a2, e - b, 9, lda=9, ldb=9, ldc=n_all, tb=True)
-                 for b, e in chunks}
-        ua, wa, ga = blas.address(U), blas.address(w), blas.address(gk)
+    w = np.ascontiguousarray(w)
+    cin, cout = (Kg, Cg) if transposed else (Cg, Kg)
+    U = _take((groups, a2, cin, cout), dt)
+    G = _g(m, dt)
+    nch = max(1, min(8, cin // 8))
+    chunks = [(j * cin // nch, (j + 1) * cin // nch) for j in range(nch)]
 
-        def task(i):
-            g, j = divmod(i, len(chunks))
-            b, e = chunks[j]
-            prods[e - b](ga, wa + (g * n_all + b) * 9 * s, ua + (g * a2 * n_all + b) * s, False)
+    def task(i):
+        g, j = divmod(i, nch)
+        c = _Carve(dt, 9 * cout, (m + 2) * 3 * cout)
+        weight_rows(w, G, transposed, g, chunks[j][0], chunks[j][1],
+                    c.views[0].reshape(9, cout), c.views[1].reshape(m + 2, 3, cout), U)
 
-        blas.parallel(task, groups * len(chunks))
-        return U
-    # forward: U[g, a, c, k]: per (g, c), kron @ w[g*Kg:(g+1)*Kg, c] viewed (Kg x 9)^T
-    U = np.empty((groups, a2, Cg, Kg), dtype=dt)
-    prod = blas.Gemm(dt, a2, Kg, 9, lda=9, ldb=Cg * 9, ldc=Cg * Kg, tb=True)
-    ua, wa, ga = blas.address(U), blas.address(w), blas.address(gk)
-
-    def task_fwd(i):
-        g, c = divmod(i, Cg)
-        prod(ga, wa + (g * Kg * Cg + c) * 9 * s, ua + (g * a2 * Cg + c) * Kg * s, False)
-
-    blas.parallel(task_fwd, groups * Cg)
+    blas.parallel(task, groups * nch)
     return U
+
+
+# --- transformed weights, reused while the weights are unchanged ---------------------
+
+#: Most bytes of transformed weights kept between calls (a few layers' worth).
+U_CACHE_BYTES = 64 << 20
+_U_CACHE: dict = {}  # key -> (copy of w, U); insertion order = age
+_U_LOCK = threading.Lock()
+
+
+def cached_weight_transform(w, groups: int, m: int, transposed: bool) -> np.ndarray:
+    """:func:`weight_transform`, reused when called again with bit-identical weights (a
+    layer's weights between optimiser steps, or inference): the previous call's ``w`` is
+    kept as a copy and compared bit for bit (one read of ``w``, no hashing), so a reused
+    ``U`` is exactly the one a fresh transform would give. The returned ``U`` is shared
+    and read-only to the caller."""
+    w = np.ascontiguousarray(w)
+    key = (m, transposed, groups, w.shape, w.dtype.str)
+    bits = np.uint64 if w.dtype.itemsize == 8 else np.uint32
+    with _U_LOCK:
+        hit = _U_CACHE.get(key)
+    if hit is not None and np.array_equal(hit[0].view(bits), w.view(bits)):
+        return hit[1]
+    pooled = weight_transform(w, groups, m, transposed)
+    U = pooled.copy() if pooled.nbytes <= U_CACHE_BYTES // 4 else None
+    if U is None:
+        return pooled
+    _release(pooled)
+    with _U_LOCK:
+        _U_CACHE.pop(key, None)
+        _U_CACHE[key] = (w.copy(), U)
+        while sum(u.nbytes + c.nbytes for c, u in _U_CACHE.values()) > U_CACHE_BYTES:
+            del _U_CACHE[next(iter(_U_CACHE))]
+    return U
+
+
+# --- pooled buffers (first-touch page faults of fresh multi-MB arrays cost milliseconds)
+
+_POOL: list = []
+
+
+def _take(shape, dtype) -> np.ndarray:
+    """A C-contiguous array from the pool of freed buffers (or a new one)."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape)) * dtype.itemsize
+    for buf in list(_POOL):
+        if buf.size >= n:
+            try:
+                _POOL.remove(buf)
+            except ValueError:  # taken meanwhile by another thread
+                continue
+            return buf[:n].view(dtype).reshape(shape)
+    return np.empty(max(n, 1), dtype=np.uint8)[:n].view(dtype).reshape(shape)
+
+
+def _release(*arrays) -> None:
+    """Give arrays from :func:`_take` back to the pool (at most ``_POOL_MAX`` kept)."""
+    for a in arrays:
+        base = a
+        while base.base is not None:
+            base = base.base
+        if isinstance(base, np.ndarray) and base.dtype == np.uint8 and len(_POOL) < _POOL_MAX:
+            _POOL.append(base)
+
+
+_POOL_MAX = 6
+
+
+def _release_pooled(U) -> None:
+    """Give ``U`` back to the pool unless the weight cache holds it."""
+    with _U_LOCK:
+        cached = any(u is U for _, u in _U_CACHE.values())
+    if not cached:
+        _release(U)
 
 
 # --- the fused correlation --------------------------------------------------------------
@@ -349,8 +439,43 @@ def run(x, U, bias, out, groups: int, m: int, pads) -> bool:
     """out[n, k] = bias[k] + correlation of the zero-padded ``x`` (``(N, C, H, W)``, padding
     ``pads`` = ((top, bottom), (left, right)), read in place) with the 3x3 weights whose
     transform is ``U`` (``(groups, alpha^2, Cin, Cout)``); ``out`` is ``(N, K, OH, OW)``.
-    False (``out`` partly written) when a computed output is not finite."""
-    N, C, H, W = x.shape
+    False (``out`` partly written) when a computed output is not finite.
+
+    Images of at least ``FUSED_MIN_IMAGE_TILES`` tiles run fused (:func:`_run_fused`);
+    smaller ones staged (:func:`_run_staged`), whose products span many images."""
+    OH, OW = out.shape[2], out.shape[3]
+    tiles = -(-OH // m) * -(-OW // m)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if tiles >= FUSED_MIN_IMAGE_TILES:
+            return _run_fused(x, U, bias, out, groups, m, pads)
+        return _run_staged(x, U, bias, out, groups, m, pads)
+
+
+#: Fewest tiles per image for the fused form: below it a block of whole images would
+#: make products too short (OpenBLAS sgemm, 1 thread: 25 GF/s at 16 x 256 x 256,
+#: 63 at 64 rows, 82 at 128, 136 on 1024^3), so small images take the staged form.
+FUSED_MIN_IMAGE_TILES = 64
+#: Most tiles of one stage of the staged form (its ``V`` and ``M`` span them).
+STAGED_TILES = 512
+
+
+class _Carve:
+    """Views of one per-thread scratch buffer (64-byte aligned offsets)."""
+
+    def __init__(self, dtype, *sizes):
+        total = sum(-(-n // 16) * 16 for n in sizes)
+        buf = _buffer(total * dtype.itemsize + 64).view(dtype)
+        self.views, o = [], 0
+        for n in sizes:
+            self.views.append(buf[o : o + n])
+            o += -(-n // 16) * 16
+
+
+def _run_fused(x, U, bias, out, groups, m, pads) -> bool:
+    """One task per (group, block of tiles): fill, transform, ``alpha^2`` products,
+    inverse transform and store while the block is in L2. ``V`` shares its memory with
+    the output rows ``yb``, ``M`` with the input rows ``xb`` (each dead by then)."""
+    N = x.shape[0]
     _, a2, Cin, Cout = U.shape
     OH, OW = out.shape[2], out.shape[3]
     alpha = m + 2
@@ -375,33 +500,87 @@ def run(x, U, bias, out, groups: int, m: int, pads) -> bool:
         n0, nimg, ty0, nty = blist[b]
         T = nimg * nty * tw
         Hr = nty * m + 2
-        sizes = (nimg * Hr * Wt * Cin, a2 * T * Cin, a2 * T * Cout,
-                 nimg * nty * m * tw * m * Cout, alpha * alpha * max(Cin, Cout), Cout)
-        buf = _buffer(sum(sizes) * s + 64 * len(sizes)).view(dt)
-        views, o = [], 0
-        for n in sizes:
-            views.append(buf[o : o + n])
-            o += -(-n // 16) * 16  # 16-element (64-byte for float32) aligned offsets
-        xb = views[0].reshape(nimg, Hr, Wt, Cin)
-        V = views[1].reshape(a2, T, Cin)
-        M = views[2].reshape(a2, T, Cout)
-        yb = views[3].reshape(nimg, nty * m, tw * m, Cout)
-        acc = views[5]
+        nx, ny = nimg * Hr * Wt * Cin, nimg * nty * m * tw * m * Cout
+        c = _Carve(dt, max(a2 * T * Cin, ny), max(a2 * T * Cout, nx),
+                   alpha * alpha * max(Cin, Cout), Cout)
+        r1, r2, tmp, acc = c.views
+        xb = r2[:nx].reshape(nimg, Hr, Wt, Cin)
+        V = r1[: a2 * T * Cin].reshape(a2, T, Cin)
         acc[:] = 0
         fill_rows(x, n0, g * Cin, ty0 * m, pt, pl, xb)
-        transform_input(xb, m, views[4][: alpha * alpha * Cin].reshape(alpha, alpha, Cin), V)
+        transform_input(xb, m, tmp[: alpha * alpha * Cin].reshape(alpha, alpha, Cin), V, 0)
+        M = r2[: a2 * T * Cout].reshape(a2, T, Cout)
         prod = gemms[T]
         va, ma = blas.address(V), blas.address(M)
         for a in range(a2):
             prod(va + a * T * Cin * s, ua + (g * a2 + a) * Cin * Cout * s,
                  ma + a * T * Cout * s, False)
-        transform_output(M, bias_g[g], m, views[4][: m * alpha * Cout].reshape(m, alpha, Cout),
-                         yb, acc)
+        yb = r1[:ny].reshape(nimg, nty * m, tw * m, Cout)
+        transform_output(M, bias_g[g], m, tmp[: m * alpha * Cout].reshape(m, alpha, Cout),
+                         yb, acc, 0)
         finite[i] = bool(np.isfinite(acc.sum()))
         store_rows(yb, out, n0, g * Cout, ty0 * m)
 
-    with np.errstate(invalid="ignore", over="ignore"):
-        blas.parallel(task, groups * nblocks)
+    blas.parallel(task, groups * nblocks)
+    return all(finite)
+
+
+def _run_staged(x, U, bias, out, groups, m, pads) -> bool:
+    """Small images: for each stage of at most ``STAGED_TILES`` tiles of whole images,
+    (1) transform every image into ``V (groups, alpha^2, tiles, Cin)`` (tasks: group x
+    image), (2) the products ``M[g, a] = V[g, a] @ U[g, a]`` over all the stage's tiles
+    (tasks: group x point), (3) inverse-transform and store (tasks: group x image)."""
+    N = x.shape[0]
+    _, a2, Cin, Cout = U.shape
+    OH, OW = out.shape[2], out.shape[3]
+    alpha = m + 2
+    th, tw = -(-OH // m), -(-OW // m)
+    per = th * tw
+    dt = out.dtype
+    s = dt.itemsize
+    ipb = max(1, min(N, STAGED_TILES // per))  # images per stage
+    V = _take((groups, a2, ipb * per, Cin), dt)
+    M = _take((groups, a2, ipb * per, Cout), dt)
+    pt, pl = pads[0][0], pads[1][0]
+    ua, va, ma = blas.address(U), blas.address(V), blas.address(M)
+    bias_g = np.ascontiguousarray(bias, dtype=dt).reshape(groups, Cout)
+    Wt, Hr = tw * m + 2, th * m + 2
+    finite = []
+    for n0 in range(0, N, ipb):
+        nimg = min(ipb, N - n0)
+        T = nimg * per
+        prod = blas.Gemm(dt, T, Cout, Cin, lda=Cin, ldb=Cout, ldc=Cout)
+
+        def forward(i, n0=n0, nimg=nimg):
+            g, j = divmod(i, nimg)
+            c = _Carve(dt, Hr * Wt * Cin, alpha * alpha * Cin)
+            xb = c.views[0].reshape(1, Hr, Wt, Cin)
+            fill_rows(x, n0 + j, g * Cin, 0, pt, pl, xb)
+            transform_input(xb, m, c.views[1].reshape(alpha, alpha, Cin), V[g], j * per)
+
+        def products(i, T=T, prod=prod):
+            g, a = divmod(i, a2)
+            prod(va + (g * a2 + a) * ipb * per * Cin * s, ua + (g * a2 + a) * Cin * Cout * s,
+                 ma + (g * a2 + a) * ipb * per * Cout * s, False)
+
+        flags = [True] * (groups * nimg)
+
+        def inverse(i, n0=n0, nimg=nimg, flags=flags):
+            g, j = divmod(i, nimg)
+            c = _Carve(dt, th * m * tw * m * Cout, m * alpha * Cout, Cout)
+            yb = c.views[0].reshape(1, th * m, tw * m, Cout)
+            acc = c.views[2]
+            acc[:] = 0
+            transform_output(M[g], bias_g[g], m, c.views[1].reshape(m, alpha, Cout), yb, acc,
+                             j * per)
+            flags[i] = bool(np.isfinite(acc.sum()))
+            store_rows(yb, out, n0 + j, g * Cout, 0)
+
+        blas.parallel(forward, groups * nimg)
+        blas.parallel(products, groups * a2)
+        blas.parallel(inverse, groups * nimg)
+        finite += flags
+    _release(V, M)
     return all(finite)
 
 
@@ -433,8 +612,10 @@ def _correlate(x, w, bias, out, stride, dilation, groups, pads):
     w4 = w[:, :, 0]
     if np.isfinite(w4).all():
         m = tile_size(OH, OW)
-        U = weight_transform(w4, groups, m, transposed=False)
-        if run(x[:, :, 0], U, bias, out[:, :, 0], groups, m, pads[1:]):
+        U = cached_weight_transform(w4, groups, m, transposed=False)
+        done = run(x[:, :, 0], U, bias, out[:, :, 0], groups, m, pads[1:])
+        _release_pooled(U)
+        if done:
             return out
     return _direct(x, w, bias, out, stride, dilation, groups, pads)
 
@@ -449,8 +630,10 @@ def correlate_input(g, w, bias, out, pads, groups):
         return False
     H, W = out.shape[2:]
     m = tile_size(H, W)
-    U = weight_transform(w, groups, m, transposed=True)
-    return run(g, U, bias, out, groups, m, pads)
+    U = cached_weight_transform(w, groups, m, transposed=True)
+    done = run(g, U, bias, out, groups, m, pads)
+    _release_pooled(U)
+    return done
 
 
 def _direct(x, w, bias, out, stride, dilation, groups, pads):
