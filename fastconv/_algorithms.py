@@ -17,10 +17,32 @@ float rounding (float32: relative error ~1e-5 of the output's scale, see
 - ``"fft"``: frequency-domain correlation (``fastconv.cpu.fft``). Best for large
   kernels on few channels, where the direct cost per output grows with the kernel's
   area but the FFT's does not.
+- ``"winograd"``: F(4x4, 3x3) or F(2x2, 3x3) (``fastconv.cpu.winograd``) for 2-D 3x3
+  kernels at stride 1 and dilation 1 with at least 8 channels per group on both sides
+  (an explicit ``algorithm="winograd"`` elsewhere raises ValueError). 4x (F(4x4)) or
+  2.25x (F(2x2)) fewer multiplies than direct, as ``alpha^2`` BLAS products per block
+  of tiles; F(4x4) unless F(2x2)'s tiles cost less (``tile_size``: tiles x alpha^2,
+  so F(2x2) where F(4x4)'s edge tiles waste most, e.g. 6x6 or 10x10 outputs). Best
+  for the 3x3 layers of CNNs (W3, W5). Error bound (float32, random normal data,
+  measured against float64 by ``bench/winograd_error.py``): F(4x4) relative RMS
+  1.0e-6 (16 channels) to 3.0e-6 (256), max |error| <= 1.2e-5 * max |y| (W5, 256
+  channels; 7e-6 at 64); F(2x2) 2-5e-7 RMS, <= 6e-7 * max |y|, as direct (4e-7 RMS,
+  <= 2.2e-6 * max |y| with its fastmath reassociation) and gemm. NaN/Inf anywhere
+  (weights, or any computed tile output) sends the call to the direct kernel, so they
+  propagate exactly as there. On the GPU it runs the direct kernel.
 
 The rule (``choose``), with ``taps = kD * kH * kW``, ``Kg = K // groups``,
 ``Cg = C // groups``:
 
+0. ``"winograd"`` if it applies (above), ``min(Cg, Kg) >= WINOGRAD_MIN_CHANNELS`` (16),
+   the products have at least ``WINOGRAD_MIN_TILES`` (64) rows (``N * tiles per
+   image``), the work is at least ``WINOGRAD_MIN_MACS`` (2**24) and, where the GEMM
+   would be the shifted GEMM (``Cg >= 32``), ``Cg * Kg >= 64 * 64``. Measured
+   (``bench/winograd_sweep.py`` and ``bench/RESULTS.md``, 1-thread CPU time, gemm /
+   winograd, C = K, 3x3 "same"): 64-256 channels on 28x28-56x56 images 1.4-1.7x,
+   8x256x14x14 (W5) 2.3x, 16 channels 1.1-2.2x (the GEMM is im2col there); losses:
+   one 14x14 image (16 tiles: products too short) 0.65-0.8x, 32 channels on 28x28
+   0.55-0.76x (the shifted GEMM is strong there), 8 channels 0.73-0.78x;
 1. ``"fft"`` if every stride is 1, ``taps >= FFT_MIN_TAPS`` (400: from a 20x20 kernel)
    and ``Kg * Cg <= FFT_MAX_CHANNEL_PAIRS`` (16). Measured on one 2048x2048 plane
    ("same", float32, 2 threads, loaded 2-core Zen 3), direct/fft time: 9x9 0.14, 15x15
@@ -32,13 +54,17 @@ The rule (``choose``), with ``taps = kD * kH * kW``, ``Kg = K // groups``,
 3. else ``"direct"``; a direct problem of fewer than ``SERIAL_MAX_MACS`` (2**15)
    multiply-adds runs on the calling thread (waking worker threads would cost more).
 
-Gradients (``fastconv.grad.conv*_input/conv*_weight``, ``algorithm="auto"|"direct"|"gemm"``)
-apply the same rule (:func:`choose_for`) to the correlation they run: the input gradient
-to the stride-1 correlation of the spread ``grad_output`` with the transposed weight
-(``Kg`` and ``Cg`` swap), the weight gradient to the forward shapes; "fft" becomes
-"direct" there. The GEMM weight gradient needs stride 1 and a finite input (else direct).
+Gradients (``fastconv.grad.conv*_input/conv*_weight``, ``algorithm="auto"|"direct"|"gemm"``,
+and ``"winograd"`` for the input gradient) apply the same rule (:func:`choose_for`,
+:func:`winograd_wins`) to the correlation they run: the input gradient to the stride-1
+correlation of the spread ``grad_output`` with the transposed weight (``Kg`` and ``Cg``
+swap; at stride 1 Winograd reads ``grad_output`` in place with its zero padding and folds
+the kernel flip into its weight transform), the weight gradient to the forward shapes;
+"fft" becomes "direct" there, and the weight gradient has no Winograd form (it keeps the
+GEMM). The GEMM weight gradient needs stride 1 and a finite input (else direct).
 
-The GPU backend has only ``"direct"``; there "auto" always picks it.
+The GPU backend has only ``"direct"``; there "auto" always picks it (and "winograd",
+checked as on the CPU, runs it).
 """
 
 from __future__ import annotations
@@ -58,7 +84,10 @@ GEMM_MIN_R = 16
 GEMM_MIN_MACS = 1 << 20
 SERIAL_MAX_MACS = 1 << 15
 WINOGRAD_MIN_CHANNELS = 16
+WINOGRAD_MIN_TILES = 64
 WINOGRAD_MIN_MACS = 1 << 24
+WINOGRAD_MIN_PAIRS_VS_SHIFTED = 64 * 64
+SHIFTED_GEMM_MIN_CG = 32  # fastconv.cpu.gemm.SHIFTED_MIN_CG (not imported: no BLAS load)
 
 
 def choose(plan: ConvPlan) -> str:
@@ -70,7 +99,7 @@ def choose(plan: ConvPlan) -> str:
     >>> import numpy as np
     >>> x, w = np.zeros((8, 64, 56, 56)), np.zeros((64, 64, 3, 3))
     >>> choose(plan_conv("conv2d", 2, x, w, None, 1, 1, 1, 1, "zeros"))
-    'gemm'
+    'winograd'
     """
     if winograd_wins(plan.x_shape[0], plan.w_shape, plan.out_shape[2:], plan.stride,
                      plan.dilation, plan.groups):
@@ -104,10 +133,17 @@ def winograd_wins(N: int, w_shape: tuple, out_spatial: tuple, stride: tuple, dil
     """Whether "auto" runs the Winograd algorithm (the rule in the module doc)."""
     if winograd_reason(w_shape, out_spatial, stride, dilation, groups) is not None:
         return False
+    from fastconv.cpu.winograd import tile_size
+
     K, Cg = int(w_shape[0]), int(w_shape[1])
     Kg = K // groups
+    oh, ow = int(out_spatial[1]), int(out_spatial[2])
+    m = tile_size(oh, ow)
+    rows = N * -(-oh // m) * -(-ow // m)  # tiles: the rows of the products (at most)
     macs = N * math.prod(w_shape) * math.prod(out_spatial)
-    return min(Cg, Kg) >= WINOGRAD_MIN_CHANNELS and macs >= WINOGRAD_MIN_MACS
+    return (min(Cg, Kg) >= WINOGRAD_MIN_CHANNELS and rows >= WINOGRAD_MIN_TILES
+            and macs >= WINOGRAD_MIN_MACS
+            and (Cg < SHIFTED_GEMM_MIN_CG or Cg * Kg >= WINOGRAD_MIN_PAIRS_VS_SHIFTED))
 
 
 def choose_for(N: int, w_shape: tuple, out_spatial: tuple, stride: tuple, groups: int) -> str:

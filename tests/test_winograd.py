@@ -241,3 +241,18 @@ def test_auto_rule():
     assert choose(_plan((8, 64, 56, 56), (64, 64, 3, 3), dilation=2)) != "winograd"
     assert choose(_plan((8, 64, 56, 56), (64, 8, 3, 3), groups=8)) != "winograd"
     assert choose(_plan((1, 16, 8, 8), (16, 16, 3, 3))) != "winograd"  # tiny
+    assert choose(_plan((1, 256, 14, 14), (256, 256, 3, 3))) != "winograd"  # 16 tiles
+    assert choose(_plan((5, 32, 28, 28), (32, 32, 3, 3))) != "winograd"  # shifted GEMM
+    assert choose(_plan((8, 16, 56, 56), (16, 16, 3, 3))) == "winograd"
+
+
+def test_weight_cache_sees_in_place_updates():
+    """Transformed weights are reused only while the weights are bit-identical."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((1, 16, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    fc.conv2d(x, w, padding=1, algorithm="winograd")
+    w[3, 2, 1, 1] += 1.0  # an optimiser step, in place
+    w[0, 0, 0, 0] = -0.0
+    got = fc.conv2d(x, w, padding=1, algorithm="winograd")
+    _close(got, conv_nd(x, w, None, 1, 1), TOL[4])

@@ -417,16 +417,24 @@ def _release_pooled(U) -> None:
 
 def blocks(N: int, th: int, tw: int, target: int) -> list[tuple[int, int, int, int]]:
     """(n0, nimg, ty0, nty) blocks of about ``target`` tiles: tile rows of one image, or
-    whole images when one image has fewer tiles (a rule of the shapes only)."""
+    whole images when one image has fewer tiles; at least ``MIN_BLOCKS`` blocks where
+    that leaves ``FUSED_MIN_IMAGE_TILES`` per block (so two threads share even one
+    image). A rule of the shapes only: the same blocks for any thread count."""
     per_image = th * tw
-    if per_image >= target:
-        parts = -(-per_image // target)
+    parts = -(-per_image // target)
+    if N * parts < MIN_BLOCKS and per_image >= MIN_BLOCKS * FUSED_MIN_IMAGE_TILES:
+        parts = min(th, -(-MIN_BLOCKS // N))
+    if parts > 1:
         rows = -(-th // parts)
         return [(n, 1, ty, min(rows, th - ty)) for n in range(N) for ty in range(0, th, rows)]
     per = max(1, target // per_image)
-    nb = -(-N // per)
+    nb = max(-(-N // per), min(N, MIN_BLOCKS))
     per = -(-N // nb)  # even out the last block
     return [(n, min(per, N - n), 0, th) for n in range(0, N, per)]
+
+
+#: Fewest blocks of the fused form (where each keeps ``FUSED_MIN_IMAGE_TILES`` tiles).
+MIN_BLOCKS = 2
 
 
 def target_tiles(m: int, cin: int, cout: int, itemsize: int) -> int:
