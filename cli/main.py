@@ -1,6 +1,6 @@
 """``fastconv``: convolution, pooling, shape arithmetic and kernel learning from the shell.
 
-Commands: convolve, pool, shape, learn-kernel, kernels, info, demo. NumPy, Numba and Rich
+Commands: convolve, pool, shape, learn-kernel, kernels, info, warmup, demo. NumPy, Numba and Rich
 are imported inside the commands that need them, so ``fastconv --help`` and
 ``fastconv shape`` never import Numba.
 
@@ -325,7 +325,7 @@ def convolve(input, kernel, output, bias, stride, padding, dilation, groups, pad
 
 @cli.command(short_help="Max or average pooling of an array or image.")
 @click.argument("input", type=click.Path(exists=True, dir_okay=False))
-@click.option("--size", type=INTS, required=True, help="Window: N or N,N.")
+@click.option("--size", type=INTS, default=None, help="Window: N or N,N.")
 @click.option("--stride", type=INTS, default=None, help="N or N,N (default: the window size).")
 @click.option("--padding", type=IntTupleType(minimum=0), default="0", show_default=True,
               help="N or N,N (at most half the window).")
@@ -338,13 +338,19 @@ def convolve(input, kernel, output, bias, stride, padding, dilation, groups, pad
 @click.option("--chunks", type=click.IntRange(min=1), default=None,
               help="Out of core: compute a .npy INPUT in blocks of this edge into a .npy -o "
                    "(needs the dask extra).")
-def pool(input, size, stride, padding, mode, ceil_mode, output, device, key, chunks):
+@click.option("--adaptive", type=SIZE, default=None,
+              help="Adaptive pooling to this output size (HxW, or N for both axes) instead "
+                   "of a --size window.")
+def pool(input, size, stride, padding, mode, ceil_mode, output, device, key, chunks, adaptive):
     """Max or average pooling of INPUT, each channel on its own.
 
-    A 2-D array is one image, 3-D is (C, H, W), 4-D is (N, C, H, W).
+    A 2-D array is one image, 3-D is (C, H, W), 4-D is (N, C, H, W). With --adaptive HxW
+    the windows adapt to give that output size (PyTorch's adaptive_max/avg_pool2d;
+    --adaptive 1 is global pooling).
     """
     import numpy as np
 
+    check_adaptive(size, adaptive, stride, padding, ceil_mode, chunks)
     check_paths(output, [input])
     if chunks is not None:
         check_out_of_core(input, output, device)
@@ -362,11 +368,37 @@ def pool(input, size, stride, padding, mode, ceil_mode, output, device, key, chu
             return
         import fastconv as fc
 
-        func = fc.max_pool2d if mode == "max" else fc.avg_pool2d
-        y = func(x3, size, stride=stride, padding=padding, ceil_mode=ceil_mode, device=device)
+        if adaptive is not None:
+            func = fc.adaptive_max_pool2d if mode == "max" else fc.adaptive_avg_pool2d
+            y = func(x3, adaptive if len(adaptive) > 1 else adaptive[0], device=device)
+        else:
+            func = fc.max_pool2d if mode == "max" else fc.avg_pool2d
+            y = func(x3, size, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                     device=device)
         if was_2d:
             y = y[0]
     report(np.asarray(y), output)
+
+
+def check_adaptive(size, adaptive, stride, padding, ceil_mode, chunks) -> None:
+    """``pool`` takes exactly one of --size and --adaptive; the window options go with
+    --size only."""
+    if (size is None) == (adaptive is None):
+        raise click.UsageError("give either --size (a window) or --adaptive (an output "
+                               "size), not both" if size is not None else
+                               "Missing option '--size' (a window) or '--adaptive' (an "
+                               "output size).")
+    if adaptive is None:
+        return
+    if len(adaptive) > 2:
+        raise click.BadParameter(f"{'x'.join(map(str, adaptive))!r}: expected HxW or N",
+                                 param_hint="--adaptive")
+    given = [name for name, on in (("--stride", stride is not None),
+                                   ("--padding", padding not in (0, "0")),
+                                   ("--ceil-mode", ceil_mode), ("--chunks", chunks is not None))
+             if on]
+    if given:
+        raise click.UsageError(f"{', '.join(given)} cannot be used with --adaptive")
 
 
 # ------------------------------------------------------------------------------- shape
@@ -387,8 +419,9 @@ def _fmt_size(size) -> str:
 @click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
               help="Apply the one layer this many times.")
 @click.option("--layer", "layers", type=LAYER, multiple=True,
-              help="A layer of a stack, repeatable: conv:k=5,s=1,p=2,d=1 or "
-                   "pool:k=2[,s=2,p=0,ceil=1]; N*conv:k=5 repeats it N times.")
+              help="A layer of a stack, repeatable: conv:k=5,s=1,p=2,d=1, "
+                   "pool:k=2[,s=2,p=0,ceil=1] or adaptive:7x7 (adaptive pooling to 7x7); "
+                   "N*conv:k=5 repeats it N times.")
 def shape(input_size, kernel, padding, stride, dilation, ceil_mode, repeat, layers):
     """Output size of a layer (prints e.g. 4x4), or a table for a --layer stack.
 
@@ -439,6 +472,11 @@ def stack_rows(input_size: tuple, layers) -> list[tuple[str, ...]]:
         for _ in range(spec.repeat):
             index += 1
             where = f"--layer {spec.text!r} (layer {index})"
+            if spec.kind == "adaptive":
+                size, rf = adaptive_row(size, rf, spec, where)
+                rows.append((str(index), spec.text.split("*", 1)[-1], _fmt_size(size),
+                             _fmt_size(r for r, _ in rf), _fmt_size(j for _, j in rf)))
+                continue
             with library_errors(where):
                 k = ntuple(spec.kernel, n, "k", where)
                 s = ntuple(spec.stride, n, "s", where)
@@ -462,6 +500,24 @@ def stack_rows(input_size: tuple, layers) -> list[tuple[str, ...]]:
                 _fmt_size(j for _, j in rf),
             ))
     return rows
+
+
+def adaptive_row(size: tuple, rf: list, spec, where: str):
+    """(output size, receptive field) after an adaptive pooling layer. Its windows and
+    steps vary when the output size does not divide the input: the receptive field
+    uses the largest window and step (an upper bound; exact when it divides)."""
+    from fastconv import _shapes
+
+    with library_errors(where):
+        out = _shapes.adaptive_output_size(size, spec.output_size if len(spec.output_size) > 1
+                                           else spec.output_size[0], "adaptive")
+    new_rf = []
+    for (r, j), n, o in zip(rf, size, out, strict=True):
+        starts, ends = _shapes.adaptive_windows(n, o)
+        k = max(e - s for s, e in zip(starts, ends, strict=True))
+        s = max((b - a for a, b in zip(starts, starts[1:], strict=False)), default=k)
+        new_rf.append((r + (k - 1) * j, j * s))
+    return out, new_rf
 
 
 # ------------------------------------------------------------------------ learn-kernel
@@ -625,16 +681,15 @@ def info():
     """Versions, devices, CPU thread count and where compiled kernels are cached."""
     import os
     import platform
-    from pathlib import Path
 
     import numba
     import numpy as np
 
     import fastconv as fc
+    from fastconv._warmup import cache_status
 
-    cache = numba.config.CACHE_DIR or str(Path(fc.__file__).parent / "cpu" / "__pycache__")
-    cached = len(list(Path(cache).glob("*.nbi"))) if Path(cache).is_dir() else 0
-    hint = "" if numba.config.CACHE_DIR else "; set NUMBA_CACHE_DIR to move it"
+    status = cache_status()
+    warm = "warm" if status.warm else "cold: run `fastconv warmup`"
     rows = [
         ("fastconv", fc.__version__),
         ("numpy", np.__version__),
@@ -643,10 +698,39 @@ def info():
         ("devices", ", ".join(fc.devices())),
         ("threads", f"{numba.get_num_threads()} (NUMBA_NUM_THREADS="
                     f"{os.environ.get('NUMBA_NUM_THREADS', 'unset')})"),
-        ("kernel cache", f"{cache} ({cached} cached kernels{hint})"),
+        ("kernel cache", f"{warm}; {status}"),
     ]
     for name, value in rows:
         click.echo(f"{name:<13}{value}")
+
+
+# ------------------------------------------------------------------------------ warmup
+
+
+@cli.command(short_help="Compile the common kernels into the cache, once.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+              help="Worker processes [default: the CPU count].")
+def warmup(jobs):
+    """Compile the common kernels (float32/float64 convolution, gradients, pooling) into
+    Numba's on-disk cache, in parallel worker processes, so that later calls and commands
+    start without compiling. Prints where the cache lives and its size."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fastconv._warmup import TASKS
+    from fastconv._warmup import warmup as run
+
+    columns = (TextColumn("compiling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("warmup", total=len(TASKS))
+
+        def done(label, seconds):
+            bar.advance(task)
+            bar.console.print(f"{label}: {seconds:.1f} s")
+
+        status = run(jobs, progress=done)
+    click.echo(f"kernel cache: {status}")
+    if not status.warm:
+        raise click.ClickException("some kernels are still not cached (see above)")
 
 
 # -------------------------------------------------------------------------------- demo

@@ -204,13 +204,14 @@ class LayerSpec:
     """One layer of ``fastconv shape --layer``: conv or pool with per-axis parameters."""
 
     text: str
-    kind: str  # "conv" | "pool"
+    kind: str  # "conv" | "pool" | "adaptive"
     kernel: int | tuple
     stride: int | tuple
     padding: object
     dilation: int | tuple
     ceil_mode: bool = False
     repeat: int = 1
+    output_size: tuple = ()  # kind "adaptive": the output size (adaptive:7x7)
 
 
 _LAYER_KEYS = {
@@ -223,8 +224,9 @@ _LAYER_KEYS = {
 
 
 class LayerType(click.ParamType):
-    """``[N*]conv:k=5,s=1,p=2,d=1`` or ``[N*]pool:k=2[,s=2,p=0,ceil=1]``; per-axis values
-    as ``k=5x3``; ``N*`` repeats the layer N times (``10*conv:k=5``)."""
+    """``[N*]conv:k=5,s=1,p=2,d=1``, ``[N*]pool:k=2[,s=2,p=0,ceil=1]`` or
+    ``adaptive:7x7`` (adaptive pooling to that output size); per-axis values as ``k=5x3``;
+    ``N*`` repeats the layer N times (``10*conv:k=5``)."""
 
     name = "LAYER"
 
@@ -243,6 +245,13 @@ class LayerType(click.ParamType):
                 self.fail(usage, param, ctx)
         kind, _, rest = body.partition(":")
         kind = kind.strip().lower()
+        if kind == "adaptive":  # adaptive:7x7 (an output size; 1 = global pooling)
+            out = parse_size(rest.strip(), minimum=1)
+            if out is None:
+                self.fail(f"{text!r}: expected an adaptive layer like adaptive:7x7 or "
+                          "adaptive:1 (the output size)", param, ctx)
+            return LayerSpec(text=text, kind=kind, kernel=1, stride=1, padding=0,
+                             dilation=1, repeat=repeat, output_size=out)
         if kind not in ("conv", "pool"):
             self.fail(usage, param, ctx)
         fields: dict = {}

@@ -13,7 +13,9 @@ float rounding (float32: relative error ~1e-5 of the output's scale, see
   plane, an ``lda``), accumulated with ``beta = 1``, garbage columns cropped. Otherwise
   ``im2col`` in L2-sized chunks (a W stride first splits the input into stride phases)
   and one product per chunk. Best when both sides of the product are wide: many output
-  channels per group and a large receptive field ``Cg * kD * kH * kW``.
+  channels per group and a large receptive field ``Cg * kD * kH * kW``. The products run
+  on the OpenBLAS NumPy links (``numpy.matmul``'s; SciPy's otherwise), single-threaded
+  per task under threadpoolctl's limit; a 1x1 layer is one product per image.
 - ``"fft"``: frequency-domain correlation (``fastconv.cpu.fft``). Best for large
   kernels on few channels, where the direct cost per output grows with the kernel's
   area but the FFT's does not.
@@ -61,7 +63,9 @@ correlation of the spread ``grad_output`` with the transposed weight (``Kg`` and
 swap; at stride 1 Winograd reads ``grad_output`` in place with its zero padding and folds
 the kernel flip into its weight transform), the weight gradient to the forward shapes;
 "fft" becomes "direct" there, and the weight gradient has no Winograd form (it keeps the
-GEMM). The GEMM weight gradient needs stride 1 and a finite input (else direct).
+GEMM). The GEMM weight gradient needs stride 1 and a finite input (else direct); it runs
+every tap on an L2-sized column chunk while the chunk is cached and sums a constant
+number of parts in order (``fastconv.cpu.grad.WEIGHT_PARTS``).
 
 The GPU backend has only ``"direct"``; there "auto" always picks it (and "winograd",
 checked as on the CPU, runs it).

@@ -289,3 +289,117 @@ __all__ = [
     "overlap_chunks",
     "receptive_field",
 ]
+
+
+# --- adaptive pooling, max-unpooling, unfold/fold (the rest of the pooling family) ----
+
+
+def adaptive_output_size(spatial: Sequence[int], output_size, func: str) -> tuple[int, ...]:
+    """Adaptive pooling's output size: an int for every axis or one entry per axis, a
+    ``None`` entry keeping that axis's input size (PyTorch's rule). Entries are >= 0 (a
+    zero gives an empty output, as PyTorch).
+
+    >>> adaptive_output_size((10, 9), (None, 4), "adaptive_avg_pool2d")
+    (10, 4)
+    """
+    n = len(spatial)
+    if output_size is None:
+        entries = (None,) * n
+    elif _is_int(output_size):
+        entries = (int(output_size),) * n
+    elif isinstance(output_size, Sequence) and not isinstance(output_size, str):
+        entries = tuple(output_size)
+    else:
+        raise TypeError(
+            f"{func}: output_size must be an int, None or a tuple of {n} ints or None, "
+            f"got {output_size!r}"
+        )
+    if len(entries) != n or not all(v is None or _is_int(v) for v in entries):
+        raise ValueError(
+            f"{func}: output_size must be an int or a tuple of {n} ints or None, "
+            f"got {output_size!r}"
+        )
+    out = tuple(int(s) if v is None else int(v) for s, v in zip(spatial, entries, strict=True))
+    if min(out) < 0:
+        raise ValueError(f"{func}: output_size must be >= 0, got {output_size!r}")
+    return out
+
+
+def adaptive_windows(n: int, out: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Window ``[start, end)`` of each of ``out`` adaptive outputs over ``n`` inputs:
+    ``start = floor(i*n/out)``, ``end = ceil((i+1)*n/out)`` (PyTorch's rule; windows of
+    neighbouring outputs overlap when ``out`` does not divide ``n``).
+
+    >>> adaptive_windows(5, 3)
+    ((0, 1, 3), (2, 4, 5))
+    """
+    starts = tuple(i * n // out for i in range(out))
+    ends = tuple(ceil_div((i + 1) * n, out) for i in range(out))
+    return starts, ends
+
+
+def unpool_output_size(
+    spatial: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
+    padding: Sequence[int], output_size, func: str,
+) -> tuple[int, ...]:
+    """Max-unpooling output size: ``(n - 1)*stride - 2*padding + kernel`` per axis, or
+    ``output_size`` (the spatial sizes, or the full ``(N, C, *spatial)`` shape), each
+    strictly between ``default - stride`` and ``default + stride`` (PyTorch's rule).
+
+    >>> unpool_output_size((2, 2), (2, 2), (2, 2), (0, 0), None, "max_unpool2d")
+    (4, 4)
+    >>> unpool_output_size((2, 2), (2, 2), (2, 2), (0, 0), (5, 5), "max_unpool2d")
+    (5, 5)
+    """
+    n = len(kernel)
+    default = tuple((m - 1) * s + k - 2 * p
+                    for m, k, s, p in zip(spatial, kernel, stride, padding, strict=True))
+    if output_size is None:
+        out = default
+    else:
+        if not isinstance(output_size, Sequence) or isinstance(output_size, str) or not all(
+            _is_int(v) for v in output_size
+        ):
+            raise ValueError(
+                f"{func}: output_size must be a tuple of {n} (or {n + 2}) ints, "
+                f"got {output_size!r}"
+            )
+        sizes = tuple(int(v) for v in output_size)
+        if len(sizes) == n + 2:
+            sizes = sizes[2:]
+        if len(sizes) != n:
+            raise ValueError(
+                f"{func}: output_size should be a sequence containing {n} or {n + 2} "
+                f"elements, but it has a length of {len(output_size)}"
+            )
+        for d, (v, m, s) in enumerate(zip(sizes, default, stride, strict=True)):
+            if not m - s < v < m + s:
+                raise ValueError(
+                    f"{func}: invalid output_size {tuple(output_size)} (dim {d} must be "
+                    f"between {m - s} and {m + s}, exclusive)"
+                )
+        out = sizes
+    if min(out) < 1:
+        raise ValueError(
+            f"{func}: output size {out} < 1 (input spatial size {tuple(spatial)}, "
+            f"kernel_size={tuple(kernel)}, stride={tuple(stride)}, padding={tuple(padding)})"
+        )
+    return out
+
+
+def sliding_blocks(
+    spatial: Sequence[int], kernel: Sequence[int], dilation: Sequence[int],
+    padding: Sequence[int], stride: Sequence[int],
+) -> tuple[int, ...]:
+    """Number of sliding blocks per axis of ``unfold``/``fold`` (may be < 1):
+    ``floor((n + 2*padding - dilation*(k - 1) - 1) / stride) + 1``.
+
+    >>> sliding_blocks((4, 5), (2, 3), (1, 1), (0, 1), (1, 2))
+    (3, 3)
+    """
+    return tuple(conv_out(n, k, s, p, p, d)
+                 for n, k, d, p, s in zip(spatial, kernel, dilation, padding, stride,
+                                          strict=True))
+
+
+__all__ += ["adaptive_output_size", "adaptive_windows", "sliding_blocks", "unpool_output_size"]

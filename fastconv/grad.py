@@ -271,3 +271,37 @@ __all__ = [
     "max_pool2d",
     "max_pool3d",
 ]
+
+
+# the rest of the pooling family (appended): fc.grad.OP(grad_output, *the forward's arguments)
+from fastconv.adaptive import adaptive_avg_pool1d_backward as adaptive_avg_pool1d  # noqa: E402
+from fastconv.adaptive import adaptive_avg_pool2d_backward as adaptive_avg_pool2d  # noqa: E402
+from fastconv.adaptive import adaptive_avg_pool3d_backward as adaptive_avg_pool3d  # noqa: E402
+from fastconv.adaptive import adaptive_max_pool1d_backward as adaptive_max_pool1d  # noqa: E402
+from fastconv.adaptive import adaptive_max_pool2d_backward as adaptive_max_pool2d  # noqa: E402
+from fastconv.adaptive import adaptive_max_pool3d_backward as adaptive_max_pool3d  # noqa: E402
+from fastconv.adaptive import lp_pool1d_backward as lp_pool1d  # noqa: E402
+from fastconv.adaptive import lp_pool2d_backward as lp_pool2d  # noqa: E402
+from fastconv.adaptive import lp_pool3d_backward as lp_pool3d  # noqa: E402
+from fastconv.fold import fold_backward as fold  # noqa: E402
+from fastconv.fold import unfold_backward as unfold  # noqa: E402
+from fastconv.unpool import max_unpool1d_backward as max_unpool1d  # noqa: E402
+from fastconv.unpool import max_unpool2d_backward as max_unpool2d  # noqa: E402
+from fastconv.unpool import max_unpool3d_backward as max_unpool3d  # noqa: E402
+
+__all__ += [
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
+    "fold",
+    "lp_pool1d",
+    "lp_pool2d",
+    "lp_pool3d",
+    "max_unpool1d",
+    "max_unpool2d",
+    "max_unpool3d",
+    "unfold",
+]

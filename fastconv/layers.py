@@ -172,12 +172,15 @@ class MaxPool2d(_Layer):
     """
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
-                 ceil_mode: bool = False):
+                 ceil_mode: bool = False, return_indices: bool = False):
         self.kw = dict(kernel_size=kernel_size, stride=stride, padding=padding,
                        dilation=dilation, ceil_mode=ceil_mode)
+        self.return_indices = return_indices
 
-    def forward(self, x) -> np.ndarray:
-        out = pool.max_pool2d(x, **self.kw)
+    def forward(self, x):
+        """``max_pool2d(x, ...)``, or ``(values, indices)`` with ``return_indices=True``
+        (the indices feed :class:`MaxUnpool2d`)."""
+        out = pool.max_pool2d(x, **self.kw, return_indices=self.return_indices)
         self._x = x
         return out
 
@@ -214,3 +217,101 @@ class AvgPool2d(_Layer):
 
 
 __all__ = ["AvgPool2d", "Conv1d", "Conv2d", "Conv3d", "MaxPool2d"]
+
+
+# --- the rest of the pooling family (appended) -----------------------------------------
+
+
+class AdaptiveAvgPool2d(_Layer):
+    """2-D adaptive average pooling layer (PyTorch's ``nn.AdaptiveAvgPool2d``).
+
+    Examples
+    --------
+    >>> gap = AdaptiveAvgPool2d(1)
+    >>> gap(np.array([[[[1., 2.], [4., 3.]]]]))
+    array([[[[2.5]]]])
+    >>> gap.backward(np.array([[[[4.]]]]))
+    array([[[[1., 1.],
+             [1., 1.]]]])
+    """
+
+    def __init__(self, output_size):
+        self.output_size = output_size
+
+    def forward(self, x) -> np.ndarray:
+        from fastconv.adaptive import adaptive_avg_pool2d
+
+        out = adaptive_avg_pool2d(x, self.output_size)
+        self._x = x
+        return out
+
+    def backward(self, grad_output) -> np.ndarray:
+        return grad.adaptive_avg_pool2d(grad_output, self._saved_input(), self.output_size)
+
+
+class AdaptiveMaxPool2d(_Layer):
+    """2-D adaptive max pooling layer (PyTorch's ``nn.AdaptiveMaxPool2d``); with
+    ``return_indices=True`` ``forward`` returns ``(values, indices)``.
+
+    Examples
+    --------
+    >>> pool = AdaptiveMaxPool2d((1, 2))
+    >>> pool(np.array([[[[1., 2.], [4., 3.]]]]))
+    array([[[[4., 3.]]]])
+    >>> pool.backward(np.array([[[[10., 20.]]]]))
+    array([[[[ 0.,  0.],
+             [10., 20.]]]])
+    """
+
+    def __init__(self, output_size, return_indices: bool = False):
+        self.output_size = output_size
+        self.return_indices = return_indices
+
+    def forward(self, x):
+        from fastconv.adaptive import adaptive_max_pool2d
+
+        out = adaptive_max_pool2d(x, self.output_size, self.return_indices)
+        self._x = x
+        return out
+
+    def backward(self, grad_output) -> np.ndarray:
+        return grad.adaptive_max_pool2d(grad_output, self._saved_input(), self.output_size)
+
+
+class MaxUnpool2d(_Layer):
+    """2-D max-unpooling layer (PyTorch's ``nn.MaxUnpool2d``): ``forward(x, indices,
+    output_size=None)`` with the indices of ``MaxPool2d(..., return_indices=True)``;
+    ``backward(grad_output)`` is the gradient with respect to ``x``.
+
+    Examples
+    --------
+    >>> pool, unpool = MaxPool2d(2, return_indices=True), MaxUnpool2d(2)
+    >>> y, idx = pool(np.array([[[[1., 2.], [4., 3.]]]]))
+    >>> unpool(y, idx)
+    array([[[[0., 0.],
+             [4., 0.]]]])
+    >>> unpool.backward(np.array([[[[1., 2.], [3., 4.]]]]))
+    array([[[[3.]]]])
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        self.kw = dict(kernel_size=kernel_size, stride=stride, padding=padding)
+        self._indices = self._output_size = None
+
+    def __call__(self, x, indices, output_size=None):
+        return self.forward(x, indices, output_size)
+
+    def forward(self, x, indices, output_size=None) -> np.ndarray:
+        from fastconv.unpool import max_unpool2d
+
+        out = max_unpool2d(x, indices, **self.kw, output_size=output_size)
+        self._x, self._indices, self._output_size = x, indices, output_size
+        return out
+
+    def backward(self, grad_output) -> np.ndarray:
+        x = self._saved_input()
+        return grad.max_unpool2d(grad_output, x, self._indices, **self.kw,
+                                 output_size=self._output_size)
+
+
+__all__ += ["AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "MaxUnpool2d"]

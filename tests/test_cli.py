@@ -659,7 +659,8 @@ def test_pool_errors(seed_npy):
     )
     result = run("pool", seed_npy)
     assert result.exit_code == 2
-    assert error_line(result) == "Error: Missing option '--size'."
+    assert error_line(result) == ("Error: Missing option '--size' (a window) or '--adaptive' "
+                                  "(an output size).")
 
 
 # --------------------------------------------------------------- kernels, info, demo

@@ -7,8 +7,11 @@ from numba import njit, prange
 
 from fastconv._config import JIT_PARALLEL, JIT_SERIAL
 
-ZEROS, REFLECT, REPLICATE, CIRCULAR = 0, 1, 2, 3
+ZEROS, REFLECT, REPLICATE, CIRCULAR, SYMMETRIC = 0, 1, 2, 3, 4
 MODE_CODES = {"zeros": ZEROS, "reflect": REFLECT, "replicate": REPLICATE, "circular": CIRCULAR}
+#: numpy.pad mode names -> codes (scipy.ndimage's modes map onto these, ``fastconv.ndimage``).
+NUMPY_MODE_CODES = {"constant": ZEROS, "reflect": REFLECT, "edge": REPLICATE, "wrap": CIRCULAR,
+                    "symmetric": SYMMETRIC}
 
 
 @njit(**JIT_SERIAL)
@@ -16,7 +19,9 @@ def source_index(i, n, mode):
     """Index into an axis of length ``n`` that padded position ``i`` reads (-1: fill).
 
     'reflect' (d c b | a b c d | c b a), 'replicate' (a a a | a b c d | d d d),
-    'circular' (b c d | a b c d | a b c), 'zeros' (0 0 0 | a b c d | 0 0 0).
+    'circular' (b c d | a b c d | a b c), 'zeros' (0 0 0 | a b c d | 0 0 0),
+    'symmetric' (c b a | a b c d | d c b: numpy's, the edge repeated). Pads wider than
+    the axis repeat the extension periodically, as numpy.pad and scipy.ndimage do.
     """
     if 0 <= i < n:
         return i
@@ -26,6 +31,9 @@ def source_index(i, n, mode):
         return 0 if i < 0 else n - 1
     if mode == CIRCULAR:
         return i % n
+    if mode == SYMMETRIC:
+        m = i % (2 * n)
+        return m if m < n else 2 * n - 1 - m
     if n == 1:
         return 0
     period = 2 * (n - 1)
@@ -69,4 +77,41 @@ def pad(x: np.ndarray, pads, mode: str, fill: float = 0.0) -> np.ndarray:
     out = np.empty(shape, dtype=x.dtype)
     before = np.array([b for b, _ in pads], dtype=np.int64)
     pad_planes(x, out, before, MODE_CODES[mode], x.dtype.type(fill))
+    return out
+
+
+@njit(**JIT_PARALLEL)
+def pad_rows(x, out, before, mode, fill):
+    """3-D padded copy, one task per output row: ``out[i, j, k] = x[src(i - before[0]),
+    src(j - before[1]), src(k - before[2])]`` (fill where ``src`` is -1). Any array is
+    viewed as ``(A, B, C)`` by its caller; rows are ``(A + pads) * (B + pads)``."""
+    A, B, C = x.shape
+    PA, PB, PC = out.shape
+    ba, bb, bc = before[0], before[1], before[2]
+    for t in prange(PA * PB):
+        i = t // PB
+        j = t % PB
+        si = source_index(i - ba, A, mode)
+        sj = source_index(j - bb, B, mode)
+        row = out[i, j]
+        if si < 0 or sj < 0:
+            row[:] = fill
+            continue
+        src = x[si, sj]
+        for k in range(bc):
+            sk = source_index(k - bc, C, mode)
+            row[k] = fill if sk < 0 else src[sk]
+        row[bc : bc + C] = src
+        for k in range(bc + C, PC):
+            sk = source_index(k - bc, C, mode)
+            row[k] = fill if sk < 0 else src[sk]
+
+
+def pad3(x: np.ndarray, pads, numpy_mode: str, fill: float = 0.0) -> np.ndarray:
+    """Padded copy of a 3-D array with a numpy.pad mode name (``NUMPY_MODE_CODES``);
+    ``pads`` is three (before, after) pairs, any widths (extensions repeat)."""
+    shape = tuple(n + b + a for n, (b, a) in zip(x.shape, pads, strict=True))
+    out = np.empty(shape, dtype=x.dtype)
+    before = np.array([b for b, _ in pads], dtype=np.int64)
+    pad_rows(x, out, before, NUMPY_MODE_CODES[numpy_mode], x.dtype.type(fill))
     return out

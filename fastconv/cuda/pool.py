@@ -170,8 +170,28 @@ def _ints(values) -> tuple:
     return tuple(int(v) for v in values)
 
 
+#: Device copies of average-pooling divisors by (device, dtype, divisors), oldest dropped
+#: beyond ``_DIVISORS_KEPT``: a repeated call on device data makes no host->device copy.
+_DIVISORS: dict = {}
+_DIVISORS_KEPT = 64
+
+
+def _device_id() -> int:
+    try:
+        return int(cuda.get_current_device().id)
+    except AttributeError:  # the simulator has one device
+        return 0
+
+
 def _divisors(divisors, dtype) -> tuple:
-    return tuple(cuda.to_device(np.array(d, dtype=dtype)) for d in divisors)
+    key = (_device_id(), np.dtype(dtype).str, tuple(divisors))
+    dev = _DIVISORS.get(key)
+    if dev is None:
+        while len(_DIVISORS) >= _DIVISORS_KEPT:
+            del _DIVISORS[next(iter(_DIVISORS))]
+        dev = _DIVISORS[key] = tuple(cuda.to_device(np.array(d, dtype=dtype))
+                                     for d in divisors)
+    return dev
 
 
 def _over(a):
