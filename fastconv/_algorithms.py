@@ -36,15 +36,17 @@ float rounding (float32: relative error ~1e-5 of the output's scale, see
 The rule (``choose``), with ``taps = kD * kH * kW``, ``Kg = K // groups``,
 ``Cg = C // groups``:
 
-0. ``"winograd"`` if it applies (above), ``min(Cg, Kg) >= WINOGRAD_MIN_CHANNELS`` (16),
-   the products have at least ``WINOGRAD_MIN_TILES`` (64) rows (``N * tiles per
-   image``), the work is at least ``WINOGRAD_MIN_MACS`` (2**24) and, where the GEMM
-   would be the shifted GEMM (``Cg >= 32``), ``Cg * Kg >= 64 * 64``. Measured
-   (``bench/winograd_sweep.py`` and ``bench/RESULTS.md``, 1-thread CPU time, gemm /
-   winograd, C = K, 3x3 "same"): 64-256 channels on 28x28-56x56 images 1.4-1.7x,
-   8x256x14x14 (W5) 2.3x, 16 channels 1.1-2.2x (the GEMM is im2col there); losses:
-   one 14x14 image (16 tiles: products too short) 0.65-0.8x, 32 channels on 28x28
-   0.55-0.76x (the shifted GEMM is strong there), 8 channels 0.73-0.78x;
+0. ``"winograd"`` if it applies (above), the work is at least ``WINOGRAD_MIN_MACS``
+   (2**24), the products have at least ``WINOGRAD_MIN_TILES`` (64) rows (``N x`` tiles
+   per image) and ``min(Cg, Kg)`` is at least ``WINOGRAD_MIN_CHANNELS`` (16) for images
+   of 64 tiles or more (the fused form: 32x32 outputs and up), at least
+   ``WINOGRAD_MIN_CHANNELS_STAGED`` (64) for smaller images (the staged form, whose
+   transforms are not fused: with few channels they cost more than the products
+   save). Measured (``bench/winograd_sweep.py``, table in ``bench/RESULTS.md``: 1-thread
+   CPU time gemm / winograd, C = K, 3x3 "same", on a loaded 2-core machine, so +-20%):
+   56x56: 16-256 channels 1.15-1.65x (8 channels 1.14x but direct is faster there);
+   7x7-28x28 with 64-256 channels 1.05-1.8x; losses: 8-32 channels on 28x28 0.47-0.76x,
+   8-16 channels on 7x7/14x14 0.74-0.99x, one 14x14 image (16 tiles) 0.8-1.2x;
 1. ``"fft"`` if every stride is 1, ``taps >= FFT_MIN_TAPS`` (400: from a 20x20 kernel)
    and ``Kg * Cg <= FFT_MAX_CHANNEL_PAIRS`` (16). Measured on one 2048x2048 plane
    ("same", float32, 2 threads, loaded 2-core Zen 3), direct/fft time: 9x9 0.14, 15x15
@@ -88,10 +90,9 @@ GEMM_MIN_R = 16
 GEMM_MIN_MACS = 1 << 20
 SERIAL_MAX_MACS = 1 << 15
 WINOGRAD_MIN_CHANNELS = 16
+WINOGRAD_MIN_CHANNELS_STAGED = 64
 WINOGRAD_MIN_TILES = 64
 WINOGRAD_MIN_MACS = 1 << 24
-WINOGRAD_MIN_PAIRS_VS_SHIFTED = 64 * 64
-SHIFTED_GEMM_MIN_CG = 32  # fastconv.cpu.gemm.SHIFTED_MIN_CG (not imported: no BLAS load)
 
 
 def choose(plan: ConvPlan) -> str:
@@ -137,17 +138,17 @@ def winograd_wins(N: int, w_shape: tuple, out_spatial: tuple, stride: tuple, dil
     """Whether "auto" runs the Winograd algorithm (the rule in the module doc)."""
     if winograd_reason(w_shape, out_spatial, stride, dilation, groups) is not None:
         return False
-    from fastconv.cpu.winograd import tile_size
+    from fastconv.cpu.winograd import FUSED_MIN_IMAGE_TILES, tile_size
 
     K, Cg = int(w_shape[0]), int(w_shape[1])
     Kg = K // groups
     oh, ow = int(out_spatial[1]), int(out_spatial[2])
     m = tile_size(oh, ow)
-    rows = N * -(-oh // m) * -(-ow // m)  # tiles: the rows of the products (at most)
+    per_image = -(-oh // m) * -(-ow // m)
+    fused = per_image >= FUSED_MIN_IMAGE_TILES
     macs = N * math.prod(w_shape) * math.prod(out_spatial)
-    return (min(Cg, Kg) >= WINOGRAD_MIN_CHANNELS and rows >= WINOGRAD_MIN_TILES
-            and macs >= WINOGRAD_MIN_MACS
-            and (Cg < SHIFTED_GEMM_MIN_CG or Cg * Kg >= WINOGRAD_MIN_PAIRS_VS_SHIFTED))
+    return (min(Cg, Kg) >= (WINOGRAD_MIN_CHANNELS if fused else WINOGRAD_MIN_CHANNELS_STAGED)
+            and N * per_image >= WINOGRAD_MIN_TILES and macs >= WINOGRAD_MIN_MACS)
 
 
 def choose_for(N: int, w_shape: tuple, out_spatial: tuple, stride: tuple, groups: int) -> str:
