@@ -408,16 +408,19 @@ def _take(shape, dtype) -> np.ndarray:
 
 
 def _release(*arrays) -> None:
-    """Give arrays from :func:`_take` back to the pool (at most ``_POOL_MAX`` kept)."""
+    """Give arrays from :func:`_take` back to the pool (at most ``_POOL_MAX`` buffers and
+    ``_POOL_BYTES`` kept)."""
     for a in arrays:
         base = a
         while base.base is not None:
             base = base.base
-        if isinstance(base, np.ndarray) and base.dtype == np.uint8 and len(_POOL) < _POOL_MAX:
+        if (isinstance(base, np.ndarray) and base.dtype == np.uint8 and len(_POOL) < _POOL_MAX
+                and sum(b.size for b in _POOL) + base.size <= _POOL_BYTES):
             _POOL.append(base)
 
 
 _POOL_MAX = 6
+_POOL_BYTES = 64 << 20
 
 
 def _release_pooled(U) -> None:
