@@ -184,6 +184,7 @@ def machine(report: Report, ctx: dict) -> None:
     m.append(("python", sys.version.split()[0] + f" ({sys.executable})"))
     m.append(("numpy / numba / numba-cuda", f"{np.__version__} / {numba.__version__} / "
               f"{_version('numba-cuda')}"))
+    m.append(("scipy / threadpoolctl", f"{_version('scipy')} / {_version('threadpoolctl')}"))
     dirty = _try(lambda: ", uncommitted changes" if _git("status", "--porcelain") else "", "")
     m.append(("fastconv", f"{Path(fc.__file__).parent} (commit "
               f"{_try(lambda: _git('rev-parse', '--short', 'HEAD'))}{dirty})"))
@@ -370,11 +371,12 @@ class HostCopy(AssertionError):
 
 
 @contextlib.contextmanager
-def no_host_copies():
+def no_host_copies(allow_to_host: bool = False):
     """Make Numba's host<->device copies raise :class:`HostCopy` inside the block:
     ``cuda.to_device``, the driver's ``host_to_device``/``device_to_host`` (which every
     device-array copy and every kernel launch with a host array goes through) and the
-    device array's ``copy_to_host``/``copy_to_device``."""
+    device array's ``copy_to_host``/``copy_to_device``; ``allow_to_host`` leaves the
+    device-to-host direction alone."""
     from numba import cuda
 
     def forbidden(what):
@@ -386,11 +388,12 @@ def no_host_copies():
     array_type = type(cuda.device_array(1))
     # the driver module the device arrays copy through (numba's or numba-cuda's)
     driver = getattr(sys.modules.get(array_type.__module__), "_driver", None)
-    for name in ("host_to_device", "device_to_host"):
+    to_host = () if allow_to_host else ("device_to_host",)
+    for name in ("host_to_device", *to_host):
         if driver is not None and hasattr(driver, name) and not simulator():
             patches.append((driver, name))
     for klass in array_type.__mro__:
-        for meth in ("copy_to_host", "copy_to_device"):
+        for meth in ("copy_to_device",) + (() if allow_to_host else ("copy_to_host",)):
             if meth in vars(klass):
                 patches.append((klass, meth))
     saved = [(obj, name, getattr(obj, name)) for obj, name in patches]
@@ -422,7 +425,23 @@ def _copy_cases(dev):
         ("avg_pool2d", lambda: fc.avg_pool2d(x, 3, 2, 1, count_include_pad=False)),
         ("grad.max_pool2d", lambda: g.max_pool2d(gp, x, 3, 2, 1)),
         ("grad.avg_pool2d", lambda: g.avg_pool2d(gp, x, 3, 2, 1)),
+        ("adaptive_avg_pool2d", lambda: fc.adaptive_avg_pool2d(x, (2, 3))),
+        ("adaptive_max_pool2d", lambda: fc.adaptive_max_pool2d(x, 2, return_indices=True)),
+        ("grad.adaptive_avg_pool2d", lambda: g.adaptive_avg_pool2d(dev["ga"], x, (2, 3))),
+        ("lp_pool2d", lambda: fc.lp_pool2d(x, 2.0, 2)),
+        ("max_unpool2d", lambda: fc.max_unpool2d(dev["pooled"], dev["idx"], 2,
+                                                 output_size=(5, 5))),
+        ("unfold", lambda: fc.unfold(x, 3, padding=1)),
+        ("fold", lambda: fc.fold(dev["cols"], (5, 5), 3, padding=1)),
     ]
+
+
+#: Ops that copy to the host by design, and why (only the device-to-host direction is
+#: allowed for them; an upload still fails the check).
+READS_BACK = {
+    "max_unpool2d": "reads back its count of out-of-range indices (8 bytes) to raise "
+                    "ValueError",
+}
 
 
 def run_copies(report: Report, ctx: dict) -> None:
@@ -432,6 +451,9 @@ def run_copies(report: Report, ctx: dict) -> None:
     host = {"x": (1, 4, 5, 5), "w": (2, 4, 3, 3), "b": (2,), "wd": (4, 1, 3, 3),
             "gy": (1, 2, 5, 5), "xt": (1, 4, 3, 3), "wt": (4, 2, 3, 3), "gp": (1, 4, 3, 3)}
     host = {k: rng.standard_normal(s).astype(np.float32) for k, s in host.items()}
+    host["ga"] = rng.standard_normal((1, 4, 2, 3)).astype(np.float32)
+    host["cols"] = rng.standard_normal((1, 36, 25)).astype(np.float32)
+    host["pooled"], host["idx"] = fc.max_pool2d(host["x"], 2, return_indices=True)
     dev = {k: cuda.to_device(v) for k, v in host.items()}
     cases = _copy_cases(dev) + _foreign_cases(host)
     rows = []
@@ -441,12 +463,15 @@ def run_copies(report: Report, ctx: dict) -> None:
             continue
         try:
             call()  # warm-up: compile, and any one-time set-up
-            with no_host_copies():
+            with no_host_copies(allow_to_host=name in READS_BACK):
                 res = call()
             res = res if isinstance(res, tuple) else (res,)
             if any(isinstance(r, np.ndarray) for r in res):
                 raise HostCopy("returned a NumPy array for device inputs")
-            rows.append((name, "no copies", ""))
+            if name in READS_BACK:
+                rows.append((name, "no uploads", f"by design: {READS_BACK[name]}"))
+            else:
+                rows.append((name, "no copies", ""))
         except HostCopy as exc:
             report.fail("copies", f"{name}: host copy with device inputs: {exc}")
             rows.append((name, "COPIES", str(exc)))
@@ -466,7 +491,8 @@ def run_copies(report: Report, ctx: dict) -> None:
     lines += ["| op | result | detail |", "|---|---|---|"]
     lines += [f"| {n} | {r} | {d} |" for n, r, d in rows]
     report.body["copies"] = "\n".join(lines)
-    ctx["note"] = f"{sum(r[1] == 'no copies' for r in rows)}/{len(rows)} ops without copies"
+    clean = sum(r[1] in ("no copies", "no uploads") for r in rows)
+    ctx["note"] = f"{clean}/{len(rows)} ops pass"
 
 
 def _foreign_cases(host: dict) -> list:

@@ -4,8 +4,9 @@ fastconv's CPU kernels are compiled by Numba on their first call and kept in Num
 on-disk cache, so each kernel is compiled once per machine, not once per process. A fresh
 install pays that compile on its first calls (seconds per kernel); ``warmup`` pays it up
 front, in parallel worker processes, for the kernels of the common calls: convolution
-forward (direct, few-channel, GEMM, FFT, Winograd), its input and weight gradients, and max/average
-pooling forward and backward, in float32 and float64.
+forward (direct, few-channel, GEMM, FFT, Winograd), its input and weight gradients,
+max/average pooling forward and backward and the rest of the pooling family (adaptive, Lp,
+max-unpooling, unfold/fold), in float32 and float64.
 
 Where the cache lives is Numba's rule: ``NUMBA_CACHE_DIR`` if set, else ``__pycache__``
 beside the package's sources, else (a read-only install, e.g. as root into site-packages)
@@ -30,7 +31,7 @@ import numpy as np
 TASKS = [(f"{label} {dt}", name, dt)
          for dt in ("float32", "float64")
          for label, name in (("conv forward", "conv"), ("conv gradients", "grad"),
-                             ("pooling", "pool"))]
+                             ("pooling", "pool"), ("pooling family", "family"))]
 
 
 @dataclass(frozen=True)
@@ -104,10 +105,29 @@ def _task_pool(dtype: str) -> None:
     fc.avg_pool2d(x, 2)
 
 
+def _task_family(dtype: str) -> None:
+    import fastconv as fc
+
+    x, = _rng_arrays(dtype, (2, 3, 9, 9))
+    for output_size in ((4, 3), 1):
+        y = fc.adaptive_avg_pool2d(x, output_size)
+        fc.grad.adaptive_avg_pool2d(np.ones_like(y), x, output_size)
+    y = fc.adaptive_max_pool2d(x, (4, 3))
+    fc.grad.adaptive_max_pool2d(np.ones_like(y), x, (4, 3))
+    for p in (2, np.inf):
+        y = fc.lp_pool2d(x, p, 2)
+        fc.grad.lp_pool2d(np.ones_like(y), x, p, 2)
+    y, idx = fc.max_pool2d(x, 2, return_indices=True)
+    u = fc.max_unpool2d(y, idx, 2, output_size=(9, 9))
+    fc.grad.max_unpool2d(np.ones_like(u), y, idx, 2, output_size=(9, 9))
+    fc.fold(fc.unfold(x, 2), (9, 9), 2)
+
+
 def _run_task(name: str, dtype: str) -> float:
     """Worker entry point: run one task, return its seconds."""
     t0 = time.perf_counter()
-    {"conv": _task_conv, "grad": _task_grad, "pool": _task_pool}[name](dtype)
+    {"conv": _task_conv, "grad": _task_grad, "pool": _task_pool,
+     "family": _task_family}[name](dtype)
     return time.perf_counter() - t0
 
 

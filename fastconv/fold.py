@@ -6,14 +6,18 @@ Layout (PyTorch's): ``x`` is ``(N, C, H, W)`` or ``(C, H, W)``; the columns are
 ``(N, C*KH*KW, L)`` or ``(C*KH*KW, L)`` with row ``(c*KH + i)*KW + j`` for tap ``(i, j)``
 of channel ``c`` and ``L = OH*OW`` blocks in row-major order. A convolution is then one
 matrix product: ``conv2d(x, w) == (w.reshape(K, -1) @ unfold(x, w.shape[2:])).reshape(N,
-K, OH, OW)``. A Dask array input is computed eagerly and gives a NumPy array.
+K, OH, OW)``. A Dask array gives a lazy Dask array from ``unfold`` (H and W in one
+chunk); ``fold`` and both gradients compute a Dask input eagerly and give NumPy.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from fastconv import _dispatch, _shapes
+from fastconv._dask import is_dask
 from fastconv._plan import shape_of
 from fastconv._validate import ntuple, result_dtype
 from fastconv.pool import _finish, _prepare
@@ -81,6 +85,27 @@ def _fold_plan(func, cols, output_size, kernel_size, dilation, padding, stride):
     return lead, out, k, d, p, s, blocks
 
 
+def _dask_unfold(x, kernel_size, dilation, padding, stride, device):
+    """Lazy unfold: H and W rechunked into one chunk, one block per (N, C) chunk (the
+    rows of a channel chunk are contiguous in the column layout)."""
+    from fastconv import _dask
+
+    _dask._check_input("unfold", x)
+    lead, spatial, k, d, p, s, blocks = _unfold_plan("unfold", x, kernel_size, dilation,
+                                                     padding, stride)
+    xr = x.rechunk({x.ndim - 2: -1, x.ndim - 1: -1})
+    taps = k[0] * k[1]
+    chunks = xr.chunks[:-3] + (tuple(c * taps for c in xr.chunks[-3]),
+                               (blocks[0] * blocks[1],))
+
+    def block(b):
+        out = _unfold("unfold", b, k, d, p, s, device)
+        return out.copy_to_host() if hasattr(out, "copy_to_host") else out
+
+    return xr.map_blocks(block, chunks=chunks, drop_axis=x.ndim - 1, dtype=result_dtype(x),
+                         meta=np.empty((0,) * (x.ndim - 1), result_dtype(x)))
+
+
 def _unfold(func, x, kernel_size, dilation, padding, stride, device, dtype=None, like=None):
     x = _eager(x)
     name, a = _prepare(func, device, {"x": x})
@@ -142,6 +167,8 @@ def unfold(x, kernel_size, dilation=1, padding=0, stride=1, *, device: str | Non
            [3., 4., 6., 7.],
            [4., 5., 7., 8.]])
     """
+    if is_dask(x):
+        return _dask_unfold(x, kernel_size, dilation, padding, stride, device)
     return _unfold("unfold", x, kernel_size, dilation, padding, stride, device)
 
 

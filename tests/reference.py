@@ -1,7 +1,7 @@
 """Plain NumPy oracles: slow-but-obviously-right versions of what fastconv computes.
 
 Nothing here imports fastconv: every size, padding and index is re-derived from the
-formulas in SPEC.md, so a bug in ``fastconv._shapes`` cannot hide in both places.
+formulas in docs/SPEC.md, so a bug in ``fastconv._shapes`` cannot hide in both places.
 
 Forward convolution (this part) comes first; pooling and gradient oracles follow below.
 """

@@ -318,10 +318,10 @@ def test_device_array_in_device_array_out_without_host_copies(monkeypatch):
 
 def test_avg_pool_keeps_its_divisors_on_the_device(monkeypatch):
     """A repeated average pooling of device data makes no host copy (the divisors are
-    cached on the device, a bounded number of shapes)."""
+    cached on the device, for a bounded number of shapes)."""
     from numba import cuda
 
-    import fastconv.cuda.pool
+    import fastconv.cuda.arrays
 
     rng = np.random.default_rng(14)
     x, g = rand(rng, (1, 2, 5, 5)), rand(rng, (1, 2, 3, 3))
@@ -338,10 +338,10 @@ def test_avg_pool_keeps_its_divisors_on_the_device(monkeypatch):
     np.testing.assert_allclose(out.copy_to_host(), fc.avg_pool2d(x, 3, 2, 1), **TOL[np.float32])
     np.testing.assert_allclose(grad.copy_to_host(), fc.grad.avg_pool2d(g, x, 3, 2, 1),
                                **TOL[np.float32])
-    monkeypatch.setattr(fastconv.cuda.pool, "_DIVISORS_KEPT", 2)
+    monkeypatch.setattr(fastconv.cuda.arrays, "_CONSTANTS_KEPT", 2)
     for k in (2, 3, 4):
         fc.avg_pool2d(dx, k)
-    assert len(fastconv.cuda.pool._DIVISORS) == 2
+    assert len(fastconv.cuda.arrays._CONSTANTS) == 2
 
 
 def _spy_on_cuda_correlate(monkeypatch):

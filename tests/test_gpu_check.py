@@ -86,3 +86,28 @@ def test_a_wrong_result_a_host_copy_and_a_failing_test_fail_the_check(tmp_path):
     assert "| max_pool2d | COPIES |" in report
     assert "| P1 avg b1 |" in report  # the other rows still ran
     assert "| fuzz |" not in report  # --sections
+
+
+#: The GEMM paths with threadpoolctl unimportable (the GPU machines have no such package).
+WITHOUT_THREADPOOLCTL = """
+import sys
+sys.modules["threadpoolctl"] = None
+import numpy as np
+import fastconv as fc
+rng = np.random.default_rng(0)
+x = rng.standard_normal((2, 8, 12, 12))
+w = rng.standard_normal((8, 8, 3, 3))
+y = fc.conv2d(x, w, padding=1, algorithm="gemm")
+gw = fc.grad.conv2d_weight(x, w.shape, y, padding=1, algorithm="gemm")
+np.testing.assert_allclose(y, fc.conv2d(x, w, padding=1, algorithm="direct"), rtol=1e-12)
+np.testing.assert_allclose(gw, fc.grad.conv2d_weight(x, w.shape, y, padding=1,
+                                                     algorithm="direct"), rtol=1e-12)
+print("ok")
+"""
+
+
+def test_cpu_backend_runs_without_threadpoolctl():
+    res = subprocess.run([sys.executable, "-c", WITHOUT_THREADPOOLCTL], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.strip() == "ok"

@@ -518,5 +518,65 @@ def test_dask_adaptive_and_lp_are_lazy_and_match():
     u = fc.max_unpool2d(da.from_array(pv), da.from_array(pi), 3, output_size=(11, 9))
     assert isinstance(u, np.ndarray)
     np.testing.assert_array_equal(u, fc.max_unpool2d(pv, pi, 3, output_size=(11, 9)))
-    cols = fc.unfold(dx, 2)
-    np.testing.assert_array_equal(cols, fc.unfold(x, 2))
+    cols = fc.unfold(dx, 2, padding=1, stride=(2, 1))
+    assert isinstance(cols, da.Array) and cols.chunks[1] == (12, 4)
+    np.testing.assert_array_equal(cols.compute(), fc.unfold(x, 2, padding=1, stride=(2, 1)))
+    folded = fc.fold(cols, (11, 9), 2, padding=1, stride=(2, 1))  # eager
+    assert isinstance(folded, np.ndarray)
+    np.testing.assert_array_equal(folded, fc.fold(cols.compute(), (11, 9), 2, padding=1,
+                                                  stride=(2, 1)))
+
+
+# --- determinism -----------------------------------------------------------------------
+
+
+def test_bit_identical_for_any_thread_count():
+    import numba
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3, 5, 13, 11)).astype(np.float32)
+    g = rng.standard_normal((3, 5, 4, 6)).astype(np.float32)
+    v, idx = fc.max_pool2d(x, 3, 2, 1, return_indices=True)
+    cols = fc.unfold(x, 3, 1, 1, 2)
+
+    def run():
+        return [fc.adaptive_avg_pool2d(x, (4, 6)), fc.adaptive_avg_pool2d(x, 1),
+                fc.grad.adaptive_avg_pool2d(g, x, (4, 6)),
+                fc.grad.adaptive_max_pool2d(g, x, (4, 6)),
+                fc.max_unpool2d(v, idx, 3, 2, 1, output_size=(13, 11)),
+                fc.fold(cols, (13, 11), 3, 1, 1, 2), fc.lp_pool2d(x, 2, 3, 2),
+                fc.grad.lp_pool2d(np.ones_like(fc.lp_pool2d(x, 2, 3, 2)), x, 2, 3, 2)]
+
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        many = run()
+        numba.set_num_threads(1)
+        one = run()
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(many, one, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@requires_torch
+@pytest.mark.torch
+@pytest.mark.parametrize("nsp", [1, 2, 3])
+def test_adaptive_max_ties_and_nans_against_torch(nsp):
+    torch, F = _torch()
+    rng = np.random.default_rng(nsp)
+    spatial = (9, 7, 6)[:nsp] if nsp < 3 else (4, 5, 6)
+    x = rng.integers(-2, 3, (2, 3) + spatial).astype(np.float64)  # many ties
+    flat = x.reshape(-1)
+    flat[rng.choice(flat.size, 6, replace=False)] = np.nan
+    for out in [(3, 4, 2)[:nsp], (10, 3, 7)[:nsp], (1,) * nsp]:
+        tx = torch.from_numpy(x).requires_grad_(True)
+        ty, ti = getattr(F, f"adaptive_max_pool{nsp}d")(tx, out if nsp > 1 else out[0],
+                                                        return_indices=True)
+        y, idx = ADAPTIVE["max", nsp](x, out, return_indices=True)
+        np.testing.assert_array_equal(idx, ti.numpy())
+        np.testing.assert_array_equal(y, ty.detach().numpy())
+        g = rng.standard_normal(y.shape)
+        ty.backward(torch.from_numpy(g))
+        np.testing.assert_allclose(ADAPTIVE_GRAD["max", nsp](g, x, out), tx.grad.numpy(),
+                                   rtol=1e-12)

@@ -8,8 +8,10 @@ arrays), so nothing is padded or copied.
 - Forward: one task per output row ``(p, od, oh)``; the average sums the window's
   input rows into one buffered row (contiguous, vectorized adds), then each output
   column sums its slice of that row (global pooling, one output per plane, reduces each
-  contiguous plane in one vectorized pass). The maximum scans each window in row-major order
-  with PyTorch's rule ``v > m or isnan(v)`` (first maximum on ties, a NaN wins).
+  contiguous plane in one vectorized pass). The maximum reduces the window's rows
+  column-wise with PyTorch's rule ``v > m or isnan(v)`` (branch-free, vectorized), then
+  combines the columns so that the result is what PyTorch's row-major scan finds: the
+  first maximum on ties, the last NaN when there are NaNs.
 - Backward: one task per plane ``p`` (race-free without atomics, deterministic):
   each output adds its gradient (average: divided by the window size) to its window
   (average) or to its window's first maximum (max).
@@ -80,37 +82,65 @@ def global_avg_kernel(x, out):
 
 
 @njit(inline="always", **JIT_SERIAL)
-def _window_max(plane, d0, d1, h0, h1, w0, w1, H, W):
-    """(max, flat index (d*H + h)*W + w) of a window, row-major scan, NaN wins."""
-    best = plane[d0, h0, w0]
-    at = (d0 * H + h0) * W + w0
+def _column_argmax(plane, d0, d1, h0, h1, best, at, H, W):
+    """best[w], at[w] = max of column w over rows (d, h) of the window in row-major
+    order and its flat index ``(d*H + h)*W + w`` (PyTorch's ``v > m or isnan(v)``: the
+    first maximum, or the last NaN). Whole rows at a time, branch-free (vectorized)."""
     for d in range(d0, d1):
         for h in range(h0, h1):
             row = plane[d, h]
-            for w in range(w0, w1):
-                v = row[w]
-                if v > best or v != v:
-                    best = v
-                    at = (d * H + h) * W + w
-    return best, at
+            base = (d * H + h) * W
+            if d == d0 and h == h0:
+                for w in range(W):
+                    best[w] = row[w]
+                    at[w] = base + w
+            else:
+                for w in range(W):
+                    v, m = row[w], best[w]
+                    take = (v > m) | (v != v)
+                    best[w] = v if take else m
+                    at[w] = base + w if take else at[w]
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _pick(best, at, w0, w1):
+    """Combine columns [w0, w1) of ``_column_argmax``: the window's row-major first
+    maximum is the largest value at the smallest flat index; with NaNs, the NaN at the
+    largest flat index (the last one the row-major scan meets)."""
+    b, a = best[w0], at[w0]
+    for w in range(w0 + 1, w1):
+        v, q = best[w], at[w]
+        if v != v:
+            if b == b or q > a:
+                b, a = v, q
+        elif b == b and (v > b or (v == b and q < a)):
+            b, a = v, q
+    return b, a
 
 
 @njit(**JIT_PARALLEL)
 def adaptive_max_kernel(x, out, idx, want_idx, sd, ed, sh, eh, sw, ew):
     """out[p, o] = max of the window of o (NaN wins); idx[p, o] its flat index in the
-    plane (the first maximum on ties), when ``want_idx``."""
+    plane (the first maximum on ties), when ``want_idx``. One task per output row: the
+    window's rows reduce column-wise into one row, then each output picks its columns."""
     P, D, H, W = x.shape
     OD, OH, OW = out.shape[1], out.shape[2], out.shape[3]
-    for t in prange(P * OD * OH):
-        oh = t % OH
-        od = (t // OH) % OD
-        p = t // (OH * OD)
-        plane = x[p]
-        for ow in range(OW):
-            best, at = _window_max(plane, sd[od], ed[od], sh[oh], eh[oh], sw[ow], ew[ow], H, W)
-            out[p, od, oh, ow] = best
-            if want_idx:
-                idx[p, od, oh, ow] = at
+    ntasks = P * OD * OH
+    nchunks = (ntasks + CHUNK_TASKS - 1) // CHUNK_TASKS
+    for ch in prange(nchunks):
+        lo, hi = _chunk(ch, nchunks, ntasks)
+        best = np.empty(W, dtype=x.dtype)
+        at = np.empty(W, dtype=np.int64)
+        for t in range(lo, hi):
+            oh = t % OH
+            od = (t // OH) % OD
+            p = t // (OH * OD)
+            _column_argmax(x[p], sd[od], ed[od], sh[oh], eh[oh], best, at, H, W)
+            for ow in range(OW):
+                b, a = _pick(best, at, sw[ow], ew[ow])
+                out[p, od, oh, ow] = b
+                if want_idx:
+                    idx[p, od, oh, ow] = a
 
 
 @njit(**JIT_PARALLEL)
@@ -136,18 +166,21 @@ def adaptive_avg_grad(g, gx, sd, ed, sh, eh, sw, ew):
 
 @njit(**JIT_PARALLEL)
 def adaptive_max_grad(x, g, gx, sd, ed, sh, eh, sw, ew):
-    """gx[p] = each g[p, o] added at its window's first maximum (found again here)."""
+    """gx[p] = each g[p, o] added at its window's first maximum (found again here, as
+    the forward finds it). One task per plane (race-free)."""
     P, D, H, W = x.shape
     OD, OH, OW = g.shape[1], g.shape[2], g.shape[3]
     for p in prange(P):
         plane, gp = x[p], gx[p]
         gp[:] = 0
+        best = np.empty(W, dtype=x.dtype)
+        at = np.empty(W, dtype=np.int64)
         for od in range(OD):
             for oh in range(OH):
+                _column_argmax(plane, sd[od], ed[od], sh[oh], eh[oh], best, at, H, W)
                 for ow in range(OW):
-                    _, at = _window_max(plane, sd[od], ed[od], sh[oh], eh[oh], sw[ow], ew[ow],
-                                        H, W)
-                    gp[at] += g[p, od, oh, ow]
+                    _, a = _pick(best, at, sw[ow], ew[ow])
+                    gp[a] += g[p, od, oh, ow]
 
 
 @njit(**JIT_PARALLEL)

@@ -35,7 +35,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
-from threadpoolctl import ThreadpoolController
+
+try:
+    from threadpoolctl import ThreadpoolController
+except ImportError:  # pragma: no cover - an offline machine without it (e.g. the GPU
+    ThreadpoolController = None  # check's): same results, the BLAS threads not limited
 
 _VP = ctypes.c_void_p
 _PROTO = ctypes.CFUNCTYPE(None, *([_VP] * 13))
@@ -85,8 +89,10 @@ def _load() -> dict:
             from scipy.linalg import cython_blas
         except ImportError:  # pragma: no cover - SciPy absent: im2col + numpy.matmul
             cython_blas = None
-        controller = ThreadpoolController()  # after NumPy's and SciPy's BLAS are loaded
-        found = _numpy_blas(controller) if cython_blas is not None else None
+        # after NumPy's and SciPy's BLAS are loaded
+        controller = ThreadpoolController() if ThreadpoolController is not None else None
+        found = (_numpy_blas(controller) if cython_blas is not None and controller is not None
+                 else None)
         if found is not None:
             _state["fn"], _state["int"] = found
         elif cython_blas is not None:
@@ -141,7 +147,16 @@ class _SingleThreadedBlas:
                 st["limiter"], st["owner"] = _control(_take_limit), st["control_thread"]
 
 
+class _NoLimit:
+    """What :func:`_take_limit` holds without threadpoolctl: nothing to restore."""
+
+    def __exit__(self, *exc):
+        return None
+
+
 def _take_limit():
+    if _state["controller"] is None:
+        return _NoLimit()
     return _state["controller"].limit(limits=1, user_api="blas").__enter__()
 
 

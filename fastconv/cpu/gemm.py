@@ -139,11 +139,11 @@ def crop_rows(y, bias, out, r0, r1, Hp, Wp):
     Kg, OD, OH, OW = out.shape
     for k in range(Kg):
         bk = bias[k]
-        for r in range(r0, r1):
-            d = r // Hp
-            h = r - d * Hp
-            if h < OH:
-                src = y[k, (r - r0) * Wp : (r - r0) * Wp + OW]
+        yk = y[k]
+        for d in range(r0 // Hp, (r1 - 1) // Hp + 1):  # the valid rows of each depth slice
+            for h in range(max(r0 - d * Hp, 0), min(r1 - d * Hp, OH)):
+                o = (d * Hp + h - r0) * Wp
+                src = yk[o : o + OW]
                 dst = out[k, d, h]
                 for i in range(OW):
                     dst[i] = src[i] + bk

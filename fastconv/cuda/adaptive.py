@@ -14,6 +14,7 @@ import numpy as np
 from numba import cuda
 
 from fastconv.cuda._launch import PerDtype, grid1, grid3, launch
+from fastconv.cuda.arrays import constant
 
 __all__ = [
     "adaptive_avg_pool",
@@ -190,7 +191,7 @@ _KERNELS = PerDtype(_build)
 
 
 def _windows(windows) -> tuple:
-    return tuple(cuda.to_device(np.array(v, dtype=np.int64)) for pair in windows for v in pair)
+    return tuple(constant(v, np.int64) for pair in windows for v in pair)
 
 
 def _over(a):

@@ -17,6 +17,7 @@ import numpy as np
 from numba import cuda
 
 from fastconv.cuda._launch import PerDtype, grid3, launch
+from fastconv.cuda.arrays import constant
 
 __all__ = ["avg_pool", "avg_pool_backward", "max_pool", "max_pool_backward"]
 
@@ -170,28 +171,8 @@ def _ints(values) -> tuple:
     return tuple(int(v) for v in values)
 
 
-#: Device copies of average-pooling divisors by (device, dtype, divisors), oldest dropped
-#: beyond ``_DIVISORS_KEPT``: a repeated call on device data makes no host->device copy.
-_DIVISORS: dict = {}
-_DIVISORS_KEPT = 64
-
-
-def _device_id() -> int:
-    try:
-        return int(cuda.get_current_device().id)
-    except AttributeError:  # the simulator has one device
-        return 0
-
-
 def _divisors(divisors, dtype) -> tuple:
-    key = (_device_id(), np.dtype(dtype).str, tuple(divisors))
-    dev = _DIVISORS.get(key)
-    if dev is None:
-        while len(_DIVISORS) >= _DIVISORS_KEPT:
-            del _DIVISORS[next(iter(_DIVISORS))]
-        dev = _DIVISORS[key] = tuple(cuda.to_device(np.array(d, dtype=dtype))
-                                     for d in divisors)
-    return dev
+    return tuple(constant(d, dtype) for d in divisors)
 
 
 def _over(a):

@@ -12,7 +12,7 @@ import numpy as np
 from numba import cuda
 
 from fastconv.cuda._launch import grid1, launch
-from fastconv.cuda.arrays import _fill
+from fastconv.cuda.arrays import _fill, zeros
 
 __all__ = ["max_unpool", "max_unpool_backward"]
 
@@ -45,7 +45,7 @@ def _gather(g, idx, gx, bad):
 
 
 def _run(kernel, n, *args) -> int:
-    bad = cuda.to_device(np.zeros(1, dtype=np.int64))
+    bad = zeros((1,), np.int64)  # on the device: no host->device copy
     if n:
         blocks, tpb = grid1(n)
         launch(kernel, blocks, tpb, *args, bad)
