@@ -444,9 +444,9 @@ def correlate(input, weights, output=None, mode="reflect", cval=0.0, origin=0, *
     Examples
     --------
     >>> correlate(np.arange(9.).reshape(3, 3), [[0, 1], [2, 3]], mode="constant")
-    array([[ 0.,  0.,  1.],
-           [ 0., 10., 16.],
-           [ 9., 28., 34.]])
+    array([[ 0.,  3.,  8.],
+           [ 9., 19., 25.],
+           [21., 37., 43.]])
     """
     if _dask.is_dask(input):
         from fastconv import _dask_ndimage
@@ -464,9 +464,9 @@ def convolve(input, weights, output=None, mode="reflect", cval=0.0, origin=0, *,
     Examples
     --------
     >>> convolve(np.arange(9.).reshape(3, 3), [[3, 2], [1, 0]], mode="constant")
-    array([[10., 16., 10.],
-           [28., 34., 19.],
-           [15., 16.,  8.]])
+    array([[19., 25., 10.],
+           [37., 43., 16.],
+           [ 7.,  8.,  0.]])
     """
     if _dask.is_dask(input):
         from fastconv import _dask_ndimage
