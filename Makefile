@@ -28,9 +28,11 @@ demo: install
 	$(VENV)/bin/fastconv warmup
 	$(VENV)/bin/fastconv demo
 
-# 10,000 random cases over every op, forward and backward (FUZZ_ARGS="--ops grad" etc.)
+# 10,000 random cases over every op, forward and backward (FUZZ_ARGS="--ops grad" etc.),
+# then 2,000 random command lines over sound and hostile files (FUZZ_CLI_ARGS="--seed 3")
 fuzz: install
 	$(PY) tests/fuzz.py --n 10000 $(FUZZ_ARGS)
+	$(PY) tests/fuzz_cli.py --n 2000 $(FUZZ_CLI_ARGS)
 
 bench: install
 	$(PY) -m pip install -q -e '.[bench]'

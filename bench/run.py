@@ -288,6 +288,45 @@ def workloads(rng, keep=lambda wid: True) -> list[Workload]:
                 lambda: fc.max_unpool2d(pv, pi, 3, 2, 1, output_size=(112, 112)),
                 {"torch": lambda: F.max_unpool2d(tpv, tpi, 3, 2, 1, output_size=(112, 112))},
                 0.0, ">= 1.0x torch", copy_bytes=nbytes(pv, pi, xa)))
+
+    ws += scipy_nd_workloads(rng, keep)
+    return ws
+
+
+def scipy_nd_workloads(rng, keep=lambda wid: True) -> list[Workload]:
+    """W11-W13: fastconv.ndimage against scipy.ndimage and dask-image (issue 17)."""
+    import scipy.ndimage as ndi
+
+    from fastconv import ndimage as fnd
+
+    f32 = np.float32
+    ws = []
+    v = rng.standard_normal((128, 128, 128), dtype=f32)
+    k = rng.standard_normal((5, 5, 5), dtype=f32)
+    if keep("W11"):
+        ws.append(Workload("W11", "ndimage.correlate 128^3 * 5^3 (reflect)",
+                           lambda: fnd.correlate(v, k), {"ndimage": lambda: ndi.correlate(v, k)},
+                           2.0 * v.size * k.size, ">= 4x ndimage", copy_bytes=2 * v.nbytes))
+    im = rng.standard_normal((4096, 4096), dtype=f32)
+    if keep("W12"):
+        ws.append(Workload("W12", "gaussian_filter 4096^2 sigma 4",
+                           lambda: fnd.gaussian_filter(im, 4.0),
+                           {"ndimage": lambda: ndi.gaussian_filter(im, 4.0)},
+                           2.0 * im.size * 33 * 2, ">= 3x ndimage", copy_bytes=2 * im.nbytes))
+    try:
+        import dask.array as da
+        from dask_image import ndfilters
+    except ImportError:  # dask-image is in the [bench] extra
+        return ws
+    if not keep("W13"):
+        return ws
+    big = da.from_array(rng.standard_normal((16384, 16384), dtype=f32), chunks=4096)
+    w5 = rng.standard_normal((5, 5), dtype=f32)
+    ws.append(Workload("W13", "Dask 16384^2 f32 chunks 4096, correlate 5x5, threads",
+                       lambda: fnd.correlate(big, w5).compute(scheduler="threads"),
+                       {"dask-image": lambda: ndfilters.correlate(big, w5).compute(
+                           scheduler="threads")},
+                       2.0 * 16384 * 16384 * 25, ">= 2x dask-image"))
     return ws
 
 

@@ -1,7 +1,7 @@
 """fastconv: fast, correct convolution and pooling for NumPy arrays (CPU via Numba,
 NVIDIA GPU via numba.cuda). ``import fastconv as fc``."""
 
-from fastconv import grad, kernels
+from fastconv import grad, kernels, ndimage, signal
 from fastconv._dispatch import devices
 from fastconv._shapes import output_shape, receptive_field
 from fastconv._warmup import warmup
@@ -76,9 +76,11 @@ __all__ = [
     "max_pool1d",
     "max_pool2d",
     "max_pool3d",
+    "ndimage",
     "output_shape",
     "receptive_field",
     "sep_conv2d",
+    "signal",
     "warmup",
 ]
 

@@ -33,8 +33,20 @@ def _valid_block(block, w, work):
     return nd.correlate_valid(np.ascontiguousarray(block, dtype=work), w)
 
 
-def _lazy_correlate(x, w: np.ndarray, pads, np_mode: str, cval: float, work, out_dtype):
-    """Padded globally, then every block's 'valid' correlation with its neighbours."""
+def _line_block(block, w1, axis, work, scale, out_dtype):
+    """One block of a 1-D pass: the in-memory pass's kernel in its "valid" form."""
+    k = w1.shape[0]
+    y = nd._line_pass(np.ascontiguousarray(block, dtype=work), w1, axis, 0, "constant", 0.0,
+                      n_out=block.shape[axis] - k + 1)
+    if scale is not None:
+        y /= scale
+    return nd._cast(y, out_dtype)
+
+
+def _lazy_correlate(x, w: np.ndarray, pads, np_mode: str, cval: float, work, out_dtype,
+                    block_fn=None):
+    """Padded globally, then every block's 'valid' correlation with its neighbours
+    (``block_fn(block)`` if given, else the n-D engine correlation with ``w``)."""
     import dask.array as da
 
     xw = x.astype(work)
@@ -51,8 +63,11 @@ def _lazy_correlate(x, w: np.ndarray, pads, np_mode: str, cval: float, work, out
         depth[ax] = (0, h) if h else 0
     xp = xp.rechunk(tuple(in_chunks))
     w = np.ascontiguousarray(w, dtype=work)
+    if block_fn is None:
+        def block_fn(blk):
+            return nd._cast(_valid_block(blk, w, work), out_dtype)
     y = da.map_overlap(
-        lambda blk: nd._cast(_valid_block(blk, w, work), out_dtype), xp, depth=depth,
+        block_fn, xp, depth=depth,
         boundary="none", trim=False, dtype=out_dtype, chunks=tuple(out_chunks),
         meta=np.empty((0,) * x.ndim, out_dtype), allow_rechunk=False,
     )
@@ -111,10 +126,10 @@ def _pass(x, w, axis, origin, np_mode, cval, dtype, scale):
     shape[axis] = k
     pads = [(0, 0)] * x.ndim
     pads[axis] = (k // 2 + origin, k - 1 - k // 2 - origin)
-    if scale is None:
-        return _lazy_correlate(x, w.reshape(shape), pads, np_mode, cval, work, dtype)
-    y = _lazy_correlate(x, w.reshape(shape), pads, np_mode, cval, work, work)
-    return (y / scale).astype(work).map_blocks(nd._cast, dtype, dtype=dtype)
+    w1 = np.ascontiguousarray(w, dtype=work)
+    return _lazy_correlate(
+        x, w.reshape(shape), pads, np_mode, cval, work, dtype,
+        block_fn=lambda blk: _line_block(blk, w1, axis, work, scale, dtype))
 
 
 def uniform_filter1d(x, size, axis, output, mode, cval, origin):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fastconv._validate import PADDING_STRINGS, _is_int, ntuple
+from fastconv._validate import INT_MAX, PADDING_STRINGS, _is_int, ntuple
 
 Pairs = tuple[tuple[int, int], ...]
 
@@ -53,7 +53,7 @@ def resolve_padding(
     ((0, 1), (1, 1))
     """
     n = len(kernel)
-    if type(padding) is int and padding >= 0:  # the common case, without the ABC checks
+    if type(padding) is int and 0 <= padding <= INT_MAX:  # the common case, no ABC checks
         return ((padding, padding),) * n
     if isinstance(padding, str):
         if padding == "valid":
@@ -89,6 +89,8 @@ def resolve_padding(
         pairs = tuple((p, p) for p in ntuple(padding, n, "padding", func))
     if any(v < 0 for pair in pairs for v in pair):
         raise ValueError(f"{func}: padding must be >= 0, got {padding!r}")
+    if any(v > INT_MAX for pair in pairs for v in pair):
+        raise ValueError(f"{func}: padding must be < 2**63 (an int64), got {padding!r}")
     return pairs
 
 
@@ -208,9 +210,37 @@ def receptive_field(layers) -> list[dict]:
 
 
 def pool_pad_limit(k: int, dilation: int, kind: str) -> int:
-    """Largest pooling padding allowed: half the dilated window for max pooling,
-    ``k // 2`` for average pooling (PyTorch's Python-level rule)."""
-    return ((k - 1) * dilation + 1) // 2 if kind == "max" else k // 2
+    """Largest pooling padding allowed on an axis: ``k // 2``, PyTorch's rule for max and
+    average pooling alike (``dilation`` and ``kind`` do not change it).
+
+    >>> pool_pad_limit(3, 2, "max"), pool_pad_limit(4, 1, "avg")
+    (1, 2)
+    """
+    return k // 2
+
+
+def pool_empty_window(n: int, k: int, stride: int, pad: int, dilation: int,
+                      out: int) -> int | None:
+    """The first output along an axis whose dilated pooling window has no tap inside the
+    input (all its taps fall in the padding), or None.
+
+    Only windows starting in the left padding can be empty: with ``pad <= k // 2`` a
+    window starting inside the input holds that input element, and ceil mode drops a
+    window starting in the right padding. Dilation can step over a short input:
+
+    >>> pool_empty_window(1, 2, 1, 1, 2, 1)   # taps -1, 1 on a 1-element axis
+    0
+    >>> pool_empty_window(5, 3, 2, 1, 2, 3) is None
+    True
+    """
+    for o in range(out):
+        start = o * stride - pad
+        if start >= 0:
+            return None
+        first = -(start // dilation)  # first tap index r with start + r*dilation >= 0
+        if first >= k or start + first * dilation >= n:
+            return o
+    return None
 
 
 def pool_divisors(
@@ -281,6 +311,7 @@ __all__ = [
     "conv_out",
     "pool_out",
     "pool_pad_limit",
+    "pool_empty_window",
     "pool_divisors",
     "transpose_out",
     "resolve_padding",

@@ -4,8 +4,8 @@ fastconv's CPU kernels are compiled by Numba on their first call and kept in Num
 on-disk cache, so each kernel is compiled once per machine, not once per process. A fresh
 install pays that compile on its first calls (seconds per kernel); ``warmup`` pays it up
 front, in parallel worker processes, for the kernels of the common calls: convolution
-forward (direct, few-channel, GEMM, FFT), its input and weight gradients, max/average
-pooling forward and backward and the rest of the pooling family (adaptive, Lp,
+forward (direct, few-channel, GEMM, FFT, Winograd), its input and weight gradients,
+max/average pooling forward and backward and the rest of the pooling family (adaptive, Lp,
 max-unpooling, unfold/fold), in float32 and float64.
 
 Where the cache lives is Numba's rule: ``NUMBA_CACHE_DIR`` if set, else ``__pycache__``
@@ -74,6 +74,7 @@ def _task_conv(dtype: str) -> None:
     fc.conv2d(x32, w32, padding=1, algorithm="gemm")  # shifted GEMM
     plane, big = _rng_arrays(dtype, (1, 1, 48, 48), (1, 1, 20, 20))
     fc.conv2d(plane, big, padding="same", algorithm="fft")
+    fc.conv2d(x, w, b, padding=1, algorithm="winograd")
 
 
 def _task_grad(dtype: str) -> None:
@@ -83,6 +84,7 @@ def _task_grad(dtype: str) -> None:
     for algorithm in ("direct", "gemm"):
         fc.grad.conv2d_input(x.shape, w, g, padding=1, algorithm=algorithm)
         fc.grad.conv2d_weight(x, w.shape, g, padding=1, algorithm=algorithm)
+    fc.grad.conv2d_input(x.shape, w, g, padding=1, algorithm="winograd")
     fc.grad.conv2d_input(x.shape, w, g[..., ::2, ::2], padding=1, stride=2)
     fc.grad.conv2d_input(x.shape, w, g, padding=1, padding_mode="reflect")
     fc.grad.conv_bias(g)

@@ -281,25 +281,36 @@ def correlate_valid(xp: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def _line_pass(x: np.ndarray, w1: np.ndarray, axis: int, before: int, np_mode: str,
-               cval: float) -> np.ndarray:
-    """One 1-D correlation along ``axis`` (padded ``before`` / the rest after), on a
-    ``(pre, n, post)`` view: ``conv1d`` over lines when the axis is the last, else
-    ``conv2d`` with a ``(k, 1)`` kernel (rows of ``post`` elements, no transpose)."""
-    from fastconv.conv import conv1d, conv2d
-
+               cval: float, n_out: int | None = None) -> np.ndarray:
+    """One 1-D correlation along ``axis`` (padded ``before`` / the rest after) on a
+    ``(pre, n, post)`` view, never transposed. Kernels below ``FFT_MIN_TAPS`` run in
+    ``fastconv.cpu.lines`` (boundary read in place, no padded copy); longer ones are padded
+    and go to the engine's FFT (``conv1d``, or ``conv2d`` with a ``(k, 1)`` kernel).
+    ``n_out`` (default: the axis length) with ``before = 0`` gives the "valid" pass of an
+    already padded block, with the same arithmetic (Dask)."""
     k = w1.shape[0]
     pre, n = math.prod(x.shape[:axis]), x.shape[axis]
     post = math.prod(x.shape[axis + 1:])
-    if x.size == 0:
-        return x.copy()
-    xp = _pad_axis(x, axis, before, k - 1 - before, np_mode, cval)
-    algorithm = _algorithm(k)
+    n_out = n if n_out is None else n_out
+    shape = x.shape[:axis] + (n_out,) + x.shape[axis + 1:]
+    if x.size == 0 or n_out == 0:
+        return np.zeros(shape, x.dtype)
+    if k < FFT_MIN_TAPS:
+        from fastconv.cpu.lines import correlate_axis
+
+        y = correlate_axis(np.ascontiguousarray(x).reshape(pre, n, post), w1, n_out, before,
+                           np_mode, cval)
+        return y.reshape(shape)
+    from fastconv.conv import conv1d, conv2d
+
+    after = n_out + k - 1 - n - before
+    xp = _pad_axis(x, axis, before, after, np_mode, cval)
     if post == 1:
-        y = conv1d(xp.reshape(pre, 1, n + k - 1), w1.reshape(1, 1, k), algorithm=algorithm)
+        y = conv1d(xp.reshape(pre, 1, n_out + k - 1), w1.reshape(1, 1, k), algorithm="fft")
     else:
-        y = conv2d(xp.reshape(pre, 1, n + k - 1, post), w1.reshape(1, 1, k, 1),
-                   algorithm=algorithm)
-    return y.reshape(x.shape)
+        y = conv2d(xp.reshape(pre, 1, n_out + k - 1, post), w1.reshape(1, 1, k, 1),
+                   algorithm="fft")
+    return y.reshape(shape)
 
 
 # --- public functions --------------------------------------------------------------------
@@ -444,9 +455,9 @@ def correlate(input, weights, output=None, mode="reflect", cval=0.0, origin=0, *
     Examples
     --------
     >>> correlate(np.arange(9.).reshape(3, 3), [[0, 1], [2, 3]], mode="constant")
-    array([[ 0.,  0.,  1.],
-           [ 0., 10., 16.],
-           [ 9., 28., 34.]])
+    array([[ 0.,  3.,  8.],
+           [ 9., 19., 25.],
+           [21., 37., 43.]])
     """
     if _dask.is_dask(input):
         from fastconv import _dask_ndimage
@@ -464,9 +475,9 @@ def convolve(input, weights, output=None, mode="reflect", cval=0.0, origin=0, *,
     Examples
     --------
     >>> convolve(np.arange(9.).reshape(3, 3), [[3, 2], [1, 0]], mode="constant")
-    array([[10., 16., 10.],
-           [28., 34., 19.],
-           [15., 16.,  8.]])
+    array([[19., 25., 10.],
+           [37., 43., 16.],
+           [ 7.,  8.,  0.]])
     """
     if _dask.is_dask(input):
         from fastconv import _dask_ndimage

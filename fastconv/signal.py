@@ -242,7 +242,7 @@ def fftconvolve(in1, in2, mode: str = "full", axes=None) -> np.ndarray:
 
     Examples
     --------
-    >>> fftconvolve([1., 2., 3.], [0., 1., 0.5]).round(12)
+    >>> fftconvolve([1., 2., 3.], [0., 1., 0.5]).round(12) + 0.0   # + 0.0: no -0.
     array([0. , 1. , 2.5, 4. , 1.5])
     """
     return _fft_entry("fftconvolve", in1, in2, mode, axes)

@@ -59,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference  # noqa: E402
 
 import fastconv as fc  # noqa: E402
+from fastconv._shapes import pool_empty_window, pool_out  # noqa: E402
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 MODES = ("zeros", "reflect", "replicate", "circular")
@@ -633,8 +634,7 @@ def _pool_case(rng: np.random.Generator, kind: str) -> dict:
                     if kind == "max" and rng.random() < 0.4 else [1] * nsp)
         stride = (None if rng.random() < 0.3 else
                   [int(v) for v in rng.integers(1, 4, nsp)])
-        limits = [((k - 1) * d + 1) // 2 if kind == "max" else k // 2
-                  for k, d in zip(kernel, dilation, strict=True)]
+        limits = [k // 2 for k in kernel]  # PyTorch's rule, max and avg alike
         pad = ([int(rng.integers(0, lim + 1)) for lim in limits] if rng.random() < 0.6
                else [0] * nsp)
         spatial = [max(1, d * (k - 1) + 1 - 2 * p) + int(rng.integers(0, extra + 1))
@@ -642,7 +642,12 @@ def _pool_case(rng: np.random.Generator, kind: str) -> dict:
         unbatched = bool(rng.random() < 0.15)
         n = 1 if unbatched else int(rng.integers(1, 3))
         c = int(rng.integers(1, 4))
-        if n * c * math.prod(spatial) * math.prod(kernel) <= 6 * LOOP_BUDGET:
+        ceil_mode = bool(rng.random() < 0.4)
+        strides = stride or kernel
+        empty = any(  # a dilated window entirely in the padding is refused (a ValueError)
+            pool_empty_window(m, k, st, p, d, pool_out(m, k, st, p, d, ceil_mode)) is not None
+            for m, k, st, p, d in zip(spatial, kernel, strides, pad, dilation, strict=True))
+        if not empty and n * c * math.prod(spatial) * math.prod(kernel) <= 6 * LOOP_BUDGET:
             break
     divisor = None
     if kind == "avg" and rng.random() < 0.25:
@@ -651,7 +656,7 @@ def _pool_case(rng: np.random.Generator, kind: str) -> dict:
         nsp=nsp, n=n, c=c, spatial=spatial, kernel_size=_int_or_tuple(rng, kernel),
         stride=None if stride is None else _int_or_tuple(rng, stride),
         padding=_int_or_tuple(rng, pad), dilation=_int_or_tuple(rng, dilation),
-        ceil_mode=bool(rng.random() < 0.4),
+        ceil_mode=ceil_mode,
         count_include_pad=bool(rng.random() < 0.5), divisor_override=divisor,
         return_indices=bool(rng.random() < 0.6),
         dtype=str(rng.choice(["float32", "float64"])),

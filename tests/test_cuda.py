@@ -291,8 +291,10 @@ def test_wrap_rejects_complex_and_bool():
 
     with pytest.raises(TypeError, match="conv2d: x has dtype complex128"):
         be.wrap(np.zeros((2, 2), complex), "x", "conv2d")
-    with pytest.raises(TypeError, match="conv2d: weight has dtype bool"):
-        be.wrap(cuda.to_device(np.zeros((2, 2), bool)), "weight", "conv2d")
+    # bool is refused only when every input is bool (mixed with a number it is promoted)
+    with pytest.raises(TypeError, match="conv2d: x and weight have dtype bool"):
+        fc.conv2d(cuda.to_device(np.zeros((1, 1, 2, 2), bool)),
+                  cuda.to_device(np.zeros((1, 1, 1, 1), bool)))
 
 
 # --- dispatch: data follows the device ----------------------------------------------------
@@ -428,6 +430,24 @@ def test_cupy_in_cupy_out():
     assert isinstance(out, cupy.ndarray)
     want = fc.conv2d(cupy.asnumpy(x), np.ones((1, 1, 2, 2), np.float32))
     np.testing.assert_array_equal(cupy.asnumpy(out), want)
+
+
+def test_empty_batch_and_zero_channels_on_the_device():
+    # issue 11: nothing to sum runs no kernel (a 0-block launch would fail) and gives
+    # PyTorch's empty result, or the bias for zero input channels
+    from numba import cuda
+
+    d, z = cuda.to_device, np.zeros
+    assert fc.conv2d(d(z((0, 3, 8, 8))), d(z((4, 3, 3, 3))), d(np.ones(4))).shape == (0, 4, 6, 6)
+    y = fc.conv2d(d(z((2, 0, 8, 8))), d(z((4, 0, 3, 3))), d(np.arange(4.0))).copy_to_host()
+    np.testing.assert_array_equal(y, np.broadcast_to(np.arange(4.0)[:, None, None], y.shape))
+    np.testing.assert_array_equal(
+        fc.conv2d(z((2, 0, 8, 8)), z((4, 0, 3, 3)), np.arange(4.0), device="cuda"), y)
+    assert fc.max_pool2d(d(z((0, 3, 8, 8))), 2, return_indices=True)[1].shape == (0, 3, 4, 4)
+    assert fc.grad.max_pool2d(d(z((0, 3, 4, 4))), d(z((0, 3, 8, 8))), 2).shape == (0, 3, 8, 8)
+    gw = fc.grad.conv2d_weight(d(z((0, 3, 8, 8))), (4, 3, 3, 3), d(z((0, 4, 6, 6))))
+    np.testing.assert_array_equal(gw.copy_to_host(), z((4, 3, 3, 3)))
+    assert fc.conv_transpose2d(d(z((0, 3, 4, 4))), d(z((3, 2, 3, 3)))).shape == (0, 2, 6, 6)
 
 
 # --- the fuzzer's device mode (tests/fuzz.py --device cuda) ------------------------------

@@ -256,3 +256,29 @@ def test_dask_integer_separable_matches_memory():
     out = fnd.gaussian_filter(dx, 2.0)
     assert out.dtype == np.int16
     np.testing.assert_array_equal(out.compute(), fnd.gaussian_filter(x, 2.0))
+
+
+# ---------------------------------------------------------------- the pass kernels
+
+
+@requires_scipy
+@pytest.mark.parametrize("axis", [0, 1])
+def test_long_kernels_take_the_fft_and_match_scipy(axis):
+    x = np.random.default_rng(5).standard_normal((40, 37))
+    out = fnd.gaussian_filter1d(x, 60.0, axis=axis, mode="wrap")  # 481 taps >= 400
+    np.testing.assert_allclose(out, snd.gaussian_filter1d(x, 60.0, axis=axis, mode="wrap"),
+                               rtol=1e-9, atol=1e-9)
+
+
+def test_passes_bit_identical_for_any_thread_count():
+    import numba
+
+    x = np.random.default_rng(6).standard_normal((64, 80)).astype(np.float32)
+    n = numba.get_num_threads()
+    ref = fnd.gaussian_filter(x, 2.0)
+    numba.set_num_threads(1)
+    try:
+        one = fnd.gaussian_filter(x, 2.0)
+    finally:
+        numba.set_num_threads(n)
+    np.testing.assert_array_equal(one, ref)

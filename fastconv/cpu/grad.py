@@ -283,6 +283,31 @@ def _transposed_weight(w: np.ndarray, groups: int) -> np.ndarray:
     return np.ascontiguousarray(wt.reshape((groups * Cg, K // groups) + w.shape[2:]))
 
 
+def _winograd_input(g, w, bias, out, spread_shape, spread_src, spread_dst, dilation, groups,
+                    algorithm) -> bool:
+    """The input gradient by Winograd (``fastconv.cpu.winograd.correlate_input``) when it
+    applies ("auto": when :func:`fastconv._algorithms.winograd_wins`): stride 1 (no
+    spreading: ``grad_output`` is read in place with its zero padding). False (nothing
+    final written) when it does not apply or a value is not finite."""
+    from fastconv._algorithms import winograd_reason, winograd_wins
+    from fastconv.cpu import winograd
+
+    K, Cg = w.shape[:2]
+    wt_shape = (groups * Cg, K // groups) + tuple(w.shape[2:])  # the correlation's weight
+    whole = all(s == (0, n, 1) for s, n in zip(spread_src, g.shape[2:], strict=True))
+    unit = all(d[2] == 1 for d in spread_dst)
+    if not (whole and unit):
+        return False
+    if algorithm == "auto":
+        if not winograd_wins(g.shape[0], wt_shape, out.shape[2:], (1, 1, 1), dilation, groups):
+            return False
+    elif winograd_reason(wt_shape, out.shape[2:], (1, 1, 1), dilation, groups) is not None:
+        return False
+    pads = tuple((d[0], n - d[1]) for d, n in zip(spread_dst[1:], spread_shape[3:], strict=True))
+    with np.errstate(invalid="ignore", over="ignore"):
+        return winograd.correlate_input(g[:, :, 0], w[:, :, 0], bias, out[:, :, 0], pads, groups)
+
+
 def correlate_input(g, w, bias, out, spread_shape, spread_src, spread_dst, dilation, groups,
                     pads, mode, algorithm="auto"):
     """Input gradient (or transposed convolution) of a correlation, written into ``out``.
@@ -292,6 +317,10 @@ def correlate_input(g, w, bias, out, spread_shape, spread_src, spread_dst, dilat
     ``algorithm`` ("auto", "gemm", "direct") picks the core of the stride-1 correlation
     of the spread grid; "auto" applies the forward rule to it.
     """
+    if algorithm in ("auto", "winograd") and _winograd_input(
+            g, w, bias, out, spread_shape, spread_src, spread_dst, dilation, groups,
+            algorithm):
+        return out if mode == "zeros" else unpad(out, pads, mode)
     gz = np.empty(spread_shape, dtype=out.dtype)
     src = (slice(None),) + tuple(slice(*s) for s in spread_src)
     dst = (slice(None),) + tuple(slice(*s) for s in spread_dst)
@@ -306,7 +335,7 @@ def correlate_input(g, w, bias, out, spread_shape, spread_src, spread_dst, dilat
     name = algorithm
     if name == "auto":
         name = choose_for(gz.shape[0], wt.shape, out.shape[2:], (1, 1, 1), groups)
-    core = gemm.correlate if name == "gemm" else correlate
+    core = gemm.correlate if name == "gemm" else correlate  # "winograd" here: NaN/Inf
     core(gz, wt, bias, out, ones, tuple(int(d) for d in dilation), groups)
     if mode == "zeros":
         return out

@@ -40,8 +40,9 @@ def pytest_configure(config):
     for line in MARKERS:
         config.addinivalue_line("markers", line)
     # SciPy's test file parametrizes with an itertools iterator (deprecated in pytest 9)
-    config.addinivalue_line("filterwarnings",
-                            "ignore:Passing a non-Collection iterable:pytest.PytestRemovedIn10Warning")
+    config.addinivalue_line(
+        "filterwarnings",
+        "ignore:Passing a non-Collection iterable:pytest.PytestRemovedIn10Warning")
 
 
 @pytest.fixture
