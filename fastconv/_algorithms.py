@@ -59,7 +59,7 @@ The rule (``choose``), with ``taps = kD * kH * kW``, ``Kg = K // groups``,
    multiply-adds runs on the calling thread (waking worker threads would cost more).
 
 The separable rule (CPU, "auto" only, 2-D only): a 2-D correlation whose kernel has at
-least ``SEP_MIN_TAPS`` taps (both extents >= 2) and at most ``FFT_MAX_CHANNEL_PAIRS``
+least ``SEP_MIN_TAPS`` (49) taps (both extents >= 2) and at most ``FFT_MAX_CHANNEL_PAIRS``
 channel pairs per group checks its weight when it runs: if every 2-D kernel has
 numerical rank 1 (``fastconv.cpu.separable.rank1_factors``: second singular value
 <= ``max(kH, kW) * eps`` times the first), it runs as a column pass and a row pass
@@ -104,7 +104,7 @@ GEMM_MIN_KG = 8
 GEMM_MIN_R = 16
 GEMM_MIN_MACS = 1 << 20
 SERIAL_MAX_MACS = 1 << 15
-SEP_MIN_TAPS = 25
+SEP_MIN_TAPS = 49
 WINOGRAD_MIN_CHANNELS = 16
 WINOGRAD_MIN_CHANNELS_STAGED = 64
 WINOGRAD_MIN_TILES = 64

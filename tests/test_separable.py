@@ -71,7 +71,7 @@ def test_auto_separable_matches_reference(seed):
     rng = np.random.default_rng(seed)
     groups = int(rng.choice([1, 2]))
     Cg, Kg = int(rng.integers(1, 3)), int(rng.integers(1, 3))
-    kh, kw = int(rng.integers(5, 9)), int(rng.integers(5, 9))
+    kh, kw = int(rng.integers(7, 10)), int(rng.integers(7, 10))
     dil = tuple(int(v) for v in rng.integers(1, 3, 2))
     mode = str(rng.choice(MODES))
     if rng.random() < 0.3:

@@ -21,11 +21,18 @@ from fastconv._config import JIT_PARALLEL, JIT_SERIAL
 from fastconv.cpu.conv import _kernel_row
 from fastconv.cpu.pad import MODE_CODES, source_index
 
+#: No fast-math here: with reassociation and contraction LLVM rounds the vector body and
+#: the scalar remainder of a loop differently, so an output's bits would depend on its
+#: column (and a Dask block's result on the block's placement); plain IEEE operations
+#: give every output the same sequence wherever it sits.
+_PARALLEL = {**JIT_PARALLEL, "fastmath": False}
+_SERIAL = {**JIT_SERIAL, "fastmath": False}
+
 #: Tasks aimed for (row blocks split single planes over the threads).
 PLANE_TASKS = 64
 
 
-@njit(inline="always", **JIT_SERIAL)
+@njit(inline="always", **_SERIAL)
 def _acc8(a, r0, r1, r2, r3, r4, r5, r6, r7, w0, w1, w2, w3, w4, w5, w6, w7):
     """a[o] += w0*r0[o] + ... + w7*r7[o]: eight rows a pass (one accumulator load and
     store per eight multiply-adds)."""
@@ -34,13 +41,13 @@ def _acc8(a, r0, r1, r2, r3, r4, r5, r6, r7, w0, w1, w2, w3, w4, w5, w6, w7):
                  + w4 * r4[o] + w5 * r5[o] + w6 * r6[o] + w7 * r7[o])
 
 
-@njit(inline="always", **JIT_SERIAL)
+@njit(inline="always", **_SERIAL)
 def _acc1(a, r, w):
     for o in range(a.shape[0]):
         a[o] += w * r[o]
 
 
-@njit(inline="always", **JIT_SERIAL)
+@njit(inline="always", **_SERIAL)
 def _col_pass(buf, plane, srcs, col):
     """buf[j] = sum_b col[b] * plane[srcs[b], j] over the taps with a source row
     (``srcs[b] < 0``: a zero row, skipped)."""
@@ -66,7 +73,7 @@ def _col_pass(buf, plane, srcs, col):
         u += 1
 
 
-@njit(inline="always", **JIT_SERIAL)
+@njit(inline="always", **_SERIAL)
 def _row_pass(acc, buf, sw, dw, row):
     """acc[o] += sum_e row[e] * buf[o*sw + e*dw], eight taps a pass when sw == 1."""
     KW = row.shape[0]
@@ -85,7 +92,7 @@ def _row_pass(acc, buf, sw, dw, row):
         _kernel_row(acc, buf[e * dw : e * dw + (KW - 1 - e) * dw + span], sw, dw, row[e:])
 
 
-@njit(**JIT_PARALLEL)
+@njit(**_PARALLEL)
 def sep_correlate(x, cols, rows, bias, out, stride, dilation, groups, pads, mode):
     """out[n, k, 0, oh, ow] = bias[k] + sum_{c in group(k)} sum_e rows[k, c, e] *
     (sum_b cols[k, c, b] * x_pad[n, c, 0, oh*sh + b*dh, ow*sw + e*dw]).
