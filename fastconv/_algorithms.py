@@ -207,8 +207,8 @@ def correlation_core(backend_name: str, be, algorithm: str, plan: ConvPlan):
         return be.correlate
     name = choose(plan) if algorithm == "auto" else algorithm
     if algorithm == "auto" and _separable_shape(plan):
-        return _separable_core(plan, _core(be, name, plan, True))
-    return _core(be, name, plan, algorithm == "auto")
+        return _separable_core(plan, _core(be, name, plan))
+    return _core(be, name, plan)
 
 
 def _separable_shape(plan: ConvPlan) -> bool:
@@ -242,7 +242,7 @@ def _separable_core(plan: ConvPlan, fallback):
     return core
 
 
-def _core(be, name: str, plan: ConvPlan, auto: bool = False):
+def _core(be, name: str, plan: ConvPlan):
     if name == "winograd":
         from fastconv.cpu import winograd
 
@@ -252,7 +252,7 @@ def _core(be, name: str, plan: ConvPlan, auto: bool = False):
     if name == "direct":
         if _macs(plan) < SERIAL_MAX_MACS:
             return _serial_core()
-        return _direct_core(be, plan, auto)
+        return _direct_core(be, plan)
     if name == "gemm":  # pads each image in the task threads (no parallel-region pass)
         from fastconv.cpu.gemm import padding_core
 
@@ -265,19 +265,19 @@ def _core(be, name: str, plan: ConvPlan, auto: bool = False):
     return correlate
 
 
-def _direct_core(be, plan: ConvPlan, auto: bool = False):
+def _direct_core(be, plan: ConvPlan):
     """The 4-channel row kernel, or for fewer than ``CHANNEL_BLOCK`` output channels per
     group (depthwise, single planes) the few-channel kernel, which reads zero padding in
-    place (no padded copy). Under "auto" its border columns run rows side by side
-    (``row_borders``: 2x faster on W7, may round an ulp differently); ``"direct"`` keeps
-    the tap-by-tap border sums exactly."""
+    place (no padded copy). (``few_channel_core(row_borders=True)`` is 1.6-2x faster on
+    W7 but rounds border columns an ulp differently; it is not wired to "auto" because
+    the Dask layer resolves "auto" to "direct" per block and promises bit-identity.)"""
     if plan.w_shape[0] // plan.groups >= CHANNEL_BLOCK:
         return be.correlate
     from fastconv.cpu.conv import few_channel_core
 
     if plan.padding_mode != "zeros":
-        return few_channel_core(row_borders=auto)
-    return few_channel_core(tuple(plan.x_shape), plan.pads, auto)
+        return few_channel_core()
+    return few_channel_core(tuple(plan.x_shape), plan.pads)
 
 
 def _serial_core():
