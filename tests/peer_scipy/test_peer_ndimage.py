@@ -17,6 +17,8 @@ from conftest import import_against_ours  # noqa: E402
 
 from fastconv import ndimage as _ours  # noqa: E402
 
+pytestmark = pytest.mark.slow  # ~3 min on 2 loaded cores (1,567 cases)
+
 REPLACED = ["correlate", "convolve", "correlate1d", "convolve1d", "uniform_filter",
             "uniform_filter1d", "gaussian_filter", "gaussian_filter1d"]
 _T, _ns = import_against_ours("scipy.ndimage.tests.test_filters", "ndimage", _ours, REPLACED)
