@@ -13,9 +13,10 @@ import pytest
 
 pytest.importorskip("scipy")
 import scipy  # noqa: E402
-from conftest import import_against_ours  # noqa: E402
 
 from fastconv import signal as _ours  # noqa: E402
+
+from .conftest import import_against_ours  # noqa: E402
 
 REPLACED = ["correlate", "convolve", "fftconvolve", "oaconvolve", "choose_conv_method",
             "correlate2d", "convolve2d"]
