@@ -177,6 +177,26 @@ def workloads(rng) -> list[Workload]:
                 lambda x=x, wsh=wsh, g=g: grad.conv2d_weight(x, wsh, g, padding=1),
                 {"torch": lambda tx=tx, wsh=wsh, tg=tg: torch.nn.grad.conv2d_weight(
                     tx, wsh, tg, padding=1)}, fl, ">= 0.8x torch", 2e-4))
+    if hasattr(fc, "adaptive_avg_pool2d") and torch:  # issue 18: the rest of the pooling family
+        xa = rng.standard_normal((8, 64, 112, 112), dtype=f32)
+        xg = rng.standard_normal((64, 512, 14, 14), dtype=f32)
+        txa, txg = T(xa), T(xg)
+        ws.append(Workload(
+            "A1 adapt", "adaptive avg pool 8x64x112^2 -> 7x7",
+            lambda: fc.adaptive_avg_pool2d(xa, 7),
+            {"torch": lambda: F.adaptive_avg_pool2d(txa, 7)}, 0.0, ">= 1.0x torch"))
+        ws.append(Workload(
+            "A2 gap", "adaptive avg pool 64x512x14^2 -> 1 (global)",
+            lambda: fc.adaptive_avg_pool2d(xg, 1),
+            {"torch": lambda: F.adaptive_avg_pool2d(txg, 1)}, 0.0, ">= 1.0x torch"))
+        pv, pi = fc.max_pool2d(xa, 3, 2, 1, return_indices=True)  # P1's output
+        tpv, tpi = T(pv), torch.from_numpy(pi)
+        ws.append(Workload(
+            "U1 unpool", "max_unpool2d of P1's output -> 8x64x112^2",
+            lambda: fc.max_unpool2d(pv, pi, 3, 2, 1, output_size=(112, 112)),
+            {"torch": lambda: F.max_unpool2d(tpv, tpi, 3, 2, 1, output_size=(112, 112))},
+            0.0, ">= 1.0x torch"))
+
     ws += scipy_nd_workloads(rng)
     return ws
 

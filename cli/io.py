@@ -1,18 +1,23 @@
 """Loading inputs and writing outputs for the command line.
 
-- ``.npy`` is read with ``allow_pickle=False`` (a pickled object array is refused),
-  ``.npz`` by ``--key`` (or its only array), images through Pillow: greyscale -> ``(H, W)``,
-  colour -> ``(3, H, W)`` (alpha dropped).
-- Outputs are written atomically: a temporary file in the target's folder, then
-  ``os.replace``. A failed or interrupted run leaves no file and keeps an existing output
-  intact; an output path that is one of the inputs is refused before anything runs.
+- ``.npy`` is read with ``allow_pickle=False`` (a pickled object array is refused), after
+  its header alone has been read and checked (``fastconv._files``): a truncated or
+  malformed header, data shorter than the header declares, or an array larger than this
+  machine's memory is refused before anything is allocated.
+- ``.npz`` is opened as the zip archive it must be: ``--key`` (or its only array) names a
+  member, which must be a ``.npy`` (checked like one); a corrupt or non-zip file is refused.
+- Images go through Pillow (greyscale -> ``(H, W)``, colour -> ``(3, H, W)``, alpha
+  dropped); an image whose header declares more pixels than Pillow's decompression-bomb
+  limit (``PIL.Image.MAX_IMAGE_PIXELS``) is refused before it is decoded.
+- Outputs are written atomically (``fastconv._files.replacing``): a short-named temporary
+  file in the target's folder, then ``os.replace``. A failed, interrupted (SIGINT) or
+  terminated (SIGTERM) run leaves no file and keeps an existing output intact; an output
+  that is one of the inputs (the same file, by identity) is refused before anything runs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 import click
@@ -64,65 +69,117 @@ def load_array(path: str, *, key: str | None = None, param: str = "INPUT",
     return _load_image(path, param)
 
 
-def _pickle_refusal(path: str, param: str, exc: Exception) -> DataError:
-    text = str(exc)
-    if "pickle" in text.lower() or "object arrays" in text.lower():
-        return DataError(
-            f"{param} {path!r}: contains pickled Python objects, which are refused "
-            "(read with allow_pickle=False); expected a numeric array"
-        )
-    return DataError(f"{param} {path!r}: not a readable NumPy file ({text})")
+def _refuse(path: str, param: str, exc: Exception) -> DataError:
+    return DataError(f"{param} {path!r}: {exc}")
 
 
 def _load_npy(path: str, param: str, mmap: bool = False) -> np.ndarray:
+    from fastconv import _files
+
     try:
-        arr = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+        header = _files.read_npy_header(path)
+        if not mmap:
+            _files.check_fits_in_memory(header.nbytes, header.shape, header.dtype)
+    except ValueError as exc:
+        hint = "; --chunks reads it in blocks" if "memory" in str(exc) else ""
+        raise DataError(f"{param} {path!r}: {exc}{hint}") from None
+    except OSError as exc:
+        raise DataError(f"{param} {path!r}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        if mmap and header.nbytes == 0:
+            mmap = False  # an empty array cannot be mapped; there is nothing to read
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except (ValueError, OSError, EOFError) as exc:
-        raise _pickle_refusal(path, param, exc) from None
-    if not isinstance(arr, np.ndarray):
-        raise DataError(f"{param} {path!r}: expected a .npy array file, found an .npz archive")
-    return arr
+        raise DataError(f"{param} {path!r}: not a readable .npy file ({exc})") from None
+
+
+#: What reading a damaged zip member can raise besides OSError/ValueError.
+def _zip_errors() -> tuple:
+    import zipfile
+    import zlib
+
+    return (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, RuntimeError,
+            NotImplementedError)
 
 
 def _load_npz(path: str, key: str | None, param: str) -> np.ndarray:
+    import zipfile
+
+    from fastconv import _files
+
+    errors = _zip_errors()
     try:
-        archive = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise _pickle_refusal(path, param, exc) from None
-    if not hasattr(archive, "files"):
-        raise DataError(f"{param} {path!r}: expected an .npz archive, found a single array")
-    with archive:
-        names = list(archive.files)
-        if key is None:
-            if len(names) != 1:
+        with open(path, "rb") as fh:
+            if fh.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):
+                raise DataError(f"{param} {path!r}: not an .npz archive (not a zip file)")
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename.removesuffix(".npy"): info
+                       for info in archive.infolist() if not info.is_dir()}
+            names = list(members)
+            if not names:
+                raise DataError(f"{param} {path!r}: the .npz archive holds no arrays")
+            if key is None:
+                if len(names) != 1:
+                    raise click.BadParameter(
+                        f"{path!r} holds {len(names)} arrays {names}; choose one with --key",
+                        param_hint="--key",
+                    )
+                key = names[0]
+            if key not in members:
                 raise click.BadParameter(
-                    f"{path!r} holds {len(names)} arrays {names}; choose one with --key",
-                    param_hint="--key",
+                    f"{key!r} is not in {path!r}; expected one of {names}", param_hint="--key"
                 )
-            key = names[0]
-        if key not in names:
-            raise click.BadParameter(
-                f"{key!r} is not in {path!r}; expected one of {names}", param_hint="--key"
-            )
-        try:
-            return archive[key]
-        except (ValueError, OSError) as exc:
-            raise _pickle_refusal(f"{path}[{key}]", param, exc) from None
+            info = members[key]
+            where = f"{param} {path!r}, array {key!r}"
+            if not info.filename.endswith(".npy"):
+                raise DataError(f"{where}: member {info.filename!r} is not a .npy array")
+            with archive.open(info) as fh:
+                header = _files.read_npy_header_from(fh)
+            if info.file_size - header.offset < header.nbytes:
+                raise DataError(
+                    f"{where}: is truncated: its header declares shape {header.shape} "
+                    f"{header.dtype} ({header.nbytes} bytes) but the member holds "
+                    f"{max(info.file_size - header.offset, 0)} bytes of data"
+                )
+            _files.check_fits_in_memory(header.nbytes, header.shape, header.dtype)
+            with archive.open(info) as fh:
+                arr = np.lib.format.read_array(fh, allow_pickle=False)
+    except (click.ClickException, DataError):
+        raise
+    except errors as exc:
+        raise DataError(f"{param} {path!r}: not a readable .npz archive ("
+                        f"{str(exc) or type(exc).__name__})") from None
+    return arr
 
 
 def _load_image(path: str, param: str) -> np.ndarray:
+    import struct
+    import warnings
+    import zlib
+
     from PIL import Image, UnidentifiedImageError
 
+    bomb = (Image.DecompressionBombError, Image.DecompressionBombWarning)
     try:
-        with Image.open(path) as img:
-            img.load()
-            mode = img.mode
-            if mode in ("1", "LA") or (mode == "P" and _palette_is_grey(img)):
-                img = img.convert("L")
-            elif mode not in ("L", "I", "I;16", "F", "RGB"):
-                img = img.convert("RGB")
-            arr = np.asarray(img)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        with warnings.catch_warnings():
+            # the size check on the header happens in Image.open, before any decoding
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                mode = img.mode
+                if mode in ("1", "LA") or (mode == "P" and _palette_is_grey(img)):
+                    img = img.convert("L")
+                elif mode not in ("L", "I", "I;16", "F", "RGB"):
+                    img = img.convert("RGB")
+                arr = np.asarray(img)
+    except bomb as exc:
+        raise DataError(
+            f"{param} {path!r}: refused as a possible decompression bomb: {exc} (Pillow's "
+            f"limit PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}); convert it to .npy "
+            "and use --chunks"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, struct.error,
+            zlib.error, MemoryError) as exc:
         raise DataError(f"{param} {path!r}: not a readable image ({exc})") from None
     if arr.ndim == 3:
         arr = np.ascontiguousarray(arr.transpose(2, 0, 1))
@@ -138,33 +195,18 @@ def _palette_is_grey(img) -> bool:
 # -------------------------------------------------------------------------- outputs
 
 
-def check_output(out: str, inputs: list[str], param: str = "-o") -> None:
+def check_output(out: str, inputs: dict, param: str = "-o") -> None:
     """Usage errors for an output path, raised before any work: unknown extension,
-    missing folder, or a path that is one of the inputs."""
+    missing folder, a folder, or the same file as one of ``inputs`` (``{name: path}``,
+    by identity: hard links, symlinks and ``./x`` are caught)."""
+    from fastconv import _files
+
     if not _kind(out):
         raise click.BadParameter(f"{out!r}: unknown output type; {EXPECTED}", param_hint=param)
-    folder = Path(out).resolve().parent
-    if not folder.is_dir():
-        raise click.BadParameter(f"{out!r}: folder {str(folder)!r} does not exist",
-                                 param_hint=param)
-    if Path(out).is_dir():
-        raise click.BadParameter(f"{out!r} is a folder; expected a file path", param_hint=param)
-    for src in inputs:
-        if src and _same_file(out, src):
-            raise click.BadParameter(
-                f"{out!r} is also an input ({src!r}); choose another output path "
-                "(inputs are never overwritten)",
-                param_hint=param,
-            )
-
-
-def _same_file(a: str, b: str) -> bool:
     try:
-        if os.path.exists(a) and os.path.exists(b):
-            return os.path.samefile(a, b)
-    except OSError:
-        pass
-    return os.path.realpath(a) == os.path.realpath(b)
+        _files.check_output(out, inputs)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=param) from None
 
 
 def to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -220,21 +262,9 @@ def save_array(path: str, arr: np.ndarray, *, key: str = "result") -> None:
 
 def atomic_write(path: str, write) -> None:
     """Call ``write(fh)`` on a temporary file in ``path``'s folder, then rename it over
-    ``path``. On any failure, KeyboardInterrupt included, the temporary file is removed
+    ``path``. On any failure (Ctrl-C and SIGTERM included) the temporary file is removed
     and an existing ``path`` is left as it was."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part",
-                               dir=target.resolve().parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    from fastconv import _files
+
+    with _files.replacing(path) as tmp, open(tmp, "wb") as fh:
+        write(fh)

@@ -1,11 +1,13 @@
 """``fastconv``: convolution, pooling, shape arithmetic and kernel learning from the shell.
 
-Commands: convolve, pool, shape, learn-kernel, kernels, info, demo. NumPy, Numba and Rich
+Commands: convolve, pool, shape, learn-kernel, kernels, info, warmup, demo. NumPy, Numba and Rich
 are imported inside the commands that need them, so ``fastconv --help`` and
 ``fastconv shape`` never import Numba.
 
 Errors are one ``Error:`` line: exit code 2 for usage errors (Click's usage line comes
-first), 1 for data errors (the library's ValueError/TypeError, unreadable files).
+first), 1 for data errors (the library's ValueError/TypeError, unreadable files), 130 for
+an interruption by SIGINT (Ctrl-C) and 143 for SIGTERM (128 + the signal number, the
+shell's convention); an interrupted run leaves no partial file.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from fastconv_cli.params import (
     INTS,
     KERNEL,
     LAYER,
+    MAX_INT,
+    MAX_LAYERS,
     PADDING,
     SIZE,
     IntTupleType,
@@ -34,7 +38,39 @@ PRINT_LIMIT = 256
 PROGRESS_EPOCHS = 100
 
 
-@click.group(context_settings=CONTEXT)
+class Interrupted(click.ClickException):
+    """SIGINT or SIGTERM stopped the command: one ``Error:`` line, exit 128 + signal."""
+
+    def __init__(self, name: str, signum: int):
+        super().__init__(f"interrupted by {name}; stopped, and no partial file was left")
+        self.exit_code = 128 + signum
+
+
+class Group(click.Group):
+    """The command group; while a command runs, SIGTERM raises
+    ``fastconv._files.Terminated`` so cleanup runs as for Ctrl-C, and both end in
+    one ``Error:`` line with exit code 130 (SIGINT) or 143 (SIGTERM)."""
+
+    def invoke(self, ctx):
+        import signal
+
+        from fastconv._files import Terminated, _raise_terminated
+
+        previous = None
+        with contextlib.suppress(ValueError):  # not the main thread: leave SIGTERM alone
+            previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted("SIGINT (Ctrl-C)", signal.SIGINT) from None
+        except Terminated:
+            raise Interrupted("SIGTERM", signal.SIGTERM) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+@click.group(cls=Group, context_settings=CONTEXT)
 @click.version_option(package_name="fastconv", prog_name="fastconv")
 def cli() -> None:
     """Fast convolution and pooling for NumPy arrays and images (CPU via Numba, NVIDIA GPU
@@ -68,7 +104,7 @@ def library_errors(where: str):
         yield
     except click.ClickException:
         raise
-    except (ValueError, TypeError, RuntimeError, MemoryError) as exc:
+    except (ValueError, TypeError, RuntimeError, MemoryError, OverflowError) as exc:
         raise IODataError(f"{where}: {exc}") from None
 
 
@@ -132,6 +168,15 @@ def _exists(path: str) -> bool:
     return os.path.isfile(path)
 
 
+def _finite(value, param):
+    """A float option's value, or a usage error for NaN/inf (FloatRange lets NaN pass)."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value!r}: expected a finite number", param=param)
+    return value
+
+
 def kernel_dtype(x):
     """Kernels are cast to the input's precision: float64 input -> float64, else float32."""
     import numpy as np
@@ -151,10 +196,8 @@ def report(result, output: str | None, key: str = "result") -> None:
     import numpy as np
 
     if output:
-        try:
+        with write_errors(output):
             _io().save_array(output, result, key=key)
-        except OSError as exc:
-            raise _io().DataError(f"-o {output!r}: could not write ({exc})") from None
         shape = "x".join(str(s) for s in result.shape)
         click.echo(f"wrote {output} ({result.dtype}, {shape})")
         return
@@ -170,11 +213,19 @@ def report(result, output: str | None, key: str = "result") -> None:
         )
 
 
-def check_paths(output: str | None, inputs: list[str]) -> None:
-    for path, param in zip(inputs, ("INPUT", "--target"), strict=False):
-        _io().check_input_path(path, param)
+def check_paths(output: str | None, inputs: dict, param: str = "-o") -> None:
+    """Usage errors before any work: an input of unknown type, or an ``output`` that is
+    a folder, in a missing folder, or the same file as one of ``inputs``
+    (``{name: path}``, by identity)."""
+    for name, path in inputs.items():
+        if path is not None and name != "--kernel":
+            _io().check_input_path(path, name)
     if output:
-        _io().check_output(output, inputs)
+        _io().check_output(output, inputs, param=param)
+
+
+def kernel_file(spec: KernelSpec) -> str | None:
+    return spec.text if spec.kind == "file" else None
 
 
 def conv_weight(w, C: int, groups, flip: bool, bias, text: str):
@@ -227,6 +278,18 @@ def check_out_of_core(input: str, output: str | None, device) -> None:
 
 
 @contextlib.contextmanager
+def write_errors(output: str, param: str = "-o"):
+    """An OSError while writing ``output`` (disk full, file too large, permissions) as a
+    data error (exit 1); the writer has already removed its temporary file."""
+    try:
+        yield
+    except OSError as exc:
+        raise _io().DataError(
+            f"{param} {output!r}: could not write ({exc.strerror or exc})"
+        ) from None
+
+
+@contextlib.contextmanager
 def out_of_core_progress(output: str):
     """A Rich progress bar over output blocks (shown on a terminal only)."""
     import sys
@@ -261,7 +324,7 @@ def out_of_core_progress(output: str):
 @click.option("--padding", type=PADDING, default="0", show_default=True,
               help="N, N,N, before:after pairs (0:1,1:1), same, valid or full.")
 @click.option("--dilation", type=INTS, default="1", show_default=True, help="N or N,N.")
-@click.option("--groups", type=click.IntRange(min=1), default=None,
+@click.option("--groups", type=click.IntRange(min=1, max=MAX_INT), default=None,
               help="Channel groups (default 1; a 2-D kernel always runs depthwise).")
 @click.option("--padding-mode", type=click.Choice(PADDING_MODES), default="zeros",
               show_default=True)
@@ -269,7 +332,7 @@ def out_of_core_progress(output: str):
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
               help="Where to run (default: cpu, or $FASTCONV_DEVICE).")
 @click.option("--key", default=None, help="Array name inside an .npz INPUT.")
-@click.option("--chunks", type=click.IntRange(min=1), default=None,
+@click.option("--chunks", type=click.IntRange(min=1, max=MAX_INT), default=None,
               help="Out of core: a .npy INPUT larger than memory is read and computed in "
                    "blocks of this edge (e.g. 4096) and written to a .npy -o (needs the "
                    "dask extra).")
@@ -291,7 +354,7 @@ def convolve(input, kernel, output, bias, stride, padding, dilation, groups, pad
     """
     import numpy as np
 
-    check_paths(output, [input])
+    check_paths(output, {"INPUT": input, "--kernel": kernel_file(kernel)})
     if chunks is not None:
         check_out_of_core(input, output, device)
     io = _io()
@@ -305,7 +368,7 @@ def convolve(input, kernel, output, bias, stride, padding, dilation, groups, pad
         if chunks is not None:
             from fastconv import ooc
 
-            with out_of_core_progress(output) as progress:
+            with out_of_core_progress(output) as progress, write_errors(output):
                 ooc.convolve_file(input, output, weight, b, stride=stride, padding=padding,
                                   dilation=dilation, groups=g, padding_mode=padding_mode,
                                   chunks=chunks, progress=progress)
@@ -325,7 +388,7 @@ def convolve(input, kernel, output, bias, stride, padding, dilation, groups, pad
 
 @cli.command(short_help="Max or average pooling of an array or image.")
 @click.argument("input", type=click.Path(exists=True, dir_okay=False))
-@click.option("--size", type=INTS, required=True, help="Window: N or N,N.")
+@click.option("--size", type=INTS, default=None, help="Window: N or N,N.")
 @click.option("--stride", type=INTS, default=None, help="N or N,N (default: the window size).")
 @click.option("--padding", type=IntTupleType(minimum=0), default="0", show_default=True,
               help="N or N,N (at most half the window).")
@@ -335,17 +398,23 @@ def convolve(input, kernel, output, bias, stride, padding, dilation, groups, pad
               help="Output file (.npy, .npz or an image).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)
 @click.option("--key", default=None, help="Array name inside an .npz INPUT.")
-@click.option("--chunks", type=click.IntRange(min=1), default=None,
+@click.option("--chunks", type=click.IntRange(min=1, max=MAX_INT), default=None,
               help="Out of core: compute a .npy INPUT in blocks of this edge into a .npy -o "
                    "(needs the dask extra).")
-def pool(input, size, stride, padding, mode, ceil_mode, output, device, key, chunks):
+@click.option("--adaptive", type=SIZE, default=None,
+              help="Adaptive pooling to this output size (HxW, or N for both axes) instead "
+                   "of a --size window.")
+def pool(input, size, stride, padding, mode, ceil_mode, output, device, key, chunks, adaptive):
     """Max or average pooling of INPUT, each channel on its own.
 
-    A 2-D array is one image, 3-D is (C, H, W), 4-D is (N, C, H, W).
+    A 2-D array is one image, 3-D is (C, H, W), 4-D is (N, C, H, W). With --adaptive HxW
+    the windows adapt to give that output size (PyTorch's adaptive_max/avg_pool2d;
+    --adaptive 1 is global pooling).
     """
     import numpy as np
 
-    check_paths(output, [input])
+    check_adaptive(size, adaptive, stride, padding, ceil_mode, chunks)
+    check_paths(output, {"INPUT": input})
     if chunks is not None:
         check_out_of_core(input, output, device)
     io = _io()
@@ -355,18 +424,44 @@ def pool(input, size, stride, padding, mode, ceil_mode, output, device, key, chu
         if chunks is not None:
             from fastconv import ooc
 
-            with out_of_core_progress(output) as progress:
+            with out_of_core_progress(output) as progress, write_errors(output):
                 ooc.pool_file(input, output, size, stride, padding, mode=mode,
                               ceil_mode=ceil_mode, chunks=chunks, progress=progress)
             click.echo(f"wrote {output} (out of core, blocks of {chunks})")
             return
         import fastconv as fc
 
-        func = fc.max_pool2d if mode == "max" else fc.avg_pool2d
-        y = func(x3, size, stride=stride, padding=padding, ceil_mode=ceil_mode, device=device)
+        if adaptive is not None:
+            func = fc.adaptive_max_pool2d if mode == "max" else fc.adaptive_avg_pool2d
+            y = func(x3, adaptive if len(adaptive) > 1 else adaptive[0], device=device)
+        else:
+            func = fc.max_pool2d if mode == "max" else fc.avg_pool2d
+            y = func(x3, size, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                     device=device)
         if was_2d:
             y = y[0]
     report(np.asarray(y), output)
+
+
+def check_adaptive(size, adaptive, stride, padding, ceil_mode, chunks) -> None:
+    """``pool`` takes exactly one of --size and --adaptive; the window options go with
+    --size only."""
+    if (size is None) == (adaptive is None):
+        raise click.UsageError("give either --size (a window) or --adaptive (an output "
+                               "size), not both" if size is not None else
+                               "Missing option '--size' (a window) or '--adaptive' (an "
+                               "output size).")
+    if adaptive is None:
+        return
+    if len(adaptive) > 2:
+        raise click.BadParameter(f"{'x'.join(map(str, adaptive))!r}: expected HxW or N",
+                                 param_hint="--adaptive")
+    given = [name for name, on in (("--stride", stride is not None),
+                                   ("--padding", padding not in (0, "0")),
+                                   ("--ceil-mode", ceil_mode), ("--chunks", chunks is not None))
+             if on]
+    if given:
+        raise click.UsageError(f"{', '.join(given)} cannot be used with --adaptive")
 
 
 # ------------------------------------------------------------------------------- shape
@@ -384,11 +479,13 @@ def _fmt_size(size) -> str:
 @click.option("--stride", type=INTS, default="1", show_default=True)
 @click.option("--dilation", type=INTS, default="1", show_default=True)
 @click.option("--ceil-mode", is_flag=True, help="Pooling's ceil rule.")
-@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Apply the one layer this many times.")
+@click.option("--repeat", type=click.IntRange(min=1, max=MAX_LAYERS), default=1,
+              show_default=True, help=f"Apply the one layer this many times (at most "
+                                      f"{MAX_LAYERS}).")
 @click.option("--layer", "layers", type=LAYER, multiple=True,
-              help="A layer of a stack, repeatable: conv:k=5,s=1,p=2,d=1 or "
-                   "pool:k=2[,s=2,p=0,ceil=1]; N*conv:k=5 repeats it N times.")
+              help="A layer of a stack, repeatable: conv:k=5,s=1,p=2,d=1, "
+                   "pool:k=2[,s=2,p=0,ceil=1] or adaptive:7x7 (adaptive pooling to 7x7); "
+                   "N*conv:k=5 repeats it N times.")
 def shape(input_size, kernel, padding, stride, dilation, ceil_mode, repeat, layers):
     """Output size of a layer (prints e.g. 4x4), or a table for a --layer stack.
 
@@ -405,6 +502,10 @@ def shape(input_size, kernel, padding, stride, dilation, ceil_mode, repeat, laye
         raise click.UsageError("missing --kernel (one layer) or --layer (a stack)")
     if layers and repeat != 1:
         raise click.UsageError("--repeat applies to --kernel; in a stack write N*conv:k=5")
+    total = sum(spec.repeat for spec in layers)
+    if total > MAX_LAYERS:
+        raise click.BadParameter(f"the stack has {total} layers; at most {MAX_LAYERS} are "
+                                 "computed", param_hint="--layer")
     if kernel is not None:
         size = input_size
         with library_errors("shape"):
@@ -439,6 +540,11 @@ def stack_rows(input_size: tuple, layers) -> list[tuple[str, ...]]:
         for _ in range(spec.repeat):
             index += 1
             where = f"--layer {spec.text!r} (layer {index})"
+            if spec.kind == "adaptive":
+                size, rf = adaptive_row(size, rf, spec, where)
+                rows.append((str(index), spec.text.split("*", 1)[-1], _fmt_size(size),
+                             _fmt_size(r for r, _ in rf), _fmt_size(j for _, j in rf)))
+                continue
             with library_errors(where):
                 k = ntuple(spec.kernel, n, "k", where)
                 s = ntuple(spec.stride, n, "s", where)
@@ -464,6 +570,24 @@ def stack_rows(input_size: tuple, layers) -> list[tuple[str, ...]]:
     return rows
 
 
+def adaptive_row(size: tuple, rf: list, spec, where: str):
+    """(output size, receptive field) after an adaptive pooling layer. Its windows and
+    steps vary when the output size does not divide the input: the receptive field
+    uses the largest window and step (an upper bound; exact when it divides)."""
+    from fastconv import _shapes
+
+    with library_errors(where):
+        out = _shapes.adaptive_output_size(size, spec.output_size if len(spec.output_size) > 1
+                                           else spec.output_size[0], "adaptive")
+    new_rf = []
+    for (r, j), n, o in zip(rf, size, out, strict=True):
+        starts, ends = _shapes.adaptive_windows(n, o)
+        k = max(e - s for s, e in zip(starts, ends, strict=True))
+        s = max((b - a for a, b in zip(starts, starts[1:], strict=False)), default=k)
+        new_rf.append((r + (k - 1) * j, j * s))
+    return out, new_rf
+
+
 # ------------------------------------------------------------------------ learn-kernel
 
 
@@ -474,13 +598,15 @@ def stack_rows(input_size: tuple, layers) -> list[tuple[str, ...]]:
               help="Target Y = conv(X, kernel) to fit.")
 @click.option("--kernel-size", type=SIZE, required=True, help="Kernel size, e.g. 1x2.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-2,
+              callback=lambda ctx, param, v: _finite(v, param),
               show_default=True, help="Learning rate.")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1, max=MAX_INT), default=10,
+              show_default=True)
 @click.option("--bias/--no-bias", default=False, show_default=True, help="Also fit a bias.")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd",
               show_default=True)
 @click.option("--seed", type=int, default=None, help="Seed of the initial kernel.")
-@click.option("--every", type=click.IntRange(min=1), default=2, show_default=True,
+@click.option("--every", type=click.IntRange(min=1, max=MAX_INT), default=2, show_default=True,
               help="Print the loss every this many epochs.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Save the learned kernel (.npy or .npz).")
@@ -494,14 +620,17 @@ def learn_kernel(input_path, target, kernel_size, lr, epochs, bias, optimizer, s
     \b
     fastconv learn-kernel --input x.npy --target y.npy --kernel-size 1x2
     """
+    import math
+
     import numpy as np
 
+    from fastconv._files import same_file
+
     io = _io()
-    check_paths(None, [input_path, target])
-    for out, name in ((output, "-o"), (plot, "--plot")):
-        if out:
-            io.check_output(out, [input_path, target], param=name)
-    if output and plot and io._same_file(output, plot):
+    inputs = {"--input": input_path, "--target": target}
+    check_paths(output, inputs)
+    check_paths(plot, inputs, param="--plot")
+    if output and plot and same_file(output, plot):
         raise click.BadParameter("-o and --plot name the same file", param_hint="--plot")
     x = io.load_array(input_path)
     y = io.load_array(target, param="--target")
@@ -531,7 +660,8 @@ def learn_kernel(input_path, target, kernel_size, lr, epochs, bias, optimizer, s
 
             progress = stack.enter_context(Progress(transient=True))
             task = progress.add_task("learning", total=epochs)
-        with library_errors(f"learn-kernel --input {input_path!r} --target {target!r}"):
+        with library_errors(f"learn-kernel --input {input_path!r} --target {target!r}"), \
+                np.errstate(all="ignore"):  # a diverging fit prints "loss nan", not warnings
             result = learn(x, y, kernel_size, lr=lr, epochs=epochs, bias=bias,
                            optimizer=optimizer, seed=seed, callback=callback)
     kernel = np.asarray(result.kernel)
@@ -539,19 +669,25 @@ def learn_kernel(input_path, target, kernel_size, lr, epochs, bias, optimizer, s
     click.echo(fmt_array(kernel))
     if bias:
         click.echo(f"bias: {fmt_array(result.bias)}")
+    losses = list(result.losses) if result.losses is not None else losses_seen
+    finite = sum(math.isfinite(float(v)) for v in losses)
+    if plot and not finite:  # refused before any file is written
+        raise io.DataError(
+            f"--plot {plot!r}: no finite loss to draw (every loss is NaN or infinite: NaN "
+            "in the data, or a diverging fit: try a smaller --lr)"
+        )
     if output:
         report(kernel, output, key="kernel")
     if plot:
-        losses = list(result.losses) if result.losses is not None else losses_seen
-        try:
+        with write_errors(plot, "--plot"):
             io.atomic_write(plot, lambda fh: draw_loss_curve(losses, fh))
-        except OSError as exc:
-            raise io.DataError(f"--plot {plot!r}: could not write ({exc})") from None
-        click.echo(f"wrote {plot} (loss curve, {len(losses)} epochs)")
+        skipped = f", {len(losses) - finite} non-finite not drawn" if finite < len(losses) else ""
+        click.echo(f"wrote {plot} (loss curve, {len(losses)} epochs{skipped})")
 
 
 def draw_loss_curve(losses, fh, size=(640, 400)) -> None:
-    """The loss per epoch as a PNG, drawn with Pillow (log scale when it spans decades)."""
+    """The loss per epoch as a PNG, drawn with Pillow (log scale when it spans decades).
+    NaN/inf losses (a diverging fit) are left out: the curve has a gap there."""
     import math
 
     from PIL import Image, ImageDraw
@@ -561,10 +697,12 @@ def draw_loss_curve(losses, fh, size=(640, 400)) -> None:
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
     vals = [float(v) for v in losses]
-    positive = all(v > 0 for v in vals) and vals
-    log = bool(positive) and max(vals) / min(vals) > 100
-    ys = [math.log10(v) for v in vals] if log else vals
-    lo, hi = (min(ys), max(ys)) if ys else (0.0, 1.0)
+    seen = [v for v in vals if math.isfinite(v)]
+    positive = all(v > 0 for v in seen) and seen
+    log = bool(positive) and max(seen) / min(seen) > 100
+    ys = [(math.log10(v) if log else v) if math.isfinite(v) else None for v in vals]
+    finite_ys = [v for v in ys if v is not None]
+    lo, hi = (min(finite_ys), max(finite_ys)) if finite_ys else (0.0, 1.0)
     if hi == lo:
         hi = lo + 1.0
     n = max(len(ys), 2)
@@ -586,11 +724,18 @@ def draw_loss_curve(losses, fh, size=(640, 400)) -> None:
         draw.text((x - 5, h - bottom + 8), str(i + 1), fill="black")
     draw.text((w // 2 - 20, h - 20), "epoch", fill="black")
     draw.text((left, 8), "loss" + (" (log scale)" if log else ""), fill="black")
-    if len(ys) == 1:
-        x, y = px(0, ys[0])
-        draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill="navy")
-    else:
-        draw.line([px(i, v) for i, v in enumerate(ys)], fill="navy", width=2)
+    runs, run = [], []
+    for i, v in enumerate(ys):  # runs of consecutive finite losses
+        if v is None:
+            runs, run = runs + [run] if run else runs, []
+        else:
+            run.append(px(i, v))
+    for points in runs + [run] if run else runs:
+        if len(points) == 1:
+            x, y = points[0]
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill="navy")
+        else:
+            draw.line(points, fill="navy", width=2)
     img.save(fh, format="PNG")
 
 
@@ -625,16 +770,15 @@ def info():
     """Versions, devices, CPU thread count and where compiled kernels are cached."""
     import os
     import platform
-    from pathlib import Path
 
     import numba
     import numpy as np
 
     import fastconv as fc
+    from fastconv._warmup import cache_status
 
-    cache = numba.config.CACHE_DIR or str(Path(fc.__file__).parent / "cpu" / "__pycache__")
-    cached = len(list(Path(cache).glob("*.nbi"))) if Path(cache).is_dir() else 0
-    hint = "" if numba.config.CACHE_DIR else "; set NUMBA_CACHE_DIR to move it"
+    status = cache_status()
+    warm = "warm" if status.warm else "cold: run `fastconv warmup`"
     rows = [
         ("fastconv", fc.__version__),
         ("numpy", np.__version__),
@@ -643,10 +787,39 @@ def info():
         ("devices", ", ".join(fc.devices())),
         ("threads", f"{numba.get_num_threads()} (NUMBA_NUM_THREADS="
                     f"{os.environ.get('NUMBA_NUM_THREADS', 'unset')})"),
-        ("kernel cache", f"{cache} ({cached} cached kernels{hint})"),
+        ("kernel cache", f"{warm}; {status}"),
     ]
     for name, value in rows:
         click.echo(f"{name:<13}{value}")
+
+
+# ------------------------------------------------------------------------------ warmup
+
+
+@cli.command(short_help="Compile the common kernels into the cache, once.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+              help="Worker processes [default: the CPU count].")
+def warmup(jobs):
+    """Compile the common kernels (float32/float64 convolution, gradients, pooling) into
+    Numba's on-disk cache, in parallel worker processes, so that later calls and commands
+    start without compiling. Prints where the cache lives and its size."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fastconv._warmup import TASKS
+    from fastconv._warmup import warmup as run
+
+    columns = (TextColumn("compiling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("warmup", total=len(TASKS))
+
+        def done(label, seconds):
+            bar.advance(task)
+            bar.console.print(f"{label}: {seconds:.1f} s")
+
+        status = run(jobs, progress=done)
+    click.echo(f"kernel cache: {status}")
+    if not status.warm:
+        raise click.ClickException("some kernels are still not cached (see above)")
 
 
 # -------------------------------------------------------------------------------- demo

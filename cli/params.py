@@ -8,26 +8,44 @@ Only the standard library is imported here; NumPy is imported when a kernel is b
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 
 import click
 
 _INT = re.compile(r"^[+-]?\d+$")
+#: The largest int an option takes (stride, padding, dilation, sizes, ``--chunks``...):
+#: 2**63 - 1, the largest index NumPy and Numba hold; larger is a usage error.
+MAX_INT = 2**63 - 1
+#: The most layers ``fastconv shape`` computes: ``--repeat`` and the ``N*`` repeats of a
+#: ``--layer`` stack together (a usage error beyond: no network has more, and each one is
+#: a row of the table).
+MAX_LAYERS = 10_000
+#: The longest ``-k`` literal (characters): a kernel with more values belongs in a .npy.
+MAX_LITERAL_CHARS = 100_000
+#: A ``-k`` literal nests at most this deep (a kernel is 2-D, 3-D or 4-D).
+MAX_LITERAL_DEPTH = 4
 
 
 def _int(text: str) -> int | None:
+    """An int from text, or None. Digits beyond any int64 give ``MAX_INT + 1`` (with the
+    sign) without converting the text (``int()`` refuses more than 4300 digits)."""
     text = text.strip()
-    return int(text) if _INT.match(text) else None
+    if not _INT.match(text):
+        return None
+    if len(text.lstrip("+-").lstrip("0")) > 20:
+        return -(MAX_INT + 1) if text.startswith("-") else MAX_INT + 1
+    return int(text)
 
 
 def _number(text: str) -> int | float | None:
     """An int or a finite float from text, or None (no eval: int()/float() only)."""
     text = text.strip()
     value = _int(text)
-    if value is not None:
+    if value is not None and abs(value) <= MAX_INT:
         return value
-    try:
+    try:  # a float, or an int too long for _int: float() gives inf beyond 1.8e308
         value = float(text)
     except ValueError:
         return None
@@ -41,6 +59,13 @@ def parse_size(text: str, *, minimum: int = 1) -> tuple[int, ...] | None:
     if not parts or any(v is None or v < minimum for v in values):
         return None
     return tuple(values)
+
+
+def _check_max(ptype: click.ParamType, value, ints, param, ctx) -> None:
+    """A usage error for any int above ``MAX_INT``."""
+    if any(v > MAX_INT for v in ints):
+        ptype.fail(f"{value!r}: too large; the largest value is 2**63-1 = {MAX_INT}",
+                   param, ctx)
 
 
 class SizeType(click.ParamType):
@@ -62,6 +87,7 @@ class SizeType(click.ParamType):
                 param,
                 ctx,
             )
+        _check_max(self, value, size, param, ctx)
         return size
 
 
@@ -84,6 +110,7 @@ class IntTupleType(click.ParamType):
                 param,
                 ctx,
             )
+        _check_max(self, value, values, param, ctx)
         return values[0] if len(values) == 1 else tuple(values)
 
 
@@ -119,6 +146,8 @@ class PaddingType(click.ParamType):
         if len(out) > 3 or (any(isinstance(v, tuple) for v in out)
                             and not all(isinstance(v, tuple) for v in out)):
             self.fail(bad, param, ctx)
+        flat = [v for item in out for v in (item if isinstance(item, tuple) else (item,))]
+        _check_max(self, value, flat, param, ctx)
         return out[0] if len(out) == 1 and not isinstance(out[0], tuple) else tuple(out)
 
 
@@ -170,11 +199,7 @@ class KernelType(click.ParamType):
         if text.lower().endswith(".npy"):
             return KernelSpec(text, "file")
         if text.startswith("["):
-            try:
-                values = json.loads(text)
-            except json.JSONDecodeError as exc:
-                self.fail(f"{text!r}: not a valid array literal ({exc.msg}); expected "
-                          "nested lists of numbers like [[1,-1]]", param, ctx)
+            values = self._literal(text, param, ctx)
             if not _numeric_nested(values):
                 self.fail(f"{text!r}: expected nested lists of numbers like [[1,-1]]",
                           param, ctx)
@@ -188,6 +213,42 @@ class KernelType(click.ParamType):
             self.fail(f"{text!r}: kernel arguments must be numbers, as in gaussian:5:1.0",
                       param, ctx)
         return KernelSpec(text, "named", name=name.lower().replace("-", "_"), args=args)
+
+    def _literal(self, text: str, param, ctx):
+        """Nested lists of finite floats from a JSON literal: bounded length and depth
+        (checked on the text, before parsing), every number a finite float."""
+        short = text if len(text) <= 60 else text[:40] + "..." + text[-10:]
+        if len(text) > MAX_LITERAL_CHARS:
+            self.fail(f"{short!r}: a literal of {len(text)} characters is too long (at most "
+                      f"{MAX_LITERAL_CHARS}); save a large kernel as .npy", param, ctx)
+        depth = deepest = 0
+        for ch in text:
+            depth += (ch == "[") - (ch == "]")
+            deepest = max(deepest, depth)
+        if deepest > MAX_LITERAL_DEPTH:
+            self.fail(f"{short!r}: nested {deepest} deep; a kernel literal has at most "
+                      f"{MAX_LITERAL_DEPTH} levels (2-D to 4-D)", param, ctx)
+
+        def refuse(constant):
+            raise ValueError(f"{constant} is not a finite number")
+
+        try:
+            values = json.loads(text, parse_int=float, parse_constant=refuse)
+        except json.JSONDecodeError as exc:
+            self.fail(f"{short!r}: not a valid array literal ({exc.msg}); expected "
+                      "nested lists of numbers like [[1,-1]]", param, ctx)
+        except (ValueError, RecursionError) as exc:
+            self.fail(f"{short!r}: not a valid array literal ({exc})", param, ctx)
+        if not _all_finite(values):
+            self.fail(f"{short!r}: every kernel value must be a finite number (one "
+                      "overflows a float64)", param, ctx)
+        return values
+
+
+def _all_finite(values) -> bool:
+    if isinstance(values, list):
+        return all(_all_finite(v) for v in values)
+    return not isinstance(values, float) or math.isfinite(values)
 
 
 def _numeric_nested(values) -> bool:
@@ -204,13 +265,14 @@ class LayerSpec:
     """One layer of ``fastconv shape --layer``: conv or pool with per-axis parameters."""
 
     text: str
-    kind: str  # "conv" | "pool"
+    kind: str  # "conv" | "pool" | "adaptive"
     kernel: int | tuple
     stride: int | tuple
     padding: object
     dilation: int | tuple
     ceil_mode: bool = False
     repeat: int = 1
+    output_size: tuple = ()  # kind "adaptive": the output size (adaptive:7x7)
 
 
 _LAYER_KEYS = {
@@ -223,8 +285,9 @@ _LAYER_KEYS = {
 
 
 class LayerType(click.ParamType):
-    """``[N*]conv:k=5,s=1,p=2,d=1`` or ``[N*]pool:k=2[,s=2,p=0,ceil=1]``; per-axis values
-    as ``k=5x3``; ``N*`` repeats the layer N times (``10*conv:k=5``)."""
+    """``[N*]conv:k=5,s=1,p=2,d=1``, ``[N*]pool:k=2[,s=2,p=0,ceil=1]`` or
+    ``adaptive:7x7`` (adaptive pooling to that output size); per-axis values as ``k=5x3``;
+    ``N*`` repeats the layer N times (``10*conv:k=5``)."""
 
     name = "LAYER"
 
@@ -241,8 +304,18 @@ class LayerType(click.ParamType):
             repeat = _int(count)
             if repeat is None or repeat < 1:
                 self.fail(usage, param, ctx)
+            if repeat > MAX_LAYERS:
+                self.fail(f"{text!r}: {count.strip()} repeats; at most {MAX_LAYERS} layers "
+                          "are computed", param, ctx)
         kind, _, rest = body.partition(":")
         kind = kind.strip().lower()
+        if kind == "adaptive":  # adaptive:7x7 (an output size; 1 = global pooling)
+            out = parse_size(rest.strip(), minimum=1)
+            if out is None:
+                self.fail(f"{text!r}: expected an adaptive layer like adaptive:7x7 or "
+                          "adaptive:1 (the output size)", param, ctx)
+            return LayerSpec(text=text, kind=kind, kernel=1, stride=1, padding=0,
+                             dilation=1, repeat=repeat, output_size=out)
         if kind not in ("conv", "pool"):
             self.fail(usage, param, ctx)
         fields: dict = {}
@@ -261,8 +334,9 @@ class LayerType(click.ParamType):
                 fields[key] = raw
             else:
                 size = parse_size(raw, minimum=0 if key == "padding" else 1)
-                if size is None:
-                    self.fail(f"{usage}; {key} must be an int or per-axis like 5x3, got "
+                if size is None or any(v > MAX_INT for v in size):
+                    self.fail(f"{usage}; {key} must be an int (at most 2**63-1) or per-axis "
+                              "like 5x3, got "
                               f"{raw!r}", param, ctx)
                 fields[key] = size[0] if len(size) == 1 else size
         if "kernel" not in fields:

@@ -32,7 +32,7 @@ import numpy as np
 
 from fastconv import _dispatch, _shapes
 from fastconv._plan import plan_conv, plan_pool
-from fastconv._validate import as_array, check_algorithm, check_dtype
+from fastconv._validate import as_array, check_algorithm, check_dtype, check_not_all_bool
 
 #: fastconv padding_mode -> numpy.pad / dask.array.pad mode.
 NUMPY_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge",
@@ -105,6 +105,7 @@ def conv(func, nspatial, x, weight, bias, stride, padding, dilation, groups, pad
     check_algorithm(algorithm, func, ALGORITHMS)
     _check_input(func, x)
     w, b = _small(weight, "weight", func), _small(bias, "bias", func)
+    check_not_all_bool(func, {"x": x, "weight": w, "bias": b})
     plan = plan_conv(func, nspatial, x, w, b, stride, padding, dilation, groups, padding_mode)
     name = _dispatch.choose(func, device, w, b)
     if name == "cpu" and algorithm == "auto":
@@ -187,6 +188,7 @@ def pool(kind, func, nspatial, x, kernel_size, stride, padding, dilation, ceil_m
     import dask.array as da
 
     _check_input(func, x)
+    check_not_all_bool(func, {"x": x})
     plan = plan_pool(func, nspatial, x, kernel_size, stride, padding, dilation, ceil_mode,
                      kind, count_include_pad, divisor_override)
     name = _dispatch.choose(func, device)

@@ -4,12 +4,13 @@ Backends and the Dask layer consume plans; none re-derives a size."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from fastconv import _shapes
-from fastconv._validate import _is_int, check_padding_mode, ntuple, result_dtype
+from fastconv._validate import INT_MAX, _is_int, as_int, check_padding_mode, ntuple, result_dtype
 
 Pairs = tuple[tuple[int, int], ...]
 
@@ -124,38 +125,92 @@ def plan_conv(
     return plan
 
 
-def _check_conv(func, nspatial, x, weight, bias, stride, padding, dilation, groups,
-                padding_mode) -> ConvPlan:
-    """The checks and shape resolution behind :func:`plan_conv` (no cache)."""
+#: The most elements an array may have (its byte size must fit in an int64).
+MAX_ELEMENTS = INT_MAX // 16
+
+
+def check_size(func: str, what: str, shape: tuple, shapes="") -> None:
+    """ValueError for an array no machine can hold (a huge padding or output_padding),
+    raised before anything is allocated; merely large arrays are NumPy's to refuse."""
+    if math.prod(shape) > MAX_ELEMENTS:
+        raise ValueError(
+            f"{func}: the {what} would have shape {shape}, more than 2**59 elements; "
+            f"check padding, stride and dilation{shapes}"
+        )
+
+
+def _check_conv_arrays(func, nspatial, x, weight, bias, groups, transposed: bool):
+    """The checks forward and transposed convolutions share: ranks, ``groups``, channel
+    counts, the bias shape and empty axes. Returns ``(xs, ws, unbatched, groups, K)``
+    with ``xs`` the 5-D-ready input shape (batch axis added).
+
+    Empty arrays follow PyTorch: an empty batch (N = 0) is accepted, and so are zero
+    input channels of a forward convolution (its output is the bias); no output
+    channels, an empty spatial or kernel axis, or zero input channels of a transposed
+    convolution are errors.
+    """
     s = nspatial
     _check_rank(func, "x", x, (s + 1, s + 2),
                 f"{s + 2}-D (N, C, *spatial) or {s + 1}-D (C, *spatial)")
-    _check_rank(func, "weight", weight, (s + 2,), f"{s + 2}-D (K, C // groups, *kernel)")
+    wlayout = "(C, K // groups, *kernel)" if transposed else "(K, C // groups, *kernel)"
+    _check_rank(func, "weight", weight, (s + 2,), f"{s + 2}-D {wlayout}")
     xs, ws = shape_of(x), shape_of(weight)
     unbatched = len(xs) == s + 1
     if unbatched:
         xs = (1,) + xs
     shapes = _ShapesNote(x, weight)
-    if not _is_int(groups) or groups < 1:
-        raise ValueError(f"{func}: groups must be an int >= 1, got {groups!r}")
-    groups = int(groups)
-    C, K = xs[1], ws[0]
-    if C % groups or K % groups:
+    groups = as_int(groups, "groups", func, minimum=1)
+    C = xs[1]
+    if transposed:
+        K = ws[1] * groups
+        if C != ws[0]:
+            raise ValueError(
+                f"{func}: channel mismatch: x has C={C} but weight.shape[0] = {ws[0]}{shapes}"
+            )
+        if C % groups:
+            raise ValueError(
+                f"{func}: groups={groups} must divide the input channels C={C}{shapes}"
+            )
+        if bias is not None and shape_of(bias) != (K,):
+            raise ValueError(
+                f"{func}: bias must have shape (K,) = ({K},) with K = weight.shape[1] * "
+                f"groups, got bias.shape={shape_of(bias)}"
+            )
+    else:
+        K = ws[0]
+        if C % groups or K % groups:
+            raise ValueError(
+                f"{func}: groups={groups} must divide both the input channels C={C} and the "
+                f"output channels K={K}{shapes}"
+            )
+        if C != ws[1] * groups:
+            raise ValueError(
+                f"{func}: channel mismatch: x has C={C} but weight.shape[1] * groups = "
+                f"{ws[1] * groups}{shapes}"
+            )
+        if bias is not None and shape_of(bias) != (K,):
+            raise ValueError(
+                f"{func}: bias must have shape (K,) = ({K},), got bias.shape={shape_of(bias)}"
+            )
+    if K == 0:
+        raise ValueError(f"{func}: weight has no output channels (K=0){shapes}")
+    if transposed and C == 0:
         raise ValueError(
-            f"{func}: groups={groups} must divide both the input channels C={C} and the "
-            f"output channels K={K}{shapes}"
+            f"{func}: x has no input channels (C=0; PyTorch refuses them too){shapes}"
         )
-    if C != ws[1] * groups:
-        raise ValueError(
-            f"{func}: channel mismatch: x has C={C} but weight.shape[1] * groups = "
-            f"{ws[1] * groups}{shapes}"
-        )
-    if bias is not None and shape_of(bias) != (K,):
-        raise ValueError(
-            f"{func}: bias must have shape (K,) = ({K},), got bias.shape={shape_of(bias)}"
-        )
-    if 0 in xs or 0 in ws:
-        raise ValueError(f"{func}: empty input or weight{shapes}")
+    if 0 in xs[2:]:
+        raise ValueError(f"{func}: x has an empty spatial axis{shapes}")
+    if 0 in ws[2:]:
+        raise ValueError(f"{func}: weight has an empty kernel axis{shapes}")
+    return xs, ws, unbatched, groups, K
+
+
+def _check_conv(func, nspatial, x, weight, bias, stride, padding, dilation, groups,
+                padding_mode) -> ConvPlan:
+    """The checks and shape resolution behind :func:`plan_conv` (no cache)."""
+    s = nspatial
+    xs, ws, unbatched, groups, K = _check_conv_arrays(func, s, x, weight, bias, groups, False)
+    shapes = _ShapesNote(x, weight)
     kernel = ws[2:]
     strides = ntuple(stride, s, "stride", func, minimum=1)
     dil = ntuple(dilation, s, "dilation", func, minimum=1)
@@ -173,6 +228,9 @@ def _check_conv(func, nspatial, x, weight, bias, stride, padding, dilation, grou
             f"{spatial}{shapes}"
         )
     out_spatial = _shapes.conv_output_spatial(spatial, kernel, strides, pads, dil, func, shapes)
+    padded = tuple(n + b + a for n, (b, a) in zip(spatial, pads, strict=True))
+    check_size(func, "padded input", xs[:2] + padded, shapes)
+    check_size(func, "output", (xs[0], K) + out_spatial, shapes)
     dtype = result_dtype(x, weight, *(() if bias is None else (bias,)))
     return ConvPlan(
         func=func,
@@ -242,25 +300,32 @@ def plan_pool(
     if unbatched:
         xs = (1,) + xs
     kernel = ntuple(kernel_size, s, "kernel_size", func, minimum=1)
-    strides = kernel if stride is None else ntuple(stride, s, "stride", func, minimum=1)
+    if stride is None or (isinstance(stride, tuple | list) and len(stride) == 0):
+        strides = kernel  # PyTorch: None or an empty tuple means stride = kernel_size
+    else:
+        strides = ntuple(stride, s, "stride", func, minimum=1)
     pads = ntuple(padding, s, "padding", func, minimum=0)
     dil = ntuple(dilation, s, "dilation", func, minimum=1)
-    if divisor_override is not None and (
-        not isinstance(divisor_override, int) or isinstance(divisor_override, bool)
-        or divisor_override == 0
-    ):
-        raise ValueError(
-            f"{func}: divisor_override must be None or a non-zero int, got {divisor_override!r}"
-        )
+    if divisor_override is not None:
+        if not _is_int(divisor_override) or divisor_override == 0:
+            raise ValueError(
+                f"{func}: divisor_override must be None or a non-zero int, "
+                f"got {divisor_override!r}"
+            )
+        divisor_override = as_int(divisor_override, "divisor_override", func, minimum=-INT_MAX)
     spatial = xs[2:]
     shapes = (f"kernel_size={kernel}, stride={strides}, padding={pads}, dilation={dil}, "
               f"x.shape={shape_of(x)}")
+    if xs[1] == 0 or 0 in spatial:
+        raise ValueError(
+            f"{func}: x must have at least one channel and a non-empty spatial extent (only "
+            f"the batch axis may be empty, as in PyTorch), got x.shape={shape_of(x)}"
+        )
     limits = tuple(_shapes.pool_pad_limit(k, d, kind) for k, d in zip(kernel, dil, strict=True))
     if any(p > lim for p, lim in zip(pads, limits, strict=True)):
-        rule = "((kernel_size - 1) * dilation + 1) // 2" if kind == "max" else "kernel_size // 2"
         raise ValueError(
-            f"{func}: padding={pads} must be at most half the window, {rule} = {limits} "
-            f"({shapes})"
+            f"{func}: padding={pads} must be at most half the window, kernel_size // 2 = "
+            f"{limits} ({shapes})"
         )
     out = tuple(
         _shapes.pool_out(n, k, st, p, d, bool(ceil_mode))
@@ -271,6 +336,18 @@ def plan_pool(
             f"{func}: output size {out} < 1 for input spatial size {spatial} "
             f"(ceil_mode={bool(ceil_mode)}, {shapes})"
         )
+    if kind == "max":
+        for axis, (n, k, st, p, d, o) in enumerate(
+            zip(spatial, kernel, strides, pads, dil, out, strict=True)
+        ):
+            empty = _shapes.pool_empty_window(n, k, st, p, d, o)
+            if empty is not None:
+                raise ValueError(
+                    f"{func}: window {empty} of spatial axis {axis} lies entirely in the "
+                    f"padding (PyTorch returns -inf and an index outside the input there); "
+                    f"use less padding or dilation ({shapes})"
+                )
+    check_size(func, "output", xs[:2] + out, f" ({shapes})")
     divisors: tuple = ()
     if kind == "avg":
         k3, s3, p3 = to3(kernel, 1), to3(strides, 1), to3(pads, 0)
@@ -377,10 +454,13 @@ def _check_size(func: str, name: str, size, ranks: tuple[int, ...], what: str) -
     ok = (
         isinstance(size, tuple | list)
         and len(size) in ranks
-        and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in size)
+        and all(_is_int(v) and 0 <= v <= INT_MAX for v in size)
     )
     if not ok:
-        raise ValueError(f"{func}: {name} must be a tuple of ints {what}, got {size!r}")
+        raise ValueError(
+            f"{func}: {name} must be a tuple of ints {what} (each in [0, 2**63)), "
+            f"got {size!r}"
+        )
     return tuple(int(v) for v in size)
 
 
@@ -424,32 +504,9 @@ def plan_conv_transpose(func, nspatial, x, weight, bias, stride, padding, output
                         groups, dilation) -> InputGradPlan:
     """Check a transposed convolution (PyTorch semantics; weight is (C, K // groups, *k))."""
     s = nspatial
-    _check_rank(func, "x", x, (s + 1, s + 2),
-                f"{s + 2}-D (N, C, *spatial) or {s + 1}-D (C, *spatial)")
-    _check_rank(func, "weight", weight, (s + 2,), f"{s + 2}-D (C, K // groups, *kernel)")
-    xs, ws = shape_of(x), shape_of(weight)
-    unbatched = len(xs) == s + 1
-    if unbatched:
-        xs = (1,) + xs
-    shapes = f" (x.shape={shape_of(x)}, weight.shape={ws})"
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"{func}: groups must be an int >= 1, got {groups!r}")
-    C, K = xs[1], ws[1] * groups
-    if C != ws[0]:
-        raise ValueError(
-            f"{func}: channel mismatch: x has C={C} but weight.shape[0] = {ws[0]}{shapes}"
-        )
-    if C % groups:
-        raise ValueError(
-            f"{func}: groups={groups} must divide the input channels C={C}{shapes}"
-        )
-    if bias is not None and shape_of(bias) != (K,):
-        raise ValueError(
-            f"{func}: bias must have shape (K,) = ({K},) with K = weight.shape[1] * groups, "
-            f"got bias.shape={shape_of(bias)}"
-        )
-    if 0 in xs or 0 in ws:
-        raise ValueError(f"{func}: empty input or weight{shapes}")
+    xs, ws, unbatched, groups, K = _check_conv_arrays(func, s, x, weight, bias, groups, True)
+    C = xs[1]
+    shapes = _ShapesNote(x, weight)
     kernel = ws[2:]
     strides = ntuple(stride, s, "stride", func, minimum=1)
     dil = ntuple(dilation, s, "dilation", func, minimum=1)
@@ -466,6 +523,7 @@ def plan_conv_transpose(func, nspatial, x, weight, bias, stride, padding, output
     )
     if any(o < 1 for o in out):
         raise ValueError(f"{func}: output size {out} < 1 for padding={pad}{shapes}")
+    check_size(func, "output", (xs[0], K) + out, shapes)
     return _input_grad_plan(
         func, s, xs[:2] + to3(xs[2:], 1), (C, ws[1]) + to3(kernel, 1),
         (xs[0], K) + to3(out, 1), to3(strides, 1), to3(dil, 1), to3(tuple((p, p) for p in pad),

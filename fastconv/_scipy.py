@@ -17,7 +17,10 @@ Padding per mode, for a kernel of extent ``k`` on an axis (``_shapes.resolve_pad
 for correlation and ``k // 2`` before for convolution (the rest after). The two "same"
 centrings differ for even ``k``, exactly as in SciPy's C core.
 
-SciPy is never imported here: it is only the test oracle.
+The sum is always the engine's direct one (``algorithm="direct"``), whatever the
+kernel size, as SciPy's own ``correlate2d`` sums directly: exact zeros stay exact.
+SciPy itself is not imported here (it is fastconv's BLAS provider, a runtime
+dependency, and the test oracle).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastconv._shapes import resolve_padding
-from fastconv._validate import as_array, result_dtype
+from fastconv._validate import as_array, check_not_all_bool, result_dtype
 
 #: SciPy's output-size flags.
 MODES = ("valid", "same", "full")
@@ -52,15 +55,16 @@ def _fillvalue(func: str, fillvalue) -> float:
         raise TypeError(f"{func}: fillvalue must be a real number, got {fillvalue!r}")
     if v.size != 1:
         raise ValueError(
-            f"{func}: fillvalue must be a scalar or an array with one element, "
-            f"got fillvalue.shape={v.shape}"
+            f"{func}: `fillvalue` must be scalar or an array with one element (as in "
+            f"SciPy), got fillvalue.shape={v.shape}"
         )
     v = v.reshape(())
     if v.dtype.kind == "c":
         if v.imag != 0:
             raise ValueError(
-                f"{func}: could not cast fillvalue={fillvalue!r} to the real output dtype "
-                "(fastconv computes in float32/float64; complex data is not supported)"
+                f"{func}: could not cast `fillvalue` directly to the output (as in SciPy): "
+                f"fillvalue={fillvalue!r}, and fastconv computes in float32/float64 "
+                "(complex data is not supported)"
             )
         v = v.real
     return float(v)
@@ -70,6 +74,7 @@ def _check(func: str, in1, in2, mode, boundary, fillvalue):
     """Validated ``(in1, in2, boundary, fillvalue)``: real 2-D arrays, known flags."""
     a = as_array(in1, "in1", func)
     b = as_array(in2, "in2", func)
+    check_not_all_bool(func, {"in1": a, "in2": b})
     if a.ndim != 2 or b.ndim != 2:
         raise ValueError(
             f"{func}: inputs must both be 2-D arrays, got in1.shape={a.shape} and "
@@ -113,14 +118,17 @@ def _correlate_padded(func: str, image, kernel, pads, boundary: str, fill: float
     from fastconv.conv import conv2d
 
     x, w = image[None, None], kernel[None, None]
+    # Always the direct sum, whatever the kernel size: SciPy's correlate2d has no method
+    # argument and sums directly, so its exact zeros stay exact (an FFT would leave ~1e-17).
+    direct = {"algorithm": "direct"}
     if boundary == "fill" and fill == 0:
-        return conv2d(x, w, padding=pads, padding_mode="zeros")[0, 0]
+        return conv2d(x, w, padding=pads, padding_mode="zeros", **direct)[0, 0]
     if boundary == "wrap" and all(max(p) <= n for p, n in zip(pads, image.shape, strict=True)):
-        return conv2d(x, w, padding=pads, padding_mode="circular")[0, 0]
+        return conv2d(x, w, padding=pads, padding_mode="circular", **direct)[0, 0]
     # non-zero fill, 'symm' (numpy 'symmetric', no engine mode), wrap by more than a period
     extra = {"constant_values": fill} if boundary == "fill" else {}
     padded = np.pad(image.astype(dtype, copy=False), pads, mode=NP_PAD[boundary], **extra)
-    return conv2d(padded[None, None], w)[0, 0]
+    return conv2d(padded[None, None], w, **direct)[0, 0]
 
 
 def _run(func: str, in1, in2, mode, boundary, fillvalue, flip: bool) -> np.ndarray:
@@ -177,7 +185,8 @@ _DOC = """{what}: a drop-in for ``scipy.signal.{name}`` computed on the fastconv
         Non-2-D or empty inputs, unknown ``mode`` or ``boundary``, neither input at least
         as large as the other in ``"valid"`` mode, a ``fillvalue`` with several elements.
     TypeError
-        Complex, bool, object or string inputs (SciPy accepts complex; fastconv does not).
+        Complex, object or string inputs, or two bool inputs (SciPy accepts complex;
+        fastconv does not).
 
     Examples
     --------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fastconv._validate import PADDING_STRINGS, _is_int, ntuple
+from fastconv._validate import INT_MAX, PADDING_STRINGS, _is_int, ntuple
 
 Pairs = tuple[tuple[int, int], ...]
 
@@ -53,7 +53,7 @@ def resolve_padding(
     ((0, 1), (1, 1))
     """
     n = len(kernel)
-    if type(padding) is int and padding >= 0:  # the common case, without the ABC checks
+    if type(padding) is int and 0 <= padding <= INT_MAX:  # the common case, no ABC checks
         return ((padding, padding),) * n
     if isinstance(padding, str):
         if padding == "valid":
@@ -89,6 +89,8 @@ def resolve_padding(
         pairs = tuple((p, p) for p in ntuple(padding, n, "padding", func))
     if any(v < 0 for pair in pairs for v in pair):
         raise ValueError(f"{func}: padding must be >= 0, got {padding!r}")
+    if any(v > INT_MAX for pair in pairs for v in pair):
+        raise ValueError(f"{func}: padding must be < 2**63 (an int64), got {padding!r}")
     return pairs
 
 
@@ -208,9 +210,37 @@ def receptive_field(layers) -> list[dict]:
 
 
 def pool_pad_limit(k: int, dilation: int, kind: str) -> int:
-    """Largest pooling padding allowed: half the dilated window for max pooling,
-    ``k // 2`` for average pooling (PyTorch's Python-level rule)."""
-    return ((k - 1) * dilation + 1) // 2 if kind == "max" else k // 2
+    """Largest pooling padding allowed on an axis: ``k // 2``, PyTorch's rule for max and
+    average pooling alike (``dilation`` and ``kind`` do not change it).
+
+    >>> pool_pad_limit(3, 2, "max"), pool_pad_limit(4, 1, "avg")
+    (1, 2)
+    """
+    return k // 2
+
+
+def pool_empty_window(n: int, k: int, stride: int, pad: int, dilation: int,
+                      out: int) -> int | None:
+    """The first output along an axis whose dilated pooling window has no tap inside the
+    input (all its taps fall in the padding), or None.
+
+    Only windows starting in the left padding can be empty: with ``pad <= k // 2`` a
+    window starting inside the input holds that input element, and ceil mode drops a
+    window starting in the right padding. Dilation can step over a short input:
+
+    >>> pool_empty_window(1, 2, 1, 1, 2, 1)   # taps -1, 1 on a 1-element axis
+    0
+    >>> pool_empty_window(5, 3, 2, 1, 2, 3) is None
+    True
+    """
+    for o in range(out):
+        start = o * stride - pad
+        if start >= 0:
+            return None
+        first = -(start // dilation)  # first tap index r with start + r*dilation >= 0
+        if first >= k or start + first * dilation >= n:
+            return o
+    return None
 
 
 def pool_divisors(
@@ -281,6 +311,7 @@ __all__ = [
     "conv_out",
     "pool_out",
     "pool_pad_limit",
+    "pool_empty_window",
     "pool_divisors",
     "transpose_out",
     "resolve_padding",
@@ -289,3 +320,117 @@ __all__ = [
     "overlap_chunks",
     "receptive_field",
 ]
+
+
+# --- adaptive pooling, max-unpooling, unfold/fold (the rest of the pooling family) ----
+
+
+def adaptive_output_size(spatial: Sequence[int], output_size, func: str) -> tuple[int, ...]:
+    """Adaptive pooling's output size: an int for every axis or one entry per axis, a
+    ``None`` entry keeping that axis's input size (PyTorch's rule). Entries are >= 0 (a
+    zero gives an empty output, as PyTorch).
+
+    >>> adaptive_output_size((10, 9), (None, 4), "adaptive_avg_pool2d")
+    (10, 4)
+    """
+    n = len(spatial)
+    if output_size is None:
+        entries = (None,) * n
+    elif _is_int(output_size):
+        entries = (int(output_size),) * n
+    elif isinstance(output_size, Sequence) and not isinstance(output_size, str):
+        entries = tuple(output_size)
+    else:
+        raise TypeError(
+            f"{func}: output_size must be an int, None or a tuple of {n} ints or None, "
+            f"got {output_size!r}"
+        )
+    if len(entries) != n or not all(v is None or _is_int(v) for v in entries):
+        raise ValueError(
+            f"{func}: output_size must be an int or a tuple of {n} ints or None, "
+            f"got {output_size!r}"
+        )
+    out = tuple(int(s) if v is None else int(v) for s, v in zip(spatial, entries, strict=True))
+    if min(out) < 0:
+        raise ValueError(f"{func}: output_size must be >= 0, got {output_size!r}")
+    return out
+
+
+def adaptive_windows(n: int, out: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Window ``[start, end)`` of each of ``out`` adaptive outputs over ``n`` inputs:
+    ``start = floor(i*n/out)``, ``end = ceil((i+1)*n/out)`` (PyTorch's rule; windows of
+    neighbouring outputs overlap when ``out`` does not divide ``n``).
+
+    >>> adaptive_windows(5, 3)
+    ((0, 1, 3), (2, 4, 5))
+    """
+    starts = tuple(i * n // out for i in range(out))
+    ends = tuple(ceil_div((i + 1) * n, out) for i in range(out))
+    return starts, ends
+
+
+def unpool_output_size(
+    spatial: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
+    padding: Sequence[int], output_size, func: str,
+) -> tuple[int, ...]:
+    """Max-unpooling output size: ``(n - 1)*stride - 2*padding + kernel`` per axis, or
+    ``output_size`` (the spatial sizes, or the full ``(N, C, *spatial)`` shape), each
+    strictly between ``default - stride`` and ``default + stride`` (PyTorch's rule).
+
+    >>> unpool_output_size((2, 2), (2, 2), (2, 2), (0, 0), None, "max_unpool2d")
+    (4, 4)
+    >>> unpool_output_size((2, 2), (2, 2), (2, 2), (0, 0), (5, 5), "max_unpool2d")
+    (5, 5)
+    """
+    n = len(kernel)
+    default = tuple((m - 1) * s + k - 2 * p
+                    for m, k, s, p in zip(spatial, kernel, stride, padding, strict=True))
+    if output_size is None:
+        out = default
+    else:
+        if not isinstance(output_size, Sequence) or isinstance(output_size, str) or not all(
+            _is_int(v) for v in output_size
+        ):
+            raise ValueError(
+                f"{func}: output_size must be a tuple of {n} (or {n + 2}) ints, "
+                f"got {output_size!r}"
+            )
+        sizes = tuple(int(v) for v in output_size)
+        if len(sizes) == n + 2:
+            sizes = sizes[2:]
+        if len(sizes) != n:
+            raise ValueError(
+                f"{func}: output_size should be a sequence containing {n} or {n + 2} "
+                f"elements, but it has a length of {len(output_size)}"
+            )
+        for d, (v, m, s) in enumerate(zip(sizes, default, stride, strict=True)):
+            if not m - s < v < m + s:
+                raise ValueError(
+                    f"{func}: invalid output_size {tuple(output_size)} (dim {d} must be "
+                    f"between {m - s} and {m + s}, exclusive)"
+                )
+        out = sizes
+    if min(out) < 1:
+        raise ValueError(
+            f"{func}: output size {out} < 1 (input spatial size {tuple(spatial)}, "
+            f"kernel_size={tuple(kernel)}, stride={tuple(stride)}, padding={tuple(padding)})"
+        )
+    return out
+
+
+def sliding_blocks(
+    spatial: Sequence[int], kernel: Sequence[int], dilation: Sequence[int],
+    padding: Sequence[int], stride: Sequence[int],
+) -> tuple[int, ...]:
+    """Number of sliding blocks per axis of ``unfold``/``fold`` (may be < 1):
+    ``floor((n + 2*padding - dilation*(k - 1) - 1) / stride) + 1``.
+
+    >>> sliding_blocks((4, 5), (2, 3), (1, 1), (0, 1), (1, 2))
+    (3, 3)
+    """
+    return tuple(conv_out(n, k, s, p, p, d)
+                 for n, k, d, p, s in zip(spatial, kernel, dilation, padding, stride,
+                                          strict=True))
+
+
+__all__ += ["adaptive_output_size", "adaptive_windows", "sliding_blocks", "unpool_output_size"]

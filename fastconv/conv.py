@@ -13,24 +13,41 @@ from fastconv import _dask, _dispatch
 from fastconv._algorithms import ALGORITHMS, correlation_core
 from fastconv._docs import fill
 from fastconv._plan import ConvPlan, InputGradPlan, plan_conv, plan_conv_transpose
-from fastconv._validate import as_array, check_algorithm
+from fastconv._validate import as_array, check_algorithm, check_not_all_bool
+
+#: Array arguments that may be None (every other one must be an array).
+OPTIONAL_ARRAYS = ("bias",)
 
 
 def wrap_inputs(func: str, backend_name: str, **arrays):
-    """Inputs as arrays of the chosen backend (dtype checked; None stays None)."""
+    """Inputs as arrays of the chosen backend (dtypes checked: real numbers, not all
+    bool; None only for an optional argument such as ``bias``)."""
     be = _dispatch.backend(backend_name) if backend_name != "cpu" else None
     out = {}
     for name, a in arrays.items():
         if a is None:
+            if name not in OPTIONAL_ARRAYS:
+                raise TypeError(f"{func}: {name} must be an array, got None")
             out[name] = None
         elif be is None:
             out[name] = as_array(a, name, func)
         else:
             out[name] = be.wrap(a, name, func)
+    check_not_all_bool(func, out)
     return out
 
 
 _NO_PADS = ((0, 0),) * 3
+
+
+def empty_result(be, shape5: tuple, dtype, bias=None):
+    """The result of an op with nothing to sum (an empty batch, no input channels): the
+    bias broadcast over ``(N, K, D, H, W)``, or zeros; no kernel runs."""
+    if bias is None or 0 in shape5:
+        return be.zeros(shape5, dtype)
+    host = bias.copy_to_host() if hasattr(bias, "copy_to_host") else bias
+    b = np.asarray(host, dtype).reshape((1, -1, 1, 1, 1))
+    return be.asarray(np.ascontiguousarray(np.broadcast_to(b, shape5)), dtype)
 
 
 def run_correlate(plan: ConvPlan, backend_name: str, x, weight, bias, *, flip: bool = False,
@@ -39,6 +56,9 @@ def run_correlate(plan: ConvPlan, backend_name: str, x, weight, bias, *, flip: b
     result takes the array type of ``like`` (the caller's input; default ``x``).
     ``algorithm`` picks the core (see ``fastconv._algorithms``)."""
     be = _dispatch.backend(backend_name)
+    if 0 in plan.x_shape[:2]:  # N = 0 or C = 0: nothing to sum, the output is the bias
+        out = empty_result(be, plan.out_shape, plan.dtype, bias)
+        return be.finish(out.reshape(plan.user_shape(plan.out_shape)), x if like is None else like)
     x5 = be.asarray(x, plan.dtype).reshape(plan.x_shape)
     w5 = be.asarray(weight, plan.dtype).reshape(plan.w_shape)
     if flip:
@@ -105,7 +125,7 @@ _CONV_DOC = """{kind} of a batch of {rank} signals ({shape}).
         Wrong rank, channel mismatch, bad stride/dilation/padding/groups, kernel larger
         than the padded input (messages name the parameter and the shapes).
     TypeError
-        Complex, bool, object or string input.
+        Complex, object or string input, or inputs that are all bool.
 
     Examples
     --------
@@ -183,6 +203,7 @@ def corr2d(X, K) -> np.ndarray:
     """
     X = as_array(X, "X", "corr2d")
     K = as_array(K, "K", "corr2d")
+    check_not_all_bool("corr2d", {"X": X, "K": K})
     for name, a in (("X", X), ("K", K)):
         if a.ndim != 2:
             raise ValueError(
@@ -248,6 +269,9 @@ def run_input_grad(plan: InputGradPlan, backend_name: str, g, weight, bias,
     be = _dispatch.backend(backend_name)
     if not hasattr(be, "correlate_input"):
         raise NotImplementedError(f"{plan.func}: not implemented on device {backend_name!r}")
+    if 0 in plan.g_shape[:2] or 0 in plan.out_shape:  # an empty batch or no channels
+        out = empty_result(be, plan.out_shape, plan.dtype, bias)
+        return be.finish(out.reshape(plan.user_shape(plan.out_shape)), g)
     g5 = be.asarray(g, plan.dtype).reshape(plan.g_shape)
     w5 = be.asarray(weight, plan.dtype).reshape(plan.w_shape)
     b = (

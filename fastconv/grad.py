@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from fastconv import _dispatch
+from fastconv._algorithms import check_winograd
 from fastconv._docs import fill
 from fastconv._plan import plan_conv_input, plan_conv_weight
 from fastconv._validate import check_algorithm, result_dtype
@@ -119,10 +120,19 @@ _WEIGHT_EXAMPLES = {
 
 #: ``algorithm=`` choices of the gradients (the correlation each one runs, CPU only).
 GRAD_ALGORITHMS = ("auto", "direct", "gemm")
+#: The input gradient also takes "winograd" (stride 1, dilation 1, 2-D 3x3 kernels).
+INPUT_GRAD_ALGORITHMS = GRAD_ALGORITHMS + ("winograd",)
 _GRAD_ALGORITHM_DOC = """algorithm : {"auto", "direct", "gemm"}, keyword-only, default "auto"
         The CPU algorithm of the correlation the gradient runs (``fastconv.cpu.grad``):
         "auto" applies the forward rule of ``fastconv._algorithms`` to it; every choice
         gives the same answer within float rounding. The GPU runs "direct"."""
+_INPUT_GRAD_ALGORITHM_DOC = """algorithm : {"auto", "direct", "gemm", "winograd"}, keyword-only
+        Default "auto".
+        The CPU algorithm of the correlation the gradient runs (``fastconv.cpu.grad``):
+        "auto" applies the forward rule of ``fastconv._algorithms`` to it; every choice
+        gives the same answer within float rounding. "winograd" needs stride 1,
+        dilation 1, a 2-D 3x3 kernel and at least 8 channels per group (else
+        ValueError). The GPU runs "direct"."""
 
 
 def _to_host(out, name: str, *inputs):
@@ -131,22 +141,37 @@ def _to_host(out, name: str, *inputs):
     return out
 
 
+def _check_winograd_input(func: str, plan) -> None:
+    """ValueError when ``algorithm="winograd"`` cannot run this input gradient (the
+    stride-1 correlation of ``grad_output`` with the flipped, transposed weight)."""
+    K, Cg = plan.w_shape[:2]
+    wt_shape = (plan.groups * Cg, K // plan.groups) + tuple(plan.w_shape[2:])
+    stride = tuple(d[2] for d in plan.spread_dst)
+    if any(s != 1 for s in stride):
+        raise ValueError(f"{func}: algorithm='winograd' needs stride 1, got stride "
+                         f"{stride[3 - plan.nspatial:]}")
+    check_winograd(func, wt_shape, plan.padded_shape[2:], stride, plan.dilation, plan.groups,
+                   plan.nspatial)
+
+
 def _make_input(nspatial: int):
     func = f"conv{nspatial}d_input"
 
     def op(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1,
            padding_mode="zeros", *, device=None, algorithm="auto") -> np.ndarray:
-        check_algorithm(algorithm, func, GRAD_ALGORITHMS)
+        check_algorithm(algorithm, func, INPUT_GRAD_ALGORITHMS)
         name = _dispatch.choose(func, device, weight, grad_output)
         a = wrap_inputs(func, name, weight=weight, grad_output=grad_output)
         plan = plan_conv_input(func, nspatial, input_size, a["weight"], a["grad_output"],
                                stride, padding, dilation, groups, padding_mode)
+        if algorithm == "winograd":
+            _check_winograd_input(func, plan)
         out = run_input_grad(plan, name, a["grad_output"], a["weight"], None, algorithm)
         return _to_host(out, name, weight, grad_output)
 
     op.__name__ = op.__qualname__ = func
     op.__doc__ = _INPUT_DOC
-    fill(n=nspatial, example=_INPUT_EXAMPLES[nspatial], grad_algorithm=_GRAD_ALGORITHM_DOC,
+    fill(n=nspatial, example=_INPUT_EXAMPLES[nspatial], grad_algorithm=_INPUT_GRAD_ALGORITHM_DOC,
          **_RANKS[nspatial])(op)
     return op
 
@@ -164,12 +189,16 @@ def _make_weight(nspatial: int):
         be = _dispatch.backend(name)
         if not hasattr(be, "correlate_weight"):
             raise NotImplementedError(f"{func}: not implemented on device {name!r}")
-        x5 = be.asarray(a["input"], plan.dtype).reshape(plan.x_shape)
-        g5 = be.asarray(a["grad_output"], plan.dtype).reshape(plan.out_shape)
-        xp = be.pad(x5, plan.pads, plan.padding_mode)
-        gw = be.empty(plan.w_shape, plan.dtype)
-        be.correlate_weight(xp, g5, gw, np.array(plan.stride), np.array(plan.dilation),
-                            plan.groups, **({"algorithm": algorithm} if name == "cpu" else {}))
+        if 0 in plan.x_shape[:2]:  # an empty batch (zeros) or no input channels (empty)
+            gw = be.zeros(plan.w_shape, plan.dtype)
+        else:
+            x5 = be.asarray(a["input"], plan.dtype).reshape(plan.x_shape)
+            g5 = be.asarray(a["grad_output"], plan.dtype).reshape(plan.out_shape)
+            xp = be.pad(x5, plan.pads, plan.padding_mode)
+            gw = be.empty(plan.w_shape, plan.dtype)
+            be.correlate_weight(xp, g5, gw, np.array(plan.stride), np.array(plan.dilation),
+                                plan.groups,
+                                **({"algorithm": algorithm} if name == "cpu" else {}))
         out = be.finish(gw.reshape(tuple(int(v) for v in weight_size)), input)
         return _to_host(out, name, input, grad_output)
 
@@ -245,4 +274,38 @@ __all__ = [
     "max_pool1d",
     "max_pool2d",
     "max_pool3d",
+]
+
+
+# the rest of the pooling family (appended): fc.grad.OP(grad_output, *the forward's arguments)
+from fastconv.adaptive import adaptive_avg_pool1d_backward as adaptive_avg_pool1d  # noqa: E402
+from fastconv.adaptive import adaptive_avg_pool2d_backward as adaptive_avg_pool2d  # noqa: E402
+from fastconv.adaptive import adaptive_avg_pool3d_backward as adaptive_avg_pool3d  # noqa: E402
+from fastconv.adaptive import adaptive_max_pool1d_backward as adaptive_max_pool1d  # noqa: E402
+from fastconv.adaptive import adaptive_max_pool2d_backward as adaptive_max_pool2d  # noqa: E402
+from fastconv.adaptive import adaptive_max_pool3d_backward as adaptive_max_pool3d  # noqa: E402
+from fastconv.adaptive import lp_pool1d_backward as lp_pool1d  # noqa: E402
+from fastconv.adaptive import lp_pool2d_backward as lp_pool2d  # noqa: E402
+from fastconv.adaptive import lp_pool3d_backward as lp_pool3d  # noqa: E402
+from fastconv.fold import fold_backward as fold  # noqa: E402
+from fastconv.fold import unfold_backward as unfold  # noqa: E402
+from fastconv.unpool import max_unpool1d_backward as max_unpool1d  # noqa: E402
+from fastconv.unpool import max_unpool2d_backward as max_unpool2d  # noqa: E402
+from fastconv.unpool import max_unpool3d_backward as max_unpool3d  # noqa: E402
+
+__all__ += [
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
+    "fold",
+    "lp_pool1d",
+    "lp_pool2d",
+    "lp_pool3d",
+    "max_unpool1d",
+    "max_unpool2d",
+    "max_unpool3d",
+    "unfold",
 ]

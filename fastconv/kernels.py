@@ -60,6 +60,11 @@ sharpen = _const([[0, -1, 0], [-1, 5, -1], [0, -1, 0]])
 emboss = _const([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])
 
 
+#: The largest ``size`` of ``box`` and ``gaussian``: a 2047 x 2047 float64 kernel is
+#: 32 MiB. Checked before anything is built, so ``box(1000001)`` (7 TiB) is a ValueError.
+MAX_SIZE = 2047
+
+
 def _check_size(func: str, size) -> int:
     if not isinstance(size, numbers.Integral) or isinstance(size, bool):
         raise TypeError(f"{func}: size must be an odd int >= 1, got {size!r}")
@@ -67,6 +72,11 @@ def _check_size(func: str, size) -> int:
         raise ValueError(
             f"{func}: size must be an odd int >= 1 (the kernel needs a centre pixel), "
             f"got size={size!r}"
+        )
+    if size > MAX_SIZE:
+        raise ValueError(
+            f"{func}: size={size!r} is too large: at most MAX_SIZE={MAX_SIZE} (a "
+            f"{MAX_SIZE}x{MAX_SIZE} float64 kernel is 32 MiB); build larger kernels yourself"
         )
     return int(size)
 
@@ -77,7 +87,8 @@ def box(size: int = 3) -> np.ndarray:
     Parameters
     ----------
     size : int, default 3
-        Odd, >= 1 (a centre pixel keeps ``"same"`` output aligned with the input).
+        Odd, 1 to ``MAX_SIZE`` = 2047 (a centre pixel keeps ``"same"`` output aligned
+        with the input).
 
     Returns
     -------
@@ -86,7 +97,7 @@ def box(size: int = 3) -> np.ndarray:
     Raises
     ------
     ValueError
-        ``size`` even or < 1.
+        ``size`` even, < 1 or > ``MAX_SIZE``.
     TypeError
         ``size`` not an int.
 
@@ -111,9 +122,10 @@ def gaussian(size: int = 5, sigma: float = 1.0) -> np.ndarray:
     Parameters
     ----------
     size : int, default 5
-        Odd, >= 1.
+        Odd, 1 to ``MAX_SIZE`` = 2047.
     sigma : float, default 1.0
-        Standard deviation in pixels, > 0 and finite.
+        Standard deviation in pixels, > 0 and finite, and large enough that
+        ``sigma**2`` does not underflow (about 1e-154).
 
     Returns
     -------
@@ -122,7 +134,8 @@ def gaussian(size: int = 5, sigma: float = 1.0) -> np.ndarray:
     Raises
     ------
     ValueError
-        ``size`` even or < 1; ``sigma`` <= 0 or not finite.
+        ``size`` even, < 1 or > ``MAX_SIZE``; ``sigma`` <= 0, not finite, or so small
+        that ``sigma**2`` underflows to 0 (the kernel would be NaN).
     TypeError
         ``size`` not an int, ``sigma`` not a real number.
 
@@ -138,8 +151,14 @@ def gaussian(size: int = 5, sigma: float = 1.0) -> np.ndarray:
         raise TypeError(f"gaussian: sigma must be a real number > 0, got {sigma!r}")
     if not (math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"gaussian: sigma must be > 0 and finite, got sigma={sigma!r}")
+    var = float(sigma) * float(sigma)  # inf for a huge sigma (a flat kernel), no OverflowError
+    if var == 0.0:
+        raise ValueError(
+            f"gaussian: sigma={sigma!r} is too small: sigma**2 underflows to 0 and the "
+            "kernel would be NaN (use sigma >= 1e-150)"
+        )
     i = np.arange(size, dtype=np.float64) - size // 2
-    g = np.exp(-(i * i) / (2.0 * float(sigma) ** 2))
+    g = np.exp(-(i * i) / (2.0 * var))
     g /= g.sum()
     return np.outer(g, g)
 
@@ -225,8 +244,9 @@ def get(spec: str) -> np.ndarray:
     ------
     ValueError
         Unknown name (the message lists the valid ones), parameters given to a fixed
-        kernel, too many parameters, a parameter that does not parse, an even or
-        non-positive size, ``sigma <= 0``.
+        kernel, too many parameters, a parameter that does not parse, an even,
+        non-positive or too large size (``MAX_SIZE``, checked before building),
+        ``sigma <= 0``, or a kernel that is not finite everywhere (the spec is named).
     TypeError
         ``spec`` not a string.
 
@@ -262,12 +282,16 @@ def get(spec: str) -> np.ndarray:
         for w, p in zip(wanted, params, strict=False)
     ]
     try:
-        return kernel(*args)
+        built = kernel(*args)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"get: kernel spec {spec!r}: {exc}") from None
+    if not np.isfinite(built).all():
+        raise ValueError(f"get: kernel spec {spec!r} gives a kernel with NaN or inf values")
+    return built
 
 
 __all__ = [
+    "MAX_SIZE",
     "box",
     "describe",
     "edge",

@@ -1,7 +1,8 @@
 """Layers with a forward and a backward pass: ``Conv1d/Conv2d/Conv3d``, ``MaxPool2d``,
 ``AvgPool2d`` (PyTorch's constructor arguments and default initialisation).
 
-``forward(x)`` (also ``layer(x)``) remembers its input; ``backward(grad_output)`` returns
+``forward(x)`` (also ``layer(x)``) keeps a copy of its input (changing ``x`` in place
+afterwards does not change the gradients); ``backward(grad_output)`` returns
 the gradient with respect to that input and, for convolutions, stores ``weight_grad`` and
 ``bias_grad`` (overwritten on every call, not accumulated).
 """
@@ -12,13 +13,29 @@ import math
 
 import numpy as np
 
-from fastconv import conv, grad, pool
+from fastconv import _dask, _dispatch, conv, grad, pool
 from fastconv._shapes import resolve_padding
-from fastconv._validate import _is_int, check_padding_mode, ntuple
+from fastconv._validate import as_int, check_padding_mode, ntuple
+
+
+def _snapshot(x):
+    """A private copy of a forward input: changing ``x`` in place after ``forward`` must
+    not change what ``backward`` computes (one copy per forward; Dask arrays are
+    immutable and kept as they are)."""
+    if _dask.is_dask(x):
+        return x
+    if _dispatch.is_cuda_array(x):
+        from numba import cuda
+
+        src = x if getattr(type(x), "__cuda_ndarray__", False) else cuda.as_cuda_array(x)
+        out = cuda.device_array(src.shape, src.dtype)
+        out.copy_to_device(src)
+        return out
+    return np.array(x, copy=True)
 
 
 class _Layer:
-    """Remembers the last forward input for ``backward``."""
+    """Remembers (a copy of) the last forward input for ``backward``."""
 
     _x = None
 
@@ -38,17 +55,25 @@ class _ConvNd(_Layer):
                  dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
                  seed=None, dtype=np.float32):
         name, s = type(self).__name__, self.nspatial
-        for pname, v in (("in_channels", in_channels), ("out_channels", out_channels),
-                         ("groups", groups)):
-            if not _is_int(v) or v < 1:
-                raise ValueError(f"{name}: {pname} must be an int >= 1, got {v!r}")
+        in_channels = as_int(in_channels, "in_channels", name, minimum=1)
+        out_channels = as_int(out_channels, "out_channels", name, minimum=1)
+        groups = as_int(groups, "groups", name, minimum=1)
         if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"{name}: groups={groups} must divide in_channels={in_channels} and "
                 f"out_channels={out_channels}"
             )
-        if not isinstance(bias, bool):
+        if not isinstance(bias, bool | np.bool_):
             raise TypeError(f"{name}: bias must be True or False, got {bias!r}")
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:
+            dtype = None
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(
+                f"{name}: dtype must be float32 or float64 (the weights are learned), "
+                f"got {dtype!r}"
+            )
         self.kernel_size = ntuple(kernel_size, s, "kernel_size", name, minimum=1)
         self.stride = ntuple(stride, s, "stride", name, minimum=1)
         self.dilation = ntuple(dilation, s, "dilation", name, minimum=1)
@@ -74,7 +99,7 @@ class _ConvNd(_Layer):
         """``conv{n}d(x, weight, bias, ...)``; remembers ``x`` for :meth:`backward`."""
         fn = getattr(conv, f"conv{self.nspatial}d")
         out = fn(x, self.weight, self.bias, **self._kw())
-        self._x = x
+        self._x = _snapshot(x)
         return out
 
     def backward(self, grad_output) -> np.ndarray:
@@ -172,13 +197,16 @@ class MaxPool2d(_Layer):
     """
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
-                 ceil_mode: bool = False):
+                 ceil_mode: bool = False, return_indices: bool = False):
         self.kw = dict(kernel_size=kernel_size, stride=stride, padding=padding,
                        dilation=dilation, ceil_mode=ceil_mode)
+        self.return_indices = return_indices
 
-    def forward(self, x) -> np.ndarray:
-        out = pool.max_pool2d(x, **self.kw)
-        self._x = x
+    def forward(self, x):
+        """``max_pool2d(x, ...)``, or ``(values, indices)`` with ``return_indices=True``
+        (the indices feed :class:`MaxUnpool2d`)."""
+        out = pool.max_pool2d(x, **self.kw, return_indices=self.return_indices)
+        self._x = _snapshot(x)
         return out
 
     def backward(self, grad_output) -> np.ndarray:
@@ -206,7 +234,9 @@ class AvgPool2d(_Layer):
 
     def forward(self, x) -> np.ndarray:
         out = pool.avg_pool2d(x, **self.kw)
-        self._x = x
+        # the gradient needs only the input's shape and dtype: a zero-stride stand-in
+        self._x = x if _dispatch.is_cuda_array(x) or _dask.is_dask(x) else np.broadcast_to(
+            np.zeros((), np.asarray(x).dtype), np.shape(x))
         return out
 
     def backward(self, grad_output) -> np.ndarray:
@@ -214,3 +244,102 @@ class AvgPool2d(_Layer):
 
 
 __all__ = ["AvgPool2d", "Conv1d", "Conv2d", "Conv3d", "MaxPool2d"]
+
+
+# --- the rest of the pooling family (appended) -----------------------------------------
+
+
+class AdaptiveAvgPool2d(_Layer):
+    """2-D adaptive average pooling layer (PyTorch's ``nn.AdaptiveAvgPool2d``).
+
+    Examples
+    --------
+    >>> gap = AdaptiveAvgPool2d(1)
+    >>> gap(np.array([[[[1., 2.], [4., 3.]]]]))
+    array([[[[2.5]]]])
+    >>> gap.backward(np.array([[[[4.]]]]))
+    array([[[[1., 1.],
+             [1., 1.]]]])
+    """
+
+    def __init__(self, output_size):
+        self.output_size = output_size
+
+    def forward(self, x) -> np.ndarray:
+        from fastconv.adaptive import adaptive_avg_pool2d
+
+        out = adaptive_avg_pool2d(x, self.output_size)
+        self._x = _snapshot(x)
+        return out
+
+    def backward(self, grad_output) -> np.ndarray:
+        return grad.adaptive_avg_pool2d(grad_output, self._saved_input(), self.output_size)
+
+
+class AdaptiveMaxPool2d(_Layer):
+    """2-D adaptive max pooling layer (PyTorch's ``nn.AdaptiveMaxPool2d``); with
+    ``return_indices=True`` ``forward`` returns ``(values, indices)``.
+
+    Examples
+    --------
+    >>> pool = AdaptiveMaxPool2d((1, 2))
+    >>> pool(np.array([[[[1., 2.], [4., 3.]]]]))
+    array([[[[4., 3.]]]])
+    >>> pool.backward(np.array([[[[10., 20.]]]]))
+    array([[[[ 0.,  0.],
+             [10., 20.]]]])
+    """
+
+    def __init__(self, output_size, return_indices: bool = False):
+        self.output_size = output_size
+        self.return_indices = return_indices
+
+    def forward(self, x):
+        from fastconv.adaptive import adaptive_max_pool2d
+
+        out = adaptive_max_pool2d(x, self.output_size, self.return_indices)
+        self._x = _snapshot(x)
+        return out
+
+    def backward(self, grad_output) -> np.ndarray:
+        return grad.adaptive_max_pool2d(grad_output, self._saved_input(), self.output_size)
+
+
+class MaxUnpool2d(_Layer):
+    """2-D max-unpooling layer (PyTorch's ``nn.MaxUnpool2d``): ``forward(x, indices,
+    output_size=None)`` with the indices of ``MaxPool2d(..., return_indices=True)``;
+    ``backward(grad_output)`` is the gradient with respect to ``x``.
+
+    Examples
+    --------
+    >>> pool, unpool = MaxPool2d(2, return_indices=True), MaxUnpool2d(2)
+    >>> y, idx = pool(np.array([[[[1., 2.], [4., 3.]]]]))
+    >>> unpool(y, idx)
+    array([[[[0., 0.],
+             [4., 0.]]]])
+    >>> unpool.backward(np.array([[[[1., 2.], [3., 4.]]]]))
+    array([[[[3.]]]])
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        self.kw = dict(kernel_size=kernel_size, stride=stride, padding=padding)
+        self._indices = self._output_size = None
+
+    def __call__(self, x, indices, output_size=None):
+        return self.forward(x, indices, output_size)
+
+    def forward(self, x, indices, output_size=None) -> np.ndarray:
+        from fastconv.unpool import max_unpool2d
+
+        out = max_unpool2d(x, indices, **self.kw, output_size=output_size)
+        self._x, self._indices = _snapshot(x), _snapshot(indices)
+        self._output_size = output_size
+        return out
+
+    def backward(self, grad_output) -> np.ndarray:
+        x = self._saved_input()
+        return grad.max_unpool2d(grad_output, x, self._indices, **self.kw,
+                                 output_size=self._output_size)
+
+
+__all__ += ["AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "MaxUnpool2d"]

@@ -22,7 +22,15 @@ import numpy as np
 
 from fastconv import _dispatch
 from fastconv._plan import plan_conv
-from fastconv._validate import _is_int, as_array, native, ntuple, result_dtype
+from fastconv._validate import (
+    as_array,
+    as_int,
+    as_real,
+    check_not_all_bool,
+    native,
+    ntuple,
+    result_dtype,
+)
 from fastconv.layers import Conv2d
 
 OPTIMIZERS = ("sgd", "adam")
@@ -69,17 +77,17 @@ def _as_nchw(x, y) -> tuple[np.ndarray, np.ndarray, bool]:
     return x[lead], y[lead], x.ndim == 2
 
 
-def _check_options(lr, epochs, optimizer, loss, callback) -> None:
-    if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
-        raise ValueError(f"{FUNC}: lr must be a number > 0, got {lr!r}")
-    if not _is_int(epochs) or epochs < 0:
-        raise ValueError(f"{FUNC}: epochs must be an int >= 0, got {epochs!r}")
+def _check_options(lr, epochs, optimizer, loss, callback) -> tuple[float, int]:
+    """``(lr, epochs)`` as a finite float > 0 and an int >= 0 (NumPy scalars accepted)."""
+    lr = as_real(lr, "lr", FUNC)
+    epochs = as_int(epochs, "epochs", FUNC, minimum=0)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"{FUNC}: invalid optimizer {optimizer!r}, should be one of {OPTIMIZERS}")
     if loss not in LOSSES:
         raise ValueError(f"{FUNC}: invalid loss {loss!r}, should be one of {LOSSES}")
     if callback is not None and not callable(callback):
         raise TypeError(f"{FUNC}: callback must be callable(epoch, loss, kernel), got {callback!r}")
+    return lr, epochs
 
 
 def learn_kernel(x, y, kernel_size, *, lr: float = 3e-2, epochs: int = 10, bias: bool = False,
@@ -134,9 +142,10 @@ def learn_kernel(x, y, kernel_size, *, lr: float = 3e-2, epochs: int = 10, bias:
     """
     xa = as_array(x, "x", FUNC)
     ya = as_array(y, "y", FUNC)
+    check_not_all_bool(FUNC, {"x": xa, "y": ya})
     x4, y4, single = _as_nchw(xa, ya)
     kernel = ntuple(kernel_size, 2, "kernel_size", FUNC, minimum=1)
-    _check_options(lr, epochs, optimizer, loss, callback)
+    lr, epochs = _check_options(lr, epochs, optimizer, loss, callback)
     N, C, H, W = x4.shape
     K = y4.shape[1]
     want = (H - kernel[0] + 1, W - kernel[1] + 1)

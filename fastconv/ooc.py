@@ -4,10 +4,19 @@ For arrays larger than memory. The input is read chunk by chunk with
 ``numpy.load(mmap_mode="r")`` (each read maps the file, copies its chunk and unmaps it,
 so pages already used do not pile up in the process's resident set); the Dask graph of
 ``fastconv._dask`` computes the result block by block; each block is written into a
-``.npy`` created with ``numpy.lib.format.open_memmap`` under a temporary name in the
-output's folder, which is renamed to the output name only when every block is written.
-A failure (or an exception raised by the progress callback) removes the temporary file:
-no partial output is ever left, and the input is never overwritten.
+``.npy`` created with ``numpy.lib.format.open_memmap`` under a short temporary name
+(``.fastconv-XXXXXXXX.tmp``) in the output's folder, which is renamed to the output name
+only when every block is written.
+
+Before anything is computed, the checks the command line makes (``fastconv._files``, one
+owner for both): the input's ``.npy`` header is read alone and must be well formed, hold
+no pickled objects and match the file's size (a zip named ``.npy`` or a truncated file is
+a ``ValueError``); the output must not be a folder, must be in an existing folder and must
+not be the input *as a file* (same device and inode: hard links and symlinks included).
+A failure, Ctrl-C, an exception raised by the progress callback, or SIGTERM (while
+SIGTERM has its default action, it is borrowed for the write: the temporary file is
+removed and the signal delivered again) leaves no partial output, and the input is never
+overwritten.
 
 Needs the ``dask`` extra (``pip install 'fastconv[dask]'``).
 """
@@ -36,12 +45,14 @@ class NpyReader:
     """
 
     def __init__(self, path):
+        from fastconv._files import read_npy_header
+
         self.path = os.fspath(path)
-        mm = np.load(self.path, mmap_mode="r", allow_pickle=False)
-        self.shape, self.dtype, self.ndim = mm.shape, mm.dtype, mm.ndim
-        self.offset, self.fortran = mm.offset, bool(mm.flags.f_contiguous and mm.ndim > 1
-                                                    and not mm.flags.c_contiguous)
-        del mm
+        header = read_npy_header(self.path)  # ValueError for anything but a sound .npy
+        self.shape, self.dtype, self.ndim = header.shape, header.dtype, len(header.shape)
+        self.offset = header.offset
+        # a Fortran-order file is also C-ordered when at most one axis is longer than 1
+        self.fortran = header.fortran_order and sum(n > 1 for n in self.shape) > 1
 
     def __getitem__(self, index):
         index = index if isinstance(index, tuple) else (index,)
@@ -91,15 +102,22 @@ class NpyWriter:
         del mm
 
 
-def _paths(func: str, input_path, output_path) -> tuple[Path, Path]:
+def _paths(func: str, input_path, output_path) -> tuple[Path, Path, NpyReader]:
+    """The checked paths and a reader of the input, before anything is computed."""
+    from fastconv import _files
+
     src, dst = Path(input_path), Path(output_path)
     if not src.is_file():
         raise FileNotFoundError(f"{func}: input_path {str(src)!r} is not a file")
-    if dst.exists() and dst.resolve() == src.resolve():
-        raise ValueError(f"{func}: output_path {str(dst)!r} is the input; refusing to overwrite it")
-    if not dst.parent.is_dir():
-        raise FileNotFoundError(f"{func}: output folder {str(dst.parent)!r} does not exist")
-    return src, dst
+    try:
+        _files.check_output(dst, {"input_path": src})
+    except ValueError as exc:
+        raise ValueError(f"{func}: output_path {exc}") from None
+    try:
+        reader = NpyReader(src)
+    except ValueError as exc:
+        raise ValueError(f"{func}: input_path {str(src)!r}: {exc}") from None
+    return src, dst, reader
 
 
 def _spatial_chunks(func: str, chunks, nspatial: int) -> tuple[int, ...]:
@@ -108,11 +126,10 @@ def _spatial_chunks(func: str, chunks, nspatial: int) -> tuple[int, ...]:
     return ntuple(chunks, nspatial, "chunks", func, minimum=1)
 
 
-def _read(src: Path, chunks5: tuple):
+def _read(src: Path, reader: NpyReader, chunks5: tuple):
     """The input file as a lazy Dask array (no data read yet)."""
     import dask.array as da
 
-    reader = NpyReader(src)
     stat = src.stat()
     name = f"npy-{uuid.uuid5(uuid.NAMESPACE_URL, f'{src.resolve()}:{stat.st_mtime_ns}')}"
     chunks = chunks5[-reader.ndim:] if reader.ndim < len(chunks5) else chunks5
@@ -127,11 +144,12 @@ def _write(y, dst: Path, progress: Progress | None, scheduler) -> Path:
     whole graph lets the local schedulers read far ahead of the writes)."""
     import dask
 
-    tmp = dst.parent / f".{dst.name}.{uuid.uuid4().hex}.tmp"
+    from fastconv._files import replacing
+
     blocks = list(np.ndindex(*y.numblocks))
     starts = [np.cumsum((0,) + tuple(c)) for c in y.chunks]
     group = os.cpu_count() or 1
-    try:
+    with replacing(dst) as tmp:
         mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=y.dtype, shape=y.shape)
         del mm
         writer = NpyWriter(tmp)
@@ -142,12 +160,6 @@ def _write(y, dst: Path, progress: Progress | None, scheduler) -> Path:
                 writer[tuple(slice(s[k], s[k + 1]) for s, k in zip(starts, i, strict=True))] = part
             if progress is not None:
                 progress(g + len(ids), len(blocks))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return dst
 
 
@@ -185,6 +197,15 @@ def convolve_file(input_path, output_path, weight, bias=None, stride=1, padding=
     Path
         ``output_path``.
 
+    Raises
+    ------
+    FileNotFoundError
+        ``input_path`` is not a file.
+    ValueError
+        Before anything is computed: ``input_path`` is not a sound ``.npy`` (a zip, a
+        truncated file or header, pickled objects); ``output_path`` is a folder, in a
+        missing folder, or the same file as ``input_path``; or a parameter is invalid.
+
     Examples
     --------
     >>> import tempfile, pathlib
@@ -200,7 +221,7 @@ def convolve_file(input_path, output_path, weight, bias=None, stride=1, padding=
     from fastconv._validate import as_array
 
     func = "convolve_file"
-    src, dst = _paths(func, input_path, output_path)
+    src, dst, reader = _paths(func, input_path, output_path)
     w = as_array(weight, "weight", func)
     nspatial = w.ndim - 2
     if nspatial not in (1, 2, 3):
@@ -209,7 +230,7 @@ def convolve_file(input_path, output_path, weight, bias=None, stride=1, padding=
             f"weight.shape={w.shape}"
         )
     sp = _spatial_chunks(func, chunks, nspatial)
-    x = _read(src, (1, -1) + sp)
+    x = _read(src, reader, (1, -1) + sp)
     image = x.ndim == nspatial
     if image:
         x = x[None]
@@ -250,8 +271,8 @@ def pool_file(input_path, output_path, kernel_size, stride=None, padding=0, *,
         raise ValueError(f"{func}: invalid mode {mode!r}, should be one of ('max', 'avg')")
     if nspatial not in (1, 2, 3):
         raise ValueError(f"{func}: nspatial must be 1, 2 or 3, got {nspatial!r}")
-    src, dst = _paths(func, input_path, output_path)
-    x = _read(src, (1, 1) + _spatial_chunks(func, chunks, nspatial))
+    src, dst, reader = _paths(func, input_path, output_path)
+    x = _read(src, reader, (1, 1) + _spatial_chunks(func, chunks, nspatial))
     image = x.ndim == nspatial
     if image:
         x = x[None]

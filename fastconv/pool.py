@@ -27,9 +27,10 @@ _RANKS = {
 _POOL_PARAMS = """kernel_size : int or tuple of int
         Window size per spatial axis (>= 1).
     stride : int, tuple of int or None, default None
-        Step between windows; ``None`` means ``kernel_size``.
+        Step between windows; ``None`` (or ``()``, as PyTorch) means ``kernel_size``.
     padding : int or tuple of int, default 0
-        Implicit padding on both sides of each axis, at most half the window."""
+        Implicit padding on both sides of each axis, at most half the window.
+        A one-element tuple applies to every axis (PyTorch's ``padding=(1,)``)."""
 
 _MAX_DOC = """Max pooling of a batch of {rank} signals ({shape}), as torch's ``max_pool{n}d``.
 
@@ -40,7 +41,9 @@ _MAX_DOC = """Max pooling of a batch of {rank} signals ({shape}), as torch's ``m
     ----------
     x : array_like, shape {shape_in}
     {pool_params}
-        Max pooling: ``padding <= ((kernel_size - 1) * dilation + 1) // 2``.
+        PyTorch's rule, ``padding <= kernel_size // 2``; a dilated window lying
+        entirely in the padding is refused (PyTorch gives -inf and an index outside
+        the input there).
     dilation : int or tuple of int, default 1
         Spacing between window taps (>= 1).
     ceil_mode : bool, default False
@@ -60,9 +63,10 @@ _MAX_DOC = """Max pooling of a batch of {rank} signals ({shape}), as torch's ``m
     ------
     ValueError
         Wrong rank, kernel_size/stride/dilation < 1, negative padding, padding larger
-        than half the window, output size < 1.
+        than half the window, a window entirely in the padding, zero channels or an
+        empty spatial axis, output size < 1 (an empty batch gives empty results).
     TypeError
-        Complex, bool, object or string input.
+        Complex, object or string input, or inputs that are all bool.
 
     Examples
     --------
@@ -79,7 +83,7 @@ _AVG_DOC = """Average pooling of a batch of {rank} signals ({shape}), as torch's
     ----------
     x : array_like, shape {shape_in}
     {pool_params}
-        Average pooling: ``padding <= kernel_size // 2``.
+        PyTorch's rule, ``padding <= kernel_size // 2``.
     ceil_mode : bool, default False
         Use ceil instead of floor for the output size.
     count_include_pad : bool, default True
@@ -99,7 +103,7 @@ _AVG_DOC = """Average pooling of a batch of {rank} signals ({shape}), as torch's
         Wrong rank, kernel_size/stride < 1, negative padding, padding larger than half the
         window, divisor_override == 0, output size < 1.
     TypeError
-        Complex, bool, object or string input.
+        Complex, object or string input, or inputs that are all bool.
 
     Examples
     --------
@@ -144,10 +148,11 @@ def _max_forward(func, nspatial, x, kernel_size, stride, padding, dilation, ceil
     plan = plan_pool(func, nspatial, a["x"], kernel_size, stride, padding, dilation,
                      ceil_mode, "max")
     be = _dispatch.backend(name)
-    x5 = be.asarray(a["x"], plan.dtype).reshape(plan.x_shape)
     out = be.empty(plan.out_shape, plan.dtype)
     idx = be.empty(plan.out_shape, np.int64) if return_indices else None
-    be.max_pool(x5, out, idx, plan.kernel, plan.stride, plan.pads, plan.dilation)
+    if plan.x_shape[0]:  # an empty batch gives empty results (PyTorch); no kernel runs
+        x5 = be.asarray(a["x"], plan.dtype).reshape(plan.x_shape)
+        be.max_pool(x5, out, idx, plan.kernel, plan.stride, plan.pads, plan.dilation)
     shape = plan.user_shape(plan.out_shape)
     out = _finish(name, be.finish(out.reshape(shape), a["x"]), x)
     if not return_indices:
@@ -164,9 +169,10 @@ def _avg_forward(func, nspatial, x, kernel_size, stride, padding, ceil_mode,
     plan = plan_pool(func, nspatial, a["x"], kernel_size, stride, padding, 1, ceil_mode,
                      "avg", count_include_pad, divisor_override)
     be = _dispatch.backend(name)
-    x5 = be.asarray(a["x"], plan.dtype).reshape(plan.x_shape)
     out = be.empty(plan.out_shape, plan.dtype)
-    be.avg_pool(x5, out, plan.kernel, plan.stride, plan.pads, plan.divisors)
+    if plan.x_shape[0]:  # an empty batch gives an empty result (PyTorch); no kernel runs
+        x5 = be.asarray(a["x"], plan.dtype).reshape(plan.x_shape)
+        be.avg_pool(x5, out, plan.kernel, plan.stride, plan.pads, plan.divisors)
     return _finish(name, be.finish(out.reshape(plan.user_shape(plan.out_shape)), a["x"]), x)
 
 
@@ -187,12 +193,15 @@ def _backward(func, nspatial, kind, grad_output, x, kernel_size, stride, padding
     _check_grad_output(plan, a["grad_output"], a["x"])
     be = _dispatch.backend(name)
     dtype = result_dtype(a["x"], a["grad_output"])
-    g5 = be.asarray(a["grad_output"], dtype).reshape(plan.out_shape)
     gx = be.empty(plan.x_shape, dtype)
-    if kind == "max":
+    if not plan.x_shape[0]:  # an empty batch: an empty gradient, no kernel runs
+        pass
+    elif kind == "max":
+        g5 = be.asarray(a["grad_output"], dtype).reshape(plan.out_shape)
         x5 = be.asarray(a["x"], dtype).reshape(plan.x_shape)
         be.max_pool_backward(g5, x5, gx, plan.kernel, plan.stride, plan.pads, plan.dilation)
     else:
+        g5 = be.asarray(a["grad_output"], dtype).reshape(plan.out_shape)
         be.avg_pool_backward(g5, gx, plan.kernel, plan.stride, plan.pads, plan.divisors)
     return _finish(name, be.finish(gx.reshape(shape_of(a["x"])), a["x"]), x)
 
@@ -266,7 +275,7 @@ _GRAD_CASES = {
 def _grad_doc(op, kind: str, nspatial: int):
     func = f"{kind}_pool{nspatial}d"
     rule = ("Each grad_output element goes to its window's maximum (the first one on "
-            "ties, as PyTorch); a window with no input element passes nothing."
+            "ties, as PyTorch)."
             if kind == "max" else "Each window spreads grad_output / divisor evenly over "
             "its input elements.")
     example = _GRAD_EXAMPLES[kind].format(func=func, **_GRAD_CASES[nspatial])

@@ -28,6 +28,12 @@ selected ops) and draws its parameters from ``default_rng([seed, i, op id])``, s
 
     python tests/fuzz.py --n 10000 --seed 0                   # make fuzz
     python tests/fuzz.py --seed 0 --ops conv_input --case 12  # replay one case, print it
+    python tests/fuzz.py --n 300 --device cuda                # the GPU against the CPU backend
+
+``--device cuda`` runs every fastconv call of a case on the CPU backend and on the GPU
+(``FASTCONV_DEVICE``): the two must agree within float rounding, and the GPU's result meets
+the same oracles (``bench/gpu_check.py`` runs it on a real GPU; with
+``NUMBA_ENABLE_CUDASIM=1`` it runs in Numba's simulator, slowly).
 
 Prints one line per mismatch (with the reproducer), a per-op summary and the time, and
 exits 1 on any mismatch. ``run()`` is also called by ``tests/test_fuzz.py``.
@@ -40,6 +46,7 @@ import contextlib
 import importlib
 import importlib.util
 import math
+import os
 import sys
 import time
 import zlib
@@ -52,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference  # noqa: E402
 
 import fastconv as fc  # noqa: E402
+from fastconv._shapes import pool_empty_window, pool_out  # noqa: E402
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 MODES = ("zeros", "reflect", "replicate", "circular")
@@ -215,6 +223,64 @@ def _tensor(a, dtype, requires_grad=False):
     return torch.tensor(np.asarray(a, dtype=dtype), requires_grad=requires_grad)
 
 
+# --- the device under test: the CPU backend, or the GPU against it --------------------------
+
+#: The device ``run(device=...)`` fuzzes: "cpu" (fastconv as a NumPy caller gets it), or
+#: "cuda" (every call also runs on the GPU, see :func:`_call`); ``problems`` collects the
+#: GPU-vs-CPU differences of the case being checked.
+_DEVICE = {"name": "cpu", "problems": []}
+
+
+@contextlib.contextmanager
+def _device_env(name: str):
+    """``FASTCONV_DEVICE=name`` for the calls inside (NumPy in, NumPy out on either device)."""
+    old = os.environ.get("FASTCONV_DEVICE")
+    os.environ["FASTCONV_DEVICE"] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["FASTCONV_DEVICE"]
+        else:
+            os.environ["FASTCONV_DEVICE"] = old
+
+
+def _compare_devices(got, want: np.ndarray) -> str | None:
+    """None when the GPU result ``got`` equals the CPU backend's ``want``: same type,
+    shape, dtype and NaN/Inf positions; floats within ``RTOL`` of their dtype relative to
+    the largest finite CPU value (the two backends sum in different orders); integer
+    results (max-pool indices) exactly."""
+    if not isinstance(got, np.ndarray):
+        return f"returned {type(got).__name__}, not a NumPy array"
+    if got.shape != want.shape or got.dtype != want.dtype:
+        return f"{got.shape} {got.dtype} != {want.shape} {want.dtype}"
+    if want.dtype.kind != "f":
+        return None if np.array_equal(got, want) else \
+            f"{int((got != want).sum())} of {want.size} values differ"
+    top = float(np.max(np.abs(want[np.isfinite(want)]), initial=1.0))
+    return compare(got, want, np.full(want.shape, top), RTOL[want.dtype])
+
+
+def _call(func, *args, **kwargs):
+    """``func(*args, **kwargs)`` on the fuzzed device. On "cuda" it runs on the CPU backend
+    and on the GPU (``FASTCONV_DEVICE``); a difference between the two (see
+    :func:`_compare_devices`) is recorded as a problem of the case, and the GPU result is
+    returned for the usual checks against the NumPy reference and PyTorch."""
+    if _DEVICE["name"] == "cpu":
+        return func(*args, **kwargs)
+    with _device_env("cpu"):
+        cpu = func(*args, **kwargs)
+    with _device_env(_DEVICE["name"]):
+        got = func(*args, **kwargs)
+    pairs = zip(got, cpu, strict=True) if isinstance(cpu, tuple) else [(got, cpu)]
+    for i, (g, c) in enumerate(pairs):
+        msg = _compare_devices(g, c)
+        if msg:
+            what = "indices" if i else "values"
+            _DEVICE["problems"].append(f"{_DEVICE['name']} vs cpu {what}: {msg}")
+    return got
+
+
 # --- conv: forward convolution -------------------------------------------------------------
 
 
@@ -308,7 +374,7 @@ def _fastconv(case, x, w, b):
         from fastconv.conv import convolve2d as func
     xa = _user(x, case["x_layout"], case["unbatched"])
     wa = with_layout(w, case["w_layout"])
-    return func(xa, wa, b, **_conv_args(case), algorithm=case["algorithm"])
+    return _call(func, xa, wa, b, **_conv_args(case), algorithm=case["algorithm"])
 
 
 def _torch_conv(case, x, w, b, dtype, *, flip=False):
@@ -407,9 +473,9 @@ def check_conv_input(case: dict, use_torch: bool) -> list[str]:
         scale = reference.conv_input_nd(xshape, np.abs(w), np.abs(g.astype(np.float64)), **ref)
     func = getattr(fc.grad, f"conv{case['nsp']}d_input")
     size = xshape[1:] if case["unbatched"] else xshape
-    got = func(size, with_layout(w, case["w_layout"]),
-               _user(g, case["g_layout"], case["unbatched"]), **_conv_args(case),
-               algorithm=case["algorithm"])
+    got = _call(func, size, with_layout(w, case["w_layout"]),
+                _user(g, case["g_layout"], case["unbatched"]), **_conv_args(case),
+                algorithm=case["algorithm"])
     torch_want = None
     if use_torch:
         y, tx, _ = _torch_conv(case, np.zeros(xshape), w, None, dt)
@@ -435,9 +501,9 @@ def check_conv_weight(case: dict, use_torch: bool) -> list[str]:
         scale = reference.conv_weight_nd(np.abs(x.astype(np.float64)), w_shape, np.abs(g),
                                          **ref)
     func = getattr(fc.grad, f"conv{case['nsp']}d_weight")
-    got = func(_user(x, case["x_layout"], case["unbatched"]), w_shape,
-               _user(g, case["g_layout"], case["unbatched"]), **_conv_args(case),
-               algorithm=case["algorithm"])
+    got = _call(func, _user(x, case["x_layout"], case["unbatched"]), w_shape,
+                _user(g, case["g_layout"], case["unbatched"]), **_conv_args(case),
+                algorithm=case["algorithm"])
     torch_want = None
     if use_torch:
         y, _, tw = _torch_conv(case, x, np.zeros(w_shape), None, dt)
@@ -473,7 +539,8 @@ def check_conv_bias(case: dict, use_torch: bool) -> list[str]:
     axes = (0,) + tuple(range(2, g.ndim))
     want = g.astype(np.float64).sum(axis=axes)[None]
     scale = np.abs(g.astype(np.float64)).sum(axis=axes)[None]
-    got = fc.grad.conv_bias(_user(g, case["g_layout"], unbatched), batched=case["batched"])
+    got = _call(fc.grad.conv_bias, _user(g, case["g_layout"], unbatched),
+                batched=case["batched"])
     torch_want = None
     if use_torch:
         torch_want = _tensor(g, dt).sum(dim=axes).numpy()[None]
@@ -543,8 +610,8 @@ def check_conv_transpose(case: dict, use_torch: bool) -> list[str]:
                                             None if b is None else np.abs(b), **args)
     func = getattr(fc, f"conv_transpose{case['nsp']}d")
     with forced_grad_path(case["path"]):
-        got = func(_user(x, case["x_layout"], case["unbatched"]),
-                   with_layout(w, case["w_layout"]), b, **args)
+        got = _call(func, _user(x, case["x_layout"], case["unbatched"]),
+                    with_layout(w, case["w_layout"]), b, **args)
     torch_want = None
     if use_torch:
         F = importlib.import_module("torch.nn.functional")
@@ -567,8 +634,7 @@ def _pool_case(rng: np.random.Generator, kind: str) -> dict:
                     if kind == "max" and rng.random() < 0.4 else [1] * nsp)
         stride = (None if rng.random() < 0.3 else
                   [int(v) for v in rng.integers(1, 4, nsp)])
-        limits = [((k - 1) * d + 1) // 2 if kind == "max" else k // 2
-                  for k, d in zip(kernel, dilation, strict=True)]
+        limits = [k // 2 for k in kernel]  # PyTorch's rule, max and avg alike
         pad = ([int(rng.integers(0, lim + 1)) for lim in limits] if rng.random() < 0.6
                else [0] * nsp)
         spatial = [max(1, d * (k - 1) + 1 - 2 * p) + int(rng.integers(0, extra + 1))
@@ -576,7 +642,12 @@ def _pool_case(rng: np.random.Generator, kind: str) -> dict:
         unbatched = bool(rng.random() < 0.15)
         n = 1 if unbatched else int(rng.integers(1, 3))
         c = int(rng.integers(1, 4))
-        if n * c * math.prod(spatial) * math.prod(kernel) <= 6 * LOOP_BUDGET:
+        ceil_mode = bool(rng.random() < 0.4)
+        strides = stride or kernel
+        empty = any(  # a dilated window entirely in the padding is refused (a ValueError)
+            pool_empty_window(m, k, st, p, d, pool_out(m, k, st, p, d, ceil_mode)) is not None
+            for m, k, st, p, d in zip(spatial, kernel, strides, pad, dilation, strict=True))
+        if not empty and n * c * math.prod(spatial) * math.prod(kernel) <= 6 * LOOP_BUDGET:
             break
     divisor = None
     if kind == "avg" and rng.random() < 0.25:
@@ -585,7 +656,7 @@ def _pool_case(rng: np.random.Generator, kind: str) -> dict:
         nsp=nsp, n=n, c=c, spatial=spatial, kernel_size=_int_or_tuple(rng, kernel),
         stride=None if stride is None else _int_or_tuple(rng, stride),
         padding=_int_or_tuple(rng, pad), dilation=_int_or_tuple(rng, dilation),
-        ceil_mode=bool(rng.random() < 0.4),
+        ceil_mode=ceil_mode,
         count_include_pad=bool(rng.random() < 0.5), divisor_override=divisor,
         return_indices=bool(rng.random() < 0.6),
         dtype=str(rng.choice(["float32", "float64"])),
@@ -678,11 +749,11 @@ def _check_pool(case: dict, use_torch: bool, kind: str) -> list[str]:
         if kind == "max":
             want, want_idx = reference.max_pool_nd(x, **args)
             scale = np.abs(want)  # max pooling is exact
-            got = func(xa, return_indices=case["return_indices"], **args)
+            got = _call(func, xa, return_indices=case["return_indices"], **args)
         else:
             want = reference.avg_pool_nd(x, **args)
             scale = reference.avg_pool_nd(np.abs(x.astype(np.float64)), **args)
-            got = func(xa, **args)
+            got = _call(func, xa, **args)
     torch_want = torch_idx = None
     if use_torch:
         y, idx = _torch_pool(case, kind, _tensor(x, dt))
@@ -717,8 +788,8 @@ def _check_pool_grad(case: dict, use_torch: bool, kind: str) -> list[str]:
     want = backward(g, x, **args)
     scale = backward(np.abs(g.astype(np.float64)), x, **args)
     func = getattr(fc.grad, f"{kind}_pool{case['nsp']}d")
-    got = func(_user(g, case["g_layout"], case["unbatched"]),
-               _user(x, case["x_layout"], case["unbatched"]), **args)
+    got = _call(func, _user(g, case["g_layout"], case["unbatched"]),
+                _user(x, case["x_layout"], case["unbatched"]), **args)
     torch_want = None
     if use_torch and _torch_pool_ok(case, kind) and not (kind == "max"
                                                         and has_empty_window(case)):
@@ -768,46 +839,63 @@ def function_name(case: dict) -> str:
     return f"fc.{op}{n}d"
 
 
-def check_case(case: dict, *, use_torch: bool = HAS_TORCH) -> list[str]:
-    """Problems found for one case (empty list: fastconv agrees with every oracle)."""
+def check_case(case: dict, *, use_torch: bool = HAS_TORCH, device: str = "cpu") -> list[str]:
+    """Problems found for one case (empty list: fastconv agrees with every oracle). With
+    ``device="cuda"`` every fastconv call of the case also runs on the GPU, which must agree
+    with the CPU backend, and the GPU's results meet the oracles."""
+    _DEVICE.update(name=device, problems=[])
     try:
-        return CHECKS[case["op"]](case, use_torch)
+        problems = CHECKS[case["op"]](case, use_torch)
     except Exception as exc:  # a valid case must not raise
-        return [f"raised {type(exc).__name__}: {exc}"]
+        problems = [f"raised {type(exc).__name__}: {exc}"]
+    finally:
+        _DEVICE["name"] = "cpu"
+    return _DEVICE["problems"] + problems
 
 
 def run(n: int, seed: int = 0, *, use_torch: bool = HAS_TORCH, out=print, cases=None,
-        ops=None, counts: dict | None = None) -> list[str]:
+        ops=None, counts: dict | None = None, device: str = "cpu",
+        deadline: float | None = None) -> list[str]:
     """Check ``n`` cases (or the given case indices) of the given ops (names or groups,
     default all); return one reproducer line per mismatch. ``counts`` (a dict), when
-    given, receives ``op -> [cases, mismatches, seconds]``."""
+    given, receives ``op -> [cases, mismatches, seconds]``. ``device="cuda"`` runs every
+    case on the GPU too, against the CPU backend. ``deadline`` (a ``time.perf_counter()``
+    value) stops before a case that would start after it."""
     t0 = time.perf_counter()
     selected = parse_ops(ops if ops is None or isinstance(ops, str) else ",".join(ops))
     failures = []
     stats = {} if counts is None else counts
     indices = range(n) if cases is None else cases
+    done = 0
     for i in indices:
+        if deadline is not None and time.perf_counter() > deadline:
+            break
         op = pick_op(seed, i, selected)
         case = make_case(seed, i, op)
         t = time.perf_counter()
-        problems = check_case(case, use_torch=use_torch)
+        problems = check_case(case, use_torch=use_torch, device=device)
+        done += 1
         entry = stats.setdefault(op, [0, 0, 0.0])
         entry[0] += 1
         entry[2] += time.perf_counter() - t
         if problems:
             entry[1] += 1
+            dev = "" if device == "cpu" else f" --device {device}"
             line = (f"MISMATCH {op} ({function_name(case)}): {'; '.join(problems)} | repro: "
-                    f"python tests/fuzz.py --ops {op} --seed {seed} --case {i}  # {case}")
+                    f"python tests/fuzz.py --ops {op} --seed {seed} --case {i}{dev}  # {case}")
             failures.append(line)
             if out:
                 out(line)
     if out:
         oracles = "NumPy reference" + (" and PyTorch" if use_torch else "")
+        if device != "cpu":
+            oracles = f"{device} vs the CPU backend, " + oracles
         for op in selected:
             if op in stats:
                 cnt, bad, secs = stats[op]
                 out(f"  {op:15s} {cnt:6d} cases {bad:4d} mismatches {secs:7.1f} s")
-        out(f"fuzz: {len(indices)} cases vs {oracles}, {len(failures)} mismatches, "
+        left = "" if done == len(indices) else f" ({len(indices) - done} left at the deadline)"
+        out(f"fuzz: {done} cases{left} vs {oracles}, {len(failures)} mismatches, "
             f"{time.perf_counter() - t0:.1f} s (seed {seed}, ops {','.join(selected)})")
     return failures
 
@@ -821,7 +909,12 @@ def main(argv=None) -> int:
                    help=f"comma-separated ops or groups {GROUPS} (default all): "
                         f"{', '.join(OPS)}")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch oracle")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda: run every case on the GPU too, against the CPU backend "
+                        "(NUMBA_ENABLE_CUDASIM=1 runs it in Numba's simulator)")
     args = p.parse_args(argv)
+    if args.device == "cuda" and "cuda" not in fc.devices():
+        p.error("--device cuda: no usable CUDA GPU (NUMBA_ENABLE_CUDASIM=1 uses the simulator)")
     try:
         selected = parse_ops(args.ops)
     except ValueError as exc:
@@ -832,7 +925,7 @@ def main(argv=None) -> int:
             print(f"case {i}: {function_name(make_case(args.seed, i, op))} "
                   f"{make_case(args.seed, i, op)}")
     failures = run(args.n, args.seed, use_torch=HAS_TORCH and not args.no_torch,
-                   cases=args.case, ops=",".join(selected))
+                   cases=args.case, ops=",".join(selected), device=args.device)
     return 1 if failures else 0
 
 

@@ -1,7 +1,7 @@
 """Plain NumPy oracles: slow-but-obviously-right versions of what fastconv computes.
 
 Nothing here imports fastconv: every size, padding and index is re-derived from the
-formulas in SPEC.md, so a bug in ``fastconv._shapes`` cannot hide in both places.
+formulas in docs/SPEC.md, so a bug in ``fastconv._shapes`` cannot hide in both places.
 
 Forward convolution (this part) comes first; pooling and gradient oracles follow below.
 """
@@ -362,3 +362,48 @@ def avg_pool_backward_nd(g, x, kernel_size, stride=None, padding=0, ceil_mode=Fa
                 if all(inside[a][r] for a, r in enumerate(pos)):
                     gx[nc + tuple(taps[a][r] for a, r in enumerate(pos))] += g[nc + o] / div
     return gx
+
+
+# --- adaptive pooling, unfold (the pooling family) -------------------------------------
+
+
+def adaptive_windows(n: int, out: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive window [floor(i*n/out), ceil((i+1)*n/out)) of each output."""
+    return [(i * n // out, -(-(i + 1) * n // out)) for i in range(out)]
+
+
+def adaptive_pool_nd(x: np.ndarray, out_size, kind: str):
+    """Adaptive avg or max pooling over the trailing len(out_size) axes, plain loops.
+    Returns (values, flat indices (max only, else None))."""
+    nsp = len(out_size)
+    lead, spatial = x.shape[:-nsp], x.shape[-nsp:]
+    wins = [adaptive_windows(n, o) for n, o in zip(spatial, out_size, strict=True)]
+    y = np.zeros(lead + tuple(out_size), dtype=np.float64)
+    idx = np.zeros(lead + tuple(out_size), dtype=np.int64)
+    for li in np.ndindex(*lead):
+        plane = x[li].astype(np.float64)
+        for o in np.ndindex(*out_size):
+            sl = tuple(slice(*wins[a][o[a]]) for a in range(nsp))
+            win = plane[sl]
+            if kind == "avg":
+                y[li + o] = win.mean()
+            else:
+                k = int(np.argmax(win))  # first maximum, row-major (no NaNs in the tests)
+                pos = np.unravel_index(k, win.shape)
+                full = tuple(wins[a][o[a]][0] + pos[a] for a in range(nsp))
+                y[li + o] = win.flat[k]
+                idx[li + o] = np.ravel_multi_index(full, spatial)
+    return y, (idx if kind == "max" else None)
+
+
+def unfold_loop(x: np.ndarray, k, d, p, s) -> np.ndarray:
+    """im2col of (N, C, H, W) with plain loops: (N, C*KH*KW, OH*OW)."""
+    N, C, H, W = x.shape
+    oh = (H + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1
+    ow = (W + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1
+    cols = np.zeros((N, C * k[0] * k[1], oh * ow), dtype=np.float64)
+    for n, c, i, j, a, b in np.ndindex(N, C, k[0], k[1], oh, ow):
+        h, w = a * s[0] - p[0] + i * d[0], b * s[1] - p[1] + j * d[1]
+        if 0 <= h < H and 0 <= w < W:
+            cols[n, (c * k[0] + i) * k[1] + j, a * ow + b] = x[n, c, h, w]
+    return cols

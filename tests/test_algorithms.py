@@ -20,7 +20,8 @@ from tests.conftest import requires_torch
 from tests.reference import conv_nd, padding_pairs
 
 CONVS = {1: fc.conv1d, 2: fc.conv2d, 3: fc.conv3d}
-ALGOS = [a for a in ALGORITHMS if a != "auto"]
+# "winograd" applies to stride-1 3x3 layers only (its own tests: tests/test_winograd.py)
+ALGOS = [a for a in ALGORITHMS if a not in ("auto", "winograd")]
 MODES = ["zeros", "reflect", "replicate", "circular"]
 RTOL32 = 1e-4
 
@@ -151,9 +152,9 @@ def _plan(x_shape, w_shape, stride=1, padding=0, groups=1):
     [
         ((1, 1, 6, 8), (1, 1, 1, 2), 1, 0, 1, "direct"),  # W1: the seed's edge
         ((1, 1, 2048, 2048), (1, 1, 5, 5), 1, 2, 1, "direct"),  # W2: one channel
-        ((8, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1, "gemm"),  # W3
+        ((8, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1, "winograd"),  # W3
         ((8, 3, 224, 224), (64, 3, 7, 7), 2, 3, 1, "gemm"),  # W4
-        ((8, 256, 14, 14), (256, 256, 3, 3), 1, 1, 1, "gemm"),  # W5
+        ((8, 256, 14, 14), (256, 256, 3, 3), 1, 1, 1, "winograd"),  # W5
         ((8, 256, 28, 28), (128, 256, 1, 1), 1, 0, 1, "gemm"),  # W6: 1x1
         ((8, 128, 56, 56), (128, 1, 3, 3), 1, 1, 128, "direct"),  # W7: depthwise
         ((1, 1, 2048, 2048), (1, 1, 31, 31), 1, 15, 1, "fft"),  # W8: large kernel
@@ -277,3 +278,175 @@ def test_gemm_paths_match_direct_and_oracle(case, dtype, small_chunks, path, mon
     rtol = RTOL32 if dtype == np.float32 else 1e-12
     _close(got, want, rtol)
     _close(got, direct, rtol)
+
+
+# --- the BLAS thread limit: held only while products run, safe across Python threads ----
+
+
+def _blas_threads() -> dict:
+    from threadpoolctl import threadpool_info
+
+    return {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+
+def test_blas_limit_is_one_inside_tasks_and_restored_after_concurrent_calls():
+    """threadpoolctl's limit is taken by the first call in flight and restored by the last:
+    a call that finishes while another is still multiplying leaves the BLAS single-threaded
+    for that one; afterwards every BLAS has its own setting back. Numba's thread count is
+    never changed. Concurrent calls give the serial call's result bit for bit."""
+    import threading
+
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    from fastconv.cpu import blas
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 32, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((16, 32, 3, 3)).astype(np.float32)
+    want = fc.conv2d(x, w, padding=1, algorithm="gemm")
+    nthreads = numba.get_num_threads()
+    original = _blas_threads()
+    # set from a thread that then ends (threadpoolctl lets a live thread that holds a
+    # limit block every other thread's limits)
+    _on_a_thread(lambda: threadpool_limits(limits=3, user_api="blas"))
+    try:
+        outside = _blas_threads()
+        assert outside and all(v == 3 for v in outside.values())
+        inside, entered, release = [], threading.Event(), threading.Event()
+
+        def slow_task(i):  # a call still in flight while another starts and ends
+            entered.set()
+            assert release.wait(60)
+            inside.append(_blas_threads())
+
+        holder = threading.Thread(target=blas.parallel, args=(slow_task, 1))
+        holder.start()
+        assert entered.wait(60)
+        results = [None] * 4
+
+        def call(i):
+            results[i] = fc.conv2d(x, w, padding=1, algorithm="gemm")
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        release.set()
+        holder.join()
+        assert inside and all(v == 1 for v in inside[0].values())
+        assert _blas_threads() == outside
+        # the first call (which took the limit) ends while a second one still multiplies:
+        # the limit is handed over, kept for the second, restored after it
+        a_in, b_in, a_done, seen = (threading.Event(), threading.Event(), threading.Event(),
+                                    [])
+
+        def task_a(i):
+            a_in.set()
+            assert b_in.wait(60)
+
+        def task_b(i):
+            assert a_in.wait(60)
+            b_in.set()
+            assert a_done.wait(60)
+            seen.append(_blas_threads())
+
+        first = threading.Thread(target=blas.parallel, args=(task_a, 1))
+        second = threading.Thread(target=blas.parallel, args=(task_b, 1))
+        first.start()
+        second.start()
+        first.join()
+        a_done.set()
+        second.join()
+        assert seen and all(v == 1 for v in seen[0].values())
+        assert _blas_threads() == outside
+        for got in results:
+            np.testing.assert_array_equal(got, want)
+    finally:
+        _on_a_thread(lambda: [threadpool_limits(limits={p: n}) for p, n in original.items()])
+    assert _blas_threads() == original
+    assert numba.get_num_threads() == nthreads
+
+
+def _on_a_thread(fn) -> None:
+    import threading
+
+    t = threading.Thread(target=fn)
+    t.start()
+    t.join()
+
+
+# --- the GEMM weight gradient (chunks x taps, partial sums) and thread determinism -------
+
+GRAD_CASES = [c for c in GEMM_CASES if "stride" not in c[2]]  # the stride-1 ones
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", GRAD_CASES, ids=lambda c: f"{c[0]}*{c[1]}")
+def test_gemm_weight_grad_chunks_and_parts_match_oracle(case, dtype, parts, monkeypatch):
+    """The GEMM weight gradient with many column chunks per image and the (image, chunk)
+    sequence split into partial sums: against the float64 NumPy oracle and direct."""
+    from fastconv.cpu import gemm
+    from fastconv.cpu import grad as cpu_grad
+    from tests.reference import conv_weight_nd
+
+    monkeypatch.setattr(gemm, "GEMM_CHUNK_BYTES", 1)
+    monkeypatch.setattr(gemm, "MIN_CHUNK_COLUMNS", 7)
+    monkeypatch.setattr(cpu_grad, "WEIGHT_PARTS", parts)
+    xs, wsh, kw = case
+    rng = np.random.default_rng(len(xs) * 10 + wsh[0] + parts)
+    x = rng.standard_normal(xs).astype(dtype)
+    nsp = len(xs) - 2
+    y = CONVS[nsp](x, np.zeros(wsh, dtype), **kw)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    weight = getattr(fc.grad, f"conv{nsp}d_weight")
+    got = weight(x, wsh, g, algorithm="gemm", **kw)
+    direct = weight(x, wsh, g, algorithm="direct", **kw)
+    pairs = padding_pairs(kw.get("padding", 0), wsh[2:], kw.get("dilation", 1))
+    want = conv_weight_nd(x, wsh, g, 1, pairs, kw.get("dilation", 1), kw.get("groups", 1))
+    assert got.dtype == dtype
+    rtol = RTOL32 if dtype == np.float32 else 1e-12
+    _close(got, want, rtol)
+    _close(got, direct, rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_gemm_path_bit_identical_for_1_and_2_threads(dtype, monkeypatch):
+    """Shifted forward (chunks), 1x1 whole-image products, strided im2col tasks, input
+    gradient and the weight gradient's partial sums: the same bytes run to run and on 1
+    or 2 threads."""
+    import numba
+
+    from fastconv.cpu import gemm
+
+    monkeypatch.setattr(gemm, "GEMM_CHUNK_BYTES", 1)
+    monkeypatch.setattr(gemm, "GEMM_COL_CHUNK_BYTES", 1)
+    monkeypatch.setattr(gemm, "MIN_CHUNK_COLUMNS", 9)
+    monkeypatch.setattr(gemm, "SHIFTED_MIN_CG", 1)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((4, 8, 11, 13)).astype(dtype)
+    w3 = rng.standard_normal((8, 4, 3, 3)).astype(dtype)
+    w1 = rng.standard_normal((16, 8, 1, 1)).astype(dtype)
+    w7 = rng.standard_normal((8, 8, 5, 5)).astype(dtype)
+    g = rng.standard_normal((4, 8, 11, 13)).astype(dtype)
+    kw = dict(padding=1, groups=2)
+
+    def run():
+        return [a.tobytes() for a in (
+            fc.conv2d(x, w3, algorithm="gemm", **kw),
+            fc.conv2d(x, w1, algorithm="gemm"),
+            fc.conv2d(x, w7, stride=2, padding=2, algorithm="gemm"),
+            fc.grad.conv2d_input(x.shape, w3, g, algorithm="gemm", **kw),
+            fc.grad.conv2d_weight(x, w3.shape, g, algorithm="gemm", **kw))]
+
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        first, second = run(), run()
+        numba.set_num_threads(1)
+        single = run()
+    finally:
+        numba.set_num_threads(before)
+    assert first == second == single

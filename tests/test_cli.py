@@ -414,8 +414,8 @@ def test_usage_errors_name_file_and_parameter(tmp_path, seed_npy):
     result = run("convolve", seed_npy, "-k", "edge", "-o", seed_npy)
     assert result.exit_code == 2
     assert error_line(result) == (
-        f"Error: Invalid value for -o: '{seed_npy}' is also an input ('{seed_npy}'); choose "
-        "another output path (inputs are never overwritten)"
+        f"Error: Invalid value for -o: '{seed_npy}' is the INPUT '{seed_npy}' (the same file); "
+        "choose another output path (inputs are never overwritten)"
     )
     out = tmp_path / "no" / "y.npy"
     result = run("convolve", seed_npy, "-k", "edge", "-o", out)
@@ -505,20 +505,22 @@ def test_data_errors_exit_1(tmp_path, seed_npy):
 
 
 @pytest.mark.parametrize(
-    "exc, last_line",
+    "exc, code, last_line",
     [
-        (ValueError("boom mid-run"), "Error: convolve '{x}' with --kernel 'edge': boom mid-run"),
-        (KeyboardInterrupt(), "Aborted!"),  # Ctrl-C during the computation
+        (ValueError("boom mid-run"), 1,
+         "Error: convolve '{x}' with --kernel 'edge': boom mid-run"),
+        (KeyboardInterrupt(), 130,  # Ctrl-C during the computation: 128 + SIGINT
+         "Error: interrupted by SIGINT (Ctrl-C); stopped, and no partial file was left"),
     ],
 )
-def test_failed_run_leaves_no_file(tmp_path, seed_npy, monkeypatch, exc, last_line):
+def test_failed_run_leaves_no_file(tmp_path, seed_npy, monkeypatch, exc, code, last_line):
     def fail(*args, **kwargs):
         raise exc
 
     monkeypatch.setattr(fc, "conv2d", fail)
     out = tmp_path / "y.npy"
     result = run("convolve", seed_npy, "-k", "edge", "-o", out)
-    assert result.exit_code == 1
+    assert result.exit_code == code
     assert error_line(result) == last_line.format(x=seed_npy)
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
@@ -536,7 +538,7 @@ def test_interrupted_write_keeps_existing_output(tmp_path, seed_npy, monkeypatch
 
     monkeypatch.setattr(np, "save", half_write)
     result = run("convolve", seed_npy, "-k", "edge", "-o", out)
-    assert result.exit_code == 1
+    assert result.exit_code == (130 if isinstance(exc, KeyboardInterrupt) else 1)
     assert out.read_bytes() == b"previous result"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy", "y.npy"]
 
@@ -659,7 +661,8 @@ def test_pool_errors(seed_npy):
     )
     result = run("pool", seed_npy)
     assert result.exit_code == 2
-    assert error_line(result) == "Error: Missing option '--size'."
+    assert error_line(result) == ("Error: Missing option '--size' (a window) or '--adaptive' "
+                                  "(an output size).")
 
 
 # --------------------------------------------------------------- kernels, info, demo
@@ -848,8 +851,8 @@ def test_learn_kernel_errors(tmp_path, seed_pair):
     result = run("learn-kernel", "--input", x, "--target", y, "--kernel-size", "1x2", "-o", y)
     assert result.exit_code == 2
     assert error_line(result) == (
-        f"Error: Invalid value for -o: '{y}' is also an input ('{y}'); choose another output "
-        "path (inputs are never overwritten)"
+        f"Error: Invalid value for -o: '{y}' is the --target '{y}' (the same file); choose "
+        "another output path (inputs are never overwritten)"
     )
     result = run("learn-kernel", "--input", x, "--target", y, "--kernel-size", "1x2",
                  "--optimizer", "rmsprop")

@@ -34,9 +34,12 @@ TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol
 
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
+    """Tiny blocks, unless ``FASTCONV_TEST_KEEP_THREADS=1``: ``bench/gpu_check.py`` runs
+    this file on a real GPU with the package's block shape, as users get it."""
     import fastconv.cuda
 
-    monkeypatch.setattr(fastconv.cuda, "THREADS", (2, 2))
+    if os.environ.get("FASTCONV_TEST_KEEP_THREADS") != "1":
+        monkeypatch.setattr(fastconv.cuda, "THREADS", (2, 2))
 
 
 def rand(rng, shape, dtype=np.float32):
@@ -288,8 +291,10 @@ def test_wrap_rejects_complex_and_bool():
 
     with pytest.raises(TypeError, match="conv2d: x has dtype complex128"):
         be.wrap(np.zeros((2, 2), complex), "x", "conv2d")
-    with pytest.raises(TypeError, match="conv2d: weight has dtype bool"):
-        be.wrap(cuda.to_device(np.zeros((2, 2), bool)), "weight", "conv2d")
+    # bool is refused only when every input is bool (mixed with a number it is promoted)
+    with pytest.raises(TypeError, match="conv2d: x and weight have dtype bool"):
+        fc.conv2d(cuda.to_device(np.zeros((1, 1, 2, 2), bool)),
+                  cuda.to_device(np.zeros((1, 1, 1, 1), bool)))
 
 
 # --- dispatch: data follows the device ----------------------------------------------------
@@ -311,6 +316,34 @@ def test_device_array_in_device_array_out_without_host_copies(monkeypatch):
     monkeypatch.undo()
     assert _dispatch.is_cuda_array(out) and not isinstance(out, np.ndarray)
     np.testing.assert_allclose(out.copy_to_host(), fc.conv2d(x, w, padding=1), **TOL[np.float32])
+
+
+def test_avg_pool_keeps_its_divisors_on_the_device(monkeypatch):
+    """A repeated average pooling of device data makes no host copy (the divisors are
+    cached on the device, for a bounded number of shapes)."""
+    from numba import cuda
+
+    import fastconv.cuda.arrays
+
+    rng = np.random.default_rng(14)
+    x, g = rand(rng, (1, 2, 5, 5)), rand(rng, (1, 2, 3, 3))
+    dx, dg = cuda.to_device(x), cuda.to_device(g)
+    fc.avg_pool2d(dx, 3, 2, 1)  # the first call with this shape uploads the divisors
+
+    def no_transfer(*args, **kwargs):
+        raise AssertionError("host -> device copy during a device-array call")
+
+    monkeypatch.setattr(cuda, "to_device", no_transfer)
+    out = fc.avg_pool2d(dx, 3, 2, 1)
+    grad = fc.grad.avg_pool2d(dg, dx, 3, 2, 1)
+    monkeypatch.undo()
+    np.testing.assert_allclose(out.copy_to_host(), fc.avg_pool2d(x, 3, 2, 1), **TOL[np.float32])
+    np.testing.assert_allclose(grad.copy_to_host(), fc.grad.avg_pool2d(g, x, 3, 2, 1),
+                               **TOL[np.float32])
+    monkeypatch.setattr(fastconv.cuda.arrays, "_CONSTANTS_KEPT", 2)
+    for k in (2, 3, 4):
+        fc.avg_pool2d(dx, k)
+    assert len(fastconv.cuda.arrays._CONSTANTS) == 2
 
 
 def _spy_on_cuda_correlate(monkeypatch):
@@ -397,3 +430,117 @@ def test_cupy_in_cupy_out():
     assert isinstance(out, cupy.ndarray)
     want = fc.conv2d(cupy.asnumpy(x), np.ones((1, 1, 2, 2), np.float32))
     np.testing.assert_array_equal(cupy.asnumpy(out), want)
+
+
+def test_empty_batch_and_zero_channels_on_the_device():
+    # issue 11: nothing to sum runs no kernel (a 0-block launch would fail) and gives
+    # PyTorch's empty result, or the bias for zero input channels
+    from numba import cuda
+
+    d, z = cuda.to_device, np.zeros
+    assert fc.conv2d(d(z((0, 3, 8, 8))), d(z((4, 3, 3, 3))), d(np.ones(4))).shape == (0, 4, 6, 6)
+    y = fc.conv2d(d(z((2, 0, 8, 8))), d(z((4, 0, 3, 3))), d(np.arange(4.0))).copy_to_host()
+    np.testing.assert_array_equal(y, np.broadcast_to(np.arange(4.0)[:, None, None], y.shape))
+    np.testing.assert_array_equal(
+        fc.conv2d(z((2, 0, 8, 8)), z((4, 0, 3, 3)), np.arange(4.0), device="cuda"), y)
+    assert fc.max_pool2d(d(z((0, 3, 8, 8))), 2, return_indices=True)[1].shape == (0, 3, 4, 4)
+    assert fc.grad.max_pool2d(d(z((0, 3, 4, 4))), d(z((0, 3, 8, 8))), 2).shape == (0, 3, 8, 8)
+    gw = fc.grad.conv2d_weight(d(z((0, 3, 8, 8))), (4, 3, 3, 3), d(z((0, 4, 6, 6))))
+    np.testing.assert_array_equal(gw.copy_to_host(), z((4, 3, 3, 3)))
+    assert fc.conv_transpose2d(d(z((0, 3, 4, 4))), d(z((3, 2, 3, 3)))).shape == (0, 2, 6, 6)
+
+
+# --- the fuzzer's device mode (tests/fuzz.py --device cuda) ------------------------------
+
+
+def test_fuzz_device_mode_matches_and_catches_a_wrong_gpu_result(monkeypatch):
+    import fuzz
+
+    import fastconv.cuda
+
+    counts = {}
+    assert fuzz.run(3, seed=5, ops="conv_bias,avg_pool", device="cuda", use_torch=False,
+                    out=None, counts=counts) == []
+    assert sum(c[0] for c in counts.values()) == 3
+    real = fastconv.cuda.finish
+
+    def off_by_half(out, like):  # every GPU result (after the kernels) is 0.5 too large
+        from numba import cuda
+
+        return real(cuda.to_device(out.copy_to_host() + 0.5), like)
+
+    monkeypatch.setattr(fastconv.cuda, "finish", off_by_half)
+    failures = fuzz.run(2, seed=5, ops="conv,max_pool", device="cuda", use_torch=False,
+                        out=None)
+    assert len(failures) == 2
+    assert all("cuda vs cpu values:" in line and "--device cuda" in line for line in failures)
+
+# --- the pooling family: adaptive, Lp, max-unpooling, unfold/fold ----------------------
+
+
+FAMILY_CASES = [
+    # (rank, x shape, output size): non-dividing, larger than the input, None, global
+    (1, (2, 3, 7), (3,)),
+    (2, (2, 2, 5, 7), (3, 9)),
+    (2, (3, 4, 5), (None, 2)),
+    (3, (1, 2, 3, 4, 5), (2, 1, 3)),
+    (2, (2, 3, 4, 4), 1),
+]
+
+
+@pytest.mark.parametrize("case", FAMILY_CASES, ids=[f"{c[0]}d-{c[2]}" for c in FAMILY_CASES])
+def test_adaptive_matches_cpu(case):
+    from numba import cuda
+
+    rank, xs, out = case
+    rng = np.random.default_rng(sum(xs))
+    x = rand(rng, xs, np.float64)
+    for kind in ("avg", "max"):
+        op = getattr(fc, f"adaptive_{kind}_pool{rank}d")
+        back = getattr(fc.grad, f"adaptive_{kind}_pool{rank}d")
+        cpu, gpu = both(op, x, out)
+        np.testing.assert_allclose(gpu, cpu, **TOL[np.float64])
+        if kind == "max":
+            ci = op(x, out, return_indices=True)[1]
+            gi = op(x, out, return_indices=True, device="cuda")[1]
+            assert isinstance(gi, np.ndarray)
+            np.testing.assert_array_equal(gi, ci)
+        g = rand(rng, cpu.shape, np.float64)
+        want = back(g, x, out)
+        got = back(cuda.to_device(g), cuda.to_device(x), out).copy_to_host()
+        np.testing.assert_allclose(got, want, **TOL[np.float64])
+
+
+def test_lp_unpool_fold_match_cpu():
+    from numba import cuda
+
+    rng = np.random.default_rng(7)
+    x = rand(rng, (2, 2, 5, 6), np.float64)
+    x[0, 0] = 0.0  # zero windows
+    cpu, gpu = both(fc.lp_pool2d, x, 2, (2, 3), (2, 2), True)
+    np.testing.assert_allclose(gpu, cpu, **TOL[np.float64])
+    for norm in (np.inf, -np.inf):
+        inf_cpu, inf_gpu = both(fc.lp_pool2d, x, norm, 2)
+        np.testing.assert_array_equal(inf_gpu, inf_cpu)
+        gi = np.ones(inf_cpu.shape)
+        np.testing.assert_array_equal(
+            fc.grad.lp_pool2d(cuda.to_device(gi), cuda.to_device(x), norm, 2).copy_to_host(),
+            fc.grad.lp_pool2d(gi, x, norm, 2))
+    g = rand(rng, cpu.shape, np.float64)
+    got = fc.grad.lp_pool2d(cuda.to_device(g), cuda.to_device(x), 2, (2, 3), (2, 2), True)
+    np.testing.assert_allclose(got.copy_to_host(), fc.grad.lp_pool2d(g, x, 2, (2, 3), (2, 2),
+                                                                     True), **TOL[np.float64])
+    v, idx = fc.max_pool2d(x, 2, return_indices=True)
+    cpu, gpu = both(fc.max_unpool2d, v, idx, 2, output_size=(5, 6))
+    np.testing.assert_array_equal(gpu, cpu)
+    gu = rand(rng, cpu.shape, np.float64)
+    got = fc.grad.max_unpool2d(cuda.to_device(gu), cuda.to_device(v), cuda.to_device(idx), 2,
+                               output_size=(5, 6))
+    np.testing.assert_array_equal(got.copy_to_host(),
+                                  fc.grad.max_unpool2d(gu, v, idx, 2, output_size=(5, 6)))
+    with pytest.raises(ValueError, match="invalid max index 99"):
+        fc.max_unpool2d(v, np.full(idx.shape, 99), 2, device="cuda")
+    cpu, gpu = both(fc.unfold, x, (2, 3), 2, 1, (2, 1))
+    np.testing.assert_array_equal(gpu, cpu)
+    cpu, gpu = both(fc.fold, cpu, (5, 6), (2, 3), 2, 1, (2, 1))
+    np.testing.assert_allclose(gpu, cpu, **TOL[np.float64])

@@ -116,3 +116,23 @@ def test_main_replays_one_case(capsys):
     out = capsys.readouterr().out
     assert "case 3: fc.grad.conv" in out
     assert "fuzz: 1 cases vs NumPy reference, 0 mismatches" in out
+
+
+def test_main_device_cuda_without_gpu_is_a_usage_error(monkeypatch, capsys):
+    monkeypatch.setattr(fc, "devices", lambda: ["cpu"])
+    with pytest.raises(SystemExit) as exc:
+        fuzz.main(["--device", "cuda", "--n", "1"])
+    assert exc.value.code == 2
+    assert "--device cuda: no usable CUDA GPU" in capsys.readouterr().err
+
+
+def test_compare_devices_floats_within_rounding_integers_exactly():
+    want = np.array([1.0, -2.0, np.nan, np.inf], np.float32)
+    assert fuzz._compare_devices(want + np.float32(1e-6), want) is None
+    assert "max error" in fuzz._compare_devices(want + np.float32(1e-3), want)
+    assert "NaN positions" in fuzz._compare_devices(np.zeros(4, np.float32), want)
+    assert "float64 != (4,) float32" in fuzz._compare_devices(want.astype(np.float64), want)
+    idx = np.arange(4)
+    assert fuzz._compare_devices(idx, idx.copy()) is None
+    assert fuzz._compare_devices(idx + 1, idx) == "4 of 4 values differ"
+    assert "not a NumPy array" in fuzz._compare_devices([1, 2], idx)

@@ -410,7 +410,7 @@ def test_errors_transpose():
         conv.conv_transpose1d(np.ones((1, 1, 3)), np.ones((1, 1, 2)), padding=-1)
     with pytest.raises(ValueError, match=r"conv_transpose1d: groups must be an int >= 1"):
         conv.conv_transpose1d(np.ones((1, 1, 3)), np.ones((1, 1, 2)), groups=0)
-    with pytest.raises(ValueError, match=r"conv_transpose1d: empty input or weight"):
+    with pytest.raises(ValueError, match=r"conv_transpose1d: x has an empty spatial axis"):
         conv.conv_transpose1d(np.ones((1, 1, 0)), np.ones((1, 1, 2)))
 
 

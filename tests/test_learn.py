@@ -177,7 +177,7 @@ def test_errors():
     with pytest.raises(ValueError, match=r"learn_kernel: y must be the 'valid' output .* "
                                          r"spatial size \(-2, 1\)"):
         learn_kernel(X, Y, (9, 8))
-    with pytest.raises(ValueError, match=r"learn_kernel: lr must be a number > 0, got -1"):
+    with pytest.raises(ValueError, match=r"learn_kernel: lr must be a finite number > 0, got -1"):
         learn_kernel(X, Y, (1, 2), lr=-1)
     with pytest.raises(ValueError, match=r"learn_kernel: epochs must be an int >= 0, got 2.5"):
         learn_kernel(X, Y, (1, 2), epochs=2.5)

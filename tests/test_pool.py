@@ -7,12 +7,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import requires_torch
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
-from reference import avg_pool_backward_nd, avg_pool_nd, max_pool_backward_nd, max_pool_nd
+from reference import (
+    avg_pool_backward_nd,
+    avg_pool_nd,
+    max_pool_backward_nd,
+    max_pool_nd,
+    pool_output_size,
+)
 
 import fastconv as fc
 from fastconv import pool
+from fastconv._shapes import pool_empty_window
 
 MAX = {1: fc.max_pool1d, 2: fc.max_pool2d, 3: fc.max_pool3d}
 AVG = {1: fc.avg_pool1d, 2: fc.avg_pool2d, 3: fc.avg_pool3d}
@@ -100,11 +107,15 @@ def pool_case(draw, kind):
     k = [draw(st.integers(1, 3)) for _ in range(nsp)]
     d = [draw(st.integers(1, 2)) if kind == "max" else 1 for _ in range(nsp)]
     s = [draw(st.integers(1, 3)) for _ in range(nsp)]
-    p = [draw(st.integers(0, ((ki - 1) * di + 1) // 2 if kind == "max" else ki // 2))
-         for ki, di in zip(k, d, strict=True)]
+    p = [draw(st.integers(0, ki // 2)) for ki in k]  # PyTorch's rule, max and avg alike
     shape = [draw(st.integers(max(1, di * (ki - 1) + 1 - 2 * pi), 6))
              for ki, di, pi in zip(k, d, p, strict=True)]
     ceil = draw(st.booleans())
+    # a dilated window lying entirely in the padding is refused (tested on its own)
+    assume(all(
+        pool_empty_window(n, ki, si, pi, di, pool_output_size(n, ki, si, pi, di, ceil)) is None
+        for n, ki, si, pi, di in zip(shape, k, s, p, d, strict=True)
+    ))
     seed = draw(st.integers(0, 2**16))
     x = np.random.default_rng(seed).standard_normal((2, 2, *shape))
     if draw(st.booleans()):  # ties on a coarse grid
@@ -139,15 +150,17 @@ def test_avg_pool_matches_loop_oracle(case, count_include_pad, divisor):
     )
 
 
-def test_window_with_no_input_tap_matches_torch_arithmetic():
-    # n=1, k=2, dilation=2, padding=1: taps at -1 and 1, both outside (PyTorch gives -inf
-    # and index 1; its gradient passes nothing)
-    y, i = fc.max_pool1d(np.array([[[3.0]]]), 2, padding=1, dilation=2, return_indices=True)
-    np.testing.assert_array_equal(y, [[[-np.inf]]])
-    np.testing.assert_array_equal(i, [[[1]]])
-    gx = pool.max_pool1d_backward(np.ones((1, 1, 1)), np.array([[[3.0]]]), 2, padding=1,
-                                  dilation=2)
-    np.testing.assert_array_equal(gx, [[[0.0]]])
+def test_window_with_no_input_tap_is_refused():
+    # n=1, k=2, dilation=2, padding=1: taps at -1 and 1, both outside. PyTorch returns -inf
+    # and index 1 (outside the 1-element plane) and its backward writes outside the
+    # gradient; fastconv refuses the configuration, forward and backward.
+    x = np.array([[[3.0]]])
+    match = (r"max_pool1d: window 0 of spatial axis 0 lies entirely in the padding "
+             r"\(PyTorch returns -inf and an index outside the input there\)")
+    with pytest.raises(ValueError, match=match):
+        fc.max_pool1d(x, 2, padding=1, dilation=2, return_indices=True)
+    with pytest.raises(ValueError, match=match.replace("max_pool1d", "max_pool1d_backward")):
+        pool.max_pool1d_backward(np.ones((1, 1, 1)), x, 2, padding=1, dilation=2)
 
 
 # --- PyTorch as an independent oracle ----------------------------------------------------
@@ -270,8 +283,12 @@ def test_avg_backward_finite_differences():
          r"max_pool2d: padding must be >= 0, got -1"),
         (lambda x: fc.max_pool2d(x, 3, padding=2), ValueError,
          r"max_pool2d: padding=\(2, 2\) must be at most half the window, "
-         r"\(\(kernel_size - 1\) \* dilation \+ 1\) // 2 = \(1, 1\) \(kernel_size=\(3, 3\), "
+         r"kernel_size // 2 = \(1, 1\) \(kernel_size=\(3, 3\), "
          r".*x.shape=\(1, 2, 5, 6\)\)"),
+        (lambda x: fc.max_pool2d(x, 3, padding=2, dilation=2), ValueError,  # PyTorch's rule
+         r"max_pool2d: padding=\(2, 2\) must be at most half the window, "
+         r"kernel_size // 2 = \(1, 1\) \(kernel_size=\(3, 3\), stride=\(3, 3\), "
+         r"padding=\(2, 2\), dilation=\(2, 2\), x.shape=\(1, 2, 5, 6\)\)"),
         (lambda x: fc.avg_pool2d(x, 3, padding=(0, 2)), ValueError,
          r"avg_pool2d: padding=\(0, 2\) must be at most half the window, kernel_size // 2 = "
          r"\(1, 1\)"),

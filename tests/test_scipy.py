@@ -306,9 +306,11 @@ def test_complex_fillvalue_with_zero_imaginary_part_is_accepted():
         (np.ones((3, 3)), np.ones((0, 2)), {"mode": "same"}, ValueError,
          r"inputs must not be empty, got in1.shape=\(3, 3\) and in2.shape=\(0, 2\)"),
         (np.ones((3, 3)), np.ones((2, 2)), {"fillvalue": [1.0, 2.0]}, ValueError,
-         r"fillvalue must be a scalar or an array with one element, got fillvalue.shape=\(2,\)"),
+         r"`fillvalue` must be scalar or an array with one element \(as in SciPy\), got "
+         r"fillvalue.shape=\(2,\)"),
         (np.ones((3, 3)), np.ones((2, 2)), {"fillvalue": 1 + 1j}, ValueError,
-         r"could not cast fillvalue=\(1\+1j\) to the real output dtype"),
+         r"could not cast `fillvalue` directly to the output \(as in SciPy\): "
+         r"fillvalue=\(1\+1j\)"),
         (np.ones((3, 3)), np.ones((2, 2)), {"fillvalue": "a"}, TypeError,
          r"fillvalue must be a real number, got 'a'"),
         (np.ones((3, 3)), np.ones((2, 2)), {"fillvalue": None}, TypeError,
@@ -317,8 +319,8 @@ def test_complex_fillvalue_with_zero_imaginary_part_is_accepted():
          r"in1 has dtype complex128; expected a real numeric dtype"),
         (np.ones((3, 3)), np.ones((2, 2), np.complex64), {}, TypeError,
          r"in2 has dtype complex64; expected a real numeric dtype"),
-        (np.ones((3, 3), bool), np.ones((2, 2)), {}, TypeError,
-         r"in1 has dtype bool; expected a real numeric dtype"),
+        (np.ones((3, 3), bool), np.ones((2, 2), bool), {}, TypeError,
+         r"in1 and in2 have dtype bool; expected a real numeric dtype"),
     ],
 )
 def test_errors(ours, func, in1, in2, kwargs, exc, match):

@@ -8,10 +8,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastconv.cpu.adaptive import (
+    adaptive_avg_pool,
+    adaptive_avg_pool_backward,
+    adaptive_max_pool,
+    adaptive_max_pool_backward,
+    lp_finish,
+    lp_grad_in,
+    lp_grad_out,
+    mul_sign,
+    power,
+    signed_abs,
+)
 from fastconv.cpu.conv import correlate
+from fastconv.cpu.fold import fold, unfold
 from fastconv.cpu.grad import correlate_input, correlate_weight, unpad
 from fastconv.cpu.pad import pad
 from fastconv.cpu.pool import avg_pool, avg_pool_backward, max_pool, max_pool_backward
+from fastconv.cpu.unpool import max_unpool, max_unpool_backward
 
 
 def asarray(a, dtype) -> np.ndarray:
@@ -52,4 +66,21 @@ __all__ = [
     "sum_channels",
     "unpad",
     "zeros",
+]
+
+__all__ += [
+    "adaptive_avg_pool",
+    "adaptive_avg_pool_backward",
+    "adaptive_max_pool",
+    "adaptive_max_pool_backward",
+    "fold",
+    "lp_finish",
+    "lp_grad_in",
+    "lp_grad_out",
+    "max_unpool",
+    "max_unpool_backward",
+    "mul_sign",
+    "power",
+    "signed_abs",
+    "unfold",
 ]

@@ -15,9 +15,12 @@ to the correlation they run; ``"gemm"`` means:
   (``fastconv.cpu.gemm.shifted``): ``dXp[n] += W_t^T (C x K) @ dYspread[n, off_t:]``;
 - weight gradient (stride 1): ``dW_t (Kg x Cg) = sum_n dYpitch[n] (Kg x L) @
   Xflat[n, :, off_t : off_t + L]^T`` with ``grad_output`` laid on the padded input's pitch
-  (zero garbage columns), one strided BLAS call per (tap, image), summed over images in
-  order by ``beta = 1``. An input holding NaN/Inf uses the direct kernel (the zero garbage
-  columns would turn ``0 * inf`` into NaN where the direct sum never reads that pixel).
+  (zero garbage columns); the columns are cut into L2-sized chunks and every tap's strided
+  BLAS call runs on a chunk while it is cached (``beta = 1`` after the first). The
+  (image, chunk) sequence is split into ``WEIGHT_PARTS`` consecutive parts (a constant,
+  not the thread count) summed separately and added in order. An input holding NaN/Inf
+  uses the direct kernel (the zero garbage columns would turn ``0 * inf`` into NaN where
+  the direct sum never reads that pixel).
   With stride > 1 the direct kernel runs.
 
 GEMM tasks are fixed, single-threaded sequences of BLAS calls (``fastconv.cpu.blas``), so
@@ -105,9 +108,21 @@ def to_pitch(g, gq):
                     dst[:] = 0
 
 
+#: Parallel parts of the GEMM weight gradient aimed at (partial sums over consecutive
+#: column chunks, added in order at the end): a constant, so the sums never depend on the
+#: thread count.
+WEIGHT_PARTS = 4
+
+
 def _weight_shifted(xp, g, gw, dilation, groups) -> bool:
-    """Stride-1 weight gradient as one strided GEMM per (tap, image) (module docstring);
-    False (nothing written) when ``xp`` holds NaN/Inf."""
+    """Stride-1 weight gradient as strided GEMMs (module docstring); False (nothing
+    written) when ``xp`` holds NaN/Inf.
+
+    The columns of every image are cut into L2-sized chunks (``2 * GEMM_CHUNK_BYTES`` of
+    the two operands); all taps run on a chunk while it is in the cache. The (image, chunk)
+    sequence is split into consecutive parts, each summed in its own accumulator by one
+    task (per group and block of output channels), and the parts are added in order.
+    """
     N, C, Dp, Hp, Wp = xp.shape
     K, Cg, KD, KH, KW = gw.shape
     OD, OH, OW = g.shape[2:]
@@ -130,27 +145,38 @@ def _weight_shifted(xp, g, gw, dilation, groups) -> bool:
     taps = KD * KH * KW
     offs = [a * dd * Hp * Wp + b * dh * Wp + e * dw
             for a in range(KD) for b in range(KH) for e in range(KW)]
-    acc = np.empty((taps, K, Cg), dtype=gw.dtype)
-    nkb = max(1, min(4, Kg // 32))  # row blocks: more tasks than threads, A still tall
-    rows = [(j * Kg // nkb, (j + 1) * Kg // nkb) for j in range(nkb)]
-    prods = {r1 - r0: blas.Gemm(gw.dtype, r1 - r0, Cg, L, lda=Q, ldb=P, ldc=Cg, tb=True)
-             for r0, r1 in rows}
     s = gw.itemsize
+    lc = max(gemm.MIN_CHUNK_COLUMNS, 2 * gemm.GEMM_CHUNK_BYTES // ((Kg + Cg) * s))
+    chunks = [(n, l0, min(L, l0 + lc)) for n in range(N) for l0 in range(0, L, lc)]
+    nkb = max(1, Kg // 128)  # row blocks of >= 64 output channels
+    rows = [(j * Kg // nkb, (j + 1) * Kg // nkb) for j in range(nkb)]
+    parts = max(1, min(len(chunks), -(-WEIGHT_PARTS // (groups * nkb))))
+    bounds = [j * len(chunks) // parts for j in range(parts + 1)]
+    acc = np.empty((parts, taps, K, Cg), dtype=gw.dtype)
+    prods = {(r1 - r0, c1 - c0): blas.Gemm(gw.dtype, r1 - r0, Cg, c1 - c0, lda=Q, ldb=P,
+                                           ldc=Cg, tb=True)
+             for r0, r1 in rows for _, c0, c1 in chunks}
     xa, ga, aa = blas.address(xp), blas.address(gq), blas.address(acc)
 
     def task(i):
         r0, r1 = rows[i % nkb]
-        t = (i // nkb) % taps
-        grp = i // (nkb * taps)
-        prod = prods[r1 - r0]
+        grp = (i // nkb) % groups
+        part = i // (nkb * groups)
         k0 = grp * Kg + r0
-        c0 = aa + (t * K + k0) * Cg * s
-        for n in range(N):
-            prod(ga + (n * K + k0) * Q * s, xa + ((n * C + grp * Cg) * P + offs[t]) * s, c0,
-                 n > 0)
+        cbase = aa + (part * taps * K + k0) * Cg * s
+        for j in range(bounds[part], bounds[part + 1]):
+            n, l0, l1 = chunks[j]
+            prod = prods[(r1 - r0, l1 - l0)]
+            a0 = ga + ((n * K + k0) * Q + l0) * s
+            b0 = xa + ((n * C + grp * Cg) * P + l0) * s
+            for t in range(taps):
+                prod(a0, b0 + offs[t] * s, cbase + t * K * Cg * s, j > bounds[part])
 
-    blas.parallel(task, groups * taps * nkb)
-    gw[...] = acc.transpose(1, 2, 0).reshape(gw.shape)
+    blas.parallel(task, parts * groups * nkb)
+    total = acc[0]
+    for j in range(1, parts):  # the parts in order: the same sum for any thread count
+        total += acc[j]
+    gw[...] = total.transpose(1, 2, 0).reshape(gw.shape)
     return True
 
 
@@ -257,6 +283,31 @@ def _transposed_weight(w: np.ndarray, groups: int) -> np.ndarray:
     return np.ascontiguousarray(wt.reshape((groups * Cg, K // groups) + w.shape[2:]))
 
 
+def _winograd_input(g, w, bias, out, spread_shape, spread_src, spread_dst, dilation, groups,
+                    algorithm) -> bool:
+    """The input gradient by Winograd (``fastconv.cpu.winograd.correlate_input``) when it
+    applies ("auto": when :func:`fastconv._algorithms.winograd_wins`): stride 1 (no
+    spreading: ``grad_output`` is read in place with its zero padding). False (nothing
+    final written) when it does not apply or a value is not finite."""
+    from fastconv._algorithms import winograd_reason, winograd_wins
+    from fastconv.cpu import winograd
+
+    K, Cg = w.shape[:2]
+    wt_shape = (groups * Cg, K // groups) + tuple(w.shape[2:])  # the correlation's weight
+    whole = all(s == (0, n, 1) for s, n in zip(spread_src, g.shape[2:], strict=True))
+    unit = all(d[2] == 1 for d in spread_dst)
+    if not (whole and unit):
+        return False
+    if algorithm == "auto":
+        if not winograd_wins(g.shape[0], wt_shape, out.shape[2:], (1, 1, 1), dilation, groups):
+            return False
+    elif winograd_reason(wt_shape, out.shape[2:], (1, 1, 1), dilation, groups) is not None:
+        return False
+    pads = tuple((d[0], n - d[1]) for d, n in zip(spread_dst[1:], spread_shape[3:], strict=True))
+    with np.errstate(invalid="ignore", over="ignore"):
+        return winograd.correlate_input(g[:, :, 0], w[:, :, 0], bias, out[:, :, 0], pads, groups)
+
+
 def correlate_input(g, w, bias, out, spread_shape, spread_src, spread_dst, dilation, groups,
                     pads, mode, algorithm="auto"):
     """Input gradient (or transposed convolution) of a correlation, written into ``out``.
@@ -266,6 +317,10 @@ def correlate_input(g, w, bias, out, spread_shape, spread_src, spread_dst, dilat
     ``algorithm`` ("auto", "gemm", "direct") picks the core of the stride-1 correlation
     of the spread grid; "auto" applies the forward rule to it.
     """
+    if algorithm in ("auto", "winograd") and _winograd_input(
+            g, w, bias, out, spread_shape, spread_src, spread_dst, dilation, groups,
+            algorithm):
+        return out if mode == "zeros" else unpad(out, pads, mode)
     gz = np.empty(spread_shape, dtype=out.dtype)
     src = (slice(None),) + tuple(slice(*s) for s in spread_src)
     dst = (slice(None),) + tuple(slice(*s) for s in spread_dst)
@@ -280,7 +335,7 @@ def correlate_input(g, w, bias, out, spread_shape, spread_src, spread_dst, dilat
     name = algorithm
     if name == "auto":
         name = choose_for(gz.shape[0], wt.shape, out.shape[2:], (1, 1, 1), groups)
-    core = gemm.correlate if name == "gemm" else correlate
+    core = gemm.correlate if name == "gemm" else correlate  # "winograd" here: NaN/Inf
     core(gz, wt, bias, out, ones, tuple(int(d) for d in dilation), groups)
     if mode == "zeros":
         return out

@@ -9,11 +9,25 @@ kernels run in Numba's CUDA simulator.
 
 from __future__ import annotations
 
+from fastconv.cuda.adaptive import (
+    adaptive_avg_pool,
+    adaptive_avg_pool_backward,
+    adaptive_max_pool,
+    adaptive_max_pool_backward,
+    lp_finish,
+    lp_grad_in,
+    lp_grad_out,
+    mul_sign,
+    power,
+    signed_abs,
+)
 from fastconv.cuda.arrays import asarray, empty, finish, wrap, zeros
 from fastconv.cuda.conv import correlate
+from fastconv.cuda.fold import fold, unfold
 from fastconv.cuda.grad import correlate_input, correlate_weight, sum_channels, unpad
 from fastconv.cuda.pad import pad
 from fastconv.cuda.pool import avg_pool, avg_pool_backward, max_pool, max_pool_backward
+from fastconv.cuda.unpool import max_unpool, max_unpool_backward
 
 #: Threads per block ``(x, y)`` of every kernel (x runs along output rows). Tests patch it
 #: small so multi-block grids and out-of-range threads are exercised in the simulator.
@@ -36,4 +50,21 @@ __all__ = [
     "unpad",
     "wrap",
     "zeros",
+]
+
+__all__ += [
+    "adaptive_avg_pool",
+    "adaptive_avg_pool_backward",
+    "adaptive_max_pool",
+    "adaptive_max_pool_backward",
+    "fold",
+    "lp_finish",
+    "lp_grad_in",
+    "lp_grad_out",
+    "max_unpool",
+    "max_unpool_backward",
+    "mul_sign",
+    "power",
+    "signed_abs",
+    "unfold",
 ]

@@ -41,6 +41,31 @@ def wrap(a, name: str, func: str):
     return arr
 
 
+#: Device copies of small host constants (pooling divisors, adaptive windows) by (device,
+#: dtype, values), oldest dropped beyond ``_CONSTANTS_KEPT``: a repeated call on device
+#: data makes no host->device copy.
+_CONSTANTS: dict = {}
+_CONSTANTS_KEPT = 256
+
+
+def _device_id() -> int:
+    try:
+        return int(cuda.get_current_device().id)
+    except AttributeError:  # the simulator has one device
+        return 0
+
+
+def constant(values, dtype):
+    """A 1-D device array of ``values`` (a tuple of numbers), uploaded once per device."""
+    key = (_device_id(), np.dtype(dtype).str, tuple(values))
+    dev = _CONSTANTS.get(key)
+    if dev is None:
+        while len(_CONSTANTS) >= _CONSTANTS_KEPT:
+            del _CONSTANTS[next(iter(_CONSTANTS))]
+        dev = _CONSTANTS[key] = cuda.to_device(np.array(values, dtype=dtype))
+    return dev
+
+
 def empty(shape, dtype):
     return cuda.device_array(tuple(shape), dtype=np.dtype(dtype))
 

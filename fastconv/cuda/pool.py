@@ -17,6 +17,7 @@ import numpy as np
 from numba import cuda
 
 from fastconv.cuda._launch import PerDtype, grid3, launch
+from fastconv.cuda.arrays import constant
 
 __all__ = ["avg_pool", "avg_pool_backward", "max_pool", "max_pool_backward"]
 
@@ -171,7 +172,7 @@ def _ints(values) -> tuple:
 
 
 def _divisors(divisors, dtype) -> tuple:
-    return tuple(cuda.to_device(np.array(d, dtype=dtype)) for d in divisors)
+    return tuple(constant(d, dtype) for d in divisors)
 
 
 def _over(a):

@@ -39,10 +39,8 @@ MARKERS = [
 def pytest_configure(config):
     for line in MARKERS:
         config.addinivalue_line("markers", line)
-    # SciPy's test file parametrizes with an itertools iterator (deprecated in pytest 9)
-    config.addinivalue_line(
-        "filterwarnings",
-        "ignore:Passing a non-Collection iterable:pytest.PytestRemovedIn10Warning")
+    # SciPy's test file parametrizes with an itertools iterator (deprecated in pytest 9):
+    # ignored in pyproject.toml's filterwarnings (collection starts before this conftest)
 
 
 @pytest.fixture

@@ -23,9 +23,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     reason="SciPy's signaltools tests: differences not yet classified (opt in with "
            "FASTCONV_PEER_SIGNAL=1)")]
 import scipy  # noqa: E402
-from conftest import import_against_ours  # noqa: E402
 
 from fastconv import signal as _ours  # noqa: E402
+
+from .conftest import import_against_ours  # noqa: E402
 
 REPLACED = ["correlate", "convolve", "fftconvolve", "oaconvolve", "choose_conv_method",
             "correlate2d", "convolve2d"]

@@ -1,0 +1,97 @@
+"""Time to first result: each op's first call in a fresh process, cold and warm Numba cache.
+
+    python bench/first_call.py              # table: cold / warm seconds per op, median of 5
+    python bench/first_call.py --runs 3 --only corr2d,conv2d
+
+Cold: every run gets an empty ``NUMBA_CACHE_DIR`` (nothing compiled yet). Warm: the runs share
+one cache directory filled by a first, untimed run. Each figure is the wall time of the
+first call (``import fastconv`` timed separately), measured inside a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+#: op -> code run after ``import numpy as np, fastconv as fc`` (its first call is timed)
+OPS = {
+    "corr2d": "fc.corr2d(np.arange(9.).reshape(3, 3), [[0., 1.], [2., 3.]])",
+    "conv2d f32": ("fc.conv2d(np.ones((2, 8, 16, 16), np.float32), "
+                   "np.ones((8, 8, 3, 3), np.float32), padding=1)"),
+    "max_pool2d": "fc.max_pool2d(np.arange(16.).reshape(1, 4, 4), 2)",
+    "avg_pool2d": "fc.avg_pool2d(np.arange(16.).reshape(1, 4, 4), 2)",
+    "conv2d_weight f64": "fc.grad.conv2d_weight(np.ones((1, 1, 3, 3)), (1, 1, 2, 2), "
+                         "np.ones((1, 1, 2, 2)))",
+    "conv2d_input f64": "fc.grad.conv2d_input((1, 1, 3, 3), np.ones((1, 1, 2, 2)), "
+                        "np.ones((1, 1, 2, 2)))",
+    "max_pool2d grad": ("fc.grad.max_pool2d(np.ones((1, 1, 2, 2)), "
+                        "np.arange(16.).reshape(1, 1, 4, 4), 2)"),
+    "quick start": None,  # the README's quick start, end to end
+}
+
+QUICK_START = """
+fc.corr2d([[0, 1, 2], [3, 4, 5], [6, 7, 8]], [[0, 1], [2, 3]])
+X = np.ones((6, 8)); X[:, 2:6] = 0
+fc.corr2d(X, [[1, -1]])[0]
+fc.max_pool2d(np.arange(16.).reshape(1, 4, 4), 2)
+fc.grad.conv2d_input((1, 1, 3, 3), np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2)))
+fit = fc.learn_kernel(X, fc.corr2d(X, [[1, -1]]), (1, 2), seed=0)
+"""
+
+CHILD = """
+import time, json
+t0 = time.perf_counter()
+import numpy as np, fastconv as fc
+t1 = time.perf_counter()
+exec({code!r})
+t2 = time.perf_counter()
+print(json.dumps({{"import": t1 - t0, "first": t2 - t1}}))
+"""
+
+
+def run_once(code: str, cache_dir: str) -> dict:
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+    out = subprocess.run([sys.executable, "-c", CHILD.format(code=code)], env=env,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(code: str, runs: int) -> tuple[float, float, float]:
+    """(import s, cold first call s, warm first call s), medians over ``runs``."""
+    cold, imp = [], []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as d:
+            r = run_once(code, d)
+        cold.append(r["first"])
+        imp.append(r["import"])
+    with tempfile.TemporaryDirectory() as d:
+        run_once(code, d)
+        warm = [sum(run_once(code, d).values()) for _ in range(runs)]
+    return statistics.median(imp), statistics.median(cold), statistics.median(warm)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--only", default="", help="comma-separated op names (prefixes)")
+    args = ap.parse_args(argv)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    print(f"| op | import | cold first call | warm: import + first call |  (median of {args.runs})")
+    print("|---|---|---|---|")
+    for name, code in OPS.items():
+        if only and not any(name.startswith(o) for o in only):
+            continue
+        t = time.perf_counter()
+        imp, cold, warm = measure(QUICK_START if code is None else code, args.runs)
+        print(f"| {name} | {imp:.2f} s | {cold:.2f} s | {warm:.2f} s |", flush=True)
+        del t
+
+
+if __name__ == "__main__":
+    main()

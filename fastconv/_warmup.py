@@ -1,0 +1,219 @@
+"""Compile the common kernels ahead of the first call: ``fc.warmup()``, ``fastconv warmup``.
+
+fastconv's CPU kernels are compiled by Numba on their first call and kept in Numba's
+on-disk cache, so each kernel is compiled once per machine, not once per process. A fresh
+install pays that compile on its first calls (seconds per kernel); ``warmup`` pays it up
+front, in parallel worker processes, for the kernels of the common calls: convolution
+forward (direct, few-channel, GEMM, FFT, Winograd), its input and weight gradients,
+max/average pooling forward and backward and the rest of the pooling family (adaptive, Lp,
+max-unpooling, unfold/fold), in float32 and float64.
+
+Where the cache lives is Numba's rule: ``NUMBA_CACHE_DIR`` if set, else ``__pycache__``
+beside the package's sources, else (a read-only install, e.g. as root into site-packages)
+a per-user cache directory (``~/.cache/numba/...``). Each entry is keyed by its source
+file's modification time and size and by the Numba version, so an upgrade of fastconv or
+Numba recompiles instead of loading stale code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: The calls warmed, as (label, task name, dtype name); each runs in a worker process.
+TASKS = [(f"{label} {dt}", name, dt)
+         for dt in ("float32", "float64")
+         for label, name in (("conv forward", "conv"), ("conv gradients", "grad"),
+                             ("pooling", "pool"), ("pooling family", "family"))]
+
+
+@dataclass(frozen=True)
+class CacheStatus:
+    """Where compiled kernels are cached and how many of fastconv's are there."""
+
+    directories: tuple[str, ...]
+    nbytes: int
+    cached: int  # kernels with at least one compiled signature on disk
+    total: int   # fastconv's cacheable CPU kernels
+
+    @property
+    def warm(self) -> bool:
+        return self.total > 0 and self.cached == self.total
+
+    def __str__(self) -> str:
+        where = ", ".join(self.directories) or "(none yet)"
+        return (f"{where} ({self.cached} of {self.total} kernels compiled, "
+                f"{self.nbytes / 2**20:.1f} MiB)")
+
+
+def _rng_arrays(dtype: str, *shapes):
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(s).astype(dtype) for s in shapes]
+
+
+def _task_conv(dtype: str) -> None:
+    import fastconv as fc
+
+    tiny, w1 = _rng_arrays(dtype, (1, 1, 3, 3), (1, 1, 2, 2))
+    fc.conv2d(tiny, w1)  # serial direct core
+    x, w, wd, w32, b = _rng_arrays(dtype, (2, 8, 24, 24), (8, 8, 3, 3), (8, 1, 3, 3),
+                                   (32, 32, 3, 3), (8,))
+    fc.conv2d(x, w, b, padding=1, algorithm="direct")  # 4-channel row kernel
+    fc.conv2d(x, wd, padding=1, groups=8)  # few-channel kernel (depthwise)
+    fc.conv2d(x, w, padding=1, padding_mode="reflect", algorithm="direct")
+    fc.conv2d(x, w, padding=1, algorithm="gemm")  # im2col
+    fc.conv2d(x, w, stride=2, algorithm="gemm")
+    x32, = _rng_arrays(dtype, (2, 32, 24, 24))
+    fc.conv2d(x32, w32, padding=1, algorithm="gemm")  # shifted GEMM
+    plane, big = _rng_arrays(dtype, (1, 1, 48, 48), (1, 1, 20, 20))
+    fc.conv2d(plane, big, padding="same", algorithm="fft")
+    fc.conv2d(x, w, b, padding=1, algorithm="winograd")
+
+
+def _task_grad(dtype: str) -> None:
+    import fastconv as fc
+
+    x, w, g = _rng_arrays(dtype, (2, 8, 12, 12), (8, 8, 3, 3), (2, 8, 12, 12))
+    for algorithm in ("direct", "gemm"):
+        fc.grad.conv2d_input(x.shape, w, g, padding=1, algorithm=algorithm)
+        fc.grad.conv2d_weight(x, w.shape, g, padding=1, algorithm=algorithm)
+    fc.grad.conv2d_input(x.shape, w, g, padding=1, algorithm="winograd")
+    fc.grad.conv2d_input(x.shape, w, g[..., ::2, ::2], padding=1, stride=2)
+    fc.grad.conv2d_input(x.shape, w, g, padding=1, padding_mode="reflect")
+    fc.grad.conv_bias(g)
+    tiny, = _rng_arrays(dtype, (1, 1, 3, 3))
+    fc.grad.conv2d_input(tiny.shape, np.ones((1, 1, 2, 2), dtype), np.ones((1, 1, 2, 2), dtype))
+    fc.grad.conv2d_weight(tiny, (1, 1, 2, 2), np.ones((1, 1, 2, 2), dtype))
+
+
+def _task_pool(dtype: str) -> None:
+    import fastconv as fc
+
+    x, = _rng_arrays(dtype, (2, 4, 12, 12))
+    y, idx = fc.max_pool2d(x, 3, stride=2, padding=1, return_indices=True)
+    fc.grad.max_pool2d(np.ones_like(y), x, 3, stride=2, padding=1)
+    y = fc.avg_pool2d(x, 3, stride=2, padding=1)
+    fc.grad.avg_pool2d(np.ones_like(y), x, 3, stride=2, padding=1)
+    fc.max_pool2d(x, 2)
+    fc.avg_pool2d(x, 2)
+
+
+def _task_family(dtype: str) -> None:
+    import fastconv as fc
+
+    x, = _rng_arrays(dtype, (2, 3, 9, 9))
+    for output_size in ((4, 3), 1):
+        y = fc.adaptive_avg_pool2d(x, output_size)
+        fc.grad.adaptive_avg_pool2d(np.ones_like(y), x, output_size)
+    y = fc.adaptive_max_pool2d(x, (4, 3))
+    fc.grad.adaptive_max_pool2d(np.ones_like(y), x, (4, 3))
+    for p in (2, np.inf):
+        y = fc.lp_pool2d(x, p, 2)
+        fc.grad.lp_pool2d(np.ones_like(y), x, p, 2)
+    y, idx = fc.max_pool2d(x, 2, return_indices=True)
+    u = fc.max_unpool2d(y, idx, 2, output_size=(9, 9))
+    fc.grad.max_unpool2d(np.ones_like(u), y, idx, 2, output_size=(9, 9))
+    fc.fold(fc.unfold(x, 2), (9, 9), 2)
+
+
+def _run_task(name: str, dtype: str) -> float:
+    """Worker entry point: run one task, return its seconds."""
+    t0 = time.perf_counter()
+    {"conv": _task_conv, "grad": _task_grad, "pool": _task_pool,
+     "family": _task_family}[name](dtype)
+    return time.perf_counter() - t0
+
+
+#: Kernels of fallback paths that the common calls never run (not warmed, not counted).
+FALLBACKS = {"fastconv.cpu.gemm.im2col"}  # im2col GEMM without SciPy's BLAS
+
+
+def _kernels():
+    """fastconv's cacheable CPU kernels (Numba dispatchers; inlined helpers and
+    ``FALLBACKS`` excluded)."""
+    from numba.core.registry import CPUDispatcher
+
+    import fastconv.cpu
+
+    found = {}
+    for info in pkgutil.iter_modules(fastconv.cpu.__path__, "fastconv.cpu."):
+        module = importlib.import_module(info.name)
+        for obj in vars(module).values():
+            if (isinstance(obj, CPUDispatcher) and obj._cache is not None
+                    and getattr(obj._cache, "_cache_file", None) is not None
+                    and obj.targetoptions.get("inline", "never") == "never"
+                    and f"{info.name}.{obj.py_func.__name__}" not in FALLBACKS):
+                found[id(obj)] = obj
+    return list(found.values())
+
+
+def cache_status() -> CacheStatus:
+    """Where fastconv's compiled kernels are cached, their size and how many are there.
+
+    Examples
+    --------
+    >>> from fastconv._warmup import cache_status
+    >>> cache_status().total > 0
+    True
+    """
+    dirs, cached, total, nbytes = set(), 0, 0, 0
+    for disp in _kernels():
+        total += 1
+        cache = disp._cache
+        dirs.add(cache._cache_path)
+        if cache._cache_file._load_index():
+            cached += 1
+    stems = {d._cache._cache_file._index_name.split("-")[0] for d in _kernels()}
+    for d in dirs:
+        p = Path(d)
+        if p.is_dir():
+            nbytes += sum(f.stat().st_size for f in p.iterdir()
+                          if f.suffix in (".nbi", ".nbc") and f.name.split("-")[0] in stems)
+    return CacheStatus(tuple(sorted(dirs)), nbytes, cached, total)
+
+
+def warmup(workers: int | None = None, progress: Callable[[str, float], None] | None = None
+           ) -> CacheStatus:
+    """Compile the common kernels into Numba's on-disk cache; returns the cache's status.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Worker processes (default: the CPU count, at most ``len(TASKS)``).
+    progress : callable(label, seconds), optional
+        Called as each task finishes.
+
+    Returns
+    -------
+    CacheStatus
+        ``directories``, ``nbytes``, ``cached`` of ``total`` kernels, ``warm``.
+
+    Examples
+    --------
+    >>> status = fc.warmup()           # doctest: +SKIP
+    >>> status.warm                    # doctest: +SKIP
+    True
+    """
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    workers = max(1, min(workers or os.cpu_count() or 1, len(TASKS)))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_run_task, name, dt): label for label, name, dt in TASKS}
+        for fut in as_completed(futures):
+            seconds = fut.result()
+            if progress is not None:
+                progress(futures[fut], seconds)
+    # Workers that compiled different signatures of one kernel at the same time can each
+    # have written its cache index without the other's entry: this pass loads what is
+    # there and compiles what went missing, so the cache ends complete.
+    for _, name, dt in TASKS:
+        _run_task(name, dt)
+    return cache_status()

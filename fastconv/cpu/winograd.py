@@ -1,0 +1,678 @@
+"""Winograd correlation for 3x3 kernels at stride 1: F(4x4, 3x3) and F(2x2, 3x3).
+
+Each ``m x m`` output tile ``Y`` of one output channel is computed from the
+``alpha x alpha`` input tile ``d`` (``alpha = m + 2``) of every input channel as::
+
+    Y = A^T [ sum_c (G w[k, c] G^T) * (B^T d[c] B) ] A          (* elementwise)
+
+so the ``alpha^2`` tile points each become one matrix product over the channels:
+``M[a] (tiles x Cout) = V[a] (tiles x Cin) @ U[a] (Cin x Cout)``. F(4x4) (points 0, +-1,
++-2 and infinity; Lavin & Gray's matrices) does 36 products per 16 outputs where the
+direct loop does 144 (4x fewer), F(2x2) 16 per 4 (2.25x fewer).
+
+Fused form (what makes it pay): the tiles are cut into blocks (a few image rows of
+tiles, or whole small images), one task per (group, block) on ``numba.get_num_threads()``
+Python threads with a single-threaded BLAS (``fastconv.cpu.blas.parallel``). A task
+copies its input rows into a channels-innermost buffer ``(rows, columns, Cin)`` reading
+zero padding in place, transforms every tile into ``V (alpha^2, tiles, Cin)`` (Numba,
+vectorised over the channels), runs the ``alpha^2`` products ``V[a] @ U[a]`` as plain
+``sgemm``/``dgemm`` calls on pre-transformed, pre-arranged weights ``U``, then
+inverse-transforms ``M`` (adding the bias) and writes its output rows -- all while the
+block is in the core's L2 cache. Images of fewer than ``FUSED_MIN_IMAGE_TILES`` tiles
+(14x14: 16) run *staged* instead: transform every image, then each point's product over
+all the batch's tiles (at most ``STAGED_TILES``), then inverse-transform: a product of 16
+rows runs at a third of the speed of one of 128. ``U = G w G^T`` (:func:`weight_rows`)
+is kept between calls and reused while the weights are bit-identical; ``V``, ``M`` and
+``U`` live in pooled buffers (first-touch page faults of fresh multi-MB arrays cost
+milliseconds here).
+
+Exactness: the block split depends only on the shapes, and every output element is
+computed by one fixed sequence of operations (one task, single-threaded BLAS), so
+results are bit-identical from run to run and for any thread count. Winograd mixes the
+pixels of a tile: a NaN or Inf input would spread to outputs whose 3x3 window never
+reads it (and ``inf - inf`` makes NaN where direct gives inf). So a weight holding
+NaN/Inf, or any non-finite value among the computed tile outputs (an input NaN/Inf
+always reaches one), sends the call to the direct kernel, whose NaN/Inf pattern is
+exact.
+
+Measured float32 error against a float64 reference (relative RMS; max error / max|y|),
+random normal data: see ``fastconv._algorithms``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from numba import njit
+
+from fastconv._config import JIT_SERIAL, WINOGRAD_BLOCK_BYTES
+from fastconv.cpu import blas
+from fastconv.cpu.gemm import _buffer
+
+#: Fewest channels per group (both sides) for which the Winograd path applies.
+MIN_CHANNELS = 8
+
+# Kernel transforms G (alpha x 3) in float64.
+_G = {
+    2: np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]),
+    4: np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                 [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]),
+}
+
+
+def applies(w_shape, out_spatial, stride, dilation, groups) -> str | None:
+    """None if the Winograd path computes this correlation (5-D weight shape, 3-D output
+    spatial shape, 3-tuples), else the reason it does not."""
+    K, Cg, KD, KH, KW = (int(v) for v in w_shape)
+    if (KD, KH, KW) != (1, 3, 3) or int(out_spatial[0]) != 1:
+        return "needs a 2-D 3x3 kernel"
+    if any(int(s) != 1 for s in stride):
+        return f"needs stride 1, got stride {tuple(int(s) for s in stride)[1:]}"
+    if any(int(d) != 1 for d in dilation[1:]):
+        return f"needs dilation 1, got dilation {tuple(int(d) for d in dilation)[1:]}"
+    Kg = K // groups
+    if min(Cg, Kg) < MIN_CHANNELS:
+        return (f"needs at least {MIN_CHANNELS} channels per group, got {Cg} input and "
+                f"{Kg} output channels per group")
+    return None
+
+
+def tile_size(out_h: int, out_w: int) -> int:
+    """The output tile ``m`` (4 or 2): F(4x4) unless its edge tiles waste so much that
+    F(2x2)'s cost is lower (cost ~ tiles * alpha^2)."""
+    f4 = -(-out_h // 4) * -(-out_w // 4) * 36
+    f2 = -(-out_h // 2) * -(-out_w // 2) * 16
+    return 4 if f4 <= f2 else 2
+
+
+# --- transforms (Numba, vectorised over the channel vectors) --------------------------
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _bt4(s0, s1, s2, s3, s4, s5, d0, d1, d2, d3, d4, d5):
+    """d_p = sum_r B^T[p, r] s_r, F(4x4, 3x3), for every channel."""
+    f2, f4, f5 = np.float32(2), np.float32(4), np.float32(5)
+    for c in range(s0.shape[0]):
+        a0, a1, a2, a3, a4, a5 = s0[c], s1[c], s2[c], s3[c], s4[c], s5[c]
+        d0[c] = f4 * a0 - f5 * a2 + a4
+        d1[c] = (a3 + a4) - f4 * (a1 + a2)
+        d2[c] = f4 * (a1 - a2) + (a4 - a3)
+        d3[c] = f2 * (a3 - a1) + (a4 - a2)
+        d4[c] = f2 * (a1 - a3) + (a4 - a2)
+        d5[c] = f4 * a1 - f5 * a3 + a5
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _bt2(s0, s1, s2, s3, d0, d1, d2, d3):
+    """d_p = sum_r B^T[p, r] s_r, F(2x2, 3x3), for every channel."""
+    for c in range(s0.shape[0]):
+        a0, a1, a2, a3 = s0[c], s1[c], s2[c], s3[c]
+        d0[c] = a0 - a2
+        d1[c] = a1 + a2
+        d2[c] = a2 - a1
+        d3[c] = a1 - a3
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _at4(s0, s1, s2, s3, s4, s5, d0, d1, d2, d3):
+    """d_i = sum_p A^T[i, p] s_p, F(4x4, 3x3), for every channel."""
+    f2, f4, f8 = np.float32(2), np.float32(4), np.float32(8)
+    for c in range(s0.shape[0]):
+        a0, a1, a2, a3, a4, a5 = s0[c], s1[c], s2[c], s3[c], s4[c], s5[c]
+        p12, m12, p34, m34 = a1 + a2, a1 - a2, a3 + a4, a3 - a4
+        d0[c] = a0 + p12 + p34
+        d1[c] = m12 + f2 * m34
+        d2[c] = p12 + f4 * p34
+        d3[c] = m12 + f8 * m34 + a5
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _at4_out(s0, s1, s2, s3, s4, s5, d0, d1, d2, d3, bias, acc):
+    """As :func:`_at4` plus the bias; ``acc`` sums the results (a non-finite sum flags a
+    NaN/Inf among them)."""
+    f2, f4, f8 = np.float32(2), np.float32(4), np.float32(8)
+    for c in range(s0.shape[0]):
+        a0, a1, a2, a3, a4, a5 = s0[c], s1[c], s2[c], s3[c], s4[c], s5[c]
+        p12, m12, p34, m34 = a1 + a2, a1 - a2, a3 + a4, a3 - a4
+        b = bias[c]
+        y0 = a0 + p12 + p34 + b
+        y1 = m12 + f2 * m34 + b
+        y2 = p12 + f4 * p34 + b
+        y3 = m12 + f8 * m34 + a5 + b
+        d0[c], d1[c], d2[c], d3[c] = y0, y1, y2, y3
+        acc[c] += (y0 + y1) + (y2 + y3)
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _at2(s0, s1, s2, s3, d0, d1):
+    for c in range(s0.shape[0]):
+        a1, a2 = s1[c], s2[c]
+        d0[c] = s0[c] + a1 + a2
+        d1[c] = a1 - a2 - s3[c]
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _at2_out(s0, s1, s2, s3, d0, d1, bias, acc):
+    for c in range(s0.shape[0]):
+        a1, a2 = s1[c], s2[c]
+        b = bias[c]
+        y0 = s0[c] + a1 + a2 + b
+        y1 = a1 - a2 - s3[c] + b
+        d0[c], d1[c] = y0, y1
+        acc[c] += y0 + y1
+
+
+@njit(**JIT_SERIAL)
+def fill_rows(x, n0, c0, h0, pt, pl, xb):
+    """xb[i, r, w, c] = x[n0 + i, c0 + c, h0 + r - pt, w - pl], zero outside ``x``: the
+    block's input rows, channels innermost (``x`` is ``(N, C, H, W)``). Transposed in
+    16 x 16 blocks through a small buffer (25% faster than element by element)."""
+    nimg, Hr, Wt, Cin = xb.shape
+    H, W = x.shape[2], x.shape[3]
+    wl = min(max(pl, 0), Wt)
+    wr = max(min(W + pl, Wt), wl)
+    blk = np.empty((16, 16), dtype=xb.dtype)
+    for i in range(nimg):
+        for r in range(Hr):
+            h = h0 + r - pt
+            dst = xb[i, r]
+            if h < 0 or h >= H or wr == wl:
+                dst[:, :] = 0
+                continue
+            dst[:wl, :] = 0
+            dst[wr:, :] = 0
+            for cb in range(0, Cin, 16):
+                ce = min(cb + 16, Cin)
+                w = wl
+                if ce - cb == 16:
+                    while w + 16 <= wr:
+                        for cc in range(16):
+                            src = x[n0 + i, c0 + cb + cc, h]
+                            for ww in range(16):
+                                blk[ww, cc] = src[w - pl + ww]
+                        for ww in range(16):
+                            d = dst[w + ww]
+                            for cc in range(16):
+                                d[cb + cc] = blk[ww, cc]
+                        w += 16
+                for c in range(cb, ce):
+                    src = x[n0 + i, c0 + c, h]
+                    for w2 in range(w, wr):
+                        dst[w2, c] = src[w2 - pl]
+
+
+@njit(**JIT_SERIAL)
+def transform_input(xb, m, tmp, V, t0):
+    """V[a, t0 + t, :] = (B^T d_t B)[a] for every tile ``t = (i, ty, tx)`` of ``xb``
+    (row-major tile order, ``alpha x alpha`` tiles every ``m`` pixels); ``tmp`` is
+    ``(alpha, alpha, Cin)`` scratch."""
+    nimg, Hr, Wt, Cin = xb.shape
+    th, tw = (Hr - 2) // m, (Wt - 2) // m
+    t = t0
+    for i in range(nimg):
+        for ty in range(th):
+            r0 = ty * m
+            for tx in range(tw):
+                w0 = tx * m
+                if m == 4:
+                    for j in range(6):  # down each column: tmp[p, j] = sum_r B^T[p, r] d[r, j]
+                        _bt4(xb[i, r0, w0 + j], xb[i, r0 + 1, w0 + j], xb[i, r0 + 2, w0 + j],
+                             xb[i, r0 + 3, w0 + j], xb[i, r0 + 4, w0 + j], xb[i, r0 + 5, w0 + j],
+                             tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j], tmp[4, j], tmp[5, j])
+                    for p in range(6):  # along each row: V[p*6 + q] = sum_j tmp[p, j] B[j, q]
+                        _bt4(tmp[p, 0], tmp[p, 1], tmp[p, 2], tmp[p, 3], tmp[p, 4], tmp[p, 5],
+                             V[6 * p, t], V[6 * p + 1, t], V[6 * p + 2, t], V[6 * p + 3, t],
+                             V[6 * p + 4, t], V[6 * p + 5, t])
+                else:
+                    for j in range(4):
+                        _bt2(xb[i, r0, w0 + j], xb[i, r0 + 1, w0 + j], xb[i, r0 + 2, w0 + j],
+                             xb[i, r0 + 3, w0 + j], tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j])
+                    for p in range(4):
+                        _bt2(tmp[p, 0], tmp[p, 1], tmp[p, 2], tmp[p, 3], V[4 * p, t],
+                             V[4 * p + 1, t], V[4 * p + 2, t], V[4 * p + 3, t])
+                t += 1
+
+
+@njit(**JIT_SERIAL)
+def transform_output(M, bias, m, tmp, yb, acc, t0):
+    """yb[i, ty*m + u, tx*m + v, :] = (A^T M_{t0 + t} A)[u, v] + bias for every tile ``t``
+    of ``yb`` (the inverse of :func:`transform_input`'s tiling); ``acc`` (Cout)
+    accumulates the results; ``tmp`` is ``(m, alpha, Cout)`` scratch."""
+    nimg, Hy, Wy, Cout = yb.shape
+    th, tw = Hy // m, Wy // m
+    t = t0
+    for i in range(nimg):
+        for ty in range(th):
+            r0 = ty * m
+            for tx in range(tw):
+                w0 = tx * m
+                if m == 4:
+                    for q in range(6):  # down each column: tmp[u, q] = sum_p A^T[u, p] M[p, q]
+                        _at4(M[q, t], M[6 + q, t], M[12 + q, t], M[18 + q, t], M[24 + q, t],
+                             M[30 + q, t], tmp[0, q], tmp[1, q], tmp[2, q], tmp[3, q])
+                    for u in range(4):
+                        _at4_out(tmp[u, 0], tmp[u, 1], tmp[u, 2], tmp[u, 3], tmp[u, 4],
+                                 tmp[u, 5], yb[i, r0 + u, w0], yb[i, r0 + u, w0 + 1],
+                                 yb[i, r0 + u, w0 + 2], yb[i, r0 + u, w0 + 3], bias, acc)
+                else:
+                    for q in range(4):
+                        _at2(M[q, t], M[4 + q, t], M[8 + q, t], M[12 + q, t], tmp[0, q],
+                             tmp[1, q])
+                    for u in range(2):
+                        _at2_out(tmp[u, 0], tmp[u, 1], tmp[u, 2], tmp[u, 3],
+                                 yb[i, r0 + u, w0], yb[i, r0 + u, w0 + 1], bias, acc)
+                t += 1
+
+
+@njit(**JIT_SERIAL)
+def store_rows(yb, out, n0, k0, h0):
+    """out[n0 + i, k0 + k, h0 + r, w] = yb[i, r, w, k] inside ``out`` (``(N, K, OH, OW)``)."""
+    nimg, Hy, Wy, Cout = yb.shape
+    OH, OW = out.shape[2], out.shape[3]
+    rows = min(Hy, OH - h0)
+    cols = min(Wy, OW)
+    KB = 16
+    for i in range(nimg):
+        for kb in range(0, Cout, KB):
+            ke = min(kb + KB, Cout)
+            for r in range(rows):
+                src = yb[i, r]
+                for k in range(kb, ke):
+                    dst = out[n0 + i, k0 + k, h0 + r]
+                    for w in range(cols):
+                        dst[w] = src[w, k]
+
+
+# --- weights ---------------------------------------------------------------------------
+
+_GT: dict = {}
+
+
+def _g(m: int, dtype) -> np.ndarray:
+    """The kernel transform ``G`` (alpha x 3) in ``dtype`` (from float64)."""
+    key = (m, np.dtype(dtype))
+    if key not in _GT:
+        _GT[key] = np.ascontiguousarray(_G[m], dtype=dtype)
+    return _GT[key]
+
+
+@njit(**JIT_SERIAL)
+def weight_rows(w, G, transposed, g, lo, hi, taps, tmp, U):
+    """U[g, p*alpha + q, ci, :] = (G w'[:, ci] G^T)[p, q] for ``ci`` in ``[lo, hi)``, with
+    ``w'[co, ci] = w[g*Kg + co, ci]`` or, ``transposed``, ``w[g*Kg + ci, co, ::-1, ::-1]``
+    (``w`` is ``(K, Cg, 3, 3)``); vectorised over ``co``. ``taps`` ``(9, Cout)`` and
+    ``tmp`` ``(alpha, 3, Cout)`` are scratch."""
+    A = G.shape[0]
+    Cout = U.shape[3]
+    Kg = w.shape[0] // U.shape[0]
+    for ci in range(lo, hi):
+        for i in range(3):
+            for j in range(3):
+                row = taps[i * 3 + j]
+                if transposed:
+                    for co in range(Cout):
+                        row[co] = w[g * Kg + ci, co, 2 - i, 2 - j]
+                else:
+                    for co in range(Cout):
+                        row[co] = w[g * Kg + co, ci, i, j]
+        for p in range(A):  # tmp[p, j] = sum_i G[p, i] w'[i, j]
+            g0, g1, g2 = G[p, 0], G[p, 1], G[p, 2]
+            for j in range(3):
+                r0, r1, r2, d = taps[j], taps[3 + j], taps[6 + j], tmp[p, j]
+                for co in range(Cout):
+                    d[co] = g0 * r0[co] + g1 * r1[co] + g2 * r2[co]
+        for p in range(A):  # U[p, q] = sum_j tmp[p, j] G[q, j]
+            t0, t1, t2 = tmp[p, 0], tmp[p, 1], tmp[p, 2]
+            for q in range(A):
+                h0, h1, h2 = G[q, 0], G[q, 1], G[q, 2]
+                d = U[g, p * A + q, ci]
+                for co in range(Cout):
+                    d[co] = h0 * t0[co] + h1 * t1[co] + h2 * t2[co]
+
+
+def weight_transform(w, groups: int, m: int, transposed: bool) -> np.ndarray:
+    """U[g, a, ci, co] = (G w' G^T)[a] with ``w'`` the correlation's weight: the forward
+    ``w[g*Kg + co, ci]`` (``transposed=False``), or for the input gradient the flipped,
+    channel-transposed ``w[g*Kg + ci, co, ::-1, ::-1]`` (``transposed=True``: the flip and
+    the transposition cost no copy). ``w`` is ``(K, Cg, 3, 3)``; computed in ``w``'s dtype
+    (:func:`weight_rows`) in row chunks on the task threads. ``U`` lives in a pooled
+    buffer: give it back with :func:`_release` when done."""
+    K, Cg = w.shape[:2]
+    Kg = K // groups
+    a2 = (m + 2) ** 2
+    dt = w.dtype
+    w = np.ascontiguousarray(w)
+    cin, cout = (Kg, Cg) if transposed else (Cg, Kg)
+    U = _take((groups, a2, cin, cout), dt)
+    G = _g(m, dt)
+    nch = max(1, min(8, cin // 8))
+    chunks = [(j * cin // nch, (j + 1) * cin // nch) for j in range(nch)]
+
+    def task(i):
+        g, j = divmod(i, nch)
+        c = _Carve(dt, 9 * cout, (m + 2) * 3 * cout)
+        weight_rows(w, G, transposed, g, chunks[j][0], chunks[j][1],
+                    c.views[0].reshape(9, cout), c.views[1].reshape(m + 2, 3, cout), U)
+
+    blas.parallel(task, groups * nch)
+    return U
+
+
+# --- transformed weights, reused while the weights are unchanged ---------------------
+
+#: Most bytes of transformed weights kept between calls (a few layers' worth).
+U_CACHE_BYTES = 64 << 20
+_U_CACHE: dict = {}  # key -> (copy of w, U); insertion order = age
+_U_LOCK = threading.Lock()
+
+
+def cached_weight_transform(w, groups: int, m: int, transposed: bool) -> np.ndarray:
+    """:func:`weight_transform`, reused when called again with bit-identical weights (a
+    layer's weights between optimiser steps, or inference): the previous call's ``w`` is
+    kept as a copy and compared bit for bit (one read of ``w``, no hashing), so a reused
+    ``U`` is exactly the one a fresh transform would give. The returned ``U`` is shared
+    and read-only to the caller."""
+    w = np.ascontiguousarray(w)
+    key = (m, transposed, groups, w.shape, w.dtype.str)
+    bits = np.uint64 if w.dtype.itemsize == 8 else np.uint32
+    with _U_LOCK:
+        hit = _U_CACHE.get(key)
+    if hit is not None and np.array_equal(hit[0].view(bits), w.view(bits)):
+        return hit[1]
+    pooled = weight_transform(w, groups, m, transposed)
+    U = pooled.copy() if pooled.nbytes <= U_CACHE_BYTES // 4 else None
+    if U is None:
+        return pooled
+    _release(pooled)
+    with _U_LOCK:
+        _U_CACHE.pop(key, None)
+        _U_CACHE[key] = (w.copy(), U)
+        while sum(u.nbytes + c.nbytes for c, u in _U_CACHE.values()) > U_CACHE_BYTES:
+            del _U_CACHE[next(iter(_U_CACHE))]
+    return U
+
+
+# --- pooled buffers (first-touch page faults of fresh multi-MB arrays cost milliseconds)
+
+_POOL: list = []
+
+
+def _take(shape, dtype) -> np.ndarray:
+    """A C-contiguous array from the pool of freed buffers (or a new one)."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape)) * dtype.itemsize
+    for buf in list(_POOL):
+        if buf.size >= n:
+            try:
+                _POOL.remove(buf)
+            except ValueError:  # taken meanwhile by another thread
+                continue
+            return buf[:n].view(dtype).reshape(shape)
+    return np.empty(max(n, 1), dtype=np.uint8)[:n].view(dtype).reshape(shape)
+
+
+def _release(*arrays) -> None:
+    """Give arrays from :func:`_take` back to the pool (at most ``_POOL_MAX`` buffers and
+    ``_POOL_BYTES`` kept)."""
+    for a in arrays:
+        base = a
+        while base.base is not None:
+            base = base.base
+        if (isinstance(base, np.ndarray) and base.dtype == np.uint8 and len(_POOL) < _POOL_MAX
+                and sum(b.size for b in _POOL) + base.size <= _POOL_BYTES):
+            _POOL.append(base)
+
+
+_POOL_MAX = 6
+_POOL_BYTES = 64 << 20
+
+
+def _release_pooled(U) -> None:
+    """Give ``U`` back to the pool unless the weight cache holds it."""
+    with _U_LOCK:
+        cached = any(u is U for _, u in _U_CACHE.values())
+    if not cached:
+        _release(U)
+
+
+# --- the fused correlation --------------------------------------------------------------
+
+
+def blocks(N: int, th: int, tw: int, target: int) -> list[tuple[int, int, int, int]]:
+    """(n0, nimg, ty0, nty) blocks of about ``target`` tiles: tile rows of one image, or
+    whole images when one image has fewer tiles; at least ``MIN_BLOCKS`` blocks where
+    that leaves ``FUSED_MIN_IMAGE_TILES`` per block (so two threads share even one
+    image). A rule of the shapes only: the same blocks for any thread count."""
+    per_image = th * tw
+    parts = -(-per_image // target)
+    if N * parts < MIN_BLOCKS and per_image >= MIN_BLOCKS * FUSED_MIN_IMAGE_TILES:
+        parts = min(th, -(-MIN_BLOCKS // N))
+    if parts > 1:
+        rows = -(-th // parts)
+        return [(n, 1, ty, min(rows, th - ty)) for n in range(N) for ty in range(0, th, rows)]
+    per = max(1, target // per_image)
+    nb = max(-(-N // per), min(N, MIN_BLOCKS))
+    per = -(-N // nb)  # even out the last block
+    return [(n, min(per, N - n), 0, th) for n in range(0, N, per)]
+
+
+#: Fewest blocks of the fused form (where each keeps ``FUSED_MIN_IMAGE_TILES`` tiles).
+MIN_BLOCKS = 2
+
+
+def target_tiles(m: int, cin: int, cout: int, itemsize: int) -> int:
+    """Tiles per block: the block's ``V`` and ``M`` in about ``WINOGRAD_BLOCK_BYTES``."""
+    per_tile = (m + 2) ** 2 * (cin + cout) * itemsize
+    return int(min(256, max(16, WINOGRAD_BLOCK_BYTES // per_tile)))
+
+
+def run(x, U, bias, out, groups: int, m: int, pads) -> bool:
+    """out[n, k] = bias[k] + correlation of the zero-padded ``x`` (``(N, C, H, W)``, padding
+    ``pads`` = ((top, bottom), (left, right)), read in place) with the 3x3 weights whose
+    transform is ``U`` (``(groups, alpha^2, Cin, Cout)``); ``out`` is ``(N, K, OH, OW)``.
+    False (``out`` partly written) when a computed output is not finite.
+
+    Images of at least ``FUSED_MIN_IMAGE_TILES`` tiles run fused (:func:`_run_fused`);
+    smaller ones staged (:func:`_run_staged`), whose products span many images."""
+    OH, OW = out.shape[2], out.shape[3]
+    tiles = -(-OH // m) * -(-OW // m)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if tiles >= FUSED_MIN_IMAGE_TILES:
+            return _run_fused(x, U, bias, out, groups, m, pads)
+        return _run_staged(x, U, bias, out, groups, m, pads)
+
+
+#: Fewest tiles per image for the fused form: below it a block of whole images would
+#: make products too short (OpenBLAS sgemm, 1 thread: 25 GF/s at 16 x 256 x 256,
+#: 63 at 64 rows, 82 at 128, 136 on 1024^3), so small images take the staged form.
+FUSED_MIN_IMAGE_TILES = 64
+#: Most tiles of one stage of the staged form (its ``V`` and ``M`` span them).
+STAGED_TILES = 512
+
+
+class _Carve:
+    """Views of one per-thread scratch buffer (64-byte aligned offsets)."""
+
+    def __init__(self, dtype, *sizes):
+        total = sum(-(-n // 16) * 16 for n in sizes)
+        buf = _buffer(total * dtype.itemsize + 64).view(dtype)
+        self.views, o = [], 0
+        for n in sizes:
+            self.views.append(buf[o : o + n])
+            o += -(-n // 16) * 16
+
+
+def _run_fused(x, U, bias, out, groups, m, pads) -> bool:
+    """One task per (group, block of tiles): fill, transform, ``alpha^2`` products,
+    inverse transform and store while the block is in L2. ``V`` shares its memory with
+    the output rows ``yb``, ``M`` with the input rows ``xb`` (each dead by then)."""
+    N = x.shape[0]
+    _, a2, Cin, Cout = U.shape
+    OH, OW = out.shape[2], out.shape[3]
+    alpha = m + 2
+    th, tw = -(-OH // m), -(-OW // m)
+    dt = out.dtype
+    s = dt.itemsize
+    blist = blocks(N, th, tw, target_tiles(m, Cin, Cout, s))
+    nblocks = len(blist)
+    finite = [True] * (groups * nblocks)
+    pt, pl = pads[0][0], pads[1][0]
+    gemms: dict = {}
+    for _, nimg, _, nty in blist:
+        T = nimg * nty * tw
+        if T not in gemms:
+            gemms[T] = blas.Gemm(dt, T, Cout, Cin, lda=Cin, ldb=Cout, ldc=Cout)
+    ua = blas.address(U)
+    bias_g = np.ascontiguousarray(bias, dtype=dt).reshape(groups, Cout)
+    Wt = tw * m + 2
+
+    def task(i):
+        g, b = divmod(i, nblocks)
+        n0, nimg, ty0, nty = blist[b]
+        T = nimg * nty * tw
+        Hr = nty * m + 2
+        nx, ny = nimg * Hr * Wt * Cin, nimg * nty * m * tw * m * Cout
+        c = _Carve(dt, max(a2 * T * Cin, ny), max(a2 * T * Cout, nx),
+                   alpha * alpha * max(Cin, Cout), Cout)
+        r1, r2, tmp, acc = c.views
+        xb = r2[:nx].reshape(nimg, Hr, Wt, Cin)
+        V = r1[: a2 * T * Cin].reshape(a2, T, Cin)
+        acc[:] = 0
+        fill_rows(x, n0, g * Cin, ty0 * m, pt, pl, xb)
+        transform_input(xb, m, tmp[: alpha * alpha * Cin].reshape(alpha, alpha, Cin), V, 0)
+        M = r2[: a2 * T * Cout].reshape(a2, T, Cout)
+        prod = gemms[T]
+        va, ma = blas.address(V), blas.address(M)
+        for a in range(a2):
+            prod(va + a * T * Cin * s, ua + (g * a2 + a) * Cin * Cout * s,
+                 ma + a * T * Cout * s, False)
+        yb = r1[:ny].reshape(nimg, nty * m, tw * m, Cout)
+        transform_output(M, bias_g[g], m, tmp[: m * alpha * Cout].reshape(m, alpha, Cout),
+                         yb, acc, 0)
+        finite[i] = bool(np.isfinite(acc.sum()))
+        store_rows(yb, out, n0, g * Cout, ty0 * m)
+
+    blas.parallel(task, groups * nblocks)
+    return all(finite)
+
+
+def _run_staged(x, U, bias, out, groups, m, pads) -> bool:
+    """Small images: for each stage of at most ``STAGED_TILES`` tiles of whole images,
+    (1) transform every image into ``V (groups, alpha^2, tiles, Cin)`` (tasks: group x
+    image), (2) the products ``M[g, a] = V[g, a] @ U[g, a]`` over all the stage's tiles
+    (tasks: group x point), (3) inverse-transform and store (tasks: group x image)."""
+    N = x.shape[0]
+    _, a2, Cin, Cout = U.shape
+    OH, OW = out.shape[2], out.shape[3]
+    alpha = m + 2
+    th, tw = -(-OH // m), -(-OW // m)
+    per = th * tw
+    dt = out.dtype
+    s = dt.itemsize
+    ipb = max(1, min(N, STAGED_TILES // per))  # images per stage
+    V = _take((groups, a2, ipb * per, Cin), dt)
+    M = _take((groups, a2, ipb * per, Cout), dt)
+    pt, pl = pads[0][0], pads[1][0]
+    ua, va, ma = blas.address(U), blas.address(V), blas.address(M)
+    bias_g = np.ascontiguousarray(bias, dtype=dt).reshape(groups, Cout)
+    Wt, Hr = tw * m + 2, th * m + 2
+    finite = []
+    for n0 in range(0, N, ipb):
+        nimg = min(ipb, N - n0)
+        T = nimg * per
+        prod = blas.Gemm(dt, T, Cout, Cin, lda=Cin, ldb=Cout, ldc=Cout)
+
+        def forward(i, n0=n0, nimg=nimg):
+            g, j = divmod(i, nimg)
+            c = _Carve(dt, Hr * Wt * Cin, alpha * alpha * Cin)
+            xb = c.views[0].reshape(1, Hr, Wt, Cin)
+            fill_rows(x, n0 + j, g * Cin, 0, pt, pl, xb)
+            transform_input(xb, m, c.views[1].reshape(alpha, alpha, Cin), V[g], j * per)
+
+        def products(i, T=T, prod=prod):
+            g, a = divmod(i, a2)
+            prod(va + (g * a2 + a) * ipb * per * Cin * s, ua + (g * a2 + a) * Cin * Cout * s,
+                 ma + (g * a2 + a) * ipb * per * Cout * s, False)
+
+        flags = [True] * (groups * nimg)
+
+        def inverse(i, n0=n0, nimg=nimg, flags=flags):
+            g, j = divmod(i, nimg)
+            c = _Carve(dt, th * m * tw * m * Cout, m * alpha * Cout, Cout)
+            yb = c.views[0].reshape(1, th * m, tw * m, Cout)
+            acc = c.views[2]
+            acc[:] = 0
+            transform_output(M[g], bias_g[g], m, c.views[1].reshape(m, alpha, Cout), yb, acc,
+                             j * per)
+            flags[i] = bool(np.isfinite(acc.sum()))
+            store_rows(yb, out, n0 + j, g * Cout, 0)
+
+        blas.parallel(forward, groups * nimg)
+        blas.parallel(products, groups * a2)
+        blas.parallel(inverse, groups * nimg)
+        finite += flags
+    _release(V, M)
+    return all(finite)
+
+
+def correlate(xp, w, bias, out, stride, dilation, groups):
+    """out[n, k, o] = bias[k] + sum_{c in group(k), r} xp[n, c, o + r] * w[k, c, r] for a
+    2-D 3x3 kernel at stride 1 (arguments of :func:`fastconv.cpu.conv.correlate`, 5-D,
+    ``xp`` padded)."""
+    return _correlate(xp, w, bias, out, stride, dilation, groups, _NO_PADS)
+
+
+def zero_padding_core(pads):
+    """:func:`correlate` on an unpadded input with zero padding ``pads`` (3 (before, after)
+    pairs) read in place (``pads_itself``: the caller makes no padded copy)."""
+
+    def core(x, w, bias, out, stride, dilation, groups):
+        return _correlate(x, w, bias, out, stride, dilation, groups, pads)
+
+    core.pads_itself = True
+    return core
+
+
+_NO_PADS = ((0, 0),) * 3
+
+
+def _correlate(x, w, bias, out, stride, dilation, groups, pads):
+    N, K, OD, OH, OW = out.shape
+    if N == 0:
+        return out
+    w4 = w[:, :, 0]
+    if np.isfinite(w4).all():
+        m = tile_size(OH, OW)
+        U = cached_weight_transform(w4, groups, m, transposed=False)
+        done = run(x[:, :, 0], U, bias, out[:, :, 0], groups, m, pads[1:])
+        _release_pooled(U)
+        if done:
+            return out
+    return _direct(x, w, bias, out, stride, dilation, groups, pads)
+
+
+def correlate_input(g, w, bias, out, pads, groups):
+    """Input gradient at stride 1 (dilation 1, 3x3): ``out (N, C, H, W)`` = correlation of
+    ``g (N, K, OH, OW)`` zero-padded by ``pads`` (2 (before, after) pairs, each >= 0) with
+    the flipped, channel-transposed ``w (K, Cg, 3, 3)`` (the flip and the transposition
+    are folded into the weight transform), plus ``bias`` (C). False when a result is not
+    finite (the caller then runs the direct path)."""
+    if not np.isfinite(w).all():
+        return False
+    H, W = out.shape[2:]
+    m = tile_size(H, W)
+    U = cached_weight_transform(w, groups, m, transposed=True)
+    done = run(g, U, bias, out, groups, m, pads)
+    _release_pooled(U)
+    return done
+
+
+def _direct(x, w, bias, out, stride, dilation, groups, pads):
+    """The direct kernel (NaN/Inf present), on the zero-padded input."""
+    from fastconv.cpu.conv import correlate as direct_correlate
+    from fastconv.cpu.pad import pad
+
+    if any(b or a for b, a in pads):
+        x = pad(x, pads, "zeros")
+    return direct_correlate(x, w, bias, out, stride, dilation, groups)

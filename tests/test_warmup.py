@@ -1,0 +1,46 @@
+"""fc.warmup / `fastconv warmup` / `fastconv info`: the kernel cache, filled ahead of use."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+import fastconv as fc
+from fastconv._warmup import TASKS, _kernels, cache_status
+from fastconv_cli.main import cli
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args), prog_name="fastconv", catch_exceptions=False)
+
+
+def test_warmup_fills_the_cache_and_reports_it():
+    seen = []
+    status = fc.warmup(workers=2, progress=lambda label, seconds: seen.append(label))
+    assert sorted(seen) == sorted(label for label, _, _ in TASKS)
+    assert status.warm and status.cached == status.total == len(_kernels())
+    assert status.nbytes > 0 and all(os.path.isdir(d) for d in status.directories)
+    assert "kernels compiled" in str(status)
+
+
+def test_cli_warmup_and_info_say_warm():
+    result = run("warmup", "-j", "1")
+    assert result.exit_code == 0, result.output
+    assert f"of {cache_status().total} kernels compiled" in result.output.splitlines()[-1]
+    info = run("info")
+    line = next(ln for ln in info.output.splitlines() if ln.startswith("kernel cache"))
+    assert "warm;" in line and "cold:" not in line
+
+
+def test_empty_cache_is_reported_cold(tmp_path):
+    """A fresh cache directory (NUMBA_CACHE_DIR) holds nothing: `info` says cold."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    code = ("from fastconv._warmup import cache_status; s = cache_status(); "
+            "print(s.cached, s.total, s.warm, s.directories[0])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out[0] == "0" and int(out[1]) > 0 and out[2] == "False"
+    assert out[3].startswith(str(tmp_path))
