@@ -14,11 +14,16 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import os
 import re
 import types
 
 import numpy as np
 import pytest
+
+#: SciPy's signaltools suite is opt-in (FASTCONV_PEER_SIGNAL=1) until its differences are
+#: classified (test_peer_signal.py says why); not collected otherwise (11,709 skips).
+collect_ignore = [] if os.environ.get("FASTCONV_PEER_SIGNAL") == "1" else ["test_peer_signal.py"]
 
 MARKERS = [
     "xslow: extremely slow",
