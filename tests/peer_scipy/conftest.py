@@ -14,11 +14,16 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import os
 import re
 import types
 
 import numpy as np
 import pytest
+
+#: SciPy's signaltools suite is opt-in (FASTCONV_PEER_SIGNAL=1) until its differences are
+#: classified (test_peer_signal.py says why); not collected otherwise (11,709 skips).
+collect_ignore = [] if os.environ.get("FASTCONV_PEER_SIGNAL") == "1" else ["test_peer_signal.py"]
 
 MARKERS = [
     "xslow: extremely slow",
@@ -39,10 +44,8 @@ MARKERS = [
 def pytest_configure(config):
     for line in MARKERS:
         config.addinivalue_line("markers", line)
-    # SciPy's test file parametrizes with an itertools iterator (deprecated in pytest 9)
-    config.addinivalue_line(
-        "filterwarnings",
-        "ignore:Passing a non-Collection iterable:pytest.PytestRemovedIn10Warning")
+    # SciPy's test file parametrizes with an itertools iterator (deprecated in pytest 9):
+    # ignored in pyproject.toml's filterwarnings (collection starts before this conftest)
 
 
 @pytest.fixture
