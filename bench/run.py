@@ -216,7 +216,7 @@ def workloads(rng, keep=lambda wid: True) -> list[Workload]:
             out = ours_fn(xp, k, s, p)
             others = {}
             if torch:
-                others["torch"] = lambda k=k, s=s, p=p, tfn=tfn: tfn(tx, k, s, p)
+                others["torch"] = lambda k=k, s=s, p=p, tfn=tfn, tx=tx: tfn(tx, k, s, p)
             ws.append(Workload(
                 f"{wid} {kind}", f"{kind} pool {k}x{k} s{s} p{p} 8x64x112^2",
                 lambda k=k, s=s, p=p, f=ours_fn: f(xp, k, s, p), others, 0.0, target,
