@@ -552,10 +552,11 @@ def stack_rows(input_size: tuple, layers) -> list[tuple[str, ...]]:
                 if spec.kind == "pool" and not isinstance(spec.padding, str):
                     pads = ntuple(spec.padding, n, "p", where)
                     for p, kk, dd in zip(pads, k, d, strict=True):
-                        if 2 * p > dd * (kk - 1) + 1:
+                        limit = _shapes.pool_pad_limit(kk, dd, "max")
+                        if p > limit:  # the library's (and PyTorch's) rule, one owner
                             raise ValueError(
-                                f"pool padding p={p} must be at most half the window "
-                                f"(k={kk}, d={dd})"
+                                f"pool padding p={p} must be at most half the window, "
+                                f"k // 2 = {limit} (k={kk}, d={dd})"
                             )
                 size = _shapes.output_shape(size, k, s, spec.padding, d, spec.ceil_mode)
                 rf = [

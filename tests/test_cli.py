@@ -183,8 +183,15 @@ def test_shape_too_small_is_a_data_error():
     assert result.exit_code == 1
     assert error_line(result) == (
         "Error: --layer 'pool:k=2,p=2' (layer 1): pool padding p=2 must be at most half the "
-        "window (k=2, d=1)"
+        "window, k // 2 = 1 (k=2, d=1)"
     )
+    # the library's rule (PyTorch's k // 2), dilation or not: the table never shows a
+    # layer that max_pool2d refuses
+    result = run("shape", "--input", "8x8", "--layer", "pool:k=3,d=2,p=2")
+    assert result.exit_code == 1
+    assert "p=2 must be at most half the window, k // 2 = 1 (k=3, d=2)" in error_line(result)
+    with pytest.raises(ValueError, match="at most half the window"):
+        fc.max_pool2d(np.zeros((1, 8, 8)), 3, padding=2, dilation=2)
 
 
 def _modules_after(args: list[str]) -> set[str]:
