@@ -2,12 +2,40 @@
 ints. Every array is 5-D ``(N, C, D, H, W)``: 1-D and 2-D calls use unit axes.
 
 The names exported here are the backend interface that ``fastconv.cuda`` mirrors.
+
+The backend contract (``fastconv._dispatch.CONTRACT``; ``fastconv.cpu`` and
+``fastconv.cuda`` implement every name with the same arguments, and
+``tests/test_backends.py`` compares their signatures). Arrays are the backend's own
+(NumPy here, Numba device arrays on the GPU); every array argument of a core is 5-D
+``(N, C, D, H, W)`` (1-D and 2-D calls use unit axes) unless said otherwise:
+
+- data: ``wrap(a, name, func)`` (user data -> backend array, dtype checked),
+  ``asarray(a, dtype)`` (C-contiguous, ``dtype``), ``empty(shape, dtype)``,
+  ``zeros(shape, dtype)``, ``finish(out, like)`` (a result in the caller's array type);
+- padding: ``pad(x, pads, mode, fill=0.0)`` (three (before, after) pairs; the modes of
+  ``fastconv._validate.NUMPY_PAD_MODES``), ``unpad(gp, pads, mode)`` (its adjoint);
+- correlation: ``correlate(xp, w, bias, out, stride, dilation, groups)`` (the direct
+  kernel on a padded input; the other algorithms' cores come from
+  ``fastconv._algorithms``), ``correlate_input(g, w, bias, out, spread_shape,
+  spread_src, spread_dst, dilation, groups, pads, mode, algorithm="auto")``,
+  ``correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto")``,
+  ``sum_channels(g3, out)``;
+- pooling: ``max_pool(x, out, indices, kernel, stride, pads, dilation)``,
+  ``avg_pool(x, out, kernel, stride, pads, divisors)``, ``max_pool_backward(g, x, gx,
+  kernel, stride, pads, dilation)``, ``avg_pool_backward(g, gx, kernel, stride, pads,
+  divisors)``, ``adaptive_avg_pool``, ``adaptive_max_pool`` and their ``_backward``,
+  ``power``, ``lp_finish``, ``lp_grad_out``, ``lp_grad_in``, ``signed_abs``,
+  ``mul_sign``, ``fold``, ``unfold``, ``max_unpool``, ``max_unpool_backward``.
+
+Cores write into ``out`` (and return it where noted); ``algorithm=`` takes the values of
+``fastconv._algorithms`` for the op (on the GPU every value runs the direct kernel).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from fastconv._validate import as_array
 from fastconv.cpu.adaptive import (
     adaptive_avg_pool,
     adaptive_avg_pool_backward,
@@ -26,6 +54,12 @@ from fastconv.cpu.grad import correlate_input, correlate_weight, unpad
 from fastconv.cpu.pad import pad
 from fastconv.cpu.pool import avg_pool, avg_pool_backward, max_pool, max_pool_backward
 from fastconv.cpu.unpool import max_unpool, max_unpool_backward
+
+
+def wrap(a, name: str, func: str) -> np.ndarray:
+    """``a`` as a NumPy array with a real numeric dtype (``as_array``: TypeError naming
+    ``func`` and ``name`` otherwise)."""
+    return as_array(a, name, func)
 
 
 def asarray(a, dtype) -> np.ndarray:
@@ -65,6 +99,7 @@ __all__ = [
     "pad",
     "sum_channels",
     "unpad",
+    "wrap",
     "zeros",
 ]
 

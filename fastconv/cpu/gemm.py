@@ -102,18 +102,16 @@ _pad_image = njit(**JIT_SERIAL)(types.FunctionType(
     pad_planes.py_func.__code__, pad_planes.py_func.__globals__, "pad_planes_serial"))
 
 
-def padding_core(x_shape, pads, mode):
-    """:func:`correlate` that pads by itself (``pads_itself``, see ``run_correlate``): an
-    input of shape ``x_shape`` is padded (``pads``, ``mode``) image by image in the task
-    threads with a serial kernel, instead of a parallel Numba pass whose barrier costs
-    most on a loaded machine; an input of any other shape is taken as padded."""
+def padding_core(pads, mode):
+    """:func:`correlate` for an input padded by ``pads`` (three (before, after) pairs) in
+    ``mode``: each image is padded in the task threads with a serial kernel, instead of a
+    parallel Numba pass whose barrier costs most on a loaded machine."""
     before = np.array([b for b, _ in pads], dtype=np.int64)
     code = MODE_CODES[mode]
-    x_shape = tuple(x_shape)
     padding = any(b or a for b, a in pads)
 
     def core(x, w, bias, out, stride, dilation, groups):
-        if padding and tuple(x.shape) == x_shape:
+        if padding:
             padded = tuple(n + b + a for n, (b, a) in zip(x.shape[2:], pads, strict=True))
             xp = np.empty(x.shape[:2] + padded, dtype=x.dtype)
             fill = x.dtype.type(0)
@@ -122,7 +120,6 @@ def padding_core(x_shape, pads, mode):
             x = xp
         return correlate(x, w, bias, out, stride, dilation, groups)
 
-    core.pads_itself = True
     return core
 
 

@@ -625,12 +625,11 @@ def correlate(xp, w, bias, out, stride, dilation, groups):
 
 def zero_padding_core(pads):
     """:func:`correlate` on an unpadded input with zero padding ``pads`` (3 (before, after)
-    pairs) read in place (``pads_itself``: the caller makes no padded copy)."""
+    pairs) read in place (the caller makes no padded copy)."""
 
     def core(x, w, bias, out, stride, dilation, groups):
         return _correlate(x, w, bias, out, stride, dilation, groups, pads)
 
-    core.pads_itself = True
     return core
 
 

@@ -95,11 +95,12 @@ def transpose_weight(w, wt, groups):
 
 
 def correlate_input(g, w, bias, out, spread_shape, spread_src, spread_dst, dilation, groups,
-                    pads, mode):
+                    pads, mode, algorithm="auto"):
     """Input gradient (or transposed convolution) of a correlation, written into ``out``.
 
     ``out`` is the gradient on the grid the correlation writes (the padded grid when
     ``mode`` is not "zeros", then folded with :func:`unpad`); the result is returned.
+    ``algorithm``: every value runs the one direct kernel on the GPU.
     """
     gz = zeros(tuple(spread_shape), out.dtype)
     src = (slice(None), slice(None)) + tuple(slice(*s) for s in spread_src)
@@ -172,10 +173,11 @@ def _build(nbtype):
 _KERNELS = PerDtype(_build)
 
 
-def correlate_weight(xp, g, gw, stride, dilation, groups) -> None:
+def correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto"):
     """gw[k, c, r] = sum_{n, o} g[n, k, o] * xp[n, group(k)*C_g + c, o*stride + r*dilation].
 
-    ``xp`` is the padded input, ``g`` the output gradient, ``gw`` a contiguous 5-D array.
+    ``xp`` is the padded input, ``g`` the output gradient, ``gw`` a contiguous 5-D array
+    (returned). ``algorithm``: every value runs the one direct kernel on the GPU.
     """
     sd, sh, sw = (int(v) for v in stride)
     dd, dh, dw = (int(v) for v in dilation)
@@ -189,6 +191,7 @@ def correlate_weight(xp, g, gw, stride, dilation, groups) -> None:
     launch(partials, blocks, tpb, xp, g, part, kd, kh, kw, sd, sh, sw, dd, dh, dw, int(groups))
     blocks, tpb = grid1(nw)
     launch(total, blocks, tpb, part, gw.reshape(nw))
+    return gw
 
 
 def _build_channel_sums(nbtype):
