@@ -5,7 +5,7 @@ Backends are imported lazily, so ``import fastconv`` never imports Numba's CUDA 
 (nor, for ``fastconv shape``/``--help``, Numba at all). Each backend package
 (``fastconv.cpu``, ``fastconv.cuda``) implements the same contract, written in their
 ``__init__`` docstrings (``wrap``, ``asarray``, ``empty``, ``pad``, ``correlate``, ...
-taking 5-D arrays and ints); ``tests/test_backends.py`` compares their signatures.
+taking 5-D arrays and ints); ``tests/test_structure.py`` compares their signatures.
 """
 
 from __future__ import annotations

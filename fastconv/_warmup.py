@@ -59,68 +59,68 @@ def _rng_arrays(dtype: str, *shapes):
 
 
 def _task_conv(dtype: str) -> None:
-    import fastconv as fc
+    from fastconv import adaptive, conv, fold, grad, pool, unpool  # noqa: F401
 
     tiny, w1 = _rng_arrays(dtype, (1, 1, 3, 3), (1, 1, 2, 2))
-    fc.conv2d(tiny, w1)  # serial direct core
+    conv.conv2d(tiny, w1)  # serial direct core
     x, w, wd, w32, b = _rng_arrays(dtype, (2, 8, 24, 24), (8, 8, 3, 3), (8, 1, 3, 3),
                                    (32, 32, 3, 3), (8,))
-    fc.conv2d(x, w, b, padding=1, algorithm="direct")  # 4-channel row kernel
-    fc.conv2d(x, wd, padding=1, groups=8)  # few-channel kernel (depthwise)
-    fc.conv2d(x, w, padding=1, padding_mode="reflect", algorithm="direct")
-    fc.conv2d(x, w, padding=1, algorithm="gemm")  # im2col
-    fc.conv2d(x, w, stride=2, algorithm="gemm")
+    conv.conv2d(x, w, b, padding=1, algorithm="direct")  # 4-channel row kernel
+    conv.conv2d(x, wd, padding=1, groups=8)  # few-channel kernel (depthwise)
+    conv.conv2d(x, w, padding=1, padding_mode="reflect", algorithm="direct")
+    conv.conv2d(x, w, padding=1, algorithm="gemm")  # im2col
+    conv.conv2d(x, w, stride=2, algorithm="gemm")
     x32, = _rng_arrays(dtype, (2, 32, 24, 24))
-    fc.conv2d(x32, w32, padding=1, algorithm="gemm")  # shifted GEMM
+    conv.conv2d(x32, w32, padding=1, algorithm="gemm")  # shifted GEMM
     plane, big = _rng_arrays(dtype, (1, 1, 48, 48), (1, 1, 20, 20))
-    fc.conv2d(plane, big, padding="same", algorithm="fft")
-    fc.conv2d(x, w, b, padding=1, algorithm="winograd")
+    conv.conv2d(plane, big, padding="same", algorithm="fft")
+    conv.conv2d(x, w, b, padding=1, algorithm="winograd")
 
 
 def _task_grad(dtype: str) -> None:
-    import fastconv as fc
+    from fastconv import adaptive, conv, fold, grad, pool, unpool  # noqa: F401
 
     x, w, g = _rng_arrays(dtype, (2, 8, 12, 12), (8, 8, 3, 3), (2, 8, 12, 12))
     for algorithm in ("direct", "gemm"):
-        fc.grad.conv2d_input(x.shape, w, g, padding=1, algorithm=algorithm)
-        fc.grad.conv2d_weight(x, w.shape, g, padding=1, algorithm=algorithm)
-    fc.grad.conv2d_input(x.shape, w, g, padding=1, algorithm="winograd")
-    fc.grad.conv2d_input(x.shape, w, g[..., ::2, ::2], padding=1, stride=2)
-    fc.grad.conv2d_input(x.shape, w, g, padding=1, padding_mode="reflect")
-    fc.grad.conv_bias(g)
+        grad.conv2d_input(x.shape, w, g, padding=1, algorithm=algorithm)
+        grad.conv2d_weight(x, w.shape, g, padding=1, algorithm=algorithm)
+    grad.conv2d_input(x.shape, w, g, padding=1, algorithm="winograd")
+    grad.conv2d_input(x.shape, w, g[..., ::2, ::2], padding=1, stride=2)
+    grad.conv2d_input(x.shape, w, g, padding=1, padding_mode="reflect")
+    grad.conv_bias(g)
     tiny, = _rng_arrays(dtype, (1, 1, 3, 3))
-    fc.grad.conv2d_input(tiny.shape, np.ones((1, 1, 2, 2), dtype), np.ones((1, 1, 2, 2), dtype))
-    fc.grad.conv2d_weight(tiny, (1, 1, 2, 2), np.ones((1, 1, 2, 2), dtype))
+    grad.conv2d_input(tiny.shape, np.ones((1, 1, 2, 2), dtype), np.ones((1, 1, 2, 2), dtype))
+    grad.conv2d_weight(tiny, (1, 1, 2, 2), np.ones((1, 1, 2, 2), dtype))
 
 
 def _task_pool(dtype: str) -> None:
-    import fastconv as fc
+    from fastconv import adaptive, conv, fold, grad, pool, unpool  # noqa: F401
 
     x, = _rng_arrays(dtype, (2, 4, 12, 12))
-    y, idx = fc.max_pool2d(x, 3, stride=2, padding=1, return_indices=True)
-    fc.grad.max_pool2d(np.ones_like(y), x, 3, stride=2, padding=1)
-    y = fc.avg_pool2d(x, 3, stride=2, padding=1)
-    fc.grad.avg_pool2d(np.ones_like(y), x, 3, stride=2, padding=1)
-    fc.max_pool2d(x, 2)
-    fc.avg_pool2d(x, 2)
+    y, idx = pool.max_pool2d(x, 3, stride=2, padding=1, return_indices=True)
+    grad.max_pool2d(np.ones_like(y), x, 3, stride=2, padding=1)
+    y = pool.avg_pool2d(x, 3, stride=2, padding=1)
+    grad.avg_pool2d(np.ones_like(y), x, 3, stride=2, padding=1)
+    pool.max_pool2d(x, 2)
+    pool.avg_pool2d(x, 2)
 
 
 def _task_family(dtype: str) -> None:
-    import fastconv as fc
+    from fastconv import adaptive, conv, fold, grad, pool, unpool  # noqa: F401
 
     x, = _rng_arrays(dtype, (2, 3, 9, 9))
     for output_size in ((4, 3), 1):
-        y = fc.adaptive_avg_pool2d(x, output_size)
-        fc.grad.adaptive_avg_pool2d(np.ones_like(y), x, output_size)
-    y = fc.adaptive_max_pool2d(x, (4, 3))
-    fc.grad.adaptive_max_pool2d(np.ones_like(y), x, (4, 3))
+        y = adaptive.adaptive_avg_pool2d(x, output_size)
+        grad.adaptive_avg_pool2d(np.ones_like(y), x, output_size)
+    y = adaptive.adaptive_max_pool2d(x, (4, 3))
+    grad.adaptive_max_pool2d(np.ones_like(y), x, (4, 3))
     for p in (2, np.inf):
-        y = fc.lp_pool2d(x, p, 2)
-        fc.grad.lp_pool2d(np.ones_like(y), x, p, 2)
-    y, idx = fc.max_pool2d(x, 2, return_indices=True)
-    u = fc.max_unpool2d(y, idx, 2, output_size=(9, 9))
-    fc.grad.max_unpool2d(np.ones_like(u), y, idx, 2, output_size=(9, 9))
-    fc.fold(fc.unfold(x, 2), (9, 9), 2)
+        y = adaptive.lp_pool2d(x, p, 2)
+        grad.lp_pool2d(np.ones_like(y), x, p, 2)
+    y, idx = pool.max_pool2d(x, 2, return_indices=True)
+    u = unpool.max_unpool2d(y, idx, 2, output_size=(9, 9))
+    grad.max_unpool2d(np.ones_like(u), y, idx, 2, output_size=(9, 9))
+    fold.fold(fold.unfold(x, 2), (9, 9), 2)
 
 
 def _run_task(name: str, dtype: str) -> float:

@@ -5,7 +5,7 @@ The names exported here are the backend interface that ``fastconv.cuda`` mirrors
 
 The backend contract (``fastconv._dispatch.CONTRACT``; ``fastconv.cpu`` and
 ``fastconv.cuda`` implement every name with the same arguments, and
-``tests/test_backends.py`` compares their signatures). Arrays are the backend's own
+``tests/test_structure.py`` compares their signatures). Arrays are the backend's own
 (NumPy here, Numba device arrays on the GPU); every array argument of a core is 5-D
 ``(N, C, D, H, W)`` (1-D and 2-D calls use unit axes) unless said otherwise:
 
