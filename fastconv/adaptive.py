@@ -26,7 +26,7 @@ from fastconv import _dask, _dispatch, _shapes
 from fastconv._dispatch import to_host
 from fastconv._docs import fill
 from fastconv._plan import plan_pool, shape_of, to3
-from fastconv._run import deliver, prepare
+from fastconv._run import avg_pool, deliver, prepare
 from fastconv._validate import result_dtype
 
 _SHAPES = {
@@ -370,13 +370,11 @@ def _lp_pool_np_finish(a, scale, p):
 def _lp_forward(func, nspatial, x, norm_type, kernel_size, stride, ceil_mode, device):
     p = _norm_type(func, norm_type)
     if _dask.is_dask(x):
-        from fastconv import pool
-
         _dask._check_input(func, x)
         plan = _lp_plan(func, nspatial, x, kernel_size, stride, ceil_mode)
         xp = x.astype(plan.dtype) ** plan.dtype.type(p)
-        avg = getattr(pool, f"avg_pool{nspatial}d")(xp, kernel_size, stride, 0, ceil_mode,
-                                                    device=device)
+        avg = avg_pool(f"avg_pool{nspatial}d", nspatial, xp, kernel_size, stride, 0, ceil_mode,
+                       True, None, device)
         return avg.map_blocks(_lp_pool_np_finish, _lp_scale(plan), p, dtype=plan.dtype)
     name, a = prepare(func, device, {"x": x})
     plan = _lp_plan(func, nspatial, a["x"], kernel_size, stride, ceil_mode)

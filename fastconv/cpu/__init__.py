@@ -23,9 +23,15 @@ The backend contract (``fastconv._dispatch.CONTRACT``; ``fastconv.cpu`` and
 - pooling: ``max_pool(x, out, indices, kernel, stride, pads, dilation)``,
   ``avg_pool(x, out, kernel, stride, pads, divisors)``, ``max_pool_backward(g, x, gx,
   kernel, stride, pads, dilation)``, ``avg_pool_backward(g, gx, kernel, stride, pads,
-  divisors)``, ``adaptive_avg_pool``, ``adaptive_max_pool`` and their ``_backward``,
-  ``power``, ``lp_finish``, ``lp_grad_out``, ``lp_grad_in``, ``signed_abs``,
-  ``mul_sign``, ``fold``, ``unfold``, ``max_unpool``, ``max_unpool_backward``.
+  divisors)``, ``adaptive_avg_pool(x, out, windows)``, ``adaptive_max_pool(x, out,
+  indices, windows)``, ``adaptive_avg_pool_backward(g, gx, windows)``,
+  ``adaptive_max_pool_backward(g, x, gx, windows)``, ``max_unpool(x, indices, out)``,
+  ``max_unpool_backward(g, indices, gx)``;
+- Lp pooling: ``power(x, p, out)``, ``lp_finish(a, scale, p)``, ``lp_grad_out(g, a,
+  scale, p, out)``, ``lp_grad_in(gp, x, p, out)``, ``signed_abs(x, s, out)``,
+  ``mul_sign(g, x, out)``;
+- columns: ``unfold(x, cols, stride, padding, dilation)``, ``fold(cols, out, stride,
+  padding, dilation)`` (4-D ``(N, C, H, W)`` and 6-D columns).
 
 Cores write into ``out`` (and return it where noted); ``algorithm=`` takes the values of
 ``fastconv._algorithms`` for the op (on the GPU every value runs the direct kernel).
