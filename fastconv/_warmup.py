@@ -59,7 +59,7 @@ def _rng_arrays(dtype: str, *shapes):
 
 
 def _task_conv(dtype: str) -> None:
-    from fastconv import adaptive, conv, fold, grad, pool, unpool  # noqa: F401
+    from fastconv import conv
 
     tiny, w1 = _rng_arrays(dtype, (1, 1, 3, 3), (1, 1, 2, 2))
     conv.conv2d(tiny, w1)  # serial direct core
@@ -78,7 +78,7 @@ def _task_conv(dtype: str) -> None:
 
 
 def _task_grad(dtype: str) -> None:
-    from fastconv import adaptive, conv, fold, grad, pool, unpool  # noqa: F401
+    from fastconv import grad
 
     x, w, g = _rng_arrays(dtype, (2, 8, 12, 12), (8, 8, 3, 3), (2, 8, 12, 12))
     for algorithm in ("direct", "gemm"):
@@ -94,7 +94,7 @@ def _task_grad(dtype: str) -> None:
 
 
 def _task_pool(dtype: str) -> None:
-    from fastconv import adaptive, conv, fold, grad, pool, unpool  # noqa: F401
+    from fastconv import grad, pool
 
     x, = _rng_arrays(dtype, (2, 4, 12, 12))
     y, idx = pool.max_pool2d(x, 3, stride=2, padding=1, return_indices=True)
@@ -106,7 +106,8 @@ def _task_pool(dtype: str) -> None:
 
 
 def _task_family(dtype: str) -> None:
-    from fastconv import adaptive, conv, fold, grad, pool, unpool  # noqa: F401
+    from fastconv import adaptive, grad, pool, unpool
+    from fastconv.fold import fold, unfold
 
     x, = _rng_arrays(dtype, (2, 3, 9, 9))
     for output_size in ((4, 3), 1):
@@ -120,7 +121,7 @@ def _task_family(dtype: str) -> None:
     y, idx = pool.max_pool2d(x, 2, return_indices=True)
     u = unpool.max_unpool2d(y, idx, 2, output_size=(9, 9))
     grad.max_unpool2d(np.ones_like(u), y, idx, 2, output_size=(9, 9))
-    fold.fold(fold.unfold(x, 2), (9, 9), 2)
+    fold(unfold(x, 2), (9, 9), 2)
 
 
 def _run_task(name: str, dtype: str) -> float:
