@@ -256,3 +256,27 @@ def test_weight_cache_sees_in_place_updates():
     w[0, 0, 0, 0] = -0.0
     got = fc.conv2d(x, w, padding=1, algorithm="winograd")
     _close(got, conv_nd(x, w, None, 1, 1), TOL[4])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weight_cache_sees_a_change_past_the_first_chunk_and_a_nan(dtype):
+    """The cache compares the weights chunk by chunk (4096 words): a change in the last
+    element is seen, and a NaN weight after a cached finite one of the same shape still
+    takes the direct kernel (the finiteness check runs on every miss)."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((1, 64, 8, 8)).astype(dtype)
+    w = rng.standard_normal((64, 64, 3, 3)).astype(dtype)  # 36,864 elements
+    gx = rng.standard_normal((1, 64, 8, 8)).astype(dtype)
+    for _ in range(2):  # the second pass hits the cache
+        fc.conv2d(x, w, padding=1, algorithm="winograd")
+        fc.grad.conv2d_input(x.shape, w, gx, padding=1, algorithm="winograd")
+    w[-1, -1, -1, -1] += 3.0
+    got = fc.conv2d(x, w, padding=1, algorithm="winograd")
+    _close(got, conv_nd(x, w, None, 1, 1), TOL[4] if dtype == np.float32 else 1e-12)
+    w[-1, -1, -1, -1] = np.nan
+    for got, want in (
+            (fc.conv2d(x, w, padding=1, algorithm="winograd"),
+             fc.conv2d(x, w, padding=1, algorithm="direct")),
+            (fc.grad.conv2d_input(x.shape, w, gx, padding=1, algorithm="winograd"),
+             fc.grad.conv2d_input(x.shape, w, gx, padding=1, algorithm="direct"))):
+        np.testing.assert_array_equal(got, want)
