@@ -41,6 +41,7 @@ random normal data: see ``fastconv._algorithms``.
 
 from __future__ import annotations
 
+import ctypes
 import threading
 
 import numpy as np
@@ -521,6 +522,48 @@ class _Carve:
             o += -(-n // 16) * 16
 
 
+#: The BLAS ``gemm`` of :mod:`fastconv.cpu.blas` with every (pointer) argument typed as an
+#: integer, so that Numba calls it with array addresses (same x86-64/AArch64 ABI).
+_GEMM_PROTO = ctypes.CFUNCTYPE(None, *([ctypes.c_size_t] * 13))
+_GEMM_FN: dict = {}
+
+
+def _gemm_call(prod: blas.Gemm):
+    """(function pointer, its constant arguments) to run ``prod``'s product inside Numba
+    (:func:`products`): no Python and no GIL between the ``alpha^2`` calls of a block
+    (the Python loop cost ~7 us per call and, on 2 threads, waits for the GIL)."""
+    dt = prod._scal.dtype
+    if dt not in _GEMM_FN:
+        _GEMM_FN[dt] = _GEMM_PROTO(ctypes.cast(blas._load()["fn"][dt], ctypes.c_void_p).value)
+    args = np.array([prod._ta, prod._tb, prod._n, prod._m, prod._k, prod._alpha, prod._ldb,
+                     prod._lda, prod._beta[0], prod._ldc], dtype=np.uintp)
+    return _GEMM_FN[dt], args
+
+
+@njit(**JIT_SERIAL)
+def products(gemm, args, V, U, M):
+    """M[a] = V[a] @ U[a] for every point ``a`` (one single-threaded BLAS call each, through
+    :func:`_gemm_call`'s pointer and arguments; ``V (a2, T, Cin)``, ``U (a2, Cin, Cout)``,
+    ``M (a2, T, Cout)``, C-contiguous)."""
+    for a in range(V.shape[0]):
+        gemm(args[0], args[1], args[2], args[3], args[4], args[5], U[a].ctypes.data, args[6],
+             V[a].ctypes.data, args[7], args[8], M[a].ctypes.data, args[9])
+
+
+@njit(**JIT_SERIAL)
+def fused_block(x, n0, c0, h0, pt, pl, xb, tmp_in, V, gemm, args, U, M, bias, m, tmp_out, yb,
+                acc, out, k0):
+    """One block of :func:`_run_fused` in one call (no GIL): fill, transform, products,
+    inverse transform (``acc`` sums the results), store; whether the results are finite."""
+    fill_rows(x, n0, c0, h0, pt, pl, xb)
+    transform_input(xb, m, tmp_in, V, 0)
+    products(gemm, args, V, U, M)
+    acc[:] = 0
+    transform_output(M, bias, m, tmp_out, yb, acc, 0)
+    store_rows(yb, out, n0, k0, h0)
+    return np.isfinite(acc.sum())
+
+
 def _run_fused(x, U, bias, out, groups, m, pads) -> bool:
     """One task per (group, block of tiles): fill, transform, ``alpha^2`` products,
     inverse transform and store while the block is in L2. ``V`` shares its memory with
@@ -540,8 +583,8 @@ def _run_fused(x, U, bias, out, groups, m, pads) -> bool:
     for _, nimg, _, nty in blist:
         T = nimg * nty * tw
         if T not in gemms:
-            gemms[T] = blas.Gemm(dt, T, Cout, Cin, lda=Cin, ldb=Cout, ldc=Cout)
-    ua = blas.address(U)
+            prod = blas.Gemm(dt, T, Cout, Cin, lda=Cin, ldb=Cout, ldc=Cout)
+            gemms[T] = (prod, *_gemm_call(prod))  # the Gemm keeps the arguments alive
     bias_g = np.ascontiguousarray(bias, dtype=dt).reshape(groups, Cout)
     Wt = tw * m + 2
 
@@ -556,20 +599,14 @@ def _run_fused(x, U, bias, out, groups, m, pads) -> bool:
         r1, r2, tmp, acc = c.views
         xb = r2[:nx].reshape(nimg, Hr, Wt, Cin)
         V = r1[: a2 * T * Cin].reshape(a2, T, Cin)
-        acc[:] = 0
-        fill_rows(x, n0, g * Cin, ty0 * m, pt, pl, xb)
-        transform_input(xb, m, tmp[: alpha * alpha * Cin].reshape(alpha, alpha, Cin), V, 0)
         M = r2[: a2 * T * Cout].reshape(a2, T, Cout)
-        prod = gemms[T]
-        va, ma = blas.address(V), blas.address(M)
-        for a in range(a2):
-            prod(va + a * T * Cin * s, ua + (g * a2 + a) * Cin * Cout * s,
-                 ma + a * T * Cout * s, False)
         yb = r1[:ny].reshape(nimg, nty * m, tw * m, Cout)
-        transform_output(M, bias_g[g], m, tmp[: m * alpha * Cout].reshape(m, alpha, Cout),
-                         yb, acc, 0)
-        finite[i] = bool(np.isfinite(acc.sum()))
-        store_rows(yb, out, n0, g * Cout, ty0 * m)
+        _, gemm, args = gemms[T]
+        finite[i] = bool(fused_block(
+            x, n0, g * Cin, ty0 * m, pt, pl, xb,
+            tmp[: alpha * alpha * Cin].reshape(alpha, alpha, Cin), V, gemm, args, U[g], M,
+            bias_g[g], m, tmp[: m * alpha * Cout].reshape(m, alpha, Cout), yb, acc, out,
+            g * Cout))
 
     blas.parallel(task, groups * nblocks)
     return all(finite)
