@@ -508,6 +508,8 @@ def run(x, U, bias, out, groups: int, m: int, pads) -> bool:
 FUSED_MIN_IMAGE_TILES = 64
 #: Most tiles of one stage of the staged form (its ``V`` and ``M`` span them).
 STAGED_TILES = 512
+#: Points per product task of the staged form (their products in one Numba call).
+STAGED_POINTS = 3
 
 
 class _Carve:
@@ -624,19 +626,19 @@ def _run_staged(x, U, bias, out, groups, m, pads) -> bool:
     th, tw = -(-OH // m), -(-OW // m)
     per = th * tw
     dt = out.dtype
-    s = dt.itemsize
     ipb = max(1, min(N, STAGED_TILES // per))  # images per stage
     V = _take((groups, a2, ipb * per, Cin), dt)
     M = _take((groups, a2, ipb * per, Cout), dt)
     pt, pl = pads[0][0], pads[1][0]
-    ua, va, ma = blas.address(U), blas.address(V), blas.address(M)
     bias_g = np.ascontiguousarray(bias, dtype=dt).reshape(groups, Cout)
+    npt = -(-a2 // STAGED_POINTS)  # product tasks per group
     Wt, Hr = tw * m + 2, th * m + 2
     finite = []
     for n0 in range(0, N, ipb):
         nimg = min(ipb, N - n0)
         T = nimg * per
         prod = blas.Gemm(dt, T, Cout, Cin, lda=Cin, ldb=Cout, ldc=Cout)
+        gemm, args = _gemm_call(prod)
 
         def forward(i, n0=n0, nimg=nimg):
             g, j = divmod(i, nimg)
@@ -645,10 +647,10 @@ def _run_staged(x, U, bias, out, groups, m, pads) -> bool:
             fill_rows(x, n0 + j, g * Cin, 0, pt, pl, xb)
             transform_input(xb, m, c.views[1].reshape(alpha, alpha, Cin), V[g], j * per)
 
-        def products(i, T=T, prod=prod):
-            g, a = divmod(i, a2)
-            prod(va + (g * a2 + a) * ipb * per * Cin * s, ua + (g * a2 + a) * Cin * Cout * s,
-                 ma + (g * a2 + a) * ipb * per * Cout * s, False)
+        def multiply(i, gemm=gemm, args=args):
+            g, j = divmod(i, npt)
+            a0, a1 = j * STAGED_POINTS, min((j + 1) * STAGED_POINTS, a2)
+            products(gemm, args, V[g, a0:a1], U[g, a0:a1], M[g, a0:a1])
 
         flags = [True] * (groups * nimg)
 
@@ -664,7 +666,8 @@ def _run_staged(x, U, bias, out, groups, m, pads) -> bool:
             store_rows(yb, out, n0 + j, g * Cout, 0)
 
         blas.parallel(forward, groups * nimg)
-        blas.parallel(products, groups * a2)
+        blas.parallel(multiply, groups * npt)
+        del prod  # kept alive (its arguments) until the products are done
         blas.parallel(inverse, groups * nimg)
         finite += flags
     _release(V, M)
