@@ -18,7 +18,8 @@ zero padding in place, transforms every tile into ``V (alpha^2, tiles, Cin)`` (N
 vectorised over the channels), runs the ``alpha^2`` products ``V[a] @ U[a]`` as plain
 ``sgemm``/``dgemm`` calls on pre-transformed, pre-arranged weights ``U``, then
 inverse-transforms ``M`` (adding the bias) and writes its output rows -- all while the
-block is in the core's L2 cache. Images of fewer than ``FUSED_MIN_IMAGE_TILES`` tiles
+block is in the core's L2 cache, and all in one ``nogil`` Numba call
+(:func:`fused_block`; the BLAS through a function pointer, :func:`products`). Images of fewer than ``FUSED_MIN_IMAGE_TILES`` tiles
 (14x14: 16) run *staged* instead: transform every image, then each point's product over
 all the batch's tiles (at most ``STAGED_TILES``), then inverse-transform: a product of 16
 rows runs at a third of the speed of one of 128. ``U = G w G^T`` (:func:`weight_rows`)
