@@ -20,9 +20,10 @@ vectorised over the channels), runs the ``alpha^2`` products ``V[a] @ U[a]`` as 
 inverse-transforms ``M`` (adding the bias) and writes its output rows -- all while the
 block is in the core's L2 cache, and all in one ``nogil`` Numba call
 (:func:`fused_block`; the BLAS through a function pointer, :func:`products`). Images of
-fewer than ``FUSED_MIN_IMAGE_TILES`` tiles (14x14: 16) run *staged* instead: transform every image, then each point's product over
-all the batch's tiles (at most ``STAGED_TILES``), then inverse-transform: a product of 16
-rows runs at a third of the speed of one of 128. ``U = G w G^T`` (:func:`weight_rows`)
+fewer than ``FUSED_MIN_IMAGE_TILES`` tiles (14x14: 16) run *staged* instead: transform
+every image, then each point's product over all the batch's tiles (at most
+``STAGED_TILES``), then inverse-transform: a product of 16 rows runs at a third of the
+speed of one of 128. ``U = G w G^T`` (:func:`weight_rows`)
 is kept between calls and reused while the weights are bit-identical; ``V``, ``M`` and
 ``U`` live in pooled buffers (first-touch page faults of fresh multi-MB arrays cost
 milliseconds here).
