@@ -337,20 +337,20 @@ def weight_rows(w, G, transposed, g, lo, hi, taps, tmp, U):
                     d[co] = h0 * t0[co] + h1 * t1[co] + h2 * t2[co]
 
 
-def weight_transform(w, groups: int, m: int, transposed: bool) -> np.ndarray:
+def weight_transform(w, groups: int, m: int, transposed: bool, out=None) -> np.ndarray:
     """U[g, a, ci, co] = (G w' G^T)[a] with ``w'`` the correlation's weight: the forward
     ``w[g*Kg + co, ci]`` (``transposed=False``), or for the input gradient the flipped,
     channel-transposed ``w[g*Kg + ci, co, ::-1, ::-1]`` (``transposed=True``: the flip and
     the transposition cost no copy). ``w`` is ``(K, Cg, 3, 3)``; computed in ``w``'s dtype
-    (:func:`weight_rows`) in row chunks on the task threads. ``U`` lives in a pooled
-    buffer: give it back with :func:`_release` when done."""
+    (:func:`weight_rows`) in row chunks on the task threads. ``U`` is ``out`` if given,
+    else a pooled buffer: give it back with :func:`_release` when done."""
     K, Cg = w.shape[:2]
     Kg = K // groups
     a2 = (m + 2) ** 2
     dt = w.dtype
     w = np.ascontiguousarray(w)
     cin, cout = (Kg, Cg) if transposed else (Cg, Kg)
-    U = _take((groups, a2, cin, cout), dt)
+    U = _take((groups, a2, cin, cout), dt) if out is None else out
     G = _g(m, dt)
     nch = max(1, min(8, cin // 8))
     chunks = [(j * cin // nch, (j + 1) * cin // nch) for j in range(nch)]
@@ -404,11 +404,11 @@ def cached_weight_transform(w, groups: int, m: int, transposed: bool) -> np.ndar
         return hit[1]
     if not np.isfinite(w).all():
         return None
-    pooled = weight_transform(w, groups, m, transposed)
-    U = pooled.copy() if pooled.nbytes <= U_CACHE_BYTES // 4 else None
-    if U is None:
-        return pooled
-    _release(pooled)
+    K, Cg = w.shape[:2]
+    shape = (groups, (m + 2) ** 2) + ((K // groups, Cg) if transposed else (Cg, K // groups))
+    if np.prod(shape) * w.dtype.itemsize > U_CACHE_BYTES // 4:
+        return weight_transform(w, groups, m, transposed)  # pooled, not kept
+    U = weight_transform(w, groups, m, transposed, out=np.empty(shape, w.dtype))
     with _U_LOCK:
         _U_CACHE.pop(key, None)
         _U_CACHE[key] = (w.copy(), U)
