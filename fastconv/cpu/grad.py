@@ -29,9 +29,12 @@ every path is bit-identical from run to run and for any thread count.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
+from fastconv import _algorithms
 from fastconv._algorithms import choose_for
 from fastconv._config import JIT_PARALLEL, JIT_SERIAL
 from fastconv.cpu import blas, gemm
@@ -71,6 +74,19 @@ def correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto"):
     name = algorithm
     if name == "auto":
         name = choose_for(xp.shape[0], gw.shape, g.shape[2:], stride, groups)
+        if name == "gemm" and winograd_weight_wins(xp.shape[0], gw.shape, g.shape[2:], stride,
+                                                   dilation, groups):
+            name = "winograd"
+    if name == "winograd":
+        from fastconv.cpu import winograd_weight
+
+        if winograd_weight.applies(xp.shape, gw.shape, g.shape, stride, dilation):
+            with np.errstate(invalid="ignore", over="ignore"):
+                if winograd_weight.correlate_weight(
+                        np.ascontiguousarray(xp[:, :, 0]), np.ascontiguousarray(g[:, :, 0]),
+                        gw[:, :, 0], groups, WEIGHT_PARTS):
+                    return gw
+        name = "gemm"
     if name == "gemm" and gemm.shifted_ok(stride):
         with np.errstate(invalid="ignore", over="ignore"):
             if _weight_shifted(np.ascontiguousarray(xp), g, gw, dilation, groups):
@@ -106,6 +122,26 @@ def to_pitch(g, gq):
                         dst[i] = 0
                 else:
                     dst[:] = 0
+
+
+def winograd_weight_wins(N, w_shape, out_spatial, stride, dilation, groups) -> bool:
+    """Whether "auto" runs the Winograd weight gradient (``fastconv.cpu.winograd_weight``)
+    where the forward rule picks "gemm": a 2-D 3x3 kernel at stride 1 and dilation 1, at
+    least ``WINOGRAD_MIN_CHANNELS`` channels per group on both sides, the work at least
+    ``WINOGRAD_MIN_MACS`` and at least ``WINOGRAD_MIN_TILES`` tiles in the batch (the
+    forward's constants, ``fastconv._algorithms``)."""
+    from fastconv.cpu.winograd_weight import applies, tile_size
+
+    K, Cg = int(w_shape[0]), int(w_shape[1])
+    if not applies((N, Cg * groups), w_shape, (N, K) + tuple(out_spatial), stride, dilation):
+        return False
+    oh, ow = int(out_spatial[1]), int(out_spatial[2])
+    m = tile_size(oh, ow)
+    tiles = N * -(-oh // m) * -(-ow // m)
+    macs = N * math.prod(int(v) for v in w_shape) * oh * ow
+    return (min(Cg, K // groups) >= _algorithms.WINOGRAD_MIN_CHANNELS
+            and tiles >= _algorithms.WINOGRAD_MIN_TILES
+            and macs >= _algorithms.WINOGRAD_MIN_MACS)
 
 
 #: Parallel parts of the GEMM weight gradient aimed at (partial sums over consecutive
