@@ -68,8 +68,11 @@ def _dot4(seg, sw, g0, g1, g2, g3, zero):
 def correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto"):
     """gw[k, c, r] = sum_{n, o} g[n, k, o] * xp[n, group(k)*C_g + c, o*stride + r*dilation].
 
-    ``algorithm`` is "auto" (the forward rule on this correlation's shapes), "gemm" or
-    "direct"; "gemm" needs unit strides, SciPy's BLAS and a finite ``xp`` (else direct).
+    ``algorithm`` is "auto" (the forward rule on this correlation's shapes, then
+    "winograd" where :func:`winograd_weight_wins`), "winograd", "gemm" or "direct";
+    "winograd" needs a 2-D 3x3 kernel at stride 1 and dilation 1 (else "gemm") and finite
+    values (else direct); "gemm" needs unit strides, SciPy's BLAS and a finite ``xp``
+    (else direct).
     """
     name = algorithm
     if name == "auto":
@@ -86,7 +89,9 @@ def correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto"):
                         np.ascontiguousarray(xp[:, :, 0]), np.ascontiguousarray(g[:, :, 0]),
                         gw[:, :, 0], groups, WEIGHT_PARTS):
                     return gw
-        name = "gemm"
+            name = "direct"  # a NaN/Inf: its pattern as in the direct kernel
+        else:
+            name = "gemm"
     if name == "gemm" and gemm.shifted_ok(stride):
         with np.errstate(invalid="ignore", over="ignore"):
             if _weight_shifted(np.ascontiguousarray(xp), g, gw, dilation, groups):
