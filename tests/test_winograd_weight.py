@@ -163,3 +163,23 @@ def test_other_shapes_take_the_old_paths():
     cgrad.correlate_weight(x[:, :, None], g[:, :, None], gw, np.array([1, 2, 2]), ONES, 1,
                            algorithm="winograd")
     _close(gw[:, :, 0], conv_weight_nd(x, (8, 8, 3, 3), g, 2), 1e-12)
+
+
+@pytest.mark.parametrize("padding", [0, (2, 1), (0, 2), "same"])
+def test_zero_padding_read_in_place(padding, monkeypatch):
+    """The public weight gradient passes the unpadded input and its zero padding; the
+    Winograd path reads it in place (the others pad first)."""
+    calls = []
+    real = ww.correlate_weight
+    monkeypatch.setattr(ww, "correlate_weight", lambda *a: calls.append(a[-1]) or real(*a))
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 32, 40, 38), dtype=np.float32)
+    wsh = (32, 32, 3, 3)
+    y = fc.conv2d(x, np.zeros(wsh, np.float32), padding=padding)
+    g = rng.standard_normal(y.shape, dtype=np.float32)
+    got = fc.grad.conv2d_weight(x, wsh, g, padding=padding)
+    pt, pl = (1, 1) if padding == "same" else np.broadcast_to(padding, 2)
+    assert calls == [(pt, pl)]
+    want = fc.grad.conv2d_weight(x.astype(np.float64), wsh, g.astype(np.float64),
+                                 padding=padding, algorithm="direct")
+    _close(got, want, TOL[4])

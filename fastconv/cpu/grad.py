@@ -39,7 +39,7 @@ from fastconv._algorithms import choose_for
 from fastconv._config import JIT_PARALLEL, JIT_SERIAL
 from fastconv.cpu import blas, gemm
 from fastconv.cpu.conv import correlate
-from fastconv.cpu.pad import MODE_CODES, source_index
+from fastconv.cpu.pad import MODE_CODES, pad, source_index
 
 
 @njit(inline="always", **JIT_SERIAL)
@@ -65,8 +65,11 @@ def _dot4(seg, sw, g0, g1, g2, g3, zero):
     return s0, s1, s2, s3
 
 
-def correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto"):
+def correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto", pads=None):
     """gw[k, c, r] = sum_{n, o} g[n, k, o] * xp[n, group(k)*C_g + c, o*stride + r*dilation].
+
+    ``pads`` (3 (before, after) pairs), when given, means ``xp`` is the unpadded input
+    with that zero padding: the Winograd path reads it in place, the others pad first.
 
     ``algorithm`` is "auto" (the forward rule on this correlation's shapes, then
     "winograd" where :func:`winograd_weight_wins`), "winograd", "gemm" or "direct";
@@ -87,11 +90,14 @@ def correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto"):
             with np.errstate(invalid="ignore", over="ignore"):
                 if winograd_weight.correlate_weight(
                         np.ascontiguousarray(xp[:, :, 0]), np.ascontiguousarray(g[:, :, 0]),
-                        gw[:, :, 0], groups, WEIGHT_PARTS):
+                        gw[:, :, 0], groups, WEIGHT_PARTS,
+                        (0, 0) if pads is None else (pads[1][0], pads[2][0])):
                     return gw
             name = "direct"  # a NaN/Inf: its pattern as in the direct kernel
         else:
             name = "gemm"
+    if pads is not None:
+        xp = pad(xp, pads, "zeros")
     if name == "gemm" and gemm.shifted_ok(stride):
         with np.errstate(invalid="ignore", over="ignore"):
             if _weight_shifted(np.ascontiguousarray(xp), g, gw, dilation, groups):

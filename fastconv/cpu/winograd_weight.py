@@ -142,10 +142,12 @@ FUSED_MAX_ACC_BYTES = 1 << 20
 STAGED_TILES = 512
 
 
-def correlate_weight(xp, g, gw, groups: int, parts: int) -> bool:
+def correlate_weight(xp, g, gw, groups: int, parts: int, before=(0, 0)) -> bool:
     """gw[k, c, a, b] = sum_{n, i, j} g[n, k, i, j] * xp[n, group(k)*Cg + c, i + a, j + b]
     for a 3x3 kernel at stride 1 (``xp`` ``(N, C, Hp, Wp)`` padded, ``g`` ``(N, K, OH, OW)``,
-    ``gw`` ``(K, Cg, 3, 3)``). False (``gw`` partly written) when a value is not finite.
+    ``gw`` ``(K, Cg, 3, 3)``; ``xp`` may also be the unpadded input, its zero padding read
+    in place: ``before`` = (top, left) padding). False (``gw`` partly written) when a value
+    is not finite.
 
     Fused form (the accumulator within ``FUSED_MAX_ACC_BYTES``): ``parts`` consecutive
     runs of blocks, each summed in its own accumulator by one task, added in order.
@@ -161,9 +163,9 @@ def correlate_weight(xp, g, gw, groups: int, parts: int) -> bool:
     dt = gw.dtype
     with np.errstate(invalid="ignore", over="ignore"):
         if a2 * Kg * Cg * dt.itemsize <= FUSED_MAX_ACC_BYTES:
-            acc = _fused(xp, g, groups, Kg, Cg, m, parts)
+            acc = _fused(xp, g, groups, Kg, Cg, m, parts, before)
         else:
-            acc = _staged(xp, g, groups, Kg, Cg, m)
+            acc = _staged(xp, g, groups, Kg, Cg, m, before)
         if acc is None:
             return False
         # dW[k, c, i, j] = sum_{p, q} G[p, i] G[q, j] M[p*alpha + q, k, c]: one product
@@ -201,7 +203,7 @@ def _scratch(dt, nimg, nty, tw, m, Cg, Kg, *extra) -> _Carve:
                   alpha * alpha * max(Cg, Kg), max(Cg, Kg), *extra)
 
 
-def _fill_transform(xp, g, n0, nimg, ty0, nty, tw, m, xc0, gc0, V, U, t0, c) -> bool:
+def _fill_transform(xp, g, n0, nimg, ty0, nty, tw, m, xc0, gc0, V, U, t0, c, before) -> bool:
     """Fill one block (``nimg`` images from ``n0``, ``nty`` tile rows from ``ty0``) of
     both operands channels-innermost and transform it into ``V[:, t0:]`` and ``U[:, t0:]``
     (False, nothing transformed, when a value is not finite); ``c`` is
@@ -212,7 +214,7 @@ def _fill_transform(xp, g, n0, nimg, ty0, nty, tw, m, xc0, gc0, V, U, t0, c) -> 
     xb = c.views[0].reshape(nimg, Hr, Wt, Cg)
     gb = c.views[1].reshape(nimg, nty * m, tw * m, Kg)
     tmp, chk = c.views[2], c.views[3]
-    fill_rows(xp, n0, xc0, ty0 * m, 0, 0, xb)
+    fill_rows(xp, n0, xc0, ty0 * m, before[0], before[1], xb)
     fill_rows(g, n0, gc0, ty0 * m, 0, 0, gb)
     if not (finite_block(xb, chk[:Cg]) and finite_block(gb, chk[:Kg])):
         return False
@@ -222,7 +224,7 @@ def _fill_transform(xp, g, n0, nimg, ty0, nty, tw, m, xc0, gc0, V, U, t0, c) -> 
     return True
 
 
-def _fused(xp, g, groups, Kg, Cg, m, parts):
+def _fused(xp, g, groups, Kg, Cg, m, parts, before):
     """The fused form: the parts' sums ``(parts, groups, alpha^2, Kg, Cg)`` (pooled), or
     None (not finite)."""
     N = xp.shape[0]
@@ -253,7 +255,7 @@ def _fused(xp, g, groups, Kg, Cg, m, parts):
             V = c.views[4].reshape(a2, T, Cg)
             U = c.views[5].reshape(a2, T, Kg)
             if not _fill_transform(xp, g, n0, nimg, ty0, nty, tw, m, grp * Cg, grp * Kg, V, U,
-                                   0, c):
+                                   0, c, before):
                 finite[i] = False
                 return
             prod = gemms[T]
@@ -269,7 +271,7 @@ def _fused(xp, g, groups, Kg, Cg, m, parts):
     return None
 
 
-def _staged(xp, g, groups, Kg, Cg, m):
+def _staged(xp, g, groups, Kg, Cg, m, before):
     """The staged form: M ``(1, groups, alpha^2, Kg, Cg)`` (pooled), or None (not
     finite)."""
     N = xp.shape[0]
@@ -306,7 +308,7 @@ def _staged(xp, g, groups, Kg, Cg, m):
             n0, nimg, ty0, nty = stage[j]
             c = _scratch(dt, nimg, nty, tw, m, Cg, Kg)
             flags[i] = _fill_transform(xp, g, n0, nimg, ty0, nty, tw, m, grp * Cg, grp * Kg,
-                                       V[grp, :, :T], U[grp, :, :T], offs[j], c)
+                                       V[grp, :, :T], U[grp, :, :T], offs[j], c, before)
 
         blas.parallel(transform, groups * nb)
         if not all(flags):
