@@ -86,13 +86,13 @@ def _a4(s0, s1, s2, s3, d0, d1, d2, d3, d4, d5):
 
 
 @njit(**JIT_SERIAL)
-def transform_grad(gb, m, tmp, U):
-    """U[p*alpha + q, t, :] = (A g_t A^T)[p, q] for every ``m x m`` tile ``t = (i, ty, tx)``
-    of ``gb`` ``(nimg, rows, cols, K)`` (row-major tile order); ``tmp`` is
-    ``(alpha, m, K)`` scratch."""
+def transform_grad(gb, m, tmp, U, t0):
+    """U[p*alpha + q, t0 + t, :] = (A g_t A^T)[p, q] for every ``m x m`` tile
+    ``t = (i, ty, tx)`` of ``gb`` ``(nimg, rows, cols, K)`` (row-major tile order); ``tmp``
+    is ``(alpha, m, K)`` scratch."""
     nimg, Hg, Wg, K = gb.shape
     th, tw = Hg // m, Wg // m
-    t = 0
+    t = t0
     for i in range(nimg):
         for ty in range(th):
             r0 = ty * m
@@ -140,6 +140,8 @@ def finite_block(b, acc):
 FUSED_MAX_ACC_BYTES = 1 << 20
 #: Most tiles of one stage of the staged form.
 STAGED_TILES = 512
+#: Tiles of one transform task of the staged form (fewer calls; whole images or rows).
+STAGED_BLOCK_TILES = 64
 
 
 def correlate_weight(xp, g, gw, groups: int, parts: int, before=(0, 0)) -> bool:
@@ -169,30 +171,31 @@ def correlate_weight(xp, g, gw, groups: int, parts: int, before=(0, 0)) -> bool:
         if acc is None:
             return False
         # dW[k, c, i, j] = sum_{p, q} G[p, i] G[q, j] M[p*alpha + q, k, c]: one product
-        # (9 x alpha^2) @ (alpha^2 x columns) per group, part and column chunk, the parts
-        # added in order (beta = 1)
+        # (columns x alpha^2) @ (alpha^2 x 9) per group, part and column chunk, written in
+        # dW's own layout, the parts added in order (beta = 1)
         G = _G[m]
-        W9 = np.ascontiguousarray(np.einsum("pi,qj->ijpq", G, G).reshape(9, a2), dtype=dt)
+        W9 = np.ascontiguousarray(np.einsum("pi,qj->pqij", G, G).reshape(a2, 9), dtype=dt)
         parts = acc.shape[0]
         KC = Kg * Cg
         nch = max(1, min(8, KC // 2048))
         cols = [(j * KC // nch, (j + 1) * KC // nch) for j in range(nch)]
-        res = np.empty((groups, 9, KC), dtype=dt)
+        res = gw if gw.flags.c_contiguous else np.empty(gw.shape, dtype=dt)
         aa, wa, ra = blas.address(acc), blas.address(W9), blas.address(res)
         s = dt.itemsize
-        prods = {c1 - c0: blas.Gemm(dt, 9, c1 - c0, a2, lda=a2, ldb=KC, ldc=KC)
+        prods = {c1 - c0: blas.Gemm(dt, c1 - c0, 9, a2, lda=KC, ldb=9, ldc=9, ta=True)
                  for c0, c1 in cols}
 
         def task(i):
             grp, j = divmod(i, nch)
             c0, c1 = cols[j]
             for part in range(parts):
-                prods[c1 - c0](wa, aa + ((part * groups + grp) * a2 * KC + c0) * s,
-                               ra + (grp * 9 * KC + c0) * s, part > 0)
+                prods[c1 - c0](aa + ((part * groups + grp) * a2 * KC + c0) * s, wa,
+                               ra + (grp * KC + c0) * 9 * s, part > 0)
 
         blas.parallel(task, groups * nch)
         _release(acc)
-        gw[...] = res.reshape(groups, 3, 3, Kg, Cg).transpose(0, 3, 4, 1, 2).reshape(gw.shape)
+        if res is not gw:
+            gw[...] = res
         return bool(np.isfinite(res).all())
 
 
@@ -219,8 +222,7 @@ def _fill_transform(xp, g, n0, nimg, ty0, nty, tw, m, xc0, gc0, V, U, t0, c, bef
     if not (finite_block(xb, chk[:Cg]) and finite_block(gb, chk[:Kg])):
         return False
     transform_input(xb, m, tmp[: alpha * alpha * Cg].reshape(alpha, alpha, Cg), V, t0)
-    T = nimg * nty * tw
-    transform_grad(gb, m, tmp[: alpha * m * Kg].reshape(alpha, m, Kg), U[:, t0 : t0 + T])
+    transform_grad(gb, m, tmp[: alpha * m * Kg].reshape(alpha, m, Kg), U, t0)
     return True
 
 
@@ -281,13 +283,15 @@ def _staged(xp, g, groups, Kg, Cg, m, before):
     s = dt.itemsize
     th, tw = -(-OH // m), -(-OW // m)
     per = th * tw
-    if per <= STAGED_TILES:  # stages of whole images, blocks of one image
+    if per <= STAGED_TILES:  # stages of whole images, blocks of whole images (~64 tiles)
         ipb = max(1, min(N, STAGED_TILES // per))
-        stages = [[(n, 1, 0, th) for n in range(n0, min(N, n0 + ipb))]
+        bi = max(1, min(ipb, STAGED_BLOCK_TILES // per))
+        stages = [[(n, min(bi, n0 + ipb - n, N - n), 0, th)
+                   for n in range(n0, min(N, n0 + ipb), bi)]
                   for n0 in range(0, N, ipb)]
     else:  # stages of tile rows of one image, blocks of ~64 tiles
         rows = max(1, STAGED_TILES // tw)
-        brows = max(1, 64 // tw)
+        brows = max(1, STAGED_BLOCK_TILES // tw)
         stages = [[(n, 1, b, min(brows, r0 + rows - b, th - b))
                    for b in range(r0, min(th, r0 + rows), brows)]
                   for n in range(N) for r0 in range(0, th, rows)]
@@ -303,12 +307,12 @@ def _staged(xp, g, groups, Kg, Cg, m, before):
         nb = len(stage)
         flags = [True] * (groups * nb)
 
-        def transform(i, stage=stage, offs=offs, nb=nb, flags=flags, T=T):
+        def transform(i, stage=stage, offs=offs, nb=nb, flags=flags):
             grp, j = divmod(i, nb)
             n0, nimg, ty0, nty = stage[j]
             c = _scratch(dt, nimg, nty, tw, m, Cg, Kg)
             flags[i] = _fill_transform(xp, g, n0, nimg, ty0, nty, tw, m, grp * Cg, grp * Kg,
-                                       V[grp, :, :T], U[grp, :, :T], offs[j], c, before)
+                                       V[grp], U[grp], offs[j], c, before)
 
         blas.parallel(transform, groups * nb)
         if not all(flags):
