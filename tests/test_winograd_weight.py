@@ -165,10 +165,13 @@ def test_other_shapes_take_the_old_paths():
     _close(gw[:, :, 0], conv_weight_nd(x, (8, 8, 3, 3), g, 2), 1e-12)
 
 
-@pytest.mark.parametrize("padding", [0, (2, 1), (0, 2), "same"])
-def test_zero_padding_read_in_place(padding, monkeypatch):
+@pytest.mark.parametrize(("padding", "form"), [(0, "fused"), ((2, 1), "fused"),
+                                               ((0, 2), "staged"), ("same", "staged")])
+def test_zero_padding_read_in_place(padding, form, monkeypatch):
     """The public weight gradient passes the unpadded input and its zero padding; the
     Winograd path reads it in place (the others pad first)."""
+    if form == "staged":
+        monkeypatch.setattr(ww, "FUSED_MAX_ACC_BYTES", 0)
     calls = []
     real = ww.correlate_weight
     monkeypatch.setattr(ww, "correlate_weight", lambda *a: calls.append(a[-1]) or real(*a))
