@@ -22,6 +22,10 @@ to the correlation they run; ``"gemm"`` means:
   uses the direct kernel (the zero garbage columns would turn ``0 * inf`` into NaN where
   the direct sum never reads that pixel).
   With stride > 1 the direct kernel runs.
+- weight gradient, "winograd" (what "auto" runs instead of "gemm" for 2-D 3x3 kernels at
+  stride 1 and dilation 1 with >= 16 channels per group: :func:`winograd_weight_wins`):
+  ``fastconv.cpu.winograd_weight``, F(3x3, 4x4) / F(3x3, 2x2), zero padding read in
+  place; a NaN/Inf runs the direct kernel.
 
 GEMM tasks are fixed, single-threaded sequences of BLAS calls (``fastconv.cpu.blas``), so
 every path is bit-identical from run to run and for any thread count.
