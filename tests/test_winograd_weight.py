@@ -188,3 +188,15 @@ def test_zero_padding_read_in_place(padding, form, monkeypatch):
     want = fc.grad.conv2d_weight(x.astype(np.float64), wsh, g.astype(np.float64),
                                  padding=padding, algorithm="direct")
     _close(got, want, TOL[4])
+
+
+def test_overflow_in_the_transforms_runs_direct():
+    """Finite inputs whose transforms overflow (a non-finite result) take the direct
+    kernel, so the result is the direct one bit for bit."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 16, 10, 10), dtype=np.float32)
+    g = rng.standard_normal((1, 16, 10, 10), dtype=np.float32)
+    x[0, 2, 4, 4] = 3e38
+    got = _winograd(x, (16, 16, 3, 3), g, [(1, 1)] * 2, 1)
+    want = fc.grad.conv2d_weight(x, (16, 16, 3, 3), g, padding=1, algorithm="direct")
+    np.testing.assert_array_equal(got, want)
