@@ -391,12 +391,39 @@ def winograd_reason(w_shape: tuple, out_spatial: tuple, stride: tuple, dilation:
 
 
 def _winograd_applies(p: Problem) -> str | None:
+    if p.op == "weight_grad":  # F(3x3, m x m) of fastconv.cpu.winograd_weight
+        from fastconv.cpu.winograd_weight import applies
+
+        ok = applies((p.N, p.Cg * p.groups), p.w_shape, (p.N, p.w_shape[0]) + tuple(
+            p.out_spatial), p.stride, p.dilation)
+        return None if ok else "needs a 2-D 3x3 kernel, stride 1 and dilation 1"
     if not p.in_place:
         return "needs grad_output read in place (forward stride 1, nothing cropped)"
     return winograd_reason(p.w_shape, p.out_spatial, p.stride, p.dilation, p.groups)
 
 
+def _winograd_weight_regime(p: Problem) -> str | None:
+    """``fastconv.cpu.grad.winograd_weight_wins``: where the rule picks "gemm", 2-D 3x3,
+    enough channels, work and tiles."""
+    from fastconv.cpu.winograd_weight import tile_size
+
+    if _gemm_regime(p) is not None:
+        return "replaces gemm only where gemm's regime holds"
+    oh, ow = int(p.out_spatial[1]), int(p.out_spatial[2])
+    m = tile_size(oh, ow)
+    tiles = p.N * -(-oh // m) * -(-ow // m)
+    if min(p.Cg, p.Kg) < WINOGRAD_MIN_CHANNELS:
+        return f"min(Cg, Kg) = {min(p.Cg, p.Kg)} < {WINOGRAD_MIN_CHANNELS}"
+    if tiles < WINOGRAD_MIN_TILES:
+        return f"{tiles} tiles < WINOGRAD_MIN_TILES={WINOGRAD_MIN_TILES}"
+    if p.macs < WINOGRAD_MIN_MACS:
+        return f"{p.macs} multiply-adds < WINOGRAD_MIN_MACS={WINOGRAD_MIN_MACS}"
+    return None
+
+
 def _winograd_regime(p: Problem) -> str | None:
+    if p.op == "weight_grad":
+        return _winograd_weight_regime(p)
     from fastconv.cpu.winograd import FUSED_MIN_IMAGE_TILES, tile_size
 
     oh, ow = int(p.out_spatial[1]), int(p.out_spatial[2])
@@ -431,9 +458,9 @@ def _winograd_core(be, plan: ConvPlan):
 
 
 register(Algorithm(
-    "winograd", "F(4x4, 3x3) / F(2x2, 3x3) as BLAS products (fastconv.cpu.winograd)",
-    ("forward", "input_grad"), _winograd_applies, _winograd_regime, _winograd_cost,
-    {"cpu": _winograd_core}, strict=True))
+    "winograd", "F(4x4, 3x3) / F(2x2, 3x3) as BLAS products (fastconv.cpu.winograd; the "
+    "weight gradient: fastconv.cpu.winograd_weight)", OPS, _winograd_applies,
+    _winograd_regime, _winograd_cost, {"cpu": _winograd_core}, strict=True))
 
 
 # separable ---------------------------------------------------------------------------------

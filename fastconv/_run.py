@@ -197,9 +197,11 @@ def correlate_weight(plan: ConvPlan, backend_name: str, x, grad_output, weight_s
         x5 = be.asarray(x, plan.dtype).reshape(plan.x_shape)
         g5 = be.asarray(grad_output, plan.dtype).reshape(plan.out_shape)
         gw = be.empty(plan.w_shape, plan.dtype)
-        be.correlate_weight(be.pad(x5, plan.pads, plan.padding_mode), g5, gw,
-                            np.array(plan.stride), np.array(plan.dilation), plan.groups,
-                            algorithm=algorithm)
+        in_place = plan.padding_mode == "zeros"  # the core reads (or makes) zero padding
+        xp = x5 if in_place else be.pad(x5, plan.pads, plan.padding_mode)
+        be.correlate_weight(xp, g5, gw, np.array(plan.stride), np.array(plan.dilation),
+                            plan.groups, algorithm=algorithm,
+                            pads=plan.pads if in_place else None)
     return gw.reshape(weight_size)
 
 

@@ -78,7 +78,13 @@ def _frozen_input_grad(p: Problem) -> str:
 
 
 def _frozen_weight_grad(p: Problem) -> str:
+    """``fastconv.cpu.grad.correlate_weight``'s "auto"."""
+    from fastconv.cpu.grad import winograd_weight_wins
+
     name = _frozen_choose_for(p.N, p.w_shape, p.out_spatial, p.stride, p.groups)
+    if name == "gemm" and winograd_weight_wins(p.N, p.w_shape, p.out_spatial, p.stride,
+                                               p.dilation, p.groups):
+        return "winograd"
     return "direct" if name == "fft" else name
 
 
@@ -230,7 +236,9 @@ def test_explain_other_ops_and_names():
     assert fc.explain(fc.grad.conv2d_input, (8, 64, 56, 56), w, g, padding=1).chosen == \
         "winograd"
     assert fc.explain("grad.conv2d_weight", np.zeros((8, 64, 56, 56)), (64, 64, 3, 3), g,
-                      padding=1).chosen == "gemm"
+                      padding=1).chosen == "winograd"
+    assert fc.explain("grad.conv2d_weight", np.zeros((8, 64, 56, 56)), (64, 64, 3, 3), g,
+                      padding=1, algorithm="gemm").chosen == "gemm"
     e = fc.explain(fc.conv_transpose2d, np.zeros((2, 8, 9, 9)), np.zeros((8, 4, 3, 3)), stride=2)
     assert e.chosen == "direct" and "winograd" not in [r[0] for r in e.rows if r[2] is None]
     e = fc.explain(fc.conv2d, np.zeros((1, 1, 8, 8)), np.zeros((1, 1, 3, 3)), algorithm="fft")

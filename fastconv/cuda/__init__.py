@@ -21,7 +21,8 @@ The backend contract (``fastconv._dispatch.CONTRACT``; ``fastconv.cpu`` and
   kernel on a padded input; the other algorithms' cores come from
   ``fastconv._algorithms``), ``correlate_input(g, w, bias, out, spread_shape,
   spread_src, spread_dst, dilation, groups, pads, mode, algorithm="auto")``,
-  ``correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto")``,
+  ``correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto", pads=None)``
+  (with ``pads``, ``xp`` is the unpadded input and the padding is zeros),
   ``sum_channels(g3, out)``;
 - pooling: ``max_pool(x, out, indices, kernel, stride, pads, dilation)``,
   ``avg_pool(x, out, kernel, stride, pads, divisors)``, ``max_pool_backward(g, x, gx,

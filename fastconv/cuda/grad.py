@@ -23,7 +23,7 @@ from fastconv.cpu.pad import MODE_CODES
 from fastconv.cuda._launch import PerDtype, ceil_div, grid1, grid3, launch
 from fastconv.cuda.arrays import copy_into, empty, zeros
 from fastconv.cuda.conv import correlate
-from fastconv.cuda.pad import source_index
+from fastconv.cuda.pad import pad, source_index
 
 __all__ = ["correlate_input", "correlate_weight", "sum_channels", "unpad"]
 
@@ -173,12 +173,15 @@ def _build(nbtype):
 _KERNELS = PerDtype(_build)
 
 
-def correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto"):
+def correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto", pads=None):
     """gw[k, c, r] = sum_{n, o} g[n, k, o] * xp[n, group(k)*C_g + c, o*stride + r*dilation].
 
-    ``xp`` is the padded input, ``g`` the output gradient, ``gw`` a contiguous 5-D array
+    ``xp`` is the padded input, or with ``pads`` (3 (before, after) pairs) the unpadded
+    input with that zero padding; ``g`` the output gradient, ``gw`` a contiguous 5-D array
     (returned). ``algorithm``: every value runs the one direct kernel on the GPU.
     """
+    if pads is not None:
+        xp = pad(xp, pads, "zeros")
     sd, sh, sw = (int(v) for v in stride)
     dd, dh, dw = (int(v) for v in dilation)
     kd, kh, kw = (int(v) for v in gw.shape[2:])
