@@ -309,6 +309,13 @@ def out_of_core_progress(output: str):
         yield progress
 
 
+class Inputs(click.Argument):
+    """``INPUT...`` in the usage line; ``'INPUT'`` in its error messages, as for one file."""
+
+    def get_error_hint(self, ctx) -> str:
+        return "'INPUT'"
+
+
 FORMAT_OPTION = click.option(
     "--format", "fmt", type=click.Choice(FORMATS),
     default=None, help="With -o OUTDIR/: write every output in this format [default: each "
@@ -329,7 +336,7 @@ def check_many(chunks) -> None:
 
 
 @cli.command(short_help="Convolve arrays or images with a kernel.")
-@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...",
+@click.argument("inputs", cls=Inputs, nargs=-1, required=True, metavar="INPUT...",
                 type=click.Path(exists=True, dir_okay=False))
 @click.option("-k", "--kernel", type=KERNEL, required=True,
               help="Kernel: a .npy file, a named kernel (sobel-x, gaussian:5:1.0; see "
@@ -426,7 +433,7 @@ def convolve(inputs, kernel, output, bias, stride, padding, dilation, groups, pa
 
 
 @cli.command(short_help="Max or average pooling of arrays or images.")
-@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...",
+@click.argument("inputs", cls=Inputs, nargs=-1, required=True, metavar="INPUT...",
                 type=click.Path(exists=True, dir_okay=False))
 @click.option("--size", type=INTS, default=None, help="Window: N or N,N.")
 @click.option("--stride", type=INTS, default=None, help="N or N,N (default: the window size).")

@@ -44,3 +44,31 @@ def test_empty_cache_is_reported_cold(tmp_path):
                          text=True, check=True).stdout.split()
     assert out[0] == "0" and int(out[1]) > 0 and out[2] == "False"
     assert out[3].startswith(str(tmp_path))
+
+
+def test_a_convolution_imports_only_its_kernels():
+    """Warm start: a process whose calls are convolutions never imports the pooling,
+    gradient, adaptive or unpooling kernel modules (their dispatchers are not built)."""
+    code = ("import sys, numpy as np, fastconv as fc; "
+            "fc.conv2d(np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2))); "
+            "fc.corr2d([[0, 1, 2], [3, 4, 5], [6, 7, 8]], [[0, 1], [2, 3]]); "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('fastconv.cpu'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert "fastconv.cpu.conv" in out
+    for name in ("pool", "grad", "adaptive", "unpool"):
+        assert f"fastconv.cpu.{name}" not in out, out
+
+
+def test_lazy_backend_names_resolve():
+    """Every backend name of fastconv.cpu resolves (lazily) to its submodule's object."""
+    import importlib
+
+    import fastconv.cpu as cpu
+
+    for name, module in cpu._LAZY.items():
+        want = getattr(importlib.import_module(f"fastconv.cpu.{module}"), name)
+        assert getattr(cpu, name) is want, name
+    assert callable(cpu.pad) and callable(cpu.fold) and callable(cpu.unfold)
+    for name in cpu.__all__:
+        assert hasattr(cpu, name), name
