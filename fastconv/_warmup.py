@@ -53,6 +53,37 @@ class CacheStatus:
                 f"{self.nbytes / 2**20:.1f} MiB)")
 
 
+def light_blas_import() -> None:
+    """Load ``scipy.linalg.cython_blas`` on its own, before Numba's CPU target starts.
+
+    Numba's target imports that module when it starts (``numba.np.arraymath`` checks that
+    ``np.dot`` has a BLAS), and a submodule import runs its package first: all of
+    ``scipy.linalg`` (decompositions, matrix functions, SciPy's array-API layer), about
+    8x the module itself and a large part of a warm process's first call. Loaded alone
+    (the same extension module, registered under its own name, so Numba, Cython's
+    ``cimport`` and a later ``import scipy.linalg`` all find it), the first call skips
+    that. Does nothing when ``scipy.linalg`` is already imported or cannot be found.
+    """
+    import importlib.machinery
+    import importlib.util
+    import sys
+
+    name = "scipy.linalg.cython_blas"
+    if name in sys.modules or "scipy.linalg" in sys.modules:
+        return
+    try:
+        package = importlib.util.find_spec("scipy.linalg")
+        spec = importlib.machinery.PathFinder.find_spec(
+            name, package.submodule_search_locations) if package else None
+        if spec is None or spec.loader is None:
+            return
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    except Exception:  # any failure: leave it to Numba's own import, as before
+        sys.modules.pop(name, None)
+
+
 def _rng_arrays(dtype: str, *shapes):
     rng = np.random.default_rng(0)
     return [rng.standard_normal(s).astype(dtype) for s in shapes]

@@ -72,3 +72,20 @@ def test_lazy_backend_names_resolve():
     assert callable(cpu.pad) and callable(cpu.fold) and callable(cpu.unfold)
     for name in cpu.__all__:
         assert hasattr(cpu, name), name
+
+
+def test_numba_start_does_not_import_all_of_scipy_linalg():
+    """Numba's CPU target needs scipy.linalg.cython_blas only: a direct convolution loads
+    it alone; a later GEMM convolution (and ``import scipy.linalg``) find the same module."""
+    code = ("import sys, numpy as np, fastconv as fc; "
+            "x = np.random.default_rng(0).standard_normal((1, 32, 8, 8)); "
+            "w = np.random.default_rng(1).standard_normal((32, 32, 3, 3)); "
+            "d = fc.conv2d(x, w, algorithm='direct'); "
+            "print('scipy.linalg' in sys.modules, 'scipy.linalg.cython_blas' in sys.modules); "
+            "g = fc.conv2d(x, w, algorithm='gemm'); "
+            "import scipy.linalg; from scipy.linalg import cython_blas; "
+            "print(cython_blas is sys.modules['scipy.linalg.cython_blas'], "
+            "bool(np.allclose(d, g)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["False", "True", "True", "True"]

@@ -10,10 +10,14 @@ import importlib
 
 import numpy as np
 
+from fastconv._warmup import light_blas_import
+
 # ``fold``/``unfold`` and ``pad`` share their names with submodules: bound here, eagerly, so
 # that a later ``import fastconv.cpu.pad`` elsewhere cannot leave the module in their place.
 from fastconv.cpu.fold import fold, unfold
 from fastconv.cpu.pad import pad
+
+light_blas_import()  # before any kernel starts Numba's CPU target (see its docstring)
 
 #: Backend names -> the submodule defining them, imported on first use (PEP 562): a
 #: process whose calls are all convolutions never imports (nor registers the Numba
