@@ -82,6 +82,37 @@ def light_blas_import() -> None:
         spec.loader.exec_module(module)
     except Exception:  # any failure: leave it to Numba's own import, as before
         sys.modules.pop(name, None)
+        return
+    sys.meta_path.insert(0, _BindCythonBlas())
+
+
+class _BindCythonBlas:
+    """A one-shot import hook: when ``scipy.linalg`` is imported later, its
+    ``cython_blas`` attribute is set to the module :func:`light_blas_import` loaded, as a
+    normal submodule import would have done."""
+
+    def find_spec(self, name, path=None, target=None):
+        import importlib.machinery
+        import sys
+
+        if name != "scipy.linalg":
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        run = loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            blas = sys.modules.get("scipy.linalg.cython_blas")
+            if blas is not None and not hasattr(module, "cython_blas"):
+                module.cython_blas = blas
+
+        loader.exec_module = exec_module
+        return spec
 
 
 def _rng_arrays(dtype: str, *shapes):
