@@ -150,6 +150,8 @@ def _task_grad(dtype: str) -> None:
     fc.grad.conv2d_input(x.shape, w, g[..., ::2, ::2], padding=1, stride=2)
     fc.grad.conv2d_input(x.shape, w, g, padding=1, padding_mode="reflect")
     fc.grad.conv_bias(g)
+    x32, g32 = _rng_arrays(dtype, (2, 32, 32, 32), (2, 32, 32, 32))
+    fc.grad.conv2d_weight(x32, (32, 32, 3, 3), g32, padding=1)  # "auto": Winograd
     tiny, = _rng_arrays(dtype, (1, 1, 3, 3))
     fc.grad.conv2d_input(tiny.shape, np.ones((1, 1, 2, 2), dtype), np.ones((1, 1, 2, 2), dtype))
     fc.grad.conv2d_weight(tiny, (1, 1, 2, 2), np.ones((1, 1, 2, 2), dtype))
