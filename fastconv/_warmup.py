@@ -136,7 +136,9 @@ def _task_conv(dtype: str) -> None:
     fc.conv2d(x32, w32, padding=1, algorithm="gemm")  # shifted GEMM
     plane, big = _rng_arrays(dtype, (1, 1, 48, 48), (1, 1, 20, 20))
     fc.conv2d(plane, big, padding="same", algorithm="fft")
-    fc.conv2d(x, w, b, padding=1, algorithm="winograd")
+    fc.conv2d(x, w, b, padding=1, algorithm="winograd")  # staged (36 tiles an image)
+    x16, w16 = _rng_arrays(dtype, (1, 16, 32, 32), (16, 16, 3, 3))
+    fc.conv2d(x16, w16, padding=1, algorithm="winograd")  # fused (64 tiles an image)
 
 
 def _task_grad(dtype: str) -> None:
