@@ -450,3 +450,26 @@ def test_every_gemm_path_bit_identical_for_1_and_2_threads(dtype, monkeypatch):
     finally:
         numba.set_num_threads(before)
     assert first == second == single
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_1x1_gemm_does_not_depend_on_the_blas_thread_setting(dtype):
+    """A 1x1 layer is one product per image, but not a BLAS-threaded one: OpenBLAS's
+    sgemm/dgemm give different bits on 1 and 2 threads for some shapes (measured with
+    NumPy's OpenBLAS 0.3, SkylakeX: ``np.matmul`` of (64, 449) @ (449, 784) differs in
+    float32 and float64; a sweep of 150 random sgemm shapes with K <= 1200 differed in 94),
+    so fastconv multiplies single-threaded per task and the application's BLAS setting
+    never changes its result."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 449, 28, 28)).astype(dtype)
+    w = rng.standard_normal((64, 449, 1, 1)).astype(dtype)
+    with threadpool_limits(limits=1, user_api="blas"):
+        one = fc.conv2d(x, w, algorithm="gemm")
+    with threadpool_limits(limits=2, user_api="blas"):
+        two = fc.conv2d(x, w, algorithm="gemm")
+    assert one.tobytes() == two.tobytes()
+    want = np.einsum("kc,ncs->nks", w[:, :, 0, 0].astype(np.float64),
+                     x.reshape(2, 449, -1).astype(np.float64)).reshape(one.shape)
+    _close(one, want, RTOL32 if dtype == np.float32 else 1e-12)
