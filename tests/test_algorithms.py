@@ -473,3 +473,33 @@ def test_1x1_gemm_does_not_depend_on_the_blas_thread_setting(dtype):
     want = np.einsum("kc,ncs->nks", w[:, :, 0, 0].astype(np.float64),
                      x.reshape(2, 449, -1).astype(np.float64)).reshape(one.shape)
     _close(one, want, RTOL32 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("batch, groups", [(4, 1), (1, 2), (3, 1)])
+def test_1x1_gemm_bias_added_in_the_tasks(batch, groups, monkeypatch):
+    """A 1x1 stride-1 layer multiplies straight into the output and each task adds the
+    bias to its own block (whole images, or column chunks for small batches): the same
+    two roundings as the product plus a separate bias pass, on 1 or 2 threads, and the
+    float64 reference's values."""
+    import numba
+
+    from fastconv.cpu import gemm
+
+    monkeypatch.setattr(gemm, "GEMM_CHUNK_BYTES", 1)
+    monkeypatch.setattr(gemm, "MIN_CHUNK_COLUMNS", 9)
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((batch, 8, 7, 9)).astype(np.float32)
+    w = rng.standard_normal((6, 8 // groups, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        got = fc.conv2d(x, w, b, groups=groups, algorithm="gemm")
+        plain = fc.conv2d(x, w, groups=groups, algorithm="gemm")
+        numba.set_num_threads(1)
+        single = fc.conv2d(x, w, b, groups=groups, algorithm="gemm")
+    finally:
+        numba.set_num_threads(before)
+    assert got.tobytes() == single.tobytes() == (plain + b[:, None, None]).tobytes()
+    _close(got, fc.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                          groups=groups, algorithm="direct"))
