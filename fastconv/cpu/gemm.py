@@ -208,6 +208,10 @@ def shifted(xp, w, bias, out, dilation, groups):
 
     out_g = out.reshape(N, groups, Kg, OD, OH, OW)
     bias_g = np.ascontiguousarray(bias, dtype=out.dtype).reshape(groups, Kg)
+    # in place, the bias is added by each task to its own block while it is in L2
+    # (the same two roundings as a pass over ``out`` after the products)
+    out_rows = out.reshape(N, groups, Kg, -1) if in_place and np.any(bias) else None
+    bias_col = bias_g[:, :, None]
 
     def task(i):
         r0, r1 = chunks[i % nchunks]
@@ -228,10 +232,11 @@ def shifted(xp, w, bias, out, dilation, groups):
             prod(wa + (t * K + g * Kg) * Cg * s, b0 + offs[t] * s, c0, t > 0)
         if y is not None:
             crop_rows(y, bias_g[g], out_g[n, g], r0, r1, Hp, Wp)
+        elif out_rows is not None:
+            block = out_rows[n, g, :, l0 : l0 + lc]
+            np.add(block, bias_col[g], out=block)
 
     blas.parallel(task, N * groups * nchunks)
-    if in_place and np.any(bias):
-        out += bias.reshape(1, K, 1, 1, 1)
     return out
 
 
