@@ -166,8 +166,8 @@ def pytest_collection_modifyitems(config, items):
 
 #: README "SciPy n-D" rows, by the difference a bridged call needed.
 DIFFERENCES = {
-    "dtype": "integer (or longdouble) inputs give float32/float64 where SciPy keeps the "
-             "input dtype (README 'SciPy n-D': 'integer inputs (signal)'); cast to SciPy's "
+    "dtype": "integer (or float16, longdouble) inputs give float32/float64 where SciPy keeps "
+             "the input dtype (README 'SciPy n-D': 'integer inputs (signal)'); cast to SciPy's "
              "dtype, fastconv's exact-integer results pass",
     "complex": "complex inputs raise TypeError (README 'SciPy n-D': 'complex inputs'); "
                "computed from real and imaginary parts by fastconv, the test passes",
