@@ -121,6 +121,15 @@ def max_pool_values(x, out, kernel, stride, pads, dilation, nbuf, RB, nrb, t_lo,
             if hhi <= hlo or dhi <= dlo:
                 for j in range(W):
                     row[j] = -np.inf
+            elif dhi - dlo == 1 and hhi - hlo == 3:  # 3x3 windows: the H taps in one pass
+                r0 = x[n, c, d0 + dlo * dd, h0 + hlo * dh]
+                r1 = x[n, c, d0 + dlo * dd, h0 + (hlo + 1) * dh]
+                r2 = x[n, c, d0 + dlo * dd, h0 + (hlo + 2) * dh]
+                for j in range(W):
+                    u, v, w = r0[j], r1[j], r2[j]
+                    u = v if (v > u) | (v != v) else u
+                    row[j] = w if (w > u) | (w != w) else u
+                hhi = hlo  # done
             for b in range(hlo, hhi):
                 for a in range(dlo, dhi):
                     src = x[n, c, d0 + a * dd, h0 + b * dh]
@@ -131,13 +140,19 @@ def max_pool_values(x, out, kernel, stride, pads, dilation, nbuf, RB, nrb, t_lo,
                         for j in range(W):
                             u, v = row[j], src[j]
                             row[j] = v if (v > u) | (v != v) else u
-            for j in range(nh_cols):
-                hm[j] = buf[j]
-            for r in range(1, kw):
-                seg = buf[r * dw : r * dw + nh_cols]
+            if kw == 3:  # the W taps in one pass
                 for j in range(nh_cols):
-                    u, v = hm[j], seg[j]
-                    hm[j] = v if (v > u) | (v != v) else u
+                    u, v, w = buf[j], buf[j + dw], buf[j + 2 * dw]
+                    u = v if (v > u) | (v != v) else u
+                    hm[j] = w if (w > u) | (w != w) else u
+            else:
+                for j in range(nh_cols):
+                    hm[j] = buf[j]
+                for r in range(1, kw):
+                    seg = buf[r * dw : r * dw + nh_cols]
+                    for j in range(nh_cols):
+                        u, v = hm[j], seg[j]
+                        hm[j] = v if (v > u) | (v != v) else u
             orow = out[n, c, od, oh]
             for o in range(OW):
                 orow[o] = hm[o * sw]
@@ -267,7 +282,7 @@ def _argmax_taps(best, at, seg, first, s):
 
 
 @njit(**JIT_SERIAL)
-def max_pool_grad(x, g, gx, kernel, stride, pads, dilation, t_lo, t_hi):
+def max_pool_grad(x, g, gx, kernel, stride, pads, dilation, at_like, t_lo, t_hi):
     """gx[n, c] = 0, then each g[n, c, o] added at its window's first maximum (NaN wins,
     PyTorch's rule; a window with no tap inside ``x`` sends nothing); ``gx`` is
     ``(N*C, D*H*W)``. One task per input volume ``(n, c)`` (race-free). A whole output
@@ -284,7 +299,7 @@ def max_pool_grad(x, g, gx, kernel, stride, pads, dilation, t_lo, t_hi):
         vol, gv = x[n, c], gx[t]
         gv[:] = 0
         best = np.empty(OW, dtype=x.dtype)
-        at = np.empty(OW, dtype=np.int64)
+        at = np.empty(OW, dtype=at_like.dtype)
         for od in range(OD):
             d0 = od * sd - pd
             dlo, dhi = _taps(d0, kd, dd, D)
@@ -389,8 +404,11 @@ def avg_pool(x, out, kernel, stride, pads, divisors) -> None:
 def max_pool_backward(g, x, gx, kernel, stride, pads, dilation) -> None:
     """gx = gradient of max pooling: each grad_output goes to its window's (first) max."""
     N, C = g.shape[:2]
+    # window positions as int32 beside float32 values: selects on matching vector lanes
+    small = x.dtype == np.float32 and x[0, 0].size < 2**31
+    at_like = np.empty(0, np.int32 if small else np.int64)
     _run(max_pool_grad, N * C, x.size + g.size, x, g, gx.reshape(N * C, -1), _ints(kernel),
-         _ints(stride), _ints(pads), _ints(dilation))
+         _ints(stride), _ints(pads), _ints(dilation), at_like)
 
 
 def _cover(n, k, stride, pad, nout) -> np.ndarray:
