@@ -410,3 +410,27 @@ def test_pool_bit_identical_for_any_thread_count_and_task_split(case, dtype, mon
     np.testing.assert_array_equal(one[1], ri)
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(one[3], avg_pool_nd(x, k, s, p, ceil, False), rtol=tol, atol=tol)
+
+
+def _pool_in_child(x, want, q):
+    q.put(bool(np.array_equal(fc.max_pool2d(x, 3, 2, 1), want)))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_threaded_pooling_works_in_a_forked_child():
+    """A forked child inherits the thread pool object but not its threads; pooling there
+    must make a new pool instead of waiting forever."""
+    import multiprocessing as mp
+
+    x = np.random.default_rng(6).standard_normal((2, 8, 64, 64)).astype(np.float32)
+    want = fc.max_pool2d(x, 3, 2, 1)  # the parent's pool now exists
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_pool_in_child, args=(x, want, q))
+    p.start()
+    p.join(60)
+    if p.is_alive():
+        p.kill()
+        pytest.fail("max_pool2d hung in a forked child")
+    assert q.get(timeout=5) is True

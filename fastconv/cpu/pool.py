@@ -24,6 +24,7 @@ for any thread count.
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -50,10 +51,10 @@ def _run(kernel, ntasks: int, elements: int, *args) -> None:
     if workers <= 1 or elements < SERIAL_ELEMENTS:
         kernel(*args, 0, ntasks)
         return
-    with _pool_lock:
-        if not _pool or _pool[0]._max_workers < workers - 1:
+    with _pool_lock:  # (a forked child inherits the pool without its threads: a new one)
+        if not _pool or _pool[1] != os.getpid() or _pool[0]._max_workers < workers - 1:
             _pool[:] = [ThreadPoolExecutor(max(workers - 1, numba.config.NUMBA_NUM_THREADS - 1),
-                                           thread_name_prefix="fastconv-pool")]
+                                           thread_name_prefix="fastconv-pool"), os.getpid()]
         pool = _pool[0]
     bounds = [ntasks * i // workers for i in range(workers + 1)]
     futures = [pool.submit(kernel, *args, bounds[i], bounds[i + 1])
