@@ -357,3 +357,80 @@ def test_single_plane_pooling_splits_rows_and_matches_oracle():
         np.testing.assert_allclose(fc.avg_pool2d(x, k, s, p),
                                    avg_pool_nd(x, (k, k), (s, s), (p, p)), rtol=1e-5,
                                    atol=1e-6)
+
+
+# --- threads: the task split never changes a bit -------------------------------------------
+
+THREAD_CASES = [
+    # nsp, shape, kernel, stride, padding, dilation, ceil_mode
+    (2, (2, 3, 41, 37), 3, 2, 1, 1, False),
+    (2, (1, 2, 40, 33), (3, 4), (2, 3), (1, 2), (2, 1), True),
+    (1, (3, 4, 501), 5, 3, 2, 2, True),
+    (3, (2, 2, 9, 12, 13), (3, 2, 3), (2, 1, 2), (1, 1, 1), (1, 2, 1), True),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", THREAD_CASES)
+def test_pool_bit_identical_for_any_thread_count_and_task_split(case, dtype, monkeypatch):
+    """Every kernel runs over task ranges split across Python threads; one thread, two
+    threads and the threaded path forced on small calls give the same bits, and the
+    values match the loop oracle (float32 avg within rounding)."""
+    import numba
+
+    from fastconv.cpu import pool as cpu_pool
+
+    nsp, shape, k, s, p, d, ceil = case
+    rng = np.random.default_rng(5)
+    x = np.round(rng.standard_normal(shape), 1).astype(dtype)  # ties
+    x.flat[rng.choice(x.size, 4, replace=False)] = [np.nan, np.inf, -np.inf, -0.0]
+
+    def run():
+        y, i = MAX[nsp](x, k, s, p, d, ceil, return_indices=True)
+        a = AVG[nsp](x, k, s, p, ceil, False, None)
+        g = np.linspace(-1, 1, y.size).reshape(y.shape).astype(dtype)
+        ga = np.linspace(-1, 1, a.size).reshape(a.shape).astype(dtype)
+        return [y, i, MAX[nsp](x, k, s, p, d, ceil), a, MAX_BW[nsp](g, x, k, s, p, d, ceil),
+                AVG_BW[nsp](ga, x, k, s, p, ceil, False, None)]
+
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = run()
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        many = run()
+        monkeypatch.setattr(cpu_pool, "SERIAL_ELEMENTS", 0)
+        forced = run()
+    finally:
+        numba.set_num_threads(before)
+    for a, b, c in zip(one, many, forced, strict=True):
+        assert a.tobytes() == b.tobytes() == c.tobytes()
+    ry, ri = max_pool_nd(x, k, s, p, d, ceil)
+    np.testing.assert_array_equal(one[0], ry.astype(dtype))
+    np.testing.assert_array_equal(one[1], ri)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(one[3], avg_pool_nd(x, k, s, p, ceil, False), rtol=tol, atol=tol)
+
+
+def _pool_in_child(x, want, q):
+    q.put(bool(np.array_equal(fc.max_pool2d(x, 3, 2, 1), want)))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_threaded_pooling_works_in_a_forked_child():
+    """A forked child inherits the thread pool object but not its threads; pooling there
+    must make a new pool instead of waiting forever."""
+    import multiprocessing as mp
+
+    x = np.random.default_rng(6).standard_normal((2, 8, 64, 64)).astype(np.float32)
+    want = fc.max_pool2d(x, 3, 2, 1)  # the parent's pool now exists
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_pool_in_child, args=(x, want, q))
+    p.start()
+    p.join(60)
+    if p.is_alive():
+        p.kill()
+        pytest.fail("max_pool2d hung in a forked child")
+    assert q.get(timeout=5) is True

@@ -13,17 +13,57 @@ Padding never materialises: each window is clipped to the input (max pooling pad
   owns a whole input volume; it finds each window's first maximum itself, a whole
   output row at a time, so no index array is stored), average gathers per input plane
   ``(n, c, id)``.
+
+Threads: every kernel is a serial ``nogil`` loop over a range of independent tasks;
+:func:`_run` splits the tasks over ``numba.get_num_threads()`` Python threads (the caller
+and a shared pool). A Numba ``prange`` kernel compiled 3-4x slower (the parallel passes
+and the gufunc compile), and the first max pooling of a fresh cache took 20 s. Each task
+writes its own outputs with a fixed sequence of operations, so results are bit-identical
+for any thread count.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from numba import njit, prange
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
-from fastconv._config import JIT_PARALLEL, JIT_SERIAL
+import numba
+import numpy as np
+from numba import njit
+
+from fastconv._config import JIT_SERIAL
 
 #: Tasks the forward kernels aim for (row blocks split planes when there are few).
 PLANE_TASKS = 64
+
+#: Below this many input + output elements a call runs on the calling thread only.
+SERIAL_ELEMENTS = 1 << 15
+
+_pool_lock = threading.Lock()
+_pool: list = []
+
+
+def _run(kernel, ntasks: int, elements: int, *args) -> None:
+    """``kernel(*args, lo, hi)`` over contiguous task ranges covering ``[0, ntasks)``,
+    one per thread (the caller runs the first); small calls stay on the caller."""
+    workers = min(numba.get_num_threads(), ntasks)
+    if workers <= 1 or elements < SERIAL_ELEMENTS:
+        kernel(*args, 0, ntasks)
+        return
+    with _pool_lock:  # (a forked child inherits the pool without its threads: a new one)
+        if not _pool or _pool[1] != os.getpid() or _pool[0]._max_workers < workers - 1:
+            _pool[:] = [ThreadPoolExecutor(max(workers - 1, numba.config.NUMBA_NUM_THREADS - 1),
+                                           thread_name_prefix="fastconv-pool"), os.getpid()]
+        pool = _pool[0]
+    bounds = [ntasks * i // workers for i in range(workers + 1)]
+    futures = [pool.submit(kernel, *args, bounds[i], bounds[i + 1])
+               for i in range(1, workers)]
+    try:
+        kernel(*args, bounds[0], bounds[1])
+    finally:
+        for f in futures:
+            f.result()
 
 
 @njit(inline="always", **JIT_SERIAL)
@@ -34,137 +74,6 @@ def _taps(start, k, dil, n):
     return lo, hi
 
 
-@njit(inline="always", **JIT_SERIAL)
-def _max_tap(d, seg, s):
-    """d[o] = max(d[o], seg[o*s]), NaN winning."""
-    for o in range(d.shape[0]):
-        u, v = d[o], seg[o * s]
-        d[o] = v if (v > u) | (v != v) else u
-
-
-@njit(inline="always", **JIT_SERIAL)
-def _add_tap(d, seg, s):
-    """d[o] += seg[o*s]."""
-    for o in range(d.shape[0]):
-        d[o] += seg[o * s]
-
-
-@njit(inline="always", **JIT_SERIAL)
-def _sel(u, v):
-    """max(u, v) with u winning ties (the first maximum) and a NaN v winning."""
-    return v if (v > u) | (v != v) else u
-
-
-@njit(inline="always", **JIT_SERIAL)
-def _max2(d, a, b, s, t):
-    """d[o] = max(a[o*s], b[o*s + t]) in one pass (first maximum wins a tie)."""
-    for o in range(d.shape[0]):
-        d[o] = _sel(a[o * s], b[o * s + t])
-
-
-@njit(inline="always", **JIT_SERIAL)
-def _max3(d, a, b, c, s, t):
-    """d[o] = max(a[o*s], b[o*s + t], c[o*s + 2t]) in one pass, in that order."""
-    for o in range(d.shape[0]):
-        d[o] = _sel(_sel(a[o * s], b[o * s + t]), c[o * s + 2 * t])
-
-
-@njit(inline="always", **JIT_SERIAL)
-def _max_windows(dst, src, k, s, p, dil):
-    """dst[o] = max over taps r of src[o*s - p + r*dil] (taps outside src skipped)."""
-    n, nout = src.shape[0], dst.shape[0]
-    # interior outputs [a, b): every tap inside src, no bounds checks, tap-major loops
-    a = min(nout, (p + s - 1) // s)
-    b = max(a, min(nout, (n - 1 + p - (k - 1) * dil) // s + 1))
-    if b > a and (k == 2 or k == 3) and s <= 2:  # one pass, literal strides
-        d = dst[a:b]
-        seg = src[a * s - p :]
-        if k == 2 and s == 1:
-            _max2(d, seg, seg, 1, dil)
-        elif k == 2:
-            _max2(d, seg, seg, 2, dil)
-        elif s == 1:
-            _max3(d, seg, seg, seg, 1, dil)
-        else:
-            _max3(d, seg, seg, seg, 2, dil)
-    elif b > a:
-        d = dst[a:b]
-        m = b - a
-        seg = src[a * s - p :]
-        for o in range(m):
-            d[o] = seg[o * s]
-        for r in range(1, k):
-            seg = src[a * s - p + r * dil :]
-            if s == 1:  # literal strides: vector loads, not gathers
-                _max_tap(d, seg, 1)
-            elif s == 2:
-                _max_tap(d, seg, 2)
-            else:
-                _max_tap(d, seg, s)
-    for u in range(nout - (b - a)):  # the border outputs, taps clipped
-        o = u if u < a else u + (b - a)
-        start = o * s - p
-        lo, hi = _taps(start, k, dil, n)
-        best = -np.inf
-        for r in range(lo, hi):
-            v = src[start + r * dil]
-            if v > best or v != v:
-                best = v
-        dst[o] = best
-
-
-@njit(inline="always", **JIT_SERIAL)
-def _add2(d, a, b, s, t):
-    """d[o] = a[o*s] + b[o*s + t] in one pass."""
-    for o in range(d.shape[0]):
-        d[o] = a[o * s] + b[o * s + t]
-
-
-@njit(inline="always", **JIT_SERIAL)
-def _add3(d, a, b, c, s, t):
-    """d[o] = (a[o*s] + b[o*s + t]) + c[o*s + 2t] in one pass, in that order."""
-    for o in range(d.shape[0]):
-        d[o] = (a[o * s] + b[o * s + t]) + c[o * s + 2 * t]
-
-
-@njit(inline="always", **JIT_SERIAL)
-def _sum_windows(dst, src, k, s, p):
-    """dst[o] = sum over taps r of src[o*s - p + r] (taps outside src skipped)."""
-    n, nout = src.shape[0], dst.shape[0]
-    a = min(nout, (p + s - 1) // s)
-    b = max(a, min(nout, (n - 1 + p - (k - 1)) // s + 1))
-    if b > a and k == 2 and s <= 2:  # one pass, literal strides
-        d = dst[a:b]
-        seg = src[a * s - p :]
-        if s == 1:
-            _add2(d, seg, seg, 1, 1)
-        else:
-            _add2(d, seg, seg, 2, 1)
-    elif b > a:  # (3 taps in one pass along a row got reassociated by LLVM: not bit-equal)
-        d = dst[a:b]
-        m = b - a
-        seg = src[a * s - p :]
-        for o in range(m):
-            d[o] = seg[o * s]
-        for r in range(1, k):
-            seg = src[a * s - p + r :]
-            if s == 1:
-                _add_tap(d, seg, 1)
-            elif s == 2:
-                _add_tap(d, seg, 2)
-            else:
-                _add_tap(d, seg, s)
-    for u in range(nout - (b - a)):  # the border outputs, taps clipped
-        o = u if u < a else u + (b - a)
-        start = o * s - p
-        lo, hi = _taps(start, k, 1, n)
-        acc = 0.0
-        for r in range(lo, hi):
-            acc += src[start + r]
-        dst[o] = acc
-
-
-@njit(inline="always", **JIT_SERIAL)
 def _row_blocks(planes, nrows):
     """Rows per task and tasks per plane: whole planes when there are many, else row
     blocks, so that a single image still splits over the threads."""
@@ -173,66 +82,85 @@ def _row_blocks(planes, nrows):
     return rb, (nrows + rb - 1) // rb
 
 
-@njit(inline="always", **JIT_SERIAL)
-def _row_block_task(t, nrb, RB, OD, C, OH):
-    """(n, c, od, first row, end row) of task ``t`` of a row-blocked pooling loop
-    (``nrb`` blocks of ``RB`` output rows per (n, c, od) plane)."""
-    rb = t % nrb
-    p = t // nrb
-    return p // (OD * C), (p // OD) % C, p % OD, rb * RB, min(OH, rb * RB + RB)
+def _row_buffer(W, OW, k, s, p, dil):
+    """Length of the padded one-row buffer: ``p`` pad columns, the ``W`` input columns,
+    then pad columns up to the last tap of the last window (ceil_mode may reach past)."""
+    return max(p + W, (OW - 1) * s + (k - 1) * dil + 1)
 
 
-@njit(**JIT_PARALLEL)
-def max_pool_values(x, out, kernel, stride, pads, dilation):
+@njit(**JIT_SERIAL)
+def max_pool_values(x, out, kernel, stride, pads, dilation, nbuf, RB, nrb, t_lo, t_hi):
     """out[n, c, o] = max over the window's taps inside x (NaN wins; empty window: -inf).
 
-    One task per (n, c, od, block of output rows): each output row reduces its H (and
-    depth) taps into one buffered input row, then its W taps straight into ``out``."""
+    Tasks ``[t_lo, t_hi)`` of (n, c, od, block of ``RB`` output rows; ``nrb`` blocks per
+    plane). Each output row takes the max of its
+    depth and H taps (in (h, d) order) into a row buffer padded with -inf (``nbuf``
+    long), then the max of its W taps at every column, contiguous and vectorized, and
+    keeps every ``stride``-th column. Generic in rank, stride and dilation: one compiled
+    kernel per dtype."""
     N, C, D, H, W = x.shape
-    OD, OH = out.shape[2], out.shape[3]
+    OD, OH, OW = out.shape[2], out.shape[3], out.shape[4]
     kd, kh, kw = kernel[0], kernel[1], kernel[2]
     sd, sh, sw = stride[0], stride[1], stride[2]
     pd, ph, pw = pads[0], pads[1], pads[2]
     dd, dh, dw = dilation[0], dilation[1], dilation[2]
-    planes = N * C * OD
-    RB, nrb = _row_blocks(planes, OH)
-    for t in prange(planes * nrb):
-        n, c, od, oh_lo, oh_hi = _row_block_task(t, nrb, RB, OD, C, OH)
+    nh_cols = (OW - 1) * sw + 1
+    for t in range(t_lo, t_hi):
+        rb = t % nrb
+        p = t // nrb
+        n, c, od = p // (OD * C), (p // OD) % C, p % OD
         d0 = od * sd - pd
         dlo, dhi = _taps(d0, kd, dd, D)
-        row = np.empty(W, dtype=x.dtype)
-        for oh in range(oh_lo, oh_hi):
+        buf = np.empty(nbuf, dtype=x.dtype)
+        for j in range(nbuf):
+            buf[j] = -np.inf
+        row = buf[pw : pw + W]
+        hm = np.empty(nh_cols, dtype=x.dtype)
+        for oh in range(rb * RB, min(OH, rb * RB + RB)):
             h0 = oh * sh - ph
             hlo, hhi = _taps(h0, kh, dh, H)
-            orow = out[n, c, od, oh]
             if hhi <= hlo or dhi <= dlo:
-                orow[:] = -np.inf
-                continue
-            # (h, d) order: the same first maximum as depth-then-H planes
-            nh = hhi - hlo
-            if dhi - dlo == 1 and nh <= 3:  # one pass over the H taps, or none
-                plane = x[n, c, d0 + dlo * dd]
-                r0 = plane[h0 + hlo * dh]
-                if nh == 1:
-                    _max_windows(orow, r0, kw, sw, pw, dw)
-                    continue
-                if nh == 2:
-                    _max2(row, r0, plane[h0 + (hlo + 1) * dh], 1, 0)
-                else:
-                    _max3(row, r0, plane[h0 + (hlo + 1) * dh], plane[h0 + (hlo + 2) * dh],
-                          1, 0)
-                _max_windows(orow, row, kw, sw, pw, dw)
-                continue
-            row[:] = x[n, c, d0 + dlo * dd, h0 + hlo * dh]
+                for j in range(W):
+                    row[j] = -np.inf
+            elif dhi - dlo == 1 and hhi - hlo == 3:  # 3x3 windows: the H taps in one pass
+                r0 = x[n, c, d0 + dlo * dd, h0 + hlo * dh]
+                r1 = x[n, c, d0 + dlo * dd, h0 + (hlo + 1) * dh]
+                r2 = x[n, c, d0 + dlo * dd, h0 + (hlo + 2) * dh]
+                for j in range(W):
+                    u, v, w = r0[j], r1[j], r2[j]
+                    u = v if (v > u) | (v != v) else u
+                    row[j] = w if (w > u) | (w != w) else u
+                hhi = hlo  # done
             for b in range(hlo, hhi):
                 for a in range(dlo, dhi):
-                    if b > hlo or a > dlo:
-                        _max_tap(row, x[n, c, d0 + a * dd, h0 + b * dh], 1)
-            _max_windows(orow, row, kw, sw, pw, dw)
+                    src = x[n, c, d0 + a * dd, h0 + b * dh]
+                    if b == hlo and a == dlo:
+                        for j in range(W):
+                            row[j] = src[j]
+                    else:
+                        for j in range(W):
+                            u, v = row[j], src[j]
+                            row[j] = v if (v > u) | (v != v) else u
+            if kw == 3:  # the W taps in one pass
+                for j in range(nh_cols):
+                    u, v, w = buf[j], buf[j + dw], buf[j + 2 * dw]
+                    u = v if (v > u) | (v != v) else u
+                    hm[j] = w if (w > u) | (w != w) else u
+            else:
+                for j in range(nh_cols):
+                    hm[j] = buf[j]
+                for r in range(1, kw):
+                    seg = buf[r * dw : r * dw + nh_cols]
+                    for j in range(nh_cols):
+                        u, v = hm[j], seg[j]
+                        hm[j] = v if (v > u) | (v != v) else u
+            orow = out[n, c, od, oh]
+            for o in range(OW):
+                orow[o] = hm[o * sw]
 
 
-@njit(**JIT_PARALLEL)
-def max_pool_indices(x, out, idx, kernel, stride, pads, dilation, mark_empty):
+@njit(**JIT_SERIAL)
+def max_pool_indices(x, out, idx, kernel, stride, pads, dilation, mark_empty, t_lo, t_hi):
     """Max pooling with PyTorch-style flat indices into each input volume ``(D*H*W)``.
 
     A window with no tap inside ``x`` gives -inf and PyTorch's index (its first taps
@@ -244,7 +172,7 @@ def max_pool_indices(x, out, idx, kernel, stride, pads, dilation, mark_empty):
     sd, sh, sw = stride[0], stride[1], stride[2]
     pd, ph, pw = pads[0], pads[1], pads[2]
     dd, dh, dw = dilation[0], dilation[1], dilation[2]
-    for t in prange(N * C * OD * OH):
+    for t in range(t_lo, t_hi):  # one task per output row (n, c, od, oh)
         oh = t % OH
         od = (t // OH) % OD
         c = (t // (OH * OD)) % C
@@ -275,53 +203,72 @@ def max_pool_indices(x, out, idx, kernel, stride, pads, dilation, mark_empty):
             irow[ow] = at
 
 
-@njit(**JIT_PARALLEL)
-def avg_pool_sums(x, out, kernel, stride, pads, div_d, div_h, div_w):
+@njit(**JIT_SERIAL)
+def avg_pool_sums(x, out, kernel, stride, pads, div_d, div_h, div_w, nbuf, RB, nrb, t_lo,
+                  t_hi):
     """out[n, c, od, oh, ow] = (sum of the window inside x) / (div_d[od]*div_h[oh]*div_w[ow]).
 
-    One task per (n, c, od, block of output rows): each output row sums its H taps (of
-    depth sums) into one buffered input row, then its W taps straight into ``out``."""
+    Tasks ``[t_lo, t_hi)`` as :func:`max_pool_values`. Each output row sums its H taps (of
+    ``0 + depth taps`` for 3-D) into a row buffer padded with zeros (``nbuf`` long), then
+    its W taps at every column (contiguous, vectorized) and keeps every ``stride``-th
+    column. A window that reaches past the input sums its taps in float64, as the
+    clipped loop always did (so float32 results keep their bits)."""
     N, C, D, H, W = x.shape
-    OD, OH = out.shape[2], out.shape[3]
+    OD, OH, OW = out.shape[2], out.shape[3], out.shape[4]
     kd, kh, kw = kernel[0], kernel[1], kernel[2]
     sd, sh, sw = stride[0], stride[1], stride[2]
     pd, ph, pw = pads[0], pads[1], pads[2]
-    planes = N * C * OD
-    RB, nrb = _row_blocks(planes, OH)
-    for t in prange(planes * nrb):
-        n, c, od, oh_lo, oh_hi = _row_block_task(t, nrb, RB, OD, C, OH)
+    nh_cols = (OW - 1) * sw + 1
+    # outputs [a, b) have every W tap inside x
+    a = min(OW, (pw + sw - 1) // sw)
+    b = max(a, min(OW, (W - 1 + pw - (kw - 1)) // sw + 1))
+    for t in range(t_lo, t_hi):
+        rb = t % nrb
+        p = t // nrb
+        n, c, od = p // (OD * C), (p // OD) % C, p % OD
         d0 = od * sd - pd
         dlo, dhi = _taps(d0, kd, 1, D)
-        row = np.empty(W, dtype=x.dtype)
+        buf = np.zeros(nbuf, dtype=x.dtype)
+        row = buf[pw : pw + W]
         depth = np.empty(W if dhi - dlo != 1 else 0, dtype=x.dtype)
-        for oh in range(oh_lo, oh_hi):
+        hm = np.empty(nh_cols, dtype=x.dtype)
+        for oh in range(rb * RB, min(OH, rb * RB + RB)):
             h0 = oh * sh - ph
             hlo, hhi = _taps(h0, kh, 1, H)
-            nh = hhi - hlo
-            if dhi - dlo == 1 and 2 <= nh <= 3:  # the H taps in one pass
-                plane = x[n, c, d0 + dlo]
-                if nh == 2:
-                    _add2(row, plane[h0 + hlo], plane[h0 + hlo + 1], 1, 0)
-                else:
-                    _add3(row, plane[h0 + hlo], plane[h0 + hlo + 1], plane[h0 + hlo + 2], 1, 0)
-                nh = 0  # done
-            for b in range(hlo, hhi if nh else hlo):
+            for h in range(hlo, hhi):
                 if dhi - dlo == 1:  # every 1-D/2-D call: the input row itself
-                    src = x[n, c, d0 + dlo, h0 + b]
+                    src = x[n, c, d0 + dlo, h0 + h]
                 else:  # 0 + the depth taps, as a plane of depth sums would hold
-                    depth[:] = 0
-                    for a in range(dlo, dhi):
-                        _add_tap(depth, x[n, c, d0 + a, h0 + b], 1)
+                    for j in range(W):
+                        depth[j] = 0
+                    for e in range(dlo, dhi):
+                        seg = x[n, c, d0 + e, h0 + h]
+                        for j in range(W):
+                            depth[j] += seg[j]
                     src = depth
-                if b == hlo:
-                    row[:] = src
+                if h == hlo:
+                    for j in range(W):
+                        row[j] = src[j]
                 else:
-                    _add_tap(row, src, 1)
+                    for j in range(W):
+                        row[j] += src[j]
+            for j in range(nh_cols):
+                hm[j] = buf[j]
+            for r in range(1, kw):
+                seg = buf[r : r + nh_cols]
+                for j in range(nh_cols):
+                    hm[j] += seg[j]
+            for o in range(OW - (b - a)):  # windows past the input: float64 sums
+                q = (o if o < a else o + (b - a)) * sw
+                lo, hi = _taps(q - pw, kw, 1, W)
+                acc = 0.0
+                for r in range(lo, hi):
+                    acc += row[q - pw + r]
+                hm[q] = acc
             orow = out[n, c, od, oh]
-            _sum_windows(orow, row, kw, sw, pw)
             f = div_d[od] * div_h[oh]
-            for ow in range(orow.shape[0]):
-                orow[ow] = orow[ow] / (f * div_w[ow])
+            for o in range(OW):
+                orow[o] = hm[o * sw] / (f * div_w[o])
 
 
 @njit(inline="always", **JIT_SERIAL)
@@ -335,8 +282,8 @@ def _argmax_taps(best, at, seg, first, s):
         at[o] = first + o * s if take else q
 
 
-@njit(**JIT_PARALLEL)
-def max_pool_grad(x, g, gx, kernel, stride, pads, dilation):
+@njit(**JIT_SERIAL)
+def max_pool_grad(x, g, gx, kernel, stride, pads, dilation, at_like, t_lo, t_hi):
     """gx[n, c] = 0, then each g[n, c, o] added at its window's first maximum (NaN wins,
     PyTorch's rule; a window with no tap inside ``x`` sends nothing); ``gx`` is
     ``(N*C, D*H*W)``. One task per input volume ``(n, c)`` (race-free). A whole output
@@ -348,12 +295,12 @@ def max_pool_grad(x, g, gx, kernel, stride, pads, dilation):
     sd, sh, sw = stride[0], stride[1], stride[2]
     pd, ph, pw = pads[0], pads[1], pads[2]
     dd, dh, dw = dilation[0], dilation[1], dilation[2]
-    for t in prange(N * C):
+    for t in range(t_lo, t_hi):
         n, c = t // C, t % C
         vol, gv = x[n, c], gx[t]
         gv[:] = 0
         best = np.empty(OW, dtype=x.dtype)
-        at = np.empty(OW, dtype=np.int64)
+        at = np.empty(OW, dtype=at_like.dtype)
         for od in range(OD):
             d0 = od * sd - pd
             dlo, dhi = _taps(d0, kd, dd, D)
@@ -388,15 +335,15 @@ def max_pool_grad(x, g, gx, kernel, stride, pads, dilation):
                         gv[q] += grow[ow]
 
 
-@njit(**JIT_PARALLEL)
-def avg_pool_grad(g, gx, cover_d, cover_h, cover_w, div_d, div_h, div_w):
+@njit(**JIT_SERIAL)
+def avg_pool_grad(g, gx, cover_d, cover_h, cover_w, div_d, div_h, div_w, t_lo, t_hi):
     """gx[n, c, i] = sum over windows o holding input i of g[n, c, o] / divisor(o);
     ``cover_*[i]`` is the range [lo, hi) of outputs whose window holds input i. One task
     per input plane ``(n, c, id)``: depth taps and divisors into an ``(OH, OW)`` plane,
     then per input row the covering output rows into one row, then the columns."""
     N, C, OD, OH, OW = g.shape
     D, H, W = gx.shape[2], gx.shape[3], gx.shape[4]
-    for t in prange(N * C * D):
+    for t in range(t_lo, t_hi):
         i = t % D
         c = (t // D) % C
         n = t // (D * C)
@@ -433,23 +380,36 @@ def _divisors(divisors, dtype) -> tuple:
 def max_pool(x, out, indices, kernel, stride, pads, dilation) -> None:
     """Fill ``out`` (and ``indices`` unless None) for 5-D contiguous ``x``."""
     k, s, p, d = _ints(kernel), _ints(stride), _ints(pads), _ints(dilation)
+    size = x.size + out.size
     if indices is None:
-        max_pool_values(x, out, k, s, p, d)
+        nbuf = _row_buffer(x.shape[4], out.shape[4], kernel[2], stride[2], pads[2],
+                           dilation[2])
+        planes = out.shape[0] * out.shape[1] * out.shape[2]
+        rb, nrb = _row_blocks(planes, out.shape[3])
+        _run(max_pool_values, planes * nrb, size, x, out, k, s, p, d, nbuf, rb, nrb)
     else:
-        max_pool_indices(x, out, indices, k, s, p, d, False)
+        _run(max_pool_indices, out.size // out.shape[4], size, x, out, indices, k, s, p, d,
+             False)
 
 
 def avg_pool(x, out, kernel, stride, pads, divisors) -> None:
     """Fill ``out``; ``divisors`` holds each axis's per-output window lengths."""
     dd, dh, dw = _divisors(divisors, out.dtype)
-    avg_pool_sums(x, out, _ints(kernel), _ints(stride), _ints(pads), dd, dh, dw)
+    nbuf = _row_buffer(x.shape[4], out.shape[4], kernel[2], stride[2], pads[2], 1)
+    planes = out.shape[0] * out.shape[1] * out.shape[2]
+    rb, nrb = _row_blocks(planes, out.shape[3])
+    _run(avg_pool_sums, planes * nrb, x.size + out.size, x, out, _ints(kernel),
+         _ints(stride), _ints(pads), dd, dh, dw, nbuf, rb, nrb)
 
 
 def max_pool_backward(g, x, gx, kernel, stride, pads, dilation) -> None:
     """gx = gradient of max pooling: each grad_output goes to its window's (first) max."""
     N, C = g.shape[:2]
-    max_pool_grad(x, g, gx.reshape(N * C, -1), _ints(kernel), _ints(stride), _ints(pads),
-                  _ints(dilation))
+    # window positions as int32 beside float32 values: selects on matching vector lanes
+    small = x.dtype == np.float32 and x[0, 0].size < 2**31
+    at_like = np.empty(0, np.int32 if small else np.int64)
+    _run(max_pool_grad, N * C, x.size + g.size, x, g, gx.reshape(N * C, -1), _ints(kernel),
+         _ints(stride), _ints(pads), _ints(dilation), at_like)
 
 
 def _cover(n, k, stride, pad, nout) -> np.ndarray:
@@ -465,4 +425,5 @@ def avg_pool_backward(g, gx, kernel, stride, pads, divisors) -> None:
     dd, dh, dw = _divisors(divisors, g.dtype)
     cover = [_cover(n, k, s, p, o) for n, k, s, p, o in
              zip(gx.shape[2:], kernel, stride, pads, g.shape[2:], strict=True)]
-    avg_pool_grad(g, gx, *cover, dd, dh, dw)
+    N, C, D = gx.shape[:3]
+    _run(avg_pool_grad, N * C * D, gx.size + g.size, g, gx, *cover, dd, dh, dw)
