@@ -33,6 +33,10 @@ from fastconv._validate import (
 from fastconv.layers import Conv2d
 
 OPTIMIZERS = ("sgd", "adam")
+#: Below this many multiply-adds per epoch the forward runs on the calling thread (its
+#: serial twin; waking the thread pool costs more than the arithmetic). Numba's thread
+#: count is never changed. Results are identical for any thread count.
+SERIAL_BELOW = 1 << 18
 LOSSES = ("sse", "mse")
 FUNC = "learn_kernel"
 
@@ -169,8 +173,14 @@ def learn_kernel(x, y, kernel_size, *, lr: float = 3e-2, epochs: int = 10, bias:
     def shaped(a):
         return a[0, 0].copy() if single else a.copy()
 
+    serial = out.size * w.size // K < SERIAL_BELOW
+    if serial:
+        from fastconv.cpu.conv import correlate_serial
     for epoch in range(1, epochs + 1):
-        be.correlate(x5, w5, b, out, ones, ones, 1)
+        if serial:  # the forward's own tiny core and argument types: no new compile
+            correlate_serial(x5, w5, b, out, (1, 1, 1), (1, 1, 1), 1)
+        else:
+            be.correlate(x5, w5, b, out, ones, ones, 1)
         diff = out - y5
         losses.append(float(np.vdot(diff, diff)) * scale)
         gy = diff * dtype.type(2.0 * scale)
