@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fastconv import _dispatch, _shapes
+from fastconv._config import LEARN_SERIAL_BELOW as SERIAL_BELOW
 from fastconv._plan import plan_conv
 from fastconv._validate import (
     as_array,
@@ -33,10 +34,6 @@ from fastconv._validate import (
 from fastconv.layers import Conv2d
 
 OPTIMIZERS = ("sgd", "adam")
-#: Below this many multiply-adds per epoch the forward runs on the calling thread (its
-#: serial twin; waking the thread pool costs more than the arithmetic). Numba's thread
-#: count is never changed. Results are identical for any thread count.
-SERIAL_BELOW = 1 << 18
 LOSSES = ("sse", "mse")
 FUNC = "learn_kernel"
 
