@@ -3,6 +3,7 @@ NVIDIA GPU via numba.cuda). ``import fastconv as fc``."""
 
 from fastconv import grad, kernels, ndimage, signal
 from fastconv._dispatch import devices
+from fastconv._explain import explain
 from fastconv._shapes import output_shape, receptive_field
 from fastconv._warmup import warmup
 from fastconv.adaptive import (
@@ -49,6 +50,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "explain",
     "AvgPool2d",
     "Conv1d",
     "Conv2d",

@@ -1,4 +1,18 @@
-"""Which algorithm computes a correlation: the documented rule behind ``algorithm="auto"``.
+"""Which algorithm computes a correlation: the registry behind ``algorithm=`` and "auto".
+
+Each algorithm is one :class:`Algorithm` entry of :data:`REGISTRY`: the ops and devices it
+serves, where it can run (``applies``), where "auto" considers it (``regime``: the
+measured thresholds below), an estimated cost in seconds (``cost``: per-algorithm rates,
+``RATE_*`` / ``FFT_SECONDS_PER_OUTPUT``, to be calibrated from ``bench/RESULTS.md``) and
+its ``core``. ``"auto"`` runs the cheapest entry whose regime holds; an entry whose use
+depends on the weight's values (``conditional``: separable) is tried first when its regime
+holds and falls back to that choice. Adding an algorithm is adding one entry
+(:func:`register`). :func:`explain` (``fastconv.explain``) shows a call's choice, the
+alternatives with their cost, and why.
+
+A core takes the unpadded 5-D input and the plan's padding, given when it is built:
+``core(x, w, bias, out, stride, dilation, groups)``; it reads the padding in place or
+makes its padded copy (the runner ``fastconv._run`` never pads for it).
 
 Every algorithm computes the same function (SPEC §1) and gives the same answer within
 float rounding (float32: relative error ~1e-5 of the output's scale, see
@@ -91,12 +105,15 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from fastconv._config import CHANNEL_BLOCK
-from fastconv._plan import ConvPlan
+from fastconv._plan import ConvPlan, InputGradPlan
 
-#: Names accepted by ``algorithm=`` of the conv functions.
-ALGORITHMS = ("auto", "direct", "gemm", "fft", "winograd")
+#: Names accepted by ``algorithm=`` of the conv functions (kept up to date by
+#: :func:`register`: "auto" and every explicit entry).
+ALGORITHMS: tuple = ("auto",)
 
 FFT_MIN_TAPS = 400
 FFT_MAX_CHANNEL_PAIRS = 16
@@ -109,6 +126,17 @@ WINOGRAD_MIN_CHANNELS = 16
 WINOGRAD_MIN_CHANNELS_STAGED = 64
 WINOGRAD_MIN_TILES = 64
 WINOGRAD_MIN_MACS = 1 << 24
+
+#: Cost rates (2 threads, float32). The direct kernel: ~0.12 ns per multiply-add on one
+#: 2048x2048 plane (0.5 ms per tap, module doc); the GEMM: the same work through BLAS on
+#: wide products; Winograd: the GEMM's rate on 4x (F(4x4)) or 2.25x (F(2x2)) fewer
+#: multiplies; the FFT: ~40 ns per output and channel pair whatever the kernel (150-200 ms
+#: for 2048x2048); separable: the direct rate on kH + kW taps instead of kH * kW.
+RATE_DIRECT = 8e9
+RATE_GEMM = 1.5e10
+FFT_SECONDS_PER_OUTPUT = 4e-8
+
+OPS = ("forward", "input_grad", "weight_grad")
 
 _LOCAL = threading.local()
 
@@ -125,22 +153,232 @@ def direct_sums():
         _LOCAL.no_separable = before
 
 
-def choose(plan: ConvPlan) -> str:
-    """The algorithm ``"auto"`` runs for a validated plan (the rule in the module doc).
+# --- the problem an algorithm sees ---------------------------------------------------------
 
-    Examples
-    --------
-    >>> from fastconv._plan import plan_conv
-    >>> import numpy as np
-    >>> x, w = np.zeros((8, 64, 56, 56)), np.zeros((64, 64, 3, 3))
-    >>> choose(plan_conv("conv2d", 2, x, w, None, 1, 1, 1, 1, "zeros"))
-    'winograd'
+
+@dataclass(frozen=True)
+class Problem:
+    """The correlation an op runs: ``N`` images, weight ``(K, Cg, KD, KH, KW)``, 3-D
+    output spatial shape, per-axis stride and dilation, ``groups``; ``op`` is "forward",
+    "input_grad" (the stride-1 correlation of the spread ``grad_output`` with the
+    transposed weight) or "weight_grad" (the forward shapes)."""
+
+    op: str
+    N: int
+    w_shape: tuple
+    out_spatial: tuple
+    stride: tuple
+    dilation: tuple
+    groups: int
+    nspatial: int = 2
+    #: input_grad: False when grad_output is spread with a step (a forward stride > 1)
+    #: or cropped, so Winograd cannot read it in place.
+    in_place: bool = True
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds of the direct correlation."""
+        return self.N * math.prod(self.w_shape) * math.prod(self.out_spatial)
+
+    @property
+    def taps(self) -> int:
+        return math.prod(self.w_shape[2:])
+
+    @property
+    def Kg(self) -> int:
+        return int(self.w_shape[0]) // self.groups
+
+    @property
+    def Cg(self) -> int:
+        return int(self.w_shape[1])
+
+
+def forward_problem(plan: ConvPlan, op: str = "forward") -> Problem:
+    return Problem(op, plan.x_shape[0], plan.w_shape, plan.out_shape[2:], plan.stride,
+                   plan.dilation, plan.groups, plan.nspatial)
+
+
+def input_grad_problem(plan: InputGradPlan) -> Problem:
+    """The stride-1 correlation an input gradient runs (``Kg`` and ``Cg`` swap)."""
+    K, Cg = plan.w_shape[:2]
+    wt_shape = (plan.groups * Cg, K // plan.groups) + tuple(plan.w_shape[2:])
+    whole = all(s == (0, n, 1) for s, n in zip(plan.spread_src, plan.g_shape[2:], strict=True))
+    unit = all(d[2] == 1 for d in plan.spread_dst)
+    return Problem("input_grad", plan.g_shape[0], wt_shape, plan.padded_shape[2:], (1, 1, 1),
+                   plan.dilation, plan.groups, plan.nspatial, whole and unit)
+
+
+# --- the registry ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """One algorithm: where it runs, where "auto" considers it, its cost and its core.
+
+    ``applies(p)`` and ``regime(p)`` return None when they hold, else the reason (shown by
+    :func:`explain`; an explicit ``algorithm=`` that does not apply raises ValueError when
+    ``strict``). ``cost(p)`` is in estimated seconds. ``cores`` maps each device the
+    algorithm runs on to its forward core's factory ``(be, plan) -> core`` (module doc).
+    ``explicit``: a value of ``algorithm=``; ``conditional``: its use also depends on the
+    weight's values (tried first; its factory takes the fallback core as a third argument).
     """
-    if winograd_wins(plan.x_shape[0], plan.w_shape, plan.out_shape[2:], plan.stride,
-                     plan.dilation, plan.groups):
-        return "winograd"
-    return choose_for(plan.x_shape[0], plan.w_shape, plan.out_shape[2:], plan.stride,
-                      plan.groups)
+
+    name: str
+    summary: str
+    ops: tuple
+    applies: Callable
+    regime: Callable
+    cost: Callable
+    cores: dict
+    explicit: bool = True
+    conditional: bool = False
+    strict: bool = False
+
+
+REGISTRY: dict[str, Algorithm] = {}
+
+#: Built cores by (plan, backend, algorithm, separable allowed); plans are cached and
+#: immutable, so a repeated call reuses its core (bounded: cleared when full).
+_CORES: dict = {}
+_CORES_MAX = 256
+
+
+def register(entry: Algorithm) -> Algorithm:
+    """Add (or replace) an algorithm; "auto" and :func:`explain` see it at once."""
+    global ALGORITHMS
+    REGISTRY[entry.name] = entry
+    ALGORITHMS = ("auto",) + tuple(n for n, e in REGISTRY.items() if e.explicit)
+    _CORES.clear()
+    return entry
+
+
+def _always(p: Problem) -> None:
+    return None
+
+
+# direct ------------------------------------------------------------------------------------
+
+
+def _direct_cost(p: Problem) -> float:
+    return p.macs / RATE_DIRECT
+
+
+def _padded(be, plan: ConvPlan, kernel):
+    """``kernel`` (which reads a padded input) given the plan's padded copy."""
+    pads, mode = plan.pads, plan.padding_mode
+    if not any(b or a for b, a in pads):
+        return kernel
+
+    def core(x, w, bias, out, stride, dilation, groups):
+        kernel(be.pad(x, pads, mode), w, bias, out, stride, dilation, groups)
+
+    return core
+
+
+def _direct_core(be, plan: ConvPlan):
+    """The 4-channel row kernel; on the calling thread below ``SERIAL_MAX_MACS`` (waking
+    worker threads would cost more); for fewer than ``CHANNEL_BLOCK`` output channels per
+    group (depthwise, single planes) the few-channel kernel, which reads zero padding in
+    place (no padded copy). (``few_channel_core(row_borders=True)`` is 1.6-2x faster on
+    W7 but rounds border columns an ulp differently; it is not wired to "auto" because
+    the Dask layer resolves "auto" to "direct" per block and promises bit-identity.)"""
+    if forward_problem(plan).macs < SERIAL_MAX_MACS:
+        return _padded(be, plan, _serial_kernel())
+    if plan.w_shape[0] // plan.groups >= CHANNEL_BLOCK:
+        return _padded(be, plan, be.correlate)
+    from fastconv.cpu.conv import few_channel_core
+
+    if plan.padding_mode != "zeros":
+        return _padded(be, plan, few_channel_core())
+    return few_channel_core(plan.pads)
+
+
+def _serial_kernel():
+    # imported once, then kept: an import statement per call costs more than a tiny problem
+    global _SERIAL
+    if _SERIAL is None:
+        from fastconv.cpu.conv import correlate_serial
+
+        _SERIAL = correlate_serial
+    return _SERIAL
+
+
+_SERIAL = None
+
+
+def _gpu_direct_core(be, plan: ConvPlan):
+    """The GPU's direct kernel on the plan's padded copy."""
+    return _padded(be, plan, be.correlate)
+
+
+register(Algorithm(
+    "direct", "register-blocked loop nest (fastconv.cpu.conv; the GPU's one kernel)", OPS,
+    _always, _always, _direct_cost, {"cpu": _direct_core, "cuda": _gpu_direct_core}))
+
+
+# gemm --------------------------------------------------------------------------------------
+
+
+def _fft_regime(p: Problem) -> str | None:
+    if any(int(s) != 1 for s in p.stride):
+        return "stride > 1"
+    if p.taps < FFT_MIN_TAPS:
+        return f"kernel has {p.taps} taps < FFT_MIN_TAPS={FFT_MIN_TAPS}"
+    if p.Kg * p.Cg > FFT_MAX_CHANNEL_PAIRS:
+        return (f"Kg*Cg = {p.Kg * p.Cg} channel pairs per group > "
+                f"FFT_MAX_CHANNEL_PAIRS={FFT_MAX_CHANNEL_PAIRS}")
+    return None
+
+
+def _gemm_regime(p: Problem) -> str | None:
+    if p.Kg < GEMM_MIN_KG:
+        return f"Kg = {p.Kg} output channels per group < GEMM_MIN_KG={GEMM_MIN_KG}"
+    if p.Cg * p.taps < GEMM_MIN_R:
+        return f"Cg*taps = {p.Cg * p.taps} < GEMM_MIN_R={GEMM_MIN_R}"
+    if p.macs < GEMM_MIN_MACS:
+        return f"{p.macs} multiply-adds < GEMM_MIN_MACS={GEMM_MIN_MACS}"
+    if _fft_regime(p) is None:  # measured: the FFT beats the products there
+        return "large kernel on few channels (the FFT's regime)"
+    return None
+
+
+def _gemm_cost(p: Problem) -> float:
+    return p.macs / RATE_GEMM
+
+
+def _gemm_core(be, plan: ConvPlan):
+    # pads each image in the task threads (no parallel-region pass)
+    from fastconv.cpu.gemm import padding_core
+
+    return padding_core(plan.pads, plan.padding_mode)
+
+
+register(Algorithm(
+    "gemm", "BLAS matrix products: shifted GEMM or chunked im2col (fastconv.cpu.gemm)", OPS,
+    _always, _gemm_regime, _gemm_cost, {"cpu": _gemm_core}))
+
+
+# fft ---------------------------------------------------------------------------------------
+
+
+def _fft_cost(p: Problem) -> float:
+    return p.N * p.groups * p.Kg * p.Cg * math.prod(p.out_spatial) * FFT_SECONDS_PER_OUTPUT
+
+
+def _fft_core(be, plan: ConvPlan):
+    from fastconv.cpu import fft
+
+    if plan.padding_mode == "zeros":  # the tiles read the zero padding in place
+        return fft.zero_padding_core(plan.pads)
+    return _padded(be, plan, fft.correlate)
+
+
+register(Algorithm(
+    "fft", "overlap-save frequency-domain correlation (fastconv.cpu.fft)", ("forward",),
+    _always, _fft_regime, _fft_cost, {"cpu": _fft_core}))
+
+
+# winograd ----------------------------------------------------------------------------------
 
 
 def winograd_reason(w_shape: tuple, out_spatial: tuple, stride: tuple, dilation: tuple,
@@ -150,6 +388,198 @@ def winograd_reason(w_shape: tuple, out_spatial: tuple, stride: tuple, dilation:
     from fastconv.cpu.winograd import applies
 
     return applies(w_shape, out_spatial, stride, dilation, groups)
+
+
+def _winograd_applies(p: Problem) -> str | None:
+    if p.op == "weight_grad":  # F(3x3, m x m) of fastconv.cpu.winograd_weight
+        from fastconv.cpu.winograd_weight import applies
+
+        ok = applies((p.N, p.Cg * p.groups), p.w_shape, (p.N, p.w_shape[0]) + tuple(
+            p.out_spatial), p.stride, p.dilation)
+        return None if ok else "needs a 2-D 3x3 kernel, stride 1 and dilation 1"
+    if not p.in_place:
+        return "needs grad_output read in place (forward stride 1, nothing cropped)"
+    return winograd_reason(p.w_shape, p.out_spatial, p.stride, p.dilation, p.groups)
+
+
+def _winograd_weight_regime(p: Problem) -> str | None:
+    """``fastconv.cpu.grad.winograd_weight_wins``: where the rule picks "gemm", 2-D 3x3,
+    enough channels, work and tiles."""
+    from fastconv.cpu.winograd_weight import tile_size
+
+    if _gemm_regime(p) is not None:
+        return "replaces gemm only where gemm's regime holds"
+    oh, ow = int(p.out_spatial[1]), int(p.out_spatial[2])
+    m = tile_size(oh, ow)
+    tiles = p.N * -(-oh // m) * -(-ow // m)
+    if min(p.Cg, p.Kg) < WINOGRAD_MIN_CHANNELS:
+        return f"min(Cg, Kg) = {min(p.Cg, p.Kg)} < {WINOGRAD_MIN_CHANNELS}"
+    if tiles < WINOGRAD_MIN_TILES:
+        return f"{tiles} tiles < WINOGRAD_MIN_TILES={WINOGRAD_MIN_TILES}"
+    if p.macs < WINOGRAD_MIN_MACS:
+        return f"{p.macs} multiply-adds < WINOGRAD_MIN_MACS={WINOGRAD_MIN_MACS}"
+    return None
+
+
+def _winograd_regime(p: Problem) -> str | None:
+    if p.op == "weight_grad":
+        return _winograd_weight_regime(p)
+    from fastconv.cpu.winograd import FUSED_MIN_IMAGE_TILES, tile_size
+
+    oh, ow = int(p.out_spatial[1]), int(p.out_spatial[2])
+    m = tile_size(oh, ow)
+    per_image = -(-oh // m) * -(-ow // m)
+    fused = per_image >= FUSED_MIN_IMAGE_TILES
+    need = WINOGRAD_MIN_CHANNELS if fused else WINOGRAD_MIN_CHANNELS_STAGED
+    if min(p.Cg, p.Kg) < need:
+        return (f"min(Cg, Kg) = {min(p.Cg, p.Kg)} < {need} "
+                f"({'fused' if fused else 'staged'} form, {per_image} tiles per image)")
+    if p.N * per_image < WINOGRAD_MIN_TILES:
+        return f"{p.N * per_image} tiles < WINOGRAD_MIN_TILES={WINOGRAD_MIN_TILES}"
+    if p.macs < WINOGRAD_MIN_MACS:
+        return f"{p.macs} multiply-adds < WINOGRAD_MIN_MACS={WINOGRAD_MIN_MACS}"
+    return None
+
+
+def _winograd_cost(p: Problem) -> float:
+    from fastconv.cpu.winograd import tile_size
+
+    m = tile_size(int(p.out_spatial[1]), int(p.out_spatial[2]))
+    saving = 9 * m * m / (m + 2) ** 2  # multiplies of direct / of F(m x m, 3x3)
+    return p.macs / (RATE_GEMM * saving)
+
+
+def _winograd_core(be, plan: ConvPlan):
+    from fastconv.cpu import winograd
+
+    if plan.padding_mode == "zeros":  # the blocks read the zero padding in place
+        return winograd.zero_padding_core(plan.pads)
+    return _padded(be, plan, winograd.correlate)
+
+
+register(Algorithm(
+    "winograd", "F(4x4, 3x3) / F(2x2, 3x3) as BLAS products (fastconv.cpu.winograd; the "
+    "weight gradient: fastconv.cpu.winograd_weight)", OPS, _winograd_applies,
+    _winograd_regime, _winograd_cost, {"cpu": _winograd_core}, strict=True))
+
+
+# separable ---------------------------------------------------------------------------------
+
+
+def _separable_applies(p: Problem) -> str | None:
+    _, _, KD, KH, KW = p.w_shape
+    if p.nspatial != 2 or KH < 2 or KW < 2:
+        return "needs a 2-D kernel of at least 2x2"
+    return None
+
+
+def _separable_regime(p: Problem) -> str | None:
+    if p.taps < SEP_MIN_TAPS:
+        return f"kernel has {p.taps} taps < SEP_MIN_TAPS={SEP_MIN_TAPS}"
+    if p.Kg * p.Cg > FFT_MAX_CHANNEL_PAIRS:
+        return f"Kg*Cg = {p.Kg * p.Cg} > FFT_MAX_CHANNEL_PAIRS={FFT_MAX_CHANNEL_PAIRS}"
+    if getattr(_LOCAL, "no_separable", False):
+        return "off inside direct_sums() (the SciPy drop-ins)"
+    return None
+
+
+def _separable_cost(p: Problem) -> float:
+    KH, KW = int(p.w_shape[3]), int(p.w_shape[4])
+    return p.N * p.groups * p.Kg * p.Cg * math.prod(p.out_spatial) * (KH + KW) / RATE_DIRECT
+
+
+def _separable_core(be, plan: ConvPlan, fallback):
+    """The two 1-D passes, reading the padding in place, when every 2-D kernel of the
+    weight has rank 1 (checked when it runs), else ``fallback``."""
+    from fastconv.cpu.separable import rank1_factors, separable
+
+    pads, mode = plan.pads, plan.padding_mode
+
+    def core(x, w, bias, out, stride, dilation, groups):
+        factors = rank1_factors(w[:, :, 0], out.dtype)
+        if factors is None:
+            return fallback(x, w, bias, out, stride, dilation, groups)
+        separable(x, factors[0], factors[1], bias, out, stride, dilation, groups, pads, mode)
+
+    return core
+
+
+register(Algorithm(
+    "separable", "a column pass and a row pass for rank-1 kernels (fastconv.cpu.separable)",
+    ("forward",), _separable_applies, _separable_regime, _separable_cost,
+    {"cpu": _separable_core}, explicit=False, conditional=True))
+
+
+# --- selection -----------------------------------------------------------------------------
+
+
+def candidates(p: Problem, device: str = "cpu"):
+    """Every entry serving ``p.op`` on ``device``, with its cost and why "auto" would not
+    take it (None: in the running): ``[(entry, cost, reason)]``, cheapest first."""
+    rows = []
+    for e in REGISTRY.values():
+        if p.op not in e.ops or device not in e.cores:
+            continue
+        reason = e.applies(p) or e.regime(p)
+        rows.append((e, e.cost(p), reason))
+    rows.sort(key=lambda r: r[1])
+    return rows
+
+
+def auto(p: Problem, device: str = "cpu", conditional: bool = True) -> tuple:
+    """What "auto" runs: ``(entry, fallback)``; ``fallback`` is the cheapest unconditional
+    entry in its regime, ``entry`` a conditional one tried first (or ``fallback``)."""
+    rows = [r for r in candidates(p, device) if r[2] is None]
+    fallback = next(e for e, _, _ in rows if not e.conditional)
+    if conditional:
+        for e, _, _ in rows:
+            if e.conditional:
+                return e, fallback
+    return fallback, fallback
+
+
+def select(p: Problem, device: str, algorithm: str) -> Algorithm:
+    """The entry ``algorithm=`` names (on a device without it: the direct kernel), or for
+    "auto" the cheapest in its regime (conditional entries aside)."""
+    if algorithm == "auto":
+        return auto(p, device, conditional=False)[0]
+    e = REGISTRY[algorithm]
+    return e if device in e.cores else REGISTRY["direct"]
+
+
+def choose(plan: ConvPlan) -> str:
+    """The algorithm ``"auto"`` runs for a validated plan (the separable path aside).
+
+    Examples
+    --------
+    >>> from fastconv._plan import plan_conv
+    >>> import numpy as np
+    >>> x, w = np.zeros((8, 64, 56, 56)), np.zeros((64, 64, 3, 3))
+    >>> choose(plan_conv("conv2d", 2, x, w, None, 1, 1, 1, 1, "zeros"))
+    'winograd'
+    """
+    return auto(forward_problem(plan), "cpu", conditional=False)[0].name
+
+
+def choose_for(N: int, w_shape: tuple, out_spatial: tuple, stride: tuple, groups: int) -> str:
+    """The rule of :func:`choose` from the shapes of a correlation (Winograd aside): ``N``
+    images, weight ``(K, Cg, KD, KH, KW)``, output spatial shape, per-axis stride, groups.
+    The gradients use it for the correlation they run (``fastconv.cpu.grad``)."""
+    p = Problem("forward", N, tuple(w_shape), tuple(out_spatial), tuple(stride), (1, 1, 1),
+                groups)
+    for name in ("fft", "gemm"):
+        if REGISTRY[name].regime(p) is None:
+            return name
+    return "direct"
+
+
+def winograd_wins(N: int, w_shape: tuple, out_spatial: tuple, stride: tuple, dilation: tuple,
+                  groups: int) -> bool:
+    """Whether "auto" runs the Winograd algorithm (the rule in the module doc)."""
+    p = Problem("forward", N, tuple(w_shape), tuple(out_spatial), tuple(stride),
+                tuple(dilation), groups)
+    e = REGISTRY["winograd"]
+    return e.applies(p) is None and e.regime(p) is None
 
 
 def check_winograd(func: str, w_shape: tuple, out_spatial: tuple, stride: tuple,
@@ -163,136 +593,114 @@ def check_winograd(func: str, w_shape: tuple, out_spatial: tuple, stride: tuple,
                          f"groups={groups})")
 
 
-def winograd_wins(N: int, w_shape: tuple, out_spatial: tuple, stride: tuple, dilation: tuple,
-                  groups: int) -> bool:
-    """Whether "auto" runs the Winograd algorithm (the rule in the module doc)."""
-    if winograd_reason(w_shape, out_spatial, stride, dilation, groups) is not None:
-        return False
-    from fastconv.cpu.winograd import FUSED_MIN_IMAGE_TILES, tile_size
-
-    K, Cg = int(w_shape[0]), int(w_shape[1])
-    Kg = K // groups
-    oh, ow = int(out_spatial[1]), int(out_spatial[2])
-    m = tile_size(oh, ow)
-    per_image = -(-oh // m) * -(-ow // m)
-    fused = per_image >= FUSED_MIN_IMAGE_TILES
-    macs = N * math.prod(w_shape) * math.prod(out_spatial)
-    return (min(Cg, Kg) >= (WINOGRAD_MIN_CHANNELS if fused else WINOGRAD_MIN_CHANNELS_STAGED)
-            and N * per_image >= WINOGRAD_MIN_TILES and macs >= WINOGRAD_MIN_MACS)
-
-
-def choose_for(N: int, w_shape: tuple, out_spatial: tuple, stride: tuple, groups: int) -> str:
-    """The rule of :func:`choose` from the shapes of a correlation: ``N`` images, weight
-    ``(K, Cg, KD, KH, KW)``, output spatial shape, per-axis stride, groups. The gradients
-    use it for the correlation they run (``fastconv.cpu.grad``)."""
-    K, Cg = int(w_shape[0]), int(w_shape[1])
-    Kg = K // groups
-    taps = math.prod(w_shape[2:])
-    unit_stride = all(int(s) == 1 for s in stride)
-    if unit_stride and taps >= FFT_MIN_TAPS and Kg * Cg <= FFT_MAX_CHANNEL_PAIRS:
-        return "fft"
-    macs = N * math.prod(w_shape) * math.prod(out_spatial)
-    if Kg >= GEMM_MIN_KG and Cg * taps >= GEMM_MIN_R and macs >= GEMM_MIN_MACS:
-        return "gemm"
-    return "direct"
+def check_winograd_input(func: str, plan: InputGradPlan) -> None:
+    """ValueError when ``algorithm="winograd"`` cannot run this input gradient (the
+    stride-1 correlation of ``grad_output`` with the flipped, transposed weight)."""
+    p = input_grad_problem(plan)
+    stride = tuple(d[2] for d in plan.spread_dst)
+    if any(s != 1 for s in stride):
+        raise ValueError(f"{func}: algorithm='winograd' needs stride 1, got stride "
+                         f"{stride[3 - plan.nspatial:]}")
+    check_winograd(func, p.w_shape, p.out_spatial, stride, plan.dilation, plan.groups,
+                   plan.nspatial)
 
 
 def correlation_core(backend_name: str, be, algorithm: str, plan: ConvPlan):
-    """The backend function that runs ``plan`` with ``algorithm`` ("auto" resolved by
-    :func:`choose`); every one has the signature of ``fastconv.cpu.conv.correlate``."""
-    if algorithm == "winograd":
-        check_winograd(plan.func, plan.w_shape, plan.out_shape[2:], plan.stride,
-                       plan.dilation, plan.groups, plan.nspatial)
-    if backend_name != "cpu":
-        return be.correlate
-    name = choose(plan) if algorithm == "auto" else algorithm
-    if algorithm == "auto" and _separable_shape(plan):
-        return _separable_core(plan, _core(be, name, plan))
-    return _core(be, name, plan)
-
-
-def _separable_shape(plan: ConvPlan) -> bool:
-    """Whether "auto" tries the separable path for this plan (the weight decides)."""
-    _, Cg, KD, KH, KW = plan.w_shape
-    Kg = plan.w_shape[0] // plan.groups
-    return (plan.nspatial == 2 and KH >= 2 and KW >= 2 and KH * KW >= SEP_MIN_TAPS
-            and Kg * Cg <= FFT_MAX_CHANNEL_PAIRS
-            and not getattr(_LOCAL, "no_separable", False))
-
-
-def _separable_core(plan: ConvPlan, fallback):
-    """A core that runs the two 1-D passes, reading the padding in place, when every 2-D
-    kernel of the weight has rank 1, else ``fallback`` (given a padded copy unless it
-    pads itself)."""
-    from fastconv.cpu.pad import pad
-    from fastconv.cpu.separable import rank1_factors, separable
-
-    fallback_pads = getattr(fallback, "pads_itself", False)
-
-    def core(x, w, bias, out, stride, dilation, groups):
-        factors = rank1_factors(w[:, :, 0], out.dtype)
-        if factors is None:
-            if not fallback_pads:
-                x = pad(x, plan.pads, plan.padding_mode)
-            return fallback(x, w, bias, out, stride, dilation, groups)
-        separable(x, factors[0], factors[1], bias, out, stride, dilation, groups, plan.pads,
-                  plan.padding_mode)
-
-    core.pads_itself = True
+    """The core that runs ``plan`` with ``algorithm`` ("auto" resolved by the registry)
+    on backend ``be`` (module doc: it takes the unpadded input)."""
+    key = (id(plan), backend_name, algorithm, getattr(_LOCAL, "no_separable", False))
+    hit = _CORES.get(key)
+    if hit is not None and hit[0] is plan and hit[1] is be:
+        return hit[2]
+    core = _build_core(backend_name, be, algorithm, plan)
+    if len(_CORES) >= _CORES_MAX:
+        _CORES.clear()
+    _CORES[key] = (plan, be, core)
     return core
 
 
-def _core(be, name: str, plan: ConvPlan):
-    if name == "winograd":
-        from fastconv.cpu import winograd
+def _build_core(backend_name: str, be, algorithm: str, plan: ConvPlan):
+    p = forward_problem(plan)
+    if algorithm != "auto":
+        if REGISTRY[algorithm].strict:  # checked on every device
+            reason = REGISTRY[algorithm].applies(p)
+            if reason is not None:
+                shape = plan.w_shape[:2] + plan.w_shape[5 - plan.nspatial :]
+                raise ValueError(f"{plan.func}: algorithm={algorithm!r} {reason} "
+                                 f"(weight.shape={shape}, groups={plan.groups})")
+        return select(p, backend_name, algorithm).cores[backend_name](be, plan)
+    entry, fallback = auto(p, backend_name)
+    core = fallback.cores[backend_name](be, plan)
+    if entry is not fallback:
+        return entry.cores[backend_name](be, plan, core)
+    return core
 
-        if plan.padding_mode == "zeros":  # the blocks read the zero padding in place
-            return winograd.zero_padding_core(plan.pads)
-        return winograd.correlate
-    if name == "direct":
-        if _macs(plan) < SERIAL_MAX_MACS:
-            return _serial_core()
-        return _direct_core(be, plan)
-    if name == "gemm":  # pads each image in the task threads (no parallel-region pass)
-        from fastconv.cpu.gemm import padding_core
 
-        return padding_core(plan.x_shape, plan.pads, plan.padding_mode)
+# --- explain -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What :func:`explain` returns: the op, the device, the algorithm asked for and the
+    one that runs, and every candidate as ``(name, seconds, reason)`` (reason None: in
+    the running for "auto")."""
+
+    op: str
+    device: str
+    requested: str
+    chosen: str
+    why: str
+    problem: Problem | None
+    rows: tuple
+
+    def __str__(self) -> str:
+        lines = [f"{self.op} on {self.device}: algorithm={self.requested!r} runs "
+                 f"{self.chosen!r}", f"  why: {self.why}"]
+        if self.problem is not None:
+            p = self.problem
+            lines.append(f"  correlation: N={p.N}, weight {tuple(p.w_shape)}, output "
+                         f"{tuple(p.out_spatial)}, stride {tuple(p.stride)}, groups {p.groups}, "
+                         f"{p.macs} multiply-adds")
+        if self.rows:
+            width = max(len(r[0]) for r in self.rows)
+            lines.append(f"  {'algorithm':<{width}}  {'est. time':>10}  considered by auto?")
+            for name, secs, reason in self.rows:
+                mark = "*" if name == self.chosen else " "
+                lines.append(f"{mark} {name:<{width}}  {_seconds(secs):>10}  "
+                             f"{'yes' if reason is None else 'no: ' + reason}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.__str__()
+
+    def _repr_pretty_(self, printer, cycle) -> None:  # IPython
+        printer.text(str(self))
+
+
+def _seconds(s: float) -> str:
+    if s >= 1:
+        return f"{s:.3g} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.3g} ms"
+    return f"{s * 1e6:.3g} us"
+
+
+def explain_problem(op: str, device: str, requested: str, p: Problem,
+                    conditional: bool = True) -> Explanation:
+    """An :class:`Explanation` of the correlation ``p`` with ``algorithm=requested``."""
+    rows = candidates(p, device)
+    table = tuple((e.name, cost, reason) for e, cost, reason in rows)
+    if requested == "auto":
+        entry, fallback = auto(p, device, conditional)
+        if entry is not fallback:
+            chosen = entry.name
+            why = (f"{entry.name} is tried first (its regime holds; it runs if every 2-D "
+                   f"kernel has rank 1), else {fallback.name}, the cheapest other in its regime")
+        else:
+            chosen = entry.name
+            why = f"{entry.name} is the cheapest algorithm in its regime"
     else:
-        from fastconv.cpu.fft import correlate, zero_padding_core
-
-        if plan.padding_mode == "zeros":  # the tiles read the zero padding in place
-            return zero_padding_core(plan.pads)
-    return correlate
-
-
-def _direct_core(be, plan: ConvPlan):
-    """The 4-channel row kernel, or for fewer than ``CHANNEL_BLOCK`` output channels per
-    group (depthwise, single planes) the few-channel kernel, which reads zero padding in
-    place (no padded copy). (``few_channel_core(row_borders=True)`` is 1.6-2x faster on
-    W7 but rounds border columns an ulp differently; it is not wired to "auto" because
-    the Dask layer resolves "auto" to "direct" per block and promises bit-identity.)"""
-    if plan.w_shape[0] // plan.groups >= CHANNEL_BLOCK:
-        return be.correlate
-    from fastconv.cpu.conv import few_channel_core
-
-    if plan.padding_mode != "zeros":
-        return few_channel_core()
-    return few_channel_core(tuple(plan.x_shape), plan.pads)
-
-
-def _serial_core():
-    # imported once, then kept: an import statement per call costs more than a tiny problem
-    global _SERIAL_CORE
-    if _SERIAL_CORE is None:
-        from fastconv.cpu.conv import correlate_serial
-
-        _SERIAL_CORE = correlate_serial
-    return _SERIAL_CORE
-
-
-_SERIAL_CORE = None
-
-
-def _macs(plan: ConvPlan) -> int:
-    """Multiply-adds of the direct correlation."""
-    return plan.x_shape[0] * math.prod(plan.w_shape) * math.prod(plan.out_shape[2:])
+        chosen = select(p, device, requested).name
+        why = ("requested explicitly" if chosen == requested
+               else f"{requested!r} is not available on {device}; the {chosen} kernel runs")
+    return Explanation(op, device, requested, chosen, why, p, table)

@@ -31,12 +31,15 @@ import math
 import numpy as np
 
 from fastconv import _dispatch, _shapes
+from fastconv._dispatch import flip_weight, to_host
 from fastconv._plan import plan_conv, plan_pool
-from fastconv._validate import as_array, check_algorithm, check_dtype, check_not_all_bool
-
-#: fastconv padding_mode -> numpy.pad / dask.array.pad mode.
-NUMPY_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge",
-                   "circular": "wrap"}
+from fastconv._validate import (
+    NUMPY_PAD_MODES,
+    as_array,
+    check_algorithm,
+    check_dtype,
+    check_not_all_bool,
+)
 
 
 def is_dask(a) -> bool:
@@ -87,22 +90,17 @@ def _starts(chunks: tuple) -> tuple[int, ...]:
 # --- convolution -----------------------------------------------------------------------
 
 
-def _conv_block(block, weight, bias, stride, dilation, groups, device, algorithm):
-    """One block: a valid correlation of a padded piece (5-D) with the 5-D weight."""
-    from fastconv.conv import conv3d
-
-    return conv3d(block, weight, bias, stride, 0, dilation, groups, "zeros", device=device,
-                  algorithm=algorithm)
-
-
 def conv(func, nspatial, x, weight, bias, stride, padding, dilation, groups, padding_mode,
-         device, algorithm, flip):
-    """``conv*d`` / ``convolve*d`` of a Dask array: a lazy Dask array, same semantics."""
+         device, algorithm, flip, block):
+    """``conv*d`` / ``convolve*d`` of a Dask array: a lazy Dask array, same semantics.
+    ``block(piece, weight, bias, stride, dilation, groups, device, algorithm)`` computes
+    one block (``fastconv._run.dask_block``: the in-memory runner, padding 0)."""
     import dask.array as da
 
-    from fastconv._algorithms import ALGORITHMS, choose
+    from fastconv import _algorithms
+    from fastconv._algorithms import choose
 
-    check_algorithm(algorithm, func, ALGORITHMS)
+    check_algorithm(algorithm, func, _algorithms.ALGORITHMS)
     _check_input(func, x)
     w, b = _small(weight, "weight", func), _small(bias, "bias", func)
     check_not_all_bool(func, {"x": x, "weight": w, "bias": b})
@@ -112,7 +110,7 @@ def conv(func, nspatial, x, weight, bias, stride, padding, dilation, groups, pad
         algorithm = choose(plan)  # one choice for the whole array, as in memory
     w5 = np.ascontiguousarray(w.reshape(plan.w_shape), plan.dtype)
     if flip:
-        w5 = np.ascontiguousarray(w5[:, :, ::-1, ::-1, ::-1])
+        w5 = flip_weight(w5, plan.dtype, np.ascontiguousarray)
     b = None if b is None else np.ascontiguousarray(b, plan.dtype)
 
     x5 = _to5(x, nspatial, plan.unbatched).astype(plan.dtype)
@@ -135,7 +133,7 @@ def conv(func, nspatial, x, weight, bias, stride, padding, dilation, groups, pad
         halos.append(h)
     xp = xp.rechunk((x5.chunks[0], (plan.x_shape[1],), *in_chunks))
     y = da.map_overlap(
-        _conv_block, xp, depth=_depth(halos), boundary="none", trim=False,
+        block, xp, depth=_depth(halos), boundary="none", trim=False,
         allow_rechunk=False, chunks=(xp.chunks[0], (plan.out_shape[1],), *out_chunks),
         dtype=plan.dtype, meta=np.empty((0,) * 5, plan.dtype), token=func,
         weight=w5, bias=b, stride=plan.stride, dilation=plan.dilation, groups=plan.groups,
@@ -145,10 +143,6 @@ def conv(func, nspatial, x, weight, bias, stride, padding, dilation, groups, pad
 
 
 # --- pooling ---------------------------------------------------------------------------
-
-
-def _to_host(a):
-    return a.copy_to_host() if hasattr(a, "copy_to_host") else a
 
 
 def _pool_block(block, plan, backend_name, in_starts, out_starts, what, block_id=None):
@@ -166,13 +160,13 @@ def _pool_block(block, plan, backend_name, in_starts, out_starts, what, block_id
     if plan.kind == "avg":
         divisors = tuple(d[a:b] for d, a, b in zip(plan.divisors, lo, hi, strict=True))
         be.avg_pool(x5, out, plan.kernel, plan.stride, pads, divisors)
-        return _to_host(out)
+        return to_host(out)
     if what == "values":
         be.max_pool(x5, out, None, plan.kernel, plan.stride, pads, plan.dilation)
-        return _to_host(out)
+        return to_host(out)
     idx = be.empty(shape, np.int64)
     be.max_pool(x5, out, idx, plan.kernel, plan.stride, pads, plan.dilation)
-    idx = _to_host(idx)
+    idx = to_host(idx)
     # block-local flat index (d*Hl + h)*Wl + w -> global (d*H + h)*W + w
     _, hl, wl = block.shape[2:]
     _, H, W = plan.x_shape[2:]

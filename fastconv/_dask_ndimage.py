@@ -8,18 +8,21 @@ that every block needs only a right halo of ``k - 1`` (``_shapes.overlap_chunks`
 (``map_overlap(boundary="none")``). Separable filters are one such lazy pass per axis,
 each stored in the output dtype (as in memory). ``output`` may be a dtype (an array is
 refused: a lazy result has no buffer to fill).
+
+Every function takes the in-memory module (``fastconv.ndimage``, which calls here for
+Dask input) as its first argument ``nd``: its checks and kernels, without an import
+cycle.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from fastconv import ndimage as nd
 from fastconv._dask import _bounds
 from fastconv._shapes import overlap_chunks
 
 
-def _check(func: str, x, output):
+def _check(nd, func: str, x, output):
     if output is not None and not isinstance(output, (type, np.dtype, str)):
         raise TypeError(f"{func}: output must be None or a dtype for a Dask input (a lazy "
                         "result has no buffer to fill)")
@@ -29,11 +32,11 @@ def _check(func: str, x, output):
     return dtype
 
 
-def _valid_block(block, w, work):
+def _valid_block(nd, block, w, work):
     return nd.correlate_valid(np.ascontiguousarray(block, dtype=work), w)
 
 
-def _line_block(block, w1, axis, work, scale, out_dtype):
+def _line_block(nd, block, w1, axis, work, scale, out_dtype):
     """One block of a 1-D pass: the in-memory pass's kernel in its "valid" form."""
     k = w1.shape[0]
     y = nd._line_pass(np.ascontiguousarray(block, dtype=work), w1, axis, 0, "constant", 0.0,
@@ -43,7 +46,7 @@ def _line_block(block, w1, axis, work, scale, out_dtype):
     return nd._cast(y, out_dtype)
 
 
-def _lazy_correlate(x, w: np.ndarray, pads, np_mode: str, cval: float, work, out_dtype,
+def _lazy_correlate(nd, x, w: np.ndarray, pads, np_mode: str, cval: float, work, out_dtype,
                     block_fn=None):
     """Padded globally, then every block's 'valid' correlation with its neighbours
     (``block_fn(block)`` if given, else the n-D engine correlation with ``w``)."""
@@ -65,7 +68,7 @@ def _lazy_correlate(x, w: np.ndarray, pads, np_mode: str, cval: float, work, out
     w = np.ascontiguousarray(w, dtype=work)
     if block_fn is None:
         def block_fn(blk):
-            return nd._cast(_valid_block(blk, w, work), out_dtype)
+            return nd._cast(_valid_block(nd, blk, w, work), out_dtype)
     y = da.map_overlap(
         block_fn, xp, depth=depth,
         boundary="none", trim=False, dtype=out_dtype, chunks=tuple(out_chunks),
@@ -74,9 +77,9 @@ def _lazy_correlate(x, w: np.ndarray, pads, np_mode: str, cval: float, work, out
     return y
 
 
-def correlate(x, weights, output, mode, cval, origin, axes, flip):
+def correlate(nd, x, weights, output, mode, cval, origin, axes, flip):
     func = "convolve" if flip else "correlate"
-    dtype = _check(func, x, output)
+    dtype = _check(nd, func, x, output)
     a = np.empty((1,) * x.ndim, x.dtype)
     w = nd._weights(func, weights)
     axes = nd._axes(func, axes, x.ndim)
@@ -103,23 +106,23 @@ def correlate(x, weights, output, mode, cval, origin, axes, flip):
     np_mode, c = nd._mode(func, mode), nd._cval(func, cval)
     work = nd._work_dtype(a.dtype, dtype)
     pads = [(k // 2 + o, k - 1 - k // 2 - o) for k, o in zip(w.shape, origins, strict=True)]
-    return _lazy_correlate(x, w, pads, np_mode, c, work, dtype)
+    return _lazy_correlate(nd, x, w, pads, np_mode, c, work, dtype)
 
 
-def correlate1d(x, weights, axis, output, mode, cval, origin, func="correlate1d",
+def correlate1d(nd, x, weights, axis, output, mode, cval, origin, func="correlate1d",
                 scale=None):
-    dtype = _check(func, x, output)
+    dtype = _check(nd, func, x, output)
     w = nd._weights(func, weights)
     if w.ndim != 1 or w.shape[0] < 1:
         raise nd.NdimageError(f"{func}: no filter weights given (weights.shape={w.shape})")
     axis = nd._axis(func, axis, x.ndim)
     k = w.shape[0]
     origin = nd._origin_ok(func, origin, k)
-    return _pass(x, w, axis, origin, nd._mode(func, mode), nd._cval(func, cval), dtype,
+    return _pass(nd, x, w, axis, origin, nd._mode(func, mode), nd._cval(func, cval), dtype,
                  scale)
 
 
-def _pass(x, w, axis, origin, np_mode, cval, dtype, scale):
+def _pass(nd, x, w, axis, origin, np_mode, cval, dtype, scale):
     k = w.shape[0]
     work = nd._work_dtype(x.dtype, dtype)
     shape = [1] * x.ndim
@@ -128,33 +131,33 @@ def _pass(x, w, axis, origin, np_mode, cval, dtype, scale):
     pads[axis] = (k // 2 + origin, k - 1 - k // 2 - origin)
     w1 = np.ascontiguousarray(w, dtype=work)
     return _lazy_correlate(
-        x, w.reshape(shape), pads, np_mode, cval, work, dtype,
-        block_fn=lambda blk: _line_block(blk, w1, axis, work, scale, dtype))
+        nd,         x, w.reshape(shape), pads, np_mode, cval, work, dtype,
+        block_fn=lambda blk: _line_block(nd, blk, w1, axis, work, scale, dtype))
 
 
-def uniform_filter1d(x, size, axis, output, mode, cval, origin):
-    return correlate1d(x, np.ones(size), axis, output, mode, cval, origin,
+def uniform_filter1d(nd, x, size, axis, output, mode, cval, origin):
+    return correlate1d(nd, x, np.ones(size), axis, output, mode, cval, origin,
                        func="uniform_filter1d", scale=float(size))
 
 
-def separable(public, x, output, **kwargs):
+def separable(nd, public, x, output, **kwargs):
     """A separable filter of a Dask array: the in-memory wrapper's passes, each lazy."""
     func = public.__name__
-    dtype = _check(func, x, output)
+    dtype = _check(nd, func, x, output)
     if public is nd.uniform_filter:
-        passes = _uniform_passes(func, x.ndim, **kwargs)
+        passes = _uniform_passes(nd, func, x.ndim, **kwargs)
     else:
-        passes = _gaussian_passes(func, x.ndim, **kwargs)
+        passes = _gaussian_passes(nd, func, x.ndim, **kwargs)
     cval = nd._cval(func, kwargs["cval"])
     cur = x
     if not passes:
         return x.map_blocks(nd._cast, np.dtype(dtype), dtype=dtype)
     for axis, w, origin, mode, scale in passes:
-        cur = _pass(cur, w, axis, origin, nd._mode(func, mode), cval, dtype, scale)
+        cur = _pass(nd, cur, w, axis, origin, nd._mode(func, mode), cval, dtype, scale)
     return cur
 
 
-def _uniform_passes(func, ndim, size, mode, cval, origin, axes):
+def _uniform_passes(nd, func, ndim, size, mode, cval, origin, axes):
     axes = nd._axes(func, axes, ndim)
     n = len(axes)
     out = []
@@ -166,7 +169,7 @@ def _uniform_passes(func, ndim, size, mode, cval, origin, axes):
     return out
 
 
-def _gaussian_passes(func, ndim, sigma, order, mode, cval, truncate, radius, axes):
+def _gaussian_passes(nd, func, ndim, sigma, order, mode, cval, truncate, radius, axes):
     axes = nd._axes(func, axes, ndim)
     n = len(axes)
     return [(ax, nd._gaussian_weights(func, s, o, truncate, r), 0, m, None)

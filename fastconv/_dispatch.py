@@ -3,8 +3,9 @@
 
 Backends are imported lazily, so ``import fastconv`` never imports Numba's CUDA target
 (nor, for ``fastconv shape``/``--help``, Numba at all). Each backend package
-(``fastconv.cpu``, ``fastconv.cuda``) exposes the same names: ``asarray``, ``empty``,
-``pad``, ``correlate``, ... taking 5-D arrays and ints.
+(``fastconv.cpu``, ``fastconv.cuda``) implements the same contract, written in their
+``__init__`` docstrings (``wrap``, ``asarray``, ``empty``, ``pad``, ``correlate``, ...
+taking 5-D arrays and ints); ``tests/test_structure.py`` compares their signatures.
 """
 
 from __future__ import annotations
@@ -16,6 +17,17 @@ import numpy as np
 from fastconv._config import env_device
 
 DEVICES = ("cpu", "cuda")
+
+#: The backend contract: the names both ``fastconv.cpu`` and ``fastconv.cuda`` implement
+#: with the same arguments (their ``__init__`` docstrings say what each one does).
+CONTRACT = (
+    "wrap", "asarray", "empty", "zeros", "finish", "pad", "unpad",
+    "correlate", "correlate_input", "correlate_weight", "sum_channels",
+    "max_pool", "avg_pool", "max_pool_backward", "avg_pool_backward",
+    "adaptive_avg_pool", "adaptive_max_pool", "adaptive_avg_pool_backward",
+    "adaptive_max_pool_backward", "power", "lp_finish", "lp_grad_out", "lp_grad_in",
+    "signed_abs", "mul_sign", "fold", "unfold", "max_unpool", "max_unpool_backward",
+)
 
 #: Backend modules already imported, by name (``backend`` runs on every call).
 _BACKENDS: dict = {}
@@ -76,3 +88,14 @@ def backend(name: str):
     if be is None:
         be = _BACKENDS[name] = importlib.import_module(f"fastconv.{name}")
     return be
+
+
+def to_host(a):
+    """A device array copied to a NumPy array; anything else as it is."""
+    return a.copy_to_host() if hasattr(a, "copy_to_host") else a
+
+
+def flip_weight(w5, dtype, asarray):
+    """The 5-D weight flipped on every spatial axis (true convolution), made contiguous
+    by the backend's ``asarray``."""
+    return asarray(w5[:, :, ::-1, ::-1, ::-1], dtype)

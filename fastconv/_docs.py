@@ -49,3 +49,16 @@ def fill(**extra):
         return f
 
     return deco
+
+
+#: Shape texts of the conv families per rank (conv, convolve, conv_transpose, gradients).
+RANKS = {
+    1: dict(rank="1-D", shape_in="(N, C, L) or (C, L)", shape_out="(N, K, L_out) or (K, L_out)",
+            kernel="kL", shape="(N, C, L) -> (N, K, L_out)"),
+    2: dict(rank="2-D", shape_in="(N, C, H, W) or (C, H, W)",
+            shape_out="(N, K, H_out, W_out) or (K, H_out, W_out)", kernel="kH, kW",
+            shape="(N, C, H, W) -> (N, K, H_out, W_out)"),
+    3: dict(rank="3-D", shape_in="(N, C, D, H, W) or (C, D, H, W)",
+            shape_out="(N, K, D_out, H_out, W_out) or (K, D_out, H_out, W_out)",
+            kernel="kD, kH, kW", shape="(N, C, D, H, W) -> (N, K, D_out, H_out, W_out)"),
+}

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastconv import _run as run_layer
+from fastconv._algorithms import direct_sums
 from fastconv._shapes import resolve_padding
 from fastconv._validate import as_array, check_not_all_bool, result_dtype
 
@@ -115,11 +117,14 @@ def _swap_needed(func: str, mode: str, shape1: tuple, shape2: tuple) -> bool:
 def _correlate_padded(func: str, image, kernel, pads, boundary: str, fill: float, dtype):
     """Cross-correlate ``image`` with ``kernel`` after padding it by ``pads`` with the
     boundary rule; the engine's padding modes are used where they coincide with SciPy's."""
-    from fastconv._algorithms import direct_sums
-    from fastconv.conv import conv2d
-
     with direct_sums():  # never the separable path: SciPy's sums of the 2-D kernel
         return _conv_padded(conv2d, image, kernel, pads, boundary, fill, dtype)
+
+
+def conv2d(x, w, padding=0, padding_mode="zeros", algorithm="auto"):
+    """``fastconv.conv2d`` (the execution layer's forward runner, no bias)."""
+    return run_layer.forward("conv2d", 2, x, w, None, 1, padding, 1, 1, padding_mode, None,
+                        algorithm, False)
 
 
 def _conv_padded(conv2d, image, kernel, pads, boundary: str, fill: float, dtype):

@@ -9,7 +9,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+#: The padding modes, and the numpy.pad (and dask.array.pad) mode each one is: the one
+#: table (``fastconv.cpu.pad.MODE_CODES`` maps these to its kernel codes).
+NUMPY_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge",
+                   "circular": "wrap"}
+PADDING_MODES = tuple(NUMPY_PAD_MODES)
 PADDING_STRINGS = ("valid", "same", "full")
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 

@@ -53,74 +53,141 @@ class CacheStatus:
                 f"{self.nbytes / 2**20:.1f} MiB)")
 
 
+def light_blas_import() -> None:
+    """Load ``scipy.linalg.cython_blas`` on its own, before Numba's CPU target starts.
+
+    Numba's target imports that module when it starts (``numba.np.arraymath`` checks that
+    ``np.dot`` has a BLAS), and a submodule import runs its package first: all of
+    ``scipy.linalg`` (decompositions, matrix functions, SciPy's array-API layer), about
+    8x the module itself and a large part of a warm process's first call. Loaded alone
+    (the same extension module, registered under its own name, so Numba, Cython's
+    ``cimport`` and a later ``import scipy.linalg`` all find it), the first call skips
+    that. Does nothing when ``scipy.linalg`` is already imported or cannot be found.
+    """
+    import importlib.machinery
+    import importlib.util
+    import sys
+
+    name = "scipy.linalg.cython_blas"
+    if name in sys.modules or "scipy.linalg" in sys.modules:
+        return
+    try:
+        package = importlib.util.find_spec("scipy.linalg")
+        spec = importlib.machinery.PathFinder.find_spec(
+            name, package.submodule_search_locations) if package else None
+        if spec is None or spec.loader is None:
+            return
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    except Exception:  # any failure: leave it to Numba's own import, as before
+        sys.modules.pop(name, None)
+        return
+    sys.meta_path.insert(0, _BindCythonBlas())
+
+
+class _BindCythonBlas:
+    """A one-shot import hook: when ``scipy.linalg`` is imported later, its
+    ``cython_blas`` attribute is set to the module :func:`light_blas_import` loaded, as a
+    normal submodule import would have done."""
+
+    def find_spec(self, name, path=None, target=None):
+        import importlib.machinery
+        import sys
+
+        if name != "scipy.linalg":
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        run = loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            blas = sys.modules.get("scipy.linalg.cython_blas")
+            if blas is not None and not hasattr(module, "cython_blas"):
+                module.cython_blas = blas
+
+        loader.exec_module = exec_module
+        return spec
+
+
 def _rng_arrays(dtype: str, *shapes):
     rng = np.random.default_rng(0)
     return [rng.standard_normal(s).astype(dtype) for s in shapes]
 
 
 def _task_conv(dtype: str) -> None:
-    import fastconv as fc
+    from fastconv import conv
 
     tiny, w1 = _rng_arrays(dtype, (1, 1, 3, 3), (1, 1, 2, 2))
-    fc.conv2d(tiny, w1)  # serial direct core
+    conv.conv2d(tiny, w1)  # serial direct core
     x, w, wd, w32, b = _rng_arrays(dtype, (2, 8, 24, 24), (8, 8, 3, 3), (8, 1, 3, 3),
                                    (32, 32, 3, 3), (8,))
-    fc.conv2d(x, w, b, padding=1, algorithm="direct")  # 4-channel row kernel
-    fc.conv2d(x, wd, padding=1, groups=8)  # few-channel kernel (depthwise)
-    fc.conv2d(x, w, padding=1, padding_mode="reflect", algorithm="direct")
-    fc.conv2d(x, w, padding=1, algorithm="gemm")  # im2col
-    fc.conv2d(x, w, stride=2, algorithm="gemm")
+    conv.conv2d(x, w, b, padding=1, algorithm="direct")  # 4-channel row kernel
+    conv.conv2d(x, wd, padding=1, groups=8)  # few-channel kernel (depthwise)
+    conv.conv2d(x, w, padding=1, padding_mode="reflect", algorithm="direct")
+    conv.conv2d(x, w, padding=1, algorithm="gemm")  # im2col
+    conv.conv2d(x, w, stride=2, algorithm="gemm")
     x32, = _rng_arrays(dtype, (2, 32, 24, 24))
-    fc.conv2d(x32, w32, padding=1, algorithm="gemm")  # shifted GEMM
+    conv.conv2d(x32, w32, padding=1, algorithm="gemm")  # shifted GEMM
     plane, big = _rng_arrays(dtype, (1, 1, 48, 48), (1, 1, 20, 20))
-    fc.conv2d(plane, big, padding="same", algorithm="fft")
-    fc.conv2d(x, w, b, padding=1, algorithm="winograd")
+    conv.conv2d(plane, big, padding="same", algorithm="fft")
+    conv.conv2d(x, w, b, padding=1, algorithm="winograd")  # staged (36 tiles an image)
+    x16, w16 = _rng_arrays(dtype, (1, 16, 32, 32), (16, 16, 3, 3))
+    conv.conv2d(x16, w16, padding=1, algorithm="winograd")  # fused (64 tiles an image)
 
 
 def _task_grad(dtype: str) -> None:
-    import fastconv as fc
+    from fastconv import grad
 
     x, w, g = _rng_arrays(dtype, (2, 8, 12, 12), (8, 8, 3, 3), (2, 8, 12, 12))
     for algorithm in ("direct", "gemm"):
-        fc.grad.conv2d_input(x.shape, w, g, padding=1, algorithm=algorithm)
-        fc.grad.conv2d_weight(x, w.shape, g, padding=1, algorithm=algorithm)
-    fc.grad.conv2d_input(x.shape, w, g, padding=1, algorithm="winograd")
-    fc.grad.conv2d_input(x.shape, w, g[..., ::2, ::2], padding=1, stride=2)
-    fc.grad.conv2d_input(x.shape, w, g, padding=1, padding_mode="reflect")
-    fc.grad.conv_bias(g)
+        grad.conv2d_input(x.shape, w, g, padding=1, algorithm=algorithm)
+        grad.conv2d_weight(x, w.shape, g, padding=1, algorithm=algorithm)
+    grad.conv2d_input(x.shape, w, g, padding=1, algorithm="winograd")
+    grad.conv2d_input(x.shape, w, g[..., ::2, ::2], padding=1, stride=2)
+    grad.conv2d_input(x.shape, w, g, padding=1, padding_mode="reflect")
+    grad.conv_bias(g)
+    x32, g32 = _rng_arrays(dtype, (2, 32, 32, 32), (2, 32, 32, 32))
+    grad.conv2d_weight(x32, (32, 32, 3, 3), g32, padding=1)  # "auto": Winograd
     tiny, = _rng_arrays(dtype, (1, 1, 3, 3))
-    fc.grad.conv2d_input(tiny.shape, np.ones((1, 1, 2, 2), dtype), np.ones((1, 1, 2, 2), dtype))
-    fc.grad.conv2d_weight(tiny, (1, 1, 2, 2), np.ones((1, 1, 2, 2), dtype))
+    grad.conv2d_input(tiny.shape, np.ones((1, 1, 2, 2), dtype), np.ones((1, 1, 2, 2), dtype))
+    grad.conv2d_weight(tiny, (1, 1, 2, 2), np.ones((1, 1, 2, 2), dtype))
 
 
 def _task_pool(dtype: str) -> None:
-    import fastconv as fc
+    from fastconv import grad, pool
 
     x, = _rng_arrays(dtype, (2, 4, 12, 12))
-    y, idx = fc.max_pool2d(x, 3, stride=2, padding=1, return_indices=True)
-    fc.grad.max_pool2d(np.ones_like(y), x, 3, stride=2, padding=1)
-    y = fc.avg_pool2d(x, 3, stride=2, padding=1)
-    fc.grad.avg_pool2d(np.ones_like(y), x, 3, stride=2, padding=1)
-    fc.max_pool2d(x, 2)
-    fc.avg_pool2d(x, 2)
+    y, idx = pool.max_pool2d(x, 3, stride=2, padding=1, return_indices=True)
+    grad.max_pool2d(np.ones_like(y), x, 3, stride=2, padding=1)
+    y = pool.avg_pool2d(x, 3, stride=2, padding=1)
+    grad.avg_pool2d(np.ones_like(y), x, 3, stride=2, padding=1)
+    pool.max_pool2d(x, 2)
+    pool.avg_pool2d(x, 2)
 
 
 def _task_family(dtype: str) -> None:
-    import fastconv as fc
+    from fastconv import adaptive, grad, pool, unpool
+    from fastconv.fold import fold, unfold
 
     x, = _rng_arrays(dtype, (2, 3, 9, 9))
     for output_size in ((4, 3), 1):
-        y = fc.adaptive_avg_pool2d(x, output_size)
-        fc.grad.adaptive_avg_pool2d(np.ones_like(y), x, output_size)
-    y = fc.adaptive_max_pool2d(x, (4, 3))
-    fc.grad.adaptive_max_pool2d(np.ones_like(y), x, (4, 3))
+        y = adaptive.adaptive_avg_pool2d(x, output_size)
+        grad.adaptive_avg_pool2d(np.ones_like(y), x, output_size)
+    y = adaptive.adaptive_max_pool2d(x, (4, 3))
+    grad.adaptive_max_pool2d(np.ones_like(y), x, (4, 3))
     for p in (2, np.inf):
-        y = fc.lp_pool2d(x, p, 2)
-        fc.grad.lp_pool2d(np.ones_like(y), x, p, 2)
-    y, idx = fc.max_pool2d(x, 2, return_indices=True)
-    u = fc.max_unpool2d(y, idx, 2, output_size=(9, 9))
-    fc.grad.max_unpool2d(np.ones_like(u), y, idx, 2, output_size=(9, 9))
-    fc.fold(fc.unfold(x, 2), (9, 9), 2)
+        y = adaptive.lp_pool2d(x, p, 2)
+        grad.lp_pool2d(np.ones_like(y), x, p, 2)
+    y, idx = pool.max_pool2d(x, 2, return_indices=True)
+    u = unpool.max_unpool2d(y, idx, 2, output_size=(9, 9))
+    grad.max_unpool2d(np.ones_like(u), y, idx, 2, output_size=(9, 9))
+    fold(unfold(x, 2), (9, 9), 2)
 
 
 def _run_task(name: str, dtype: str) -> float:
@@ -132,7 +199,10 @@ def _run_task(name: str, dtype: str) -> float:
 
 
 #: Kernels of fallback paths that the common calls never run (not warmed, not counted).
-FALLBACKS = {"fastconv.cpu.gemm.im2col"}  # im2col GEMM without SciPy's BLAS
+FALLBACKS = {
+    "fastconv.cpu.gemm.im2col",  # im2col GEMM without SciPy's BLAS
+    "fastconv.cpu.conv.correlate_planes_rows",  # a variant no call path runs (see its doc)
+}
 
 
 def _kernels():
@@ -140,10 +210,8 @@ def _kernels():
     ``FALLBACKS`` excluded)."""
     from numba.core.registry import CPUDispatcher
 
-    import fastconv.cpu
-
-    found = {}
-    for info in pkgutil.iter_modules(fastconv.cpu.__path__, "fastconv.cpu."):
+    found = {}  # (the CPU backend's modules by path: fastconv.cpu imports this module)
+    for info in pkgutil.iter_modules([str(Path(__file__).parent / "cpu")], "fastconv.cpu."):
         module = importlib.import_module(info.name)
         for obj in vars(module).values():
             if (isinstance(obj, CPUDispatcher) and obj._cache is not None

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastconv import _dask, _dispatch, _shapes
+from fastconv._dispatch import to_host
 from fastconv._docs import fill
 from fastconv._plan import plan_pool, shape_of, to3
+from fastconv._run import avg_pool, deliver, prepare
 from fastconv._validate import result_dtype
-from fastconv.pool import _finish, _prepare
 
 _SHAPES = {
     1: dict(shape_in="(N, C, L) or (C, L)", shape="(N, C, L) -> (N, C, L_out)"),
@@ -107,7 +108,7 @@ def _dask_adaptive(func, nspatial, kind, x, output_size, return_indices, device)
             res = op(b, output_size, device=device, **(
                 {"return_indices": True} if what == "indices" else {}))
             res = res[1] if what == "indices" else res
-            return res.copy_to_host() if hasattr(res, "copy_to_host") else res
+            return to_host(res)
 
         return xr.map_blocks(block, chunks=chunks, dtype=dtype,
                              meta=np.empty((0,) * len(chunks), dtype),
@@ -129,20 +130,20 @@ def _adaptive_forward(func, nspatial, kind, x, output_size, return_indices=False
                       device=None):
     if _dask.is_dask(x):
         return _dask_adaptive(func, nspatial, kind, x, output_size, return_indices, device)
-    name, a = _prepare(func, device, {"x": x})
+    name, a = prepare(func, device, {"x": x})
     plan = plan_adaptive(func, nspatial, a["x"], output_size)
     be = _dispatch.backend(name)
     x4 = be.asarray(a["x"], plan.dtype).reshape(plan.in_planes)
     out = be.empty(plan.out_planes, plan.dtype)
     if kind == "avg":
         be.adaptive_avg_pool(x4, out, plan.windows)
-        return _finish(name, be.finish(out.reshape(plan.out_shape), a["x"]), x)
+        return deliver(name, out.reshape(plan.out_shape), a["x"], x)
     idx = be.empty(plan.out_planes, np.int64) if return_indices else None
     be.adaptive_max_pool(x4, out, idx, plan.windows)
-    out = _finish(name, be.finish(out.reshape(plan.out_shape), a["x"]), x)
+    out = deliver(name, out.reshape(plan.out_shape), a["x"], x)
     if not return_indices:
         return out
-    return out, _finish(name, be.finish(idx.reshape(plan.out_shape), a["x"]), x)
+    return out, deliver(name, idx.reshape(plan.out_shape), a["x"], x)
 
 
 def _check_grad_output(func, want: tuple, grad_output, x) -> None:
@@ -154,7 +155,7 @@ def _check_grad_output(func, want: tuple, grad_output, x) -> None:
 
 
 def _adaptive_backward(func, nspatial, kind, grad_output, x, output_size):
-    name, a = _prepare(func, None, {"grad_output": grad_output, "x": x})
+    name, a = prepare(func, None, {"grad_output": grad_output, "x": x})
     dtype = result_dtype(a["x"], a["grad_output"])
     plan = plan_adaptive(func, nspatial, a["x"], output_size, dtype)
     _check_grad_output(func, plan.out_shape, a["grad_output"], a["x"])
@@ -166,7 +167,7 @@ def _adaptive_backward(func, nspatial, kind, grad_output, x, output_size):
     else:
         x4 = be.asarray(a["x"], dtype).reshape(plan.in_planes)
         be.adaptive_max_pool_backward(g4, x4, gx, plan.windows)
-    return _finish(name, be.finish(gx.reshape(plan.x_shape), a["x"]), x)
+    return deliver(name, gx.reshape(plan.x_shape), a["x"], x)
 
 
 _OUTPUT_SIZE = """output_size : int, None or tuple of int or None
@@ -369,15 +370,13 @@ def _lp_pool_np_finish(a, scale, p):
 def _lp_forward(func, nspatial, x, norm_type, kernel_size, stride, ceil_mode, device):
     p = _norm_type(func, norm_type)
     if _dask.is_dask(x):
-        from fastconv import pool
-
         _dask._check_input(func, x)
         plan = _lp_plan(func, nspatial, x, kernel_size, stride, ceil_mode)
         xp = x.astype(plan.dtype) ** plan.dtype.type(p)
-        avg = getattr(pool, f"avg_pool{nspatial}d")(xp, kernel_size, stride, 0, ceil_mode,
-                                                    device=device)
+        avg = avg_pool(f"avg_pool{nspatial}d", nspatial, xp, kernel_size, stride, 0, ceil_mode,
+                       True, None, device)
         return avg.map_blocks(_lp_pool_np_finish, _lp_scale(plan), p, dtype=plan.dtype)
-    name, a = _prepare(func, device, {"x": x})
+    name, a = prepare(func, device, {"x": x})
     plan = _lp_plan(func, nspatial, a["x"], kernel_size, stride, ceil_mode)
     be = _dispatch.backend(name)
     out = be.empty(plan.out_shape, plan.dtype)
@@ -392,18 +391,18 @@ def _lp_forward(func, nspatial, x, norm_type, kernel_size, stride, ceil_mode, de
             be.power(x5, p, xp)
             be.avg_pool(xp, out, plan.kernel, plan.stride, plan.pads, plan.divisors)
             be.lp_finish(out, _lp_scale(plan), p)
-    return _finish(name, be.finish(out.reshape(plan.user_shape(plan.out_shape)), a["x"]), x)
+    return deliver(name, out.reshape(plan.user_shape(plan.out_shape)), a["x"], x)
 
 
 def _lp_backward(func, nspatial, grad_output, x, norm_type, kernel_size, stride, ceil_mode):
     p = _norm_type(func, norm_type)
-    name, a = _prepare(func, None, {"grad_output": grad_output, "x": x})
+    name, a = prepare(func, None, {"grad_output": grad_output, "x": x})
     dtype = result_dtype(a["x"], a["grad_output"])
     plan = _lp_plan(func, nspatial, a["x"], kernel_size, stride, ceil_mode, dtype)
     _check_grad_output(func, plan.user_shape(plan.out_shape), a["grad_output"], a["x"])
     be = _dispatch.backend(name)
     if not math.prod(plan.x_shape):  # an empty batch (or C = 0) runs no kernel
-        return _finish(name, be.finish(be.empty(shape_of(a["x"]), dtype), a["x"]), x)
+        return deliver(name, be.empty(shape_of(a["x"]), dtype), a["x"], x)
     x5 = be.asarray(a["x"], dtype).reshape(plan.x_shape)
     g5 = be.asarray(a["grad_output"], dtype).reshape(plan.out_shape)
     xp = be.empty(plan.x_shape, dtype)
@@ -412,7 +411,7 @@ def _lp_backward(func, nspatial, grad_output, x, norm_type, kernel_size, stride,
         be.signed_abs(x5, math.copysign(1.0, p), xp)
         be.max_pool_backward(g5, xp, gx, plan.kernel, plan.stride, plan.pads, (1, 1, 1))
         be.mul_sign(gx, x5, gx)
-        return _finish(name, be.finish(gx.reshape(shape_of(a["x"])), a["x"]), x)
+        return deliver(name, gx.reshape(shape_of(a["x"])), a["x"], x)
     be.power(x5, p, xp)
     avg = be.empty(plan.out_shape, dtype)
     be.avg_pool(xp, avg, plan.kernel, plan.stride, plan.pads, plan.divisors)
@@ -420,7 +419,7 @@ def _lp_backward(func, nspatial, grad_output, x, norm_type, kernel_size, stride,
     be.lp_grad_out(g5, avg, _lp_scale(plan), p, ga)
     be.avg_pool_backward(ga, xp, plan.kernel, plan.stride, plan.pads, plan.divisors)
     be.lp_grad_in(xp, x5, p, gx)
-    return _finish(name, be.finish(gx.reshape(shape_of(a["x"])), a["x"]), x)
+    return deliver(name, gx.reshape(shape_of(a["x"])), a["x"], x)
 
 
 _LP_DOC = """Power-average pooling of {rank} signals ({shape}), as torch's ``lp_pool{n}d``.

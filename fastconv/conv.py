@@ -9,92 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastconv import _dask, _dispatch
-from fastconv._algorithms import ALGORITHMS, correlation_core
+from fastconv import _dispatch, _run
+from fastconv._docs import RANKS as _RANKS
 from fastconv._docs import fill
-from fastconv._plan import ConvPlan, InputGradPlan, plan_conv, plan_conv_transpose
-from fastconv._validate import as_array, check_algorithm, check_not_all_bool
-
-#: Array arguments that may be None (every other one must be an array).
-OPTIONAL_ARRAYS = ("bias",)
-
-
-def wrap_inputs(func: str, backend_name: str, **arrays):
-    """Inputs as arrays of the chosen backend (dtypes checked: real numbers, not all
-    bool; None only for an optional argument such as ``bias``)."""
-    be = _dispatch.backend(backend_name) if backend_name != "cpu" else None
-    out = {}
-    for name, a in arrays.items():
-        if a is None:
-            if name not in OPTIONAL_ARRAYS:
-                raise TypeError(f"{func}: {name} must be an array, got None")
-            out[name] = None
-        elif be is None:
-            out[name] = as_array(a, name, func)
-        else:
-            out[name] = be.wrap(a, name, func)
-    check_not_all_bool(func, out)
-    return out
-
-
-_NO_PADS = ((0, 0),) * 3
-
-
-def empty_result(be, shape5: tuple, dtype, bias=None):
-    """The result of an op with nothing to sum (an empty batch, no input channels): the
-    bias broadcast over ``(N, K, D, H, W)``, or zeros; no kernel runs."""
-    if bias is None or 0 in shape5:
-        return be.zeros(shape5, dtype)
-    host = bias.copy_to_host() if hasattr(bias, "copy_to_host") else bias
-    b = np.asarray(host, dtype).reshape((1, -1, 1, 1, 1))
-    return be.asarray(np.ascontiguousarray(np.broadcast_to(b, shape5)), dtype)
-
-
-def run_correlate(plan: ConvPlan, backend_name: str, x, weight, bias, *, flip: bool = False,
-                  like=None, algorithm: str = "auto"):
-    """Pad, allocate and run the backend's correlation core for a validated plan; the
-    result takes the array type of ``like`` (the caller's input; default ``x``).
-    ``algorithm`` picks the core (see ``fastconv._algorithms``)."""
-    be = _dispatch.backend(backend_name)
-    if 0 in plan.x_shape[:2]:  # N = 0 or C = 0: nothing to sum, the output is the bias
-        out = empty_result(be, plan.out_shape, plan.dtype, bias)
-        return be.finish(out.reshape(plan.user_shape(plan.out_shape)), x if like is None else like)
-    x5 = be.asarray(x, plan.dtype).reshape(plan.x_shape)
-    w5 = be.asarray(weight, plan.dtype).reshape(plan.w_shape)
-    if flip:
-        w5 = be.asarray(w5[:, :, ::-1, ::-1, ::-1], plan.dtype)
-    b = (
-        be.zeros((plan.out_shape[1],), plan.dtype)
-        if bias is None
-        else be.asarray(bias, plan.dtype)
-    )
-    core = correlation_core(backend_name, be, algorithm, plan)
-    if plan.pads == _NO_PADS or getattr(core, "pads_itself", False):
-        xp = x5
-    else:
-        xp = be.pad(x5, plan.pads, plan.padding_mode)
-    out = be.empty(plan.out_shape, plan.dtype)
-    # stride and dilation go in as tuples of 3 ints (Numba types them as UniTuples)
-    core(xp, w5, b, out, plan.stride, plan.dilation, plan.groups)
-    return be.finish(out.reshape(plan.user_shape(plan.out_shape)), x if like is None else like)
-
-
-def _forward(func, nspatial, x, weight, bias, stride, padding, dilation, groups,
-             padding_mode, device, algorithm, flip):
-    if _dask.is_dask(x):  # lazy Dask array out; Dask is imported only for Dask input
-        return _dask.conv(func, nspatial, x, weight, bias, stride, padding, dilation, groups,
-                          padding_mode, device, algorithm, flip)
-    check_algorithm(algorithm, func, ALGORITHMS)
-    name = _dispatch.choose(func, device, x, weight, bias)
-    a = wrap_inputs(func, name, x=x, weight=weight, bias=bias)
-    plan = plan_conv(func, nspatial, a["x"], a["weight"], a["bias"], stride, padding,
-                     dilation, groups, padding_mode)
-    out = run_correlate(plan, name, a["x"], a["weight"], a["bias"], flip=flip, like=x,
-                        algorithm=algorithm)
-    if name == "cuda" and not _dispatch.is_cuda_array(x):
-        return out.copy_to_host()
-    return out
-
+from fastconv._validate import as_array, check_not_all_bool
 
 _CONV_DOC = """{kind} of a batch of {rank} signals ({shape}).
 
@@ -135,16 +53,6 @@ _CONV_DOC = """{kind} of a batch of {rank} signals ({shape}).
 _XCORR = ("y[n, k, o] = bias[k] + sum_{c in group(k), r} "
           "x_pad[n, c, o*stride + r*dilation] * w[k, c, r]")
 _TRUE = "Cross-correlation with the kernel flipped on every spatial axis: conv with w[..., ::-1]."
-_RANKS = {
-    1: dict(rank="1-D", shape_in="(N, C, L) or (C, L)", shape_out="(N, K, L_out) or (K, L_out)",
-            kernel="kL", shape="(N, C, L) -> (N, K, L_out)"),
-    2: dict(rank="2-D", shape_in="(N, C, H, W) or (C, H, W)",
-            shape_out="(N, K, H_out, W_out) or (K, H_out, W_out)", kernel="kH, kW",
-            shape="(N, C, H, W) -> (N, K, H_out, W_out)"),
-    3: dict(rank="3-D", shape_in="(N, C, D, H, W) or (C, D, H, W)",
-            shape_out="(N, K, D_out, H_out, W_out) or (K, D_out, H_out, W_out)",
-            kernel="kD, kH, kW", shape="(N, C, D, H, W) -> (N, K, D_out, H_out, W_out)"),
-}
 _EXAMPLES = {
     ("conv", 1): ">>> conv1d([[0., 1., 2., 3.]], [[[1., -1.]]])\n    array([[-1., -1., -1.]])",
     ("conv", 2): (
@@ -165,29 +73,59 @@ _EXAMPLES = {
 }
 
 
-def _make(nspatial: int, flip: bool):
+def _conv_doc(nspatial: int, flip: bool):
+    """Fill ``_CONV_DOC`` for ``conv{n}d`` (``flip=False``) or ``convolve{n}d``."""
     kind = "convolve" if flip else "conv"
-    func = f"{kind}{nspatial}d"
 
-    def op(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+    def decorate(op):
+        op.__doc__ = _CONV_DOC
+        return fill(kind="True convolution" if flip else "Cross-correlation",
+                    formula=_TRUE if flip else _XCORR, example=_EXAMPLES[(kind, nspatial)],
+                    **_RANKS[nspatial])(op)
+
+    return decorate
+
+
+@_conv_doc(1, False)
+def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
            padding_mode="zeros", *, device=None, algorithm="auto"):
-        return _forward(func, nspatial, x, weight, bias, stride, padding, dilation, groups,
-                        padding_mode, device, algorithm, flip)
-
-    op.__name__ = op.__qualname__ = func
-    op.__doc__ = _CONV_DOC
-    fill(kind="True convolution" if flip else "Cross-correlation",
-         formula=_TRUE if flip else _XCORR, example=_EXAMPLES[(kind, nspatial)],
-         **_RANKS[nspatial])(op)
-    return op
+    return _run.forward("conv1d", 1, x, weight, bias, stride, padding, dilation, groups,
+                        padding_mode, device, algorithm, False)
 
 
-conv1d = _make(1, False)
-conv2d = _make(2, False)
-conv3d = _make(3, False)
-convolve1d = _make(1, True)
-convolve2d_nchw = _make(2, True)
-convolve3d = _make(3, True)
+@_conv_doc(2, False)
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+           padding_mode="zeros", *, device=None, algorithm="auto"):
+    return _run.forward("conv2d", 2, x, weight, bias, stride, padding, dilation, groups,
+                        padding_mode, device, algorithm, False)
+
+
+@_conv_doc(3, False)
+def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+           padding_mode="zeros", *, device=None, algorithm="auto"):
+    return _run.forward("conv3d", 3, x, weight, bias, stride, padding, dilation, groups,
+                        padding_mode, device, algorithm, False)
+
+
+@_conv_doc(1, True)
+def convolve1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+               padding_mode="zeros", *, device=None, algorithm="auto"):
+    return _run.forward("convolve1d", 1, x, weight, bias, stride, padding, dilation, groups,
+                        padding_mode, device, algorithm, True)
+
+
+@_conv_doc(2, True)
+def convolve2d_nchw(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+                    padding_mode="zeros", *, device=None, algorithm="auto"):
+    return _run.forward("convolve2d", 2, x, weight, bias, stride, padding, dilation, groups,
+                        padding_mode, device, algorithm, True)
+
+
+@_conv_doc(3, True)
+def convolve3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+               padding_mode="zeros", *, device=None, algorithm="auto"):
+    return _run.forward("convolve3d", 3, x, weight, bias, stride, padding, dilation, groups,
+                        padding_mode, device, algorithm, True)
 
 
 def corr2d(X, K) -> np.ndarray:
@@ -209,8 +147,8 @@ def corr2d(X, K) -> np.ndarray:
             raise ValueError(
                 f"corr2d: {name} must be 2-D, got {a.ndim}-D with {name}.shape={a.shape}"
             )
-    return _forward("corr2d", 2, X[None, None], K[None, None], None, 1, 0, 1, 1, "zeros",
-                    None, "auto", False)[0, 0]
+    return _run.forward("corr2d", 2, X[None, None], K[None, None], None, 1, 0, 1, 1, "zeros",
+                        None, "auto", False)[0, 0]
 
 
 def convolve2d(in1, in2, *args, **kwargs):
@@ -259,32 +197,6 @@ def correlate2d(in1, in2, mode: str = "full", boundary: str = "fill", fillvalue=
 
 
 # --- transposed convolution (the input gradient of a correlation) ----------------------
-
-
-def run_input_grad(plan: InputGradPlan, backend_name: str, g, weight, bias,
-                   algorithm: str = "auto"):
-    """Run the backend's input-gradient core for a validated plan (``g`` is grad_output,
-    or the input of a transposed convolution); ``bias`` is added to every output.
-    ``algorithm`` picks the CPU core ("auto", "direct", "gemm"; see ``fastconv.cpu.grad``)."""
-    be = _dispatch.backend(backend_name)
-    if not hasattr(be, "correlate_input"):
-        raise NotImplementedError(f"{plan.func}: not implemented on device {backend_name!r}")
-    if 0 in plan.g_shape[:2] or 0 in plan.out_shape:  # an empty batch or no channels
-        out = empty_result(be, plan.out_shape, plan.dtype, bias)
-        return be.finish(out.reshape(plan.user_shape(plan.out_shape)), g)
-    g5 = be.asarray(g, plan.dtype).reshape(plan.g_shape)
-    w5 = be.asarray(weight, plan.dtype).reshape(plan.w_shape)
-    b = (
-        be.zeros((plan.out_shape[1],), plan.dtype)
-        if bias is None
-        else be.asarray(bias, plan.dtype)
-    )
-    out = be.empty(plan.padded_shape, plan.dtype)
-    res = be.correlate_input(g5, w5, b, out, plan.spread_shape, plan.spread_src,
-                             plan.spread_dst, plan.dilation, plan.groups, plan.pads,
-                             plan.padding_mode,
-                             **({"algorithm": algorithm} if backend_name == "cpu" else {}))
-    return be.finish(res.reshape(plan.user_shape(plan.out_shape)), g)
 
 
 _TRANSPOSE_DOC = """Transposed convolution of a batch of {rank} signals ({shape}).
@@ -338,26 +250,30 @@ _TRANSPOSE_EXAMPLES = {
 }
 
 
-def _make_transpose(nspatial: int):
-    func = f"conv_transpose{nspatial}d"
+def _transpose_doc(nspatial: int):
+    def decorate(op):
+        op.__doc__ = _TRANSPOSE_DOC
+        return fill(n=nspatial, example=_TRANSPOSE_EXAMPLES[nspatial], **_RANKS[nspatial])(op)
 
-    def op(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
-           *, device=None):
-        name = _dispatch.choose(func, device, x, weight, bias)
-        a = wrap_inputs(func, name, x=x, weight=weight, bias=bias)
-        plan = plan_conv_transpose(func, nspatial, a["x"], a["weight"], a["bias"], stride,
-                                   padding, output_padding, groups, dilation)
-        out = run_input_grad(plan, name, a["x"], a["weight"], a["bias"])
-        if name == "cuda" and not _dispatch.is_cuda_array(x):
-            return out.copy_to_host()
-        return out
-
-    op.__name__ = op.__qualname__ = func
-    op.__doc__ = _TRANSPOSE_DOC
-    fill(n=nspatial, example=_TRANSPOSE_EXAMPLES[nspatial], **_RANKS[nspatial])(op)
-    return op
+    return decorate
 
 
-conv_transpose1d = _make_transpose(1)
-conv_transpose2d = _make_transpose(2)
-conv_transpose3d = _make_transpose(3)
+@_transpose_doc(1)
+def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, *, device=None):
+    return _run.conv_transpose("conv_transpose1d", 1, x, weight, bias, stride, padding,
+                               output_padding, groups, dilation, device)
+
+
+@_transpose_doc(2)
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, *, device=None):
+    return _run.conv_transpose("conv_transpose2d", 2, x, weight, bias, stride, padding,
+                               output_padding, groups, dilation, device)
+
+
+@_transpose_doc(3)
+def conv_transpose3d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, *, device=None):
+    return _run.conv_transpose("conv_transpose3d", 3, x, weight, bias, stride, padding,
+                               output_padding, groups, dilation, device)

@@ -18,9 +18,10 @@ import numpy as np
 
 from fastconv import _dispatch, _shapes
 from fastconv._dask import is_dask
+from fastconv._dispatch import to_host
 from fastconv._plan import shape_of
+from fastconv._run import deliver, prepare
 from fastconv._validate import ntuple, result_dtype
-from fastconv.pool import _finish, _prepare
 from fastconv.unpool import _eager
 
 
@@ -100,7 +101,7 @@ def _dask_unfold(x, kernel_size, dilation, padding, stride, device):
 
     def block(b):
         out = _unfold("unfold", b, k, d, p, s, device)
-        return out.copy_to_host() if hasattr(out, "copy_to_host") else out
+        return to_host(out)
 
     return xr.map_blocks(block, chunks=chunks, drop_axis=x.ndim - 1, dtype=result_dtype(x),
                          meta=np.empty((0,) * (x.ndim - 1), result_dtype(x)))
@@ -108,7 +109,7 @@ def _dask_unfold(x, kernel_size, dilation, padding, stride, device):
 
 def _unfold(func, x, kernel_size, dilation, padding, stride, device, dtype=None, like=None):
     x = _eager(x)
-    name, a = _prepare(func, device, {"x": x})
+    name, a = prepare(func, device, {"x": x})
     lead, spatial, k, d, p, s, blocks = _unfold_plan(func, a["x"], kernel_size, dilation,
                                                      padding, stride)
     be = _dispatch.backend(name)
@@ -118,13 +119,13 @@ def _unfold(func, x, kernel_size, dilation, padding, stride, device, dtype=None,
     cols = be.empty((n, lead[-1], *k, *blocks), dtype)
     be.unfold(x4, cols, s, p, d)
     shape = lead[:-1] + (lead[-1] * k[0] * k[1], blocks[0] * blocks[1])
-    return _finish(name, be.finish(cols.reshape(shape), a["x"]), x if like is None else like)
+    return deliver(name, cols.reshape(shape), a["x"], x if like is None else like)
 
 
 def _fold(func, cols, output_size, kernel_size, dilation, padding, stride, device,
           dtype=None, like=None):
     cols = _eager(cols)
-    name, a = _prepare(func, device, {"cols": cols})
+    name, a = prepare(func, device, {"cols": cols})
     lead, out, k, d, p, s, blocks = _fold_plan(func, a["cols"], output_size, kernel_size,
                                                dilation, padding, stride)
     be = _dispatch.backend(name)
@@ -133,7 +134,7 @@ def _fold(func, cols, output_size, kernel_size, dilation, padding, stride, devic
     c6 = be.asarray(a["cols"], dtype).reshape(n, lead[-1], *k, *blocks)
     y = be.empty((n, lead[-1], *out), dtype)
     be.fold(c6, y, s, p, d)
-    return _finish(name, be.finish(y.reshape(lead + out), a["cols"]),
+    return deliver(name, y.reshape(lead + out), a["cols"],
                    cols if like is None else like)
 
 
@@ -219,7 +220,7 @@ def unfold_backward(grad_output, x, kernel_size, dilation=1, padding=0, stride=1
     """
     func = "unfold_backward"
     x = _eager(x)
-    name, a = _prepare(func, None, {"grad_output": _eager(grad_output), "x": x})
+    name, a = prepare(func, None, {"grad_output": _eager(grad_output), "x": x})
     lead, spatial, k, d, p, s, blocks = _unfold_plan(func, a["x"], kernel_size, dilation,
                                                      padding, stride)
     want = lead[:-1] + (lead[-1] * k[0] * k[1], blocks[0] * blocks[1])
@@ -242,7 +243,7 @@ def fold_backward(grad_output, cols, output_size, kernel_size, dilation=1, paddi
     """
     func = "fold_backward"
     cols = _eager(cols)
-    name, a = _prepare(func, None, {"grad_output": _eager(grad_output), "cols": cols})
+    name, a = prepare(func, None, {"grad_output": _eager(grad_output), "cols": cols})
     lead, out, k, d, p, s, blocks = _fold_plan(func, a["cols"], output_size, kernel_size,
                                                dilation, padding, stride)
     if shape_of(a["grad_output"]) != lead + out:

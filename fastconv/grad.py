@@ -11,16 +11,12 @@ for any thread count.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from fastconv import _dispatch
-from fastconv._algorithms import check_winograd
+from fastconv import _run
+from fastconv._docs import RANKS as _RANKS
 from fastconv._docs import fill
-from fastconv._plan import plan_conv_input, plan_conv_weight
-from fastconv._validate import check_algorithm, result_dtype
-from fastconv.conv import _RANKS, run_input_grad, wrap_inputs
+from fastconv._run import GRAD_ALGORITHMS, INPUT_GRAD_ALGORITHMS  # noqa: F401
 from fastconv.pool import avg_pool1d_backward as avg_pool1d
 from fastconv.pool import avg_pool2d_backward as avg_pool2d
 from fastconv.pool import avg_pool3d_backward as avg_pool3d
@@ -118,10 +114,6 @@ _WEIGHT_EXAMPLES = {
 }
 
 
-#: ``algorithm=`` choices of the gradients (the correlation each one runs, CPU only).
-GRAD_ALGORITHMS = ("auto", "direct", "gemm")
-#: The input gradient also takes "winograd" (stride 1, dilation 1, 2-D 3x3 kernels).
-INPUT_GRAD_ALGORITHMS = GRAD_ALGORITHMS + ("winograd",)
 _GRAD_ALGORITHM_DOC = """algorithm : {"auto", "direct", "gemm"}, keyword-only, default "auto"
         The CPU algorithm of the correlation the gradient runs (``fastconv.cpu.grad``):
         "auto" applies the forward rule of ``fastconv._algorithms`` to it; every choice
@@ -135,86 +127,67 @@ _INPUT_GRAD_ALGORITHM_DOC = """algorithm : {"auto", "direct", "gemm", "winograd"
         ValueError). The GPU runs "direct"."""
 
 
-def _to_host(out, name: str, *inputs):
-    if name == "cuda" and not any(_dispatch.is_cuda_array(a) for a in inputs):
-        return out.copy_to_host()
-    return out
+def _input_doc(nspatial: int):
+    def decorate(op):
+        op.__doc__ = _INPUT_DOC
+        return fill(n=nspatial, example=_INPUT_EXAMPLES[nspatial],
+                    grad_algorithm=_INPUT_GRAD_ALGORITHM_DOC, **_RANKS[nspatial])(op)
+
+    return decorate
 
 
-def _check_winograd_input(func: str, plan) -> None:
-    """ValueError when ``algorithm="winograd"`` cannot run this input gradient (the
-    stride-1 correlation of ``grad_output`` with the flipped, transposed weight)."""
-    K, Cg = plan.w_shape[:2]
-    wt_shape = (plan.groups * Cg, K // plan.groups) + tuple(plan.w_shape[2:])
-    stride = tuple(d[2] for d in plan.spread_dst)
-    if any(s != 1 for s in stride):
-        raise ValueError(f"{func}: algorithm='winograd' needs stride 1, got stride "
-                         f"{stride[3 - plan.nspatial:]}")
-    check_winograd(func, wt_shape, plan.padded_shape[2:], stride, plan.dilation, plan.groups,
-                   plan.nspatial)
+def _weight_doc(nspatial: int):
+    def decorate(op):
+        op.__doc__ = _WEIGHT_DOC
+        return fill(n=nspatial, example=_WEIGHT_EXAMPLES[nspatial],
+                    grad_algorithm=_GRAD_ALGORITHM_DOC, **_RANKS[nspatial])(op)
+
+    return decorate
 
 
-def _make_input(nspatial: int):
-    func = f"conv{nspatial}d_input"
-
-    def op(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1,
-           padding_mode="zeros", *, device=None, algorithm="auto") -> np.ndarray:
-        check_algorithm(algorithm, func, INPUT_GRAD_ALGORITHMS)
-        name = _dispatch.choose(func, device, weight, grad_output)
-        a = wrap_inputs(func, name, weight=weight, grad_output=grad_output)
-        plan = plan_conv_input(func, nspatial, input_size, a["weight"], a["grad_output"],
-                               stride, padding, dilation, groups, padding_mode)
-        if algorithm == "winograd":
-            _check_winograd_input(func, plan)
-        out = run_input_grad(plan, name, a["grad_output"], a["weight"], None, algorithm)
-        return _to_host(out, name, weight, grad_output)
-
-    op.__name__ = op.__qualname__ = func
-    op.__doc__ = _INPUT_DOC
-    fill(n=nspatial, example=_INPUT_EXAMPLES[nspatial], grad_algorithm=_INPUT_GRAD_ALGORITHM_DOC,
-         **_RANKS[nspatial])(op)
-    return op
+@_input_doc(1)
+def conv1d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1,
+                 padding_mode="zeros", *, device=None, algorithm="auto") -> np.ndarray:
+    return _run.conv_input("conv1d_input", 1, input_size, weight, grad_output, stride,
+                           padding, dilation, groups, padding_mode, device, algorithm)
 
 
-def _make_weight(nspatial: int):
-    func = f"conv{nspatial}d_weight"
-
-    def op(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1,  # noqa: A002
-           padding_mode="zeros", *, device=None, algorithm="auto") -> np.ndarray:
-        check_algorithm(algorithm, func, GRAD_ALGORITHMS)
-        name = _dispatch.choose(func, device, input, grad_output)
-        a = wrap_inputs(func, name, input=input, grad_output=grad_output)
-        plan = plan_conv_weight(func, nspatial, a["input"], weight_size, a["grad_output"],
-                                stride, padding, dilation, groups, padding_mode)
-        be = _dispatch.backend(name)
-        if not hasattr(be, "correlate_weight"):
-            raise NotImplementedError(f"{func}: not implemented on device {name!r}")
-        if 0 in plan.x_shape[:2]:  # an empty batch (zeros) or no input channels (empty)
-            gw = be.zeros(plan.w_shape, plan.dtype)
-        else:
-            x5 = be.asarray(a["input"], plan.dtype).reshape(plan.x_shape)
-            g5 = be.asarray(a["grad_output"], plan.dtype).reshape(plan.out_shape)
-            xp = be.pad(x5, plan.pads, plan.padding_mode)
-            gw = be.empty(plan.w_shape, plan.dtype)
-            be.correlate_weight(xp, g5, gw, np.array(plan.stride), np.array(plan.dilation),
-                                plan.groups,
-                                **({"algorithm": algorithm} if name == "cpu" else {}))
-        out = be.finish(gw.reshape(tuple(int(v) for v in weight_size)), input)
-        return _to_host(out, name, input, grad_output)
-
-    op.__name__ = op.__qualname__ = func
-    op.__doc__ = _WEIGHT_DOC
-    fill(n=nspatial, example=_WEIGHT_EXAMPLES[nspatial], grad_algorithm=_GRAD_ALGORITHM_DOC,
-         **_RANKS[nspatial])(op)
-    return op
+@_input_doc(2)
+def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1,
+                 padding_mode="zeros", *, device=None, algorithm="auto") -> np.ndarray:
+    return _run.conv_input("conv2d_input", 2, input_size, weight, grad_output, stride,
+                           padding, dilation, groups, padding_mode, device, algorithm)
 
 
-conv1d_input = _make_input(1)
-conv2d_input = _make_input(2)
-conv3d_input = _make_input(3)
-conv1d_weight = _make_weight(1)
-conv2d_weight = _make_weight(2)
-conv3d_weight = _make_weight(3)
+@_input_doc(3)
+def conv3d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1,
+                 padding_mode="zeros", *, device=None, algorithm="auto") -> np.ndarray:
+    return _run.conv_input("conv3d_input", 3, input_size, weight, grad_output, stride,
+                           padding, dilation, groups, padding_mode, device, algorithm)
+
+
+@_weight_doc(1)
+def conv1d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1,  # noqa: A002
+                  groups=1, padding_mode="zeros", *, device=None,
+                  algorithm="auto") -> np.ndarray:
+    return _run.conv_weight("conv1d_weight", 1, input, weight_size, grad_output, stride,
+                            padding, dilation, groups, padding_mode, device, algorithm)
+
+
+@_weight_doc(2)
+def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1,  # noqa: A002
+                  groups=1, padding_mode="zeros", *, device=None,
+                  algorithm="auto") -> np.ndarray:
+    return _run.conv_weight("conv2d_weight", 2, input, weight_size, grad_output, stride,
+                            padding, dilation, groups, padding_mode, device, algorithm)
+
+
+@_weight_doc(3)
+def conv3d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1,  # noqa: A002
+                  groups=1, padding_mode="zeros", *, device=None,
+                  algorithm="auto") -> np.ndarray:
+    return _run.conv_weight("conv3d_weight", 3, input, weight_size, grad_output, stride,
+                            padding, dilation, groups, padding_mode, device, algorithm)
 
 
 def conv_bias(grad_output, *, batched: bool = True, device=None) -> np.ndarray:
@@ -239,25 +212,7 @@ def conv_bias(grad_output, *, batched: bool = True, device=None) -> np.ndarray:
     >>> conv_bias(np.ones((2, 3, 4, 4)))
     array([32., 32., 32.])
     """
-    func = "conv_bias"
-    name = _dispatch.choose(func, device, grad_output)
-    g = wrap_inputs(func, name, grad_output=grad_output)["grad_output"]
-    shape = tuple(int(s) for s in g.shape)
-    need = 2 if batched else 1
-    if len(shape) < need:
-        raise ValueError(
-            f"{func}: grad_output must be at least {need}-D "
-            f"({'(N, K, *spatial)' if batched else '(K, *spatial)'}), got {len(shape)}-D with "
-            f"grad_output.shape={shape}"
-        )
-    lead = shape[:2] if batched else (1,) + shape[:1]
-    g3_shape = lead + (math.prod(shape[len(lead) - (0 if batched else 1):]),)
-    dtype = result_dtype(g)
-    be = _dispatch.backend(name)
-    g3 = be.asarray(g, dtype).reshape(g3_shape)
-    out = be.empty((g3_shape[1],), dtype)
-    be.sum_channels(g3, out)
-    return _to_host(be.finish(out, grad_output), name, grad_output)
+    return _run.conv_bias("conv_bias", grad_output, batched, device)
 
 
 __all__ = [

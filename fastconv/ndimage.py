@@ -35,11 +35,16 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import sys
 from collections.abc import Iterable
 
 import numpy as np
 
 from fastconv import _dask
+
+#: This module, handed to ``fastconv._dask_ndimage`` (which works on Dask arrays with its
+#: checks and kernels, and so cannot import it back).
+_SELF = sys.modules[__name__]
 
 #: scipy.ndimage filter mode -> numpy.pad mode (the one mode table; the padding kernel
 #: ``fastconv.cpu.pad.pad3`` takes the numpy names).
@@ -348,7 +353,7 @@ def correlate1d(input, weights, axis=-1, output=None, mode="reflect", cval=0.0, 
     if _dask.is_dask(input):
         from fastconv import _dask_ndimage
 
-        return _dask_ndimage.correlate1d(input, weights, axis, output, mode, cval, origin)
+        return _dask_ndimage.correlate1d(_SELF, input, weights, axis, output, mode, cval, origin)
     return _correlate1d(func, input, weights, axis, output, mode, cval, origin)
 
 
@@ -390,7 +395,7 @@ def convolve1d(input, weights, axis=-1, output=None, mode="reflect", cval=0.0, o
     if _dask.is_dask(input):
         from fastconv import _dask_ndimage
 
-        return _dask_ndimage.correlate1d(input, w[::-1], axis, output, mode, cval, origin,
+        return _dask_ndimage.correlate1d(_SELF, input, w[::-1], axis, output, mode, cval, origin,
                                          func="convolve1d")
     return _correlate1d("convolve1d", input, w[::-1], axis, output, mode, cval, origin)
 
@@ -462,7 +467,7 @@ def correlate(input, weights, output=None, mode="reflect", cval=0.0, origin=0, *
     if _dask.is_dask(input):
         from fastconv import _dask_ndimage
 
-        return _dask_ndimage.correlate(input, weights, output, mode, cval, origin, axes,
+        return _dask_ndimage.correlate(_SELF, input, weights, output, mode, cval, origin, axes,
                                        flip=False)
     return _correlate_nd("correlate", input, weights, output, mode, cval, origin, axes,
                          flip=False)
@@ -482,7 +487,7 @@ def convolve(input, weights, output=None, mode="reflect", cval=0.0, origin=0, *,
     if _dask.is_dask(input):
         from fastconv import _dask_ndimage
 
-        return _dask_ndimage.correlate(input, weights, output, mode, cval, origin, axes,
+        return _dask_ndimage.correlate(_SELF, input, weights, output, mode, cval, origin, axes,
                                        flip=True)
     return _correlate_nd("convolve", input, weights, output, mode, cval, origin, axes,
                          flip=True)
@@ -529,7 +534,7 @@ def uniform_filter1d(input, size, axis=-1, output=None, mode="reflect", cval=0.0
     if _dask.is_dask(input):
         from fastconv import _dask_ndimage
 
-        return _dask_ndimage.uniform_filter1d(input, size, axis, output, mode, cval, origin)
+        return _dask_ndimage.uniform_filter1d(_SELF, input, size, axis, output, mode, cval, origin)
     return _correlate1d(func, input, np.ones(size), axis, output, mode, cval, origin,
                         scale=float(size))
 
@@ -550,7 +555,7 @@ def uniform_filter(input, size=3, output=None, mode="reflect", cval=0.0, origin=
     if _dask.is_dask(input):
         from fastconv import _dask_ndimage
 
-        return _dask_ndimage.separable(uniform_filter, input, output, size=size, mode=mode,
+        return _dask_ndimage.separable(_SELF, uniform_filter, input, output, size=size, mode=mode,
                                        cval=cval, origin=origin, axes=axes)
     a = _input(func, input)
     axes = _axes(func, axes, a.ndim)
@@ -620,7 +625,7 @@ def gaussian_filter1d(input, sigma, axis=-1, order=0, output=None, mode="reflect
     if _dask.is_dask(input):
         from fastconv import _dask_ndimage
 
-        return _dask_ndimage.correlate1d(input, w, axis, output, mode, cval, 0, func=func)
+        return _dask_ndimage.correlate1d(_SELF, input, w, axis, output, mode, cval, 0, func=func)
     return _correlate1d(func, input, w, axis, output, mode, cval, 0)
 
 
@@ -642,7 +647,7 @@ def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0
     if _dask.is_dask(input):
         from fastconv import _dask_ndimage
 
-        return _dask_ndimage.separable(gaussian_filter, input, output, sigma=sigma,
+        return _dask_ndimage.separable(_SELF, gaussian_filter, input, output, sigma=sigma,
                                        order=order, mode=mode, cval=cval, truncate=truncate,
                                        radius=radius, axes=axes)
     a = _input(func, input)

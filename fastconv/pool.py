@@ -8,13 +8,8 @@ drops a last window that would start in the right padding). ``max_pool*_backward
 
 from __future__ import annotations
 
-import numpy as np
-
-from fastconv import _dask, _dispatch
+from fastconv import _run
 from fastconv._docs import fill
-from fastconv._plan import PoolPlan, plan_pool, shape_of
-from fastconv._validate import result_dtype
-from fastconv.conv import wrap_inputs
 
 _RANKS = {
     1: dict(rank="1-D", shape="(N, C, L) -> (N, C, L_out)", shape_in="(N, C, L) or (C, L)"),
@@ -127,112 +122,58 @@ _EXAMPLES = {
 }
 
 
-def _prepare(func, device, arrays: dict):
-    """Backend name and the inputs as that backend's arrays (dtype checked)."""
-    name = _dispatch.choose(func, device, *arrays.values())
-    return name, wrap_inputs(func, name, **arrays)
+def _pool_doc(kind: str, nspatial: int):
+    def decorate(op):
+        op.__doc__ = _MAX_DOC if kind == "max" else _AVG_DOC
+        return fill(n=nspatial, pool_params=_POOL_PARAMS, pool_dtypes=_DTYPES,
+                    example=_EXAMPLES[(kind, nspatial)], **_RANKS[nspatial])(op)
+
+    return decorate
 
 
-def _finish(name: str, out, like):
-    if name == "cuda" and not _dispatch.is_cuda_array(like):
-        return out.copy_to_host()
-    return out
+@_pool_doc("max", 1)
+def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
+               return_indices: bool = False, *, device: str | None = None):
+    return _run.max_pool("max_pool1d", 1, x, kernel_size, stride, padding, dilation,
+                         ceil_mode, return_indices, device)
 
 
-def _max_forward(func, nspatial, x, kernel_size, stride, padding, dilation, ceil_mode,
-                 return_indices, device):
-    if _dask.is_dask(x):  # lazy Dask array(s) out
-        return _dask.pool("max", func, nspatial, x, kernel_size, stride, padding, dilation,
-                          ceil_mode, return_indices, device=device)
-    name, a = _prepare(func, device, {"x": x})
-    plan = plan_pool(func, nspatial, a["x"], kernel_size, stride, padding, dilation,
-                     ceil_mode, "max")
-    be = _dispatch.backend(name)
-    out = be.empty(plan.out_shape, plan.dtype)
-    idx = be.empty(plan.out_shape, np.int64) if return_indices else None
-    if plan.x_shape[0]:  # an empty batch gives empty results (PyTorch); no kernel runs
-        x5 = be.asarray(a["x"], plan.dtype).reshape(plan.x_shape)
-        be.max_pool(x5, out, idx, plan.kernel, plan.stride, plan.pads, plan.dilation)
-    shape = plan.user_shape(plan.out_shape)
-    out = _finish(name, be.finish(out.reshape(shape), a["x"]), x)
-    if not return_indices:
-        return out
-    return out, _finish(name, be.finish(idx.reshape(shape), a["x"]), x)
+@_pool_doc("max", 2)
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
+               return_indices: bool = False, *, device: str | None = None):
+    return _run.max_pool("max_pool2d", 2, x, kernel_size, stride, padding, dilation,
+                         ceil_mode, return_indices, device)
 
 
-def _avg_forward(func, nspatial, x, kernel_size, stride, padding, ceil_mode,
-                 count_include_pad, divisor_override, device):
-    if _dask.is_dask(x):  # lazy Dask array out
-        return _dask.pool("avg", func, nspatial, x, kernel_size, stride, padding, 1,
-                          ceil_mode, False, count_include_pad, divisor_override, device)
-    name, a = _prepare(func, device, {"x": x})
-    plan = plan_pool(func, nspatial, a["x"], kernel_size, stride, padding, 1, ceil_mode,
-                     "avg", count_include_pad, divisor_override)
-    be = _dispatch.backend(name)
-    out = be.empty(plan.out_shape, plan.dtype)
-    if plan.x_shape[0]:  # an empty batch gives an empty result (PyTorch); no kernel runs
-        x5 = be.asarray(a["x"], plan.dtype).reshape(plan.x_shape)
-        be.avg_pool(x5, out, plan.kernel, plan.stride, plan.pads, plan.divisors)
-    return _finish(name, be.finish(out.reshape(plan.user_shape(plan.out_shape)), a["x"]), x)
+@_pool_doc("max", 3)
+def max_pool3d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
+               return_indices: bool = False, *, device: str | None = None):
+    return _run.max_pool("max_pool3d", 3, x, kernel_size, stride, padding, dilation,
+                         ceil_mode, return_indices, device)
 
 
-def _check_grad_output(plan: PoolPlan, grad_output, x) -> None:
-    want = plan.user_shape(plan.out_shape)
-    if shape_of(grad_output) != want:
-        raise ValueError(
-            f"{plan.func}: grad_output.shape={shape_of(grad_output)} does not match the "
-            f"pooling output shape {want} (x.shape={shape_of(x)})"
-        )
+@_pool_doc("avg", 1)
+def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+               count_include_pad: bool = True, divisor_override: int | None = None, *,
+               device: str | None = None):
+    return _run.avg_pool("avg_pool1d", 1, x, kernel_size, stride, padding, ceil_mode,
+                         count_include_pad, divisor_override, device)
 
 
-def _backward(func, nspatial, kind, grad_output, x, kernel_size, stride, padding, dilation,
-              ceil_mode, count_include_pad=True, divisor_override=None):
-    name, a = _prepare(func, None, {"grad_output": grad_output, "x": x})
-    plan = plan_pool(func, nspatial, a["x"], kernel_size, stride, padding, dilation,
-                     ceil_mode, kind, count_include_pad, divisor_override)
-    _check_grad_output(plan, a["grad_output"], a["x"])
-    be = _dispatch.backend(name)
-    dtype = result_dtype(a["x"], a["grad_output"])
-    gx = be.empty(plan.x_shape, dtype)
-    if not plan.x_shape[0]:  # an empty batch: an empty gradient, no kernel runs
-        pass
-    elif kind == "max":
-        g5 = be.asarray(a["grad_output"], dtype).reshape(plan.out_shape)
-        x5 = be.asarray(a["x"], dtype).reshape(plan.x_shape)
-        be.max_pool_backward(g5, x5, gx, plan.kernel, plan.stride, plan.pads, plan.dilation)
-    else:
-        g5 = be.asarray(a["grad_output"], dtype).reshape(plan.out_shape)
-        be.avg_pool_backward(g5, gx, plan.kernel, plan.stride, plan.pads, plan.divisors)
-    return _finish(name, be.finish(gx.reshape(shape_of(a["x"])), a["x"]), x)
+@_pool_doc("avg", 2)
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+               count_include_pad: bool = True, divisor_override: int | None = None, *,
+               device: str | None = None):
+    return _run.avg_pool("avg_pool2d", 2, x, kernel_size, stride, padding, ceil_mode,
+                         count_include_pad, divisor_override, device)
 
 
-def _make_max(nspatial: int):
-    func = f"max_pool{nspatial}d"
-
-    def op(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
-           return_indices: bool = False, *, device: str | None = None):
-        return _max_forward(func, nspatial, x, kernel_size, stride, padding, dilation,
-                            ceil_mode, return_indices, device)
-
-    op.__name__ = op.__qualname__ = func
-    op.__doc__ = _MAX_DOC
-    return fill(n=nspatial, pool_params=_POOL_PARAMS, pool_dtypes=_DTYPES,
-                example=_EXAMPLES[("max", nspatial)], **_RANKS[nspatial])(op)
-
-
-def _make_avg(nspatial: int):
-    func = f"avg_pool{nspatial}d"
-
-    def op(x, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
-           count_include_pad: bool = True, divisor_override: int | None = None, *,
-           device: str | None = None):
-        return _avg_forward(func, nspatial, x, kernel_size, stride, padding, ceil_mode,
-                            count_include_pad, divisor_override, device)
-
-    op.__name__ = op.__qualname__ = func
-    op.__doc__ = _AVG_DOC
-    return fill(n=nspatial, pool_params=_POOL_PARAMS, pool_dtypes=_DTYPES,
-                example=_EXAMPLES[("avg", nspatial)], **_RANKS[nspatial])(op)
+@_pool_doc("avg", 3)
+def avg_pool3d(x, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+               count_include_pad: bool = True, divisor_override: int | None = None, *,
+               device: str | None = None):
+    return _run.avg_pool("avg_pool3d", 3, x, kernel_size, stride, padding, ceil_mode,
+                         count_include_pad, divisor_override, device)
 
 
 _GRAD_DOC = """Gradient of ``{func}`` with respect to ``x``, given ``grad_output``.
@@ -272,53 +213,68 @@ _GRAD_CASES = {
 }
 
 
-def _grad_doc(op, kind: str, nspatial: int):
+def _grad_doc(kind: str, nspatial: int):
     func = f"{kind}_pool{nspatial}d"
     rule = ("Each grad_output element goes to its window's maximum (the first one on "
             "ties, as PyTorch)."
             if kind == "max" else "Each window spreads grad_output / divisor evenly over "
             "its input elements.")
     example = _GRAD_EXAMPLES[kind].format(func=func, **_GRAD_CASES[nspatial])
-    op.__doc__ = _GRAD_DOC.format(func=func, rule=rule, example=example)
-    return op
+
+    def decorate(op):
+        op.__doc__ = _GRAD_DOC.format(func=func, rule=rule, example=example)
+        return op
+
+    return decorate
 
 
-def _make_max_backward(nspatial: int):
-    func = f"max_pool{nspatial}d_backward"
-
-    def op(grad_output, x, kernel_size, stride=None, padding=0, dilation=1,
-           ceil_mode: bool = False):
-        return _backward(func, nspatial, "max", grad_output, x, kernel_size, stride, padding,
-                         dilation, ceil_mode)
-
-    op.__name__ = op.__qualname__ = func
-    return _grad_doc(op, "max", nspatial)
+@_grad_doc("max", 1)
+def max_pool1d_backward(grad_output, x, kernel_size, stride=None, padding=0, dilation=1,
+                        ceil_mode: bool = False):
+    return _run.pool_backward("max_pool1d_backward", 1, "max", grad_output, x, kernel_size,
+                              stride, padding, dilation, ceil_mode)
 
 
-def _make_avg_backward(nspatial: int):
-    func = f"avg_pool{nspatial}d_backward"
-
-    def op(grad_output, x, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
-           count_include_pad: bool = True, divisor_override: int | None = None):
-        return _backward(func, nspatial, "avg", grad_output, x, kernel_size, stride, padding,
-                         1, ceil_mode, count_include_pad, divisor_override)
-
-    op.__name__ = op.__qualname__ = func
-    return _grad_doc(op, "avg", nspatial)
+@_grad_doc("max", 2)
+def max_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0, dilation=1,
+                        ceil_mode: bool = False):
+    return _run.pool_backward("max_pool2d_backward", 2, "max", grad_output, x, kernel_size,
+                              stride, padding, dilation, ceil_mode)
 
 
-max_pool1d = _make_max(1)
-max_pool2d = _make_max(2)
-max_pool3d = _make_max(3)
-avg_pool1d = _make_avg(1)
-avg_pool2d = _make_avg(2)
-avg_pool3d = _make_avg(3)
-max_pool1d_backward = _make_max_backward(1)
-max_pool2d_backward = _make_max_backward(2)
-max_pool3d_backward = _make_max_backward(3)
-avg_pool1d_backward = _make_avg_backward(1)
-avg_pool2d_backward = _make_avg_backward(2)
-avg_pool3d_backward = _make_avg_backward(3)
+@_grad_doc("max", 3)
+def max_pool3d_backward(grad_output, x, kernel_size, stride=None, padding=0, dilation=1,
+                        ceil_mode: bool = False):
+    return _run.pool_backward("max_pool3d_backward", 3, "max", grad_output, x, kernel_size,
+                              stride, padding, dilation, ceil_mode)
+
+
+@_grad_doc("avg", 1)
+def avg_pool1d_backward(grad_output, x, kernel_size, stride=None, padding=0,
+                        ceil_mode: bool = False, count_include_pad: bool = True,
+                        divisor_override: int | None = None):
+    return _run.pool_backward("avg_pool1d_backward", 1, "avg", grad_output, x, kernel_size,
+                              stride, padding, 1, ceil_mode, count_include_pad,
+                              divisor_override)
+
+
+@_grad_doc("avg", 2)
+def avg_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
+                        ceil_mode: bool = False, count_include_pad: bool = True,
+                        divisor_override: int | None = None):
+    return _run.pool_backward("avg_pool2d_backward", 2, "avg", grad_output, x, kernel_size,
+                              stride, padding, 1, ceil_mode, count_include_pad,
+                              divisor_override)
+
+
+@_grad_doc("avg", 3)
+def avg_pool3d_backward(grad_output, x, kernel_size, stride=None, padding=0,
+                        ceil_mode: bool = False, count_include_pad: bool = True,
+                        divisor_override: int | None = None):
+    return _run.pool_backward("avg_pool3d_backward", 3, "avg", grad_output, x, kernel_size,
+                              stride, padding, 1, ceil_mode, count_include_pad,
+                              divisor_override)
+
 
 __all__ = [
     "avg_pool1d",

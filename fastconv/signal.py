@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 import numpy as np
 
@@ -136,7 +137,14 @@ def convolve(in1, in2, mode: str = "full", method: str = "auto") -> np.ndarray:
     if method == "auto":
         method = choose_conv_method(a, b, mode)
     if method == "fft":
-        return _fft_convolve(func, a, b, mode, None)
+        out = _fft_convolve(func, a, b, mode, None)
+        if np.result_type(a, b).kind in "biu":  # integer sums are integers (as SciPy)
+            np.around(out, out=out)
+        if out.size and not np.isfinite(out.flat[0]):
+            warnings.warn("Use of fft convolution on input with NAN or inf results in NAN "
+                          "or inf output. Consider using method='direct' instead.",
+                          RuntimeWarning, stacklevel=3 if func == "correlate" else 2)
+        return out
     return _direct_convolve(a, b, mode, dtype)
 
 
@@ -263,8 +271,11 @@ def choose_conv_method(in1, in2, mode: str = "full", measure: bool = False):
     """The method :func:`convolve` / :func:`correlate` use for ``method="auto"``.
 
     Rule: "fft" when the smaller input has at least ``FFT_MIN_TAPS`` (400) elements, the
-    engine's measured direct/FFT crossover; else "direct". With ``measure=True`` both are
-    timed and ``(fastest, {"direct": seconds, "fft": seconds})`` is returned, as SciPy.
+    engine's measured direct/FFT crossover; else "direct". Integer inputs whose largest
+    possible sum is not exact in the result's float (2**24 for float32, 2**53 for
+    float64; SciPy's rule with fastconv's result dtype) and boolean inputs always go
+    "direct". With ``measure=True`` both are timed and ``(fastest, {"direct": seconds,
+    "fft": seconds})`` is returned, as SciPy.
 
     Examples
     --------
@@ -286,8 +297,16 @@ def choose_conv_method(in1, in2, mode: str = "full", measure: bool = False):
                 runs.append(time.perf_counter() - t0)
             times[method] = min(runs)
         return min(times, key=times.get), times
-    if a.ndim == 0 or min(a.size, b.size) < FFT_MIN_TAPS:
+    if a.ndim == 0 or min(a.size, b.size) < FFT_MIN_TAPS or "b" in (a.dtype.kind,
+                                                                     b.dtype.kind):
         return "direct"
+    if a.dtype.kind in "iu" or b.dtype.kind in "iu":
+        def peak(v):  # |v|.max() without integer overflow (abs(int8(-128)))
+            return max(abs(int(v.min())), abs(int(v.max())))
+
+        largest = peak(a) * peak(b) * min(a.size, b.size)
+        if largest > 2 ** np.finfo(result_dtype(a, b)).nmant - 1:
+            return "direct"
     return "fft" if math.prod(a.shape) and math.prod(b.shape) else "direct"
 
 

@@ -15,11 +15,12 @@ import math
 import numpy as np
 
 from fastconv import _dask, _dispatch, _shapes
+from fastconv._dispatch import to_host
 from fastconv._docs import fill
 from fastconv._plan import shape_of
+from fastconv._run import deliver, prepare
 from fastconv._validate import ntuple, result_dtype
 from fastconv.adaptive import _check_grad_output, _check_pool_input
-from fastconv.pool import _finish, _prepare
 
 
 def _eager(a):
@@ -58,7 +59,7 @@ def _bad_indices(func, indices, size: int, out_spatial) -> ValueError:
 
 def _forward(func, nspatial, x, indices, kernel_size, stride, padding, output_size, device):
     x, indices = _eager(x), _eager(indices)
-    name, a = _prepare(func, device, {"x": x, "indices": indices})
+    name, a = prepare(func, device, {"x": x, "indices": indices})
     lead, spatial, out_sp = _plan(func, nspatial, a["x"], a["indices"], kernel_size, stride,
                                   padding, output_size)
     be = _dispatch.backend(name)
@@ -68,18 +69,14 @@ def _forward(func, nspatial, x, indices, kernel_size, stride, padding, output_si
     i2 = be.asarray(a["indices"], np.int64).reshape(planes, math.prod(spatial))
     out = be.empty((planes, m), dtype)
     if be.max_unpool(x2, i2, out):
-        raise _bad_indices(func, _to_host(i2), m, out_sp)
-    return _finish(name, be.finish(out.reshape(lead + out_sp), a["x"]), x)
-
-
-def _to_host(a):
-    return a.copy_to_host() if hasattr(a, "copy_to_host") else a
+        raise _bad_indices(func, to_host(i2), m, out_sp)
+    return deliver(name, out.reshape(lead + out_sp), a["x"], x)
 
 
 def _backward(func, nspatial, grad_output, x, indices, kernel_size, stride, padding,
               output_size):
     grad_output, x, indices = _eager(grad_output), _eager(x), _eager(indices)
-    name, a = _prepare(func, None, {"grad_output": grad_output, "x": x, "indices": indices})
+    name, a = prepare(func, None, {"grad_output": grad_output, "x": x, "indices": indices})
     lead, spatial, out_sp = _plan(func, nspatial, a["x"], a["indices"], kernel_size, stride,
                                   padding, output_size)
     _check_grad_output(func, lead + out_sp, a["grad_output"], a["x"])
@@ -90,8 +87,8 @@ def _backward(func, nspatial, grad_output, x, indices, kernel_size, stride, padd
     i2 = be.asarray(a["indices"], np.int64).reshape(planes, n)
     gx = be.empty((planes, n), dtype)
     if be.max_unpool_backward(g2, i2, gx):
-        raise _bad_indices(func, _to_host(i2), m, out_sp)
-    return _finish(name, be.finish(gx.reshape(lead + spatial), a["x"]), x)
+        raise _bad_indices(func, to_host(i2), m, out_sp)
+    return deliver(name, gx.reshape(lead + spatial), a["x"], x)
 
 
 _DOC = """Max-unpooling of {rank} signals ({shape}), as torch's ``max_unpool{n}d``.

@@ -450,3 +450,56 @@ def test_every_gemm_path_bit_identical_for_1_and_2_threads(dtype, monkeypatch):
     finally:
         numba.set_num_threads(before)
     assert first == second == single
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_1x1_gemm_does_not_depend_on_the_blas_thread_setting(dtype):
+    """A 1x1 layer is one product per image, but not a BLAS-threaded one: OpenBLAS's
+    sgemm/dgemm give different bits on 1 and 2 threads for some shapes (measured with
+    NumPy's OpenBLAS 0.3, SkylakeX: ``np.matmul`` of (64, 449) @ (449, 784) differs in
+    float32 and float64; a sweep of 150 random sgemm shapes with K <= 1200 differed in 94),
+    so fastconv multiplies single-threaded per task and the application's BLAS setting
+    never changes its result."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 449, 28, 28)).astype(dtype)
+    w = rng.standard_normal((64, 449, 1, 1)).astype(dtype)
+    with threadpool_limits(limits=1, user_api="blas"):
+        one = fc.conv2d(x, w, algorithm="gemm")
+    with threadpool_limits(limits=2, user_api="blas"):
+        two = fc.conv2d(x, w, algorithm="gemm")
+    assert one.tobytes() == two.tobytes()
+    want = np.einsum("kc,ncs->nks", w[:, :, 0, 0].astype(np.float64),
+                     x.reshape(2, 449, -1).astype(np.float64)).reshape(one.shape)
+    _close(one, want, RTOL32 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("batch, groups", [(4, 1), (1, 2), (3, 1)])
+def test_1x1_gemm_bias_added_in_the_tasks(batch, groups, monkeypatch):
+    """A 1x1 stride-1 layer multiplies straight into the output and each task adds the
+    bias to its own block (whole images, or column chunks for small batches): the same
+    two roundings as the product plus a separate bias pass, on 1 or 2 threads, and the
+    float64 reference's values."""
+    import numba
+
+    from fastconv.cpu import gemm
+
+    monkeypatch.setattr(gemm, "GEMM_CHUNK_BYTES", 1)
+    monkeypatch.setattr(gemm, "MIN_CHUNK_COLUMNS", 9)
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((batch, 8, 7, 9)).astype(np.float32)
+    w = rng.standard_normal((6, 8 // groups, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        got = fc.conv2d(x, w, b, groups=groups, algorithm="gemm")
+        plain = fc.conv2d(x, w, groups=groups, algorithm="gemm")
+        numba.set_num_threads(1)
+        single = fc.conv2d(x, w, b, groups=groups, algorithm="gemm")
+    finally:
+        numba.set_num_threads(before)
+    assert got.tobytes() == single.tobytes() == (plain + b[:, None, None]).tobytes()
+    _close(got, fc.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                          groups=groups, algorithm="direct"))

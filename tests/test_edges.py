@@ -476,7 +476,7 @@ def test_scipy_firwin_2d_impulse_response_is_exact():
 
 def test_scipy_dropins_never_run_fft_or_gemm(monkeypatch):
     import fastconv._algorithms as alg
-    import fastconv.conv as conv_module
+    import fastconv._run as conv_module
 
     real = alg.correlation_core
     seen = []

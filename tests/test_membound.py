@@ -20,7 +20,7 @@ def _rows(x, w, b, pad, dil, groups):
     OH, OW = (H + sum(pad) - dil * (k - 1)), (W + sum(pad) - dil * (k - 1))
     out = np.empty((N, w.shape[0], 1, OH, OW), x.dtype)
     x5, w5 = x[:, :, None], w[:, :, None]
-    core = few_channel_core(x5.shape, ((0, 0), pad, pad), row_borders=True)
+    core = few_channel_core(((0, 0), pad, pad), row_borders=True)
     core(x5, w5, b, out, (1, 1, 1), (1, dil, dil), groups)
     return out[:, :, 0]
 

@@ -105,6 +105,29 @@ def test_choose_conv_method():
     assert best in ("direct", "fft") and set(times) == {"direct", "fft"}
 
 
+@requires_scipy
+def test_fft_method_on_integers_rounds_and_choose_keeps_sums_exact():
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 256, 500, np.uint8), rng.integers(0, 256, 450, np.uint8)
+    small = a // 64, b // 64  # sums < 4,050: float32's FFT error rounds away
+    out = fsig.convolve(*small, method="fft")  # rounded to the exact sums, as SciPy
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, np.convolve(*(v.astype(np.int64) for v in small)))
+    # 255 * 255 * 450 > 2**24: the float32 FFT could not give exact integers
+    assert fsig.choose_conv_method(a, b) == "direct"
+    assert fsig.choose_conv_method(a, b // 64) == "fft"  # 255 * 3 * 450 < 2**24
+    assert fsig.choose_conv_method(a.astype(np.int64), b) == "fft"  # float64: exact
+    assert fsig.choose_conv_method(a > 9, b > 9) == "direct"  # booleans, as SciPy
+
+
+def test_fft_method_warns_on_nan_as_scipy():
+    x = np.ones(1000)
+    x[100] = np.nan
+    with pytest.warns(RuntimeWarning, match="Use of fft convolution on input with NAN"):
+        fsig.correlate(x, np.ones(500), mode="same", method="fft")
+    assert np.isnan(fsig.convolve(x, np.ones(3), method="direct")[101])  # no warning
+
+
 def test_empty_and_scalar_inputs():
     assert fsig.convolve(np.array([]), np.ones(3)).size == 0
     assert fsig.convolve(np.array(2.0), np.array(3.0)) == 6.0

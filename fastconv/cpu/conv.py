@@ -442,20 +442,16 @@ def correlate_planes_rows(x, w, bias, out, stride, dilation, groups, pads):
 _NO_PADS = np.zeros(3, dtype=np.int64)
 
 
-def few_channel_core(x_shape=None, pads=None, row_borders=False):
-    """The few-channel kernel with :func:`correlate`'s signature. Given the unpadded
-    input shape ``x_shape`` (5-D) and its zero padding ``pads`` (three (before, after)
-    pairs), the core pads by itself (``pads_itself``): an input of shape ``x_shape`` is
-    read as zero-padded, an input of any other shape as already padded.
-    ``row_borders``: run :func:`correlate_planes_rows` instead."""
+def few_channel_core(pads=None, row_borders=False):
+    """The few-channel kernel with :func:`correlate`'s signature, reading its input as
+    zero-padded by ``pads`` (three (before, after) pairs; None: the input is already
+    padded). ``row_borders``: run :func:`correlate_planes_rows` instead."""
     before = _NO_PADS if pads is None else np.array([p[0] for p in pads], dtype=np.int64)
+    kernel = correlate_planes_rows if row_borders else correlate_planes
 
     def core(x, w, bias, out, stride, dilation, groups):
-        own = before if x.shape == x_shape else _NO_PADS
-        kernel = correlate_planes_rows if row_borders else correlate_planes
-        kernel(x, w, bias, out, stride, dilation, groups, own)
+        kernel(x, w, bias, out, stride, dilation, groups, before)
 
-    core.pads_itself = pads is not None
     return core
 
 

@@ -164,13 +164,11 @@ def correlate(xp, w, bias, out, stride, dilation, groups):
 
 def zero_padding_core(pads):
     """:func:`correlate` for an unpadded input with zero padding ``pads`` (three (before,
-    after) pairs): the tiles read the padding in place, so the caller makes no padded copy
-    (``pads_itself``)."""
+    after) pairs): the tiles read the padding in place, so the caller makes no padded copy."""
 
     def core(x, w, bias, out, stride, dilation, groups):
         return _correlate(x, w, bias, out, stride, dilation, groups, pads)
 
-    core.pads_itself = True
     return core
 
 

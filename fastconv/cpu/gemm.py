@@ -98,18 +98,16 @@ _pad_image = njit(**JIT_SERIAL)(types.FunctionType(
     pad_planes.py_func.__code__, pad_planes.py_func.__globals__, "pad_planes_serial"))
 
 
-def padding_core(x_shape, pads, mode):
-    """:func:`correlate` that pads by itself (``pads_itself``, see ``run_correlate``): an
-    input of shape ``x_shape`` is padded (``pads``, ``mode``) image by image in the task
-    threads with a serial kernel, instead of a parallel Numba pass whose barrier costs
-    most on a loaded machine; an input of any other shape is taken as padded."""
+def padding_core(pads, mode):
+    """:func:`correlate` for an input padded by ``pads`` (three (before, after) pairs) in
+    ``mode``: each image is padded in the task threads with a serial kernel, instead of a
+    parallel Numba pass whose barrier costs most on a loaded machine."""
     before = np.array([b for b, _ in pads], dtype=np.int64)
     code = MODE_CODES[mode]
-    x_shape = tuple(x_shape)
     padding = any(b or a for b, a in pads)
 
     def core(x, w, bias, out, stride, dilation, groups):
-        if padding and tuple(x.shape) == x_shape:
+        if padding:
             padded = tuple(n + b + a for n, (b, a) in zip(x.shape[2:], pads, strict=True))
             xp = np.empty(x.shape[:2] + padded, dtype=x.dtype)
             fill = x.dtype.type(0)
@@ -118,7 +116,6 @@ def padding_core(x_shape, pads, mode):
             x = xp
         return correlate(x, w, bias, out, stride, dilation, groups)
 
-    core.pads_itself = True
     return core
 
 
@@ -203,6 +200,10 @@ def shifted(xp, w, bias, out, dilation, groups):
 
     out_g = out.reshape(N, groups, Kg, OD, OH, OW)
     bias_g = np.ascontiguousarray(bias, dtype=out.dtype).reshape(groups, Kg)
+    # in place, the bias is added by each task to its own block while it is in L2
+    # (the same two roundings as a pass over ``out`` after the products)
+    out_rows = out.reshape(N, groups, Kg, -1) if in_place and np.any(bias) else None
+    bias_col = bias_g[:, :, None]
 
     def task(i):
         r0, r1 = chunks[i % nchunks]
@@ -223,10 +224,11 @@ def shifted(xp, w, bias, out, dilation, groups):
             prod(wa + (t * K + g * Kg) * Cg * s, b0 + offs[t] * s, c0, t > 0)
         if y is not None:
             crop_rows(y, bias_g[g], out_g[n, g], r0, r1, Hp, Wp)
+        elif out_rows is not None:
+            block = out_rows[n, g, :, l0 : l0 + lc]
+            np.add(block, bias_col[g], out=block)
 
     blas.parallel(task, N * groups * nchunks)
-    if in_place and np.any(bias):
-        out += bias.reshape(1, K, 1, 1, 1)
     return out
 
 

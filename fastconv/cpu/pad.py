@@ -7,12 +7,14 @@ from numba import njit, prange
 
 from fastconv import _shapes
 from fastconv._config import JIT_PARALLEL, JIT_SERIAL
+from fastconv._validate import NUMPY_PAD_MODES
 
 ZEROS, REFLECT, REPLICATE, CIRCULAR, SYMMETRIC = 0, 1, 2, 3, 4
-MODE_CODES = {"zeros": ZEROS, "reflect": REFLECT, "replicate": REPLICATE, "circular": CIRCULAR}
 #: numpy.pad mode names -> codes (scipy.ndimage's modes map onto these, ``fastconv.ndimage``).
 NUMPY_MODE_CODES = {"constant": ZEROS, "reflect": REFLECT, "edge": REPLICATE, "wrap": CIRCULAR,
                     "symmetric": SYMMETRIC}
+#: padding_mode -> code, through the one table of modes (``fastconv._validate``).
+MODE_CODES = {mode: NUMPY_MODE_CODES[np_mode] for mode, np_mode in NUMPY_PAD_MODES.items()}
 
 
 @njit(**JIT_SERIAL)

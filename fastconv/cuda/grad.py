@@ -25,7 +25,7 @@ from fastconv.cpu.pad import MODE_CODES
 from fastconv.cuda._launch import PerDtype, ceil_div, grid1, grid3, launch
 from fastconv.cuda.arrays import copy_into, empty, zeros
 from fastconv.cuda.conv import correlate
-from fastconv.cuda.pad import source_index
+from fastconv.cuda.pad import pad, source_index
 
 __all__ = ["correlate_input", "correlate_weight", "sum_channels", "unpad"]
 
@@ -93,11 +93,12 @@ def transpose_weight(w, wt, groups):
 
 
 def correlate_input(g, w, bias, out, spread_shape, spread_src, spread_dst, dilation, groups,
-                    pads, mode):
+                    pads, mode, algorithm="auto"):
     """Input gradient (or transposed convolution) of a correlation, written into ``out``.
 
     ``out`` is the gradient on the grid the correlation writes (the padded grid when
     ``mode`` is not "zeros", then folded with :func:`unpad`); the result is returned.
+    ``algorithm``: every value runs the one direct kernel on the GPU.
     """
     gz = zeros(tuple(spread_shape), out.dtype)
     src = (slice(None), slice(None)) + tuple(slice(*s) for s in spread_src)
@@ -170,11 +171,15 @@ def _build(nbtype):
 _KERNELS = PerDtype(_build)
 
 
-def correlate_weight(xp, g, gw, stride, dilation, groups) -> None:
+def correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto", pads=None):
     """gw[k, c, r] = sum_{n, o} g[n, k, o] * xp[n, group(k)*C_g + c, o*stride + r*dilation].
 
-    ``xp`` is the padded input, ``g`` the output gradient, ``gw`` a contiguous 5-D array.
+    ``xp`` is the padded input, or with ``pads`` (3 (before, after) pairs) the unpadded
+    input with that zero padding; ``g`` the output gradient, ``gw`` a contiguous 5-D array
+    (returned). ``algorithm``: every value runs the one direct kernel on the GPU.
     """
+    if pads is not None:
+        xp = pad(xp, pads, "zeros")
     sd, sh, sw = (int(v) for v in stride)
     dd, dh, dw = (int(v) for v in dilation)
     kd, kh, kw = (int(v) for v in gw.shape[2:])
@@ -187,6 +192,7 @@ def correlate_weight(xp, g, gw, stride, dilation, groups) -> None:
     launch(partials, blocks, tpb, xp, g, part, kd, kh, kw, sd, sh, sw, dd, dh, dw, int(groups))
     blocks, tpb = grid1(nw)
     launch(total, blocks, tpb, part, gw.reshape(nw))
+    return gw
 
 
 def _build_channel_sums(nbtype):

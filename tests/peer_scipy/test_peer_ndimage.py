@@ -18,7 +18,7 @@ from fastconv import ndimage as _ours  # noqa: E402
 
 from .conftest import import_against_ours  # noqa: E402
 
-pytestmark = pytest.mark.slow  # ~3 min on 2 loaded cores (1,567 cases)
+pytestmark = pytest.mark.peer
 
 REPLACED = ["correlate", "convolve", "correlate1d", "convolve1d", "uniform_filter",
             "uniform_filter1d", "gaussian_filter", "gaussian_filter1d"]
