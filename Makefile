@@ -19,7 +19,11 @@ install: $(STAMP)
 lint: install
 	$(VENV)/bin/ruff check .
 
+# warmup first: it compiles every CPU kernel in parallel processes (a cold cache's compile
+# is most of the suite's time: its slowest tests were first calls), then the suite loads them.
+# A speed step only: a kernel it misses is tests/test_warmup.py's failure, not this line's.
 test: install lint
+	$(VENV)/bin/fastconv warmup || true
 	$(PY) -m pytest
 	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -m cudasim tests/test_cuda.py
 	NUMBA_ENABLE_CUDASIM=1 $(MAKE) --no-print-directory gpu-check GPU_PYTHON=$(PY) GPU_ARGS=--smoke

@@ -19,6 +19,15 @@ that reads its input and writes its output once can run at or below 1x copy time
 own (processes alternate between the libraries), so that no other library's thread pool
 spins beside it and the allocator starts cold; that figure is printed beside the
 in-process one. Targets use the in-process interleaved ratio.
+
+``--baseline REV`` also times fastconv as it was at git revision ``REV`` (a branch, tag or
+commit of this repository): ``git archive REV`` is unpacked into a temporary directory,
+and every workload is timed in fresh processes of this script, one with ``PYTHONPATH`` at
+that copy and one at this checkout, alternated round by round (the order flips every
+round). Both run this script's workloads, so a row the baseline's API cannot run shows
+"-". The table gains "baseline" (its median) and "vs baseline" (baseline time / this
+time, higher = faster now); a row more than 10 % slower than the baseline is flagged
+"SLOWER", and the run exits 1 when any row is.
 """
 
 from __future__ import annotations
@@ -28,8 +37,10 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -56,6 +67,7 @@ class Workload:
     times: dict = field(default_factory=dict)
     error: float = 0.0
     proc_times: dict = field(default_factory=dict)  # --per-process: name -> seconds
+    base_times: dict = field(default_factory=dict)  # --baseline: "now"/"base" -> seconds
 
 
 def conv_flops(x_shape, w_shape, out_shape) -> float:
@@ -476,6 +488,71 @@ def per_process(ws: list[Workload], rounds: int, min_sample: float, threads: int
                       file=sys.stderr)
 
 
+ROOT = Path(__file__).resolve().parent.parent
+#: A row this much slower than the baseline is flagged (issue 12: no row > 10 % slower).
+SLOWER = 1.10
+
+
+def checkout(rev: str, into: Path) -> Path:
+    """``git archive REV`` of this repository unpacked into ``into`` (its fastconv is
+    imported through PYTHONPATH; Numba caches its kernels under it)."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", rev],
+                             capture_output=True, check=False)
+    if archive.returncode:
+        raise SystemExit(f"Error: --baseline {rev}: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
+def _timed_child(wid: str, pythonpath: Path, rounds: int, min_sample: float,
+                 env: dict) -> float | None:
+    """Seconds per call of fastconv on ``wid`` in a fresh process importing fastconv from
+    ``pythonpath`` (None when that process fails)."""
+    env = dict(env, PYTHONPATH=os.pathsep.join(
+        [str(pythonpath)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])))
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", wid, "--lib", "fastconv",
+           "--rounds", str(rounds), "--min-sample", str(min_sample)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False,
+                         cwd=str(pythonpath))
+    try:
+        return float(json.loads(res.stdout.strip().splitlines()[-1])["seconds"])
+    except (ValueError, IndexError, KeyError):
+        print(f"{wid} ({pythonpath}): run failed: {res.stderr[-300:]}", file=sys.stderr)
+        return None
+
+
+def baseline(ws: list[Workload], rev: str, rounds: int, min_sample: float,
+             threads: int) -> None:
+    """``wl.base_times``: the median of ``rounds`` processes per revision, alternated
+    round by round (this checkout and ``rev``), each timing 3 inner rounds."""
+    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads))
+    tmp = Path(tempfile.mkdtemp(prefix="fastconv-baseline-"))
+    try:
+        base = checkout(rev, tmp)
+        trees = {"now": ROOT, "base": base}
+        for wl in ws:
+            samples: dict = {"now": [], "base": []}
+            for r in range(rounds):
+                for name in (("now", "base") if r % 2 == 0 else ("base", "now")):
+                    t = _timed_child(wl.wid, trees[name], 3, min_sample, env)
+                    if t is not None:
+                        samples[name].append(t)
+            wl.base_times = {k: float(np.median(v)) for k, v in samples.items() if v}
+            print(f"{wl.wid}: now {fmt_time(wl.base_times.get('now', 0.0))}, {rev} "
+                  f"{fmt_time(wl.base_times.get('base', 0.0))}", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def vs_baseline(wl: Workload) -> tuple[str, str, bool]:
+    """(baseline time, "1.03x" or "0.85x SLOWER", slower) of one row."""
+    now, base = wl.base_times.get("now"), wl.base_times.get("base")
+    if not now or not base:
+        return "-", "-", False
+    slower = now > SLOWER * base
+    return fmt_time(base), f"{base / now:.2f}x" + (" SLOWER" if slower else ""), slower
+
+
 def fmt_time(s: float) -> str:
     if s < 1e-3:
         return f"{s * 1e6:.1f} µs"
@@ -529,6 +606,9 @@ def rows(ws: list[Workload], sgemm: float) -> list[list[str]]:
                     fmt_time(copy) if copy else "-",
                     f"{ours / copy:.2f}" if copy else "-",
                     others, ratios, proc, wl.target, f"{wl.error:.0e}"])
+        if wl.base_times:
+            out[-1][3:3] = [fmt_time(wl.base_times["now"]) if "now" in wl.base_times else "-",
+                            *vs_baseline(wl)[:2]]
     return out
 
 
@@ -544,6 +624,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-append", action="store_true", help="do not write bench/RESULTS.md")
     ap.add_argument("--per-process", action="store_true",
                     help="also time each (workload, library) in a process of its own")
+    ap.add_argument("--baseline", default="", metavar="REV",
+                    help="also time fastconv at git revision REV, each revision in its own "
+                         "processes, alternated round by round (flags rows > 10%% slower)")
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
     ap.add_argument("--lib", default="", help=argparse.SUPPRESS)
     ap.add_argument("--min-sample", type=float, default=None, help=argparse.SUPPRESS)
@@ -576,8 +659,15 @@ def main(argv=None) -> int:
         print(f"{wl.wid}: fastconv {fmt_time(wl.times['fastconv'])}", file=sys.stderr, flush=True)
     if args.per_process:
         per_process(ws, max(3, rounds // 2), min_sample, threads)
+    if args.baseline:
+        baseline(ws, args.baseline, max(3, rounds // 2 + 1), min_sample, threads)
     elapsed = time.perf_counter() - start
     table = rows(ws, mach["sgemm"])
+    header = HEADER
+    if args.baseline:
+        header = HEADER[:3] + ["now (own process)", f"baseline {args.baseline}",
+                               "vs baseline"] + HEADER[3:]
+    slower = [wl.wid for wl in ws if vs_baseline(wl)[2]]
 
     from rich.console import Console
     from rich.table import Table
@@ -585,7 +675,7 @@ def main(argv=None) -> int:
     rt = Table(title=f"fastconv vs comparators ({threads} threads, median of {rounds} rounds; "
                      f"{mach['isa']}, sgemm {mach['sgemm']:.0f} GFLOP/s, copy "
                      f"{mach['copy_gbs']:.1f} GB/s)")
-    for h in HEADER:
+    for h in header:
         rt.add_column(h)
     for r in table:
         rt.add_row(*r)
@@ -601,11 +691,15 @@ def main(argv=None) -> int:
               f"{rounds} interleaved rounds; bench time {elapsed:.0f} s. Ratio = comparator "
               f"time / fastconv time (in-process, interleaved: what the targets use); "
               f"per-process: each library timed alone in a fresh process.\n",
-              "| " + " | ".join(HEADER) + " |",
-              "|" + "---|" * len(HEADER)]
+              "| " + " | ".join(header) + " |",
+              "|" + "---|" * len(header)]
         md += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in table]
         with RESULTS.open("a") as fh:
             fh.write("\n".join(md) + "\n")
+    if slower:
+        print(f"more than {SLOWER - 1:.0%} slower than {args.baseline}: {', '.join(slower)}",
+              file=sys.stderr)
+        return 1
     return 0
 
 

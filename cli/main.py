@@ -627,10 +627,8 @@ def stack_rows(input_size: tuple, layers) -> list[tuple[str, ...]]:
                                 f"k // 2 = {limit} (k={kk}, d={dd})"
                             )
                 size = _shapes.output_shape(size, k, s, spec.padding, d, spec.ceil_mode)
-                rf = [
-                    (r + dd * (kk - 1) * j, j * ss)
-                    for (r, j), kk, ss, dd in zip(rf, k, s, d, strict=True)
-                ]
+                rf = [_shapes.receptive_step(r, j, kk, ss, dd)
+                      for (r, j), kk, ss, dd in zip(rf, k, s, d, strict=True)]
             label = spec.text.split("*", 1)[-1]
             rows.append((
                 str(index), label, _fmt_size(size), _fmt_size(r for r, _ in rf),
@@ -653,7 +651,7 @@ def adaptive_row(size: tuple, rf: list, spec, where: str):
         starts, ends = _shapes.adaptive_windows(n, o)
         k = max(e - s for s, e in zip(starts, ends, strict=True))
         s = max((b - a for a, b in zip(starts, starts[1:], strict=False)), default=k)
-        new_rf.append((r + (k - 1) * j, j * s))
+        new_rf.append(_shapes.receptive_step(r, j, k, s, 1))
     return out, new_rf
 
 

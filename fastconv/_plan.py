@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,8 +25,18 @@ def shape_of(a) -> tuple:
     return tuple(map(int, a.shape))
 
 
+class _UserShape:
+    """``user_shape``, shared by the plans (the rule is :func:`fastconv._shapes.user_shape`)."""
+
+    __slots__ = ()
+
+    def user_shape(self, shape5: tuple) -> tuple:
+        """A 5-D shape in the caller's rank (unit axes and added batch axis removed)."""
+        return _shapes.user_shape(shape5, self.nspatial, self.unbatched)
+
+
 @dataclass(frozen=True)
-class ConvPlan:
+class ConvPlan(_UserShape):
     """A validated correlation: 5-D shapes, per-axis parameters, output dtype."""
 
     func: str
@@ -40,11 +51,6 @@ class ConvPlan:
     padding_mode: str
     dtype: np.dtype
     unbatched: bool
-
-    def user_shape(self, shape5: tuple) -> tuple:
-        """A 5-D shape in the caller's rank (unit axes and added batch axis removed)."""
-        lead = shape5[1:2] if self.unbatched else shape5[:2]
-        return lead + shape5[5 - self.nspatial :]
 
 
 class _ShapesNote:
@@ -139,10 +145,30 @@ def check_size(func: str, what: str, shape: tuple, shapes="") -> None:
         )
 
 
-def _check_conv_arrays(func, nspatial, x, weight, bias, groups, transposed: bool):
-    """The checks forward and transposed convolutions share: ranks, ``groups``, channel
-    counts, the bias shape and empty axes. Returns ``(xs, ws, unbatched, groups, K)``
-    with ``xs`` the 5-D-ready input shape (batch axis added).
+class _Checked(NamedTuple):
+    """What :func:`check_conv` resolved (per-axis tuples in the caller's rank)."""
+
+    x_shape: tuple  # (N, C, *spatial), batch axis added
+    w_shape: tuple
+    unbatched: bool
+    groups: int
+    K: int  # output channels
+    stride: tuple
+    dilation: tuple
+    pads: Pairs
+    out_spatial: tuple
+    dtype: np.dtype
+
+
+def check_conv(func, nspatial, x, weight, bias, stride, padding, dilation, groups,
+               padding_mode="zeros", output_padding=None) -> _Checked:
+    """The one check of a convolution's arguments, forward or transposed (SPEC §4).
+
+    Forward when ``output_padding`` is None (weight ``(K, C // groups, *kernel)``, every
+    padding form and mode), else transposed (weight ``(C, K // groups, *kernel)``,
+    symmetric int padding, zeros, PyTorch's ``output_padding`` rule). Ranks, ``groups``,
+    channel counts, the bias shape, empty axes, padding and output sizes (the rules in
+    :mod:`fastconv._shapes`) and the size limit are checked before anything is allocated.
 
     Empty arrays follow PyTorch: an empty batch (N = 0) is accepted, and so are zero
     input channels of a forward convolution (its output is the bias); no output
@@ -150,6 +176,7 @@ def _check_conv_arrays(func, nspatial, x, weight, bias, groups, transposed: bool
     convolution are errors.
     """
     s = nspatial
+    transposed = output_padding is not None
     _check_rank(func, "x", x, (s + 1, s + 2),
                 f"{s + 2}-D (N, C, *spatial) or {s + 1}-D (C, *spatial)")
     wlayout = "(C, K // groups, *kernel)" if transposed else "(K, C // groups, *kernel)"
@@ -202,54 +229,50 @@ def _check_conv_arrays(func, nspatial, x, weight, bias, groups, transposed: bool
         raise ValueError(f"{func}: x has an empty spatial axis{shapes}")
     if 0 in ws[2:]:
         raise ValueError(f"{func}: weight has an empty kernel axis{shapes}")
-    return xs, ws, unbatched, groups, K
+    kernel, spatial = ws[2:], xs[2:]
+    strides = ntuple(stride, s, "stride", func, minimum=1)
+    dil = ntuple(dilation, s, "dilation", func, minimum=1)
+    if transposed:
+        pad = ntuple(padding, s, "padding", func, minimum=0)
+        opad = ntuple(output_padding, s, "output_padding", func, minimum=0)
+        pads = tuple((p, p) for p in pad)
+        out = _shapes.transpose_output_spatial(spatial, kernel, strides, pad, opad, dil, func,
+                                               shapes)
+    else:
+        pads = _shapes.resolve_padding(padding, kernel, strides, dil, func)
+        check_padding_mode(padding_mode, func)
+        _shapes.check_mode_padding(padding_mode, pads, spatial, func, shapes)
+        out = _shapes.conv_output_spatial(spatial, kernel, strides, pads, dil, func, shapes)
+        check_size(func, "padded input", xs[:2] + _shapes.padded_spatial(spatial, pads), shapes)
+    check_size(func, "output", (xs[0], K) + out, shapes)
+    dtype = result_dtype(x, weight, *(() if bias is None else (bias,)))
+    return _Checked(xs, ws, unbatched, groups, K, strides, dil, pads, out, dtype)
 
 
 def _check_conv(func, nspatial, x, weight, bias, stride, padding, dilation, groups,
                 padding_mode) -> ConvPlan:
-    """The checks and shape resolution behind :func:`plan_conv` (no cache)."""
-    s = nspatial
-    xs, ws, unbatched, groups, K = _check_conv_arrays(func, s, x, weight, bias, groups, False)
-    shapes = _ShapesNote(x, weight)
-    kernel = ws[2:]
-    strides = ntuple(stride, s, "stride", func, minimum=1)
-    dil = ntuple(dilation, s, "dilation", func, minimum=1)
-    pads = _shapes.resolve_padding(padding, kernel, strides, dil, func)
-    check_padding_mode(padding_mode, func)
-    spatial = xs[2:]
-    if padding_mode == "reflect" and any(max(p) >= n for p, n in zip(pads, spatial, strict=True)):
-        raise ValueError(
-            f"{func}: reflect padding {pads} must be smaller than the input's spatial size "
-            f"{spatial}{shapes}"
-        )
-    if padding_mode == "circular" and any(max(p) > n for p, n in zip(pads, spatial, strict=True)):
-        raise ValueError(
-            f"{func}: circular padding {pads} must not exceed the input's spatial size "
-            f"{spatial}{shapes}"
-        )
-    out_spatial = _shapes.conv_output_spatial(spatial, kernel, strides, pads, dil, func, shapes)
-    padded = tuple(n + b + a for n, (b, a) in zip(spatial, pads, strict=True))
-    check_size(func, "padded input", xs[:2] + padded, shapes)
-    check_size(func, "output", (xs[0], K) + out_spatial, shapes)
-    dtype = result_dtype(x, weight, *(() if bias is None else (bias,)))
+    """The plan behind :func:`plan_conv` (no cache)."""
+    c = check_conv(func, nspatial, x, weight, bias, stride, padding, dilation, groups,
+                   padding_mode)
+    xs, ws = c.x_shape, c.w_shape
     return ConvPlan(
         func=func,
-        nspatial=s,
-        x_shape=xs[:2] + to3(spatial, 1),
-        w_shape=ws[:2] + to3(kernel, 1),
-        out_shape=(xs[0], K) + to3(out_spatial, 1),
-        stride=to3(strides, 1),
-        dilation=to3(dil, 1),
-        pads=to3(pads, (0, 0)),
-        groups=groups,
+        nspatial=nspatial,
+        x_shape=xs[:2] + to3(xs[2:], 1),
+        w_shape=ws[:2] + to3(ws[2:], 1),
+        out_shape=(xs[0], c.K) + to3(c.out_spatial, 1),
+        stride=to3(c.stride, 1),
+        dilation=to3(c.dilation, 1),
+        pads=to3(c.pads, (0, 0)),
+        groups=c.groups,
         padding_mode=padding_mode,
-        dtype=dtype,
-        unbatched=unbatched,
+        dtype=c.dtype,
+        unbatched=c.unbatched,
     )
 
 
 @dataclass(frozen=True)
-class PoolPlan:
+class PoolPlan(_UserShape):
     """A validated pooling call: 5-D shapes, per-axis parameters (D, H, W), output dtype.
 
     ``divisors`` (average pooling only) holds each axis's per-output window lengths; the
@@ -268,11 +291,6 @@ class PoolPlan:
     divisors: tuple  # 3 tuples of ints (avg) or () (max)
     dtype: np.dtype
     unbatched: bool
-
-    def user_shape(self, shape5: tuple) -> tuple:
-        """A 5-D shape in the caller's rank (unit axes and added batch axis removed)."""
-        lead = shape5[1:2] if self.unbatched else shape5[:2]
-        return lead + shape5[5 - self.nspatial :]
 
 
 def plan_pool(
@@ -327,15 +345,8 @@ def plan_pool(
             f"{func}: padding={pads} must be at most half the window, kernel_size // 2 = "
             f"{limits} ({shapes})"
         )
-    out = tuple(
-        _shapes.pool_out(n, k, st, p, d, bool(ceil_mode))
-        for n, k, st, p, d in zip(spatial, kernel, strides, pads, dil, strict=True)
-    )
-    if any(o < 1 for o in out):
-        raise ValueError(
-            f"{func}: output size {out} < 1 for input spatial size {spatial} "
-            f"(ceil_mode={bool(ceil_mode)}, {shapes})"
-        )
+    out = _shapes.pool_output_spatial(spatial, kernel, strides, pads, dil, ceil_mode, func,
+                                      shapes)
     if kind == "max":
         for axis, (n, k, st, p, d, o) in enumerate(
             zip(spatial, kernel, strides, pads, dil, out, strict=True)
@@ -376,7 +387,7 @@ def plan_pool(
 
 
 @dataclass(frozen=True)
-class InputGradPlan:
+class InputGradPlan(_UserShape):
     """A validated input gradient of a correlation (also a transposed convolution).
 
     The gradient is computed as a stride-1 correlation of ``grad_output`` spread onto a
@@ -402,43 +413,23 @@ class InputGradPlan:
     dtype: np.dtype
     unbatched: bool
 
-    def user_shape(self, shape5: tuple) -> tuple:
-        lead = shape5[1:2] if self.unbatched else shape5[:2]
-        return lead + shape5[5 - self.nspatial :]
 
-
-def spread_slices(out_n: int, stride: int, lead: int, length: int) -> tuple[tuple, tuple]:
-    """Slices placing ``g[o]`` at ``lead + o*stride`` inside ``[0, length)``, dropping what
-    falls outside: ((src_start, src_stop, 1), (dst_start, dst_stop, stride))."""
-    lo = _shapes.ceil_div(max(0, -lead), stride)
-    hi = min(out_n, (length - 1 - lead) // stride + 1)
-    if hi <= lo:
-        return (0, 0, 1), (0, 0, 1)
-    return (lo, hi, 1), (lead + lo * stride, lead + (hi - 1) * stride + 1, stride)
+#: Kept importable from here (its rule lives in ``_shapes``).
+spread_slices = _shapes.spread_slices
 
 
 def _input_grad_plan(func, nspatial, g_shape, w_shape, out_shape, stride, dilation, pads,
                      groups, padding_mode, dtype, unbatched) -> InputGradPlan:
-    """Spread geometry of an input gradient (all shapes 5-D, per-axis tuples of 3)."""
+    """An input gradient's plan (all shapes 5-D, per-axis tuples of 3); the spread
+    geometry is :func:`fastconv._shapes.input_grad_spread`."""
     fold = padding_mode != "zeros" and any(b or a for b, a in pads)
-    mode = padding_mode if fold else "zeros"
-    grid = tuple(
-        n + b + a if fold else n for n, (b, a) in zip(out_shape[2:], pads, strict=True)
-    )
-    src, dst, spread = [], [], []
-    for o, n, k, s, d, (b, _) in zip(g_shape[2:], grid, w_shape[2:], stride, dilation, pads,
-                                     strict=True):
-        reach = d * (k - 1)
-        lead = reach - (0 if fold else b)
-        sl, dl = spread_slices(o, s, lead, n + reach)
-        src.append(sl)
-        dst.append(dl)
-        spread.append(n + reach)
+    grid, spread, src, dst = _shapes.input_grad_spread(
+        g_shape[2:], out_shape[2:], w_shape[2:], stride, dilation, pads, fold)
     return InputGradPlan(
         func=func, nspatial=nspatial, g_shape=g_shape, w_shape=w_shape, out_shape=out_shape,
-        spread_shape=g_shape[:2] + tuple(spread), spread_src=tuple(src), spread_dst=tuple(dst),
+        spread_shape=g_shape[:2] + spread, spread_src=src, spread_dst=dst,
         padded_shape=out_shape[:2] + grid, dilation=dilation, pads=pads, groups=groups,
-        padding_mode=mode, dtype=dtype, unbatched=unbatched,
+        padding_mode=padding_mode if fold else "zeros", dtype=dtype, unbatched=unbatched,
     )
 
 
@@ -503,30 +494,11 @@ def plan_conv_weight(func, nspatial, x, weight_size, grad_output, stride, paddin
 def plan_conv_transpose(func, nspatial, x, weight, bias, stride, padding, output_padding,
                         groups, dilation) -> InputGradPlan:
     """Check a transposed convolution (PyTorch semantics; weight is (C, K // groups, *k))."""
-    s = nspatial
-    xs, ws, unbatched, groups, K = _check_conv_arrays(func, s, x, weight, bias, groups, True)
-    C = xs[1]
-    shapes = _ShapesNote(x, weight)
-    kernel = ws[2:]
-    strides = ntuple(stride, s, "stride", func, minimum=1)
-    dil = ntuple(dilation, s, "dilation", func, minimum=1)
-    pad = ntuple(padding, s, "padding", func, minimum=0)
-    opad = ntuple(output_padding, s, "output_padding", func, minimum=0)
-    if any(op >= max(st, d) for op, st, d in zip(opad, strides, dil, strict=True)):
-        raise ValueError(
-            f"{func}: output_padding={opad} must be smaller than either stride={strides} or "
-            f"dilation={dil} on every axis"
-        )
-    out = tuple(
-        _shapes.transpose_out(n, k, st, p, op, d)
-        for n, k, st, p, op, d in zip(xs[2:], kernel, strides, pad, opad, dil, strict=True)
-    )
-    if any(o < 1 for o in out):
-        raise ValueError(f"{func}: output size {out} < 1 for padding={pad}{shapes}")
-    check_size(func, "output", (xs[0], K) + out, shapes)
+    c = check_conv(func, nspatial, x, weight, bias, stride, padding, dilation, groups,
+                   output_padding=output_padding)
+    xs, ws = c.x_shape, c.w_shape
     return _input_grad_plan(
-        func, s, xs[:2] + to3(xs[2:], 1), (C, ws[1]) + to3(kernel, 1),
-        (xs[0], K) + to3(out, 1), to3(strides, 1), to3(dil, 1), to3(tuple((p, p) for p in pad),
-                                                                    (0, 0)),
-        groups, "zeros", result_dtype(x, weight, *(() if bias is None else (bias,))), unbatched,
+        func, nspatial, xs[:2] + to3(xs[2:], 1), (xs[1], ws[1]) + to3(ws[2:], 1),
+        (xs[0], c.K) + to3(c.out_spatial, 1), to3(c.stride, 1), to3(c.dilation, 1),
+        to3(c.pads, (0, 0)), c.groups, "zeros", c.dtype, c.unbatched,
     )

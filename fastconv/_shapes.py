@@ -203,8 +203,7 @@ def receptive_field(layers) -> list[dict]:
                 raise ValueError(
                     f"receptive_field: layer {i} {name} must be an int >= 1, got {v!r}"
                 )
-        size += d * (k - 1) * jump
-        jump *= s
+        size, jump = receptive_step(size, jump, k, s, d)
         out.append({"size": size, "jump": jump})
     return out
 
@@ -434,3 +433,145 @@ def sliding_blocks(
 
 
 __all__ += ["adaptive_output_size", "adaptive_windows", "sliding_blocks", "unpool_output_size"]
+
+
+# --- the rules behind the plans (fastconv/_plan.py), learn_kernel and ``fastconv shape`` --
+
+
+def padded_spatial(spatial: Sequence[int], pads: Pairs) -> tuple[int, ...]:
+    """Spatial size of an input after ``(before, after)`` padding on every axis.
+
+    >>> padded_spatial((5, 6), ((1, 1), (0, 2)))
+    (7, 8)
+    """
+    return tuple(n + b + a for n, (b, a) in zip(spatial, pads, strict=True))
+
+
+def check_mode_padding(padding_mode: str, pads: Pairs, spatial: Sequence[int], func: str,
+                       shapes="") -> None:
+    """The padding a boundary mode can make from the input (PyTorch's limits): "reflect"
+    needs every pad smaller than its axis, "circular" at most its axis."""
+    spatial = tuple(spatial)
+    if padding_mode == "reflect" and any(max(p) >= n for p, n in zip(pads, spatial, strict=True)):
+        raise ValueError(
+            f"{func}: reflect padding {pads} must be smaller than the input's spatial size "
+            f"{spatial}{shapes}"
+        )
+    if padding_mode == "circular" and any(max(p) > n for p, n in zip(pads, spatial, strict=True)):
+        raise ValueError(
+            f"{func}: circular padding {pads} must not exceed the input's spatial size "
+            f"{spatial}{shapes}"
+        )
+
+
+def transpose_output_spatial(
+    spatial: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
+    pad: Sequence[int], output_padding: Sequence[int], dilation: Sequence[int], func: str,
+    shapes="",
+) -> tuple[int, ...]:
+    """Output spatial size of a transposed convolution (PyTorch's rules): every
+    ``output_padding`` smaller than its stride or dilation, every output size >= 1.
+
+    >>> transpose_output_spatial((3, 3), (3, 3), (2, 2), (1, 1), (1, 0), (1, 1), "f")
+    (6, 5)
+    """
+    if any(op >= max(st, d) for op, st, d in zip(output_padding, stride, dilation, strict=True)):
+        raise ValueError(
+            f"{func}: output_padding={tuple(output_padding)} must be smaller than either "
+            f"stride={tuple(stride)} or dilation={tuple(dilation)} on every axis"
+        )
+    out = tuple(
+        transpose_out(n, k, st, p, op, d)
+        for n, k, st, p, op, d in zip(spatial, kernel, stride, pad, output_padding, dilation,
+                                      strict=True)
+    )
+    if any(o < 1 for o in out):
+        raise ValueError(f"{func}: output size {out} < 1 for padding={tuple(pad)}{shapes}")
+    return out
+
+
+def pool_output_spatial(
+    spatial: Sequence[int], kernel: Sequence[int], stride: Sequence[int], pads: Sequence[int],
+    dilation: Sequence[int], ceil_mode: bool, func: str, detail: str,
+) -> tuple[int, ...]:
+    """Output spatial size of a pooling (:func:`pool_out` per axis), every size >= 1;
+    ``detail`` ends the error message (the parameters and ``x.shape``)."""
+    out = tuple(
+        pool_out(n, k, st, p, d, bool(ceil_mode))
+        for n, k, st, p, d in zip(spatial, kernel, stride, pads, dilation, strict=True)
+    )
+    if any(o < 1 for o in out):
+        raise ValueError(
+            f"{func}: output size {out} < 1 for input spatial size {tuple(spatial)} "
+            f"(ceil_mode={bool(ceil_mode)}, {detail})"
+        )
+    return out
+
+
+def spread_slices(out_n: int, stride: int, lead: int, length: int) -> tuple[tuple, tuple]:
+    """Slices placing ``g[o]`` at ``lead + o*stride`` inside ``[0, length)``, dropping what
+    falls outside: ((src_start, src_stop, 1), (dst_start, dst_stop, stride)).
+
+    >>> spread_slices(3, 2, 1, 6)
+    ((0, 3, 1), (1, 6, 2))
+    """
+    lo = ceil_div(max(0, -lead), stride)
+    hi = min(out_n, (length - 1 - lead) // stride + 1)
+    if hi <= lo:
+        return (0, 0, 1), (0, 0, 1)
+    return (lo, hi, 1), (lead + lo * stride, lead + (hi - 1) * stride + 1, stride)
+
+
+def input_grad_spread(
+    g_spatial: Sequence[int], x_spatial: Sequence[int], kernel: Sequence[int],
+    stride: Sequence[int], dilation: Sequence[int], pads: Pairs, fold: bool,
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple, tuple]:
+    """Geometry of an input gradient (and a transposed convolution) computed as a stride-1
+    correlation of ``grad_output`` spread onto a zero grid with the flipped weight.
+
+    ``g[o]`` lands at ``dilation*(k-1) - before + o*stride`` of a grid of length
+    ``n + dilation*(k-1)`` (``before`` is 0 when ``fold``: then the gradient is computed on
+    the padded input grid and folded back onto the source pixels by the caller).
+
+    Returns ``(grid, spread, src, dst)``: the grid the correlation writes, the spread
+    grid's size, and per axis the ``(start, stop, step)`` slices of ``grad_output`` and of
+    the spread grid.
+
+    >>> input_grad_spread((3,), (5,), (3,), (2,), (1,), ((1, 1),), False)
+    ((5,), (7,), ((0, 3, 1),), ((1, 6, 2),))
+    """
+    grid = padded_spatial(x_spatial, pads) if fold else tuple(x_spatial)
+    src, dst, spread = [], [], []
+    for o, n, k, s, d, (b, _) in zip(g_spatial, grid, kernel, stride, dilation, pads,
+                                     strict=True):
+        reach = d * (k - 1)
+        sl, dl = spread_slices(o, s, reach - (0 if fold else b), n + reach)
+        src.append(sl)
+        dst.append(dl)
+        spread.append(n + reach)
+    return grid, tuple(spread), tuple(src), tuple(dst)
+
+
+def user_shape(shape5: tuple, nspatial: int, unbatched: bool) -> tuple:
+    """A plan's 5-D shape ``(N, C, D, H, W)`` in the caller's rank: the unit axes that
+    1-D/2-D ops run with dropped, and the batch axis too when the input had none.
+
+    >>> user_shape((1, 3, 1, 4, 5), 2, True), user_shape((2, 3, 1, 1, 5), 1, False)
+    ((3, 4, 5), (2, 3, 5))
+    """
+    lead = shape5[1:2] if unbatched else shape5[:2]
+    return lead + shape5[5 - nspatial :]
+
+
+def receptive_step(size: int, jump: int, k: int, stride: int, dilation: int) -> tuple[int, int]:
+    """One layer's step of the receptive-field recurrence along an axis: ``(size, jump)``
+    before the layer -> after it (``size += dilation*(k-1)*jump``, ``jump *= stride``).
+
+    >>> receptive_step(3, 1, 2, 2, 1)
+    (4, 2)
+    """
+    return size + dilation * (k - 1) * jump, jump * stride
+
+
+__all__ += ["check_mode_padding", "input_grad_spread", "padded_spatial", "pool_output_spatial",
+            "receptive_step", "spread_slices", "transpose_output_spatial", "user_shape"]

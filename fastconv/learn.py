@@ -15,12 +15,12 @@ weight-gradient kernels directly.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from fastconv import _dispatch
+from fastconv import _dispatch, _shapes
+from fastconv._config import LEARN_SERIAL_BELOW as SERIAL_BELOW
 from fastconv._plan import plan_conv
 from fastconv._validate import (
     as_array,
@@ -34,10 +34,6 @@ from fastconv._validate import (
 from fastconv.layers import Conv2d
 
 OPTIMIZERS = ("sgd", "adam")
-#: Below this many multiply-adds per epoch the loop runs on one thread: waking the
-#: thread pool twice per epoch costs more than the arithmetic (and much more on a busy
-#: machine). Results are identical for any thread count.
-SERIAL_BELOW = 1 << 18
 LOSSES = ("sse", "mse")
 FUNC = "learn_kernel"
 
@@ -148,7 +144,8 @@ def learn_kernel(x, y, kernel_size, *, lr: float = 3e-2, epochs: int = 10, bias:
     lr, epochs = _check_options(lr, epochs, optimizer, loss, callback)
     N, C, H, W = x4.shape
     K = y4.shape[1]
-    want = (H - kernel[0] + 1, W - kernel[1] + 1)
+    want = tuple(_shapes.conv_out(n, k, 1, 0, 0, 1)  # "valid"
+                 for n, k in zip((H, W), kernel, strict=True))
     if want[0] < 1 or want[1] < 1 or y4.shape[2:] != want:
         raise ValueError(
             f"{FUNC}: y must be the 'valid' output of x and a {kernel} kernel, spatial size "
@@ -177,15 +174,14 @@ def learn_kernel(x, y, kernel_size, *, lr: float = 3e-2, epochs: int = 10, bias:
     if serial:
         from fastconv.cpu.conv import correlate_serial
     for epoch in range(1, epochs + 1):
-        with _one_thread(serial):
-            if serial:  # the forward's own tiny core and argument types: no new compile
-                correlate_serial(x5, w5, b, out, (1, 1, 1), (1, 1, 1), 1)
-            else:
-                be.correlate(x5, w5, b, out, ones, ones, 1)
-            diff = out - y5
-            losses.append(float(np.vdot(diff, diff)) * scale)
-            gy = diff * dtype.type(2.0 * scale)
-            be.correlate_weight(x5, gy, gw, ones, ones, 1)
+        if serial:  # the forward's own tiny core and argument types: no new compile
+            correlate_serial(x5, w5, b, out, (1, 1, 1), (1, 1, 1), 1)
+        else:
+            be.correlate(x5, w5, b, out, ones, ones, 1)
+        diff = out - y5
+        losses.append(float(np.vdot(diff, diff)) * scale)
+        gy = diff * dtype.type(2.0 * scale)
+        be.correlate_weight(x5, gy, gw, ones, ones, 1)
         gb = gy.sum(axis=(0, 2, 3, 4)) if bias else None
         if optimizer == "sgd":
             w5 -= dtype.type(lr) * gw
@@ -202,22 +198,6 @@ def learn_kernel(x, y, kernel_size, *, lr: float = 3e-2, epochs: int = 10, bias:
         bias=(float(b[0]) if single else b.copy()) if bias else None,
         losses=losses,
     )
-
-
-@contextmanager
-def _one_thread(on: bool):
-    """Run the block on one Numba thread when ``on`` (restoring the count afterwards)."""
-    if not on:
-        yield
-        return
-    import numba  # lazily: ``import fastconv`` must not import Numba (fastconv shape/--help)
-
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(threads)
 
 
 def _adam_step(p, g, m, v, t: int, lr: float, b1: float = 0.9, b2: float = 0.999,

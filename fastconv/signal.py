@@ -28,15 +28,13 @@ import warnings
 
 import numpy as np
 
+from fastconv._config import SIGNAL_FFT_MIN_TAPS as FFT_MIN_TAPS
 from fastconv._scipy import scipy_convolve2d as convolve2d
 from fastconv._validate import result_dtype
 from fastconv.conv import correlate2d
 
 MODES = ("full", "same", "valid")
 METHODS = ("auto", "direct", "fft")
-#: ``method="auto"`` uses the FFT from this many elements in the smaller input (the
-#: engine's direct/FFT crossover, ``fastconv._algorithms.FFT_MIN_TAPS``).
-FFT_MIN_TAPS = 400
 
 
 def _inputs(func: str, in1, in2):

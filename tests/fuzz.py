@@ -18,9 +18,9 @@ Ops (``--ops`` takes op names or these groups, comma-separated; default: all):
 
 PyTorch oracles: F.conv*d on an F.pad-ded input (autograd for the gradients, a channel sum
 for conv_bias), F.conv_transpose*d, F.max_pool*d with indices and F.avg_pool*d (with
-autograd for their gradients). PyTorch's pooling rejects padding above kernel_size // 2
-while fastconv (SPEC §4) allows up to half the dilated window: such cases meet only the
-NumPy reference.
+autograd for their gradients). Pooling padding is at most kernel_size // 2 in both
+(SPEC §4, PyTorch's rule); a case PyTorch cannot run (F.avg_pool3d on an input smaller
+than the kernel) meets only the NumPy reference.
 
 Case ``i`` picks its op from ``numpy.random.default_rng([seed, i])`` (weighted, among the
 selected ops) and draws its parameters from ``default_rng([seed, i, op id])``, so

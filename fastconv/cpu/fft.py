@@ -35,11 +35,9 @@ import numpy as np
 from numba import njit, prange
 from numpy.lib.stride_tricks import as_strided
 
+from fastconv._config import FFT_TILE_ELEMENTS as TILE_ELEMENTS
 from fastconv._config import JIT_PARALLEL
 from fastconv.cpu.conv import correlate as direct_correlate
-
-#: Most elements of one tile (float32: 256 KiB); a 2-D tile is at most 256x256.
-TILE_ELEMENTS = 1 << 16
 
 try:  # pragma: no cover - exercised where SciPy is installed (the test extras)
     import scipy.fft as _sfft

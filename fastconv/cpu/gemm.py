@@ -42,6 +42,8 @@ from fastconv._config import (
     JIT_PARALLEL,
     JIT_SERIAL,
 )
+from fastconv._config import GEMM_MIN_CHUNK_COLUMNS as MIN_CHUNK_COLUMNS
+from fastconv._config import GEMM_SHIFTED_MIN_CG as SHIFTED_MIN_CG
 from fastconv.cpu import blas
 from fastconv.cpu.pad import MODE_CODES, pad_planes
 
@@ -92,12 +94,6 @@ def correlate(xp, w, bias, out, stride, dilation, groups):
         return _im2col_correlate(xp, w, bias, out, stride, dilation, groups)
 
 
-#: Fewest input channels per group for the shifted GEMM: each of its products reduces
-#: over ``Cg`` only, im2col's over ``Cg * taps``. Measured (8 images, 3x3, 64 outputs):
-#: im2col is 1.5x faster at Cg=3, equal at Cg=16, slower from Cg=32 (W3, Cg=64: 1.2x).
-SHIFTED_MIN_CG = 32
-
-
 _pad_image = njit(**JIT_SERIAL)(types.FunctionType(
     pad_planes.py_func.__code__, pad_planes.py_func.__globals__, "pad_planes_serial"))
 
@@ -145,10 +141,6 @@ def crop_rows(y, bias, out, r0, r1, Hp, Wp):
                 for i in range(OW):
                     dst[i] = src[i] + bk
 
-
-#: Fewest output columns of one chunk (narrower products lose more to BLAS packing than
-#: they gain from the L2 cache).
-MIN_CHUNK_COLUMNS = 256
 
 _scratch = threading.local()
 

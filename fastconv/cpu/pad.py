@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from fastconv import _shapes
 from fastconv._config import JIT_PARALLEL, JIT_SERIAL
 from fastconv._validate import NUMPY_PAD_MODES
 
@@ -75,7 +76,7 @@ def pad(x: np.ndarray, pads, mode: str, fill: float = 0.0) -> np.ndarray:
     """Padded copy of a 5-D array; ``pads`` is three (before, after) pairs."""
     if all(b == 0 and a == 0 for b, a in pads):
         return x
-    shape = x.shape[:2] + tuple(n + b + a for n, (b, a) in zip(x.shape[2:], pads, strict=True))
+    shape = x.shape[:2] + _shapes.padded_spatial(x.shape[2:], pads)
     out = np.empty(shape, dtype=x.dtype)
     before = np.array([b for b, _ in pads], dtype=np.int64)
     pad_planes(x, out, before, MODE_CODES[mode], x.dtype.type(fill))
@@ -112,7 +113,7 @@ def pad_rows(x, out, before, mode, fill):
 def pad3(x: np.ndarray, pads, numpy_mode: str, fill: float = 0.0) -> np.ndarray:
     """Padded copy of a 3-D array with a numpy.pad mode name (``NUMPY_MODE_CODES``);
     ``pads`` is three (before, after) pairs, any widths (extensions repeat)."""
-    shape = tuple(n + b + a for n, (b, a) in zip(x.shape, pads, strict=True))
+    shape = _shapes.padded_spatial(x.shape, pads)
     out = np.empty(shape, dtype=x.dtype)
     before = np.array([b for b, _ in pads], dtype=np.int64)
     pad_rows(x, out, before, NUMPY_MODE_CODES[numpy_mode], x.dtype.type(fill))

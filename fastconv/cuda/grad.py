@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
+from fastconv._config import CUDA_MAX_PARTIALS as MAX_PARTIALS
+from fastconv._config import CUDA_WEIGHT_CHUNK as WEIGHT_CHUNK
 from fastconv.cpu.pad import MODE_CODES
 from fastconv.cuda._launch import PerDtype, ceil_div, grid1, grid3, launch
 from fastconv.cuda.arrays import copy_into, empty, zeros
@@ -27,10 +29,6 @@ from fastconv.cuda.pad import pad, source_index
 
 __all__ = ["correlate_input", "correlate_weight", "sum_channels", "unpad"]
 
-#: Output positions summed by one thread of the weight-gradient pass 1 (at least; grown
-#: so that no weight element has more than ``MAX_PARTIALS`` partial sums).
-WEIGHT_CHUNK = 256
-MAX_PARTIALS = 1024
 
 
 @cuda.jit

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
+from fastconv import _shapes
 from fastconv.cpu.pad import MODE_CODES
 from fastconv.cpu.pad import source_index as cpu_source_index
 from fastconv.cuda._launch import grid3, launch
@@ -47,9 +48,7 @@ def pad(x, pads, mode: str, fill: float = 0.0):
 
     if all(b == 0 and a == 0 for b, a in pads):
         return x
-    shape = tuple(x.shape[:2]) + tuple(
-        n + b + a for n, (b, a) in zip(x.shape[2:], pads, strict=True)
-    )
+    shape = tuple(x.shape[:2]) + _shapes.padded_spatial(x.shape[2:], pads)
     out = empty(shape, x.dtype)
     blocks, tpb = grid3(shape[4], shape[3], shape[0] * shape[1] * shape[2])
     (bd, _), (bh, _), (bw, _) = pads
