@@ -31,7 +31,8 @@ import numpy as np
 TASKS = [(f"{label} {dt}", name, dt)
          for dt in ("float32", "float64")
          for label, name in (("conv forward", "conv"), ("conv gradients", "grad"),
-                             ("pooling", "pool"), ("pooling family", "family"))]
+                             ("pooling", "pool"), ("pooling family", "family"),
+                             ("SciPy filters", "filters"))]
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,10 @@ def _task_conv(dtype: str) -> None:
     conv.conv2d(plane, big, padding="same", algorithm="fft")
     conv.conv2d(x, w, b, padding=1, algorithm="winograd")  # staged (36 tiles an image)
     x16, w16 = _rng_arrays(dtype, (1, 16, 32, 32), (16, 16, 3, 3))
-    conv.conv2d(x16, w16, padding=1, algorithm="winograd")  # fused (64 tiles an image)
+    for _ in range(2):  # the second call compares the cached weight transform's bits
+        conv.conv2d(x16, w16, padding=1, algorithm="winograd")  # fused (64 tiles an image)
+    col, row = _rng_arrays(dtype, (7, 1), (1, 7))
+    conv.conv2d(plane, (col * row)[None, None], padding="same")  # rank 1: separable passes
 
 
 def _task_grad(dtype: str) -> None:
@@ -190,11 +194,19 @@ def _task_family(dtype: str) -> None:
     fold(unfold(x, 2), (9, 9), 2)
 
 
+def _task_filters(dtype: str) -> None:
+    from fastconv import ndimage
+
+    vol, k3 = _rng_arrays(dtype, (6, 7, 8), (3, 3, 3))
+    ndimage.correlate(vol, k3)  # padded copy (every mode), then the direct kernel
+    ndimage.gaussian_filter(vol, 1.0)  # 1-D passes along rows and along the other axes
+
+
 def _run_task(name: str, dtype: str) -> float:
     """Worker entry point: run one task, return its seconds."""
     t0 = time.perf_counter()
     {"conv": _task_conv, "grad": _task_grad, "pool": _task_pool,
-     "family": _task_family}[name](dtype)
+     "family": _task_family, "filters": _task_filters}[name](dtype)
     return time.perf_counter() - t0
 
 
