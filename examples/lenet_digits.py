@@ -100,8 +100,9 @@ class LeNet:
         for layer in reversed(self.dense):
             g = layer.backward(g)
         g = g.reshape(self._feature_shape)
-        for layer in reversed(self.layers):
+        for layer in reversed(self.layers[1:]):
             g = layer.backward(g)
+        self.layers[0].backward(g, input_grad=False)  # the data needs no gradient
 
     def params(self):
         """``[(name, array, gradient), ...]`` in PyTorch's ``state_dict`` order."""

@@ -139,8 +139,9 @@ def choose(plan: ConvPlan) -> str:
     if winograd_wins(plan.x_shape[0], plan.w_shape, plan.out_shape[2:], plan.stride,
                      plan.dilation, plan.groups):
         return "winograd"
-    return choose_for(plan.x_shape[0], plan.w_shape, plan.out_shape[2:], plan.stride,
+    name = choose_for(plan.x_shape[0], plan.w_shape, plan.out_shape[2:], plan.stride,
                       plan.groups)
+    return "gemm" if name != "fft" and _small(plan) else name
 
 
 def winograd_reason(w_shape: tuple, out_spatial: tuple, stride: tuple, dilation: tuple,
@@ -253,6 +254,10 @@ def _core(be, name: str, plan: ConvPlan):
         if _macs(plan) < SERIAL_MAX_MACS:
             return _serial_core()
         return _direct_core(be, plan)
+    if name == "gemm" and _small(plan):
+        from fastconv.cpu.small import correlate as small_correlate
+
+        return small_correlate
     if name == "gemm":  # pads each image in the task threads (no parallel-region pass)
         from fastconv.cpu.gemm import padding_core
 
@@ -291,6 +296,14 @@ def _serial_core():
 
 
 _SERIAL_CORE = None
+
+
+def _small(plan: ConvPlan) -> bool:
+    """Whether the small-image GEMM (``fastconv.cpu.small``) runs this plan."""
+    from fastconv.cpu.small import applies
+
+    return applies(plan.x_shape[0], plan.w_shape, plan.out_shape[2:], plan.groups,
+                   plan.dtype.itemsize)
 
 
 def _macs(plan: ConvPlan) -> int:

@@ -102,12 +102,16 @@ class _ConvNd(_Layer):
         self._x = _snapshot(x)
         return out
 
-    def backward(self, grad_output) -> np.ndarray:
-        """Gradient w.r.t. the last forward input; stores ``weight_grad`` and ``bias_grad``."""
+    def backward(self, grad_output, *, input_grad: bool = True) -> np.ndarray | None:
+        """Gradient w.r.t. the last forward input; stores ``weight_grad`` and ``bias_grad``.
+
+        ``input_grad=False`` skips the input gradient and returns None (a network's first
+        layer, whose input is data: PyTorch's autograd skips it there too)."""
         x = self._saved_input()
         s = self.nspatial
         kw = self._kw()
-        gx = getattr(grad, f"conv{s}d_input")(np.shape(x), self.weight, grad_output, **kw)
+        gx = (getattr(grad, f"conv{s}d_input")(np.shape(x), self.weight, grad_output, **kw)
+              if input_grad else None)
         self.weight_grad = getattr(grad, f"conv{s}d_weight")(x, self.weight.shape, grad_output,
                                                              **kw)
         if self.bias is not None:

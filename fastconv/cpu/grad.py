@@ -34,7 +34,7 @@ from numba import njit, prange
 
 from fastconv._algorithms import choose_for
 from fastconv._config import JIT_PARALLEL, JIT_SERIAL
-from fastconv.cpu import blas, gemm
+from fastconv.cpu import blas, gemm, small
 from fastconv.cpu.conv import correlate
 from fastconv.cpu.pad import MODE_CODES, source_index
 
@@ -69,6 +69,9 @@ def correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto"):
     "direct"; "gemm" needs unit strides, SciPy's BLAS and a finite ``xp`` (else direct).
     """
     name = algorithm
+    if name in ("auto", "gemm") and small.applies(xp.shape[0], gw.shape, g.shape[2:], groups,
+                                                   gw.itemsize):
+        return small.weight_gradient(xp, g, gw, stride, dilation, groups)
     if name == "auto":
         name = choose_for(xp.shape[0], gw.shape, g.shape[2:], stride, groups)
     if name == "gemm" and gemm.shifted_ok(stride):
@@ -308,6 +311,20 @@ def _winograd_input(g, w, bias, out, spread_shape, spread_src, spread_dst, dilat
         return winograd.correlate_input(g[:, :, 0], w[:, :, 0], bias, out[:, :, 0], pads, groups)
 
 
+def _small_input(g, w, bias, out, spread_src, spread_dst, dilation, groups) -> bool:
+    """The input gradient by ``col2im`` (``fastconv.cpu.small.input_gradient``) when the
+    small-image rule applies to the forward's shapes and every ``grad_output`` value lands
+    on the grid; False (nothing written) otherwise."""
+    whole = all(s == (0, n, 1) for s, n in zip(spread_src, g.shape[2:], strict=True))
+    if not whole or not small.applies(g.shape[0], w.shape, g.shape[2:], groups, out.itemsize):
+        return False
+    stride = tuple(d[2] for d in spread_dst)
+    before = tuple(int(dl) * (int(k) - 1) - d[0]  # the spread grid starts at reach - before
+                   for dl, k, d in zip(dilation, w.shape[2:], spread_dst, strict=True))
+    small.input_gradient(g, w, bias, out, stride, dilation, before, groups)
+    return True
+
+
 def correlate_input(g, w, bias, out, spread_shape, spread_src, spread_dst, dilation, groups,
                     pads, mode, algorithm="auto"):
     """Input gradient (or transposed convolution) of a correlation, written into ``out``.
@@ -320,6 +337,9 @@ def correlate_input(g, w, bias, out, spread_shape, spread_src, spread_dst, dilat
     if algorithm in ("auto", "winograd") and _winograd_input(
             g, w, bias, out, spread_shape, spread_src, spread_dst, dilation, groups,
             algorithm):
+        return out if mode == "zeros" else unpad(out, pads, mode)
+    if algorithm in ("auto", "gemm") and _small_input(g, w, bias, out, spread_src, spread_dst,
+                                                      dilation, groups):
         return out if mode == "zeros" else unpad(out, pads, mode)
     gz = np.empty(spread_shape, dtype=out.dtype)
     src = (slice(None),) + tuple(slice(*s) for s in spread_src)

@@ -1,0 +1,272 @@
+"""Small images (a few hundred to a thousand outputs per plane, few channels): every op of
+a correlation as one BLAS product per image on a whole-image ``im2col`` block.
+
+LeNet's layers (28x28 and 14x14 planes, 1-16 channels, 5x5 kernels) are too small for
+the row-chunked GEMM and too few-channelled for the direct kernel's 4-channel blocks; a
+training step spent most of its time in per-call and per-row overheads. Here an image's
+whole receptive-field matrix ``col`` (``R x M`` with ``R = Cg * taps`` and ``M`` the
+output pixels, at most ``SMALL_MAX_COL_BYTES``) is gathered by a serial Numba kernel and
+multiplied by Numba's ``np.dot`` (the BLAS SciPy links), all in one ``nogil`` call per
+block of ``SMALL_BLOCK`` images; blocks run as tasks on the fastconv threads
+(``fastconv.cpu.blas.parallel``, single-threaded BLAS meanwhile):
+
+- forward: ``out[n, g] (Kg x M) = W_g (Kg x R) @ col_n,g (R x M) + bias``;
+- input gradient (``col2im``): ``dcol (R x M) = W_g^T (R x Kg) @ grad_output[n, g]
+  (Kg x M)``, then scatter-added onto the padded grid and cropped (no spread grid, no
+  flipped-kernel correlation of mostly zeros);
+- weight gradient: ``dW_g (Kg x R) = sum_n grad_output[n, g] (Kg x M) @ col_n,g^T``,
+  the images summed in ``SMALL_PARTS`` consecutive parts (a constant), the parts added
+  in order.
+
+Every image's products are the same BLAS calls whatever the thread count and however the
+blocks fall to threads, so results are bit-identical run to run and for any thread
+count. The error is that of a BLAS product (as ``"gemm"``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from fastconv._config import JIT_SERIAL
+from fastconv.cpu import blas
+
+#: Most bytes of one image's ``col`` block (it and the product stay in the L2 cache).
+SMALL_MAX_COL_BYTES = 1 << 20
+#: Most output pixels per plane (larger images take the row-chunked paths).
+SMALL_MAX_PIXELS = 1024
+#: Most rows of ``col`` (``Cg * taps``): wider receptive fields are the big GEMMs' work.
+SMALL_MAX_R = 1024
+#: Fewest output channels per group (thinner products lose to the direct kernel).
+SMALL_MIN_KG = 4
+#: Fewest rows of ``col``.
+SMALL_MIN_R = 16
+#: Fewest multiply-adds (smaller problems run the serial direct kernel).
+SMALL_MIN_MACS = 1 << 18
+#: Images per task (a constant: the tasks, and so the sums, never depend on threads).
+SMALL_BLOCK = 4
+#: Consecutive parts of the batch summed separately by the weight gradient.
+SMALL_PARTS = 4
+
+
+def applies(N: int, w_shape: tuple, out_spatial: tuple, groups: int, itemsize: int) -> bool:
+    """Whether the small-image path runs a correlation of ``N`` images with weight
+    ``(K, Cg, KD, KH, KW)`` and output spatial shape ``out_spatial`` (all its ops: the
+    forward, input and weight gradients use the same rule on the forward's shapes)."""
+    K, Cg = int(w_shape[0]), int(w_shape[1])
+    R = Cg * math.prod(int(v) for v in w_shape[2:])
+    M = math.prod(int(v) for v in out_spatial)
+    return (K // groups >= SMALL_MIN_KG and SMALL_MIN_R <= R <= SMALL_MAX_R
+            and M <= SMALL_MAX_PIXELS and R * M * itemsize <= SMALL_MAX_COL_BYTES
+            and N * K * R * M >= SMALL_MIN_MACS)
+
+
+@njit(**JIT_SERIAL)
+def _gather(xp, n, c0, kshape, stride, dilation, oshape, col):
+    """col[(c, a, b, e), (od, oh, ow)] = xp[n, c0 + c, od*sd + a*dd, oh*sh + b*dh,
+    ow*sw + e*dw] (one image and group; ``col`` is ``(Cg * taps, OD * OH * OW)``)."""
+    KD, KH, KW = kshape
+    sd, sh, sw = stride
+    dd, dh, dw = dilation
+    OD, OH, OW = oshape
+    Cg = col.shape[0] // (KD * KH * KW)
+    for c in range(Cg):
+        for a in range(KD):
+            for b in range(KH):
+                for e in range(KW):
+                    dst = col[((c * KD + a) * KH + b) * KW + e]
+                    for od in range(OD):
+                        for oh in range(OH):
+                            src = xp[n, c0 + c, od * sd + a * dd, oh * sh + b * dh]
+                            o = (od * OH + oh) * OW
+                            if sw == 1:
+                                s = src[e * dw : e * dw + OW]
+                                for i in range(OW):
+                                    dst[o + i] = s[i]
+                            else:
+                                for i in range(OW):
+                                    dst[o + i] = src[e * dw + i * sw]
+
+
+@njit(**JIT_SERIAL)
+def _scatter(dcol, gp, kshape, stride, dilation, oshape):
+    """The adjoint of :func:`_gather` for one image and group: gp[c, od*sd + a*dd,
+    oh*sh + b*dh, ow*sw + e*dw] += dcol[(c, a, b, e), (od, oh, ow)] (``gp`` is the
+    group's ``(Cg, Dp, Hp, Wp)`` padded grid; positions past it are dropped)."""
+    KD, KH, KW = kshape
+    sd, sh, sw = stride
+    dd, dh, dw = dilation
+    OD, OH, OW = oshape
+    Cg, Dp, Hp, Wp = gp.shape
+    for c in range(Cg):
+        for a in range(KD):
+            for b in range(KH):
+                for e in range(KW):
+                    src = dcol[((c * KD + a) * KH + b) * KW + e]
+                    for od in range(OD):
+                        d = od * sd + a * dd
+                        if d >= Dp:
+                            break
+                        for oh in range(OH):
+                            h = oh * sh + b * dh
+                            if h >= Hp:
+                                break
+                            row = gp[c, d, h]
+                            o = (od * OH + oh) * OW
+                            w0 = e * dw
+                            m = min(OW, (Wp - 1 - w0) // sw + 1) if w0 < Wp else 0
+                            if sw == 1:
+                                dst = row[w0 : w0 + m]
+                                for i in range(m):
+                                    dst[i] += src[o + i]
+                            else:
+                                for i in range(m):
+                                    row[w0 + i * sw] += src[o + i]
+
+
+@njit(**JIT_SERIAL)
+def _forward_block(xp, wm, bias, out, n0, n1, kshape, stride, dilation, oshape, col):
+    """out[n, g*Kg:(g+1)*Kg] = wm[g] @ col_n,g + bias for the images ``[n0, n1)``
+    (``out`` is ``(N, K, M)``, ``wm`` is ``(groups, Kg, R)``)."""
+    groups, Kg = wm.shape[0], wm.shape[1]
+    Cg = col.shape[0] // (kshape[0] * kshape[1] * kshape[2])
+    for n in range(n0, n1):
+        for g in range(groups):
+            _gather(xp, n, g * Cg, kshape, stride, dilation, oshape, col)
+            y = np.dot(wm[g], col)
+            for k in range(Kg):
+                bk = bias[g * Kg + k]
+                dst = out[n, g * Kg + k]
+                src = y[k]
+                for i in range(dst.shape[0]):
+                    dst[i] = src[i] + bk
+
+
+@njit(**JIT_SERIAL)
+def _input_block(g, wt, bias, out, n0, n1, kshape, stride, dilation, oshape, before, gp):
+    """out[n] = crop(scatter(wt[grp] @ g[n, grp])) + bias for the images ``[n0, n1)``:
+    ``g`` is ``(N, K, M)``, ``wt`` is ``(groups, R, Kg)``, ``out`` is ``(N, C, D, H, W)``,
+    ``gp`` one image's ``(C, Dp, Hp, Wp)`` padded scratch grid, ``before`` the leading
+    padding per axis."""
+    groups, R, Kg = wt.shape
+    C, D, H, W = out.shape[1], out.shape[2], out.shape[3], out.shape[4]
+    Cg = C // groups
+    bd, bh, bw = before
+    for n in range(n0, n1):
+        gp[...] = 0
+        for grp in range(groups):
+            dcol = np.dot(wt[grp], g[n, grp * Kg : (grp + 1) * Kg])
+            _scatter(dcol, gp[grp * Cg : (grp + 1) * Cg], kshape, stride, dilation, oshape)
+        for c in range(C):
+            bc = bias[c]
+            for d in range(D):
+                for h in range(H):
+                    src = gp[c, bd + d, bh + h, bw : bw + W]
+                    dst = out[n, c, d, h]
+                    for i in range(W):
+                        dst[i] = src[i] + bc
+
+
+@njit(**JIT_SERIAL)
+def _weight_part(xp, g, acc, n0, n1, kshape, stride, dilation, oshape, col):
+    """acc[grp] = sum_{n in [n0, n1)} g[n, grp] @ col_n,grp^T, images in order (``g`` is
+    ``(N, K, M)``, ``acc`` is ``(groups, Kg, R)``)."""
+    groups, Kg = acc.shape[0], acc.shape[1]
+    Cg = col.shape[0] // (kshape[0] * kshape[1] * kshape[2])
+    acc[...] = 0
+    for n in range(n0, n1):
+        for grp in range(groups):
+            _gather(xp, n, grp * Cg, kshape, stride, dilation, oshape, col)
+            acc[grp] += np.dot(g[n, grp * Kg : (grp + 1) * Kg], col.T)
+
+
+def _geometry(w_shape, stride, dilation, oshape):
+    ints = lambda v: tuple(int(i) for i in v)  # noqa: E731 - Numba types them as UniTuples
+    return ints(w_shape[2:]), ints(stride), ints(dilation), ints(oshape)
+
+
+def _blocks(N: int):
+    return [(n, min(N, n + SMALL_BLOCK)) for n in range(0, N, SMALL_BLOCK)]
+
+
+def correlate(xp, w, bias, out, stride, dilation, groups):
+    """Forward correlation, same arguments and result as
+    :func:`fastconv.cpu.conv.correlate` (``xp`` padded, 5-D arrays)."""
+    N = xp.shape[0]
+    K, Cg = w.shape[:2]
+    kshape, st, dil, oshape = _geometry(w.shape, stride, dilation, out.shape[2:])
+    R = Cg * math.prod(kshape)
+    M = math.prod(oshape)
+    wm = np.ascontiguousarray(w.reshape(groups, K // groups, R))
+    b = np.ascontiguousarray(bias, dtype=out.dtype)
+    out3 = out.reshape(N, K, M)
+    blocks = _blocks(N)
+
+    def task(i):
+        col = np.empty((R, M), dtype=out.dtype)
+        _forward_block(xp, wm, b, out3, *blocks[i], kshape, st, dil, oshape, col)
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        blas.parallel(task, len(blocks))
+    return out
+
+
+def input_gradient(g, w, bias, out, stride, dilation, before, groups):
+    """``out[n, c, i] = bias[c] + sum_{k, r, o : o*stride + r*dilation == i + before}
+    g[n, k, o] * w[k, c - group(k)*Cg, r]``: the input gradient of a zero-padded
+    correlation (or a transposed convolution) by ``col2im``. ``g`` is ``(N, K, OD, OH,
+    OW)``, ``w`` the forward weight ``(K, Cg, KD, KH, KW)``, ``out`` ``(N, C, D, H, W)``;
+    ``stride``, ``dilation`` and ``before`` (the forward's leading padding) are per-axis
+    triples."""
+    N, K = g.shape[:2]
+    Cg = w.shape[1]
+    C = out.shape[1]
+    kshape, st, dil, oshape = _geometry(w.shape, stride, dilation, g.shape[2:])
+    R = Cg * math.prod(kshape)
+    M = math.prod(oshape)
+    Kg = K // groups
+    wt = np.ascontiguousarray(w.reshape(groups, Kg, R).transpose(0, 2, 1))
+    g3 = np.ascontiguousarray(g, dtype=out.dtype).reshape(N, K, M)
+    b = np.ascontiguousarray(bias, dtype=out.dtype)
+    bf = tuple(int(v) for v in before)
+    # the padded grid: the input plus its leading padding, long enough for every tap
+    grid = tuple(max(bf[i] + out.shape[2 + i], (oshape[i] - 1) * st[i] + (kshape[i] - 1)
+                     * dil[i] + 1) for i in range(3))
+    blocks = _blocks(N)
+
+    def task(i):
+        gp = np.empty((C,) + grid, dtype=out.dtype)
+        _input_block(g3, wt, b, out, *blocks[i], kshape, st, dil, oshape, bf, gp)
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        blas.parallel(task, len(blocks))
+    return out
+
+
+def weight_gradient(xp, g, gw, stride, dilation, groups):
+    """gw[k, c, r] = sum_{n, o} g[n, k, o] * xp[n, group(k)*Cg + c, o*stride + r*dilation]
+    (``xp`` padded; same arguments as ``fastconv.cpu.grad.correlate_weight_direct``)."""
+    N = xp.shape[0]
+    K, Cg = gw.shape[:2]
+    kshape, st, dil, oshape = _geometry(gw.shape, stride, dilation, g.shape[2:])
+    R = Cg * math.prod(kshape)
+    M = math.prod(oshape)
+    Kg = K // groups
+    g3 = np.ascontiguousarray(g, dtype=gw.dtype).reshape(N, K, M)
+    parts = min(SMALL_PARTS, N)
+    bounds = [j * N // parts for j in range(parts + 1)]
+    acc = np.empty((parts, groups, Kg, R), dtype=gw.dtype)
+
+    def task(j):
+        col = np.empty((R, M), dtype=gw.dtype)
+        _weight_part(xp, g3, acc[j], bounds[j], bounds[j + 1], kshape, st, dil, oshape, col)
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        blas.parallel(task, parts)
+    total = acc[0]
+    for j in range(1, parts):  # in order: the same sum for any thread count
+        total += acc[j]
+    gw[...] = total.reshape(gw.shape)
+    return gw
