@@ -255,9 +255,10 @@ def _core(be, name: str, plan: ConvPlan):
             return _serial_core()
         return _direct_core(be, plan)
     if name == "gemm" and _small(plan):
-        from fastconv.cpu.small import correlate as small_correlate
+        from fastconv.cpu import small
 
-        return small_correlate
+        return small.zero_padding_core(plan.pads) if plan.padding_mode == "zeros" else (
+            small.correlate)
     if name == "gemm":  # pads each image in the task threads (no parallel-region pass)
         from fastconv.cpu.gemm import padding_core
 

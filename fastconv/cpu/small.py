@@ -64,30 +64,49 @@ def applies(N: int, w_shape: tuple, out_spatial: tuple, groups: int, itemsize: i
 
 
 @njit(**JIT_SERIAL)
-def _gather(xp, n, c0, kshape, stride, dilation, oshape, col):
-    """col[(c, a, b, e), (od, oh, ow)] = xp[n, c0 + c, od*sd + a*dd, oh*sh + b*dh,
-    ow*sw + e*dw] (one image and group; ``col`` is ``(Cg * taps, OD * OH * OW)``)."""
+def _gather(x, n, c0, kshape, stride, dilation, oshape, before, col):
+    """col[(c, a, b, e), (od, oh, ow)] = x[n, c0 + c, od*sd + a*dd - bd, oh*sh + b*dh - bh,
+    ow*sw + e*dw - bw], 0 outside ``x`` (zero padding read in place; ``before`` is
+    ``(bd, bh, bw)``, zeros for an input padded already). One image and group; ``col`` is
+    ``(Cg * taps, OD * OH * OW)``."""
     KD, KH, KW = kshape
     sd, sh, sw = stride
     dd, dh, dw = dilation
     OD, OH, OW = oshape
+    bd, bh, bw = before
+    D, H, W = x.shape[2], x.shape[3], x.shape[4]
+    zero = col.dtype.type(0)
     Cg = col.shape[0] // (KD * KH * KW)
     for c in range(Cg):
         for a in range(KD):
             for b in range(KH):
                 for e in range(KW):
                     dst = col[((c * KD + a) * KH + b) * KW + e]
+                    w0 = e * dw - bw  # input column of ow = 0
+                    lo = min(OW, max(0, (-w0 + sw - 1) // sw))
+                    hi = max(lo, min(OW, (W - 1 - w0) // sw + 1)) if W - 1 - w0 >= 0 else lo
                     for od in range(OD):
+                        d = od * sd + a * dd - bd
                         for oh in range(OH):
-                            src = xp[n, c0 + c, od * sd + a * dd, oh * sh + b * dh]
+                            h = oh * sh + b * dh - bh
                             o = (od * OH + oh) * OW
+                            if d < 0 or d >= D or h < 0 or h >= H:
+                                for i in range(OW):
+                                    dst[o + i] = zero
+                                continue
+                            src = x[n, c0 + c, d, h]
+                            for i in range(lo):
+                                dst[o + i] = zero
                             if sw == 1:
-                                s = src[e * dw : e * dw + OW]
-                                for i in range(OW):
-                                    dst[o + i] = s[i]
+                                seg = src[w0 + lo : w0 + hi]
+                                out = dst[o + lo : o + hi]
+                                for i in range(hi - lo):
+                                    out[i] = seg[i]
                             else:
-                                for i in range(OW):
-                                    dst[o + i] = src[e * dw + i * sw]
+                                for i in range(lo, hi):
+                                    dst[o + i] = src[w0 + i * sw]
+                            for i in range(hi, OW):
+                                dst[o + i] = zero
 
 
 @njit(**JIT_SERIAL)
@@ -127,14 +146,14 @@ def _scatter(dcol, gp, kshape, stride, dilation, oshape):
 
 
 @njit(**JIT_SERIAL)
-def _forward_block(xp, wm, bias, out, n0, n1, kshape, stride, dilation, oshape, col):
+def _forward_block(xp, wm, bias, out, n0, n1, kshape, stride, dilation, oshape, before, col):
     """out[n, g*Kg:(g+1)*Kg] = wm[g] @ col_n,g + bias for the images ``[n0, n1)``
     (``out`` is ``(N, K, M)``, ``wm`` is ``(groups, Kg, R)``)."""
     groups, Kg = wm.shape[0], wm.shape[1]
     Cg = col.shape[0] // (kshape[0] * kshape[1] * kshape[2])
     for n in range(n0, n1):
         for g in range(groups):
-            _gather(xp, n, g * Cg, kshape, stride, dilation, oshape, col)
+            _gather(xp, n, g * Cg, kshape, stride, dilation, oshape, before, col)
             y = np.dot(wm[g], col)
             for k in range(Kg):
                 bk = bias[g * Kg + k]
@@ -178,7 +197,7 @@ def _weight_part(xp, g, acc, n0, n1, kshape, stride, dilation, oshape, col):
     acc[...] = 0
     for n in range(n0, n1):
         for grp in range(groups):
-            _gather(xp, n, grp * Cg, kshape, stride, dilation, oshape, col)
+            _gather(xp, n, grp * Cg, kshape, stride, dilation, oshape, (0, 0, 0), col)
             acc[grp] += np.dot(g[n, grp * Kg : (grp + 1) * Kg], col.T)
 
 
@@ -191,9 +210,10 @@ def _blocks(N: int):
     return [(n, min(N, n + SMALL_BLOCK)) for n in range(0, N, SMALL_BLOCK)]
 
 
-def correlate(xp, w, bias, out, stride, dilation, groups):
+def correlate(xp, w, bias, out, stride, dilation, groups, before=(0, 0, 0)):
     """Forward correlation, same arguments and result as
-    :func:`fastconv.cpu.conv.correlate` (``xp`` padded, 5-D arrays)."""
+    :func:`fastconv.cpu.conv.correlate` (5-D arrays; ``xp`` padded, or unpadded with its
+    zero padding read in place when ``before`` gives the leading padding per axis)."""
     N = xp.shape[0]
     K, Cg = w.shape[:2]
     kshape, st, dil, oshape = _geometry(w.shape, stride, dilation, out.shape[2:])
@@ -202,15 +222,28 @@ def correlate(xp, w, bias, out, stride, dilation, groups):
     wm = np.ascontiguousarray(w.reshape(groups, K // groups, R))
     b = np.ascontiguousarray(bias, dtype=out.dtype)
     out3 = out.reshape(N, K, M)
+    bf = tuple(int(v) for v in before)
     blocks = _blocks(N)
 
     def task(i):
         col = np.empty((R, M), dtype=out.dtype)
-        _forward_block(xp, wm, b, out3, *blocks[i], kshape, st, dil, oshape, col)
+        _forward_block(xp, wm, b, out3, *blocks[i], kshape, st, dil, oshape, bf, col)
 
     with np.errstate(invalid="ignore", over="ignore"):
         blas.parallel(task, len(blocks))
     return out
+
+
+def zero_padding_core(pads):
+    """:func:`correlate` reading the zero padding ``pads`` (3 ``(before, after)`` pairs) in
+    place (``pads_itself``: ``run_correlate`` passes the unpadded input)."""
+    before = tuple(int(b) for b, _ in pads)
+
+    def core(x, w, bias, out, stride, dilation, groups):
+        return correlate(x, w, bias, out, stride, dilation, groups, before)
+
+    core.pads_itself = True
+    return core
 
 
 def input_gradient(g, w, bias, out, stride, dilation, before, groups):
