@@ -55,6 +55,13 @@ The rule (``choose``), with ``taps = kD * kH * kW``, ``Kg = K // groups``,
    kernel, so they cross near 400 taps;
 2. else ``"gemm"`` if ``Kg >= GEMM_MIN_KG`` (8), ``Cg * taps >= GEMM_MIN_R`` (16) and the
    work ``N * K * Cg * taps * outputs`` is at least ``GEMM_MIN_MACS`` (2**20);
+   Small images take the GEMM's small-image form (``fastconv.cpu.small``: one
+   product per image on its whole ``im2col`` block, every op of a correlation) when
+   ``small.applies``: ``taps >= 2``, ``Kg >= 4``, ``16 <= Cg * taps <= 1024``, at most
+   1024 output pixels per plane, a ``col`` block of at most 1 MiB and at least 2**18
+   multiply-adds (LeNet's 28x28 and 14x14 layers); then "auto" runs "gemm" even with
+   ``Kg < 8``, and the gradients use its ``col2im`` input gradient and per-image weight
+   gradient;
 3. else ``"direct"``; a direct problem of fewer than ``SERIAL_MAX_MACS`` (2**15)
    multiply-adds runs on the calling thread (waking worker threads would cost more).
 

@@ -48,6 +48,7 @@ def test_lenet_layers_take_the_small_path(xs, ws, pad):
     (8, (64, 64, 1, 3, 3), (1, 56, 56), 1, False),  # a large image: the row-chunked GEMMs
     (64, (8, 1, 1, 5, 5), (1, 28, 28), 8, False),  # depthwise: one output channel per group
     (64, (64, 256, 1, 3, 3), (1, 7, 7), 1, False),  # a wide receptive field (R = 2304)
+    (8, (128, 256, 1, 1, 1), (1, 28, 28), 1, False),  # 1x1: no im2col needed
 ])
 def test_applies(N, w_shape, out_spatial, groups, want):
     assert small.applies(N, w_shape, out_spatial, groups, 4) is want

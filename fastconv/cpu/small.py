@@ -54,11 +54,13 @@ SMALL_PARTS = 4
 def applies(N: int, w_shape: tuple, out_spatial: tuple, groups: int, itemsize: int) -> bool:
     """Whether the small-image path runs a correlation of ``N`` images with weight
     ``(K, Cg, KD, KH, KW)`` and output spatial shape ``out_spatial`` (all its ops: the
-    forward, input and weight gradients use the same rule on the forward's shapes)."""
+    forward, input and weight gradients use the same rule on the forward's shapes). A 1x1
+    kernel needs no ``im2col``: the shifted GEMM multiplies the planes in place."""
     K, Cg = int(w_shape[0]), int(w_shape[1])
-    R = Cg * math.prod(int(v) for v in w_shape[2:])
+    taps = math.prod(int(v) for v in w_shape[2:])
+    R = Cg * taps
     M = math.prod(int(v) for v in out_spatial)
-    return (K // groups >= SMALL_MIN_KG and SMALL_MIN_R <= R <= SMALL_MAX_R
+    return (taps > 1 and K // groups >= SMALL_MIN_KG and SMALL_MIN_R <= R <= SMALL_MAX_R
             and M <= SMALL_MAX_PIXELS and R * M * itemsize <= SMALL_MAX_COL_BYTES
             and N * K * R * M >= SMALL_MIN_MACS)
 
