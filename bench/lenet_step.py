@@ -3,7 +3,9 @@
 Times every op of ``examples/lenet_digits.py``'s step on its own, with the shapes it has
 in the step: the convolutions forward, their input and weight gradients, pooling and its
 gradient, ReLU and the NumPy dense part; then the whole step. Each op is timed as the
-median of ``--rounds`` calls after a warm-up; PyTorch's ops are the ATen calls its
+median of ``--rounds`` calls after a warm-up, every op of both frameworks once per round
+(interleaved: a load change on a shared machine hits all alike; see NUMBA-SPEED's note
+that one process is fair to neither, so also run ``--only`` per framework); PyTorch's ops are the ATen calls its
 autograd makes (``convolution_backward``, ``max_pool2d_with_indices_backward``).
 
     python bench/lenet_step.py                 # both frameworks, 2 threads
@@ -24,15 +26,24 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 
 
-def median_time(fn, rounds: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
+def median_times(ops: dict, rounds: int) -> dict:
+    """``{framework: {op: median seconds}}``; the calls interleaved round by round (every
+    op of every framework once per round), so a load change on a shared machine hits all
+    of them alike."""
+    calls = [(fw, name, fn) for fw, d in ops.items() for name, fn in d.items()]
+    for _, _, fn in calls:  # warm-up: compiling, allocator
+        for _ in range(3):
+            fn()
+    times: dict = {(fw, name): [] for fw, name, _ in calls}
     for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+        for fw, name, fn in calls:
+            t0 = time.perf_counter()
+            fn()
+            times[(fw, name)].append(time.perf_counter() - t0)
+    out: dict = {fw: {} for fw in ops}
+    for (fw, name), t in times.items():
+        out[fw][name] = float(np.median(t))
+    return out
 
 
 def shapes(seed: int = 0):
@@ -188,7 +199,7 @@ def main(argv=None) -> None:
         for n in ops[fw]:
             if n not in names:
                 names.append(n)
-    res = {fw: {n: median_time(fn, args.rounds) for n, fn in d.items()} for fw, d in ops.items()}
+    res = median_times(ops, args.rounds)
     head = f"{'op':24s}" + "".join(f"{fw:>12s}" for fw in res)
     if len(res) == 2:
         head += f"{'ratio':>8s}"
