@@ -5,8 +5,9 @@ in the step: the convolutions forward, their input and weight gradients, pooling
 gradient, ReLU and the NumPy dense part; then the whole step. Each op is timed as the
 median of ``--rounds`` calls after a warm-up, every op of both frameworks once per round
 (interleaved: a load change on a shared machine hits all alike; see NUMBA-SPEED's note
-that one process is fair to neither, so also run ``--only`` per framework); PyTorch's ops are the ATen calls its
-autograd makes (``convolution_backward``, ``max_pool2d_with_indices_backward``).
+that one process is fair to neither, so also run ``--only`` per framework); PyTorch's
+ops are the ATen calls its autograd makes (``convolution_backward``,
+``max_pool2d_with_indices_backward``).
 
     python bench/lenet_step.py                 # both frameworks, 2 threads
     python bench/lenet_step.py --only fastconv # one framework (a process of its own)
