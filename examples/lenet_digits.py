@@ -65,12 +65,15 @@ class Dense:
 
 
 class ReLU:
+    """``max(x, 0)``, forward and backward in place: here every input is a fresh array
+    that only this network holds (a layer's output or gradient)."""
+
     def __call__(self, x):
-        self._mask = x > 0
-        return np.where(self._mask, x, x.dtype.type(0))
+        self._y = np.maximum(x, x.dtype.type(0), out=x)
+        return self._y
 
     def backward(self, g):
-        return np.where(self._mask, g, g.dtype.type(0))
+        return np.multiply(g, self._y > 0, out=g)
 
 
 class LeNet:

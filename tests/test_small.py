@@ -185,3 +185,36 @@ def test_first_layer_can_skip_its_input_gradient():
     assert b.backward(g).shape == x.shape
     assert np.array_equal(a.weight_grad, b.weight_grad)
     assert np.array_equal(a.bias_grad, b.bias_grad)
+
+
+@pytest.mark.parametrize("shape, kernel, dtype", [
+    ((64, 6, 28, 28), 2, np.float32),
+    ((3, 4, 7, 9), (2, 3), np.float64),  # odd sizes: the floor drops the last rows/columns
+    ((4, 5, 6), 3, np.float32),  # unbatched
+])
+def test_max_pool_layer_windows_match_the_library(shape, kernel, dtype):
+    """MaxPool2d's non-overlapping-window path: the values and gradients of max_pool2d
+    and grad.max_pool2d exactly, ties (first maximum) and NaN (it wins) included."""
+    rng = np.random.default_rng(12)
+    x = rng.integers(-3, 3, shape).astype(dtype)  # many ties
+    x.reshape(-1)[[5, 17, 40]] = np.nan
+    layer = fc.MaxPool2d(kernel)
+    y = layer(x)
+    assert layer._windows is not None
+    want = fc.max_pool2d(x, kernel)
+    assert y.shape == want.shape and np.array_equal(y, want, equal_nan=True)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    assert np.array_equal(layer.backward(g), grad.max_pool2d(g, x, kernel))
+
+
+def test_max_pool_layer_other_windows_take_the_library_path():
+    x = np.random.default_rng(13).standard_normal((2, 3, 9, 9)).astype(np.float32)
+    for kw in (dict(kernel_size=3, stride=2), dict(kernel_size=2, padding=1),
+               dict(kernel_size=2, ceil_mode=True)):
+        layer = fc.MaxPool2d(**kw)
+        y = layer(x)
+        assert np.array_equal(y, fc.max_pool2d(x, **kw))
+        g = np.ones_like(y)
+        assert np.array_equal(layer.backward(g), grad.max_pool2d(g, x, **kw))
+    with pytest.raises(ValueError, match="max_pool2d: padding"):
+        fc.MaxPool2d(2, padding=2)(x)

@@ -305,3 +305,69 @@ def weight_gradient(xp, g, gw, stride, dilation, groups):
         total += acc[j]
     gw[...] = total.reshape(gw.shape)
     return gw
+
+
+# --- max pooling with non-overlapping windows, for MaxPool2d layers --------------------
+
+#: Planes per task of the pooling kernels (a constant: the same tasks for any threads).
+POOL_BLOCK = 64
+
+
+@njit(**JIT_SERIAL)
+def _pool_block(x, out, code, p0, p1, kh, kw):
+    """out[p, oh, ow] = max of the window ``x[p, oh*kh : oh*kh + kh, ow*kw : ow*kw + kw]``
+    and code[p, oh, ow] = its position ``a*kw + e`` in the window: the first maximum in
+    row-major order, a NaN always winning (the last one; PyTorch's rule)."""
+    OH, OW = out.shape[1], out.shape[2]
+    for p in range(p0, p1):
+        for oh in range(OH):
+            orow, crow = out[p, oh], code[p, oh]
+            r0 = x[p, oh * kh]
+            for ow in range(OW):
+                orow[ow] = r0[ow * kw]
+                crow[ow] = 0
+            for a in range(kh):
+                row = x[p, oh * kh + a]
+                for e in range(kw):
+                    if a == 0 and e == 0:
+                        continue
+                    j = a * kw + e
+                    for ow in range(OW):
+                        v, m = row[ow * kw + e], orow[ow]
+                        if v > m or v != v:
+                            orow[ow] = v
+                            crow[ow] = j
+
+
+@njit(**JIT_SERIAL)
+def _unpool_block(g, code, gx, p0, p1, kh, kw):
+    """gx[p] = 0, then g[p, oh, ow] at the window position code[p, oh, ow]."""
+    OH, OW = g.shape[1], g.shape[2]
+    for p in range(p0, p1):
+        gx[p] = 0
+        for oh in range(OH):
+            for ow in range(OW):
+                j = code[p, oh, ow]
+                gx[p, oh * kh + j // kw, ow * kw + j % kw] = g[p, oh, ow]
+
+
+def max_pool_windows(x, kh: int, kw: int):
+    """``(out, code)``: 2-D max pooling of ``x`` ``(P, H, W)`` over non-overlapping
+    ``kh x kw`` windows (stride = window, no padding, floor), with each maximum's position
+    in its window for :func:`max_pool_windows_backward` (uint8)."""
+    P, H, W = x.shape
+    out = np.empty((P, H // kh, W // kw), dtype=x.dtype)
+    code = np.empty(out.shape, dtype=np.uint8)
+    blocks = [(p, min(P, p + POOL_BLOCK)) for p in range(0, P, POOL_BLOCK)]
+    blas.parallel(lambda i: _pool_block(x, out, code, *blocks[i], kh, kw), len(blocks))
+    return out, code
+
+
+def max_pool_windows_backward(g, code, shape, kh: int, kw: int):
+    """The gradient of :func:`max_pool_windows` w.r.t. its input of ``shape`` ``(P, H, W)``:
+    each ``g`` value at its window's maximum, zeros elsewhere."""
+    gx = np.empty(shape, dtype=g.dtype)
+    P = shape[0]
+    blocks = [(p, min(P, p + POOL_BLOCK)) for p in range(0, P, POOL_BLOCK)]
+    blas.parallel(lambda i: _unpool_block(g, code, gx, *blocks[i], kh, kw), len(blocks))
+    return gx
