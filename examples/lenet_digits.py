@@ -360,7 +360,12 @@ def main(argv=None) -> None:
 
 
 def _limit_threads() -> None:
-    """Both frameworks on the same threads (2 unless FASTCONV_THREADS says otherwise)."""
+    """Both frameworks on the same threads (2 unless FASTCONV_THREADS says otherwise).
+    NumPy's BLAS (the dense layers' products, ~0.1 ms each) runs on one thread: its idle
+    worker threads spin, and on a small machine they would take cores from fastconv's."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
     n = int(os.environ.get("FASTCONV_THREADS", "2"))
     try:
         import torch
