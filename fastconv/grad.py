@@ -194,11 +194,13 @@ def _make_weight(nspatial: int):
         else:
             x5 = be.asarray(a["input"], plan.dtype).reshape(plan.x_shape)
             g5 = be.asarray(a["grad_output"], plan.dtype).reshape(plan.out_shape)
-            xp = be.pad(x5, plan.pads, plan.padding_mode)
+            in_place = name == "cpu" and plan.padding_mode == "zeros"  # CPU pads as it needs
+            xp = x5 if in_place else be.pad(x5, plan.pads, plan.padding_mode)
             gw = be.empty(plan.w_shape, plan.dtype)
             be.correlate_weight(xp, g5, gw, np.array(plan.stride), np.array(plan.dilation),
-                                plan.groups,
-                                **({"algorithm": algorithm} if name == "cpu" else {}))
+                                plan.groups, **({"algorithm": algorithm, "pads": plan.pads}
+                                                if in_place else
+                                                {"algorithm": algorithm} if name == "cpu" else {}))
         out = be.finish(gw.reshape(tuple(int(v) for v in weight_size)), input)
         return _to_host(out, name, input, grad_output)
 

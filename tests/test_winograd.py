@@ -256,3 +256,72 @@ def test_weight_cache_sees_in_place_updates():
     w[0, 0, 0, 0] = -0.0
     got = fc.conv2d(x, w, padding=1, algorithm="winograd")
     _close(got, conv_nd(x, w, None, 1, 1), TOL[4])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weight_cache_sees_a_change_past_the_first_chunk_and_a_nan(dtype):
+    """The cache compares the weights chunk by chunk (4096 words): a change in the last
+    element is seen, and a NaN weight after a cached finite one of the same shape still
+    takes the direct kernel (the finiteness check runs on every miss)."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((1, 64, 8, 8)).astype(dtype)
+    w = rng.standard_normal((64, 64, 3, 3)).astype(dtype)  # 36,864 elements
+    gx = rng.standard_normal((1, 64, 8, 8)).astype(dtype)
+    for _ in range(2):  # the second pass hits the cache
+        fc.conv2d(x, w, padding=1, algorithm="winograd")
+        fc.grad.conv2d_input(x.shape, w, gx, padding=1, algorithm="winograd")
+    w[-1, -1, -1, -1] += 3.0
+    got = fc.conv2d(x, w, padding=1, algorithm="winograd")
+    _close(got, conv_nd(x, w, None, 1, 1), TOL[4] if dtype == np.float32 else 1e-12)
+    w[-1, -1, -1, -1] = np.nan
+    for got, want in (
+            (fc.conv2d(x, w, padding=1, algorithm="winograd"),
+             fc.conv2d(x, w, padding=1, algorithm="direct")),
+            (fc.grad.conv2d_input(x.shape, w, gx, padding=1, algorithm="winograd"),
+             fc.grad.conv2d_input(x.shape, w, gx, padding=1, algorithm="direct"))):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_blas_limit_held_once_per_call_and_restored():
+    """A Winograd call holds the single-threaded-BLAS limit across its parallel phases
+    (nested on the calling thread: taken once) and every task multiplies on one BLAS
+    thread; afterwards each BLAS has its own setting back, and the results equal the
+    1-thread call's bit for bit (staged and fused forms, forward and input gradient)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads():
+        return {i["filepath"]: i["num_threads"] for i in threadpoolctl.threadpool_info()
+                if i["user_api"] == "blas"}
+
+    from fastconv.cpu import blas
+
+    blas.available()  # loads every BLAS a call touches
+    rng = np.random.default_rng(10)
+    before = blas_threads()
+    seen = []
+    products = winograd.products
+
+    def spy(*args):
+        seen.append(max(blas_threads().values(), default=1))
+        return products(*args)
+
+    for shape in ((4, 64, 14, 14), (1, 16, 40, 36)):  # staged, fused
+        x = rng.standard_normal(shape).astype(np.float32)
+        w = rng.standard_normal((shape[1], shape[1], 3, 3)).astype(np.float32)
+        g = rng.standard_normal(shape).astype(np.float32)
+        numba.set_num_threads(1)
+        try:
+            ref = (fc.conv2d(x, w, padding=1, algorithm="winograd"),
+                   fc.grad.conv2d_input(shape, w, g, padding=1, algorithm="winograd"))
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        winograd.products = spy
+        try:
+            got = (fc.conv2d(x, w, padding=1, algorithm="winograd"),
+                   fc.grad.conv2d_input(shape, w, g, padding=1, algorithm="winograd"))
+        finally:
+            winograd.products = products
+        for a, b in zip(got, ref, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert blas_threads() == before
+    assert seen and set(seen) == {1}

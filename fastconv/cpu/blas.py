@@ -45,6 +45,7 @@ _VP = ctypes.c_void_p
 _PROTO = ctypes.CFUNCTYPE(None, *([_VP] * 13))
 _lock = threading.Lock()
 _state: dict = {}
+_nested = threading.local()  # depth of _SingleThreadedBlas on this thread
 
 
 def _capsule_pointer(capsule) -> int:
@@ -126,12 +127,18 @@ class _SingleThreadedBlas:
 
     def __enter__(self):
         st = _load()
+        _nested.depth = getattr(_nested, "depth", 0) + 1
+        if _nested.depth > 1:  # nested on this thread (a call holding it across parallel())
+            return
         with _lock:
             if st["users"] == 0:
                 st["limiter"], st["owner"] = _take_limit(), threading.current_thread()
             st["users"] += 1
 
     def __exit__(self, *exc):
+        _nested.depth -= 1
+        if _nested.depth:
+            return
         st = _state
         me = threading.current_thread()
         with _lock:

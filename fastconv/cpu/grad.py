@@ -22,6 +22,10 @@ to the correlation they run; ``"gemm"`` means:
   uses the direct kernel (the zero garbage columns would turn ``0 * inf`` into NaN where
   the direct sum never reads that pixel).
   With stride > 1 the direct kernel runs.
+- weight gradient, "winograd" (what "auto" runs instead of "gemm" for 2-D 3x3 kernels at
+  stride 1 and dilation 1 with >= 16 channels per group: :func:`winograd_weight_wins`):
+  ``fastconv.cpu.winograd_weight``, F(3x3, 4x4) / F(3x3, 2x2), zero padding read in
+  place; a NaN/Inf runs the direct kernel.
 
 GEMM tasks are fixed, single-threaded sequences of BLAS calls (``fastconv.cpu.blas``), so
 every path is bit-identical from run to run and for any thread count.
@@ -29,14 +33,17 @@ every path is bit-identical from run to run and for any thread count.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
+from fastconv import _algorithms
 from fastconv._algorithms import choose_for
 from fastconv._config import JIT_PARALLEL, JIT_SERIAL
 from fastconv.cpu import blas, gemm, small
 from fastconv.cpu.conv import correlate
-from fastconv.cpu.pad import MODE_CODES, source_index
+from fastconv.cpu.pad import MODE_CODES, pad, source_index
 
 
 @njit(inline="always", **JIT_SERIAL)
@@ -62,11 +69,17 @@ def _dot4(seg, sw, g0, g1, g2, g3, zero):
     return s0, s1, s2, s3
 
 
-def correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto"):
+def correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto", pads=None):
     """gw[k, c, r] = sum_{n, o} g[n, k, o] * xp[n, group(k)*C_g + c, o*stride + r*dilation].
 
-    ``algorithm`` is "auto" (the forward rule on this correlation's shapes), "gemm" or
-    "direct"; "gemm" needs unit strides, SciPy's BLAS and a finite ``xp`` (else direct).
+    ``pads`` (3 (before, after) pairs), when given, means ``xp`` is the unpadded input
+    with that zero padding: the Winograd path reads it in place, the others pad first.
+
+    ``algorithm`` is "auto" (the forward rule on this correlation's shapes, then
+    "winograd" where :func:`winograd_weight_wins`), "winograd", "gemm" or "direct";
+    "winograd" needs a 2-D 3x3 kernel at stride 1 and dilation 1 (else "gemm") and finite
+    values (else direct); "gemm" needs unit strides, SciPy's BLAS and a finite ``xp``
+    (else direct).
     """
     name = algorithm
     if name in ("auto", "gemm") and small.applies(xp.shape[0], gw.shape, g.shape[2:], groups,
@@ -74,6 +87,24 @@ def correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto"):
         return small.weight_gradient(xp, g, gw, stride, dilation, groups)
     if name == "auto":
         name = choose_for(xp.shape[0], gw.shape, g.shape[2:], stride, groups)
+        if name == "gemm" and winograd_weight_wins(xp.shape[0], gw.shape, g.shape[2:], stride,
+                                                   dilation, groups):
+            name = "winograd"
+    if name == "winograd":
+        from fastconv.cpu import winograd_weight
+
+        if winograd_weight.applies(xp.shape, gw.shape, g.shape, stride, dilation):
+            with np.errstate(invalid="ignore", over="ignore"):
+                if winograd_weight.correlate_weight(
+                        np.ascontiguousarray(xp[:, :, 0]), np.ascontiguousarray(g[:, :, 0]),
+                        gw[:, :, 0], groups, WEIGHT_PARTS,
+                        (0, 0) if pads is None else (pads[1][0], pads[2][0])):
+                    return gw
+            name = "direct"  # a NaN/Inf: its pattern as in the direct kernel
+        else:
+            name = "gemm"
+    if pads is not None:
+        xp = pad(xp, pads, "zeros")
     if name == "gemm" and gemm.shifted_ok(stride):
         with np.errstate(invalid="ignore", over="ignore"):
             if _weight_shifted(np.ascontiguousarray(xp), g, gw, dilation, groups):
@@ -109,6 +140,26 @@ def to_pitch(g, gq):
                         dst[i] = 0
                 else:
                     dst[:] = 0
+
+
+def winograd_weight_wins(N, w_shape, out_spatial, stride, dilation, groups) -> bool:
+    """Whether "auto" runs the Winograd weight gradient (``fastconv.cpu.winograd_weight``)
+    where the forward rule picks "gemm": a 2-D 3x3 kernel at stride 1 and dilation 1, at
+    least ``WINOGRAD_MIN_CHANNELS`` channels per group on both sides, the work at least
+    ``WINOGRAD_MIN_MACS`` and at least ``WINOGRAD_MIN_TILES`` tiles in the batch (the
+    forward's constants, ``fastconv._algorithms``)."""
+    from fastconv.cpu.winograd_weight import applies, tile_size
+
+    K, Cg = int(w_shape[0]), int(w_shape[1])
+    if not applies((N, Cg * groups), w_shape, (N, K) + tuple(out_spatial), stride, dilation):
+        return False
+    oh, ow = int(out_spatial[1]), int(out_spatial[2])
+    m = tile_size(oh, ow)
+    tiles = N * -(-oh // m) * -(-ow // m)
+    macs = N * math.prod(int(v) for v in w_shape) * oh * ow
+    return (min(Cg, K // groups) >= _algorithms.WINOGRAD_MIN_CHANNELS
+            and tiles >= _algorithms.WINOGRAD_MIN_TILES
+            and macs >= _algorithms.WINOGRAD_MIN_MACS)
 
 
 #: Parallel parts of the GEMM weight gradient aimed at (partial sums over consecutive
