@@ -91,6 +91,9 @@ def test_cores_match_the_oracles(nsp, n, cg, kg, groups, k, stride, dilation, pa
                                rtol=1e-12, atol=1e-12)
     gw = np.empty(w5.shape)
     small.weight_gradient(xp, g5, gw, st3, dl3, groups)
+    gw_in_place = np.empty(w5.shape)  # the zero padding read in place: the same sums
+    small.weight_gradient(x5, g5, gw_in_place, st3, dl3, groups, before)
+    assert np.array_equal(gw_in_place, gw)
     np.testing.assert_allclose(gw.reshape(w.shape),
                                ref.conv_weight_nd(x, w.shape, g, stride, pairs, dilation, groups),
                                rtol=1e-12, atol=1e-12)

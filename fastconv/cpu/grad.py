@@ -82,14 +82,19 @@ def correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto", pads
     (else direct).
     """
     name = algorithm
-    if name in ("auto", "gemm") and small.applies(xp.shape[0], gw.shape, g.shape[2:], groups,
-                                                   gw.itemsize):
-        return small.weight_gradient(xp, g, gw, stride, dilation, groups)
     if name == "auto":
         name = choose_for(xp.shape[0], gw.shape, g.shape[2:], stride, groups)
         if name == "gemm" and winograd_weight_wins(xp.shape[0], gw.shape, g.shape[2:], stride,
                                                    dilation, groups):
             name = "winograd"
+        elif small.applies(xp.shape[0], gw.shape, g.shape[2:], groups, gw.itemsize):
+            name = "small"
+    elif name == "gemm" and small.applies(xp.shape[0], gw.shape, g.shape[2:], groups,
+                                          gw.itemsize):
+        name = "small"
+    if name == "small":  # reads the zero padding in place
+        before = (0, 0, 0) if pads is None else tuple(int(b) for b, _ in pads)
+        return small.weight_gradient(xp, g, gw, stride, dilation, groups, before)
     if name == "winograd":
         from fastconv.cpu import winograd_weight
 

@@ -191,7 +191,7 @@ def _input_block(g, wt, bias, out, n0, n1, kshape, stride, dilation, oshape, bef
 
 
 @njit(**JIT_SERIAL)
-def _weight_part(xp, g, acc, n0, n1, kshape, stride, dilation, oshape, col):
+def _weight_part(xp, g, acc, n0, n1, kshape, stride, dilation, oshape, before, col):
     """acc[grp] = sum_{n in [n0, n1)} g[n, grp] @ col_n,grp^T, images in order (``g`` is
     ``(N, K, M)``, ``acc`` is ``(groups, Kg, R)``)."""
     groups, Kg = acc.shape[0], acc.shape[1]
@@ -199,7 +199,7 @@ def _weight_part(xp, g, acc, n0, n1, kshape, stride, dilation, oshape, col):
     acc[...] = 0
     for n in range(n0, n1):
         for grp in range(groups):
-            _gather(xp, n, grp * Cg, kshape, stride, dilation, oshape, (0, 0, 0), col)
+            _gather(xp, n, grp * Cg, kshape, stride, dilation, oshape, before, col)
             acc[grp] += np.dot(g[n, grp * Kg : (grp + 1) * Kg], col.T)
 
 
@@ -280,9 +280,11 @@ def input_gradient(g, w, bias, out, stride, dilation, before, groups):
     return out
 
 
-def weight_gradient(xp, g, gw, stride, dilation, groups):
+def weight_gradient(xp, g, gw, stride, dilation, groups, before=(0, 0, 0)):
     """gw[k, c, r] = sum_{n, o} g[n, k, o] * xp[n, group(k)*Cg + c, o*stride + r*dilation]
-    (``xp`` padded; same arguments as ``fastconv.cpu.grad.correlate_weight_direct``)."""
+    (same arguments as ``fastconv.cpu.grad.correlate_weight_direct``; ``xp`` padded, or
+    unpadded with its zero padding read in place when ``before`` gives the leading padding
+    per axis)."""
     N = xp.shape[0]
     K, Cg = gw.shape[:2]
     kshape, st, dil, oshape = _geometry(gw.shape, stride, dilation, g.shape[2:])
@@ -290,13 +292,15 @@ def weight_gradient(xp, g, gw, stride, dilation, groups):
     M = math.prod(oshape)
     Kg = K // groups
     g3 = np.ascontiguousarray(g, dtype=gw.dtype).reshape(N, K, M)
+    bf = tuple(int(v) for v in before)
     parts = min(SMALL_PARTS, N)
     bounds = [j * N // parts for j in range(parts + 1)]
     acc = np.empty((parts, groups, Kg, R), dtype=gw.dtype)
 
     def task(j):
         col = np.empty((R, M), dtype=gw.dtype)
-        _weight_part(xp, g3, acc[j], bounds[j], bounds[j + 1], kshape, st, dil, oshape, col)
+        _weight_part(xp, g3, acc[j], bounds[j], bounds[j + 1], kshape, st, dil, oshape, bf,
+                     col)
 
     with np.errstate(invalid="ignore", over="ignore"):
         blas.parallel(task, parts)
