@@ -2,9 +2,11 @@
 ``AvgPool2d`` (PyTorch's constructor arguments and default initialisation).
 
 ``forward(x)`` (also ``layer(x)``) keeps a copy of its input (changing ``x`` in place
-afterwards does not change the gradients); ``backward(grad_output)`` returns
-the gradient with respect to that input and, for convolutions, stores ``weight_grad`` and
-``bias_grad`` (overwritten on every call, not accumulated).
+afterwards does not change the gradients; ``MaxPool2d`` with non-overlapping windows keeps
+each maximum's window position instead, ``AvgPool2d`` only the shape);
+``backward(grad_output)`` returns the gradient with respect to that input and, for
+convolutions, stores ``weight_grad`` and ``bias_grad`` (overwritten on every call, not
+accumulated; ``input_grad=False`` skips the input gradient and returns None).
 """
 
 from __future__ import annotations
