@@ -201,6 +201,10 @@ def check_output(out: str, inputs: dict, param: str = "-o") -> None:
     by identity: hard links, symlinks and ``./x`` are caught)."""
     from fastconv import _files
 
+    if os.path.isdir(out):
+        raise click.BadParameter(
+            f"{out!r} is a folder; expected a file path (end it with '/' to write "
+            "<INPUT stem>.<ext> into it)", param_hint=param)
     if not _kind(out):
         raise click.BadParameter(f"{out!r}: unknown output type; {EXPECTED}", param_hint=param)
     try:

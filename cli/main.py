@@ -17,6 +17,7 @@ import sys
 
 import click
 
+from fastconv_cli.batch import FORMATS
 from fastconv_cli.params import (
     FLOATS,
     INTS,
@@ -308,17 +309,42 @@ def out_of_core_progress(output: str):
         yield progress
 
 
+class Inputs(click.Argument):
+    """``INPUT...`` in the usage line; ``'INPUT'`` in its error messages, as for one file."""
+
+    def get_error_hint(self, ctx) -> str:
+        return "'INPUT'"
+
+
+FORMAT_OPTION = click.option(
+    "--format", "fmt", type=click.Choice(FORMATS),
+    default=None, help="With -o OUTDIR/: write every output in this format [default: each "
+                       "INPUT's own].")
+OVERWRITE_OPTION = click.option(
+    "--overwrite", is_flag=True,
+    help="With -o OUTDIR/: replace outputs that exist already (refused without it).")
+
+
+def check_many(chunks) -> None:
+    """Usage error for an option that takes one INPUT only."""
+    if chunks is not None:
+        raise click.BadParameter("out of core runs one INPUT at a time (-o OUT.npy); give "
+                                 "one INPUT", param_hint="--chunks")
+
+
 # ---------------------------------------------------------------------------- convolve
 
 
-@cli.command(short_help="Convolve an array or image with a kernel.")
-@click.argument("input", type=click.Path(exists=True, dir_okay=False))
+@cli.command(short_help="Convolve arrays or images with a kernel.")
+@click.argument("inputs", cls=Inputs, nargs=-1, required=True, metavar="INPUT...",
+                type=click.Path(exists=True, dir_okay=False))
 @click.option("-k", "--kernel", type=KERNEL, required=True,
               help="Kernel: a .npy file, a named kernel (sobel-x, gaussian:5:1.0; see "
                    "'fastconv kernels') or a literal like \"[[1,-1]]\".")
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
+@click.option("-o", "--output", type=click.Path(),
               help="Output file: .npy, .npz, or an image (.png/.jpg/.tif, rescaled to "
-                   "0-255). Without it small results are printed, large ones summarised.")
+                   "0-255); with several INPUTs a folder, OUTDIR/. Without it small results "
+                   "are printed, large ones summarised.")
 @click.option("--bias", type=FLOATS, help="Added to every output channel, or one per channel.")
 @click.option("--stride", type=INTS, default="1", show_default=True, help="N or N,N.")
 @click.option("--padding", type=PADDING, default="0", show_default=True,
@@ -336,8 +362,10 @@ def out_of_core_progress(output: str):
               help="Out of core: a .npy INPUT larger than memory is read and computed in "
                    "blocks of this edge (e.g. 4096) and written to a .npy -o (needs the "
                    "dask extra).")
-def convolve(input, kernel, output, bias, stride, padding, dilation, groups, padding_mode,
-             flip, device, key, chunks):
+@FORMAT_OPTION
+@OVERWRITE_OPTION
+def convolve(inputs, kernel, output, bias, stride, padding, dilation, groups, padding_mode,
+             flip, device, key, chunks, fmt, overwrite):
     """Cross-correlate INPUT with a kernel (with --flip: true convolution).
 
     INPUT is .npy, .npz (--key) or an image (.png/.jpg/.tif; greyscale -> (H, W), colour
@@ -351,51 +379,71 @@ def convolve(input, kernel, output, bias, stride, padding, dilation, groups, pad
       4-D kernel (K, C/g, kH, kW) used as the weight of fastconv.conv2d
 
     A 2-D input gives a 2-D output when there is one output channel.
+
+    \b
+    Many files in one run (one process, one progress bar):
+      fastconv convolve a.png b.png -k sobel-x -o edges/   # edges/a.png, edges/b.png
     """
     import numpy as np
 
+    from fastconv_cli import batch
+
+    def compute(path, x=None):
+        if x is None:
+            x = _io().load_array(path, key=key)
+        with library_errors(f"convolve {path!r} with --kernel {kernel.text!r}"):
+            x3, was_2d = as_spatial_stack(x, path)
+            weight, g, b = conv_weight(np.asarray(w, dtype=kernel_dtype(x)), x3.shape[-3],
+                                       groups, flip, bias, kernel.text)
+            import fastconv as fc
+
+            y = fc.conv2d(x3, weight, b, stride=stride, padding=padding, dilation=dilation,
+                          groups=g, padding_mode=padding_mode, device=device)
+            return y[0] if was_2d and y.shape[0] == 1 else y
+
+    if batch.folder_mode(inputs, output, fmt):
+        check_many(chunks)
+        jobs = batch.plan(inputs, output, fmt, overwrite, {"--kernel": kernel_file(kernel)})
+        w = load_kernel(kernel)
+        batch.run(jobs, compute, "convolving", output)
+        return
+    input, = inputs
     check_paths(output, {"INPUT": input, "--kernel": kernel_file(kernel)})
     if chunks is not None:
         check_out_of_core(input, output, device)
-    io = _io()
-    x = io.load_array(input, key=key, mmap=chunks is not None)
+    x = _io().load_array(input, key=key, mmap=chunks is not None)
     w = load_kernel(kernel)
-    where = f"convolve {input!r} with --kernel {kernel.text!r}"
-    with library_errors(where):
-        x3, was_2d = as_spatial_stack(x, input)
+    if chunks is None:
+        report(np.asarray(compute(input, x)), output)
+        return
+    with library_errors(f"convolve {input!r} with --kernel {kernel.text!r}"):
+        x3, _ = as_spatial_stack(x, input)
         weight, g, b = conv_weight(np.asarray(w, dtype=kernel_dtype(x)), x3.shape[-3], groups,
                                    flip, bias, kernel.text)
-        if chunks is not None:
-            from fastconv import ooc
+        from fastconv import ooc
 
-            with out_of_core_progress(output) as progress, write_errors(output):
-                ooc.convolve_file(input, output, weight, b, stride=stride, padding=padding,
-                                  dilation=dilation, groups=g, padding_mode=padding_mode,
-                                  chunks=chunks, progress=progress)
-            click.echo(f"wrote {output} (out of core, blocks of {chunks})")
-            return
-        import fastconv as fc
-
-        y = fc.conv2d(x3, weight, b, stride=stride, padding=padding, dilation=dilation,
-                      groups=g, padding_mode=padding_mode, device=device)
-        if was_2d and y.shape[0] == 1:
-            y = y[0]
-    report(np.asarray(y), output)
+        with out_of_core_progress(output) as progress, write_errors(output):
+            ooc.convolve_file(input, output, weight, b, stride=stride, padding=padding,
+                              dilation=dilation, groups=g, padding_mode=padding_mode,
+                              chunks=chunks, progress=progress)
+        click.echo(f"wrote {output} (out of core, blocks of {chunks})")
 
 
 # -------------------------------------------------------------------------------- pool
 
 
-@cli.command(short_help="Max or average pooling of an array or image.")
-@click.argument("input", type=click.Path(exists=True, dir_okay=False))
+@cli.command(short_help="Max or average pooling of arrays or images.")
+@click.argument("inputs", cls=Inputs, nargs=-1, required=True, metavar="INPUT...",
+                type=click.Path(exists=True, dir_okay=False))
 @click.option("--size", type=INTS, default=None, help="Window: N or N,N.")
 @click.option("--stride", type=INTS, default=None, help="N or N,N (default: the window size).")
 @click.option("--padding", type=IntTupleType(minimum=0), default="0", show_default=True,
               help="N or N,N (at most half the window).")
 @click.option("--mode", type=click.Choice(["max", "avg"]), default="max", show_default=True)
 @click.option("--ceil-mode", is_flag=True, help="Round the output size up (PyTorch rule).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="Output file (.npy, .npz or an image).")
+@click.option("-o", "--output", type=click.Path(),
+              help="Output file (.npy, .npz or an image); with several INPUTs a folder, "
+                   "OUTDIR/.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)
 @click.option("--key", default=None, help="Array name inside an .npz INPUT.")
 @click.option("--chunks", type=click.IntRange(min=1, max=MAX_INT), default=None,
@@ -404,43 +452,63 @@ def convolve(input, kernel, output, bias, stride, padding, dilation, groups, pad
 @click.option("--adaptive", type=SIZE, default=None,
               help="Adaptive pooling to this output size (HxW, or N for both axes) instead "
                    "of a --size window.")
-def pool(input, size, stride, padding, mode, ceil_mode, output, device, key, chunks, adaptive):
+@FORMAT_OPTION
+@OVERWRITE_OPTION
+def pool(inputs, size, stride, padding, mode, ceil_mode, output, device, key, chunks, adaptive,
+         fmt, overwrite):
     """Max or average pooling of INPUT, each channel on its own.
 
     A 2-D array is one image, 3-D is (C, H, W), 4-D is (N, C, H, W). With --adaptive HxW
     the windows adapt to give that output size (PyTorch's adaptive_max/avg_pool2d;
     --adaptive 1 is global pooling).
+
+    \b
+    Many files in one run (one process, one progress bar):
+      fastconv pool a.npy b.npy --size 2 -o pooled/   # pooled/a.npy, pooled/b.npy
     """
     import numpy as np
 
+    from fastconv_cli import batch
+
     check_adaptive(size, adaptive, stride, padding, ceil_mode, chunks)
+
+    def compute(path, x=None):
+        if x is None:
+            x = _io().load_array(path, key=key)
+        with library_errors(f"pool {path!r}"):
+            x3, was_2d = as_spatial_stack(x, path)
+            import fastconv as fc
+
+            if adaptive is not None:
+                func = fc.adaptive_max_pool2d if mode == "max" else fc.adaptive_avg_pool2d
+                y = func(x3, adaptive if len(adaptive) > 1 else adaptive[0], device=device)
+            else:
+                func = fc.max_pool2d if mode == "max" else fc.avg_pool2d
+                y = func(x3, size, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                         device=device)
+            return y[0] if was_2d else y
+
+    if batch.folder_mode(inputs, output, fmt):
+        check_many(chunks)
+        jobs = batch.plan(inputs, output, fmt, overwrite)
+        batch.run(jobs, compute, "pooling", output)
+        return
+    input, = inputs
     check_paths(output, {"INPUT": input})
     if chunks is not None:
         check_out_of_core(input, output, device)
-    io = _io()
-    x = io.load_array(input, key=key, mmap=chunks is not None)
+    x = _io().load_array(input, key=key, mmap=chunks is not None)
+    if chunks is None:
+        report(np.asarray(compute(input, x)), output)
+        return
     with library_errors(f"pool {input!r}"):
-        x3, was_2d = as_spatial_stack(x, input)
-        if chunks is not None:
-            from fastconv import ooc
+        as_spatial_stack(x, input)
+        from fastconv import ooc
 
-            with out_of_core_progress(output) as progress, write_errors(output):
-                ooc.pool_file(input, output, size, stride, padding, mode=mode,
-                              ceil_mode=ceil_mode, chunks=chunks, progress=progress)
-            click.echo(f"wrote {output} (out of core, blocks of {chunks})")
-            return
-        import fastconv as fc
-
-        if adaptive is not None:
-            func = fc.adaptive_max_pool2d if mode == "max" else fc.adaptive_avg_pool2d
-            y = func(x3, adaptive if len(adaptive) > 1 else adaptive[0], device=device)
-        else:
-            func = fc.max_pool2d if mode == "max" else fc.avg_pool2d
-            y = func(x3, size, stride=stride, padding=padding, ceil_mode=ceil_mode,
-                     device=device)
-        if was_2d:
-            y = y[0]
-    report(np.asarray(y), output)
+        with out_of_core_progress(output) as progress, write_errors(output):
+            ooc.pool_file(input, output, size, stride, padding, mode=mode,
+                          ceil_mode=ceil_mode, chunks=chunks, progress=progress)
+        click.echo(f"wrote {output} (out of core, blocks of {chunks})")
 
 
 def check_adaptive(size, adaptive, stride, padding, ceil_mode, chunks) -> None:

@@ -53,6 +53,68 @@ class CacheStatus:
                 f"{self.nbytes / 2**20:.1f} MiB)")
 
 
+def light_blas_import() -> None:
+    """Load ``scipy.linalg.cython_blas`` on its own, before Numba's CPU target starts.
+
+    Numba's target imports that module when it starts (``numba.np.arraymath`` checks that
+    ``np.dot`` has a BLAS), and a submodule import runs its package first: all of
+    ``scipy.linalg`` (decompositions, matrix functions, SciPy's array-API layer), about
+    8x the module itself and a large part of a warm process's first call. Loaded alone
+    (the same extension module, registered under its own name, so Numba, Cython's
+    ``cimport`` and a later ``import scipy.linalg`` all find it), the first call skips
+    that. Does nothing when ``scipy.linalg`` is already imported or cannot be found.
+    """
+    import importlib.machinery
+    import importlib.util
+    import sys
+
+    name = "scipy.linalg.cython_blas"
+    if name in sys.modules or "scipy.linalg" in sys.modules:
+        return
+    try:
+        package = importlib.util.find_spec("scipy.linalg")
+        spec = importlib.machinery.PathFinder.find_spec(
+            name, package.submodule_search_locations) if package else None
+        if spec is None or spec.loader is None:
+            return
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    except Exception:  # any failure: leave it to Numba's own import, as before
+        sys.modules.pop(name, None)
+        return
+    sys.meta_path.insert(0, _BindCythonBlas())
+
+
+class _BindCythonBlas:
+    """A one-shot import hook: when ``scipy.linalg`` is imported later, its
+    ``cython_blas`` attribute is set to the module :func:`light_blas_import` loaded, as a
+    normal submodule import would have done."""
+
+    def find_spec(self, name, path=None, target=None):
+        import importlib.machinery
+        import sys
+
+        if name != "scipy.linalg":
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        run = loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            blas = sys.modules.get("scipy.linalg.cython_blas")
+            if blas is not None and not hasattr(module, "cython_blas"):
+                module.cython_blas = blas
+
+        loader.exec_module = exec_module
+        return spec
+
+
 def _rng_arrays(dtype: str, *shapes):
     rng = np.random.default_rng(0)
     return [rng.standard_normal(s).astype(dtype) for s in shapes]
@@ -74,7 +136,9 @@ def _task_conv(dtype: str) -> None:
     fc.conv2d(x32, w32, padding=1, algorithm="gemm")  # shifted GEMM
     plane, big = _rng_arrays(dtype, (1, 1, 48, 48), (1, 1, 20, 20))
     fc.conv2d(plane, big, padding="same", algorithm="fft")
-    fc.conv2d(x, w, b, padding=1, algorithm="winograd")
+    fc.conv2d(x, w, b, padding=1, algorithm="winograd")  # staged (36 tiles an image)
+    x16, w16 = _rng_arrays(dtype, (1, 16, 32, 32), (16, 16, 3, 3))
+    fc.conv2d(x16, w16, padding=1, algorithm="winograd")  # fused (64 tiles an image)
 
 
 def _task_grad(dtype: str) -> None:
@@ -88,6 +152,8 @@ def _task_grad(dtype: str) -> None:
     fc.grad.conv2d_input(x.shape, w, g[..., ::2, ::2], padding=1, stride=2)
     fc.grad.conv2d_input(x.shape, w, g, padding=1, padding_mode="reflect")
     fc.grad.conv_bias(g)
+    x32, g32 = _rng_arrays(dtype, (2, 32, 32, 32), (2, 32, 32, 32))
+    fc.grad.conv2d_weight(x32, (32, 32, 3, 3), g32, padding=1)  # "auto": Winograd
     tiny, = _rng_arrays(dtype, (1, 1, 3, 3))
     fc.grad.conv2d_input(tiny.shape, np.ones((1, 1, 2, 2), dtype), np.ones((1, 1, 2, 2), dtype))
     fc.grad.conv2d_weight(tiny, (1, 1, 2, 2), np.ones((1, 1, 2, 2), dtype))
@@ -132,7 +198,10 @@ def _run_task(name: str, dtype: str) -> float:
 
 
 #: Kernels of fallback paths that the common calls never run (not warmed, not counted).
-FALLBACKS = {"fastconv.cpu.gemm.im2col"}  # im2col GEMM without SciPy's BLAS
+FALLBACKS = {
+    "fastconv.cpu.gemm.im2col",  # im2col GEMM without SciPy's BLAS
+    "fastconv.cpu.conv.correlate_planes_rows",  # a variant no call path runs (see its doc)
+}
 
 
 def _kernels():

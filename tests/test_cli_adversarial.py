@@ -336,8 +336,8 @@ def test_learn_kernel_outputs_that_are_inputs_are_refused(tmp_path, monkeypatch,
 def test_output_that_is_a_folder_or_in_a_missing_folder(tmp_path, x_npy):
     (tmp_path / "d.npy").mkdir()
     refused(run("convolve", x_npy, "-k", "edge", "-o", tmp_path / "d.npy"), 2,
-            f"Error: Invalid value for '-o' / '--output': File '{tmp_path / 'd.npy'}' is a "
-            "directory.")
+            f"Error: Invalid value for -o: '{tmp_path / 'd.npy'}' is a folder; expected a "
+            "file path (end it with '/' to write <INPUT stem>.<ext> into it)")
     refused(run("convolve", x_npy, "-k", "edge", "-o", x_npy / "y.npy"), 2,
             f"Error: Invalid value for -o: '{x_npy / 'y.npy'}': folder '{x_npy}' does not "
             "exist")

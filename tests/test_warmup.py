@@ -44,3 +44,62 @@ def test_empty_cache_is_reported_cold(tmp_path):
                          text=True, check=True).stdout.split()
     assert out[0] == "0" and int(out[1]) > 0 and out[2] == "False"
     assert out[3].startswith(str(tmp_path))
+
+
+def test_a_convolution_imports_only_its_kernels():
+    """Warm start: a process whose calls are convolutions never imports the pooling,
+    gradient, adaptive or unpooling kernel modules (their dispatchers are not built)."""
+    code = ("import sys, numpy as np, fastconv as fc; "
+            "fc.conv2d(np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2))); "
+            "fc.corr2d([[0, 1, 2], [3, 4, 5], [6, 7, 8]], [[0, 1], [2, 3]]); "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('fastconv.cpu'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert "fastconv.cpu.conv" in out
+    for name in ("pool", "grad", "adaptive", "unpool"):
+        assert f"fastconv.cpu.{name}" not in out, out
+
+
+def test_lazy_backend_names_resolve():
+    """Every backend name of fastconv.cpu resolves (lazily) to its submodule's object."""
+    import importlib
+
+    import fastconv.cpu as cpu
+
+    for name, module in cpu._LAZY.items():
+        want = getattr(importlib.import_module(f"fastconv.cpu.{module}"), name)
+        assert getattr(cpu, name) is want, name
+    assert callable(cpu.pad) and callable(cpu.fold) and callable(cpu.unfold)
+    for name in cpu.__all__:
+        assert hasattr(cpu, name), name
+
+
+def test_numba_start_does_not_import_all_of_scipy_linalg():
+    """Numba's CPU target needs scipy.linalg.cython_blas only: a direct convolution loads
+    it alone; a later GEMM convolution (and ``import scipy.linalg``) find the same module."""
+    code = ("import sys, numpy as np, fastconv as fc; "
+            "x = np.random.default_rng(0).standard_normal((1, 32, 8, 8)); "
+            "w = np.random.default_rng(1).standard_normal((32, 32, 3, 3)); "
+            "d = fc.conv2d(x, w, algorithm='direct'); "
+            "print('scipy.linalg' in sys.modules, 'scipy.linalg.cython_blas' in sys.modules); "
+            "g = fc.conv2d(x, w, algorithm='gemm'); "
+            "import scipy.linalg; "
+            "print(scipy.linalg.cython_blas is sys.modules['scipy.linalg.cython_blas'], "
+            "bool(np.allclose(d, g)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["False", "True", "True", "True"]
+
+
+def test_quick_start_runs_one_correlation_core():
+    """Cold start: the quick start's corr2d, tiny input gradient and learn_kernel forward
+    all run the one serial core the first corr2d compiles (no parallel specialisations)."""
+    code = ("import numpy as np, fastconv as fc; from fastconv.cpu import conv; "
+            "X = np.ones((6, 8)); X[:, 2:6] = 0; "
+            "fc.corr2d([[0, 1, 2], [3, 4, 5], [6, 7, 8]], [[0, 1], [2, 3]]); "
+            "fc.grad.conv2d_input((1, 1, 3, 3), np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2))); "
+            "fc.learn_kernel(X, fc.corr2d(X, [[1, -1]]), (1, 2), seed=0); "
+            "print(len(conv.correlate_serial.signatures), len(conv.correlate.signatures))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["1", "0"]

@@ -6,26 +6,40 @@ The names exported here are the backend interface that ``fastconv.cuda`` mirrors
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 
-from fastconv.cpu.adaptive import (
-    adaptive_avg_pool,
-    adaptive_avg_pool_backward,
-    adaptive_max_pool,
-    adaptive_max_pool_backward,
-    lp_finish,
-    lp_grad_in,
-    lp_grad_out,
-    mul_sign,
-    power,
-    signed_abs,
-)
-from fastconv.cpu.conv import correlate
+from fastconv._warmup import light_blas_import
+
+# ``fold``/``unfold`` and ``pad`` share their names with submodules: bound here, eagerly, so
+# that a later ``import fastconv.cpu.pad`` elsewhere cannot leave the module in their place.
 from fastconv.cpu.fold import fold, unfold
-from fastconv.cpu.grad import correlate_input, correlate_weight, unpad
 from fastconv.cpu.pad import pad
-from fastconv.cpu.pool import avg_pool, avg_pool_backward, max_pool, max_pool_backward
-from fastconv.cpu.unpool import max_unpool, max_unpool_backward
+
+light_blas_import()  # before any kernel starts Numba's CPU target (see its docstring)
+
+#: Backend names -> the submodule defining them, imported on first use (PEP 562): a
+#: process whose calls are all convolutions never imports (nor registers the Numba
+#: dispatchers and cache locators of) the pooling, gradient and adaptive kernels.
+_LAZY = {
+    **dict.fromkeys(("adaptive_avg_pool", "adaptive_avg_pool_backward", "adaptive_max_pool",
+                     "adaptive_max_pool_backward", "lp_finish", "lp_grad_in", "lp_grad_out",
+                     "mul_sign", "power", "signed_abs"), "adaptive"),
+    "correlate": "conv",
+    **dict.fromkeys(("correlate_input", "correlate_weight", "unpad"), "grad"),
+    **dict.fromkeys(("avg_pool", "avg_pool_backward", "max_pool", "max_pool_backward"), "pool"),
+    **dict.fromkeys(("max_unpool", "max_unpool_backward"), "unpool"),
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
 
 
 def asarray(a, dtype) -> np.ndarray:

@@ -39,10 +39,10 @@ import numpy as np
 from numba import njit, prange
 
 from fastconv import _algorithms
-from fastconv._algorithms import choose_for
+from fastconv._algorithms import SERIAL_MAX_MACS, choose_for
 from fastconv._config import JIT_PARALLEL, JIT_SERIAL
 from fastconv.cpu import blas, gemm, small
-from fastconv.cpu.conv import correlate
+from fastconv.cpu.conv import correlate, correlate_serial
 from fastconv.cpu.pad import MODE_CODES, pad, source_index
 
 
@@ -412,6 +412,8 @@ def correlate_input(g, w, bias, out, spread_shape, spread_src, spread_dst, dilat
     if name == "auto":
         name = choose_for(gz.shape[0], wt.shape, out.shape[2:], (1, 1, 1), groups)
     core = gemm.correlate if name == "gemm" else correlate  # "winograd" here: NaN/Inf
+    if core is correlate and gz.shape[0] * wt.size * out[0, 0].size < SERIAL_MAX_MACS:
+        core = correlate_serial  # tiny, as in the forward: the same bits, one compile less
     core(gz, wt, bias, out, ones, tuple(int(d) for d in dilation), groups)
     if mode == "zeros":
         return out
