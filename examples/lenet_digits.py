@@ -65,12 +65,15 @@ class Dense:
 
 
 class ReLU:
+    """``max(x, 0)``, forward and backward in place: here every input is a fresh array
+    that only this network holds (a layer's output or gradient)."""
+
     def __call__(self, x):
-        self._mask = x > 0
-        return np.where(self._mask, x, x.dtype.type(0))
+        self._y = np.maximum(x, x.dtype.type(0), out=x)
+        return self._y
 
     def backward(self, g):
-        return np.where(self._mask, g, g.dtype.type(0))
+        return np.multiply(g, self._y > 0, out=g)
 
 
 class LeNet:
@@ -100,8 +103,9 @@ class LeNet:
         for layer in reversed(self.dense):
             g = layer.backward(g)
         g = g.reshape(self._feature_shape)
-        for layer in reversed(self.layers):
+        for layer in reversed(self.layers[1:]):
             g = layer.backward(g)
+        self.layers[0].backward(g, input_grad=False)  # the data needs no gradient
 
     def params(self):
         """``[(name, array, gradient), ...]`` in PyTorch's ``state_dict`` order."""
@@ -356,7 +360,12 @@ def main(argv=None) -> None:
 
 
 def _limit_threads() -> None:
-    """Both frameworks on the same threads (2 unless FASTCONV_THREADS says otherwise)."""
+    """Both frameworks on the same threads (2 unless FASTCONV_THREADS says otherwise).
+    NumPy's BLAS (the dense layers' products, ~0.1 ms each) runs on one thread: its idle
+    worker threads spin, and on a small machine they would take cores from fastconv's."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
     n = int(os.environ.get("FASTCONV_THREADS", "2"))
     try:
         import torch

@@ -69,6 +69,13 @@ The rule (``choose``), with ``taps = kD * kH * kW``, ``Kg = K // groups``,
    kernel, so they cross near 400 taps;
 2. else ``"gemm"`` if ``Kg >= GEMM_MIN_KG`` (8), ``Cg * taps >= GEMM_MIN_R`` (16) and the
    work ``N * K * Cg * taps * outputs`` is at least ``GEMM_MIN_MACS`` (2**20);
+   Small images take the GEMM's small-image form (``fastconv.cpu.small``: one
+   product per image on its whole ``im2col`` block, every op of a correlation) when
+   ``small.applies``: ``taps >= 2``, ``Kg >= 4``, ``16 <= Cg * taps <= 1024``, at most
+   1024 output pixels per plane, a ``col`` block of at most 1 MiB and at least 2**18
+   multiply-adds (LeNet's 28x28 and 14x14 layers); then "auto" runs "gemm" even with
+   ``Kg < 8``, and the gradients use its ``col2im`` input gradient and per-image weight
+   gradient;
 3. else ``"direct"``; a direct problem of fewer than ``SERIAL_MAX_MACS`` (2**15)
    multiply-adds runs on the calling thread (waking worker threads would cost more).
 
@@ -174,6 +181,9 @@ class Problem:
     #: input_grad: False when grad_output is spread with a step (a forward stride > 1)
     #: or cropped, so Winograd cannot read it in place.
     in_place: bool = True
+    #: bytes per element of a forward call's computation (the small-image GEMM's block
+    #: size rule); 0: not a forward call's plan, the small-image form is not considered
+    itemsize: int = 0
 
     @property
     def macs(self) -> int:
@@ -195,7 +205,7 @@ class Problem:
 
 def forward_problem(plan: ConvPlan, op: str = "forward") -> Problem:
     return Problem(op, plan.x_shape[0], plan.w_shape, plan.out_shape[2:], plan.stride,
-                   plan.dilation, plan.groups, plan.nspatial)
+                   plan.dilation, plan.groups, plan.nspatial, itemsize=plan.dtype.itemsize)
 
 
 def input_grad_problem(plan: InputGradPlan) -> Problem:
@@ -330,7 +340,19 @@ def _fft_regime(p: Problem) -> str | None:
     return None
 
 
+def _small(p: Problem) -> bool:
+    """Whether the GEMM's small-image form (``fastconv.cpu.small``) runs this forward
+    problem (the gradients decide it in ``fastconv.cpu.grad``)."""
+    if not p.itemsize:
+        return False
+    from fastconv.cpu.small import applies
+
+    return applies(p.N, p.w_shape, p.out_spatial, p.groups, p.itemsize)
+
+
 def _gemm_regime(p: Problem) -> str | None:
+    if p.op == "forward" and _fft_regime(p) is not None and _small(p):
+        return None  # small images: one product per image on its whole im2col block
     if p.Kg < GEMM_MIN_KG:
         return f"Kg = {p.Kg} output channels per group < GEMM_MIN_KG={GEMM_MIN_KG}"
     if p.Cg * p.taps < GEMM_MIN_R:
@@ -347,6 +369,12 @@ def _gemm_cost(p: Problem) -> float:
 
 
 def _gemm_core(be, plan: ConvPlan):
+    if _small(forward_problem(plan)):
+        from fastconv.cpu import small
+
+        if plan.padding_mode == "zeros":  # the blocks read the zero padding in place
+            return small.zero_padding_core(plan.pads)
+        return _padded(be, plan, small.correlate)
     # pads each image in the task threads (no parallel-region pass)
     from fastconv.cpu.gemm import padding_core
 

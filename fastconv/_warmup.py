@@ -146,7 +146,7 @@ def _task_conv(dtype: str) -> None:
 
 
 def _task_grad(dtype: str) -> None:
-    from fastconv import grad
+    from fastconv import conv, grad, layers
 
     x, w, g = _rng_arrays(dtype, (2, 8, 12, 12), (8, 8, 3, 3), (2, 8, 12, 12))
     for algorithm in ("direct", "gemm"):
@@ -158,6 +158,13 @@ def _task_grad(dtype: str) -> None:
     grad.conv_bias(g)
     x32, g32 = _rng_arrays(dtype, (2, 32, 32, 32), (2, 32, 32, 32))
     grad.conv2d_weight(x32, (32, 32, 3, 3), g32, padding=1)  # "auto": Winograd
+    # small images (LeNet's second layer): one product per image on its im2col block
+    xs, ws, gs = _rng_arrays(dtype, (8, 6, 14, 14), (16, 6, 5, 5), (8, 16, 10, 10))
+    conv.conv2d(xs, ws)
+    grad.conv2d_input(xs.shape, ws, gs)
+    grad.conv2d_weight(xs, ws.shape, gs)
+    pool_layer = layers.MaxPool2d(2)  # keeps each maximum's window position
+    pool_layer.backward(np.ones_like(pool_layer.forward(gs)))
     tiny, = _rng_arrays(dtype, (1, 1, 3, 3))
     grad.conv2d_input(tiny.shape, np.ones((1, 1, 2, 2), dtype), np.ones((1, 1, 2, 2), dtype))
     grad.conv2d_weight(tiny, (1, 1, 2, 2), np.ones((1, 1, 2, 2), dtype))

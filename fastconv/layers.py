@@ -2,9 +2,11 @@
 ``AvgPool2d`` (PyTorch's constructor arguments and default initialisation).
 
 ``forward(x)`` (also ``layer(x)``) keeps a copy of its input (changing ``x`` in place
-afterwards does not change the gradients); ``backward(grad_output)`` returns
-the gradient with respect to that input and, for convolutions, stores ``weight_grad`` and
-``bias_grad`` (overwritten on every call, not accumulated).
+afterwards does not change the gradients; ``MaxPool2d`` with non-overlapping windows keeps
+each maximum's window position instead, ``AvgPool2d`` only the shape);
+``backward(grad_output)`` returns the gradient with respect to that input and, for
+convolutions, stores ``weight_grad`` and ``bias_grad`` (overwritten on every call, not
+accumulated; ``input_grad=False`` skips the input gradient and returns None).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import math
 import numpy as np
 
 from fastconv import _dask, _dispatch, conv, grad, pool
+from fastconv._plan import plan_pool
 from fastconv._shapes import resolve_padding
 from fastconv._validate import as_int, check_padding_mode, ntuple
 
@@ -102,12 +105,16 @@ class _ConvNd(_Layer):
         self._x = _snapshot(x)
         return out
 
-    def backward(self, grad_output) -> np.ndarray:
-        """Gradient w.r.t. the last forward input; stores ``weight_grad`` and ``bias_grad``."""
+    def backward(self, grad_output, *, input_grad: bool = True) -> np.ndarray | None:
+        """Gradient w.r.t. the last forward input; stores ``weight_grad`` and ``bias_grad``.
+
+        ``input_grad=False`` skips the input gradient and returns None (a network's first
+        layer, whose input is data: PyTorch's autograd skips it there too)."""
         x = self._saved_input()
         s = self.nspatial
         kw = self._kw()
-        gx = getattr(grad, f"conv{s}d_input")(np.shape(x), self.weight, grad_output, **kw)
+        gx = (getattr(grad, f"conv{s}d_input")(np.shape(x), self.weight, grad_output, **kw)
+              if input_grad else None)
         self.weight_grad = getattr(grad, f"conv{s}d_weight")(x, self.weight.shape, grad_output,
                                                              **kw)
         if self.bias is not None:
@@ -201,16 +208,56 @@ class MaxPool2d(_Layer):
         self.kw = dict(kernel_size=kernel_size, stride=stride, padding=padding,
                        dilation=dilation, ceil_mode=ceil_mode)
         self.return_indices = return_indices
+        self._windows = None
 
     def forward(self, x):
         """``max_pool2d(x, ...)``, or ``(values, indices)`` with ``return_indices=True``
-        (the indices feed :class:`MaxUnpool2d`)."""
+        (the indices feed :class:`MaxUnpool2d`).
+
+        Non-overlapping windows (stride = kernel_size, no padding or dilation) of a float
+        NumPy input keep each maximum's position in its window instead of a copy of
+        ``x`` (what PyTorch keeps: its indices); the results are those of
+        ``max_pool2d`` and ``grad.max_pool2d``."""
+        self._windows = None
+        fast = self._window_shape(x)
+        if fast is not None:
+            from fastconv.cpu import small
+
+            kh, kw = fast
+            x3 = np.ascontiguousarray(x).reshape((-1,) + x.shape[-2:])
+            out, code = small.max_pool_windows(x3, kh, kw)
+            self._windows = (code, x3.shape, kh, kw)
+            self._x = np.broadcast_to(np.zeros((), x.dtype), x.shape)  # shape and dtype
+            return out.reshape(x.shape[:-2] + out.shape[1:])
         out = pool.max_pool2d(x, **self.kw, return_indices=self.return_indices)
         self._x = _snapshot(x)
         return out
 
+    def _window_shape(self, x):
+        """``(kh, kw)`` when the non-overlapping-window path applies to ``x``, else None
+        (arguments checked as ``max_pool2d`` checks them)."""
+        if (self.return_indices or type(x) is not np.ndarray or x.ndim not in (3, 4)
+                or x.dtype not in (np.float32, np.float64)):
+            return None
+        plan = plan_pool("max_pool2d", 2, x, self.kw["kernel_size"], self.kw["stride"],
+                         self.kw["padding"], self.kw["dilation"], self.kw["ceil_mode"], "max")
+        kh, kw = plan.kernel[1:]
+        if (plan.stride[1:] != (kh, kw) or any(plan.pads) or plan.dilation != (1, 1, 1)
+                or kh * kw > 256 or plan.out_shape[3:] != (x.shape[-2] // kh,
+                                                           x.shape[-1] // kw)):
+            return None
+        return kh, kw
+
     def backward(self, grad_output) -> np.ndarray:
-        return grad.max_pool2d(grad_output, self._saved_input(), **self.kw)
+        x = self._saved_input()
+        if self._windows is not None and np.shape(grad_output) == x.shape[:-2] + (
+                x.shape[-2] // self._windows[2], x.shape[-1] // self._windows[3]):
+            from fastconv.cpu import small
+
+            code, shape, kh, kw = self._windows
+            g = np.ascontiguousarray(grad_output, dtype=x.dtype).reshape(code.shape)
+            return small.max_pool_windows_backward(g, code, shape, kh, kw).reshape(x.shape)
+        return grad.max_pool2d(grad_output, x, **self.kw)
 
 
 class AvgPool2d(_Layer):

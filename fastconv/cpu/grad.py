@@ -41,7 +41,7 @@ from numba import njit, prange
 from fastconv import _algorithms
 from fastconv._algorithms import SERIAL_MAX_MACS, choose_for
 from fastconv._config import JIT_PARALLEL, JIT_SERIAL
-from fastconv.cpu import blas, gemm
+from fastconv.cpu import blas, gemm, small
 from fastconv.cpu.conv import correlate, correlate_serial
 from fastconv.cpu.pad import MODE_CODES, pad, source_index
 
@@ -87,6 +87,14 @@ def correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto", pads
         if name == "gemm" and winograd_weight_wins(xp.shape[0], gw.shape, g.shape[2:], stride,
                                                    dilation, groups):
             name = "winograd"
+        elif small.applies(xp.shape[0], gw.shape, g.shape[2:], groups, gw.itemsize):
+            name = "small"
+    elif name == "gemm" and small.applies(xp.shape[0], gw.shape, g.shape[2:], groups,
+                                          gw.itemsize):
+        name = "small"
+    if name == "small":  # reads the zero padding in place
+        before = (0, 0, 0) if pads is None else tuple(int(b) for b, _ in pads)
+        return small.weight_gradient(xp, g, gw, stride, dilation, groups, before)
     if name == "winograd":
         from fastconv.cpu import winograd_weight
 
@@ -359,6 +367,20 @@ def _winograd_input(g, w, bias, out, spread_shape, spread_src, spread_dst, dilat
         return winograd.correlate_input(g[:, :, 0], w[:, :, 0], bias, out[:, :, 0], pads, groups)
 
 
+def _small_input(g, w, bias, out, spread_src, spread_dst, dilation, groups) -> bool:
+    """The input gradient by ``col2im`` (``fastconv.cpu.small.input_gradient``) when the
+    small-image rule applies to the forward's shapes and every ``grad_output`` value lands
+    on the grid; False (nothing written) otherwise."""
+    whole = all(s == (0, n, 1) for s, n in zip(spread_src, g.shape[2:], strict=True))
+    if not whole or not small.applies(g.shape[0], w.shape, g.shape[2:], groups, out.itemsize):
+        return False
+    stride = tuple(d[2] for d in spread_dst)
+    before = tuple(int(dl) * (int(k) - 1) - d[0]  # the spread grid starts at reach - before
+                   for dl, k, d in zip(dilation, w.shape[2:], spread_dst, strict=True))
+    small.input_gradient(g, w, bias, out, stride, dilation, before, groups)
+    return True
+
+
 def correlate_input(g, w, bias, out, spread_shape, spread_src, spread_dst, dilation, groups,
                     pads, mode, algorithm="auto"):
     """Input gradient (or transposed convolution) of a correlation, written into ``out``.
@@ -371,6 +393,9 @@ def correlate_input(g, w, bias, out, spread_shape, spread_src, spread_dst, dilat
     if algorithm in ("auto", "winograd") and _winograd_input(
             g, w, bias, out, spread_shape, spread_src, spread_dst, dilation, groups,
             algorithm):
+        return out if mode == "zeros" else unpad(out, pads, mode)
+    if algorithm in ("auto", "gemm") and _small_input(g, w, bias, out, spread_src, spread_dst,
+                                                      dilation, groups):
         return out if mode == "zeros" else unpad(out, pads, mode)
     gz = np.empty(spread_shape, dtype=out.dtype)
     src = (slice(None),) + tuple(slice(*s) for s in spread_src)
