@@ -201,14 +201,18 @@ def _row_base(w, k, b0, d0, h0, D, H, dd, dh):
 @njit(inline="always", **JIT_SERIAL)
 def _border_columns(orow, vol, w, k, base, d0, h0, clo, chi, sw, pw, dd, dh, dw):
     """orow[ow] = base + sum of the taps of ``vol`` (Cg, D, H, W) for the columns outside
-    the interior [clo, chi), tap by tap, reading zeros outside the input."""
+    the interior [clo, chi), reading zeros outside the input. Each kernel row's taps go
+    through :func:`_kernel_row` as in the interior, so a border output is the same
+    sequence of operations as on a zero-padded copy (the Dask blocks' input)."""
     Cg, D, H, W = vol.shape
     KD, KH, KW = w.shape[2], w.shape[3], w.shape[4]
     OW = orow.shape[0]
     zero = w.dtype.type(0)
+    vals = np.empty(KW, dtype=orow.dtype)  # one kernel row's inputs, zeros outside
+    acc = np.empty(1, dtype=orow.dtype)
     for u in range(OW - (chi - clo)):
         ow = u if u < clo else u + (chi - clo)
-        acc = base
+        acc[0] = base
         start = ow * sw - pw
         for c in range(Cg):
             for a in range(KD):
@@ -222,9 +226,9 @@ def _border_columns(orow, vol, w, k, base, d0, h0, clo, chi, sw, pw, dd, dh, dw)
                     row = vol[c, i, j]
                     for e in range(KW):
                         m = start + e * dw
-                        v = row[m] if 0 <= m < W else zero
-                        acc += w[k, c, a, b, e] * v
-        orow[ow] = acc
+                        vals[e] = row[m] if 0 <= m < W else zero
+                    _kernel_row(acc, vals, 1, 1, w[k, c, a, b])
+        orow[ow] = acc[0]
 
 
 @njit(inline="always", **JIT_SERIAL)
