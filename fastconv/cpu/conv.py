@@ -199,17 +199,16 @@ def _row_base(w, k, b0, d0, h0, D, H, dd, dh):
 
 
 @njit(inline="always", **JIT_SERIAL)
-def _border_columns(orow, vol, w, k, base, d0, h0, clo, chi, sw, pw, dd, dh, dw):
+def _border_columns(orow, vol, w, k, base, d0, h0, clo, chi, sw, pw, dd, dh, dw, vals, acc):
     """orow[ow] = base + sum of the taps of ``vol`` (Cg, D, H, W) for the columns outside
     the interior [clo, chi), reading zeros outside the input. Each kernel row's taps go
     through :func:`_kernel_row` as in the interior, so a border output is the same
-    sequence of operations as on a zero-padded copy (the Dask blocks' input)."""
+    sequence of operations as on a zero-padded copy (the Dask blocks' input). ``vals``
+    (KW entries) and ``acc`` (one) are the caller's scratch buffers."""
     Cg, D, H, W = vol.shape
     KD, KH, KW = w.shape[2], w.shape[3], w.shape[4]
     OW = orow.shape[0]
     zero = w.dtype.type(0)
-    vals = np.empty(KW, dtype=orow.dtype)  # one kernel row's inputs, zeros outside
-    acc = np.empty(1, dtype=orow.dtype)
     for u in range(OW - (chi - clo)):
         ow = u if u < clo else u + (chi - clo)
         acc[0] = base
@@ -298,6 +297,8 @@ def correlate_planes(x, w, bias, out, stride, dilation, groups, pads):
     rhi = max(rlo, min(OH, (H - 1 + ph - (KH - 1) * dh) // sh + 1))
     flat = sw == 1 and sh == 1 and OW == W and chi > clo
     for t in prange(planes * nrb):
+        bvals = np.empty(KW, dtype=out.dtype)  # border columns' scratch (_border_columns)
+        bacc = np.empty(1, dtype=out.dtype)
         rb = t % nrb
         r = t // nrb
         od = r % OD
@@ -328,7 +329,7 @@ def correlate_planes(x, w, bias, out, stride, dilation, groups, pads):
                             _kernel_row(acc, iplane[start:], 1, dw, w[k, c, a, b])
             for oh in range(f0, f1):
                 _border_columns(out[n, k, od, oh], vol, w, k, base, d0, oh - ph, clo, chi,
-                                1, pw, dd, dh, dw)
+                                1, pw, dd, dh, dw, bvals, bacc)
         for oh in range(r0, r1):
             if flat and f0 <= oh < f1:
                 continue
@@ -349,7 +350,8 @@ def correlate_planes(x, w, bias, out, stride, dilation, groups, pads):
                             if j < 0 or j >= H:
                                 continue
                             _kernel_row(acc, vol[c, i, j, start:], sw, dw, w[k, c, a, b])
-            _border_columns(orow, vol, w, k, base, d0, h0, clo, chi, sw, pw, dd, dh, dw)
+            _border_columns(orow, vol, w, k, base, d0, h0, clo, chi, sw, pw, dd, dh, dw,
+                            bvals, bacc)
 
 
 
@@ -390,6 +392,8 @@ def correlate_planes_rows(x, w, bias, out, stride, dilation, groups, pads):
     rhi = max(rlo, min(OH, (H - 1 + ph - (KH - 1) * dh) // sh + 1))
     flat = sw == 1 and sh == 1 and OW == W and chi > clo
     for t in prange(planes * nrb):
+        bvals = np.empty(KW, dtype=out.dtype)  # border columns' scratch (_border_columns)
+        bacc = np.empty(1, dtype=out.dtype)
         rb = t % nrb
         r = t // nrb
         od = r % OD
@@ -440,7 +444,8 @@ def correlate_planes_rows(x, w, bias, out, stride, dilation, groups, pads):
                             if j < 0 or j >= H:
                                 continue
                             _kernel_row(acc, vol[c, i, j, start:], sw, dw, w[k, c, a, b])
-            _border_columns(orow, vol, w, k, base, d0, h0, clo, chi, sw, pw, dd, dh, dw)
+            _border_columns(orow, vol, w, k, base, d0, h0, clo, chi, sw, pw, dd, dh, dw,
+                            bvals, bacc)
 
 
 _NO_PADS = np.zeros(3, dtype=np.int64)
