@@ -4,7 +4,11 @@
 repeats (under 2 minutes). For each workload: seeded float32 inputs; fastconv and every
 comparator run once outside the timed region (compile, warm caches) and their results are
 checked against the first comparator; then all of them are timed interleaved, in rounds,
-in this process, and the median of the rounds is reported. Ratios are
+in this process, and the median of the rounds is reported. Before each library's timed
+block the process sleeps ``SETTLE`` seconds, so that the thread pools of the library
+timed just before (PyTorch's and Numba's OpenMP workers, OpenBLAS's threads) have stopped
+spin-waiting: on 2 cores a spinning pool took half the machine from the next library (W4:
+fastconv 28 ms right after PyTorch, 21 ms after a pause; PyTorch 21 vs 18 ms). Ratios are
 ``comparator time / fastconv time`` (higher = fastconv faster). The table is printed and
 appended, dated, to ``bench/RESULTS.md`` with the CPU, thread count and library versions.
 
@@ -429,6 +433,9 @@ def machine(threads: int, copier: Copier) -> dict:
     return {"isa": isa, "sgemm": sgemm, "copy_gbs": 2.0 * nb / float(np.median(ts)) / 1e9}
 
 
+SETTLE = 0.2  # seconds of sleep before each library's timed block (see the docstring)
+
+
 def time_all(wl: Workload, rounds: int, min_sample: float, copier: Copier | None = None) -> None:
     """Median seconds per call of fastconv, each comparator and (with ``copier``) the
     copy of the workload's bytes, timed interleaved round by round."""
@@ -448,6 +455,7 @@ def time_all(wl: Workload, rounds: int, min_sample: float, copier: Copier | None
     for _ in range(rounds):
         for name, f in fns.items():
             n = number[name]
+            time.sleep(SETTLE)
             t = time.perf_counter()
             for _ in range(n):
                 f()
