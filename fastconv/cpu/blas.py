@@ -36,6 +36,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
+from fastconv._warmup import light_blas_import
+
 try:
     from threadpoolctl import ThreadpoolController
 except ImportError:  # pragma: no cover - an offline machine without it (e.g. the GPU
@@ -86,10 +88,12 @@ def _load() -> dict:
     with _lock:
         if _state:
             return _state
-        try:
-            from scipy.linalg import cython_blas
-        except ImportError:  # pragma: no cover - SciPy absent: im2col + numpy.matmul
-            cython_blas = None
+        cython_blas = light_blas_import()  # not all of scipy.linalg (0.2-0.4 s)
+        if cython_blas is None:
+            try:
+                from scipy.linalg import cython_blas
+            except ImportError:  # pragma: no cover - SciPy absent: im2col + numpy.matmul
+                cython_blas = None
         # after NumPy's and SciPy's BLAS are loaded
         controller = ThreadpoolController() if ThreadpoolController is not None else None
         found = (_numpy_blas(controller) if cython_blas is not None and controller is not None
