@@ -93,15 +93,22 @@ interleaved, a heavily loaded 2-core VM), separable / direct time: 5x5 6.2 / 8.7
 separable path 67 ms (so it also replaces the FFT for rank-1 kernels).
 
 Gradients (``fastconv.grad.conv*_input/conv*_weight``, ``algorithm="auto"|"direct"|"gemm"``,
-and ``"winograd"`` for the input gradient) apply the same rule (:func:`choose_for`,
-:func:`winograd_wins`) to the correlation they run: the input gradient to the stride-1
-correlation of the spread ``grad_output`` with the transposed weight (``Kg`` and ``Cg``
-swap; at stride 1 Winograd reads ``grad_output`` in place with its zero padding and folds
-the kernel flip into its weight transform), the weight gradient to the forward shapes;
-"fft" becomes "direct" there, and the weight gradient has no Winograd form (it keeps the
-GEMM). The GEMM weight gradient needs stride 1 and a finite input (else direct); it runs
-every tap on an L2-sized column chunk while the chunk is cached and sums a constant
-number of parts in order (``fastconv.cpu.grad.WEIGHT_PARTS``).
+and ``"winograd"`` for the input gradient) are ops of this registry ("input_grad",
+"weight_grad": :class:`Problem`'s ``op``); each entry's ``grad_cores`` give its cores
+and :func:`grad_core` builds the one that runs. The same regimes apply to the correlation
+the gradient runs: the input gradient's is the stride-1 correlation of the spread
+``grad_output`` with the transposed weight (``Kg`` and ``Cg`` swap; Winograd needs
+``grad_output`` read in place: forward stride 1, nothing cropped; it folds the kernel flip
+into its weight transform), the weight gradient's has the forward shapes (Winograd:
+:func:`winograd_weight_wins`, where the GEMM's shape rule holds). There is no FFT
+gradient, and the GEMM's small-image form applies to the forward's shapes (for the input
+gradient when every ``grad_output`` value lands on the grid), taking precedence over the
+FFT's regime. A gradient core that cannot run for the data (NaN/Inf) runs its fallback:
+"auto"'s next choice (the input gradient's Winograd), or the direct kernel (the weight
+gradient's Winograd and GEMM, every explicit ``algorithm=``); an explicit algorithm that
+does not apply to a gradient runs the direct kernel. The GEMM weight gradient needs stride
+1 (else direct); it runs every tap on an L2-sized column chunk while the chunk is cached
+and sums a constant number of parts in order (``fastconv.cpu.grad.WEIGHT_PARTS``).
 
 The GPU backend has only ``"direct"``; there "auto" always picks it (and "winograd",
 checked as on the CPU, runs it).
@@ -591,7 +598,7 @@ def _winograd_applies(p: Problem) -> str | None:
 
 
 def _winograd_weight_regime(p: Problem) -> str | None:
-    """``fastconv.cpu.grad.winograd_weight_wins``: where the rule picks "gemm", 2-D 3x3,
+    """:func:`winograd_weight_wins`: where the GEMM's shape rule holds, 2-D 3x3,
     enough channels, work and tiles."""
     from fastconv.cpu.winograd_weight import tile_size
 
@@ -790,9 +797,9 @@ def choose(plan: ConvPlan) -> str:
 
 
 def choose_for(N: int, w_shape: tuple, out_spatial: tuple, stride: tuple, groups: int) -> str:
-    """The rule of :func:`choose` from the shapes of a correlation (Winograd aside): ``N``
-    images, weight ``(K, Cg, KD, KH, KW)``, output spatial shape, per-axis stride, groups.
-    The gradients use it for the correlation they run (``fastconv.cpu.grad``)."""
+    """The rule of :func:`choose` from the shapes of a correlation (Winograd and the
+    small-image form aside): ``N`` images, weight ``(K, Cg, KD, KH, KW)``, output spatial
+    shape, per-axis stride, groups."""
     p = Problem("forward", N, tuple(w_shape), tuple(out_spatial), tuple(stride), (1, 1, 1),
                 groups)
     for name in ("fft", "gemm"):
