@@ -872,9 +872,9 @@ def grad_core(backend_name: str, be, algorithm: str, plan, op: str):
     "weight_grad": the forward's ConvPlan) with ``algorithm`` on backend ``be`` ("Gradient
     cores" above). "auto": the cheapest entry in its regime, falling back (NaN/Inf) to the
     next cheapest; an explicit algorithm falls back to "direct"."""
-    key = (id(plan), backend_name, algorithm, op)
+    key = (plan, backend_name, algorithm, op)  # by value: a gradient's plan may be new
     hit = _CORES.get(key)
-    if hit is not None and hit[0] is plan and hit[1] is be:
+    if hit is not None and hit[1] is be:
         return hit[2]
     core = _build_grad_core(backend_name, be, algorithm, plan, op)
     if len(_CORES) >= _CORES_MAX:
