@@ -381,6 +381,25 @@ def test_explain_other_ops_and_names():
     assert (e.requested, e.chosen, e.why) == ("fft", "fft", "requested explicitly")
 
 
+def test_explain_shows_the_gradients_own_candidates_and_fallbacks():
+    """A gradient's explanation lists its own candidates (no FFT, no separable path) with
+    costs; an explicit algorithm that does not apply to a gradient runs "direct", and
+    explain says why (and the result is the direct one, bit for bit)."""
+    x, g = np.zeros((8, 64, 56, 56)), np.zeros((8, 64, 56, 56))
+    e = fc.explain(fc.grad.conv2d_weight, x, (64, 64, 3, 3), g, padding=1)
+    assert (e.op, e.chosen) == ("conv2d_weight", "winograd")
+    assert {r[0] for r in e.rows} == {"direct", "gemm", "winograd"}
+    assert all(r[2] is None for r in e.rows) and "runs 'winograd'" in str(e)
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((2, 16, 14, 14)).astype(np.float32)  # padding 3: g is cropped
+    e = fc.explain(fc.grad.conv2d_input, (2, 16, 10, 10), w, g, padding=3, algorithm="winograd")
+    assert e.chosen == "direct" and "read in place" in e.why
+    got = fc.grad.conv2d_input((2, 16, 10, 10), w, g, padding=3, algorithm="winograd")
+    want = fc.grad.conv2d_input((2, 16, 10, 10), w, g, padding=3, algorithm="direct")
+    assert got.tobytes() == want.tobytes()
+
+
 def test_explain_errors():
     with pytest.raises(ValueError, match=r"explain: unknown op 'max_pool2d'"):
         fc.explain("max_pool2d", np.zeros((1, 1, 4, 4)), 2)
