@@ -209,36 +209,48 @@ def fill_rows(x, n0, c0, h0, pt, pl, xb):
                     dst[w2, c] = src[c, w2 - pl]
 
 
+@njit(inline="always", **JIT_SERIAL)
+def block_tiles(shape, m, edge):
+    """(tile rows, tile columns, tiles) of a channels-innermost block ``(images, rows,
+    columns, channels)`` whose tiles every ``m`` pixels reach ``edge`` pixels further."""
+    th, tw = (shape[1] - edge) // m, (shape[2] - edge) // m
+    return th, tw, shape[0] * th * tw
+
+
+@njit(inline="always", **JIT_SERIAL)
+def tile_origin(k, th, tw, m):
+    """(image, top row, left column) of tile ``k`` of a block of images of ``th x tw``
+    tiles every ``m`` pixels, tiles in row-major order (image, tile row, tile column)."""
+    i, r = divmod(k, th * tw)
+    ty, tx = divmod(r, tw)
+    return i, ty * m, tx * m
+
+
 @njit(**JIT_SERIAL)
 def transform_input(xb, m, tmp, V, t0):
     """V[a, t0 + t, :] = (B^T d_t B)[a] for every tile ``t = (i, ty, tx)`` of ``xb``
     (row-major tile order, ``alpha x alpha`` tiles every ``m`` pixels); ``tmp`` is
     ``(alpha, alpha, Cin)`` scratch."""
-    nimg, Hr, Wt, Cin = xb.shape
-    th, tw = (Hr - 2) // m, (Wt - 2) // m
-    t = t0
-    for i in range(nimg):
-        for ty in range(th):
-            r0 = ty * m
-            for tx in range(tw):
-                w0 = tx * m
-                if m == 4:
-                    for j in range(6):  # down each column: tmp[p, j] = sum_r B^T[p, r] d[r, j]
-                        _bt4(xb[i, r0, w0 + j], xb[i, r0 + 1, w0 + j], xb[i, r0 + 2, w0 + j],
-                             xb[i, r0 + 3, w0 + j], xb[i, r0 + 4, w0 + j], xb[i, r0 + 5, w0 + j],
-                             tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j], tmp[4, j], tmp[5, j])
-                    for p in range(6):  # along each row: V[p*6 + q] = sum_j tmp[p, j] B[j, q]
-                        _bt4(tmp[p, 0], tmp[p, 1], tmp[p, 2], tmp[p, 3], tmp[p, 4], tmp[p, 5],
-                             V[6 * p, t], V[6 * p + 1, t], V[6 * p + 2, t], V[6 * p + 3, t],
-                             V[6 * p + 4, t], V[6 * p + 5, t])
-                else:
-                    for j in range(4):
-                        _bt2(xb[i, r0, w0 + j], xb[i, r0 + 1, w0 + j], xb[i, r0 + 2, w0 + j],
-                             xb[i, r0 + 3, w0 + j], tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j])
-                    for p in range(4):
-                        _bt2(tmp[p, 0], tmp[p, 1], tmp[p, 2], tmp[p, 3], V[4 * p, t],
-                             V[4 * p + 1, t], V[4 * p + 2, t], V[4 * p + 3, t])
-                t += 1
+    th, tw, ntiles = block_tiles(xb.shape, m, 2)
+    for k in range(ntiles):
+        i, r0, w0 = tile_origin(k, th, tw, m)
+        t = t0 + k
+        if m == 4:
+            for j in range(6):  # down each column: tmp[p, j] = sum_r B^T[p, r] d[r, j]
+                _bt4(xb[i, r0, w0 + j], xb[i, r0 + 1, w0 + j], xb[i, r0 + 2, w0 + j],
+                     xb[i, r0 + 3, w0 + j], xb[i, r0 + 4, w0 + j], xb[i, r0 + 5, w0 + j],
+                     tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j], tmp[4, j], tmp[5, j])
+            for p in range(6):  # along each row: V[p*6 + q] = sum_j tmp[p, j] B[j, q]
+                _bt4(tmp[p, 0], tmp[p, 1], tmp[p, 2], tmp[p, 3], tmp[p, 4], tmp[p, 5],
+                     V[6 * p, t], V[6 * p + 1, t], V[6 * p + 2, t], V[6 * p + 3, t],
+                     V[6 * p + 4, t], V[6 * p + 5, t])
+        else:
+            for j in range(4):
+                _bt2(xb[i, r0, w0 + j], xb[i, r0 + 1, w0 + j], xb[i, r0 + 2, w0 + j],
+                     xb[i, r0 + 3, w0 + j], tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j])
+            for p in range(4):
+                _bt2(tmp[p, 0], tmp[p, 1], tmp[p, 2], tmp[p, 3], V[4 * p, t],
+                     V[4 * p + 1, t], V[4 * p + 2, t], V[4 * p + 3, t])
 
 
 @njit(**JIT_SERIAL)
@@ -246,30 +258,24 @@ def transform_output(M, bias, m, tmp, yb, acc, t0):
     """yb[i, ty*m + u, tx*m + v, :] = (A^T M_{t0 + t} A)[u, v] + bias for every tile ``t``
     of ``yb`` (the inverse of :func:`transform_input`'s tiling); ``acc`` (Cout)
     accumulates the results; ``tmp`` is ``(m, alpha, Cout)`` scratch."""
-    nimg, Hy, Wy, Cout = yb.shape
-    th, tw = Hy // m, Wy // m
-    t = t0
-    for i in range(nimg):
-        for ty in range(th):
-            r0 = ty * m
-            for tx in range(tw):
-                w0 = tx * m
-                if m == 4:
-                    for q in range(6):  # down each column: tmp[u, q] = sum_p A^T[u, p] M[p, q]
-                        _at4(M[q, t], M[6 + q, t], M[12 + q, t], M[18 + q, t], M[24 + q, t],
-                             M[30 + q, t], tmp[0, q], tmp[1, q], tmp[2, q], tmp[3, q])
-                    for u in range(4):
-                        _at4_out(tmp[u, 0], tmp[u, 1], tmp[u, 2], tmp[u, 3], tmp[u, 4],
-                                 tmp[u, 5], yb[i, r0 + u, w0], yb[i, r0 + u, w0 + 1],
-                                 yb[i, r0 + u, w0 + 2], yb[i, r0 + u, w0 + 3], bias, acc)
-                else:
-                    for q in range(4):
-                        _at2(M[q, t], M[4 + q, t], M[8 + q, t], M[12 + q, t], tmp[0, q],
-                             tmp[1, q])
-                    for u in range(2):
-                        _at2_out(tmp[u, 0], tmp[u, 1], tmp[u, 2], tmp[u, 3],
-                                 yb[i, r0 + u, w0], yb[i, r0 + u, w0 + 1], bias, acc)
-                t += 1
+    th, tw, ntiles = block_tiles(yb.shape, m, 0)
+    for k in range(ntiles):
+        i, r0, w0 = tile_origin(k, th, tw, m)
+        t = t0 + k
+        if m == 4:
+            for q in range(6):  # down each column: tmp[u, q] = sum_p A^T[u, p] M[p, q]
+                _at4(M[q, t], M[6 + q, t], M[12 + q, t], M[18 + q, t], M[24 + q, t],
+                     M[30 + q, t], tmp[0, q], tmp[1, q], tmp[2, q], tmp[3, q])
+            for u in range(4):
+                _at4_out(tmp[u, 0], tmp[u, 1], tmp[u, 2], tmp[u, 3], tmp[u, 4], tmp[u, 5],
+                         yb[i, r0 + u, w0], yb[i, r0 + u, w0 + 1], yb[i, r0 + u, w0 + 2],
+                         yb[i, r0 + u, w0 + 3], bias, acc)
+        else:
+            for q in range(4):
+                _at2(M[q, t], M[4 + q, t], M[8 + q, t], M[12 + q, t], tmp[0, q], tmp[1, q])
+            for u in range(2):
+                _at2_out(tmp[u, 0], tmp[u, 1], tmp[u, 2], tmp[u, 3], yb[i, r0 + u, w0],
+                         yb[i, r0 + u, w0 + 1], bias, acc)
 
 
 @njit(**JIT_SERIAL)
