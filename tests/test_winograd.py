@@ -275,11 +275,13 @@ def test_auto_rule():
     assert choose(_plan((8, 16, 56, 56), (16, 16, 3, 3))) == "winograd"
 
 
-def test_weight_cache_sees_in_place_updates():
-    """Transformed weights are reused only while the weights are bit-identical."""
+@pytest.mark.parametrize("c", [16, 9], ids=["64-bit-words", "odd-size-32-bit-words"])
+def test_weight_cache_sees_in_place_updates(c):
+    """Transformed weights are reused only while the weights are bit-identical (compared
+    as 64-bit words, or 32-bit ones where the size is odd: 9 x 9 x 3 x 3 float32)."""
     rng = np.random.default_rng(8)
-    x = rng.standard_normal((1, 16, 12, 12)).astype(np.float32)
-    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((1, c, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((c, c, 3, 3)).astype(np.float32)
     fc.conv2d(x, w, padding=1, algorithm="winograd")
     w[3, 2, 1, 1] += 1.0  # an optimiser step, in place
     w[0, 0, 0, 0] = -0.0

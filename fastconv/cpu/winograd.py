@@ -383,8 +383,8 @@ _U_LOCK = threading.Lock()
 @njit(**JIT_SERIAL)
 def _same_bits(a, b) -> bool:
     """Whether the integer arrays ``a`` and ``b`` (1-D, one size) are equal: an OR of XORs
-    per chunk (vectorised), stopping at the first differing chunk. 0.1 ms on W5's 2.4 MB
-    of weights where ``np.array_equal`` on the bit views took 0.8 ms."""
+    per chunk (vectorised), stopping at the first differing chunk. On W5's 2.4 MB of
+    weights, 1 thread: 0.23 ms as 64-bit words, 0.51 ms as 32-bit ones."""
     n = a.size
     for s in range(0, n, 4096):
         d = a[s] ^ a[s]
@@ -393,6 +393,14 @@ def _same_bits(a, b) -> bool:
         if d != 0:
             return False
     return True
+
+
+def _words(a) -> np.ndarray:
+    """The bits of the C-contiguous ``a`` as one 1-D run of 64-bit words (32-bit where
+    its size is not a multiple of 8 bytes): half the loop trips of 32-bit words (W5's
+    weights: 0.23 ms against 0.51, 1 thread)."""
+    flat = a.reshape(-1)
+    return flat.view(np.uint64) if flat.nbytes % 8 == 0 else flat.view(np.uint32)
 
 
 def _same_bits_parallel(a, b) -> bool:
@@ -428,8 +436,7 @@ def cached_weight_transform(w, groups: int, m: int, transposed: bool) -> np.ndar
     key = (m, transposed, groups, w.shape, w.dtype.str)
     with _U_LOCK:
         hit = _U_CACHE.get(key)
-    if hit is not None and _same_bits_parallel(hit[0].reshape(-1).view(np.uint32),
-                                               w.reshape(-1).view(np.uint32)):
+    if hit is not None and _same_bits_parallel(_words(hit[0]), _words(w)):
         return hit[1]
     if not np.isfinite(w).all():
         return None
