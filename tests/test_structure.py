@@ -328,6 +328,37 @@ def test_adding_an_algorithm_is_one_entry(registry_snapshot):
     assert fc.explain(fc.conv2d, x, w).chosen == "twice_as_fast"
 
 
+def test_adding_a_gradient_algorithm_is_one_entry(registry_snapshot):
+    """An entry with gradient cores is chosen by the gradients' "auto" where it is
+    cheapest, accepted by their ``algorithm=`` machinery and listed by ``explain``; its
+    fallback (NaN/Inf) is the next choice."""
+    calls = []
+
+    def input_core(be, plan, fallback):
+        calls.append(("input", fallback is not None))
+        return _algorithms.REGISTRY["direct"].grad_cores["input_grad"]["cpu"](be, plan, None)
+
+    def weight_core(be, plan, fallback):
+        calls.append(("weight", fallback is not None))
+        return _algorithms.REGISTRY["direct"].grad_cores["weight_grad"]["cpu"](be, plan, None)
+
+    _algorithms.register(Algorithm(
+        "cheap_grads", "the direct gradients, costed at a tenth (a test entry)",
+        ("input_grad", "weight_grad"), lambda p: None, lambda p: None,
+        lambda p: p.macs / (10 * _algorithms.RATE_DIRECT), {},
+        grad_cores={"input_grad": {"cpu": input_core}, "weight_grad": {"cpu": weight_core}}))
+    rng = np.random.default_rng(2)
+    x, w = rng.standard_normal((1, 2, 7, 7)), rng.standard_normal((3, 2, 3, 3))
+    g = rng.standard_normal((1, 3, 5, 5))
+    dx = fc.grad.conv2d_input(x.shape, w, g)
+    dw = fc.grad.conv2d_weight(x, w.shape, g)
+    assert calls == [("input", True), ("weight", True)]
+    assert dx.tobytes() == fc.grad.conv2d_input(x.shape, w, g, algorithm="direct").tobytes()
+    assert dw.tobytes() == fc.grad.conv2d_weight(x, w.shape, g, algorithm="direct").tobytes()
+    assert fc.explain(fc.grad.conv2d_weight, x, w.shape, g).chosen == "cheap_grads"
+    assert fc.explain(fc.conv2d, x, w).chosen != "cheap_grads"  # not a forward entry
+
+
 # --- explain ---------------------------------------------------------------------------
 
 
