@@ -30,13 +30,12 @@ from __future__ import annotations
 import ctypes
 import itertools
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
-
-from fastconv._warmup import light_blas_import
 
 try:
     from threadpoolctl import ThreadpoolController
@@ -88,7 +87,9 @@ def _load() -> dict:
     with _lock:
         if _state:
             return _state
-        cython_blas = light_blas_import()  # not all of scipy.linalg (0.2-0.4 s)
+        # loaded on its own by fastconv.cpu (``_warmup.light_blas_import``): not all of
+        # scipy.linalg (0.2-0.4 s of a first call)
+        cython_blas = sys.modules.get("scipy.linalg.cython_blas")
         if cython_blas is None:
             try:
                 from scipy.linalg import cython_blas

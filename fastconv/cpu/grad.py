@@ -37,7 +37,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from fastconv._algorithms import SERIAL_MAX_MACS
 from fastconv._config import JIT_PARALLEL, JIT_SERIAL
 from fastconv.cpu import blas, gemm, small
 from fastconv.cpu.conv import _serial_twin
@@ -67,13 +66,12 @@ def _dot4(seg, sw, g0, g1, g2, g3, zero):
     return s0, s1, s2, s3
 
 
-def weight_direct(xp, g, gw, stride, dilation, groups) -> None:
+def weight_direct(xp, g, gw, stride, dilation, groups, serial: bool = False) -> None:
     """The direct weight gradient (:func:`correlate_weight_direct`) of a padded input;
-    ``stride`` and ``dilation`` are per-axis (any sequence of 3 ints). Below
-    ``SERIAL_MAX_MACS`` multiply-adds it runs the kernel's serial twin: the same bits, no
-    thread wake-up, and a third of the parallel kernel's cold compile."""
-    core = (correlate_weight_direct_serial if g.size * gw[0].size < SERIAL_MAX_MACS
-            else correlate_weight_direct)
+    ``stride`` and ``dilation`` are per-axis (any sequence of 3 ints). ``serial``: run
+    the kernel's serial twin (tiny problems: the same bits, no thread wake-up, and a third
+    of the parallel kernel's cold compile)."""
+    core = correlate_weight_direct_serial if serial else correlate_weight_direct
     core(xp, g, gw, np.asarray(stride), np.asarray(dilation), groups)
 
 
