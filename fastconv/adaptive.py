@@ -174,6 +174,20 @@ _OUTPUT_SIZE = """output_size : int, None or tuple of int or None
         Output size per spatial axis (>= 0); an int applies to every axis, a ``None``
         entry keeps that axis's input size."""
 
+#: The Raises and Examples sections of every adaptive pooling docstring.
+_ADAPTIVE_SECTIONS = """
+    Raises
+    ------
+    ValueError
+        Wrong rank, an empty spatial axis, a bad ``output_size``.
+    TypeError
+        Complex, bool, object or string input.
+
+    Examples
+    --------
+    {example}
+    """
+
 _AVG_DOC = """Adaptive average pooling of {rank} signals ({shape}), as torch's
     ``adaptive_avg_pool{n}d``.
 
@@ -190,18 +204,7 @@ _AVG_DOC = """Adaptive average pooling of {rank} signals ({shape}), as torch's
     -------
     ndarray
         float32/float64 preserved; other real dtypes promoted to float32 or float64.
-
-    Raises
-    ------
-    ValueError
-        Wrong rank, an empty spatial axis, a bad ``output_size``.
-    TypeError
-        Complex, bool, object or string input.
-
-    Examples
-    --------
-    {example}
-    """
+""" + _ADAPTIVE_SECTIONS
 
 _MAX_DOC = """Adaptive max pooling of {rank} signals ({shape}), as torch's
     ``adaptive_max_pool{n}d``.
@@ -221,18 +224,7 @@ _MAX_DOC = """Adaptive max pooling of {rank} signals ({shape}), as torch's
     Returns
     -------
     ndarray, or (ndarray, ndarray of int64) with ``return_indices``
-
-    Raises
-    ------
-    ValueError
-        Wrong rank, an empty spatial axis, a bad ``output_size``.
-    TypeError
-        Complex, bool, object or string input.
-
-    Examples
-    --------
-    {example}
-    """
+""" + _ADAPTIVE_SECTIONS
 
 _EXAMPLES = {
     ("avg", 1): ">>> adaptive_avg_pool1d([[1., 2., 3., 4., 5.]], 2)\n    array([[2., 4.]])",
