@@ -45,10 +45,6 @@ SMALL_MIN_KG = 4
 SMALL_MIN_R = 16
 #: Fewest multiply-adds (smaller problems run the serial direct kernel).
 SMALL_MIN_MACS = 1 << 18
-#: Images per task (a constant: the tasks, and so the sums, never depend on threads).
-SMALL_BLOCK = 4
-#: Consecutive parts of the batch summed separately by the weight gradient.
-SMALL_PARTS = 4
 
 
 def applies(N: int, w_shape: tuple, out_spatial: tuple, groups: int, itemsize: int) -> bool:
@@ -65,12 +61,86 @@ def applies(N: int, w_shape: tuple, out_spatial: tuple, groups: int, itemsize: i
             and N * K * R * M >= SMALL_MIN_MACS)
 
 
+#: Target columns of one chunk's ``col`` block (``R x B*M``): the images are cut into
+#: chunks of ``B`` consecutive images (a function of the shapes only, never of threads).
+SMALL_CHUNK_COLS = 2048
+
+
+def chunks(N: int, M: int):
+    """``[(n0, n1), ...]``: the batch cut into equal chunks of consecutive images of about
+    ``SMALL_CHUNK_COLS`` output pixels each (at least one image); a function of the shapes
+    only, so every op's products are the same whatever the thread count."""
+    count = max(1, min(N, -(-N * M // SMALL_CHUNK_COLS)))
+    B = -(-N // count)
+    return [(n, min(N, n + B)) for n in range(0, N, B)]
+
+
 @njit(**JIT_SERIAL)
-def _gather(x, n, c0, kshape, stride, dilation, oshape, before, col):
-    """col[(c, a, b, e), (od, oh, ow)] = x[n, c0 + c, od*sd + a*dd - bd, oh*sh + b*dh - bh,
-    ow*sw + e*dw - bw], 0 outside ``x`` (zero padding read in place; ``before`` is
-    ``(bd, bh, bw)``, zeros for an input padded already). One image and group; ``col`` is
-    ``(Cg * taps, OD * OH * OW)``."""
+def _spans(KW, OW, W, sw, dw, bw):
+    """Per kernel column ``e``: the first and one-past-last output column ``ow`` whose
+    input column ``ow*sw + e*dw - bw`` lies inside ``[0, W)``."""
+    lo = np.empty(KW, np.int64)
+    hi = np.empty(KW, np.int64)
+    for e in range(KW):
+        w0 = e * dw - bw
+        a = 0
+        while a < OW and a * sw + w0 < 0:
+            a += 1
+        b = a
+        while b < OW and b * sw + w0 < W:
+            b += 1
+        lo[e], hi[e] = a, b
+    return lo, hi
+
+
+@njit(**JIT_SERIAL)
+def _gather_unit(x, xn0, cnt, c0, kshape, oshape, col):
+    """:func:`_gather`'s stride-1, undilated, unpadded case: col[(c, a, b, e), j*M + (od,
+    oh, ow)] = x[xn0 + j, c0 + c, od + a, oh + b, ow + e] for ``j`` in ``[0, cnt)``, whole
+    rows of ``col`` filled by contiguous runs."""
+    KD, KH, KW = kshape
+    OD, OH, OW = oshape
+    M = OD * OH * OW
+    Cg = col.shape[0] // (KD * KH * KW)
+    for c in range(Cg):
+        for a in range(KD):
+            for b in range(KH):
+                for e in range(KW):
+                    dst = col[((c * KD + a) * KH + b) * KW + e]
+                    for j in range(cnt):
+                        for od in range(OD):
+                            for oh in range(OH):
+                                src = x[xn0 + j, c0 + c, od + a, oh + b]
+                                o = j * M + (od * OH + oh) * OW
+                                for i in range(OW):
+                                    dst[o + i] = src[e + i]
+
+
+@njit(**JIT_SERIAL)
+def _pad_chunk(x, n0, n1, c0, Cg, before, grid):
+    """``(n1 - n0, Cg, *grid)``: the images ``[n0, n1)``, channels ``[c0, c0 + Cg)`` of
+    ``x`` zero-padded by ``before`` (and cropped or zero-filled to ``grid`` after)."""
+    D, H, W = x.shape[2], x.shape[3], x.shape[4]
+    bd, bh, bw = before
+    Dp, Hp, Wp = grid
+    xs = np.zeros((n1 - n0, Cg, Dp, Hp, Wp), x.dtype)
+    for n in range(n0, n1):
+        for c in range(Cg):
+            for d in range(max(0, -bd), min(D, Dp - bd)):
+                for h in range(max(0, -bh), min(H, Hp - bh)):
+                    dst = xs[n - n0, c, d + bd, h + bh]
+                    src = x[n, c0 + c, d, h]
+                    for i in range(max(0, -bw), min(W, Wp - bw)):
+                        dst[i + bw] = src[i]
+    return xs
+
+
+@njit(**JIT_SERIAL)
+def _gather(x, n0, n1, c0, kshape, stride, dilation, oshape, before, col):
+    """col[(c, a, b, e), (n - n0)*M + (od, oh, ow)] = x[n, c0 + c, od*sd + a*dd - bd,
+    oh*sh + b*dh - bh, ow*sw + e*dw - bw] for the images ``[n0, n1)``, 0 outside ``x``
+    (zero padding read in place; ``before`` is ``(bd, bh, bw)``, zeros for an input padded
+    already). ``col`` is ``(Cg * taps, (n1 - n0) * M)`` with ``M = OD * OH * OW``."""
     KD, KH, KW = kshape
     sd, sh, sw = stride
     dd, dh, dw = dilation
@@ -79,128 +149,169 @@ def _gather(x, n, c0, kshape, stride, dilation, oshape, before, col):
     D, H, W = x.shape[2], x.shape[3], x.shape[4]
     zero = col.dtype.type(0)
     Cg = col.shape[0] // (KD * KH * KW)
-    for c in range(Cg):
-        for a in range(KD):
-            for b in range(KH):
-                for e in range(KW):
-                    dst = col[((c * KD + a) * KH + b) * KW + e]
-                    w0 = e * dw - bw  # input column of ow = 0
-                    lo = min(OW, max(0, (-w0 + sw - 1) // sw))
-                    hi = max(lo, min(OW, (W - 1 - w0) // sw + 1)) if W - 1 - w0 >= 0 else lo
+    M = OD * OH * OW
+    if sd == 1 and sh == 1 and sw == 1 and dd == 1 and dh == 1 and dw == 1:
+        if bd == 0 and bh == 0 and bw == 0:
+            _gather_unit(x, n0, n1 - n0, c0, kshape, oshape, col)
+        else:  # a padded copy of the chunk: whole-row copies beat in-place bounds tests
+            grid = (OD + KD - 1, OH + KH - 1, OW + KW - 1)
+            xs = _pad_chunk(x, n0, n1, c0, Cg, before, grid)
+            _gather_unit(xs, 0, n1 - n0, 0, kshape, oshape, col)
+        return
+    lo, hi = _spans(KW, OW, W, sw, dw, bw)
+    for n in range(n0, n1):
+        m0 = (n - n0) * M
+        for c in range(Cg):
+            for a in range(KD):
+                for b in range(KH):
+                    r0 = ((c * KD + a) * KH + b) * KW
                     for od in range(OD):
                         d = od * sd + a * dd - bd
                         for oh in range(OH):
                             h = oh * sh + b * dh - bh
-                            o = (od * OH + oh) * OW
+                            o = m0 + (od * OH + oh) * OW
                             if d < 0 or d >= D or h < 0 or h >= H:
-                                for i in range(OW):
-                                    dst[o + i] = zero
+                                for e in range(KW):
+                                    for i in range(OW):
+                                        col[r0 + e, o + i] = zero
                                 continue
-                            src = x[n, c0 + c, d, h]
-                            for i in range(lo):
-                                dst[o + i] = zero
-                            if sw == 1:
-                                seg = src[w0 + lo : w0 + hi]
-                                out = dst[o + lo : o + hi]
-                                for i in range(hi - lo):
-                                    out[i] = seg[i]
-                            else:
-                                for i in range(lo, hi):
-                                    dst[o + i] = src[w0 + i * sw]
-                            for i in range(hi, OW):
-                                dst[o + i] = zero
+                            for e in range(KW):
+                                r = r0 + e
+                                w0 = e * dw - bw
+                                for i in range(lo[e]):
+                                    col[r, o + i] = zero
+                                if sw == 1:
+                                    for i in range(lo[e], hi[e]):
+                                        col[r, o + i] = x[n, c0 + c, d, h, w0 + i]
+                                else:
+                                    for i in range(lo[e], hi[e]):
+                                        col[r, o + i] = x[n, c0 + c, d, h, w0 + i * sw]
+                                for i in range(hi[e], OW):
+                                    col[r, o + i] = zero
 
 
 @njit(**JIT_SERIAL)
-def _scatter(dcol, gp, kshape, stride, dilation, oshape):
+def _scatter(dcol, m0, gp, kshape, stride, dilation, oshape):
     """The adjoint of :func:`_gather` for one image and group: gp[c, od*sd + a*dd,
-    oh*sh + b*dh, ow*sw + e*dw] += dcol[(c, a, b, e), (od, oh, ow)] (``gp`` is the
+    oh*sh + b*dh, ow*sw + e*dw] += dcol[(c, a, b, e), m0 + (od, oh, ow)] (``gp`` is the
     group's ``(Cg, Dp, Hp, Wp)`` padded grid; positions past it are dropped)."""
     KD, KH, KW = kshape
     sd, sh, sw = stride
     dd, dh, dw = dilation
     OD, OH, OW = oshape
     Cg, Dp, Hp, Wp = gp.shape
+    if (sd == 1 and sh == 1 and sw == 1 and dd == 1 and dh == 1 and dw == 1
+            and OD + KD - 1 <= Dp and OH + KH - 1 <= Hp and OW + KW - 1 <= Wp):
+        for c in range(Cg):  # every tap inside the grid: whole-row adds
+            for a in range(KD):
+                for b in range(KH):
+                    for e in range(KW):
+                        src = dcol[((c * KD + a) * KH + b) * KW + e]
+                        for od in range(OD):
+                            for oh in range(OH):
+                                dst = gp[c, od + a, oh + b]
+                                o = m0 + (od * OH + oh) * OW
+                                for i in range(OW):
+                                    dst[e + i] += src[o + i]
+        return
+    lo, hi = _spans(KW, OW, Wp, sw, dw, 0)
     for c in range(Cg):
         for a in range(KD):
             for b in range(KH):
-                for e in range(KW):
-                    src = dcol[((c * KD + a) * KH + b) * KW + e]
-                    for od in range(OD):
-                        d = od * sd + a * dd
-                        if d >= Dp:
+                r0 = ((c * KD + a) * KH + b) * KW
+                for od in range(OD):
+                    d = od * sd + a * dd
+                    if d >= Dp:
+                        break
+                    for oh in range(OH):
+                        h = oh * sh + b * dh
+                        if h >= Hp:
                             break
-                        for oh in range(OH):
-                            h = oh * sh + b * dh
-                            if h >= Hp:
-                                break
-                            row = gp[c, d, h]
-                            o = (od * OH + oh) * OW
+                        o = m0 + (od * OH + oh) * OW
+                        for e in range(KW):
+                            r = r0 + e
                             w0 = e * dw
-                            m = min(OW, (Wp - 1 - w0) // sw + 1) if w0 < Wp else 0
                             if sw == 1:
-                                dst = row[w0 : w0 + m]
-                                for i in range(m):
-                                    dst[i] += src[o + i]
+                                for i in range(hi[e]):
+                                    gp[c, d, h, w0 + i] += dcol[r, o + i]
                             else:
-                                for i in range(m):
-                                    row[w0 + i * sw] += src[o + i]
+                                for i in range(hi[e]):
+                                    gp[c, d, h, w0 + i * sw] += dcol[r, o + i]
 
 
 @njit(**JIT_SERIAL)
-def _forward_block(xp, wm, bias, out, n0, n1, kshape, stride, dilation, oshape, before, col):
-    """out[n, g*Kg:(g+1)*Kg] = wm[g] @ col_n,g + bias for the images ``[n0, n1)``
-    (``out`` is ``(N, K, M)``, ``wm`` is ``(groups, Kg, R)``)."""
+def _forward_chunk(xp, wm, bias, out, n0, n1, kshape, stride, dilation, oshape, before, col,
+                   gathered):
+    """out[n, g*Kg:(g+1)*Kg] = wm[g] @ col[g] + bias for the images ``[n0, n1)`` (``out``
+    is ``(N, K, M)``, ``wm`` is ``(groups, Kg, R)``, ``col`` the chunk's ``(groups, R,
+    (n1 - n0) * M)`` block, gathered here unless ``gathered``)."""
     groups, Kg = wm.shape[0], wm.shape[1]
-    Cg = col.shape[0] // (kshape[0] * kshape[1] * kshape[2])
-    for n in range(n0, n1):
-        for g in range(groups):
-            _gather(xp, n, g * Cg, kshape, stride, dilation, oshape, before, col)
-            y = np.dot(wm[g], col)
+    Cg = col.shape[1] // (kshape[0] * kshape[1] * kshape[2])
+    M = out.shape[2]
+    for g in range(groups):
+        if not gathered:
+            _gather(xp, n0, n1, g * Cg, kshape, stride, dilation, oshape, before, col[g])
+        y = np.dot(wm[g], col[g])
+        for n in range(n0, n1):
+            m0 = (n - n0) * M
             for k in range(Kg):
                 bk = bias[g * Kg + k]
-                dst = out[n, g * Kg + k]
-                src = y[k]
-                for i in range(dst.shape[0]):
-                    dst[i] = src[i] + bk
+                for i in range(M):
+                    out[n, g * Kg + k, i] = y[k, m0 + i] + bk
 
 
 @njit(**JIT_SERIAL)
-def _input_block(g, wt, bias, out, n0, n1, kshape, stride, dilation, oshape, before, gp):
-    """out[n] = crop(scatter(wt[grp] @ g[n, grp])) + bias for the images ``[n0, n1)``:
-    ``g`` is ``(N, K, M)``, ``wt`` is ``(groups, R, Kg)``, ``out`` is ``(N, C, D, H, W)``,
-    ``gp`` one image's ``(C, Dp, Hp, Wp)`` padded scratch grid, ``before`` the leading
-    padding per axis."""
+def _chunk_rows(g, n0, n1, k0, k1):
+    """``(k1 - k0, (n1 - n0) * M)``: the output-gradient rows ``[k0, k1)`` of the images
+    ``[n0, n1)`` side by side (``g`` is ``(N, K, M)``)."""
+    M = g.shape[2]
+    gk = np.empty((k1 - k0, (n1 - n0) * M), g.dtype)
+    for n in range(n0, n1):
+        m0 = (n - n0) * M
+        for k in range(k0, k1):
+            for i in range(M):
+                gk[k - k0, m0 + i] = g[n, k, i]
+    return gk
+
+
+@njit(**JIT_SERIAL)
+def _input_chunk(g, wt, bias, out, n0, n1, kshape, stride, dilation, oshape, before, gp):
+    """out[n] = crop(scatter(wt[grp] @ g[n, grp])) + bias for the images ``[n0, n1)``, one
+    product per group for the whole chunk: ``g`` is ``(N, K, M)``, ``wt`` is ``(groups,
+    R, Kg)``, ``out`` is ``(N, C, D, H, W)``, ``gp`` the chunk's ``(n1 - n0, C, Dp, Hp,
+    Wp)`` padded scratch grids, ``before`` the leading padding per axis."""
     groups, R, Kg = wt.shape
     C, D, H, W = out.shape[1], out.shape[2], out.shape[3], out.shape[4]
     Cg = C // groups
+    M = g.shape[2]
     bd, bh, bw = before
+    gp[...] = 0
+    for grp in range(groups):
+        dcol = np.dot(wt[grp], _chunk_rows(g, n0, n1, grp * Kg, (grp + 1) * Kg))
+        for n in range(n0, n1):
+            _scatter(dcol, (n - n0) * M, gp[n - n0, grp * Cg : (grp + 1) * Cg], kshape,
+                     stride, dilation, oshape)
     for n in range(n0, n1):
-        gp[...] = 0
-        for grp in range(groups):
-            dcol = np.dot(wt[grp], g[n, grp * Kg : (grp + 1) * Kg])
-            _scatter(dcol, gp[grp * Cg : (grp + 1) * Cg], kshape, stride, dilation, oshape)
         for c in range(C):
             bc = bias[c]
             for d in range(D):
                 for h in range(H):
-                    src = gp[c, bd + d, bh + h, bw : bw + W]
-                    dst = out[n, c, d, h]
                     for i in range(W):
-                        dst[i] = src[i] + bc
+                        out[n, c, d, h, i] = gp[n - n0, c, bd + d, bh + h, bw + i] + bc
 
 
 @njit(**JIT_SERIAL)
-def _weight_part(xp, g, acc, n0, n1, kshape, stride, dilation, oshape, before, col):
-    """acc[grp] = sum_{n in [n0, n1)} g[n, grp] @ col_n,grp^T, images in order (``g`` is
-    ``(N, K, M)``, ``acc`` is ``(groups, Kg, R)``)."""
+def _weight_chunk(xp, g, acc, n0, n1, kshape, stride, dilation, oshape, before, col,
+                  gathered):
+    """acc[grp] = g[n0:n1, grp] (Kg x (n1 - n0)*M) @ col[grp]^T: the chunk's share of the
+    weight gradient (``g`` is ``(N, K, M)``, ``acc`` is ``(groups, Kg, R)``, ``col`` the
+    chunk's ``(groups, R, (n1 - n0) * M)`` block, gathered here unless ``gathered``)."""
     groups, Kg = acc.shape[0], acc.shape[1]
-    Cg = col.shape[0] // (kshape[0] * kshape[1] * kshape[2])
-    acc[...] = 0
-    for n in range(n0, n1):
-        for grp in range(groups):
-            _gather(xp, n, grp * Cg, kshape, stride, dilation, oshape, before, col)
-            acc[grp] += np.dot(g[n, grp * Kg : (grp + 1) * Kg], col.T)
+    Cg = col.shape[1] // (kshape[0] * kshape[1] * kshape[2])
+    for grp in range(groups):
+        if not gathered:
+            _gather(xp, n0, n1, grp * Cg, kshape, stride, dilation, oshape, before, col[grp])
+        acc[grp] = np.dot(_chunk_rows(g, n0, n1, grp * Kg, (grp + 1) * Kg), col[grp].T)
 
 
 def _geometry(w_shape, stride, dilation, oshape):
@@ -208,14 +319,12 @@ def _geometry(w_shape, stride, dilation, oshape):
     return ints(w_shape[2:]), ints(stride), ints(dilation), ints(oshape)
 
 
-def _blocks(N: int):
-    return [(n, min(N, n + SMALL_BLOCK)) for n in range(0, N, SMALL_BLOCK)]
-
-
-def correlate(xp, w, bias, out, stride, dilation, groups, before=(0, 0, 0)):
+def correlate(xp, w, bias, out, stride, dilation, groups, before=(0, 0, 0), saved=None):
     """Forward correlation, same arguments and result as
     :func:`fastconv.cpu.conv.correlate` (5-D arrays; ``xp`` padded, or unpadded with its
-    zero padding read in place when ``before`` gives the leading padding per axis)."""
+    zero padding read in place when ``before`` gives the leading padding per axis).
+    ``saved``, a list, receives the chunks' ``col`` blocks for :func:`weight_gradient`'s
+    ``cols`` (a layer's saved state: the backward pass need not gather them again)."""
     N = xp.shape[0]
     K, Cg = w.shape[:2]
     kshape, st, dil, oshape = _geometry(w.shape, stride, dilation, out.shape[2:])
@@ -225,14 +334,19 @@ def correlate(xp, w, bias, out, stride, dilation, groups, before=(0, 0, 0)):
     b = np.ascontiguousarray(bias, dtype=out.dtype)
     out3 = out.reshape(N, K, M)
     bf = tuple(int(v) for v in before)
-    blocks = _blocks(N)
+    parts = chunks(N, M)
+    cols = [None] * len(parts)
 
     def task(i):
-        col = np.empty((R, M), dtype=out.dtype)
-        _forward_block(xp, wm, b, out3, *blocks[i], kshape, st, dil, oshape, bf, col)
+        n0, n1 = parts[i]
+        col = np.empty((groups, R, (n1 - n0) * M), dtype=out.dtype)
+        _forward_chunk(xp, wm, b, out3, n0, n1, kshape, st, dil, oshape, bf, col, False)
+        cols[i] = col
 
     with np.errstate(invalid="ignore", over="ignore"):
-        blas.parallel(task, len(blocks))
+        blas.parallel(task, len(parts))
+    if saved is not None:
+        saved[:] = cols
     return out
 
 
@@ -268,22 +382,24 @@ def input_gradient(g, w, bias, out, stride, dilation, before, groups):
     # the padded grid: the input plus its leading padding, long enough for every tap
     grid = tuple(max(bf[i] + out.shape[2 + i], (oshape[i] - 1) * st[i] + (kshape[i] - 1)
                      * dil[i] + 1) for i in range(3))
-    blocks = _blocks(N)
+    parts = chunks(N, M)
 
     def task(i):
-        gp = np.empty((C,) + grid, dtype=out.dtype)
-        _input_block(g3, wt, b, out, *blocks[i], kshape, st, dil, oshape, bf, gp)
+        n0, n1 = parts[i]
+        gp = np.empty((n1 - n0, C) + grid, dtype=out.dtype)
+        _input_chunk(g3, wt, b, out, n0, n1, kshape, st, dil, oshape, bf, gp)
 
     with np.errstate(invalid="ignore", over="ignore"):
-        blas.parallel(task, len(blocks))
+        blas.parallel(task, len(parts))
     return out
 
 
-def weight_gradient(xp, g, gw, stride, dilation, groups, before=(0, 0, 0)):
+def weight_gradient(xp, g, gw, stride, dilation, groups, before=(0, 0, 0), cols=None):
     """gw[k, c, r] = sum_{n, o} g[n, k, o] * xp[n, group(k)*Cg + c, o*stride + r*dilation]
     (same arguments as ``fastconv.cpu.grad.correlate_weight_direct``; ``xp`` padded, or
     unpadded with its zero padding read in place when ``before`` gives the leading padding
-    per axis)."""
+    per axis). The chunks' products are added in order. ``cols``: the blocks
+    :func:`correlate` saved for this input and geometry (not gathered again)."""
     N = xp.shape[0]
     K, Cg = gw.shape[:2]
     kshape, st, dil, oshape = _geometry(gw.shape, stride, dilation, g.shape[2:])
@@ -292,19 +408,24 @@ def weight_gradient(xp, g, gw, stride, dilation, groups, before=(0, 0, 0)):
     Kg = K // groups
     g3 = np.ascontiguousarray(g, dtype=gw.dtype).reshape(N, K, M)
     bf = tuple(int(v) for v in before)
-    parts = min(SMALL_PARTS, N)
-    bounds = [j * N // parts for j in range(parts + 1)]
-    acc = np.empty((parts, groups, Kg, R), dtype=gw.dtype)
+    parts = chunks(N, M)
+    acc = np.empty((len(parts), groups, Kg, R), dtype=gw.dtype)
+    if cols is not None and len(cols) != len(parts):
+        cols = None
 
-    def task(j):
-        col = np.empty((R, M), dtype=gw.dtype)
-        _weight_part(xp, g3, acc[j], bounds[j], bounds[j + 1], kshape, st, dil, oshape, bf,
-                     col)
+    def task(i):
+        n0, n1 = parts[i]
+        if cols is None:
+            col = np.empty((groups, R, (n1 - n0) * M), dtype=gw.dtype)
+        else:
+            col = cols[i]
+        _weight_chunk(xp, g3, acc[i], n0, n1, kshape, st, dil, oshape, bf, col,
+                      cols is not None)
 
     with np.errstate(invalid="ignore", over="ignore"):
-        blas.parallel(task, parts)
+        blas.parallel(task, len(parts))
     total = acc[0]
-    for j in range(1, parts):  # in order: the same sum for any thread count
+    for j in range(1, len(parts)):  # in order: the same sum for any thread count
         total += acc[j]
     gw[...] = total.reshape(gw.shape)
     return gw
