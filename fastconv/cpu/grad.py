@@ -69,7 +69,8 @@ def _dot4(seg, sw, g0, g1, g2, g3, zero):
     return s0, s1, s2, s3
 
 
-def correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto", pads=None):
+def correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto", pads=None,
+                     cols=None):
     """gw[k, c, r] = sum_{n, o} g[n, k, o] * xp[n, group(k)*C_g + c, o*stride + r*dilation].
 
     ``pads`` (3 (before, after) pairs), when given, means ``xp`` is the unpadded input
@@ -79,7 +80,8 @@ def correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto", pads
     "winograd" where :func:`winograd_weight_wins`), "winograd", "gemm" or "direct";
     "winograd" needs a 2-D 3x3 kernel at stride 1 and dilation 1 (else "gemm") and finite
     values (else direct); "gemm" needs unit strides, SciPy's BLAS and a finite ``xp``
-    (else direct).
+    (else direct). ``cols``: the small-image forward's saved ``col`` blocks of ``xp``
+    (``fastconv.cpu.small``; a layer's state), used where that path runs.
     """
     name = algorithm
     if name == "auto":
@@ -94,7 +96,7 @@ def correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto", pads
         name = "small"
     if name == "small":  # reads the zero padding in place
         before = (0, 0, 0) if pads is None else tuple(int(b) for b, _ in pads)
-        return small.weight_gradient(xp, g, gw, stride, dilation, groups, before)
+        return small.weight_gradient(xp, g, gw, stride, dilation, groups, before, cols)
     if name == "winograd":
         from fastconv.cpu import winograd_weight
 

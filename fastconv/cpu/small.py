@@ -26,6 +26,7 @@ count. The error is that of a BLAS product (as ``"gemm"``).
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 from numba import njit
@@ -241,77 +242,86 @@ def _scatter(dcol, m0, gp, kshape, stride, dilation, oshape):
 
 @njit(**JIT_SERIAL)
 def _forward_chunk(xp, wm, bias, out, n0, n1, kshape, stride, dilation, oshape, before, col,
-                   gathered):
+                   y, gathered):
     """out[n, g*Kg:(g+1)*Kg] = wm[g] @ col[g] + bias for the images ``[n0, n1)`` (``out``
     is ``(N, K, M)``, ``wm`` is ``(groups, Kg, R)``, ``col`` the chunk's ``(groups, R,
-    (n1 - n0) * M)`` block, gathered here unless ``gathered``)."""
+    (n1 - n0) * M)`` block, gathered here unless ``gathered``; ``y`` a ``(Kg, (n1 - n0) *
+    M)`` scratch)."""
     groups, Kg = wm.shape[0], wm.shape[1]
     Cg = col.shape[1] // (kshape[0] * kshape[1] * kshape[2])
     M = out.shape[2]
     for g in range(groups):
         if not gathered:
             _gather(xp, n0, n1, g * Cg, kshape, stride, dilation, oshape, before, col[g])
-        y = np.dot(wm[g], col[g])
+        np.dot(wm[g], col[g], y)
         for n in range(n0, n1):
             m0 = (n - n0) * M
             for k in range(Kg):
                 bk = bias[g * Kg + k]
+                dst = out[n, g * Kg + k]
+                src = y[k, m0 : m0 + M]
                 for i in range(M):
-                    out[n, g * Kg + k, i] = y[k, m0 + i] + bk
+                    dst[i] = src[i] + bk
 
 
 @njit(**JIT_SERIAL)
-def _chunk_rows(g, n0, n1, k0, k1):
-    """``(k1 - k0, (n1 - n0) * M)``: the output-gradient rows ``[k0, k1)`` of the images
-    ``[n0, n1)`` side by side (``g`` is ``(N, K, M)``)."""
+def _chunk_rows(g, n0, n1, k0, gk):
+    """gk[k, (n - n0)*M + i] = g[n, k0 + k, i]: output-gradient rows of the images ``[n0,
+    n1)`` side by side (``g`` is ``(N, K, M)``)."""
     M = g.shape[2]
-    gk = np.empty((k1 - k0, (n1 - n0) * M), g.dtype)
     for n in range(n0, n1):
         m0 = (n - n0) * M
-        for k in range(k0, k1):
+        for k in range(gk.shape[0]):
+            src = g[n, k0 + k]
+            dst = gk[k, m0 : m0 + M]
             for i in range(M):
-                gk[k - k0, m0 + i] = g[n, k, i]
-    return gk
+                dst[i] = src[i]
 
 
 @njit(**JIT_SERIAL)
-def _input_chunk(g, wt, bias, out, n0, n1, kshape, stride, dilation, oshape, before, gp):
+def _input_chunk(g, wt, bias, out, n0, n1, kshape, stride, dilation, oshape, before, gp, gk,
+                 dcol):
     """out[n] = crop(scatter(wt[grp] @ g[n, grp])) + bias for the images ``[n0, n1)``, one
     product per group for the whole chunk: ``g`` is ``(N, K, M)``, ``wt`` is ``(groups,
-    R, Kg)``, ``out`` is ``(N, C, D, H, W)``, ``gp`` the chunk's ``(n1 - n0, C, Dp, Hp,
-    Wp)`` padded scratch grids, ``before`` the leading padding per axis."""
+    R, Kg)``, ``out`` is ``(N, C, D, H, W)``, ``gp`` a ``(C, Dp, Hp, Wp)`` padded scratch
+    grid, ``gk`` and ``dcol`` ``(Kg, B*M)`` and ``(R, B*M)`` scratch, ``before`` the
+    leading padding per axis."""
     groups, R, Kg = wt.shape
     C, D, H, W = out.shape[1], out.shape[2], out.shape[3], out.shape[4]
     Cg = C // groups
     M = g.shape[2]
     bd, bh, bw = before
-    gp[...] = 0
     for grp in range(groups):
-        dcol = np.dot(wt[grp], _chunk_rows(g, n0, n1, grp * Kg, (grp + 1) * Kg))
+        _chunk_rows(g, n0, n1, grp * Kg, gk)
+        np.dot(wt[grp], gk, dcol)
         for n in range(n0, n1):
-            _scatter(dcol, (n - n0) * M, gp[n - n0, grp * Cg : (grp + 1) * Cg], kshape,
-                     stride, dilation, oshape)
-    for n in range(n0, n1):
-        for c in range(C):
-            bc = bias[c]
-            for d in range(D):
-                for h in range(H):
-                    for i in range(W):
-                        out[n, c, d, h, i] = gp[n - n0, c, bd + d, bh + h, bw + i] + bc
+            gpg = gp[grp * Cg : (grp + 1) * Cg]
+            gpg[...] = 0
+            _scatter(dcol, (n - n0) * M, gpg, kshape, stride, dilation, oshape)
+            for c in range(grp * Cg, (grp + 1) * Cg):
+                bc = bias[c]
+                for d in range(D):
+                    for h in range(H):
+                        src = gp[c, bd + d, bh + h]
+                        dst = out[n, c, d, h]
+                        for i in range(W):
+                            dst[i] = src[bw + i] + bc
 
 
 @njit(**JIT_SERIAL)
-def _weight_chunk(xp, g, acc, n0, n1, kshape, stride, dilation, oshape, before, col,
+def _weight_chunk(xp, g, acc, n0, n1, kshape, stride, dilation, oshape, before, col, gk,
                   gathered):
     """acc[grp] = g[n0:n1, grp] (Kg x (n1 - n0)*M) @ col[grp]^T: the chunk's share of the
     weight gradient (``g`` is ``(N, K, M)``, ``acc`` is ``(groups, Kg, R)``, ``col`` the
-    chunk's ``(groups, R, (n1 - n0) * M)`` block, gathered here unless ``gathered``)."""
+    chunk's ``(groups, R, (n1 - n0) * M)`` block, gathered here unless ``gathered``;
+    ``gk`` a ``(Kg, (n1 - n0) * M)`` scratch)."""
     groups, Kg = acc.shape[0], acc.shape[1]
     Cg = col.shape[1] // (kshape[0] * kshape[1] * kshape[2])
     for grp in range(groups):
         if not gathered:
             _gather(xp, n0, n1, grp * Cg, kshape, stride, dilation, oshape, before, col[grp])
-        acc[grp] = np.dot(_chunk_rows(g, n0, n1, grp * Kg, (grp + 1) * Kg), col[grp].T)
+        _chunk_rows(g, n0, n1, grp * Kg, gk)
+        np.dot(gk, col[grp].T, acc[grp])
 
 
 def _geometry(w_shape, stride, dilation, oshape):
@@ -319,34 +329,60 @@ def _geometry(w_shape, stride, dilation, oshape):
     return ints(w_shape[2:]), ints(stride), ints(dilation), ints(oshape)
 
 
+_LOCAL = threading.local()
+#: Scratch sets kept per calling thread (the most recent shapes).
+SCRATCH_KEYS = 8
+
+
+def _scratch(tag: str, shapes: list, dtype) -> list:
+    """Arrays of ``shapes`` kept for the calling thread and reused call after call: a
+    fresh multi-megabyte ``col`` block costs more in first-touch page faults than its
+    products (2 of LeNet's 3.3 ms conv2 forward)."""
+    cache = getattr(_LOCAL, "bufs", None)
+    if cache is None:
+        cache = _LOCAL.bufs = {}
+    key = (tag, np.dtype(dtype).str, tuple(shapes))
+    bufs = cache.get(key)
+    if bufs is None:
+        if len(cache) >= SCRATCH_KEYS:
+            cache.clear()
+        bufs = cache[key] = [np.empty(s, dtype) for s in shapes]
+    return bufs
+
+
 def correlate(xp, w, bias, out, stride, dilation, groups, before=(0, 0, 0), saved=None):
     """Forward correlation, same arguments and result as
     :func:`fastconv.cpu.conv.correlate` (5-D arrays; ``xp`` padded, or unpadded with its
     zero padding read in place when ``before`` gives the leading padding per axis).
     ``saved``, a list, receives the chunks' ``col`` blocks for :func:`weight_gradient`'s
-    ``cols`` (a layer's saved state: the backward pass need not gather them again)."""
+    ``cols`` (a layer's saved state: the backward pass need not gather them again); blocks
+    of the right shapes already in it are reused."""
     N = xp.shape[0]
     K, Cg = w.shape[:2]
     kshape, st, dil, oshape = _geometry(w.shape, stride, dilation, out.shape[2:])
     R = Cg * math.prod(kshape)
     M = math.prod(oshape)
-    wm = np.ascontiguousarray(w.reshape(groups, K // groups, R))
+    Kg = K // groups
+    wm = np.ascontiguousarray(w.reshape(groups, Kg, R))
     b = np.ascontiguousarray(bias, dtype=out.dtype)
     out3 = out.reshape(N, K, M)
     bf = tuple(int(v) for v in before)
     parts = chunks(N, M)
-    cols = [None] * len(parts)
+    col_shapes = [(groups, R, (n1 - n0) * M) for n0, n1 in parts]
+    if saved is None:
+        cols = _scratch("col", col_shapes, out.dtype)
+    else:
+        if [(c.shape, c.dtype) for c in saved] != [(s, out.dtype) for s in col_shapes]:
+            saved[:] = [np.empty(s, out.dtype) for s in col_shapes]
+        cols = saved
+    ys = _scratch("y", [(Kg, (n1 - n0) * M) for n0, n1 in parts], out.dtype)
 
     def task(i):
-        n0, n1 = parts[i]
-        col = np.empty((groups, R, (n1 - n0) * M), dtype=out.dtype)
-        _forward_chunk(xp, wm, b, out3, n0, n1, kshape, st, dil, oshape, bf, col, False)
-        cols[i] = col
+        _forward_chunk(xp, wm, b, out3, *parts[i], kshape, st, dil, oshape, bf, cols[i], ys[i],
+                       False)
 
     with np.errstate(invalid="ignore", over="ignore"):
         blas.parallel(task, len(parts))
-    if saved is not None:
-        saved[:] = cols
     return out
 
 
@@ -358,6 +394,7 @@ def zero_padding_core(pads):
     def core(x, w, bias, out, stride, dilation, groups):
         return correlate(x, w, bias, out, stride, dilation, groups, before)
 
+    core.small_before = before  # marks the small-image core (layers keep its col blocks)
     return core
 
 
@@ -383,11 +420,13 @@ def input_gradient(g, w, bias, out, stride, dilation, before, groups):
     grid = tuple(max(bf[i] + out.shape[2 + i], (oshape[i] - 1) * st[i] + (kshape[i] - 1)
                      * dil[i] + 1) for i in range(3))
     parts = chunks(N, M)
+    gps = _scratch("gp", [(C,) + grid] * len(parts), out.dtype)
+    gks = _scratch("gk", [(Kg, (n1 - n0) * M) for n0, n1 in parts], out.dtype)
+    dcols = _scratch("dcol", [(R, (n1 - n0) * M) for n0, n1 in parts], out.dtype)
 
     def task(i):
-        n0, n1 = parts[i]
-        gp = np.empty((n1 - n0, C) + grid, dtype=out.dtype)
-        _input_chunk(g3, wt, b, out, n0, n1, kshape, st, dil, oshape, bf, gp)
+        _input_chunk(g3, wt, b, out, *parts[i], kshape, st, dil, oshape, bf, gps[i], gks[i],
+                     dcols[i])
 
     with np.errstate(invalid="ignore", over="ignore"):
         blas.parallel(task, len(parts))
@@ -409,18 +448,17 @@ def weight_gradient(xp, g, gw, stride, dilation, groups, before=(0, 0, 0), cols=
     g3 = np.ascontiguousarray(g, dtype=gw.dtype).reshape(N, K, M)
     bf = tuple(int(v) for v in before)
     parts = chunks(N, M)
+    col_shapes = [(groups, R, (n1 - n0) * M) for n0, n1 in parts]
+    gathered = cols is not None and [(c.shape, c.dtype) for c in cols] == [
+        (s, gw.dtype) for s in col_shapes]
+    if not gathered:
+        cols = _scratch("col", col_shapes, gw.dtype)
+    gks = _scratch("gk", [(Kg, (n1 - n0) * M) for n0, n1 in parts], gw.dtype)
     acc = np.empty((len(parts), groups, Kg, R), dtype=gw.dtype)
-    if cols is not None and len(cols) != len(parts):
-        cols = None
 
     def task(i):
-        n0, n1 = parts[i]
-        if cols is None:
-            col = np.empty((groups, R, (n1 - n0) * M), dtype=gw.dtype)
-        else:
-            col = cols[i]
-        _weight_chunk(xp, g3, acc[i], n0, n1, kshape, st, dil, oshape, bf, col,
-                      cols is not None)
+        _weight_chunk(xp, g3, acc[i], *parts[i], kshape, st, dil, oshape, bf, cols[i], gks[i],
+                      gathered)
 
     with np.errstate(invalid="ignore", over="ignore"):
         blas.parallel(task, len(parts))
