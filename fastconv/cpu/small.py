@@ -1,25 +1,31 @@
 """Small images (a few hundred to a thousand outputs per plane, few channels): every op of
-a correlation as one BLAS product per image on a whole-image ``im2col`` block.
+a correlation as one BLAS product per chunk of images on their ``im2col`` block.
 
 LeNet's layers (28x28 and 14x14 planes, 1-16 channels, 5x5 kernels) are too small for
 the row-chunked GEMM and too few-channelled for the direct kernel's 4-channel blocks; a
-training step spent most of its time in per-call and per-row overheads. Here an image's
-whole receptive-field matrix ``col`` (``R x M`` with ``R = Cg * taps`` and ``M`` the
-output pixels, at most ``SMALL_MAX_COL_BYTES``) is gathered by a serial Numba kernel and
-multiplied by Numba's ``np.dot`` (the BLAS SciPy links), all in one ``nogil`` call per
-block of ``SMALL_BLOCK`` images; blocks run as tasks on the fastconv threads
-(``fastconv.cpu.blas.parallel``, single-threaded BLAS meanwhile):
+training step spent most of its time in per-call and per-row overheads. Here the batch
+is cut into chunks of consecutive images (:func:`chunks`: about ``SMALL_CHUNK_COLS``
+output pixels each, a function of the shapes only); a chunk's receptive-field matrix
+``col`` (``R x B*M`` with ``R = Cg * taps``, ``B`` images and ``M`` output pixels per
+image, the images side by side) is gathered by a serial Numba kernel (whole-row copies
+at unit stride; zero padding through a padded copy of the chunk) and multiplied by
+Numba's ``np.dot`` (the BLAS SciPy links), all in one ``nogil`` call per chunk; chunks
+run as tasks on the fastconv threads (``fastconv.cpu.blas.parallel``, single-threaded
+BLAS meanwhile) with scratch blocks kept per calling thread (fresh multi-megabyte blocks
+cost more in first-touch page faults than the products):
 
-- forward: ``out[n, g] (Kg x M) = W_g (Kg x R) @ col_n,g (R x M) + bias``;
-- input gradient (``col2im``): ``dcol (R x M) = W_g^T (R x Kg) @ grad_output[n, g]
-  (Kg x M)``, then scatter-added onto the padded grid and cropped (no spread grid, no
-  flipped-kernel correlation of mostly zeros);
-- weight gradient: ``dW_g (Kg x R) = sum_n grad_output[n, g] (Kg x M) @ col_n,g^T``,
-  the images summed in ``SMALL_PARTS`` consecutive parts (a constant), the parts added
-  in order.
+- forward: ``out[chunk, g] (Kg x B*M) = W_g (Kg x R) @ col_g (R x B*M) + bias``;
+  :func:`correlate` can hand its blocks to the caller (``saved``: a layer keeps them, as
+  PyTorch keeps its saved tensors) for the weight gradient (``cols``);
+- input gradient (``col2im``): ``dcol (R x B*M) = W_g^T (R x Kg) @ grad_output[chunk,
+  g] (Kg x B*M)``, then scatter-added onto each image's padded grid and cropped (no
+  spread grid, no flipped-kernel correlation of mostly zeros);
+- weight gradient: ``dW_g (Kg x R) = grad_output[chunk, g] (Kg x B*M) @ col_g^T`` per
+  chunk (``col_g @ grad_output^T`` with operands as stored from ``SMALL_DW_TRANSPOSED_R``
+  rows), the chunks' products added in order.
 
-Every image's products are the same BLAS calls whatever the thread count and however the
-blocks fall to threads, so results are bit-identical run to run and for any thread
+Every chunk's products are the same BLAS calls whatever the thread count and however the
+chunks fall to threads, so results are bit-identical run to run and for any thread
 count. The error is that of a BLAS product (as ``"gemm"``).
 """
 
