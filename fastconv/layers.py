@@ -99,7 +99,7 @@ class _ConvNd(_Layer):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
                     groups=self.groups, padding_mode=self.padding_mode)
 
-    _small = None  # (plan, 5-D input): the forward ran the small-image GEMM
+    _small = None  # the plan of a forward that ran the small-image GEMM
     _cols = None  # that forward's im2col blocks (reused by the next forward)
 
     def forward(self, x) -> np.ndarray:
