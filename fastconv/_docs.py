@@ -51,6 +51,18 @@ def fill(**extra):
     return deco
 
 
+def rank_doc(template: str, nspatial: int, **extra):
+    """Decorator: ``template`` filled for rank ``nspatial`` (:data:`RANKS`' texts, ``{n}``
+    and ``extra``) as the function's docstring: one docstring for the 1-D, 2-D and 3-D
+    versions of an op."""
+
+    def deco(f):
+        f.__doc__ = template
+        return fill(n=nspatial, **RANKS[nspatial], **extra)(f)
+
+    return deco
+
+
 #: Shape texts of the conv families per rank (conv, convolve, conv_transpose, gradients).
 RANKS = {
     1: dict(rank="1-D", shape_in="(N, C, L) or (C, L)", shape_out="(N, K, L_out) or (K, L_out)",

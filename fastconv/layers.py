@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from fastconv import _dask, _dispatch, _run, conv, grad, pool
-from fastconv._algorithms import correlation_core
+from fastconv._algorithms import correlation_core, grad_core
 from fastconv._plan import plan_conv, plan_pool
 from fastconv._shapes import resolve_padding
 from fastconv._validate import as_int, check_padding_mode, ntuple
@@ -157,13 +157,14 @@ class _ConvNd(_Layer):
                 or grad_output.shape != plan.user_shape(plan.out_shape)
                 or grad_output.dtype.kind != "f"):
             return None
-        from fastconv.cpu import grad as cpu_grad
-
+        be = _dispatch.backend("cpu")
+        core = grad_core("cpu", be, "auto", plan, "weight_grad")
+        if not getattr(core, "small_cols", False):
+            return None
         x5 = np.asarray(x, plan.dtype).reshape(plan.x_shape)
         g5 = np.asarray(grad_output, plan.dtype).reshape(plan.out_shape)
         gw = np.empty(plan.w_shape, plan.dtype)
-        cpu_grad.correlate_weight(x5, g5, gw, np.array(plan.stride), np.array(plan.dilation),
-                                  plan.groups, pads=plan.pads, cols=self._cols)
+        core(x5, g5, gw, cols=self._cols)
         return gw.reshape(self.weight.shape)
 
     def backward(self, grad_output, *, input_grad: bool = True) -> np.ndarray | None:

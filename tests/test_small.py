@@ -224,7 +224,7 @@ def test_max_pool_layer_other_windows_take_the_library_path():
 
 
 @pytest.mark.parametrize("xs, ws, pad", LENET + [((16, 4, 12, 12), (8, 2, 3, 4), 1)])
-def test_conv_layer_keeps_its_blocks_and_matches_the_functions(xs, ws, pad):
+def test_conv_layer_keeps_its_blocks_and_matches_the_functions(xs, ws, pad, monkeypatch):
     """A Conv2d layer on the small path keeps its forward's im2col blocks for the weight
     gradient: the same numbers as conv2d / conv2d_weight / conv2d_input exactly, and a
     change to the input after forward (or another layer's call) changes nothing."""
@@ -243,7 +243,16 @@ def test_conv_layer_keeps_its_blocks_and_matches_the_functions(xs, ws, pad):
     x0 = x.copy()
     x[...] = 7  # the layer's state is its own copy
     other(x)  # another layer of the same shapes keeps its own blocks
+    given = []
+    weight_gradient = small.weight_gradient
+
+    def spy(*args):
+        given.append(args[7])
+        return weight_gradient(*args)
+
+    monkeypatch.setattr(small, "weight_gradient", spy)
     gx = layer.backward(g)
+    assert given == [layer._cols]  # the kept blocks, not gathered again
     assert np.array_equal(layer.weight_grad, want_w)
     assert np.array_equal(gx, want_x)
     oracle = ref.conv_weight_nd(x0.astype(np.float64), layer.weight.shape,

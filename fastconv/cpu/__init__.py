@@ -9,6 +9,7 @@ The backend contract follows (``fastconv._dispatch.CONTRACT_DOC``, appended belo
 from __future__ import annotations
 
 import importlib
+import sys
 
 import numpy as np
 
@@ -31,7 +32,7 @@ _LAZY = {
                      "adaptive_max_pool_backward", "lp_finish", "lp_grad_in", "lp_grad_out",
                      "mul_sign", "power", "signed_abs"), "adaptive"),
     "correlate": "conv",
-    **dict.fromkeys(("correlate_input", "correlate_weight", "unpad"), "grad"),
+    "unpad": "grad",
     **dict.fromkeys(("avg_pool", "avg_pool_backward", "max_pool", "max_pool_backward"), "pool"),
     **dict.fromkeys(("max_unpool", "max_unpool_backward"), "unpool"),
 }
@@ -68,6 +69,28 @@ def zeros(shape, dtype) -> np.ndarray:
 def sum_channels(g3, out) -> None:
     """out[k] = sum_{n, s} g3[n, k, s] (the bias gradient)."""
     np.sum(g3, axis=(0, 2), out=out)
+
+
+def correlate_input(g, w, bias, out, spread_shape, spread_src, spread_dst, dilation, groups,
+                    pads, mode, algorithm="auto"):
+    """The input gradient into ``out`` (returned, folded for a non-zero ``mode``) by the
+    core of ``algorithm`` that the registry builds (``fastconv._algorithms``; "auto": its
+    choice); the kernels are in ``fastconv.cpu.grad``."""
+    from fastconv import _algorithms
+
+    return _algorithms.backend_input_grad(
+        sys.modules[__name__], "cpu", g, w, bias, out, spread_shape, spread_src, spread_dst,
+        dilation, groups, pads, mode, algorithm)
+
+
+def correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto", pads=None):
+    """The weight gradient into ``gw`` (returned) by the core of ``algorithm`` that the
+    registry builds (``fastconv._algorithms``; "auto": its choice); with ``pads``, ``xp``
+    is the unpadded input and its padding zeros."""
+    from fastconv import _algorithms
+
+    return _algorithms.backend_weight_grad(sys.modules[__name__], "cpu", xp, g, gw, stride,
+                                           dilation, groups, algorithm, pads)
 
 
 def finish(out, like):
