@@ -40,6 +40,25 @@ DOCS = {
 }
 
 
+#: The sections a ``*_backward`` docstring ends with, after its own summary: ``{op}`` is
+#: the forward op, ``{output}`` names its output ("its output"), ``{example}`` the example
+#: (all filled with the summary's fields).
+GRAD_SECTIONS = """
+    Returns
+    -------
+    ndarray, shape of ``x``
+
+    Raises
+    ------
+    ValueError
+        As ``{op}``, and when ``grad_output`` does not have {output}'s shape.
+
+    Examples
+    --------
+    {example}
+    """
+
+
 def fill(**extra):
     """Decorator: substitute ``{stride}``, ``{padding}``, ... in a docstring."""
 
