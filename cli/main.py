@@ -95,10 +95,11 @@ def main(argv=None) -> None:
     Run as the process's own command (``argv`` None: the ``fastconv`` script, ``python -m
     fastconv``), the process ends right after the command, its output flushed, without
     the interpreter's teardown: with Numba loaded that teardown (freeing every module's
-    objects, joining idle thread pools) was 0.2-0.3 s of CPU per command, a quarter of a
-    warm ``fastconv convolve``. Every file is complete and in place before the command
-    returns (atomic writes), so there is nothing left for the teardown to do. Called with
-    ``argv``, it raises ``SystemExit`` as Click does.
+    objects, joining idle thread pools) took a warm ``fastconv convolve`` of a 2048x2048
+    ``.npy`` from 1.17 to 1.39 s (0.1 s of CPU; loaded 2-core machine). Every file is
+    complete and in place before the command returns (atomic writes), so there is nothing
+    left for the teardown to do. Called with ``argv``, it raises ``SystemExit`` as Click
+    does.
     """
     if argv is not None:
         cli.main(args=argv, prog_name="fastconv")
