@@ -197,7 +197,7 @@ def _task_grad(dtype: str) -> None:
     grad.conv_bias(g)
     x32, g32 = _rng_arrays(dtype, (2, 32, 32, 32), (2, 32, 32, 32))
     grad.conv2d_weight(x32, (32, 32, 3, 3), g32, padding=1)  # "auto": Winograd
-    # small images (LeNet's second layer): one product per image on its im2col block
+    # small images (LeNet's second layer): one product per chunk of images on its im2col block
     xs, ws, gs = _rng_arrays(dtype, (8, 6, 14, 14), (16, 6, 5, 5), (8, 16, 10, 10))
     conv.conv2d(xs, ws)
     grad.conv2d_input(xs.shape, ws, gs)
