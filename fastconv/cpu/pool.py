@@ -40,6 +40,10 @@ PLANE_TASKS = 64
 #: Below this many input + output elements a call runs on the calling thread only.
 SERIAL_ELEMENTS = 1 << 15
 
+#: Average-pooling backward: the most W taps per column phase (``ceil(kw / sw)``) the
+#: phase-sum kernel takes; longer columns keep the per-column loop (its sums' order).
+LONG_COVER = 3
+
 _pool_lock = threading.Lock()
 _pool: list = []
 
@@ -272,75 +276,188 @@ def avg_pool_sums(x, out, kernel, stride, pads, div_d, div_h, div_w, nbuf, RB, n
 
 
 @njit(inline="always", **JIT_SERIAL)
-def _argmax_taps(best, at, seg, first, s):
-    """One tap of a row of windows: where seg[o*s] beats best[o] (or best is unset, at < 0;
-    a NaN always wins), take it and its flat index first + o*s. Branch-free selects."""
-    for o in range(best.shape[0]):
-        v, m, q = seg[o * s], best[o], at[o]
-        take = (q < 0) | (v > m) | (v != v)
-        best[o] = v if take else m
-        at[o] = first + o * s if take else q
+def _later_wins(xv, xi, yv, yi):
+    """Whether ``(yv, yi)`` beats ``(xv, xi)`` for PyTorch's row-major scan of a window
+    (``v > m or isnan(v)``), given as a total order: a NaN beats every number and a later
+    NaN (larger flat index) an earlier one; among numbers the larger value, then the
+    smaller flat index (the first maximum). Branch-free (vectorizes)."""
+    return ((yv != yv) & ((xv == xv) | (yi > xi))) | (
+        (xv == xv) & ((yv > xv) | ((yv == xv) & (yi < xi))))
 
 
 @njit(**JIT_SERIAL)
-def max_pool_grad(x, g, gx, kernel, stride, pads, dilation, at_like, t_lo, t_hi):
+def max_pool_grad(x, g, gx, kernel, stride, pads, dilation, nbuf, at_like, t_lo, t_hi):
     """gx[n, c] = 0, then each g[n, c, o] added at its window's first maximum (NaN wins,
     PyTorch's rule; a window with no tap inside ``x`` sends nothing); ``gx`` is
-    ``(N*C, D*H*W)``. One task per input volume ``(n, c)`` (race-free). A whole output
-    row is scanned at once, tap by tap in each window's row-major order, with
-    branch-free selects (vectorized over the row); the adds then go in output order."""
+    ``(N*C, D*H*W)``. One task per input volume ``(n, c)`` (race-free; the volume stays
+    in cache while it is zeroed and added to). Per output row, contiguous and
+    vectorized: the window's rows (in row-major order) reduce column-wise to each
+    column's winner and its flat index, in a row buffer padded (``nbuf`` long) with -inf
+    at index ``D*H*W`` (never a winner); the ``kw`` columns of every window then
+    combine by :func:`_later_wins` (the same winner as the row-major scan), and the
+    adds go in output order, as the scan-and-add loop did (the same sums, bit for bit)."""
     N, C, D, H, W = x.shape
     OD, OH, OW = g.shape[2], g.shape[3], g.shape[4]
     kd, kh, kw = kernel[0], kernel[1], kernel[2]
     sd, sh, sw = stride[0], stride[1], stride[2]
     pd, ph, pw = pads[0], pads[1], pads[2]
     dd, dh, dw = dilation[0], dilation[1], dilation[2]
+    size = D * H * W  # the padding's index: past every input
+    nh_cols = (OW - 1) * sw + 1
+    vb = np.empty(nbuf, dtype=x.dtype)
+    vi = np.empty(nbuf, dtype=at_like.dtype)
+    for j in range(nbuf):
+        vb[j] = -np.inf
+        vi[j] = size
+    rb, ri = vb[pw : pw + W], vi[pw : pw + W]
+    hb = np.empty(nh_cols, dtype=x.dtype)
+    hi = np.empty(nh_cols, dtype=at_like.dtype)
     for t in range(t_lo, t_hi):
         n, c = t // C, t % C
         vol, gv = x[n, c], gx[t]
         gv[:] = 0
-        best = np.empty(OW, dtype=x.dtype)
-        at = np.empty(OW, dtype=at_like.dtype)
         for od in range(OD):
             d0 = od * sd - pd
             dlo, dhi = _taps(d0, kd, dd, D)
             for oh in range(OH):
                 h0 = oh * sh - ph
                 hlo, hhi = _taps(h0, kh, dh, H)
-                at[:] = -1
-                best[:] = -np.inf
+                if dhi <= dlo or hhi <= hlo:
+                    continue
                 for a in range(dlo, dhi):
                     i = d0 + a * dd
                     for b in range(hlo, hhi):
                         j = h0 + b * dh
-                        row = vol[i, j]
+                        src = vol[i, j]
                         base = (i * H + j) * W
-                        for e in range(kw):
-                            off = e * dw - pw  # column of output ow: ow*sw + off
-                            lo = 0 if off >= 0 else min(OW, (sw - 1 - off) // sw)
-                            hi = max(lo, min(OW, (W - 1 - off) // sw + 1))
-                            seg = row[lo * sw + off :]
-                            bs, ats = best[lo:hi], at[lo:hi]
-                            first = base + lo * sw + off
-                            if sw == 1:  # literal strides: vector loads, not gathers
-                                _argmax_taps(bs, ats, seg, first, 1)
-                            elif sw == 2:
-                                _argmax_taps(bs, ats, seg, first, 2)
-                            else:
-                                _argmax_taps(bs, ats, seg, first, sw)
+                        if a == dlo and b == hlo:
+                            for w in range(W):
+                                rb[w] = src[w]
+                                ri[w] = base + w
+                        else:
+                            for w in range(W):
+                                v, m = src[w], rb[w]
+                                take = (v > m) | (v != v)
+                                rb[w] = v if take else m
+                                ri[w] = base + w if take else ri[w]
+                for q in range(nh_cols):
+                    hb[q] = vb[q]
+                    hi[q] = vi[q]
+                for e in range(1, kw):
+                    seg_b, seg_i = vb[e * dw : e * dw + nh_cols], vi[e * dw : e * dw + nh_cols]
+                    for q in range(nh_cols):
+                        xv, xi, yv, yi = hb[q], hi[q], seg_b[q], seg_i[q]
+                        take = _later_wins(xv, xi, yv, yi)
+                        hb[q] = yv if take else xv
+                        hi[q] = yi if take else xi
                 grow = g[n, c, od, oh]
                 for ow in range(OW):
-                    q = at[ow]
-                    if q >= 0:
+                    q = hi[ow * sw]
+                    if q < size:
                         gv[q] += grow[ow]
 
 
+@njit(inline="always", **JIT_SERIAL)
+def _interleave(acc, dst, pw, s):
+    """dst[e] = acc[q % s, q // s] for column ``q = e + pw`` (rounded to dst's dtype): the
+    phases back in column order (with a literal ``s``, whole vectors)."""
+    n = dst.shape[0]
+    full = n // s
+    for m in range(full):
+        for b in range(s):
+            q = b + pw
+            dst[m * s + b] = acc[q % s, m + q // s]
+    for e in range(full * s, n):
+        q = e + pw
+        dst[e] = acc[q % s, q // s]
+
+
 @njit(**JIT_SERIAL)
-def avg_pool_grad(g, gx, cover_d, cover_h, cover_w, div_d, div_h, div_w, t_lo, t_hi):
+def avg_pool_grad(g, gx, cover_d, cover_h, kernel, stride, pads, div_d, div_h, div_w, nbuf,
+                  t_lo, t_hi):
     """gx[n, c, i] = sum over windows o holding input i of g[n, c, o] / divisor(o);
     ``cover_*[i]`` is the range [lo, hi) of outputs whose window holds input i. One task
-    per input plane ``(n, c, id)``: depth taps and divisors into an ``(OH, OW)`` plane,
-    then per input row the covering output rows into one row, then the columns."""
+    per input plane ``(n, c, id)``: depth taps and divisors into an ``(OH, OW)`` plane
+    (sums in output order), then per input row the covering output rows into one row
+    (the same), then the columns. Column ``q = e + pw`` of the padded row (``nbuf``
+    columns) sums, in float64 and in output order, the row's entries ``ow`` with ``q = ow*sw + r``
+    for a tap ``r``; by phase ``ph = q % sw`` (taps ``r = ph, ph + sw, ...``) these are
+    contiguous, vectorized sums of shifted copies of the zero-padded row (adding 0.0
+    changes no float64 sum), interleaved back into column order. Where a column sums at
+    most two entries (``kw <= 2*sw``) the sums run in the row's dtype: one rounding of
+    the exact sum of two floats, what the float64 sum gives once rounded."""
+    N, C, OD, OH, OW = g.shape
+    D, H = gx.shape[2], gx.shape[3]
+    kw, sw, pw = kernel[2], stride[2], pads[2]
+    M = (nbuf + sw - 1) // sw  # columns per phase
+    T = (kw + sw - 1) // sw  # the most taps of a phase
+    short = T <= 2
+    planes = np.empty((OH, OW), dtype=g.dtype)
+    row = np.zeros(M + T, dtype=g.dtype)  # row[T - 1 + ow]: zeros either side
+    acc = np.zeros((sw, M), dtype=np.float64)
+    acc_s = np.zeros((sw, M), dtype=g.dtype)
+    for t in range(t_lo, t_hi):
+        i = t % D
+        c = (t // D) % C
+        n = t // (D * C)
+        planes[:] = 0
+        for od in range(cover_d[i, 0], cover_d[i, 1]):
+            for oh in range(OH):
+                f = div_d[od] * div_h[oh]
+                dst, src = planes[oh], g[n, c, od, oh]
+                for ow in range(OW):
+                    dst[ow] += src[ow] / (f * div_w[ow])
+        mid = row[T - 1 : T - 1 + OW]
+        for j in range(H):
+            mid[:] = 0
+            for oh in range(cover_h[j, 0], cover_h[j, 1]):
+                src = planes[oh]
+                for ow in range(OW):
+                    mid[ow] += src[ow]
+            for ph in range(min(sw, kw)):
+                taps = (kw - ph + sw - 1) // sw
+                if short:
+                    a = acc_s[ph]
+                    s1 = row[T - 1 : T - 1 + M]
+                    if taps == 2:
+                        s0 = row[T - 2 : T - 2 + M]
+                        for m in range(M):
+                            a[m] = s0[m] + s1[m]
+                    else:
+                        for m in range(M):
+                            a[m] = s1[m]
+                else:
+                    a64 = acc[ph]
+                    for m in range(M):
+                        a64[m] = 0.0
+                    for u in range(taps - 1, -1, -1):  # tap ph + u*sw: output m - u
+                        seg = row[T - 1 - u : T - 1 - u + M]
+                        for m in range(M):
+                            a64[m] += seg[m]
+            # (phases kw..sw-1, which no tap reaches, stay zero)
+            dst = gx[n, c, i, j]
+            if short:
+                if sw == 1:  # literal strides: vector stores
+                    _interleave(acc_s, dst, pw, 1)
+                elif sw == 2:
+                    _interleave(acc_s, dst, pw, 2)
+                else:
+                    _interleave(acc_s, dst, pw, sw)
+            elif sw == 1:
+                _interleave(acc, dst, pw, 1)
+            elif sw == 2:
+                _interleave(acc, dst, pw, 2)
+            else:
+                _interleave(acc, dst, pw, sw)
+
+
+@njit(**JIT_SERIAL)
+def avg_pool_grad_long(g, gx, cover_d, cover_h, cover_w, div_d, div_h, div_w, t_lo, t_hi):
+    """:func:`avg_pool_grad` for windows with more than ``LONG_COVER`` W taps per column
+    phase (``ceil(kw / sw)``): the same, each column a float64 loop over its covering
+    outputs (a loop LLVM may vectorize, reordering the sum: kept, so such results keep
+    their bits). ``cover_*[i]`` is the range [lo, hi) of outputs whose window holds
+    input ``i``."""
     N, C, OD, OH, OW = g.shape
     D, H, W = gx.shape[2], gx.shape[3], gx.shape[4]
     for t in range(t_lo, t_hi):
@@ -406,10 +523,11 @@ def max_pool_backward(g, x, gx, kernel, stride, pads, dilation) -> None:
     """gx = gradient of max pooling: each grad_output goes to its window's (first) max."""
     N, C = g.shape[:2]
     # window positions as int32 beside float32 values: selects on matching vector lanes
-    small = x.dtype == np.float32 and x[0, 0].size < 2**31
+    small = x.dtype == np.float32 and x[0, 0].size < 2**31 - 1
     at_like = np.empty(0, np.int32 if small else np.int64)
+    nbuf = _row_buffer(x.shape[4], g.shape[4], kernel[2], stride[2], pads[2], dilation[2])
     _run(max_pool_grad, N * C, x.size + g.size, x, g, gx.reshape(N * C, -1), _ints(kernel),
-         _ints(stride), _ints(pads), _ints(dilation), at_like)
+         _ints(stride), _ints(pads), _ints(dilation), nbuf, at_like)
 
 
 def _cover(n, k, stride, pad, nout) -> np.ndarray:
@@ -426,4 +544,9 @@ def avg_pool_backward(g, gx, kernel, stride, pads, divisors) -> None:
     cover = [_cover(n, k, s, p, o) for n, k, s, p, o in
              zip(gx.shape[2:], kernel, stride, pads, g.shape[2:], strict=True)]
     N, C, D = gx.shape[:3]
-    _run(avg_pool_grad, N * C * D, gx.size + g.size, g, gx, *cover, dd, dh, dw)
+    if -(-kernel[2] // stride[2]) > LONG_COVER:
+        _run(avg_pool_grad_long, N * C * D, gx.size + g.size, g, gx, *cover, dd, dh, dw)
+        return
+    nbuf = _row_buffer(gx.shape[4], g.shape[4], kernel[2], stride[2], pads[2], 1)
+    _run(avg_pool_grad, N * C * D, gx.size + g.size, g, gx, cover[0], cover[1],
+         _ints(kernel), _ints(stride), _ints(pads), dd, dh, dw, nbuf)
