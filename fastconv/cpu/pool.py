@@ -312,6 +312,10 @@ def max_pool_grad(x, g, gx, kernel, stride, pads, dilation, nbuf, at_like, t_lo,
     rb, ri = vb[pw : pw + W], vi[pw : pw + W]
     hb = np.empty(nh_cols, dtype=x.dtype)
     hi = np.empty(nh_cols, dtype=at_like.dtype)
+    cols = np.empty(W, dtype=at_like.dtype)  # the column numbers, in the index dtype
+    for w in range(W):
+        cols[w] = w
+    base_t = np.empty(1, dtype=at_like.dtype)
     for t in range(t_lo, t_hi):
         n, c = t // C, t % C
         vol, gv = x[n, c], gx[t]
@@ -329,17 +333,18 @@ def max_pool_grad(x, g, gx, kernel, stride, pads, dilation, nbuf, at_like, t_lo,
                     for b in range(hlo, hhi):
                         j = h0 + b * dh
                         src = vol[i, j]
-                        base = (i * H + j) * W
+                        base_t[0] = (i * H + j) * W
+                        base = base_t[0]  # (index-dtype lanes beside the values)
                         if a == dlo and b == hlo:
                             for w in range(W):
                                 rb[w] = src[w]
-                                ri[w] = base + w
+                                ri[w] = base + cols[w]
                         else:
                             for w in range(W):
                                 v, m = src[w], rb[w]
                                 take = (v > m) | (v != v)
                                 rb[w] = v if take else m
-                                ri[w] = base + w if take else ri[w]
+                                ri[w] = base + cols[w] if take else ri[w]
                 for q in range(nh_cols):
                     hb[q] = vb[q]
                     hi[q] = vi[q]
@@ -360,16 +365,23 @@ def max_pool_grad(x, g, gx, kernel, stride, pads, dilation, nbuf, at_like, t_lo,
 @njit(inline="always", **JIT_SERIAL)
 def _interleave(acc, dst, pw, s):
     """dst[e] = acc[q % s, q // s] for column ``q = e + pw`` (rounded to dst's dtype): the
-    phases back in column order (with a literal ``s``, whole vectors)."""
+    phases back in column order; strides 1 and 2 by contiguous loads (no gathers)."""
     n = dst.shape[0]
-    full = n // s
-    for m in range(full):
-        for b in range(s):
-            q = b + pw
-            dst[m * s + b] = acc[q % s, m + q // s]
-    for e in range(full * s, n):
-        q = e + pw
-        dst[e] = acc[q % s, q // s]
+    if s == 1:
+        src = acc[0, pw : pw + n]
+        for e in range(n):
+            dst[e] = src[e]
+    elif s == 2:
+        r0, r1 = acc[pw % 2, pw // 2 :], acc[(pw + 1) % 2, (pw + 1) // 2 :]
+        for m in range(n // 2):
+            dst[2 * m] = r0[m]
+            dst[2 * m + 1] = r1[m]
+        if n % 2:
+            dst[n - 1] = r0[n // 2]
+    else:
+        for e in range(n):
+            q = e + pw
+            dst[e] = acc[q % s, q // s]
 
 
 @njit(**JIT_SERIAL)
@@ -387,33 +399,61 @@ def avg_pool_grad(g, gx, cover_d, cover_h, kernel, stride, pads, div_d, div_h, d
     most two entries (``kw <= 2*sw``) the sums run in the row's dtype: one rounding of
     the exact sum of two floats, what the float64 sum gives once rounded."""
     N, C, OD, OH, OW = g.shape
-    D, H = gx.shape[2], gx.shape[3]
+    D, H, W = gx.shape[2], gx.shape[3], gx.shape[4]
     kw, sw, pw = kernel[2], stride[2], pads[2]
     M = (nbuf + sw - 1) // sw  # columns per phase
     T = (kw + sw - 1) // sw  # the most taps of a phase
     short = T <= 2
-    planes = np.empty((OH, OW), dtype=g.dtype)
-    row = np.zeros(M + T, dtype=g.dtype)  # row[T - 1 + ow]: zeros either side
+    # plane rows padded like the row: planes[oh, T - 1 + ow]
+    planes = np.zeros((OH, M + T), dtype=g.dtype)
+    zrow = np.zeros(M + T, dtype=g.dtype)
+    rbuf = np.zeros(M + T, dtype=g.dtype)
     acc = np.zeros((sw, M), dtype=np.float64)
     acc_s = np.zeros((sw, M), dtype=g.dtype)
+    fused = short and sw == 2 and kw >= 2  # both column phases have 1 or 2 taps
+    # stride 2, for columns e = 2m + b: phase (b + pw) % 2, that phase's taps, and the
+    # row entry of its last tap at m = 0
+    t0, t1 = (kw - pw % 2 + 1) // 2, (kw - (pw + 1) % 2 + 1) // 2
+    i0, i1 = T - 1 + pw // 2, T - 1 + (pw + 1) // 2
     for t in range(t_lo, t_hi):
         i = t % D
         c = (t // D) % C
         n = t // (D * C)
-        planes[:] = 0
+        for oh in range(OH):
+            planes[oh, T - 1 : T - 1 + OW] = 0
         for od in range(cover_d[i, 0], cover_d[i, 1]):
             for oh in range(OH):
                 f = div_d[od] * div_h[oh]
-                dst, src = planes[oh], g[n, c, od, oh]
+                dst, src = planes[oh, T - 1 : T - 1 + OW], g[n, c, od, oh]
                 for ow in range(OW):
                     dst[ow] += src[ow] / (f * div_w[ow])
-        mid = row[T - 1 : T - 1 + OW]
+        mid = rbuf[T - 1 : T - 1 + OW]
         for j in range(H):
-            mid[:] = 0
-            for oh in range(cover_h[j, 0], cover_h[j, 1]):
-                src = planes[oh]
+            lo, hi = cover_h[j, 0], cover_h[j, 1]
+            if hi - lo == 0:
+                row = zrow
+            elif hi - lo == 1:
+                row = planes[lo]
+            else:  # the covering plane rows summed in output order
+                row = rbuf
+                first = planes[lo, T - 1 : T - 1 + OW]
                 for ow in range(OW):
-                    mid[ow] += src[ow]
+                    mid[ow] = first[ow]
+                for oh in range(lo + 1, hi):
+                    src = planes[oh, T - 1 : T - 1 + OW]
+                    for ow in range(OW):
+                        mid[ow] += src[ow]
+            dst = gx[n, c, i, j]
+            if fused:  # one pass: the columns' sums straight into gx
+                a0, a1 = row[i0 - 1 :], row[i0:]
+                b0, b1 = row[i1 - 1 :], row[i1:]
+                for m in range(W // 2):
+                    dst[2 * m] = a1[m] if t0 == 1 else a0[m] + a1[m]
+                    dst[2 * m + 1] = b1[m] if t1 == 1 else b0[m] + b1[m]
+                if W % 2:
+                    m = W // 2
+                    dst[W - 1] = a1[m] if t0 == 1 else a0[m] + a1[m]
+                continue
             for ph in range(min(sw, kw)):
                 taps = (kw - ph + sw - 1) // sw
                 if short:
@@ -435,18 +475,8 @@ def avg_pool_grad(g, gx, cover_d, cover_h, kernel, stride, pads, div_d, div_h, d
                         for m in range(M):
                             a64[m] += seg[m]
             # (phases kw..sw-1, which no tap reaches, stay zero)
-            dst = gx[n, c, i, j]
             if short:
-                if sw == 1:  # literal strides: vector stores
-                    _interleave(acc_s, dst, pw, 1)
-                elif sw == 2:
-                    _interleave(acc_s, dst, pw, 2)
-                else:
-                    _interleave(acc_s, dst, pw, sw)
-            elif sw == 1:
-                _interleave(acc, dst, pw, 1)
-            elif sw == 2:
-                _interleave(acc, dst, pw, 2)
+                _interleave(acc_s, dst, pw, sw)
             else:
                 _interleave(acc, dst, pw, sw)
 
