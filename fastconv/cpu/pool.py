@@ -328,23 +328,59 @@ def max_pool_grad(x, g, gx, kernel, stride, pads, dilation, nbuf, at_like, t_lo,
                 hlo, hhi = _taps(h0, kh, dh, H)
                 if dhi <= dlo or hhi <= hlo:
                     continue
-                for a in range(dlo, dhi):
-                    i = d0 + a * dd
-                    for b in range(hlo, hhi):
-                        j = h0 + b * dh
-                        src = vol[i, j]
-                        base_t[0] = (i * H + j) * W
-                        base = base_t[0]  # (index-dtype lanes beside the values)
-                        if a == dlo and b == hlo:
-                            for w in range(W):
-                                rb[w] = src[w]
-                                ri[w] = base + cols[w]
-                        else:
-                            for w in range(W):
-                                v, m = src[w], rb[w]
-                                take = (v > m) | (v != v)
-                                rb[w] = v if take else m
-                                ri[w] = base + cols[w] if take else ri[w]
+                if dhi - dlo == 1 and hhi - hlo == 3:  # 3-row windows: one fused pass
+                    i = d0 + dlo * dd
+                    j = h0 + hlo * dh
+                    r0, r1, r2 = vol[i, j], vol[i, j + dh], vol[i, j + 2 * dh]
+                    base_t[0] = (i * H + j) * W
+                    b0 = base_t[0]
+                    base_t[0] = (i * H + j + dh) * W
+                    b1 = base_t[0]
+                    base_t[0] = (i * H + j + 2 * dh) * W
+                    b2 = base_t[0]
+                    for w in range(W):
+                        u, v, z = r0[w], r1[w], r2[w]
+                        k = cols[w]
+                        tv = (v > u) | (v != v)
+                        u = v if tv else u
+                        iu = b1 + k if tv else b0 + k
+                        tz = (z > u) | (z != z)
+                        rb[w] = z if tz else u
+                        ri[w] = b2 + k if tz else iu
+                else:
+                    for a in range(dlo, dhi):
+                        i = d0 + a * dd
+                        for b in range(hlo, hhi):
+                            j = h0 + b * dh
+                            src = vol[i, j]
+                            base_t[0] = (i * H + j) * W
+                            base = base_t[0]  # (index-dtype lanes beside the values)
+                            if a == dlo and b == hlo:
+                                for w in range(W):
+                                    rb[w] = src[w]
+                                    ri[w] = base + cols[w]
+                            else:
+                                for w in range(W):
+                                    v, m = src[w], rb[w]
+                                    take = (v > m) | (v != v)
+                                    rb[w] = v if take else m
+                                    ri[w] = base + cols[w] if take else ri[w]
+                grow = g[n, c, od, oh]
+                if kw == 3 and sw == 2 and dw == 1:  # the used windows only, in one pass
+                    for ow in range(OW):
+                        xv, xi = vb[2 * ow], vi[2 * ow]
+                        yv, yi = vb[2 * ow + 1], vi[2 * ow + 1]
+                        take = _later_wins(xv, xi, yv, yi)
+                        xv = yv if take else xv
+                        xi = yi if take else xi
+                        yv, yi = vb[2 * ow + 2], vi[2 * ow + 2]
+                        take = _later_wins(xv, xi, yv, yi)
+                        hi[ow] = yi if take else xi
+                    for ow in range(OW):
+                        q = hi[ow]
+                        if q < size:
+                            gv[q] += grow[ow]
+                    continue
                 for q in range(nh_cols):
                     hb[q] = vb[q]
                     hi[q] = vi[q]
@@ -355,7 +391,6 @@ def max_pool_grad(x, g, gx, kernel, stride, pads, dilation, nbuf, at_like, t_lo,
                         take = _later_wins(xv, xi, yv, yi)
                         hb[q] = yv if take else xv
                         hi[q] = yi if take else xi
-                grow = g[n, c, od, oh]
                 for ow in range(OW):
                     q = hi[ow * sw]
                     if q < size:
