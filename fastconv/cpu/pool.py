@@ -207,7 +207,7 @@ def max_pool_indices(x, out, idx, kernel, stride, pads, dilation, mark_empty, t_
             irow[ow] = at
 
 
-@njit(**JIT_SERIAL)
+@njit(error_model="numpy", **JIT_SERIAL)  # (no zero-divisor branch: vector divisions)
 def avg_pool_sums(x, out, kernel, stride, pads, div_d, div_h, div_w, nbuf, RB, nrb, t_lo,
                   t_hi):
     """out[n, c, od, oh, ow] = (sum of the window inside x) / (div_d[od]*div_h[oh]*div_w[ow]).
@@ -419,7 +419,7 @@ def _interleave(acc, dst, pw, s):
             dst[e] = acc[q % s, q // s]
 
 
-@njit(**JIT_SERIAL)
+@njit(error_model="numpy", **JIT_SERIAL)  # (no zero-divisor branch: vector divisions)
 def avg_pool_grad(g, gx, cover_d, cover_h, kernel, stride, pads, div_d, div_h, div_w, nbuf,
                   t_lo, t_hi):
     """gx[n, c, i] = sum over windows o holding input i of g[n, c, o] / divisor(o);
