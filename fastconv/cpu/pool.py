@@ -439,10 +439,10 @@ def avg_pool_grad(g, gx, cover_d, cover_h, kernel, stride, pads, div_d, div_h, d
     M = (nbuf + sw - 1) // sw  # columns per phase
     T = (kw + sw - 1) // sw  # the most taps of a phase
     short = T <= 2
-    # plane rows padded like the row: planes[oh, T - 1 + ow]
-    planes = np.zeros((OH, M + T), dtype=g.dtype)
-    zrow = np.zeros(M + T, dtype=g.dtype)
-    rbuf = np.zeros(M + T, dtype=g.dtype)
+    # plane rows padded like the row, planes[oh, T - 1 + ow]; then a row for sums of
+    # several, and a zero row (the rows are picked by number: no per-row array views,
+    # whose reference counting cost more than the row's arithmetic)
+    planes = np.zeros((OH + 2, M + T), dtype=g.dtype)
     acc = np.zeros((sw, M), dtype=np.float64)
     acc_s = np.zeros((sw, M), dtype=g.dtype)
     fused = short and sw == 2 and kw >= 2  # both column phases have 1 or 2 taps
@@ -462,33 +462,32 @@ def avg_pool_grad(g, gx, cover_d, cover_h, kernel, stride, pads, div_d, div_h, d
                 dst, src = planes[oh, T - 1 : T - 1 + OW], g[n, c, od, oh]
                 for ow in range(OW):
                     dst[ow] += src[ow] / (f * div_w[ow])
-        mid = rbuf[T - 1 : T - 1 + OW]
         for j in range(H):
             lo, hi = cover_h[j, 0], cover_h[j, 1]
             if hi - lo == 0:
-                row = zrow
+                r = OH + 1
             elif hi - lo == 1:
-                row = planes[lo]
+                r = lo
             else:  # the covering plane rows summed in output order
-                row = rbuf
-                first = planes[lo, T - 1 : T - 1 + OW]
-                for ow in range(OW):
-                    mid[ow] = first[ow]
+                r = OH
+                for ow in range(T - 1, T - 1 + OW):
+                    planes[OH, ow] = planes[lo, ow]
                 for oh in range(lo + 1, hi):
-                    src = planes[oh, T - 1 : T - 1 + OW]
-                    for ow in range(OW):
-                        mid[ow] += src[ow]
-            dst = gx[n, c, i, j]
+                    for ow in range(T - 1, T - 1 + OW):
+                        planes[OH, ow] += planes[oh, ow]
             if fused:  # one pass: the columns' sums straight into gx
-                a0, a1 = row[i0 - 1 :], row[i0:]
-                b0, b1 = row[i1 - 1 :], row[i1:]
                 for m in range(W // 2):
-                    dst[2 * m] = a1[m] if t0 == 1 else a0[m] + a1[m]
-                    dst[2 * m + 1] = b1[m] if t1 == 1 else b0[m] + b1[m]
+                    gx[n, c, i, j, 2 * m] = (planes[r, i0 + m] if t0 == 1 else
+                                             planes[r, i0 - 1 + m] + planes[r, i0 + m])
+                    gx[n, c, i, j, 2 * m + 1] = (planes[r, i1 + m] if t1 == 1 else
+                                                 planes[r, i1 - 1 + m] + planes[r, i1 + m])
                 if W % 2:
                     m = W // 2
-                    dst[W - 1] = a1[m] if t0 == 1 else a0[m] + a1[m]
+                    gx[n, c, i, j, W - 1] = (planes[r, i0 + m] if t0 == 1 else
+                                             planes[r, i0 - 1 + m] + planes[r, i0 + m])
                 continue
+            row = planes[r]
+            dst = gx[n, c, i, j]
             for ph in range(min(sw, kw)):
                 taps = (kw - ph + sw - 1) // sw
                 if short:
