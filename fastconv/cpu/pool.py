@@ -145,6 +145,18 @@ def max_pool_values(x, out, kernel, stride, pads, dilation, nbuf, RB, nrb, t_lo,
                         for j in range(W):
                             u, v = row[j], src[j]
                             row[j] = v if (v > u) | (v != v) else u
+            if sw == 2 and dw == 1 and (kw == 3 or kw == 2):  # only the used windows
+                orow = out[n, c, od, oh]  # (one pass, no gathers of every 2nd column)
+                if kw == 3:
+                    for o in range(OW):
+                        u, v, w = buf[2 * o], buf[2 * o + 1], buf[2 * o + 2]
+                        u = v if (v > u) | (v != v) else u
+                        orow[o] = w if (w > u) | (w != w) else u
+                else:
+                    for o in range(OW):
+                        u, v = buf[2 * o], buf[2 * o + 1]
+                        orow[o] = v if (v > u) | (v != v) else u
+                continue
             if kw == 3:  # the W taps in one pass
                 for j in range(nh_cols):
                     u, v, w = buf[j], buf[j + dw], buf[j + 2 * dw]
