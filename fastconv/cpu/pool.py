@@ -251,6 +251,13 @@ def avg_pool_sums(x, out, kernel, stride, pads, div_d, div_h, div_w, nbuf, RB, n
         for oh in range(rb * RB, min(OH, rb * RB + RB)):
             h0 = oh * sh - ph
             hlo, hhi = _taps(h0, kh, 1, H)
+            if dhi - dlo == 1 and hhi - hlo == 3:  # 3-row windows: one pass, same order
+                i = d0 + dlo
+                r0, r1 = x[n, c, i, h0 + hlo], x[n, c, i, h0 + hlo + 1]
+                r2 = x[n, c, i, h0 + hlo + 2]
+                for j in range(W):
+                    row[j] = r0[j] + r1[j] + r2[j]
+                hhi = hlo  # done
             for h in range(hlo, hhi):
                 if dhi - dlo == 1:  # every 1-D/2-D call: the input row itself
                     src = x[n, c, d0 + dlo, h0 + h]
@@ -268,12 +275,16 @@ def avg_pool_sums(x, out, kernel, stride, pads, div_d, div_h, div_w, nbuf, RB, n
                 else:
                     for j in range(W):
                         row[j] += src[j]
-            for j in range(nh_cols):
-                hm[j] = buf[j]
-            for r in range(1, kw):
-                seg = buf[r : r + nh_cols]
+            if kw == 3:  # one pass, same order
                 for j in range(nh_cols):
-                    hm[j] += seg[j]
+                    hm[j] = buf[j] + buf[j + 1] + buf[j + 2]
+            else:
+                for j in range(nh_cols):
+                    hm[j] = buf[j]
+                for r in range(1, kw):
+                    seg = buf[r : r + nh_cols]
+                    for j in range(nh_cols):
+                        hm[j] += seg[j]
             for o in range(OW - (b - a)):  # windows past the input: float64 sums
                 q = (o if o < a else o + (b - a)) * sw
                 lo, hi = _taps(q - pw, kw, 1, W)
