@@ -162,9 +162,11 @@ class _NoLimit:
 
 
 def _take_limit():
-    if _state["controller"] is None:
-        return _NoLimit()
-    return _state["controller"].limit(limits=1, user_api="blas").__enter__()
+    ctl = _state["controller"]
+    blas_libs = [c for c in ctl.lib_controllers if c.user_api == "blas"] if ctl else []
+    if all(c.get_num_threads() == 1 for c in blas_libs):  # one thread already (~1 us
+        return _NoLimit()  # to ask; a limit taken and restored costs ~0.2 ms a call)
+    return ctl.limit(limits=1, user_api="blas").__enter__()
 
 
 def _control(fn, *args):
