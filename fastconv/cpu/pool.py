@@ -11,8 +11,12 @@ Padding never materialises: each window is clipped to the input (max pooling pad
   wins over everything (the last NaN in the window).
 - Backward is race-free without atomics: max scatters per ``(n, c)`` volume (one task
   owns a whole input volume; it finds each window's first maximum itself, a whole
-  output row at a time, so no index array is stored), average gathers per input plane
-  ``(n, c, id)``.
+  output row at a time: the window's rows reduce column-wise, then its columns combine
+  by an order equal to PyTorch's row-major scan; no index array is stored), average
+  gathers per input plane ``(n, c, id)`` (each gx row by column phase, from the
+  covering output rows).
+- Stride-2 windows 2-3 wide read only the columns they use (interleaved loads) rather
+  than reducing every column and gathering every second one.
 
 Threads: every kernel is a serial ``nogil`` loop over a range of independent tasks;
 :func:`_run` splits the tasks over ``numba.get_num_threads()`` Python threads (the caller
