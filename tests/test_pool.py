@@ -434,3 +434,28 @@ def test_threaded_pooling_works_in_a_forked_child():
         p.kill()
         pytest.fail("max_pool2d hung in a forked child")
     assert q.get(timeout=5) is True
+
+
+@pytest.mark.parametrize("k, p", [(2, 0), (2, 1), (3, 0), (3, 1), (4, 1), (4, 2)])
+@pytest.mark.parametrize("width", [12, 13])
+def test_stride2_backward_fast_paths_match_oracles(k, p, width):
+    """Stride 2 takes dedicated paths (max: fused 3-row / 3-wide windows; average: each
+    gx row in one pass by column parity, odd or even padding, odd widths): against the
+    loop oracles, ties and NaN included, ceil_mode reaching past the input."""
+    rng = np.random.default_rng(k * 100 + p * 10 + width)
+    x = rng.integers(-2, 3, (2, 3, 11, width)).astype(np.float32)  # many ties
+    x[1, 0, 3, 4] = np.nan
+    for ceil in (False, True):
+        y = fc.max_pool2d(x, k, 2, p, ceil_mode=ceil)
+        g = rng.standard_normal(y.shape).astype(np.float32)
+        np.testing.assert_allclose(
+            fc.grad.max_pool2d(g, x, k, 2, p, ceil_mode=ceil),
+            max_pool_backward_nd(g, x, (k, k), (2, 2), (p, p), ceil_mode=ceil),
+            rtol=1e-6, atol=1e-6)
+        for cip in (True, False):
+            y = fc.avg_pool2d(x, k, 2, p, ceil_mode=ceil, count_include_pad=cip)
+            g = rng.standard_normal(y.shape).astype(np.float32)
+            np.testing.assert_allclose(
+                fc.grad.avg_pool2d(g, x, k, 2, p, ceil_mode=ceil, count_include_pad=cip),
+                avg_pool_backward_nd(g, x, (k, k), (2, 2), (p, p), ceil_mode=ceil,
+                                     count_include_pad=cip), rtol=1e-5, atol=1e-6)

@@ -11,8 +11,12 @@ Padding never materialises: each window is clipped to the input (max pooling pad
   wins over everything (the last NaN in the window).
 - Backward is race-free without atomics: max scatters per ``(n, c)`` volume (one task
   owns a whole input volume; it finds each window's first maximum itself, a whole
-  output row at a time, so no index array is stored), average gathers per input plane
-  ``(n, c, id)``.
+  output row at a time: the window's rows reduce column-wise, then its columns combine
+  by an order equal to PyTorch's row-major scan; no index array is stored), average
+  gathers per input plane ``(n, c, id)`` (each gx row by column phase, from the
+  covering output rows).
+- Stride-2 windows 2-3 wide read only the columns they use (interleaved loads) rather
+  than reducing every column and gathering every second one.
 
 Threads: every kernel is a serial ``nogil`` loop over a range of independent tasks;
 :func:`_run` splits the tasks over ``numba.get_num_threads()`` Python threads (the caller
@@ -39,6 +43,10 @@ PLANE_TASKS = 64
 
 #: Below this many input + output elements a call runs on the calling thread only.
 SERIAL_ELEMENTS = 1 << 15
+
+#: Average-pooling backward: the most W taps per column phase (``ceil(kw / sw)``) the
+#: phase-sum kernel takes; longer columns keep the per-column loop (its sums' order).
+LONG_COVER = 3
 
 _pool_lock = threading.Lock()
 _pool: list = []
@@ -141,6 +149,18 @@ def max_pool_values(x, out, kernel, stride, pads, dilation, nbuf, RB, nrb, t_lo,
                         for j in range(W):
                             u, v = row[j], src[j]
                             row[j] = v if (v > u) | (v != v) else u
+            if sw == 2 and dw == 1 and (kw == 3 or kw == 2):  # only the used windows
+                orow = out[n, c, od, oh]  # (one pass, no gathers of every 2nd column)
+                if kw == 3:
+                    for o in range(OW):
+                        u, v, w = buf[2 * o], buf[2 * o + 1], buf[2 * o + 2]
+                        u = v if (v > u) | (v != v) else u
+                        orow[o] = w if (w > u) | (w != w) else u
+                else:
+                    for o in range(OW):
+                        u, v = buf[2 * o], buf[2 * o + 1]
+                        orow[o] = v if (v > u) | (v != v) else u
+                continue
             if kw == 3:  # the W taps in one pass
                 for j in range(nh_cols):
                     u, v, w = buf[j], buf[j + dw], buf[j + 2 * dw]
@@ -203,7 +223,7 @@ def max_pool_indices(x, out, idx, kernel, stride, pads, dilation, mark_empty, t_
             irow[ow] = at
 
 
-@njit(**JIT_SERIAL)
+@njit(error_model="numpy", **JIT_SERIAL)  # (no zero-divisor branch: vector divisions)
 def avg_pool_sums(x, out, kernel, stride, pads, div_d, div_h, div_w, nbuf, RB, nrb, t_lo,
                   t_hi):
     """out[n, c, od, oh, ow] = (sum of the window inside x) / (div_d[od]*div_h[oh]*div_w[ow]).
@@ -235,6 +255,13 @@ def avg_pool_sums(x, out, kernel, stride, pads, div_d, div_h, div_w, nbuf, RB, n
         for oh in range(rb * RB, min(OH, rb * RB + RB)):
             h0 = oh * sh - ph
             hlo, hhi = _taps(h0, kh, 1, H)
+            if dhi - dlo == 1 and hhi - hlo == 3:  # 3-row windows: one pass, same order
+                i = d0 + dlo
+                r0, r1 = x[n, c, i, h0 + hlo], x[n, c, i, h0 + hlo + 1]
+                r2 = x[n, c, i, h0 + hlo + 2]
+                for j in range(W):
+                    row[j] = r0[j] + r1[j] + r2[j]
+                hhi = hlo  # done
             for h in range(hlo, hhi):
                 if dhi - dlo == 1:  # every 1-D/2-D call: the input row itself
                     src = x[n, c, d0 + dlo, h0 + h]
@@ -252,12 +279,16 @@ def avg_pool_sums(x, out, kernel, stride, pads, div_d, div_h, div_w, nbuf, RB, n
                 else:
                     for j in range(W):
                         row[j] += src[j]
-            for j in range(nh_cols):
-                hm[j] = buf[j]
-            for r in range(1, kw):
-                seg = buf[r : r + nh_cols]
+            if kw == 3:  # one pass, same order
                 for j in range(nh_cols):
-                    hm[j] += seg[j]
+                    hm[j] = buf[j] + buf[j + 1] + buf[j + 2]
+            else:
+                for j in range(nh_cols):
+                    hm[j] = buf[j]
+                for r in range(1, kw):
+                    seg = buf[r : r + nh_cols]
+                    for j in range(nh_cols):
+                        hm[j] += seg[j]
             for o in range(OW - (b - a)):  # windows past the input: float64 sums
                 q = (o if o < a else o + (b - a)) * sw
                 lo, hi = _taps(q - pw, kw, 1, W)
@@ -272,75 +303,252 @@ def avg_pool_sums(x, out, kernel, stride, pads, div_d, div_h, div_w, nbuf, RB, n
 
 
 @njit(inline="always", **JIT_SERIAL)
-def _argmax_taps(best, at, seg, first, s):
-    """One tap of a row of windows: where seg[o*s] beats best[o] (or best is unset, at < 0;
-    a NaN always wins), take it and its flat index first + o*s. Branch-free selects."""
-    for o in range(best.shape[0]):
-        v, m, q = seg[o * s], best[o], at[o]
-        take = (q < 0) | (v > m) | (v != v)
-        best[o] = v if take else m
-        at[o] = first + o * s if take else q
+def _later_wins(xv, xi, yv, yi):
+    """Whether ``(yv, yi)`` beats ``(xv, xi)`` for PyTorch's row-major scan of a window
+    (``v > m or isnan(v)``), given as a total order: a NaN beats every number and a later
+    NaN (larger flat index) an earlier one; among numbers the larger value, then the
+    smaller flat index (the first maximum). Branch-free (vectorizes)."""
+    return ((yv != yv) & ((xv == xv) | (yi > xi))) | (
+        (xv == xv) & ((yv > xv) | ((yv == xv) & (yi < xi))))
 
 
 @njit(**JIT_SERIAL)
-def max_pool_grad(x, g, gx, kernel, stride, pads, dilation, at_like, t_lo, t_hi):
+def max_pool_grad(x, g, gx, kernel, stride, pads, dilation, nbuf, at_like, t_lo, t_hi):
     """gx[n, c] = 0, then each g[n, c, o] added at its window's first maximum (NaN wins,
     PyTorch's rule; a window with no tap inside ``x`` sends nothing); ``gx`` is
-    ``(N*C, D*H*W)``. One task per input volume ``(n, c)`` (race-free). A whole output
-    row is scanned at once, tap by tap in each window's row-major order, with
-    branch-free selects (vectorized over the row); the adds then go in output order."""
+    ``(N*C, D*H*W)``. One task per input volume ``(n, c)`` (race-free; the volume stays
+    in cache while it is zeroed and added to). Per output row, contiguous and
+    vectorized: the window's rows (in row-major order) reduce column-wise to each
+    column's winner and its flat index, in a row buffer padded (``nbuf`` long) with -inf
+    at index ``D*H*W`` (never a winner); the ``kw`` columns of every window then
+    combine by :func:`_later_wins` (the same winner as the row-major scan), and the
+    adds go in output order, as the scan-and-add loop did (the same sums, bit for bit)."""
     N, C, D, H, W = x.shape
     OD, OH, OW = g.shape[2], g.shape[3], g.shape[4]
     kd, kh, kw = kernel[0], kernel[1], kernel[2]
     sd, sh, sw = stride[0], stride[1], stride[2]
     pd, ph, pw = pads[0], pads[1], pads[2]
     dd, dh, dw = dilation[0], dilation[1], dilation[2]
+    size = D * H * W  # the padding's index: past every input
+    nh_cols = (OW - 1) * sw + 1
+    vb = np.empty(nbuf, dtype=x.dtype)
+    vi = np.empty(nbuf, dtype=at_like.dtype)
+    for j in range(nbuf):
+        vb[j] = -np.inf
+        vi[j] = size
+    rb, ri = vb[pw : pw + W], vi[pw : pw + W]
+    hb = np.empty(nh_cols, dtype=x.dtype)
+    hi = np.empty(nh_cols, dtype=at_like.dtype)
+    cols = np.empty(W, dtype=at_like.dtype)  # the column numbers, in the index dtype
+    for w in range(W):
+        cols[w] = w
+    base_t = np.empty(1, dtype=at_like.dtype)
     for t in range(t_lo, t_hi):
         n, c = t // C, t % C
         vol, gv = x[n, c], gx[t]
         gv[:] = 0
-        best = np.empty(OW, dtype=x.dtype)
-        at = np.empty(OW, dtype=at_like.dtype)
         for od in range(OD):
             d0 = od * sd - pd
             dlo, dhi = _taps(d0, kd, dd, D)
             for oh in range(OH):
                 h0 = oh * sh - ph
                 hlo, hhi = _taps(h0, kh, dh, H)
-                at[:] = -1
-                best[:] = -np.inf
-                for a in range(dlo, dhi):
-                    i = d0 + a * dd
-                    for b in range(hlo, hhi):
-                        j = h0 + b * dh
-                        row = vol[i, j]
-                        base = (i * H + j) * W
-                        for e in range(kw):
-                            off = e * dw - pw  # column of output ow: ow*sw + off
-                            lo = 0 if off >= 0 else min(OW, (sw - 1 - off) // sw)
-                            hi = max(lo, min(OW, (W - 1 - off) // sw + 1))
-                            seg = row[lo * sw + off :]
-                            bs, ats = best[lo:hi], at[lo:hi]
-                            first = base + lo * sw + off
-                            if sw == 1:  # literal strides: vector loads, not gathers
-                                _argmax_taps(bs, ats, seg, first, 1)
-                            elif sw == 2:
-                                _argmax_taps(bs, ats, seg, first, 2)
+                if dhi <= dlo or hhi <= hlo:
+                    continue
+                if dhi - dlo == 1 and hhi - hlo == 3:  # 3-row windows: one fused pass
+                    i = d0 + dlo * dd
+                    j = h0 + hlo * dh
+                    r0, r1, r2 = vol[i, j], vol[i, j + dh], vol[i, j + 2 * dh]
+                    base_t[0] = (i * H + j) * W
+                    b0 = base_t[0]
+                    base_t[0] = (i * H + j + dh) * W
+                    b1 = base_t[0]
+                    base_t[0] = (i * H + j + 2 * dh) * W
+                    b2 = base_t[0]
+                    for w in range(W):
+                        u, v, z = r0[w], r1[w], r2[w]
+                        k = cols[w]
+                        tv = (v > u) | (v != v)
+                        u = v if tv else u
+                        iu = b1 + k if tv else b0 + k
+                        tz = (z > u) | (z != z)
+                        rb[w] = z if tz else u
+                        ri[w] = b2 + k if tz else iu
+                else:
+                    for a in range(dlo, dhi):
+                        i = d0 + a * dd
+                        for b in range(hlo, hhi):
+                            j = h0 + b * dh
+                            src = vol[i, j]
+                            base_t[0] = (i * H + j) * W
+                            base = base_t[0]  # (index-dtype lanes beside the values)
+                            if a == dlo and b == hlo:
+                                for w in range(W):
+                                    rb[w] = src[w]
+                                    ri[w] = base + cols[w]
                             else:
-                                _argmax_taps(bs, ats, seg, first, sw)
+                                for w in range(W):
+                                    v, m = src[w], rb[w]
+                                    take = (v > m) | (v != v)
+                                    rb[w] = v if take else m
+                                    ri[w] = base + cols[w] if take else ri[w]
                 grow = g[n, c, od, oh]
+                if kw == 3 and sw == 2 and dw == 1:  # the used windows only, in one pass
+                    for ow in range(OW):
+                        xv, xi = vb[2 * ow], vi[2 * ow]
+                        yv, yi = vb[2 * ow + 1], vi[2 * ow + 1]
+                        take = _later_wins(xv, xi, yv, yi)
+                        xv = yv if take else xv
+                        xi = yi if take else xi
+                        yv, yi = vb[2 * ow + 2], vi[2 * ow + 2]
+                        take = _later_wins(xv, xi, yv, yi)
+                        hi[ow] = yi if take else xi
+                    for ow in range(OW):
+                        q = hi[ow]
+                        if q < size:
+                            gv[q] += grow[ow]
+                    continue
+                for q in range(nh_cols):
+                    hb[q] = vb[q]
+                    hi[q] = vi[q]
+                for e in range(1, kw):
+                    seg_b, seg_i = vb[e * dw : e * dw + nh_cols], vi[e * dw : e * dw + nh_cols]
+                    for q in range(nh_cols):
+                        xv, xi, yv, yi = hb[q], hi[q], seg_b[q], seg_i[q]
+                        take = _later_wins(xv, xi, yv, yi)
+                        hb[q] = yv if take else xv
+                        hi[q] = yi if take else xi
                 for ow in range(OW):
-                    q = at[ow]
-                    if q >= 0:
+                    q = hi[ow * sw]
+                    if q < size:
                         gv[q] += grow[ow]
 
 
-@njit(**JIT_SERIAL)
-def avg_pool_grad(g, gx, cover_d, cover_h, cover_w, div_d, div_h, div_w, t_lo, t_hi):
+@njit(inline="always", **JIT_SERIAL)
+def _interleave(acc, dst, pw, s):
+    """dst[e] = acc[q % s, q // s] for column ``q = e + pw`` (rounded to dst's dtype): the
+    phases back in column order; strides 1 and 2 by contiguous loads (no gathers)."""
+    n = dst.shape[0]
+    if s == 1:
+        src = acc[0, pw : pw + n]
+        for e in range(n):
+            dst[e] = src[e]
+    elif s == 2:
+        r0, r1 = acc[pw % 2, pw // 2 :], acc[(pw + 1) % 2, (pw + 1) // 2 :]
+        for m in range(n // 2):
+            dst[2 * m] = r0[m]
+            dst[2 * m + 1] = r1[m]
+        if n % 2:
+            dst[n - 1] = r0[n // 2]
+    else:
+        for e in range(n):
+            q = e + pw
+            dst[e] = acc[q % s, q // s]
+
+
+@njit(error_model="numpy", **JIT_SERIAL)  # (no zero-divisor branch: vector divisions)
+def avg_pool_grad(g, gx, cover_d, cover_h, kernel, stride, pads, div_d, div_h, div_w, nbuf,
+                  t_lo, t_hi):
     """gx[n, c, i] = sum over windows o holding input i of g[n, c, o] / divisor(o);
     ``cover_*[i]`` is the range [lo, hi) of outputs whose window holds input i. One task
-    per input plane ``(n, c, id)``: depth taps and divisors into an ``(OH, OW)`` plane,
-    then per input row the covering output rows into one row, then the columns."""
+    per input plane ``(n, c, id)``: depth taps and divisors into an ``(OH, OW)`` plane
+    (sums in output order), then per input row the covering output rows into one row
+    (the same), then the columns. Column ``q = e + pw`` of the padded row (``nbuf``
+    columns) sums, in float64 and in output order, the row's entries ``ow`` with ``q = ow*sw + r``
+    for a tap ``r``; by phase ``ph = q % sw`` (taps ``r = ph, ph + sw, ...``) these are
+    contiguous, vectorized sums of shifted copies of the zero-padded row (adding 0.0
+    changes no float64 sum), interleaved back into column order. Where a column sums at
+    most two entries (``kw <= 2*sw``) the sums run in the row's dtype: one rounding of
+    the exact sum of two floats, what the float64 sum gives once rounded."""
+    N, C, OD, OH, OW = g.shape
+    D, H, W = gx.shape[2], gx.shape[3], gx.shape[4]
+    kw, sw, pw = kernel[2], stride[2], pads[2]
+    M = (nbuf + sw - 1) // sw  # columns per phase
+    T = (kw + sw - 1) // sw  # the most taps of a phase
+    short = T <= 2
+    # plane rows padded like the row, planes[oh, T - 1 + ow]; then a row for sums of
+    # several, and a zero row (the rows are picked by number: no per-row array views,
+    # whose reference counting cost more than the row's arithmetic)
+    planes = np.zeros((OH + 2, M + T), dtype=g.dtype)
+    acc = np.zeros((sw, M), dtype=np.float64)
+    acc_s = np.zeros((sw, M), dtype=g.dtype)
+    fused = short and sw == 2 and kw >= 2  # both column phases have 1 or 2 taps
+    # stride 2, for columns e = 2m + b: phase (b + pw) % 2, that phase's taps, and the
+    # row entry of its last tap at m = 0
+    t0, t1 = (kw - pw % 2 + 1) // 2, (kw - (pw + 1) % 2 + 1) // 2
+    i0, i1 = T - 1 + pw // 2, T - 1 + (pw + 1) // 2
+    for t in range(t_lo, t_hi):
+        i = t % D
+        c = (t // D) % C
+        n = t // (D * C)
+        for oh in range(OH):
+            planes[oh, T - 1 : T - 1 + OW] = 0
+        for od in range(cover_d[i, 0], cover_d[i, 1]):
+            for oh in range(OH):
+                f = div_d[od] * div_h[oh]
+                dst, src = planes[oh, T - 1 : T - 1 + OW], g[n, c, od, oh]
+                for ow in range(OW):
+                    dst[ow] += src[ow] / (f * div_w[ow])
+        for j in range(H):
+            lo, hi = cover_h[j, 0], cover_h[j, 1]
+            if hi - lo == 0:
+                r = OH + 1
+            elif hi - lo == 1:
+                r = lo
+            else:  # the covering plane rows summed in output order
+                r = OH
+                for ow in range(T - 1, T - 1 + OW):
+                    planes[OH, ow] = planes[lo, ow]
+                for oh in range(lo + 1, hi):
+                    for ow in range(T - 1, T - 1 + OW):
+                        planes[OH, ow] += planes[oh, ow]
+            if fused:  # one pass: the columns' sums straight into gx
+                for m in range(W // 2):
+                    gx[n, c, i, j, 2 * m] = (planes[r, i0 + m] if t0 == 1 else
+                                             planes[r, i0 - 1 + m] + planes[r, i0 + m])
+                    gx[n, c, i, j, 2 * m + 1] = (planes[r, i1 + m] if t1 == 1 else
+                                                 planes[r, i1 - 1 + m] + planes[r, i1 + m])
+                if W % 2:
+                    m = W // 2
+                    gx[n, c, i, j, W - 1] = (planes[r, i0 + m] if t0 == 1 else
+                                             planes[r, i0 - 1 + m] + planes[r, i0 + m])
+                continue
+            row = planes[r]
+            dst = gx[n, c, i, j]
+            for ph in range(min(sw, kw)):
+                taps = (kw - ph + sw - 1) // sw
+                if short:
+                    a = acc_s[ph]
+                    s1 = row[T - 1 : T - 1 + M]
+                    if taps == 2:
+                        s0 = row[T - 2 : T - 2 + M]
+                        for m in range(M):
+                            a[m] = s0[m] + s1[m]
+                    else:
+                        for m in range(M):
+                            a[m] = s1[m]
+                else:
+                    a64 = acc[ph]
+                    for m in range(M):
+                        a64[m] = 0.0
+                    for u in range(taps - 1, -1, -1):  # tap ph + u*sw: output m - u
+                        seg = row[T - 1 - u : T - 1 - u + M]
+                        for m in range(M):
+                            a64[m] += seg[m]
+            # (phases kw..sw-1, which no tap reaches, stay zero)
+            if short:
+                _interleave(acc_s, dst, pw, sw)
+            else:
+                _interleave(acc, dst, pw, sw)
+
+
+@njit(**JIT_SERIAL)
+def avg_pool_grad_long(g, gx, cover_d, cover_h, cover_w, div_d, div_h, div_w, t_lo, t_hi):
+    """:func:`avg_pool_grad` for windows with more than ``LONG_COVER`` W taps per column
+    phase (``ceil(kw / sw)``): the same, each column a float64 loop over its covering
+    outputs (a loop LLVM may vectorize, reordering the sum: kept, so such results keep
+    their bits). ``cover_*[i]`` is the range [lo, hi) of outputs whose window holds
+    input ``i``."""
     N, C, OD, OH, OW = g.shape
     D, H, W = gx.shape[2], gx.shape[3], gx.shape[4]
     for t in range(t_lo, t_hi):
@@ -406,10 +614,11 @@ def max_pool_backward(g, x, gx, kernel, stride, pads, dilation) -> None:
     """gx = gradient of max pooling: each grad_output goes to its window's (first) max."""
     N, C = g.shape[:2]
     # window positions as int32 beside float32 values: selects on matching vector lanes
-    small = x.dtype == np.float32 and x[0, 0].size < 2**31
+    small = x.dtype == np.float32 and x[0, 0].size < 2**31 - 1
     at_like = np.empty(0, np.int32 if small else np.int64)
+    nbuf = _row_buffer(x.shape[4], g.shape[4], kernel[2], stride[2], pads[2], dilation[2])
     _run(max_pool_grad, N * C, x.size + g.size, x, g, gx.reshape(N * C, -1), _ints(kernel),
-         _ints(stride), _ints(pads), _ints(dilation), at_like)
+         _ints(stride), _ints(pads), _ints(dilation), nbuf, at_like)
 
 
 def _cover(n, k, stride, pad, nout) -> np.ndarray:
@@ -426,4 +635,9 @@ def avg_pool_backward(g, gx, kernel, stride, pads, divisors) -> None:
     cover = [_cover(n, k, s, p, o) for n, k, s, p, o in
              zip(gx.shape[2:], kernel, stride, pads, g.shape[2:], strict=True)]
     N, C, D = gx.shape[:3]
-    _run(avg_pool_grad, N * C * D, gx.size + g.size, g, gx, *cover, dd, dh, dw)
+    if -(-kernel[2] // stride[2]) > LONG_COVER:
+        _run(avg_pool_grad_long, N * C * D, gx.size + g.size, g, gx, *cover, dd, dh, dw)
+        return
+    nbuf = _row_buffer(gx.shape[4], g.shape[4], kernel[2], stride[2], pads[2], 1)
+    _run(avg_pool_grad, N * C * D, gx.size + g.size, g, gx, cover[0], cover[1],
+         _ints(kernel), _ints(stride), _ints(pads), dd, dh, dw, nbuf)
