@@ -30,6 +30,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -86,10 +87,14 @@ def _load() -> dict:
     with _lock:
         if _state:
             return _state
-        try:
-            from scipy.linalg import cython_blas
-        except ImportError:  # pragma: no cover - SciPy absent: im2col + numpy.matmul
-            cython_blas = None
+        # loaded on its own by fastconv.cpu (``_warmup.light_blas_import``): not all of
+        # scipy.linalg (0.2-0.4 s of a first call)
+        cython_blas = sys.modules.get("scipy.linalg.cython_blas")
+        if cython_blas is None:
+            try:
+                from scipy.linalg import cython_blas
+            except ImportError:  # pragma: no cover - SciPy absent: im2col + numpy.matmul
+                cython_blas = None
         # after NumPy's and SciPy's BLAS are loaded
         controller = ThreadpoolController() if ThreadpoolController is not None else None
         found = (_numpy_blas(controller) if cython_blas is not None and controller is not None
