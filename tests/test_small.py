@@ -193,6 +193,7 @@ def test_first_layer_can_skip_its_input_gradient():
 @pytest.mark.parametrize("shape, kernel, dtype", [
     ((64, 6, 28, 28), 2, np.float32),
     ((3, 4, 7, 9), (2, 3), np.float64),  # odd sizes: the floor drops the last rows/columns
+    ((3, 4, 7, 9), 2, np.float64),  # the 2x2 kernel, odd sizes
     ((4, 5, 6), 3, np.float32),  # unbatched
 ])
 def test_max_pool_layer_windows_match_the_library(shape, kernel, dtype):
