@@ -231,6 +231,70 @@ def _border_columns(orow, vol, w, k, base, d0, h0, clo, chi, sw, pw, dd, dh, dw,
 
 
 @njit(inline="always", **JIT_SERIAL)
+def _kernel_row_cols(a, cols, t0, sw, wrow):
+    """:func:`_kernel_row` with tap ``e`` read from ``cols[e, t0 + o*sw]`` instead of
+    ``row[o*sw + e*dw]``: the same grouping of taps (the same inline passes), so each
+    output is the same sequence of operations as in the interior."""
+    KW = wrow.shape[0]
+    span = (a.shape[0] - 1) * sw + 1
+    t1 = t0 + span
+    e = 0
+    while KW - e >= 5 and KW - e != 6:
+        _taps5(a, cols[e, t0:t1], cols[e + 1, t0:t1], cols[e + 2, t0:t1],
+               cols[e + 3, t0:t1], cols[e + 4, t0:t1], sw,
+               wrow[e], wrow[e + 1], wrow[e + 2], wrow[e + 3], wrow[e + 4])
+        e += 5
+    while KW - e >= 3:
+        _fma_taps3(a, cols[e, t0:t1], cols[e + 1, t0:t1], cols[e + 2, t0:t1], sw,
+                   wrow[e], wrow[e + 1], wrow[e + 2])
+        e += 3
+    if KW - e == 2:
+        _taps2(a, cols[e, t0:t1], cols[e + 1, t0:t1], sw, wrow[e], wrow[e + 1])
+    elif KW - e == 1:
+        _fma_row1(a, cols[e, t0:t1], sw, wrow[e])
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _border_rows(oplane, vol, w, k, base, d0, f0, f1, clo, chi, sh, sw, ph, pw, dd, dh,
+                 dw, cols, accbuf):
+    """:func:`_border_columns` for the interior rows [f0, f1) (every H tap inside
+    ``vol``) with the rows as the vector axis: per border column, each kernel row's
+    inputs (zeros outside ``vol``) are gathered once into ``cols`` (KW, taps along H)
+    and summed by :func:`_kernel_row_cols`, so every output gets the same operations
+    in the same order as :func:`_border_columns` (and as the interior on a zero-padded
+    copy). ``cols`` and ``accbuf`` are the caller's scratch buffers."""
+    Cg, D, H, W = vol.shape
+    KD, KH, KW = w.shape[2], w.shape[3], w.shape[4]
+    OW = oplane.shape[1]
+    zero = w.dtype.type(0)
+    n = f1 - f0
+    T = (n - 1) * sh + (KH - 1) * dh + 1
+    acc = accbuf[:n]
+    j0 = f0 * sh - ph
+    for u in range(OW - (chi - clo)):
+        ow = u if u < clo else u + (chi - clo)
+        acc[:] = base
+        start = ow * sw - pw
+        for c in range(Cg):
+            for a in range(KD):
+                i = d0 + a * dd
+                if i < 0 or i >= D:
+                    continue
+                plane = vol[c, i]
+                for e in range(KW):
+                    m = start + e * dw
+                    ce = cols[e]
+                    if 0 <= m < W:
+                        for t in range(T):
+                            ce[t] = plane[j0 + t, m]
+                    else:
+                        ce[:T] = zero
+                for b in range(KH):
+                    _kernel_row_cols(acc, cols, b * dh, sh, w[k, c, a, b])
+        oplane[f0:f1, ow] = acc
+
+
+@njit(inline="always", **JIT_SERIAL)
 def _border_block(oplane, vol, w, k, base, d0, f0, f1, clo, chi, pw, ph, dd, dh, dw):
     """:func:`_border_columns` for the rows [f0, f1) of a flat block (stride 1, every H
     tap inside ``vol``), one border column at a time with the rows as the vector axis:
@@ -299,6 +363,8 @@ def correlate_planes(x, w, bias, out, stride, dilation, groups, pads):
     for t in prange(planes * nrb):
         bvals = np.empty(KW, dtype=out.dtype)  # border columns' scratch (_border_columns)
         bacc = np.empty(1, dtype=out.dtype)
+        bcols = np.empty((KW, (RB - 1) * sh + (KH - 1) * dh + 1), dtype=out.dtype)
+        brows = np.empty(RB, dtype=out.dtype)  # (_border_rows)
         rb = t % nrb
         r = t // nrb
         od = r % OD
@@ -327,9 +393,6 @@ def correlate_planes(x, w, bias, out, stride, dilation, groups, pads):
                         for b in range(KH):
                             start = q + (b * dh - ph) * W - pw
                             _kernel_row(acc, iplane[start:], 1, dw, w[k, c, a, b])
-            for oh in range(f0, f1):
-                _border_columns(out[n, k, od, oh], vol, w, k, base, d0, oh - ph, clo, chi,
-                                1, pw, dd, dh, dw, bvals, bacc)
         for oh in range(r0, r1):
             if flat and f0 <= oh < f1:
                 continue
@@ -350,8 +413,13 @@ def correlate_planes(x, w, bias, out, stride, dilation, groups, pads):
                             if j < 0 or j >= H:
                                 continue
                             _kernel_row(acc, vol[c, i, j, start:], sw, dw, w[k, c, a, b])
-            _border_columns(orow, vol, w, k, base, d0, h0, clo, chi, sw, pw, dd, dh, dw,
-                            bvals, bacc)
+            if not f0 <= oh < f1:
+                _border_columns(orow, vol, w, k, base, d0, h0, clo, chi, sw, pw, dd, dh, dw,
+                                bvals, bacc)
+        if f1 > f0:  # the interior rows' border columns, rows side by side
+            base = _row_base(w, k, bias[k], d0, f0 * sh - ph, D, H, dd, dh)
+            _border_rows(out[n, k, od], vol, w, k, base, d0, f0, f1, clo, chi, sh, sw, ph,
+                         pw, dd, dh, dw, bcols, brows)
 
 
 
