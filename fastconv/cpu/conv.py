@@ -11,6 +11,8 @@ import types
 
 import numpy as np
 from numba import njit, prange
+from numba.core import types as nbtypes
+from numba.extending import intrinsic
 
 from fastconv._config import CHANNEL_BLOCK, JIT_PARALLEL, JIT_SERIAL
 
@@ -179,6 +181,112 @@ def _kernel_row(a, row, sw, dw, wrow):
         _taps2(a, row[o : o + span], row[o + dw : o + dw + span], sw, wrow[e], wrow[e + 1])
     elif KW - e == 1:
         _fma_row1(a, row[e * dw : e * dw + span], sw, wrow[e])
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """a * b + c rounded once (LLVM's ``llvm.fma``): the operation the tap passes above
+    compile to (their ``acc + w * x`` contracts to it), spelled out so that a pass of
+    many taps keeps each output's chain of operations whatever LLVM reassociates."""
+    if isinstance(a, nbtypes.Float) and a == b == c:
+        def codegen(context, builder, signature, args):
+            return builder.fma(*args)
+        return a(a, b, c), codegen
+    return None
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _rows3_taps3(a, r0, r1, r2, w0, w1, w2):
+    """a[o] = fma chain over the 9 taps r_b[o + e] * w_b[e] (b, then e): three kernel
+    rows of three taps per load/store of the accumulator (stride and dilation 1; the
+    constant offsets keep LLVM's overlap checks to one per input row)."""
+    u00, u01, u02 = w0[0], w0[1], w0[2]
+    u10, u11, u12 = w1[0], w1[1], w1[2]
+    u20, u21, u22 = w2[0], w2[1], w2[2]
+    for o in range(a.shape[0]):
+        v = _fma(u00, r0[o], a[o])
+        v = _fma(u01, r0[o + 1], v)
+        v = _fma(u02, r0[o + 2], v)
+        v = _fma(u10, r1[o], v)
+        v = _fma(u11, r1[o + 1], v)
+        v = _fma(u12, r1[o + 2], v)
+        v = _fma(u20, r2[o], v)
+        v = _fma(u21, r2[o + 1], v)
+        a[o] = _fma(u22, r2[o + 2], v)
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _rows2_taps5(a, r0, r1, w0, w1):
+    """:func:`_rows3_taps3` for two kernel rows of five taps."""
+    u00, u01, u02, u03, u04 = w0[0], w0[1], w0[2], w0[3], w0[4]
+    u10, u11, u12, u13, u14 = w1[0], w1[1], w1[2], w1[3], w1[4]
+    for o in range(a.shape[0]):
+        v = _fma(u00, r0[o], a[o])
+        v = _fma(u01, r0[o + 1], v)
+        v = _fma(u02, r0[o + 2], v)
+        v = _fma(u03, r0[o + 3], v)
+        v = _fma(u04, r0[o + 4], v)
+        v = _fma(u10, r1[o], v)
+        v = _fma(u11, r1[o + 1], v)
+        v = _fma(u12, r1[o + 2], v)
+        v = _fma(u13, r1[o + 3], v)
+        a[o] = _fma(u14, r1[o + 4], v)
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _rows3_taps5(a, r0, r1, r2, w0, w1, w2):
+    """:func:`_rows3_taps3` for three kernel rows of five taps."""
+    u00, u01, u02, u03, u04 = w0[0], w0[1], w0[2], w0[3], w0[4]
+    u10, u11, u12, u13, u14 = w1[0], w1[1], w1[2], w1[3], w1[4]
+    u20, u21, u22, u23, u24 = w2[0], w2[1], w2[2], w2[3], w2[4]
+    for o in range(a.shape[0]):
+        v = _fma(u00, r0[o], a[o])
+        v = _fma(u01, r0[o + 1], v)
+        v = _fma(u02, r0[o + 2], v)
+        v = _fma(u03, r0[o + 3], v)
+        v = _fma(u04, r0[o + 4], v)
+        v = _fma(u10, r1[o], v)
+        v = _fma(u11, r1[o + 1], v)
+        v = _fma(u12, r1[o + 2], v)
+        v = _fma(u13, r1[o + 3], v)
+        v = _fma(u14, r1[o + 4], v)
+        v = _fma(u20, r2[o], v)
+        v = _fma(u21, r2[o + 1], v)
+        v = _fma(u22, r2[o + 2], v)
+        v = _fma(u23, r2[o + 3], v)
+        a[o] = _fma(u24, r2[o + 4], v)
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _kernel_rows(a, plane, j0, col, W, dh, dw, wk):
+    """a[o] = fma chain over every tap of the kernel rows ``wk`` (KH, KW), reading row
+    ``j0 + b*dh`` of ``plane`` (flattened, pitch ``W``) from column ``col + e*dw``
+    (stride 1): several kernel rows per pass where a fused pass exists (3 or 5 taps,
+    no dilation along W), else one (:func:`_kernel_row`); the same chain of
+    operations either way."""
+    KH, KW = wk.shape[0], wk.shape[1]
+    n = a.shape[0]
+    q = dh * W
+    b = 0
+    while b < KH:
+        p = (j0 + b * dh) * W + col
+        if dw == 1 and KW == 3 and KH - b >= 3:
+            _rows3_taps3(a, plane[p : p + n + 2], plane[p + q : p + q + n + 2],
+                         plane[p + 2 * q : p + 2 * q + n + 2], wk[b], wk[b + 1], wk[b + 2])
+            b += 3
+        elif dw == 1 and KW == 5 and KH - b >= 2:
+            if KH - b == 2 or KH - b == 4:
+                _rows2_taps5(a, plane[p : p + n + 4], plane[p + q : p + q + n + 4], wk[b],
+                             wk[b + 1])
+                b += 2
+            else:
+                _rows3_taps5(a, plane[p : p + n + 4], plane[p + q : p + q + n + 4],
+                             plane[p + 2 * q : p + 2 * q + n + 4], wk[b], wk[b + 1],
+                             wk[b + 2])
+                b += 3
+        else:
+            _kernel_row(a, plane[p:], 1, dw, wk[b])
+            b += 1
 
 
 @njit(inline="always", **JIT_SERIAL)
@@ -389,10 +497,8 @@ def correlate_planes(x, w, bias, out, stride, dilation, groups, pads):
                         i = d0 + a * dd
                         if i < 0 or i >= D:
                             continue
-                        iplane = vol[c, i].reshape(H * W)
-                        for b in range(KH):
-                            start = q + (b * dh - ph) * W - pw
-                            _kernel_row(acc, iplane[start:], 1, dw, w[k, c, a, b])
+                        _kernel_rows(acc, vol[c, i].reshape(H * W), -ph, q - pw, W, dh, dw,
+                                     w[k, c, a])
         for oh in range(r0, r1):
             if flat and f0 <= oh < f1:
                 continue
