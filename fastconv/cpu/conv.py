@@ -514,6 +514,10 @@ def correlate_planes(x, w, bias, out, stride, dilation, groups, pads):
                         i = d0 + a * dd
                         if i < 0 or i >= D:
                             continue
+                        if sw == 1 and rlo <= oh < rhi:  # every kernel row inside x
+                            _kernel_rows(acc, vol[c, i].reshape(H * W), h0, start, W, dh, dw,
+                                         w[k, c, a])
+                            continue
                         for b in range(KH):
                             j = h0 + b * dh
                             if j < 0 or j >= H:
