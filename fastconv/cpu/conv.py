@@ -444,12 +444,16 @@ def correlate_planes(x, w, bias, out, stride, dilation, groups, pads):
     reading ``x`` zero-padded by ``pads`` (before each axis) without a padded copy.
 
     One task per (n, k, od, block of output rows). The interior outputs (every tap inside
-    ``x``) are summed one kernel row per pass over column chunks that stay in L1, with no
-    branches; when the output rows have the input's pitch (stride 1, ``OW == W``) a whole
-    block of rows is one flat run (long vector loops even for narrow planes; the
-    wrapped border columns it also writes are redone). Border outputs go tap by tap,
-    reading zeros outside ``x``; taps in the padding still add ``w * 0``, so NaN/Inf
-    weights propagate as with a padded copy.
+    ``x``) are summed over column chunks that stay in L1, with no branches, several
+    kernel rows per pass at stride 1 (:func:`_kernel_rows`); when the output rows have
+    the input's pitch (stride 1, ``OW == W``) a whole block of rows is one flat run
+    (long vector loops even for narrow planes; the wrapped border columns it also
+    writes are redone). Border columns read zeros outside ``x``, the interior rows'
+    ones with the rows side by side (:func:`_border_rows`); taps in the padding still
+    add ``w * 0``, so NaN/Inf weights propagate as with a padded copy. Every output is
+    the chain ``acc = fma(w, x, acc)`` over its taps in (c, d, h, w) order from the
+    bias, whichever pass computes it: bit-identical to this kernel on a zero-padded
+    copy (tests/test_membound.py).
     """
     N, C, D, H, W = x.shape
     K, Cg, KD, KH, KW = w.shape
@@ -536,9 +540,9 @@ def correlate_planes(x, w, bias, out, stride, dilation, groups, pads):
 @njit(**JIT_PARALLEL)
 def correlate_planes_rows(x, w, bias, out, stride, dilation, groups, pads):
     """:func:`correlate_planes` with the border columns of a flat block computed rows
-    side by side (:func:`_border_block`): what ``algorithm="auto"`` runs (2x faster on a
-    depthwise 3x3 layer; a border output may round an ulp differently, so
-    ``algorithm="direct"`` keeps :func:`correlate_planes`, whose numbers are fixed).
+    side by side (:func:`_border_block`, one tap a pass; a border output may round an
+    ulp differently, so ``algorithm="direct"`` keeps :func:`correlate_planes`, whose
+    numbers are fixed and whose border columns are now as fast).
     A twin rather than a flag: a flag changed LLVM's fast-math choices in the original.
 
     :func:`correlate` for few output channels per group (depthwise, single planes),
