@@ -11,6 +11,8 @@ import types
 
 import numpy as np
 from numba import njit, prange
+from numba.core import types as nbtypes
+from numba.extending import intrinsic
 
 from fastconv._config import CHANNEL_BLOCK, JIT_PARALLEL, JIT_SERIAL
 
@@ -191,6 +193,112 @@ def _kernel_row(a, row, sw, dw, wrow):
         _fma_row1(a, row[e * dw : e * dw + span], sw, wrow[e])
 
 
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """a * b + c rounded once (LLVM's ``llvm.fma``): the operation the tap passes above
+    compile to (their ``acc + w * x`` contracts to it), spelled out so that a pass of
+    many taps keeps each output's chain of operations whatever LLVM reassociates."""
+    if isinstance(a, nbtypes.Float) and a == b == c:
+        def codegen(context, builder, signature, args):
+            return builder.fma(*args)
+        return a(a, b, c), codegen
+    return None
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _rows3_taps3(a, r0, r1, r2, w0, w1, w2):
+    """a[o] = fma chain over the 9 taps r_b[o + e] * w_b[e] (b, then e): three kernel
+    rows of three taps per load/store of the accumulator (stride and dilation 1; the
+    constant offsets keep LLVM's overlap checks to one per input row)."""
+    u00, u01, u02 = w0[0], w0[1], w0[2]
+    u10, u11, u12 = w1[0], w1[1], w1[2]
+    u20, u21, u22 = w2[0], w2[1], w2[2]
+    for o in range(a.shape[0]):
+        v = _fma(u00, r0[o], a[o])
+        v = _fma(u01, r0[o + 1], v)
+        v = _fma(u02, r0[o + 2], v)
+        v = _fma(u10, r1[o], v)
+        v = _fma(u11, r1[o + 1], v)
+        v = _fma(u12, r1[o + 2], v)
+        v = _fma(u20, r2[o], v)
+        v = _fma(u21, r2[o + 1], v)
+        a[o] = _fma(u22, r2[o + 2], v)
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _rows2_taps5(a, r0, r1, w0, w1):
+    """:func:`_rows3_taps3` for two kernel rows of five taps."""
+    u00, u01, u02, u03, u04 = w0[0], w0[1], w0[2], w0[3], w0[4]
+    u10, u11, u12, u13, u14 = w1[0], w1[1], w1[2], w1[3], w1[4]
+    for o in range(a.shape[0]):
+        v = _fma(u00, r0[o], a[o])
+        v = _fma(u01, r0[o + 1], v)
+        v = _fma(u02, r0[o + 2], v)
+        v = _fma(u03, r0[o + 3], v)
+        v = _fma(u04, r0[o + 4], v)
+        v = _fma(u10, r1[o], v)
+        v = _fma(u11, r1[o + 1], v)
+        v = _fma(u12, r1[o + 2], v)
+        v = _fma(u13, r1[o + 3], v)
+        a[o] = _fma(u14, r1[o + 4], v)
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _rows3_taps5(a, r0, r1, r2, w0, w1, w2):
+    """:func:`_rows3_taps3` for three kernel rows of five taps."""
+    u00, u01, u02, u03, u04 = w0[0], w0[1], w0[2], w0[3], w0[4]
+    u10, u11, u12, u13, u14 = w1[0], w1[1], w1[2], w1[3], w1[4]
+    u20, u21, u22, u23, u24 = w2[0], w2[1], w2[2], w2[3], w2[4]
+    for o in range(a.shape[0]):
+        v = _fma(u00, r0[o], a[o])
+        v = _fma(u01, r0[o + 1], v)
+        v = _fma(u02, r0[o + 2], v)
+        v = _fma(u03, r0[o + 3], v)
+        v = _fma(u04, r0[o + 4], v)
+        v = _fma(u10, r1[o], v)
+        v = _fma(u11, r1[o + 1], v)
+        v = _fma(u12, r1[o + 2], v)
+        v = _fma(u13, r1[o + 3], v)
+        v = _fma(u14, r1[o + 4], v)
+        v = _fma(u20, r2[o], v)
+        v = _fma(u21, r2[o + 1], v)
+        v = _fma(u22, r2[o + 2], v)
+        v = _fma(u23, r2[o + 3], v)
+        a[o] = _fma(u24, r2[o + 4], v)
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _kernel_rows(a, plane, j0, col, W, dh, dw, wk):
+    """a[o] = fma chain over every tap of the kernel rows ``wk`` (KH, KW), reading row
+    ``j0 + b*dh`` of ``plane`` (flattened, pitch ``W``) from column ``col + e*dw``
+    (stride 1): several kernel rows per pass where a fused pass exists (3 or 5 taps,
+    no dilation along W), else one (:func:`_kernel_row`); the same chain of
+    operations either way."""
+    KH, KW = wk.shape[0], wk.shape[1]
+    n = a.shape[0]
+    q = dh * W
+    b = 0
+    while b < KH:
+        p = (j0 + b * dh) * W + col
+        if dw == 1 and KW == 3 and KH - b >= 3:
+            _rows3_taps3(a, plane[p : p + n + 2], plane[p + q : p + q + n + 2],
+                         plane[p + 2 * q : p + 2 * q + n + 2], wk[b], wk[b + 1], wk[b + 2])
+            b += 3
+        elif dw == 1 and KW == 5 and KH - b >= 2:
+            if KH - b == 2 or KH - b == 4:
+                _rows2_taps5(a, plane[p : p + n + 4], plane[p + q : p + q + n + 4], wk[b],
+                             wk[b + 1])
+                b += 2
+            else:
+                _rows3_taps5(a, plane[p : p + n + 4], plane[p + q : p + q + n + 4],
+                             plane[p + 2 * q : p + 2 * q + n + 4], wk[b], wk[b + 1],
+                             wk[b + 2])
+                b += 3
+        else:
+            _kernel_row(a, plane[p:], 1, dw, wk[b])
+            b += 1
+
+
 @njit(inline="always", **JIT_SERIAL)
 def _row_base(w, k, b0, d0, h0, D, H, dd, dh):
     """b0 plus ``w * 0`` for every tap of the kernel rows of output row (d0, h0) that lie
@@ -241,6 +349,70 @@ def _border_columns(orow, vol, w, k, base, d0, h0, clo, chi, sw, pw, dd, dh, dw,
 
 
 @njit(inline="always", **JIT_SERIAL)
+def _kernel_row_cols(a, cols, t0, sw, wrow):
+    """:func:`_kernel_row` with tap ``e`` read from ``cols[e, t0 + o*sw]`` instead of
+    ``row[o*sw + e*dw]``: the same grouping of taps (the same inline passes), so each
+    output is the same sequence of operations as in the interior."""
+    KW = wrow.shape[0]
+    span = (a.shape[0] - 1) * sw + 1
+    t1 = t0 + span
+    e = 0
+    while KW - e >= 5 and KW - e != 6:
+        _taps5(a, cols[e, t0:t1], cols[e + 1, t0:t1], cols[e + 2, t0:t1],
+               cols[e + 3, t0:t1], cols[e + 4, t0:t1], sw,
+               wrow[e], wrow[e + 1], wrow[e + 2], wrow[e + 3], wrow[e + 4])
+        e += 5
+    while KW - e >= 3:
+        _fma_taps3(a, cols[e, t0:t1], cols[e + 1, t0:t1], cols[e + 2, t0:t1], sw,
+                   wrow[e], wrow[e + 1], wrow[e + 2])
+        e += 3
+    if KW - e == 2:
+        _taps2(a, cols[e, t0:t1], cols[e + 1, t0:t1], sw, wrow[e], wrow[e + 1])
+    elif KW - e == 1:
+        _fma_row1(a, cols[e, t0:t1], sw, wrow[e])
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _border_rows(oplane, vol, w, k, base, d0, f0, f1, clo, chi, sh, sw, ph, pw, dd, dh,
+                 dw, cols, accbuf):
+    """:func:`_border_columns` for the interior rows [f0, f1) (every H tap inside
+    ``vol``) with the rows as the vector axis: per border column, each kernel row's
+    inputs (zeros outside ``vol``) are gathered once into ``cols`` (KW, taps along H)
+    and summed by :func:`_kernel_row_cols`, so every output gets the same operations
+    in the same order as :func:`_border_columns` (and as the interior on a zero-padded
+    copy). ``cols`` and ``accbuf`` are the caller's scratch buffers."""
+    Cg, D, H, W = vol.shape
+    KD, KH, KW = w.shape[2], w.shape[3], w.shape[4]
+    OW = oplane.shape[1]
+    zero = w.dtype.type(0)
+    n = f1 - f0
+    T = (n - 1) * sh + (KH - 1) * dh + 1
+    acc = accbuf[:n]
+    j0 = f0 * sh - ph
+    for u in range(OW - (chi - clo)):
+        ow = u if u < clo else u + (chi - clo)
+        acc[:] = base
+        start = ow * sw - pw
+        for c in range(Cg):
+            for a in range(KD):
+                i = d0 + a * dd
+                if i < 0 or i >= D:
+                    continue
+                plane = vol[c, i]
+                for e in range(KW):
+                    m = start + e * dw
+                    ce = cols[e]
+                    if 0 <= m < W:
+                        for t in range(T):
+                            ce[t] = plane[j0 + t, m]
+                    else:
+                        ce[:T] = zero
+                for b in range(KH):
+                    _kernel_row_cols(acc, cols, b * dh, sh, w[k, c, a, b])
+        oplane[f0:f1, ow] = acc
+
+
+@njit(inline="always", **JIT_SERIAL)
 def _border_block(oplane, vol, w, k, base, d0, f0, f1, clo, chi, pw, ph, dd, dh, dw):
     """:func:`_border_columns` for the rows [f0, f1) of a flat block (stride 1, every H
     tap inside ``vol``), one border column at a time with the rows as the vector axis:
@@ -282,12 +454,16 @@ def correlate_planes(x, w, bias, out, stride, dilation, groups, pads):
     reading ``x`` zero-padded by ``pads`` (before each axis) without a padded copy.
 
     One task per (n, k, od, block of output rows). The interior outputs (every tap inside
-    ``x``) are summed one kernel row per pass over column chunks that stay in L1, with no
-    branches; when the output rows have the input's pitch (stride 1, ``OW == W``) a whole
-    block of rows is one flat run (long vector loops even for narrow planes; the
-    wrapped border columns it also writes are redone). Border outputs go tap by tap,
-    reading zeros outside ``x``; taps in the padding still add ``w * 0``, so NaN/Inf
-    weights propagate as with a padded copy.
+    ``x``) are summed over column chunks that stay in L1, with no branches, several
+    kernel rows per pass at stride 1 (:func:`_kernel_rows`); when the output rows have
+    the input's pitch (stride 1, ``OW == W``) a whole block of rows is one flat run
+    (long vector loops even for narrow planes; the wrapped border columns it also
+    writes are redone). Border columns read zeros outside ``x``, the interior rows'
+    ones with the rows side by side (:func:`_border_rows`); taps in the padding still
+    add ``w * 0``, so NaN/Inf weights propagate as with a padded copy. Every output is
+    the chain ``acc = fma(w, x, acc)`` over its taps in (c, d, h, w) order from the
+    bias, whichever pass computes it: bit-identical to this kernel on a zero-padded
+    copy (tests/test_membound.py).
     """
     N, C, D, H, W = x.shape
     K, Cg, KD, KH, KW = w.shape
@@ -309,6 +485,8 @@ def correlate_planes(x, w, bias, out, stride, dilation, groups, pads):
     for t in prange(planes * nrb):
         bvals = np.empty(KW, dtype=out.dtype)  # border columns' scratch (_border_columns)
         bacc = np.empty(1, dtype=out.dtype)
+        bcols = np.empty((KW, (RB - 1) * sh + (KH - 1) * dh + 1), dtype=out.dtype)
+        brows = np.empty(RB, dtype=out.dtype)  # (_border_rows)
         rb = t % nrb
         r = t // nrb
         od = r % OD
@@ -333,13 +511,8 @@ def correlate_planes(x, w, bias, out, stride, dilation, groups, pads):
                         i = d0 + a * dd
                         if i < 0 or i >= D:
                             continue
-                        iplane = vol[c, i].reshape(H * W)
-                        for b in range(KH):
-                            start = q + (b * dh - ph) * W - pw
-                            _kernel_row(acc, iplane[start:], 1, dw, w[k, c, a, b])
-            for oh in range(f0, f1):
-                _border_columns(out[n, k, od, oh], vol, w, k, base, d0, oh - ph, clo, chi,
-                                1, pw, dd, dh, dw, bvals, bacc)
+                        _kernel_rows(acc, vol[c, i].reshape(H * W), -ph, q - pw, W, dh, dw,
+                                     w[k, c, a])
         for oh in range(r0, r1):
             if flat and f0 <= oh < f1:
                 continue
@@ -355,22 +528,31 @@ def correlate_planes(x, w, bias, out, stride, dilation, groups, pads):
                         i = d0 + a * dd
                         if i < 0 or i >= D:
                             continue
+                        if sw == 1 and rlo <= oh < rhi:  # every kernel row inside x
+                            _kernel_rows(acc, vol[c, i].reshape(H * W), h0, start, W, dh, dw,
+                                         w[k, c, a])
+                            continue
                         for b in range(KH):
                             j = h0 + b * dh
                             if j < 0 or j >= H:
                                 continue
                             _kernel_row(acc, vol[c, i, j, start:], sw, dw, w[k, c, a, b])
-            _border_columns(orow, vol, w, k, base, d0, h0, clo, chi, sw, pw, dd, dh, dw,
-                            bvals, bacc)
+            if not f0 <= oh < f1:
+                _border_columns(orow, vol, w, k, base, d0, h0, clo, chi, sw, pw, dd, dh, dw,
+                                bvals, bacc)
+        if f1 > f0:  # the interior rows' border columns, rows side by side
+            base = _row_base(w, k, bias[k], d0, f0 * sh - ph, D, H, dd, dh)
+            _border_rows(out[n, k, od], vol, w, k, base, d0, f0, f1, clo, chi, sh, sw, ph,
+                         pw, dd, dh, dw, bcols, brows)
 
 
 
 @njit(**JIT_PARALLEL)
 def correlate_planes_rows(x, w, bias, out, stride, dilation, groups, pads):
     """:func:`correlate_planes` with the border columns of a flat block computed rows
-    side by side (:func:`_border_block`): what ``algorithm="auto"`` runs (2x faster on a
-    depthwise 3x3 layer; a border output may round an ulp differently, so
-    ``algorithm="direct"`` keeps :func:`correlate_planes`, whose numbers are fixed).
+    side by side (:func:`_border_block`, one tap a pass; a border output may round an
+    ulp differently, so ``algorithm="direct"`` keeps :func:`correlate_planes`, whose
+    numbers are fixed and whose border columns are now as fast).
     A twin rather than a flag: a flag changed LLVM's fast-math choices in the original.
 
     :func:`correlate` for few output channels per group (depthwise, single planes),
