@@ -85,7 +85,7 @@ def test_matches_torch(layer):
 
 
 def test_chunked_rows_and_bit_identical_for_any_thread_count(monkeypatch):
-    """Several row chunks per depth slice (a small chunk budget) compute the same values,
+    """One output depth slice per chunk (a small chunk budget) computes the same values,
     and the result does not depend on the thread count."""
     rng = np.random.default_rng(7)
     x = rng.standard_normal((2, 16, 4, 21, 30)).astype(np.float32)
@@ -95,7 +95,7 @@ def test_chunked_rows_and_bit_identical_for_any_thread_count(monkeypatch):
     base = fc.conv3d(x, w, b, padding=1, algorithm="gemm")
     _close(base, want, np.float32)
     monkeypatch.setattr(winograd_w, "GEMM_COL_CHUNK_BYTES", 1)
-    assert len(winograd_w.row_chunks(21, 2, 48, 8, 4)) == 21
+    assert len(winograd_w.chunks(4, 21, 3, 1, 1, 2, 16, 8, 4)) == 4  # a depth slice each
     n = numba.get_num_threads()
     runs = []
     for t in sorted({1, n}):
@@ -131,3 +131,13 @@ def test_applies_only_to_3d_layers_with_three_columns():
     assert not winograd_w.applies((32, 32, 3, 3, 3), (1, 1, 2), (1, 1, 1), 1)
     assert not winograd_w.applies((32, 32, 3, 3, 3), (1, 1, 1), (1, 1, 2), 1)
     assert not winograd_w.applies((32, 4, 3, 3, 3), (1, 1, 1), (1, 1, 1), 8)  # Cg*KD < 16
+
+
+def test_several_row_chunks_match_oracle():
+    """A tall, narrow volume: its rows are split into chunks (about 256 columns each)."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((1, 16, 3, 100, 8)).astype(np.float32)
+    w = rng.standard_normal((8, 16, 3, 3, 3)).astype(np.float32)
+    assert len({c[2:] for c in winograd_w.chunks(3, 100, 3, 1, 1, 2, 16, 2, 4)}) == 2
+    got = fc.conv3d(x, w, padding=1, padding_mode="reflect", algorithm="gemm")
+    _close(got, conv_nd(x, w, None, 1, 1, padding_mode="reflect"), np.float32)

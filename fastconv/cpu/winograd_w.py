@@ -12,12 +12,15 @@ of the 6 transform points ``p`` is one folded product over the channels and the 
 
 one per kernel row ``b`` (a kernel row is a shift of the chunk's ``V`` by whole rows of
 ``P = T + 1`` columns: ``T = ceil(OW/4)`` tiles and one scratch column, which lets one
-transform run over all the rows of a (channel, depth tap) as one vector). That is 6/4
-products per output per (channel, depth tap, kernel row) where the GEMM does 3: 2x fewer
-multiplies (C3, 32 -> 32 channels 3x3x3: 2.8 -> 1.4 GMAC, plus the scratch columns). A
-task (image, group, depth slice, chunk of rows) transforms its input rows straight from
-the unpadded input (every padding mode) into its thread's scratch, runs the 6 * KH BLAS
-products, and inverse-transforms into ``out`` (plus bias) while the block is in L2.
+transform run over all the rows of a (channel, depth slice) as one vector). ``V`` holds
+the transformed input depth slices in depth-major order, so the ``KD`` depth taps of an
+output slice are ``KD * Cg`` consecutive rows (dilation 1 in depth: one product; else
+one per tap), and each input slice is transformed once for all the output slices of a
+chunk that read it. That is 6/4 products per output per (channel, depth tap, kernel row)
+where the GEMM does 3: 2x fewer multiplies (C3, 32 -> 32 channels 3x3x3: 2.8 -> 1.4
+GMAC, plus the scratch columns). A task (image, group, chunk of depth slices and rows)
+transforms its input straight from the unpadded input (every padding mode) into its
+thread's scratch, runs the products, and inverse-transforms into ``out`` (plus bias).
 
 Error: the 1-D F(4, 3) transform; measured float32 max |error| / max |y| (random normal
 data, tests' layers) below 2e-6 (the tests allow 4e-6). NaN/Inf: Winograd mixes a tile's
@@ -53,7 +56,7 @@ def applies(w_shape, stride, dilation, groups) -> bool:
 
 @njit(**JIT_SERIAL)
 def transform_rows(x, n, c0, pads, sd, dd, KD, mode, d, h0, nrows, T, q, V):
-    """``V[p, c*KD + a, j*(T+1) + t] = (B^T xpad[n, c0 + c, d*sd + a*dd, h0 + j, 4t : 4t+6])_p``
+    """``V[p, a*Cg + c, j*(T+1) + t] = (B^T xpad[n, c0 + c, d*sd + a*dd, h0 + j, 4t : 4t+6])_p``
     for ``j < nrows``, ``t < T`` (``xpad``: ``x`` padded by ``pads`` (before) in ``mode``;
     the column ``t = T`` of each row is scratch). The rows of one (channel, depth tap) are
     first copied, padded, into ``q`` with a row pitch of ``4*(T+1)``, so that tile ``u`` of
@@ -69,7 +72,7 @@ def transform_rows(x, n, c0, pads, sd, dd, KD, mode, d, h0, nrows, T, q, V):
     for c in range(Cg):
         for a in range(KD):
             ds = source_index(d * sd + a * dd - pd, D, mode)
-            r = c * KD + a
+            r = a * Cg + c
             for j in range(nrows):
                 hs = source_index(h0 + j - ph, H, mode)
                 row = q[j * Q : (j + 1) * Q]
@@ -121,19 +124,28 @@ def store_rows(M, bias, out, n, k0, d, h0, T, y4, bvec, acc):
 
 
 def weight_transform(w, groups: int) -> np.ndarray:
-    """``U[p, b, g, k, c*KD + a] = sum_e G[p, e] w[g*Kg + k, c, a, b, e]`` (float64 sums)."""
+    """``U[p, b, g, k, a*Cg + c] = sum_e G[p, e] w[g*Kg + k, c, a, b, e]`` (float64 sums)."""
     K, Cg, KD, KH, _ = w.shape
     w6 = w.astype(np.float64).reshape(groups, K // groups, Cg, KD, KH, 3)
-    U = np.einsum("pe,gkcabe->pbgkca", _G[4], w6)
+    U = np.einsum("pe,gkcabe->pbgkac", _G[4], w6)
     return np.ascontiguousarray(U.reshape(6, KH, groups, K // groups, Cg * KD), dtype=w.dtype)
 
 
-def row_chunks(OH: int, extra: int, R: int, T: int, itemsize: int):
-    """Fixed (h0, h1) chunks of output rows: each chunk's ``V`` (6 x R x (rows + extra)*(T+1))
-    at most about ``GEMM_COL_CHUNK_BYTES``."""
-    rows = max(1, GEMM_COL_CHUNK_BYTES // (6 * R * (T + 1) * itemsize) - extra)
-    npieces = -(-OH // rows)
-    return [(OH * p // npieces, OH * (p + 1) // npieces) for p in range(npieces)]
+def chunks(OD: int, OH: int, KD: int, sd: int, dd: int, extra: int, Cg: int, T: int,
+           itemsize: int):
+    """Fixed (d0, d1, h0, h1) chunks: rows of about 256 product columns (``rows*(T+1)``),
+    and as many output depth slices as keep the chunk's ``V`` (its input depth slices,
+    transformed once and shared by the output slices that read them) within about
+    ``2 * GEMM_COL_CHUNK_BYTES``."""
+    P = T + 1
+    nh = -(-OH // max(1, -(-256 // P)))
+    hs = [(OH * p // nh, OH * (p + 1) // nh) for p in range(nh)]
+    width = (-(-OH // nh) + extra) * P
+    slices = max(1, 2 * GEMM_COL_CHUNK_BYTES // (6 * Cg * width * itemsize))
+    dch = max(1, (slices - (KD - 1) * dd - 1) // sd + 1)
+    nd = -(-OD // dch)
+    ds = [(OD * p // nd, OD * (p + 1) // nd) for p in range(nd)]
+    return [(d0, d1, h0, h1) for d0, d1 in ds for h0, h1 in hs]
 
 
 def correlate(x, w, bias, out, stride, dilation, groups, pads, mode):
@@ -150,52 +162,62 @@ def correlate(x, w, bias, out, stride, dilation, groups, pads, mode):
     sd = int(stride[0])
     dd, dh = int(dilation[0]), int(dilation[1])
     extra = (KH - 1) * dh
-    R = Cg * KD
     T = -(-OW // 4)
     s = out.itemsize
     dt = out.dtype
     U = weight_transform(w, groups)
-    chunks = [(d, h0, h1) for d in range(OD) for h0, h1 in row_chunks(OH, extra, R, T, s)]
-    nchunks = len(chunks)
+    parts_ = chunks(OD, OH, KD, sd, dd, extra, Cg, T, s)
+    nchunks = len(parts_)
     before = np.array([b for b, _ in pads], dtype=np.int64)
     code = MODE_CODES[mode]
     biasv = np.ascontiguousarray(bias, dtype=dt)
     ua = blas.address(U)
     prods: dict = {}
     finite = [True]
+    P = T + 1
+    merged = dd == 1  # the KD depth taps' rows are contiguous in V: one product
 
     def product(lc, width):
         key = (lc, width)
         if key not in prods:
-            prods[key] = blas.Gemm(dt, Kg, lc, R, lda=R, ldb=width, ldc=lc)
+            kk = KD * Cg if merged else Cg
+            prods[key] = blas.Gemm(dt, Kg, lc, kk, lda=KD * Cg, ldb=width, ldc=lc)
         return prods[key]
 
     def task(i):
-        d, h0, h1 = chunks[i % nchunks]
+        d0, d1, h0, h1 = parts_[i % nchunks]
         g = (i // nchunks) % groups
         n = i // (nchunks * groups)
         nrows = h1 - h0 + extra
-        lc, width = (h1 - h0) * (T + 1), nrows * (T + 1)
-        sizes = (6 * R * width, 6 * Kg * lc, 4 * width, 4 * T, 2 * T)  # V, M, q, y4, vectors
+        lc, width = (h1 - h0) * P, nrows * P
+        nz = (d1 - 1 - d0) * sd + (KD - 1) * dd + 1  # input depth slices (padded coords)
+        sizes = (6 * nz * Cg * width, 6 * Kg * lc, 4 * width, 4 * T, 2 * T)  # V, M, q, ...
         buf = _buffer(sum(sizes) * s).view(dt)
-        parts, o = [], 0
+        views, o = [], 0
         for z in sizes:
-            parts.append(buf[o : o + z])
+            views.append(buf[o : o + z])
             o += z
-        V = parts[0].reshape(6, R, width)
-        M = parts[1].reshape(6, Kg, lc)
-        q = parts[2]
-        y4 = parts[3].reshape(4, T)
-        bvec, acc = parts[4][:T], parts[4][T:]
-        transform_rows(x, n, g * Cg, before, sd, dd, KD, code, d, h0, nrows, T, q, V)
+        V = views[0].reshape(6, nz * Cg, width)
+        M = views[1].reshape(6, Kg, lc)
+        q = views[2]
+        y4 = views[3].reshape(4, T)
+        bvec, acc = views[4][:T], views[4][T:]
+        transform_rows(x, n, g * Cg, before, 1, 1, nz, code, d0 * sd, h0, nrows, T, q, V)
         prod, va, ma = product(lc, width), blas.address(V), blas.address(M)
-        for p in range(6):
-            for b in range(KH):
-                prod(ua + ((p * KH + b) * groups + g) * Kg * R * s,
-                     va + (p * R * width + b * dh * (T + 1)) * s, ma + p * Kg * lc * s, b > 0)
-        if not store_rows(M, biasv[g * Kg : (g + 1) * Kg], out, n, g * Kg, d, h0, T, y4, bvec,
-                          acc):
-            finite[0] = False
+        taps = [0] if merged else list(range(KD))
+        for d in range(d0, d1):
+            for p in range(6):
+                first = True
+                for b in range(KH):
+                    for a in taps:
+                        z = (d - d0) * sd + a * dd
+                        prod(ua + (((p * KH + b) * groups + g) * Kg * KD * Cg + a * Cg) * s,
+                             va + ((p * nz + z) * Cg * width + b * dh * P) * s,
+                             ma + p * Kg * lc * s, not first)
+                        first = False
+            if not store_rows(M, biasv[g * Kg : (g + 1) * Kg], out, n, g * Kg, d, h0, T, y4,
+                              bvec, acc):
+                finite[0] = False
 
     with np.errstate(invalid="ignore", over="ignore"):
         blas.parallel(task, N * groups * nchunks)
