@@ -93,15 +93,22 @@ interleaved, a heavily loaded 2-core VM), separable / direct time: 5x5 6.2 / 8.7
 separable path 67 ms (so it also replaces the FFT for rank-1 kernels).
 
 Gradients (``fastconv.grad.conv*_input/conv*_weight``, ``algorithm="auto"|"direct"|"gemm"``,
-and ``"winograd"`` for the input gradient) apply the same rule (:func:`choose_for`,
-:func:`winograd_wins`) to the correlation they run: the input gradient to the stride-1
-correlation of the spread ``grad_output`` with the transposed weight (``Kg`` and ``Cg``
-swap; at stride 1 Winograd reads ``grad_output`` in place with its zero padding and folds
-the kernel flip into its weight transform), the weight gradient to the forward shapes;
-"fft" becomes "direct" there, and the weight gradient has no Winograd form (it keeps the
-GEMM). The GEMM weight gradient needs stride 1 and a finite input (else direct); it runs
-every tap on an L2-sized column chunk while the chunk is cached and sums a constant
-number of parts in order (``fastconv.cpu.grad.WEIGHT_PARTS``).
+and ``"winograd"`` for the input gradient) are ops of this registry ("input_grad",
+"weight_grad": :class:`Problem`'s ``op``); each entry's ``grad_cores`` give its cores
+and :func:`grad_core` builds the one that runs. The same regimes apply to the correlation
+the gradient runs: the input gradient's is the stride-1 correlation of the spread
+``grad_output`` with the transposed weight (``Kg`` and ``Cg`` swap; Winograd needs
+``grad_output`` read in place: forward stride 1, nothing cropped; it folds the kernel flip
+into its weight transform), the weight gradient's has the forward shapes (Winograd:
+:func:`winograd_weight_wins`, where the GEMM's shape rule holds). There is no FFT
+gradient, and the GEMM's small-image form applies to the forward's shapes (for the input
+gradient when every ``grad_output`` value lands on the grid), taking precedence over the
+FFT's regime. A gradient core that cannot run for the data (NaN/Inf) runs its fallback:
+"auto"'s next choice (the input gradient's Winograd), or the direct kernel (the weight
+gradient's Winograd and GEMM, every explicit ``algorithm=``); an explicit algorithm that
+does not apply to a gradient runs the direct kernel. The GEMM weight gradient needs stride
+1 (else direct); it runs every tap on an L2-sized column chunk while the chunk is cached
+and sums a constant number of parts in order (``fastconv.cpu.grad.WEIGHT_PARTS``).
 
 The GPU backend has only ``"direct"``; there "auto" always picks it (and "winograd",
 checked as on the CPU, runs it).
@@ -113,7 +120,9 @@ import contextlib
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from fastconv._config import CHANNEL_BLOCK
 from fastconv._plan import ConvPlan, InputGradPlan
@@ -181,9 +190,12 @@ class Problem:
     #: input_grad: False when grad_output is spread with a step (a forward stride > 1)
     #: or cropped, so Winograd cannot read it in place.
     in_place: bool = True
-    #: bytes per element of a forward call's computation (the small-image GEMM's block
-    #: size rule); 0: not a forward call's plan, the small-image form is not considered
+    #: bytes per element of the call's computation (the small-image GEMM's block size
+    #: rule); 0: not a call's plan (a bare shape rule), the small-image form is not considered
     itemsize: int = 0
+    #: input_grad: the forward's ``(w_shape, out_spatial)`` when every ``grad_output`` value
+    #: lands on the grid (the small-image ``col2im`` form's rule reads them), else None
+    fwd_shapes: tuple | None = None
 
     @property
     def macs(self) -> int:
@@ -215,7 +227,8 @@ def input_grad_problem(plan: InputGradPlan) -> Problem:
     whole = all(s == (0, n, 1) for s, n in zip(plan.spread_src, plan.g_shape[2:], strict=True))
     unit = all(d[2] == 1 for d in plan.spread_dst)
     return Problem("input_grad", plan.g_shape[0], wt_shape, plan.padded_shape[2:], (1, 1, 1),
-                   plan.dilation, plan.groups, plan.nspatial, whole and unit)
+                   plan.dilation, plan.groups, plan.nspatial, whole and unit,
+                   plan.dtype.itemsize, (plan.w_shape, plan.g_shape[2:]) if whole else None)
 
 
 # --- the registry ----------------------------------------------------------------------------
@@ -228,7 +241,9 @@ class Algorithm:
     ``applies(p)`` and ``regime(p)`` return None when they hold, else the reason (shown by
     :func:`explain`; an explicit ``algorithm=`` that does not apply raises ValueError when
     ``strict``). ``cost(p)`` is in estimated seconds. ``cores`` maps each device the
-    algorithm runs on to its forward core's factory ``(be, plan) -> core`` (module doc).
+    algorithm runs on to its forward core's factory ``(be, plan) -> core`` (module doc);
+    ``grad_cores`` maps "input_grad" and "weight_grad" (those of ``ops``) to such a map of
+    gradient core factories ``(be, plan, fallback) -> core`` ("Gradient cores" below).
     ``explicit``: a value of ``algorithm=``; ``conditional``: its use also depends on the
     weight's values (tried first; its factory takes the fallback core as a third argument).
     """
@@ -243,6 +258,7 @@ class Algorithm:
     explicit: bool = True
     conditional: bool = False
     strict: bool = False
+    grad_cores: dict = field(default_factory=dict)
 
 
 REGISTRY: dict[str, Algorithm] = {}
@@ -264,6 +280,48 @@ def register(entry: Algorithm) -> Algorithm:
 
 def _always(p: Problem) -> None:
     return None
+
+
+def _factories(e: Algorithm, op: str) -> dict:
+    """``e``'s core factories for ``op``, by device."""
+    return e.cores if op == "forward" else e.grad_cores.get(op, {})
+
+
+# --- gradient cores ----------------------------------------------------------------------------
+#
+# An input-gradient factory ``(be, plan: InputGradPlan, fallback)`` returns
+# ``core(g, w, bias, out) -> result``: ``g`` the 5-D grad_output, ``w`` the forward weight,
+# ``out`` on ``plan.padded_shape``; the result is folded back onto the input for a non-zero
+# padding mode (:func:`_folded`). A weight-gradient factory ``(be, plan: ConvPlan, fallback)``
+# returns ``core(x, g, gw)``: ``x`` the unpadded input, which the core pads (or whose zero
+# padding it reads in place) from the plan. ``fallback`` is the core that runs where this
+# one cannot for the data (NaN/Inf): "auto"'s next choice, or "direct" for an explicit
+# ``algorithm=`` (:func:`grad_core`); None for the last.
+
+
+def _folded(be, plan: InputGradPlan, kernel):
+    """The input-gradient core of ``kernel(g, w, bias, out)`` (writes ``out`` on the padded
+    grid): its result, folded back onto the input for a non-zero padding mode."""
+    pads, mode = plan.pads, plan.padding_mode
+
+    def core(g, w, bias, out):
+        kernel(g, w, bias, out)
+        return out if mode == "zeros" else be.unpad(out, pads, mode)
+
+    return core
+
+
+def _spread_core(be, plan: InputGradPlan, kernel):
+    """The input gradient as ``kernel`` (a forward correlation) on the spread grid."""
+    from fastconv.cpu.grad import input_spread
+
+    shape, src, dst = plan.spread_shape, plan.spread_src, plan.spread_dst
+    dilation, groups = plan.dilation, plan.groups
+
+    def run(g, w, bias, out):
+        input_spread(g, w, bias, out, shape, src, dst, dilation, groups, kernel)
+
+    return _folded(be, plan, run)
 
 
 # direct ------------------------------------------------------------------------------------
@@ -321,9 +379,57 @@ def _gpu_direct_core(be, plan: ConvPlan):
     return _padded(be, plan, be.correlate)
 
 
+def _direct_input_core(be, plan: InputGradPlan, fallback):
+    """The direct kernel on the spread grid (on the calling thread when tiny)."""
+    if input_grad_problem(plan).macs < SERIAL_MAX_MACS:
+        return _spread_core(be, plan, _serial_kernel())
+    from fastconv.cpu.conv import correlate
+
+    return _spread_core(be, plan, correlate)
+
+
+def _gpu_input_core(be, plan: InputGradPlan, fallback):
+    """The GPU backend's input gradient (its one direct kernel, folded)."""
+    args = (plan.spread_shape, plan.spread_src, plan.spread_dst, plan.dilation, plan.groups,
+            plan.pads, plan.padding_mode)
+
+    def core(g, w, bias, out):
+        return be.correlate_input(g, w, bias, out, *args)
+
+    return core
+
+
+def _direct_weight_core(be, plan: ConvPlan, fallback):
+    """The direct weight-gradient kernel on the plan's padded copy."""
+    from fastconv.cpu.grad import weight_direct
+
+    pads, mode, stride, dilation, groups = (plan.pads, plan.padding_mode, plan.stride,
+                                            plan.dilation, plan.groups)
+
+    def core(x, g, gw):
+        weight_direct(be.pad(x, pads, mode), g, gw, stride, dilation, groups)
+
+    return core
+
+
+def _gpu_weight_core(be, plan: ConvPlan, fallback):
+    """The GPU backend's weight gradient (zero padding read in place, else a padded copy)."""
+    pads, mode, groups = plan.pads, plan.padding_mode, plan.groups
+    stride, dilation = np.array(plan.stride), np.array(plan.dilation)
+    zeros = mode == "zeros"
+
+    def core(x, g, gw):
+        xp = x if zeros else be.pad(x, pads, mode)
+        be.correlate_weight(xp, g, gw, stride, dilation, groups, pads=pads if zeros else None)
+
+    return core
+
+
 register(Algorithm(
     "direct", "register-blocked loop nest (fastconv.cpu.conv; the GPU's one kernel)", OPS,
-    _always, _always, _direct_cost, {"cpu": _direct_core, "cuda": _gpu_direct_core}))
+    _always, _always, _direct_cost, {"cpu": _direct_core, "cuda": _gpu_direct_core},
+    grad_cores={"input_grad": {"cpu": _direct_input_core, "cuda": _gpu_input_core},
+                "weight_grad": {"cpu": _direct_weight_core, "cuda": _gpu_weight_core}}))
 
 
 # gemm --------------------------------------------------------------------------------------
@@ -341,18 +447,32 @@ def _fft_regime(p: Problem) -> str | None:
 
 
 def _small(p: Problem) -> bool:
-    """Whether the GEMM's small-image form (``fastconv.cpu.small``) runs this forward
-    problem (the gradients decide it in ``fastconv.cpu.grad``)."""
+    """Whether the GEMM's small-image form (``fastconv.cpu.small``) runs this problem: its
+    rule on the forward's shapes (every op; an input gradient also needs every
+    ``grad_output`` value on the grid)."""
     if not p.itemsize:
         return False
+    if p.op == "input_grad":
+        if p.fwd_shapes is None:
+            return False
+        w_shape, out_spatial = p.fwd_shapes
+    else:
+        w_shape, out_spatial = p.w_shape, p.out_spatial
     from fastconv.cpu.small import applies
 
-    return applies(p.N, p.w_shape, p.out_spatial, p.groups, p.itemsize)
+    return applies(p.N, w_shape, out_spatial, p.groups, p.itemsize)
 
 
 def _gemm_regime(p: Problem) -> str | None:
-    if p.op == "forward" and _fft_regime(p) is not None and _small(p):
-        return None  # small images: one product per image on its whole im2col block
+    # small images: one product per image on its whole im2col block (the forward keeps the
+    # FFT's regime for the FFT; the gradients have no FFT form)
+    if (p.op != "forward" or _fft_regime(p) is not None) and _small(p):
+        return None
+    return _gemm_shapes_regime(p)
+
+
+def _gemm_shapes_regime(p: Problem) -> str | None:
+    """The GEMM's regime from the correlation's shapes (its small-image form aside)."""
     if p.Kg < GEMM_MIN_KG:
         return f"Kg = {p.Kg} output channels per group < GEMM_MIN_KG={GEMM_MIN_KG}"
     if p.Cg * p.taps < GEMM_MIN_R:
@@ -382,9 +502,56 @@ def _gemm_core(be, plan: ConvPlan):
     return padding_core(plan.pads, plan.padding_mode)
 
 
+def _gemm_input_core(be, plan: InputGradPlan, fallback):
+    """``col2im`` (``fastconv.cpu.small``) for small images, else the shifted GEMM on the
+    spread grid."""
+    if _small(input_grad_problem(plan)):
+        from fastconv.cpu.grad import input_small
+
+        dst, dilation, groups = plan.spread_dst, plan.dilation, plan.groups
+
+        def run(g, w, bias, out):
+            input_small(g, w, bias, out, dst, dilation, groups)
+
+        return _folded(be, plan, run)
+    from fastconv.cpu.gemm import correlate
+
+    return _spread_core(be, plan, correlate)
+
+
+def _gemm_weight_core(be, plan: ConvPlan, fallback):
+    """One product per image (``fastconv.cpu.small``, zero padding read in place) for small
+    images, else the shifted GEMM on the padded copy; the direct kernel where the shifted
+    GEMM cannot run (stride > 1, NaN/Inf in the input)."""
+    pads, mode, stride, dilation, groups = (plan.pads, plan.padding_mode, plan.stride,
+                                            plan.dilation, plan.groups)
+    if _small(forward_problem(plan, "weight_grad")):
+        from fastconv.cpu import small
+
+        zeros = mode == "zeros"
+        before = tuple(int(b) for b, _ in pads) if zeros else (0, 0, 0)
+        st, dil = np.array(stride), np.array(dilation)
+
+        def core(x, g, gw):
+            small.weight_gradient(x if zeros else be.pad(x, pads, mode), g, gw, st, dil,
+                                  groups, before)
+
+        return core
+    from fastconv.cpu.grad import weight_direct, weight_gemm
+
+    def core(x, g, gw):
+        xp = be.pad(x, pads, mode)
+        if not weight_gemm(xp, g, gw, stride, dilation, groups):
+            weight_direct(xp, g, gw, stride, dilation, groups)
+
+    return core
+
+
 register(Algorithm(
     "gemm", "BLAS matrix products: shifted GEMM or chunked im2col (fastconv.cpu.gemm)", OPS,
-    _always, _gemm_regime, _gemm_cost, {"cpu": _gemm_core}))
+    _always, _gemm_regime, _gemm_cost, {"cpu": _gemm_core},
+    grad_cores={"input_grad": {"cpu": _gemm_input_core},
+                "weight_grad": {"cpu": _gemm_weight_core}}))
 
 
 # fft ---------------------------------------------------------------------------------------
@@ -432,11 +599,11 @@ def _winograd_applies(p: Problem) -> str | None:
 
 
 def _winograd_weight_regime(p: Problem) -> str | None:
-    """``fastconv.cpu.grad.winograd_weight_wins``: where the rule picks "gemm", 2-D 3x3,
+    """:func:`winograd_weight_wins`: where the GEMM's shape rule holds, 2-D 3x3,
     enough channels, work and tiles."""
     from fastconv.cpu.winograd_weight import tile_size
 
-    if _gemm_regime(p) is not None:
+    if _gemm_shapes_regime(p) is not None:
         return "replaces gemm only where gemm's regime holds"
     oh, ow = int(p.out_spatial[1]), int(p.out_spatial[2])
     m = tile_size(oh, ow)
@@ -486,10 +653,47 @@ def _winograd_core(be, plan: ConvPlan):
     return _padded(be, plan, winograd.correlate)
 
 
+def _winograd_input_core(be, plan: InputGradPlan, fallback):
+    """``grad_output`` read in place with its zero padding (stride 1); ``fallback`` where
+    a value is not finite."""
+    from fastconv.cpu.grad import input_winograd
+
+    shape, dst, groups = plan.spread_shape, plan.spread_dst, plan.groups
+    pads, mode = plan.pads, plan.padding_mode
+
+    def core(g, w, bias, out):
+        if input_winograd(g, w, bias, out, shape, dst, groups):
+            return out if mode == "zeros" else be.unpad(out, pads, mode)
+        return fallback(g, w, bias, out)
+
+    return core
+
+
+def _winograd_weight_core(be, plan: ConvPlan, fallback):
+    """F(3x3, m x m) (``fastconv.cpu.winograd_weight``), zero padding read in place; the
+    direct kernel where a value is not finite (its NaN/Inf pattern)."""
+    from fastconv.cpu.grad import weight_direct, weight_winograd
+
+    pads, mode, stride, dilation, groups = (plan.pads, plan.padding_mode, plan.stride,
+                                            plan.dilation, plan.groups)
+    zeros = mode == "zeros"
+    before = (pads[1][0], pads[2][0]) if zeros else (0, 0)
+
+    def core(x, g, gw):
+        xp = x if zeros else be.pad(x, pads, mode)
+        if not weight_winograd(xp, g, gw, groups, before):
+            weight_direct(be.pad(x, pads, mode) if zeros else xp, g, gw, stride, dilation,
+                          groups)
+
+    return core
+
+
 register(Algorithm(
     "winograd", "F(4x4, 3x3) / F(2x2, 3x3) as BLAS products (fastconv.cpu.winograd; the "
     "weight gradient: fastconv.cpu.winograd_weight)", OPS, _winograd_applies,
-    _winograd_regime, _winograd_cost, {"cpu": _winograd_core}, strict=True))
+    _winograd_regime, _winograd_cost, {"cpu": _winograd_core}, strict=True,
+    grad_cores={"input_grad": {"cpu": _winograd_input_core},
+                "weight_grad": {"cpu": _winograd_weight_core}}))
 
 
 # separable ---------------------------------------------------------------------------------
@@ -547,7 +751,7 @@ def candidates(p: Problem, device: str = "cpu"):
     take it (None: in the running): ``[(entry, cost, reason)]``, cheapest first."""
     rows = []
     for e in REGISTRY.values():
-        if p.op not in e.ops or device not in e.cores:
+        if p.op not in e.ops or device not in _factories(e, p.op):
             continue
         reason = e.applies(p) or e.regime(p)
         rows.append((e, e.cost(p), reason))
@@ -568,12 +772,15 @@ def auto(p: Problem, device: str = "cpu", conditional: bool = True) -> tuple:
 
 
 def select(p: Problem, device: str, algorithm: str) -> Algorithm:
-    """The entry ``algorithm=`` names (on a device without it: the direct kernel), or for
-    "auto" the cheapest in its regime (conditional entries aside)."""
+    """The entry ``algorithm=`` names (on a device without it, or for a gradient where it
+    does not apply: the direct kernel), or for "auto" the cheapest in its regime
+    (conditional entries aside)."""
     if algorithm == "auto":
         return auto(p, device, conditional=False)[0]
     e = REGISTRY[algorithm]
-    return e if device in e.cores else REGISTRY["direct"]
+    if device not in _factories(e, p.op) or (p.op != "forward" and e.applies(p) is not None):
+        return REGISTRY["direct"]
+    return e
 
 
 def choose(plan: ConvPlan) -> str:
@@ -591,9 +798,9 @@ def choose(plan: ConvPlan) -> str:
 
 
 def choose_for(N: int, w_shape: tuple, out_spatial: tuple, stride: tuple, groups: int) -> str:
-    """The rule of :func:`choose` from the shapes of a correlation (Winograd aside): ``N``
-    images, weight ``(K, Cg, KD, KH, KW)``, output spatial shape, per-axis stride, groups.
-    The gradients use it for the correlation they run (``fastconv.cpu.grad``)."""
+    """The rule of :func:`choose` from the shapes of a correlation (Winograd and the
+    small-image form aside): ``N`` images, weight ``(K, Cg, KD, KH, KW)``, output spatial
+    shape, per-axis stride, groups."""
     p = Problem("forward", N, tuple(w_shape), tuple(out_spatial), tuple(stride), (1, 1, 1),
                 groups)
     for name in ("fft", "gemm"):
@@ -606,6 +813,19 @@ def winograd_wins(N: int, w_shape: tuple, out_spatial: tuple, stride: tuple, dil
                   groups: int) -> bool:
     """Whether "auto" runs the Winograd algorithm (the rule in the module doc)."""
     p = Problem("forward", N, tuple(w_shape), tuple(out_spatial), tuple(stride),
+                tuple(dilation), groups)
+    e = REGISTRY["winograd"]
+    return e.applies(p) is None and e.regime(p) is None
+
+
+def winograd_weight_wins(N: int, w_shape: tuple, out_spatial: tuple, stride: tuple,
+                         dilation: tuple, groups: int) -> bool:
+    """Whether "auto" runs the Winograd weight gradient (``fastconv.cpu.winograd_weight``)
+    of ``N`` images, weight ``(K, Cg, KD, KH, KW)`` and output spatial shape ``out_spatial``:
+    where the rule picks "gemm", a 2-D 3x3 kernel at stride 1 and dilation 1, at least
+    ``WINOGRAD_MIN_CHANNELS`` channels per group on both sides, ``WINOGRAD_MIN_MACS`` of
+    work and ``WINOGRAD_MIN_TILES`` tiles in the batch."""
+    p = Problem("weight_grad", N, tuple(w_shape), tuple(out_spatial), tuple(stride),
                 tuple(dilation), groups)
     e = REGISTRY["winograd"]
     return e.applies(p) is None and e.regime(p) is None
@@ -646,6 +866,67 @@ def correlation_core(backend_name: str, be, algorithm: str, plan: ConvPlan):
         _CORES.clear()
     _CORES[key] = (plan, be, core)
     return core
+
+
+def grad_core(backend_name: str, be, algorithm: str, plan, op: str):
+    """The core that runs a gradient ``op`` ("input_grad": ``plan`` an InputGradPlan;
+    "weight_grad": the forward's ConvPlan) with ``algorithm`` on backend ``be`` ("Gradient
+    cores" above). "auto": the cheapest entry in its regime, falling back (NaN/Inf) to the
+    next cheapest; an explicit algorithm falls back to "direct"."""
+    key = (plan, backend_name, algorithm, op)  # by value: a gradient's plan may be new
+    hit = _CORES.get(key)
+    if hit is not None and hit[1] is be:
+        return hit[2]
+    core = _build_grad_core(backend_name, be, algorithm, plan, op)
+    if len(_CORES) >= _CORES_MAX:
+        _CORES.clear()
+    _CORES[key] = (plan, be, core)
+    return core
+
+
+def _build_grad_core(backend_name: str, be, algorithm: str, plan, op: str):
+    p = input_grad_problem(plan) if op == "input_grad" else forward_problem(plan, op)
+    if algorithm == "auto":
+        chain = [e for e, _, reason in candidates(p, backend_name) if reason is None]
+    else:
+        chain = [select(p, backend_name, algorithm)]
+        if chain[0].name != "direct":
+            chain.append(REGISTRY["direct"])
+    core = None
+    for e in reversed(chain):  # each core gets the next one as its fallback
+        core = e.grad_cores[op][backend_name](be, plan, core)
+    return core
+
+
+def backend_input_grad(be, backend_name: str, g, w, bias, out, spread_shape, spread_src,
+                       spread_dst, dilation, groups, pads, mode, algorithm):
+    """A backend's ``correlate_input`` (the contract's arguments) through the registry."""
+    pads = tuple((int(b), int(a)) for b, a in pads)
+    padded = tuple(out.shape)
+    inner = padded[2:] if mode == "zeros" else tuple(
+        n - b - a for n, (b, a) in zip(padded[2:], pads, strict=True))
+    plan = InputGradPlan(
+        func="correlate_input", nspatial=3, g_shape=tuple(g.shape), w_shape=tuple(w.shape),
+        out_shape=padded[:2] + inner, spread_shape=tuple(spread_shape),
+        spread_src=tuple(tuple(v) for v in spread_src),
+        spread_dst=tuple(tuple(v) for v in spread_dst), padded_shape=padded,
+        dilation=tuple(int(v) for v in dilation), pads=pads, groups=int(groups),
+        padding_mode=mode, dtype=np.dtype(out.dtype), unbatched=False)
+    return _build_grad_core(backend_name, be, algorithm, plan, "input_grad")(g, w, bias, out)
+
+
+def backend_weight_grad(be, backend_name: str, xp, g, gw, stride, dilation, groups, algorithm,
+                        pads):
+    """A backend's ``correlate_weight`` (the contract's arguments: ``pads`` None for a
+    padded ``xp``, else its zero padding) through the registry."""
+    pads = ((0, 0),) * 3 if pads is None else tuple((int(b), int(a)) for b, a in pads)
+    plan = ConvPlan(
+        func="correlate_weight", nspatial=3, x_shape=tuple(xp.shape), w_shape=tuple(gw.shape),
+        out_shape=tuple(g.shape), stride=tuple(int(v) for v in stride),
+        dilation=tuple(int(v) for v in dilation), pads=pads, groups=int(groups),
+        padding_mode="zeros", dtype=np.dtype(gw.dtype), unbatched=False)
+    _build_grad_core(backend_name, be, algorithm, plan, "weight_grad")(xp, g, gw)
+    return gw
 
 
 def _build_core(backend_name: str, be, algorithm: str, plan: ConvPlan):
@@ -730,6 +1011,11 @@ def explain_problem(op: str, device: str, requested: str, p: Problem,
             why = f"{entry.name} is the cheapest algorithm in its regime"
     else:
         chosen = select(p, device, requested).name
-        why = ("requested explicitly" if chosen == requested
-               else f"{requested!r} is not available on {device}; the {chosen} kernel runs")
+        entry = REGISTRY[requested]
+        if chosen == requested:
+            why = "requested explicitly"
+        elif device not in _factories(entry, p.op):
+            why = f"{requested!r} is not available on {device}; the {chosen} kernel runs"
+        else:
+            why = f"{requested!r} {entry.applies(p)}; the {chosen} kernel runs"
     return Explanation(op, device, requested, chosen, why, p, table)

@@ -40,6 +40,25 @@ DOCS = {
 }
 
 
+#: The sections a ``*_backward`` docstring ends with, after its own summary: ``{op}`` is
+#: the forward op, ``{output}`` names its output ("its output"), ``{example}`` the example
+#: (all filled with the summary's fields).
+GRAD_SECTIONS = """
+    Returns
+    -------
+    ndarray, shape of ``x``
+
+    Raises
+    ------
+    ValueError
+        As ``{op}``, and when ``grad_output`` does not have {output}'s shape.
+
+    Examples
+    --------
+    {example}
+    """
+
+
 def fill(**extra):
     """Decorator: substitute ``{stride}``, ``{padding}``, ... in a docstring."""
 
@@ -47,6 +66,18 @@ def fill(**extra):
         if f.__doc__:
             f.__doc__ = f.__doc__.format(**DOCS, **extra)
         return f
+
+    return deco
+
+
+def rank_doc(template: str, nspatial: int, **extra):
+    """Decorator: ``template`` filled for rank ``nspatial`` (:data:`RANKS`' texts, ``{n}``
+    and ``extra``) as the function's docstring: one docstring for the 1-D, 2-D and 3-D
+    versions of an op."""
+
+    def deco(f):
+        f.__doc__ = template
+        return fill(n=nspatial, **RANKS[nspatial], **extra)(f)
 
     return deco
 

@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 from fastconv import _algorithms, _dask, _dispatch
-from fastconv._algorithms import correlation_core
+from fastconv._algorithms import correlation_core, grad_core
 from fastconv._dispatch import flip_weight, to_host
 from fastconv._plan import (
     ConvPlan,
@@ -154,10 +154,9 @@ def correlate_input(plan: InputGradPlan, backend_name: str, g, weight, bias,
         return out.reshape(plan.user_shape(plan.out_shape))
     g5 = be.asarray(g, plan.dtype).reshape(plan.g_shape)
     w5 = be.asarray(weight, plan.dtype).reshape(plan.w_shape)
-    out = be.empty(plan.padded_shape, plan.dtype)
-    res = be.correlate_input(g5, w5, _bias(be, plan, bias), out, plan.spread_shape,
-                             plan.spread_src, plan.spread_dst, plan.dilation, plan.groups,
-                             plan.pads, plan.padding_mode, algorithm=algorithm)
+    core = grad_core(backend_name, be, algorithm, plan, "input_grad")
+    out = be.empty(plan.padded_shape, plan.dtype)  # the core folds it for non-zero modes
+    res = core(g5, w5, _bias(be, plan, bias), out)
     return res.reshape(plan.user_shape(plan.out_shape))
 
 
@@ -196,12 +195,9 @@ def correlate_weight(plan: ConvPlan, backend_name: str, x, grad_output, weight_s
     else:
         x5 = be.asarray(x, plan.dtype).reshape(plan.x_shape)
         g5 = be.asarray(grad_output, plan.dtype).reshape(plan.out_shape)
+        core = grad_core(backend_name, be, algorithm, plan, "weight_grad")
         gw = be.empty(plan.w_shape, plan.dtype)
-        in_place = plan.padding_mode == "zeros"  # the core reads (or makes) zero padding
-        xp = x5 if in_place else be.pad(x5, plan.pads, plan.padding_mode)
-        be.correlate_weight(xp, g5, gw, np.array(plan.stride), np.array(plan.dilation),
-                            plan.groups, algorithm=algorithm,
-                            pads=plan.pads if in_place else None)
+        core(x5, g5, gw)  # the core pads the input itself (or reads its zero padding)
     return gw.reshape(weight_size)
 
 

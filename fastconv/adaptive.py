@@ -24,7 +24,7 @@ import numpy as np
 
 from fastconv import _dask, _dispatch, _shapes
 from fastconv._dispatch import to_host
-from fastconv._docs import fill
+from fastconv._docs import GRAD_SECTIONS, fill
 from fastconv._plan import plan_pool, shape_of, to3
 from fastconv._run import avg_pool, deliver, prepare
 from fastconv._validate import result_dtype
@@ -174,6 +174,20 @@ _OUTPUT_SIZE = """output_size : int, None or tuple of int or None
         Output size per spatial axis (>= 0); an int applies to every axis, a ``None``
         entry keeps that axis's input size."""
 
+#: The Raises and Examples sections of every adaptive pooling docstring.
+_ADAPTIVE_SECTIONS = """
+    Raises
+    ------
+    ValueError
+        Wrong rank, an empty spatial axis, a bad ``output_size``.
+    TypeError
+        Complex, bool, object or string input.
+
+    Examples
+    --------
+    {example}
+    """
+
 _AVG_DOC = """Adaptive average pooling of {rank} signals ({shape}), as torch's
     ``adaptive_avg_pool{n}d``.
 
@@ -190,18 +204,7 @@ _AVG_DOC = """Adaptive average pooling of {rank} signals ({shape}), as torch's
     -------
     ndarray
         float32/float64 preserved; other real dtypes promoted to float32 or float64.
-
-    Raises
-    ------
-    ValueError
-        Wrong rank, an empty spatial axis, a bad ``output_size``.
-    TypeError
-        Complex, bool, object or string input.
-
-    Examples
-    --------
-    {example}
-    """
+""" + _ADAPTIVE_SECTIONS
 
 _MAX_DOC = """Adaptive max pooling of {rank} signals ({shape}), as torch's
     ``adaptive_max_pool{n}d``.
@@ -221,18 +224,7 @@ _MAX_DOC = """Adaptive max pooling of {rank} signals ({shape}), as torch's
     Returns
     -------
     ndarray, or (ndarray, ndarray of int64) with ``return_indices``
-
-    Raises
-    ------
-    ValueError
-        Wrong rank, an empty spatial axis, a bad ``output_size``.
-    TypeError
-        Complex, bool, object or string input.
-
-    Examples
-    --------
-    {example}
-    """
+""" + _ADAPTIVE_SECTIONS
 
 _EXAMPLES = {
     ("avg", 1): ">>> adaptive_avg_pool1d([[1., 2., 3., 4., 5.]], 2)\n    array([[2., 4.]])",
@@ -268,21 +260,7 @@ def _make_adaptive(kind: str, nspatial: int):
 
 _GRAD_DOC = """Gradient of ``{fwd}(x, output_size)`` with respect to ``x``, given
     ``grad_output`` (the data picks the device). {rule}
-
-    Returns
-    -------
-    ndarray, shape of ``x``
-
-    Raises
-    ------
-    ValueError
-        As ``{fwd}``, and when ``grad_output`` does not have the forward output's shape.
-
-    Examples
-    --------
-    >>> {func}(np.ones({gshape}), np.arange(4.).reshape({xshape}), 1)
-    array({result})
-    """
+""" + GRAD_SECTIONS
 
 _GRAD_CASES = {
     1: dict(gshape="(1, 1)", xshape="1, 4"),
@@ -310,9 +288,11 @@ def _make_adaptive_backward(kind: str, nspatial: int):
     rule = ("Each output's gradient is spread evenly over its window (overlapping windows "
             "add up)." if kind == "avg" else "Each output's gradient goes to its window's "
             "first maximum (a NaN wins), as PyTorch.")
-    op.__doc__ = _GRAD_DOC.format(fwd=fwd, func=func, rule=rule,
-                                  result=_GRAD_RESULTS[(kind, nspatial)],
-                                  **_GRAD_CASES[nspatial])
+    example = (">>> {func}(np.ones({gshape}), np.arange(4.).reshape({xshape}), 1)\n"
+               "    array({result})").format(func=func, result=_GRAD_RESULTS[(kind, nspatial)],
+                                             **_GRAD_CASES[nspatial])
+    op.__doc__ = _GRAD_DOC.format(fwd=fwd, rule=rule, op=fwd, output="the forward output",
+                                  example=example)
     return op
 
 
@@ -492,7 +472,8 @@ def _make_lp_backward(nspatial: int):
                             ceil_mode)
 
     op.__name__ = op.__qualname__ = func
-    op.__doc__ = _LP_GRAD_DOC.format(n=nspatial, example=_LP_GRAD_EXAMPLES[nspatial])
+    op.__doc__ = _LP_GRAD_DOC.format(n=nspatial, op=f"lp_pool{nspatial}d", output="its output",
+                                     example=_LP_GRAD_EXAMPLES[nspatial])
     return op
 
 
@@ -501,20 +482,7 @@ _LP_GRAD_DOC = """Gradient of ``lp_pool{n}d`` with respect to ``x``, given ``gra
     without ``device``). Where a window's sum is 0 the gradient is 0 (relu's gradient at
     0) for ``norm_type >= 1``; for ``norm_type < 1`` a zero input gets ``0 * inf = NaN``,
     as in PyTorch.
-
-    Returns
-    -------
-    ndarray, shape of ``x``
-
-    Raises
-    ------
-    ValueError
-        As ``lp_pool{n}d``, and when ``grad_output`` does not have its output's shape.
-
-    Examples
-    --------
-    {example}
-    """
+""" + GRAD_SECTIONS
 
 _LP_GRAD_EXAMPLES = {
     1: (">>> lp_pool1d_backward(np.ones((1, 2)), np.ones((1, 4)), 1, 2)\n"

@@ -10,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastconv import _dispatch, _run
-from fastconv._docs import RANKS as _RANKS
-from fastconv._docs import fill
+from fastconv._docs import rank_doc
 from fastconv._validate import as_array, check_not_all_bool
 
 _CONV_DOC = """{kind} of a batch of {rank} signals ({shape}).
@@ -74,16 +73,10 @@ _EXAMPLES = {
 
 
 def _conv_doc(nspatial: int, flip: bool):
-    """Fill ``_CONV_DOC`` for ``conv{n}d`` (``flip=False``) or ``convolve{n}d``."""
+    """``_CONV_DOC`` for ``conv{n}d`` (``flip=False``) or ``convolve{n}d``."""
     kind = "convolve" if flip else "conv"
-
-    def decorate(op):
-        op.__doc__ = _CONV_DOC
-        return fill(kind="True convolution" if flip else "Cross-correlation",
-                    formula=_TRUE if flip else _XCORR, example=_EXAMPLES[(kind, nspatial)],
-                    **_RANKS[nspatial])(op)
-
-    return decorate
+    return rank_doc(_CONV_DOC, nspatial, kind="True convolution" if flip else "Cross-correlation",
+                    formula=_TRUE if flip else _XCORR, example=_EXAMPLES[(kind, nspatial)])
 
 
 @_conv_doc(1, False)
@@ -251,11 +244,7 @@ _TRANSPOSE_EXAMPLES = {
 
 
 def _transpose_doc(nspatial: int):
-    def decorate(op):
-        op.__doc__ = _TRANSPOSE_DOC
-        return fill(n=nspatial, example=_TRANSPOSE_EXAMPLES[nspatial], **_RANKS[nspatial])(op)
-
-    return decorate
+    return rank_doc(_TRANSPOSE_DOC, nspatial, example=_TRANSPOSE_EXAMPLES[nspatial])
 
 
 @_transpose_doc(1)

@@ -14,8 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastconv import _run
-from fastconv._docs import RANKS as _RANKS
-from fastconv._docs import fill
+from fastconv._docs import rank_doc
 from fastconv._run import GRAD_ALGORITHMS, INPUT_GRAD_ALGORITHMS  # noqa: F401
 from fastconv.pool import avg_pool1d_backward as avg_pool1d
 from fastconv.pool import avg_pool2d_backward as avg_pool2d
@@ -115,34 +114,28 @@ _WEIGHT_EXAMPLES = {
 
 
 _GRAD_ALGORITHM_DOC = """algorithm : {"auto", "direct", "gemm"}, keyword-only, default "auto"
-        The CPU algorithm of the correlation the gradient runs (``fastconv.cpu.grad``):
-        "auto" applies the forward rule of ``fastconv._algorithms`` to it; every choice
-        gives the same answer within float rounding. The GPU runs "direct"."""
+        The CPU algorithm of the correlation the gradient runs: "auto" is the algorithm
+        registry's choice for it (``fastconv._algorithms``; ``fastconv.explain`` shows
+        it); every choice gives the same answer within float rounding. The GPU runs
+        "direct"."""
 _INPUT_GRAD_ALGORITHM_DOC = """algorithm : {"auto", "direct", "gemm", "winograd"}, keyword-only
         Default "auto".
-        The CPU algorithm of the correlation the gradient runs (``fastconv.cpu.grad``):
-        "auto" applies the forward rule of ``fastconv._algorithms`` to it; every choice
+        The CPU algorithm of the correlation the gradient runs: "auto" is the algorithm
+        registry's choice for it (``fastconv._algorithms``; ``fastconv.explain`` shows
+        it); every choice
         gives the same answer within float rounding. "winograd" needs stride 1,
         dilation 1, a 2-D 3x3 kernel and at least 8 channels per group (else
         ValueError). The GPU runs "direct"."""
 
 
 def _input_doc(nspatial: int):
-    def decorate(op):
-        op.__doc__ = _INPUT_DOC
-        return fill(n=nspatial, example=_INPUT_EXAMPLES[nspatial],
-                    grad_algorithm=_INPUT_GRAD_ALGORITHM_DOC, **_RANKS[nspatial])(op)
-
-    return decorate
+    return rank_doc(_INPUT_DOC, nspatial, example=_INPUT_EXAMPLES[nspatial],
+                    grad_algorithm=_INPUT_GRAD_ALGORITHM_DOC)
 
 
 def _weight_doc(nspatial: int):
-    def decorate(op):
-        op.__doc__ = _WEIGHT_DOC
-        return fill(n=nspatial, example=_WEIGHT_EXAMPLES[nspatial],
-                    grad_algorithm=_GRAD_ALGORITHM_DOC, **_RANKS[nspatial])(op)
-
-    return decorate
+    return rank_doc(_WEIGHT_DOC, nspatial, example=_WEIGHT_EXAMPLES[nspatial],
+                    grad_algorithm=_GRAD_ALGORITHM_DOC)
 
 
 @_input_doc(1)

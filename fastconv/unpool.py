@@ -16,7 +16,7 @@ import numpy as np
 
 from fastconv import _dask, _dispatch, _shapes
 from fastconv._dispatch import to_host
-from fastconv._docs import fill
+from fastconv._docs import GRAD_SECTIONS, fill
 from fastconv._plan import shape_of
 from fastconv._run import deliver, prepare
 from fastconv._validate import ntuple, result_dtype
@@ -165,20 +165,7 @@ def _make(nspatial: int):
 _GRAD_DOC = """Gradient of ``max_unpool{n}d`` with respect to ``x``, given ``grad_output``:
     ``gx[n, c, i] = grad_output[n, c].flat[indices[n, c, i]]`` (the indices get no
     gradient). Same parameters as ``max_unpool{n}d``, without ``device``.
-
-    Returns
-    -------
-    ndarray, shape of ``x``
-
-    Raises
-    ------
-    ValueError
-        As ``max_unpool{n}d``, and when ``grad_output`` does not have its output's shape.
-
-    Examples
-    --------
-    {example}
-    """
+""" + GRAD_SECTIONS
 
 _GRAD_EXAMPLES = {
     1: (">>> max_unpool1d_backward([[1., 2., 3., 4.]], [[5., 7.]], [[1, 2]], 2)\n"
@@ -198,7 +185,8 @@ def _make_backward(nspatial: int):
                          padding, output_size)
 
     op.__name__ = op.__qualname__ = func
-    op.__doc__ = _GRAD_DOC.format(n=nspatial, example=_GRAD_EXAMPLES[nspatial])
+    op.__doc__ = _GRAD_DOC.format(n=nspatial, op=f"max_unpool{nspatial}d", output="its output",
+                                  example=_GRAD_EXAMPLES[nspatial])
     return op
 
 

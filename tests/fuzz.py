@@ -437,19 +437,24 @@ def _conv_grad_case(rng: np.random.Generator) -> dict:
 @contextlib.contextmanager
 def forced_grad_path(path: str):
     """Run the CPU input-gradient core of conv_transpose*d with ``path`` ("direct"/"gemm")
-    instead of its size rule: conv_transpose has no ``algorithm=``, so this swaps the rule
-    (``fastconv.cpu.grad.choose_for``) for the call; "auto", or a backend without that
-    rule, leaves everything as it is."""
-    mod = importlib.import_module("fastconv.cpu.grad")
-    real = getattr(mod, "choose_for", None)
-    if path == "auto" or real is None:
+    instead of "auto": conv_transpose has no ``algorithm=``, so this passes ``path`` to the
+    input-gradient runner (``fastconv._run.correlate_input``) for the call; "auto" leaves
+    everything as it is."""
+    mod = importlib.import_module("fastconv._run")
+    real = mod.correlate_input
+    if path == "auto":
         yield
         return
-    mod.choose_for = lambda *args, **kwargs: path
+
+    def forced(plan, backend_name, g, weight, bias, algorithm="auto"):
+        return real(plan, backend_name, g, weight, bias, path if algorithm == "auto" else
+                    algorithm)
+
+    mod.correlate_input = forced
     try:
         yield
     finally:
-        mod.choose_for = real
+        mod.correlate_input = real
 
 
 def _grad_output(rng, case, dt) -> np.ndarray:

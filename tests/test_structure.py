@@ -77,13 +77,29 @@ def _frozen_input_grad(p: Problem) -> str:
     return "direct" if name == "fft" else name
 
 
-def _frozen_weight_grad(p: Problem) -> str:
-    """``fastconv.cpu.grad.correlate_weight``'s "auto"."""
-    from fastconv.cpu.grad import winograd_weight_wins
+def _frozen_winograd_weight_wins(N, w_shape, out_spatial, stride, dilation, groups) -> bool:
+    """``fastconv.cpu.grad.winograd_weight_wins`` before the registry took the gradients'
+    choices (commit 8143c84)."""
+    from fastconv.cpu.winograd_weight import applies, tile_size
 
+    A = _algorithms
+    K, Cg = int(w_shape[0]), int(w_shape[1])
+    if not applies((N, Cg * groups), w_shape, (N, K) + tuple(out_spatial), stride, dilation):
+        return False
+    oh, ow = int(out_spatial[1]), int(out_spatial[2])
+    m = tile_size(oh, ow)
+    tiles = N * -(-oh // m) * -(-ow // m)
+    macs = N * math.prod(int(v) for v in w_shape) * oh * ow
+    return (min(Cg, K // groups) >= A.WINOGRAD_MIN_CHANNELS and tiles >= A.WINOGRAD_MIN_TILES
+            and macs >= A.WINOGRAD_MIN_MACS)
+
+
+def _frozen_weight_grad(p: Problem) -> str:
+    """``fastconv.cpu.grad.correlate_weight``'s "auto" (no small-image form: ``itemsize``
+    0)."""
     name = _frozen_choose_for(p.N, p.w_shape, p.out_spatial, p.stride, p.groups)
-    if name == "gemm" and winograd_weight_wins(p.N, p.w_shape, p.out_spatial, p.stride,
-                                               p.dilation, p.groups):
+    if name == "gemm" and _frozen_winograd_weight_wins(p.N, p.w_shape, p.out_spatial, p.stride,
+                                                       p.dilation, p.groups):
         return "winograd"
     return "direct" if name == "fft" else name
 
@@ -141,6 +157,126 @@ def test_registry_weight_grad_matches_the_backend_rule(p):
     assert _algorithms.auto(p, "cpu")[0].name == _frozen_weight_grad(p)
 
 
+def _frozen_input_grad_plan(plan) -> str:
+    """What ``fastconv.cpu.grad.correlate_input(algorithm="auto")`` ran for a plan before
+    the registry took its choice (commit 8143c84): "winograd", "small" (``col2im``),
+    "gemm" (the shifted GEMM on the spread grid) or "direct"."""
+    from fastconv.cpu import small
+
+    N, groups = plan.g_shape[0], plan.groups
+    K, Cg = plan.w_shape[:2]
+    wt_shape = (groups * Cg, K // groups) + tuple(plan.w_shape[2:])
+    whole = all(s == (0, n, 1) for s, n in zip(plan.spread_src, plan.g_shape[2:], strict=True))
+    unit = all(d[2] == 1 for d in plan.spread_dst)
+    out_spatial = plan.padded_shape[2:]
+    if whole and unit and _frozen_winograd_wins(N, wt_shape, out_spatial, (1, 1, 1),
+                                                plan.dilation, groups):
+        return "winograd"
+    if whole and small.applies(N, plan.w_shape, plan.g_shape[2:], groups, plan.dtype.itemsize):
+        return "small"
+    name = _frozen_choose_for(N, wt_shape, out_spatial, (1, 1, 1), groups)
+    return "gemm" if name == "gemm" else "direct"
+
+
+def _frozen_weight_grad_plan(plan) -> str:
+    """What ``fastconv.cpu.grad.correlate_weight(algorithm="auto")`` ran for a plan before
+    the registry took its choice (commit 8143c84)."""
+    from fastconv.cpu import small
+
+    N, out_spatial = plan.x_shape[0], plan.out_shape[2:]
+    name = _frozen_choose_for(N, plan.w_shape, out_spatial, plan.stride, plan.groups)
+    if name == "gemm" and _frozen_winograd_weight_wins(N, plan.w_shape, out_spatial,
+                                                       plan.stride, plan.dilation, plan.groups):
+        return "winograd"
+    if small.applies(N, plan.w_shape, out_spatial, plan.groups, plan.dtype.itemsize):
+        return "small"
+    return "gemm" if name == "gemm" else "direct"
+
+
+def _registry_grad(plan, op: str) -> str:
+    """The registry's "auto" for a gradient plan, the GEMM's small-image form named."""
+    p = (_algorithms.input_grad_problem(plan) if op == "input_grad"
+         else _algorithms.forward_problem(plan, op))
+    name = _algorithms.auto(p, "cpu")[0].name
+    return "small" if name == "gemm" and _algorithms._small(p) else name
+
+
+def _shaped(shape, dtype):
+    return np.broadcast_to(np.zeros((), dtype), shape)  # a shape and a dtype, no memory
+
+
+@st.composite
+def grad_plans(draw):
+    """Real gradient plans (``fastconv._plan``) of random calls: every padding mode the
+    rule can see, both float dtypes, batches, strides, dilations and groups."""
+    from fastconv._plan import plan_conv, plan_conv_input, plan_conv_transpose, plan_conv_weight
+
+    nsp = draw(st.sampled_from([2, 2, 1, 3]))
+    groups = draw(st.sampled_from([1, 1, 2]))
+    Kg = draw(st.sampled_from([16, 64, 4, 6, 8, 32, 1]))
+    Cg = draw(st.sampled_from([16, 64, 1, 2, 3, 8]))
+    k = [draw(st.sampled_from([3, 3, 3, 1, 2, 5])) for _ in range(nsp)]
+    size = [draw(st.sampled_from([28, 56, 6, 8, 12, 14, 32])) for _ in range(nsp)]
+    stride = [draw(st.sampled_from([1, 1, 2])) for _ in range(nsp)]
+    dil = [draw(st.sampled_from([1, 1, 1, 2])) for _ in range(nsp)]
+    dil = [1 if d * (kk - 1) >= n else d for d, kk, n in zip(dil, k, size, strict=True)]
+    padding = draw(st.sampled_from([0, 1, 2]))
+    mode = draw(st.sampled_from(["zeros", "zeros", "reflect"]))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    N = draw(st.sampled_from([8, 1, 2, 32]))
+    op = draw(st.sampled_from(["input_grad", "weight_grad", "transpose"]))
+    func = f"conv{nsp}d"
+    x = _shaped((N, groups * Cg, *size), dtype)
+    w = _shaped((groups * Kg, Cg, *k), dtype)
+    fwd = plan_conv(func, nsp, x, w, None, stride, padding, dil, groups, mode)
+    g = _shaped(fwd.user_shape(fwd.out_shape), dtype)
+    if op == "weight_grad":
+        return op, plan_conv_weight(func, nsp, x, w.shape, g, stride, padding, dil, groups, mode)
+    if op == "input_grad":
+        return op, plan_conv_input(func, nsp, x.shape, w, g, stride, padding, dil, groups, mode)
+    wt = _shaped((groups * Kg, Cg, *k), dtype)  # conv_transpose's weight: (C_in, C_out/g, *k)
+    return "input_grad", plan_conv_transpose(f"conv_transpose{nsp}d", nsp, g, wt, None, stride,
+                                             padding, 0, groups, dil)
+
+
+@settings(max_examples=400, deadline=None)
+@given(case=grad_plans())
+def test_registry_gradient_choices_match_the_rule_they_replaced(case):
+    """The gradients' "auto" (the registry, :func:`fastconv._algorithms.grad_core`) is the
+    rule ``fastconv.cpu.grad`` applied before (frozen copies above), for every plan."""
+    op, plan = case
+    frozen = _frozen_input_grad_plan if op == "input_grad" else _frozen_weight_grad_plan
+    assert _registry_grad(plan, op) == frozen(plan)
+
+
+@pytest.mark.parametrize(("x", "w", "kw", "want"), [
+    ((8, 64, 56, 56), (64, 64, 3, 3), {"padding": 1}, ("winograd", "winograd")),  # B3
+    ((8, 256, 14, 14), (256, 256, 3, 3), {"padding": 1}, ("winograd", "winograd")),  # B5
+    ((8, 64, 56, 56), (64, 64, 3, 3), {"padding": 1, "padding_mode": "reflect"},
+     ("winograd", "winograd")),
+    ((8, 64, 56, 56), (64, 64, 3, 3), {"padding": 1, "stride": 2}, ("gemm", "gemm")),
+    ((64, 6, 14, 14), (16, 6, 5, 5), {}, ("small", "small")),  # LeNet's second layer
+    ((8, 32, 56, 56), (32, 1, 3, 3), {"padding": 1, "groups": 32}, ("direct", "direct")),
+])
+def test_gradient_choices_of_benchmark_layers(x, w, kw, want):
+    """Benchmark-like layers: the registry's gradient choices, as before and as named."""
+    from fastconv._plan import plan_conv, plan_conv_input, plan_conv_weight
+
+    x, w = _shaped(x, np.float32), _shaped(w, np.float32)
+    args = [kw.get(k, d) for k, d in (("stride", 1), ("padding", 0), ("dilation", 1),
+                                       ("groups", 1), ("padding_mode", "zeros"))]
+    fwd = plan_conv("conv2d", 2, x, w, None, *args)
+    g = _shaped(fwd.user_shape(fwd.out_shape), np.float32)
+    pi = plan_conv_input("conv2d_input", 2, x.shape, w, g, *args)
+    pw = plan_conv_weight("conv2d_weight", 2, x, w.shape, g, *args)
+    assert (_frozen_input_grad_plan(pi), _frozen_weight_grad_plan(pw)) == want
+    assert (_registry_grad(pi, "input_grad"), _registry_grad(pw, "weight_grad")) == want
+    assert fc.explain(fc.grad.conv2d_input, x.shape, w, g, **kw).chosen == want[0].replace(
+        "small", "gemm")
+    assert fc.explain(fc.grad.conv2d_weight, x, w.shape, g, **kw).chosen == want[1].replace(
+        "small", "gemm")
+
+
 def test_the_gpu_has_one_algorithm():
     p = Problem("forward", 8, (64, 64, 1, 3, 3), (1, 56, 56), (1, 1, 1), (1, 1, 1), 1)
     assert _algorithms.auto(p, "cuda")[0].name == "direct"
@@ -190,6 +326,37 @@ def test_adding_an_algorithm_is_one_entry(registry_snapshot):
                                   [[[[19, 25], [37, 43]]]])
     assert calls == ["conv2d", "conv2d"]
     assert fc.explain(fc.conv2d, x, w).chosen == "twice_as_fast"
+
+
+def test_adding_a_gradient_algorithm_is_one_entry(registry_snapshot):
+    """An entry with gradient cores is chosen by the gradients' "auto" where it is
+    cheapest, accepted by their ``algorithm=`` machinery and listed by ``explain``; its
+    fallback (NaN/Inf) is the next choice."""
+    calls = []
+
+    def input_core(be, plan, fallback):
+        calls.append(("input", fallback is not None))
+        return _algorithms.REGISTRY["direct"].grad_cores["input_grad"]["cpu"](be, plan, None)
+
+    def weight_core(be, plan, fallback):
+        calls.append(("weight", fallback is not None))
+        return _algorithms.REGISTRY["direct"].grad_cores["weight_grad"]["cpu"](be, plan, None)
+
+    _algorithms.register(Algorithm(
+        "cheap_grads", "the direct gradients, costed at a tenth (a test entry)",
+        ("input_grad", "weight_grad"), lambda p: None, lambda p: None,
+        lambda p: p.macs / (10 * _algorithms.RATE_DIRECT), {},
+        grad_cores={"input_grad": {"cpu": input_core}, "weight_grad": {"cpu": weight_core}}))
+    rng = np.random.default_rng(2)
+    x, w = rng.standard_normal((1, 2, 7, 7)), rng.standard_normal((3, 2, 3, 3))
+    g = rng.standard_normal((1, 3, 5, 5))
+    dx = fc.grad.conv2d_input(x.shape, w, g)
+    dw = fc.grad.conv2d_weight(x, w.shape, g)
+    assert calls == [("input", True), ("weight", True)]
+    assert dx.tobytes() == fc.grad.conv2d_input(x.shape, w, g, algorithm="direct").tobytes()
+    assert dw.tobytes() == fc.grad.conv2d_weight(x, w.shape, g, algorithm="direct").tobytes()
+    assert fc.explain(fc.grad.conv2d_weight, x, w.shape, g).chosen == "cheap_grads"
+    assert fc.explain(fc.conv2d, x, w).chosen != "cheap_grads"  # not a forward entry
 
 
 # --- explain ---------------------------------------------------------------------------
@@ -243,6 +410,25 @@ def test_explain_other_ops_and_names():
     assert e.chosen == "direct" and "winograd" not in [r[0] for r in e.rows if r[2] is None]
     e = fc.explain(fc.conv2d, np.zeros((1, 1, 8, 8)), np.zeros((1, 1, 3, 3)), algorithm="fft")
     assert (e.requested, e.chosen, e.why) == ("fft", "fft", "requested explicitly")
+
+
+def test_explain_shows_the_gradients_own_candidates_and_fallbacks():
+    """A gradient's explanation lists its own candidates (no FFT, no separable path) with
+    costs; an explicit algorithm that does not apply to a gradient runs "direct", and
+    explain says why (and the result is the direct one, bit for bit)."""
+    x, g = np.zeros((8, 64, 56, 56)), np.zeros((8, 64, 56, 56))
+    e = fc.explain(fc.grad.conv2d_weight, x, (64, 64, 3, 3), g, padding=1)
+    assert (e.op, e.chosen) == ("conv2d_weight", "winograd")
+    assert {r[0] for r in e.rows} == {"direct", "gemm", "winograd"}
+    assert all(r[2] is None for r in e.rows) and "runs 'winograd'" in str(e)
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((2, 16, 14, 14)).astype(np.float32)  # padding 3: g is cropped
+    e = fc.explain(fc.grad.conv2d_input, (2, 16, 10, 10), w, g, padding=3, algorithm="winograd")
+    assert e.chosen == "direct" and "read in place" in e.why
+    got = fc.grad.conv2d_input((2, 16, 10, 10), w, g, padding=3, algorithm="winograd")
+    want = fc.grad.conv2d_input((2, 16, 10, 10), w, g, padding=3, algorithm="direct")
+    assert got.tobytes() == want.tobytes()
 
 
 def test_explain_errors():

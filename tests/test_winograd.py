@@ -173,6 +173,35 @@ def test_nan_and_inf_propagate_as_direct(where):
     np.testing.assert_array_equal(got, want)
 
 
+def test_small_images_fused_in_whole_image_blocks(monkeypatch):
+    """Images of fewer than FUSED_MIN_IMAGE_TILES tiles run fused in blocks of whole
+    images once MIN_BLOCKS such blocks fill (W5's form: 8 images of 16 tiles): the same
+    values as the staged form and the oracle, for any thread count."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((8, 16, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(24).astype(np.float32)
+    calls = []
+    fused = winograd._run_fused
+    monkeypatch.setattr(winograd, "_run_fused", lambda *a: calls.append(a[-1]) or fused(*a))
+    threads = numba.get_num_threads()
+    runs = []
+    try:
+        for t in sorted({1, 2, threads}):
+            numba.set_num_threads(min(t, numba.config.NUMBA_NUM_THREADS))
+            runs.append(fc.conv2d(x, w, b, padding=1, algorithm="winograd"))
+    finally:
+        numba.set_num_threads(threads)
+    assert calls and set(calls) == {winograd.FUSED_MIN_IMAGE_TILES}
+    for y in runs[1:]:
+        np.testing.assert_array_equal(y, runs[0])
+    _close(runs[0], conv_nd(x, w, b, 1, 1), TOL[4])
+    monkeypatch.setattr(winograd, "MIN_BLOCKS", 10**6)  # the staged form
+    staged = fc.conv2d(x, w, b, padding=1, algorithm="winograd")
+    assert len(calls) == len(runs)
+    _close(runs[0], staged, 1e-6)
+
+
 def test_bit_identical_for_any_thread_count():
     rng = np.random.default_rng(6)
     x = rng.standard_normal((4, 32, 30, 29)).astype(np.float32)
@@ -246,11 +275,13 @@ def test_auto_rule():
     assert choose(_plan((8, 16, 56, 56), (16, 16, 3, 3))) == "winograd"
 
 
-def test_weight_cache_sees_in_place_updates():
-    """Transformed weights are reused only while the weights are bit-identical."""
+@pytest.mark.parametrize("c", [16, 9], ids=["64-bit-words", "odd-size-32-bit-words"])
+def test_weight_cache_sees_in_place_updates(c):
+    """Transformed weights are reused only while the weights are bit-identical (compared
+    as 64-bit words, or 32-bit ones where the size is odd: 9 x 9 x 3 x 3 float32)."""
     rng = np.random.default_rng(8)
-    x = rng.standard_normal((1, 16, 12, 12)).astype(np.float32)
-    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((1, c, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((c, c, 3, 3)).astype(np.float32)
     fc.conv2d(x, w, padding=1, algorithm="winograd")
     w[3, 2, 1, 1] += 1.0  # an optimiser step, in place
     w[0, 0, 0, 0] = -0.0
@@ -258,11 +289,15 @@ def test_weight_cache_sees_in_place_updates():
     _close(got, conv_nd(x, w, None, 1, 1), TOL[4])
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["one-part", "parts"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_weight_cache_sees_a_change_past_the_first_chunk_and_a_nan(dtype):
-    """The cache compares the weights chunk by chunk (4096 words): a change in the last
-    element is seen, and a NaN weight after a cached finite one of the same shape still
-    takes the direct kernel (the finiteness check runs on every miss)."""
+def test_weight_cache_sees_a_change_past_the_first_chunk_and_a_nan(dtype, split, monkeypatch):
+    """The cache compares the weights chunk by chunk (4096 words; large weights in parts
+    on the task threads): a change in the last element is seen, and a NaN weight after a
+    cached finite one of the same shape still takes the direct kernel (the finiteness
+    check runs on every miss)."""
+    if split:
+        monkeypatch.setattr(winograd, "_SAME_BITS_MIN", 0)
     rng = np.random.default_rng(9)
     x = rng.standard_normal((1, 64, 8, 8)).astype(dtype)
     w = rng.standard_normal((64, 64, 3, 3)).astype(dtype)  # 36,864 elements

@@ -18,7 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastconv as fc
-from fastconv.cpu import grad as cgrad
+from fastconv import _algorithms
+from fastconv import cpu as cgrad  # the backend contract: correlate_weight(algorithm=)
 from fastconv.cpu import winograd_weight as ww
 from tests.conftest import requires_torch
 from tests.reference import conv_weight_nd, pad_nd
@@ -85,7 +86,7 @@ def test_auto_runs_it_and_matches_torch(monkeypatch):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 32, 48, 48), dtype=np.float32)
     g = rng.standard_normal((2, 32, 48, 48), dtype=np.float32)
-    assert cgrad.winograd_weight_wins(2, (32, 32, 1, 3, 3), (1, 48, 48), (1, 1, 1),
+    assert _algorithms.winograd_weight_wins(2, (32, 32, 1, 3, 3), (1, 48, 48), (1, 1, 1),
                                       (1, 1, 1), 1)
     got = fc.grad.conv2d_weight(x, (32, 32, 3, 3), g, padding=1)
     want = torch.nn.grad.conv2d_weight(torch.from_numpy(x), (32, 32, 3, 3),
@@ -98,7 +99,7 @@ def test_auto_runs_it_and_matches_torch(monkeypatch):
 
 
 def test_rule():
-    wins = cgrad.winograd_weight_wins
+    wins = _algorithms.winograd_weight_wins
     assert wins(8, (64, 64, 1, 3, 3), (1, 56, 56), (1, 1, 1), (1, 1, 1), 1)  # B3
     assert wins(8, (256, 256, 1, 3, 3), (1, 14, 14), (1, 1, 1), (1, 1, 1), 1)  # B5
     assert not wins(8, (64, 64, 1, 3, 3), (1, 28, 28), (2, 2, 2), (1, 1, 1), 1)  # stride

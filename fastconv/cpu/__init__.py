@@ -3,47 +3,17 @@ ints. Every array is 5-D ``(N, C, D, H, W)``: 1-D and 2-D calls use unit axes.
 
 The names exported here are the backend interface that ``fastconv.cuda`` mirrors.
 
-The backend contract (``fastconv._dispatch.CONTRACT``; ``fastconv.cpu`` and
-``fastconv.cuda`` implement every name with the same arguments, and
-``tests/test_structure.py`` compares their signatures). Arrays are the backend's own
-(NumPy here, Numba device arrays on the GPU); every array argument of a core is 5-D
-``(N, C, D, H, W)`` (1-D and 2-D calls use unit axes) unless said otherwise:
-
-- data: ``wrap(a, name, func)`` (user data -> backend array, dtype checked),
-  ``asarray(a, dtype)`` (C-contiguous, ``dtype``), ``empty(shape, dtype)``,
-  ``zeros(shape, dtype)``, ``finish(out, like)`` (a result in the caller's array type);
-- padding: ``pad(x, pads, mode, fill=0.0)`` (three (before, after) pairs; the modes of
-  ``fastconv._validate.NUMPY_PAD_MODES``), ``unpad(gp, pads, mode)`` (its adjoint);
-- correlation: ``correlate(xp, w, bias, out, stride, dilation, groups)`` (the direct
-  kernel on a padded input; the other algorithms' cores come from
-  ``fastconv._algorithms``), ``correlate_input(g, w, bias, out, spread_shape,
-  spread_src, spread_dst, dilation, groups, pads, mode, algorithm="auto")``,
-  ``correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto", pads=None)``
-  (with ``pads``, ``xp`` is the unpadded input and the padding is zeros),
-  ``sum_channels(g3, out)``;
-- pooling: ``max_pool(x, out, indices, kernel, stride, pads, dilation)``,
-  ``avg_pool(x, out, kernel, stride, pads, divisors)``, ``max_pool_backward(g, x, gx,
-  kernel, stride, pads, dilation)``, ``avg_pool_backward(g, gx, kernel, stride, pads,
-  divisors)``, ``adaptive_avg_pool(x, out, windows)``, ``adaptive_max_pool(x, out,
-  indices, windows)``, ``adaptive_avg_pool_backward(g, gx, windows)``,
-  ``adaptive_max_pool_backward(g, x, gx, windows)``, ``max_unpool(x, indices, out)``,
-  ``max_unpool_backward(g, indices, gx)``;
-- Lp pooling: ``power(x, p, out)``, ``lp_finish(a, scale, p)``, ``lp_grad_out(g, a,
-  scale, p, out)``, ``lp_grad_in(gp, x, p, out)``, ``signed_abs(x, s, out)``,
-  ``mul_sign(g, x, out)``;
-- columns: ``unfold(x, cols, stride, padding, dilation)``, ``fold(cols, out, stride,
-  padding, dilation)`` (4-D ``(N, C, H, W)`` and 6-D columns).
-
-Cores write into ``out`` (and return it where noted); ``algorithm=`` takes the values of
-``fastconv._algorithms`` for the op (on the GPU every value runs the direct kernel).
+The backend contract follows (``fastconv._dispatch.CONTRACT_DOC``, appended below).
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 
 import numpy as np
 
+from fastconv._dispatch import CONTRACT_DOC
 from fastconv._validate import as_array
 from fastconv._warmup import light_blas_import
 
@@ -62,7 +32,7 @@ _LAZY = {
                      "adaptive_max_pool_backward", "lp_finish", "lp_grad_in", "lp_grad_out",
                      "mul_sign", "power", "signed_abs"), "adaptive"),
     "correlate": "conv",
-    **dict.fromkeys(("correlate_input", "correlate_weight", "unpad"), "grad"),
+    "unpad": "grad",
     **dict.fromkeys(("avg_pool", "avg_pool_backward", "max_pool", "max_pool_backward"), "pool"),
     **dict.fromkeys(("max_unpool", "max_unpool_backward"), "unpool"),
 }
@@ -99,6 +69,28 @@ def zeros(shape, dtype) -> np.ndarray:
 def sum_channels(g3, out) -> None:
     """out[k] = sum_{n, s} g3[n, k, s] (the bias gradient)."""
     np.sum(g3, axis=(0, 2), out=out)
+
+
+def correlate_input(g, w, bias, out, spread_shape, spread_src, spread_dst, dilation, groups,
+                    pads, mode, algorithm="auto"):
+    """The input gradient into ``out`` (returned, folded for a non-zero ``mode``) by the
+    core of ``algorithm`` that the registry builds (``fastconv._algorithms``; "auto": its
+    choice); the kernels are in ``fastconv.cpu.grad``."""
+    from fastconv import _algorithms
+
+    return _algorithms.backend_input_grad(
+        sys.modules[__name__], "cpu", g, w, bias, out, spread_shape, spread_src, spread_dst,
+        dilation, groups, pads, mode, algorithm)
+
+
+def correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto", pads=None):
+    """The weight gradient into ``gw`` (returned) by the core of ``algorithm`` that the
+    registry builds (``fastconv._algorithms``; "auto": its choice); with ``pads``, ``xp``
+    is the unpadded input and its padding zeros."""
+    from fastconv import _algorithms
+
+    return _algorithms.backend_weight_grad(sys.modules[__name__], "cpu", xp, g, gw, stride,
+                                           dilation, groups, algorithm, pads)
 
 
 def finish(out, like):
@@ -140,3 +132,5 @@ __all__ += [
     "signed_abs",
     "unfold",
 ]
+
+__doc__ += CONTRACT_DOC

@@ -8,8 +8,9 @@
   it reduces over the batch and every output position in a fixed order, so the result is
   bit-identical from run to run and for any thread count.
 
-Both pick an algorithm with the forward rule (``fastconv._algorithms.choose_for``) applied
-to the correlation they run; ``"gemm"`` means:
+The algorithm of each call is a decision of the registry (``fastconv._algorithms``: its
+entries' gradient cores call the functions here, ``input_*`` and ``weight_*``); nothing
+here chooses. ``"gemm"`` means:
 
 - input gradient: the stride-1 correlation of the spread grid runs on the shifted GEMM
   (``fastconv.cpu.gemm.shifted``): ``dXp[n] += W_t^T (C x K) @ dYspread[n, off_t:]``;
@@ -23,7 +24,7 @@ to the correlation they run; ``"gemm"`` means:
   the direct sum never reads that pixel).
   With stride > 1 the direct kernel runs.
 - weight gradient, "winograd" (what "auto" runs instead of "gemm" for 2-D 3x3 kernels at
-  stride 1 and dilation 1 with >= 16 channels per group: :func:`winograd_weight_wins`):
+  stride 1 and dilation 1 with >= 16 channels per group, ``fastconv._algorithms``):
   ``fastconv.cpu.winograd_weight``, F(3x3, 4x4) / F(3x3, 2x2), zero padding read in
   place; a NaN/Inf runs the direct kernel.
 
@@ -33,17 +34,12 @@ every path is bit-identical from run to run and for any thread count.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit, prange
 
-from fastconv import _algorithms
-from fastconv._algorithms import SERIAL_MAX_MACS, choose_for
 from fastconv._config import JIT_PARALLEL, JIT_SERIAL
 from fastconv.cpu import blas, gemm, small
-from fastconv.cpu.conv import correlate, correlate_serial
-from fastconv.cpu.pad import MODE_CODES, pad, source_index
+from fastconv.cpu.pad import MODE_CODES, source_index
 
 
 @njit(inline="always", **JIT_SERIAL)
@@ -69,53 +65,33 @@ def _dot4(seg, sw, g0, g1, g2, g3, zero):
     return s0, s1, s2, s3
 
 
-def correlate_weight(xp, g, gw, stride, dilation, groups, algorithm="auto", pads=None):
-    """gw[k, c, r] = sum_{n, o} g[n, k, o] * xp[n, group(k)*C_g + c, o*stride + r*dilation].
-
-    ``pads`` (3 (before, after) pairs), when given, means ``xp`` is the unpadded input
-    with that zero padding: the Winograd path reads it in place, the others pad first.
-
-    ``algorithm`` is "auto" (the forward rule on this correlation's shapes, then
-    "winograd" where :func:`winograd_weight_wins`), "winograd", "gemm" or "direct";
-    "winograd" needs a 2-D 3x3 kernel at stride 1 and dilation 1 (else "gemm") and finite
-    values (else direct); "gemm" needs unit strides, SciPy's BLAS and a finite ``xp``
-    (else direct).
-    """
-    name = algorithm
-    if name == "auto":
-        name = choose_for(xp.shape[0], gw.shape, g.shape[2:], stride, groups)
-        if name == "gemm" and winograd_weight_wins(xp.shape[0], gw.shape, g.shape[2:], stride,
-                                                   dilation, groups):
-            name = "winograd"
-        elif small.applies(xp.shape[0], gw.shape, g.shape[2:], groups, gw.itemsize):
-            name = "small"
-    elif name == "gemm" and small.applies(xp.shape[0], gw.shape, g.shape[2:], groups,
-                                          gw.itemsize):
-        name = "small"
-    if name == "small":  # reads the zero padding in place
-        before = (0, 0, 0) if pads is None else tuple(int(b) for b, _ in pads)
-        return small.weight_gradient(xp, g, gw, stride, dilation, groups, before)
-    if name == "winograd":
-        from fastconv.cpu import winograd_weight
-
-        if winograd_weight.applies(xp.shape, gw.shape, g.shape, stride, dilation):
-            with np.errstate(invalid="ignore", over="ignore"):
-                if winograd_weight.correlate_weight(
-                        np.ascontiguousarray(xp[:, :, 0]), np.ascontiguousarray(g[:, :, 0]),
-                        gw[:, :, 0], groups, WEIGHT_PARTS,
-                        (0, 0) if pads is None else (pads[1][0], pads[2][0])):
-                    return gw
-            name = "direct"  # a NaN/Inf: its pattern as in the direct kernel
-        else:
-            name = "gemm"
-    if pads is not None:
-        xp = pad(xp, pads, "zeros")
-    if name == "gemm" and gemm.shifted_ok(stride):
-        with np.errstate(invalid="ignore", over="ignore"):
-            if _weight_shifted(np.ascontiguousarray(xp), g, gw, dilation, groups):
-                return gw
+def weight_direct(xp, g, gw, stride, dilation, groups) -> None:
+    """The direct weight gradient (:func:`correlate_weight_direct`) of a padded input;
+    ``stride`` and ``dilation`` are per-axis (any sequence of 3 ints)."""
     correlate_weight_direct(xp, g, gw, np.asarray(stride), np.asarray(dilation), groups)
-    return gw
+
+
+def weight_gemm(xp, g, gw, stride, dilation, groups) -> bool:
+    """The GEMM weight gradient of a padded input (:func:`_weight_shifted`); False
+    (nothing final written) when it cannot run: a stride > 1, no strided BLAS, or an
+    input holding NaN/Inf (the caller then runs :func:`weight_direct`)."""
+    if not gemm.shifted_ok(stride):
+        return False
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _weight_shifted(np.ascontiguousarray(xp), g, gw, dilation, groups)
+
+
+def weight_winograd(x, g, gw, groups, before=(0, 0)) -> bool:
+    """The Winograd weight gradient (``fastconv.cpu.winograd_weight``, 2-D 3x3, stride 1,
+    dilation 1) of ``x``, padded already or unpadded with its zero padding read in place
+    (``before`` = (top, left)); False when a value is not finite (the caller then runs
+    :func:`weight_direct`)."""
+    from fastconv.cpu import winograd_weight
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        return winograd_weight.correlate_weight(
+            np.ascontiguousarray(x[:, :, 0]), np.ascontiguousarray(g[:, :, 0]), gw[:, :, 0],
+            groups, WEIGHT_PARTS, before)
 
 
 @njit(**JIT_SERIAL)
@@ -145,26 +121,6 @@ def to_pitch(g, gq):
                         dst[i] = 0
                 else:
                     dst[:] = 0
-
-
-def winograd_weight_wins(N, w_shape, out_spatial, stride, dilation, groups) -> bool:
-    """Whether "auto" runs the Winograd weight gradient (``fastconv.cpu.winograd_weight``)
-    where the forward rule picks "gemm": a 2-D 3x3 kernel at stride 1 and dilation 1, at
-    least ``WINOGRAD_MIN_CHANNELS`` channels per group on both sides, the work at least
-    ``WINOGRAD_MIN_MACS`` and at least ``WINOGRAD_MIN_TILES`` tiles in the batch (the
-    forward's constants, ``fastconv._algorithms``)."""
-    from fastconv.cpu.winograd_weight import applies, tile_size
-
-    K, Cg = int(w_shape[0]), int(w_shape[1])
-    if not applies((N, Cg * groups), w_shape, (N, K) + tuple(out_spatial), stride, dilation):
-        return False
-    oh, ow = int(out_spatial[1]), int(out_spatial[2])
-    m = tile_size(oh, ow)
-    tiles = N * -(-oh // m) * -(-ow // m)
-    macs = N * math.prod(int(v) for v in w_shape) * oh * ow
-    return (min(Cg, K // groups) >= _algorithms.WINOGRAD_MIN_CHANNELS
-            and tiles >= _algorithms.WINOGRAD_MIN_TILES
-            and macs >= _algorithms.WINOGRAD_MIN_MACS)
 
 
 #: Parallel parts of the GEMM weight gradient aimed at (partial sums over consecutive
@@ -342,61 +298,32 @@ def _transposed_weight(w: np.ndarray, groups: int) -> np.ndarray:
     return np.ascontiguousarray(wt.reshape((groups * Cg, K // groups) + w.shape[2:]))
 
 
-def _winograd_input(g, w, bias, out, spread_shape, spread_src, spread_dst, dilation, groups,
-                    algorithm) -> bool:
-    """The input gradient by Winograd (``fastconv.cpu.winograd.correlate_input``) when it
-    applies ("auto": when :func:`fastconv._algorithms.winograd_wins`): stride 1 (no
-    spreading: ``grad_output`` is read in place with its zero padding). False (nothing
-    final written) when it does not apply or a value is not finite."""
-    from fastconv._algorithms import winograd_reason, winograd_wins
+def input_winograd(g, w, bias, out, spread_shape, spread_dst, groups) -> bool:
+    """The input gradient by Winograd (``fastconv.cpu.winograd.correlate_input``): stride
+    1, ``grad_output`` read in place with its zero padding (no spread grid), the kernel
+    flip folded into the weight transform. False (nothing final written) when a value is
+    not finite (the caller then runs another core)."""
     from fastconv.cpu import winograd
 
-    K, Cg = w.shape[:2]
-    wt_shape = (groups * Cg, K // groups) + tuple(w.shape[2:])  # the correlation's weight
-    whole = all(s == (0, n, 1) for s, n in zip(spread_src, g.shape[2:], strict=True))
-    unit = all(d[2] == 1 for d in spread_dst)
-    if not (whole and unit):
-        return False
-    if algorithm == "auto":
-        if not winograd_wins(g.shape[0], wt_shape, out.shape[2:], (1, 1, 1), dilation, groups):
-            return False
-    elif winograd_reason(wt_shape, out.shape[2:], (1, 1, 1), dilation, groups) is not None:
-        return False
     pads = tuple((d[0], n - d[1]) for d, n in zip(spread_dst[1:], spread_shape[3:], strict=True))
     with np.errstate(invalid="ignore", over="ignore"):
         return winograd.correlate_input(g[:, :, 0], w[:, :, 0], bias, out[:, :, 0], pads, groups)
 
 
-def _small_input(g, w, bias, out, spread_src, spread_dst, dilation, groups) -> bool:
-    """The input gradient by ``col2im`` (``fastconv.cpu.small.input_gradient``) when the
-    small-image rule applies to the forward's shapes and every ``grad_output`` value lands
-    on the grid; False (nothing written) otherwise."""
-    whole = all(s == (0, n, 1) for s, n in zip(spread_src, g.shape[2:], strict=True))
-    if not whole or not small.applies(g.shape[0], w.shape, g.shape[2:], groups, out.itemsize):
-        return False
+def input_small(g, w, bias, out, spread_dst, dilation, groups) -> None:
+    """The input gradient by ``col2im`` (``fastconv.cpu.small.input_gradient``), for a
+    plan whose every ``grad_output`` value lands on the grid."""
     stride = tuple(d[2] for d in spread_dst)
     before = tuple(int(dl) * (int(k) - 1) - d[0]  # the spread grid starts at reach - before
                    for dl, k, d in zip(dilation, w.shape[2:], spread_dst, strict=True))
     small.input_gradient(g, w, bias, out, stride, dilation, before, groups)
-    return True
 
 
-def correlate_input(g, w, bias, out, spread_shape, spread_src, spread_dst, dilation, groups,
-                    pads, mode, algorithm="auto"):
-    """Input gradient (or transposed convolution) of a correlation, written into ``out``.
-
-    ``out`` is the gradient on the grid the correlation writes (the padded grid when
-    ``mode`` is not "zeros", then folded with :func:`unpad`); the result is returned.
-    ``algorithm`` ("auto", "gemm", "direct") picks the core of the stride-1 correlation
-    of the spread grid; "auto" applies the forward rule to it.
-    """
-    if algorithm in ("auto", "winograd") and _winograd_input(
-            g, w, bias, out, spread_shape, spread_src, spread_dst, dilation, groups,
-            algorithm):
-        return out if mode == "zeros" else unpad(out, pads, mode)
-    if algorithm in ("auto", "gemm") and _small_input(g, w, bias, out, spread_src, spread_dst,
-                                                      dilation, groups):
-        return out if mode == "zeros" else unpad(out, pads, mode)
+def input_spread(g, w, bias, out, spread_shape, spread_src, spread_dst, dilation, groups,
+                 kernel) -> None:
+    """The input gradient as the stride-1 correlation (``kernel``: ``correlate``,
+    ``correlate_serial`` or ``fastconv.cpu.gemm.correlate``) of ``grad_output`` spread onto
+    a zero grid with the flipped, channel-transposed weight, written into ``out``."""
     gz = np.empty(spread_shape, dtype=out.dtype)
     src = (slice(None),) + tuple(slice(*s) for s in spread_src)
     dst = (slice(None),) + tuple(slice(*s) for s in spread_dst)
@@ -406,15 +333,6 @@ def correlate_input(g, w, bias, out, spread_shape, spread_src, spread_dst, dilat
         gz[n][dst] = g[n][src]
 
     blas.parallel(spread, gz.shape[0])
-    ones = (1, 1, 1)  # tuples, as run_correlate passes them (one Numba specialisation)
+    ones = (1, 1, 1)  # tuples, as the forward passes them (one Numba specialisation)
     wt = _transposed_weight(w, groups)
-    name = algorithm
-    if name == "auto":
-        name = choose_for(gz.shape[0], wt.shape, out.shape[2:], (1, 1, 1), groups)
-    core = gemm.correlate if name == "gemm" else correlate  # "winograd" here: NaN/Inf
-    if core is correlate and gz.shape[0] * wt.size * out[0, 0].size < SERIAL_MAX_MACS:
-        core = correlate_serial  # tiny, as in the forward: the same bits, one compile less
-    core(gz, wt, bias, out, ones, tuple(int(d) for d in dilation), groups)
-    if mode == "zeros":
-        return out
-    return unpad(out, pads, mode)
+    kernel(gz, wt, bias, out, ones, tuple(int(d) for d in dilation), groups)

@@ -20,10 +20,11 @@ vectorised over the channels), runs the ``alpha^2`` products ``V[a] @ U[a]`` as 
 inverse-transforms ``M`` (adding the bias) and writes its output rows -- all while the
 block is in the core's L2 cache, and all in one ``nogil`` Numba call
 (:func:`fused_block`; the BLAS through a function pointer, :func:`products`). Images of
-fewer than ``FUSED_MIN_IMAGE_TILES`` tiles (14x14: 16) run *staged* instead: transform
-every image, then each point's product over all the batch's tiles (at most
-``STAGED_TILES``), then inverse-transform: a product of 16 rows runs at a third of the
-speed of one of 128. ``U = G w G^T`` (:func:`weight_rows`)
+fewer than ``FUSED_MIN_IMAGE_TILES`` tiles (14x14: 16) run fused in blocks of whole
+images of at least that many tiles where the batch gives ``MIN_BLOCKS`` of them, else
+*staged*: transform every image, then each point's product over all the batch's tiles
+(at most ``STAGED_TILES``), then inverse-transform: a product of 16 rows runs at a third
+of the speed of one of 64. ``U = G w G^T`` (:func:`weight_rows`)
 is kept between calls and reused while the weights are bit-identical; ``V``, ``M`` and
 ``U`` live in pooled buffers (first-touch page faults of fresh multi-MB arrays cost
 milliseconds here).
@@ -208,36 +209,48 @@ def fill_rows(x, n0, c0, h0, pt, pl, xb):
                     dst[w2, c] = src[c, w2 - pl]
 
 
+@njit(inline="always", **JIT_SERIAL)
+def block_tiles(shape, m, edge):
+    """(tile rows, tile columns, tiles) of a channels-innermost block ``(images, rows,
+    columns, channels)`` whose tiles every ``m`` pixels reach ``edge`` pixels further."""
+    th, tw = (shape[1] - edge) // m, (shape[2] - edge) // m
+    return th, tw, shape[0] * th * tw
+
+
+@njit(inline="always", **JIT_SERIAL)
+def tile_origin(k, th, tw, m):
+    """(image, top row, left column) of tile ``k`` of a block of images of ``th x tw``
+    tiles every ``m`` pixels, tiles in row-major order (image, tile row, tile column)."""
+    i, r = divmod(k, th * tw)
+    ty, tx = divmod(r, tw)
+    return i, ty * m, tx * m
+
+
 @njit(**JIT_SERIAL)
 def transform_input(xb, m, tmp, V, t0):
     """V[a, t0 + t, :] = (B^T d_t B)[a] for every tile ``t = (i, ty, tx)`` of ``xb``
     (row-major tile order, ``alpha x alpha`` tiles every ``m`` pixels); ``tmp`` is
     ``(alpha, alpha, Cin)`` scratch."""
-    nimg, Hr, Wt, Cin = xb.shape
-    th, tw = (Hr - 2) // m, (Wt - 2) // m
-    t = t0
-    for i in range(nimg):
-        for ty in range(th):
-            r0 = ty * m
-            for tx in range(tw):
-                w0 = tx * m
-                if m == 4:
-                    for j in range(6):  # down each column: tmp[p, j] = sum_r B^T[p, r] d[r, j]
-                        _bt4(xb[i, r0, w0 + j], xb[i, r0 + 1, w0 + j], xb[i, r0 + 2, w0 + j],
-                             xb[i, r0 + 3, w0 + j], xb[i, r0 + 4, w0 + j], xb[i, r0 + 5, w0 + j],
-                             tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j], tmp[4, j], tmp[5, j])
-                    for p in range(6):  # along each row: V[p*6 + q] = sum_j tmp[p, j] B[j, q]
-                        _bt4(tmp[p, 0], tmp[p, 1], tmp[p, 2], tmp[p, 3], tmp[p, 4], tmp[p, 5],
-                             V[6 * p, t], V[6 * p + 1, t], V[6 * p + 2, t], V[6 * p + 3, t],
-                             V[6 * p + 4, t], V[6 * p + 5, t])
-                else:
-                    for j in range(4):
-                        _bt2(xb[i, r0, w0 + j], xb[i, r0 + 1, w0 + j], xb[i, r0 + 2, w0 + j],
-                             xb[i, r0 + 3, w0 + j], tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j])
-                    for p in range(4):
-                        _bt2(tmp[p, 0], tmp[p, 1], tmp[p, 2], tmp[p, 3], V[4 * p, t],
-                             V[4 * p + 1, t], V[4 * p + 2, t], V[4 * p + 3, t])
-                t += 1
+    th, tw, ntiles = block_tiles(xb.shape, m, 2)
+    for k in range(ntiles):
+        i, r0, w0 = tile_origin(k, th, tw, m)
+        t = t0 + k
+        if m == 4:
+            for j in range(6):  # down each column: tmp[p, j] = sum_r B^T[p, r] d[r, j]
+                _bt4(xb[i, r0, w0 + j], xb[i, r0 + 1, w0 + j], xb[i, r0 + 2, w0 + j],
+                     xb[i, r0 + 3, w0 + j], xb[i, r0 + 4, w0 + j], xb[i, r0 + 5, w0 + j],
+                     tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j], tmp[4, j], tmp[5, j])
+            for p in range(6):  # along each row: V[p*6 + q] = sum_j tmp[p, j] B[j, q]
+                _bt4(tmp[p, 0], tmp[p, 1], tmp[p, 2], tmp[p, 3], tmp[p, 4], tmp[p, 5],
+                     V[6 * p, t], V[6 * p + 1, t], V[6 * p + 2, t], V[6 * p + 3, t],
+                     V[6 * p + 4, t], V[6 * p + 5, t])
+        else:
+            for j in range(4):
+                _bt2(xb[i, r0, w0 + j], xb[i, r0 + 1, w0 + j], xb[i, r0 + 2, w0 + j],
+                     xb[i, r0 + 3, w0 + j], tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j])
+            for p in range(4):
+                _bt2(tmp[p, 0], tmp[p, 1], tmp[p, 2], tmp[p, 3], V[4 * p, t],
+                     V[4 * p + 1, t], V[4 * p + 2, t], V[4 * p + 3, t])
 
 
 @njit(**JIT_SERIAL)
@@ -245,30 +258,24 @@ def transform_output(M, bias, m, tmp, yb, acc, t0):
     """yb[i, ty*m + u, tx*m + v, :] = (A^T M_{t0 + t} A)[u, v] + bias for every tile ``t``
     of ``yb`` (the inverse of :func:`transform_input`'s tiling); ``acc`` (Cout)
     accumulates the results; ``tmp`` is ``(m, alpha, Cout)`` scratch."""
-    nimg, Hy, Wy, Cout = yb.shape
-    th, tw = Hy // m, Wy // m
-    t = t0
-    for i in range(nimg):
-        for ty in range(th):
-            r0 = ty * m
-            for tx in range(tw):
-                w0 = tx * m
-                if m == 4:
-                    for q in range(6):  # down each column: tmp[u, q] = sum_p A^T[u, p] M[p, q]
-                        _at4(M[q, t], M[6 + q, t], M[12 + q, t], M[18 + q, t], M[24 + q, t],
-                             M[30 + q, t], tmp[0, q], tmp[1, q], tmp[2, q], tmp[3, q])
-                    for u in range(4):
-                        _at4_out(tmp[u, 0], tmp[u, 1], tmp[u, 2], tmp[u, 3], tmp[u, 4],
-                                 tmp[u, 5], yb[i, r0 + u, w0], yb[i, r0 + u, w0 + 1],
-                                 yb[i, r0 + u, w0 + 2], yb[i, r0 + u, w0 + 3], bias, acc)
-                else:
-                    for q in range(4):
-                        _at2(M[q, t], M[4 + q, t], M[8 + q, t], M[12 + q, t], tmp[0, q],
-                             tmp[1, q])
-                    for u in range(2):
-                        _at2_out(tmp[u, 0], tmp[u, 1], tmp[u, 2], tmp[u, 3],
-                                 yb[i, r0 + u, w0], yb[i, r0 + u, w0 + 1], bias, acc)
-                t += 1
+    th, tw, ntiles = block_tiles(yb.shape, m, 0)
+    for k in range(ntiles):
+        i, r0, w0 = tile_origin(k, th, tw, m)
+        t = t0 + k
+        if m == 4:
+            for q in range(6):  # down each column: tmp[u, q] = sum_p A^T[u, p] M[p, q]
+                _at4(M[q, t], M[6 + q, t], M[12 + q, t], M[18 + q, t], M[24 + q, t],
+                     M[30 + q, t], tmp[0, q], tmp[1, q], tmp[2, q], tmp[3, q])
+            for u in range(4):
+                _at4_out(tmp[u, 0], tmp[u, 1], tmp[u, 2], tmp[u, 3], tmp[u, 4], tmp[u, 5],
+                         yb[i, r0 + u, w0], yb[i, r0 + u, w0 + 1], yb[i, r0 + u, w0 + 2],
+                         yb[i, r0 + u, w0 + 3], bias, acc)
+        else:
+            for q in range(4):
+                _at2(M[q, t], M[4 + q, t], M[8 + q, t], M[12 + q, t], tmp[0, q], tmp[1, q])
+            for u in range(2):
+                _at2_out(tmp[u, 0], tmp[u, 1], tmp[u, 2], tmp[u, 3], yb[i, r0 + u, w0],
+                         yb[i, r0 + u, w0 + 1], bias, acc)
 
 
 @njit(**JIT_SERIAL)
@@ -376,8 +383,8 @@ _U_LOCK = threading.Lock()
 @njit(**JIT_SERIAL)
 def _same_bits(a, b) -> bool:
     """Whether the integer arrays ``a`` and ``b`` (1-D, one size) are equal: an OR of XORs
-    per chunk (vectorised), stopping at the first differing chunk. 0.1 ms on W5's 2.4 MB
-    of weights where ``np.array_equal`` on the bit views took 0.8 ms."""
+    per chunk (vectorised), stopping at the first differing chunk. On W5's 2.4 MB of
+    weights, 1 thread: 0.23 ms as 64-bit words, 0.51 ms as 32-bit ones."""
     n = a.size
     for s in range(0, n, 4096):
         d = a[s] ^ a[s]
@@ -386,6 +393,36 @@ def _same_bits(a, b) -> bool:
         if d != 0:
             return False
     return True
+
+
+def _words(a) -> np.ndarray:
+    """The bits of the C-contiguous ``a`` as one 1-D run of 64-bit words (32-bit where
+    its size is not a multiple of 8 bytes): half the loop trips of 32-bit words (W5's
+    weights: 0.23 ms against 0.51, 1 thread)."""
+    flat = a.reshape(-1)
+    return flat.view(np.uint64) if flat.nbytes % 8 == 0 else flat.view(np.uint32)
+
+
+def _same_bits_parallel(a, b) -> bool:
+    """:func:`_same_bits` in ``_SAME_BITS_PARTS`` fixed parts on the task threads (W5's
+    2.4 MB of weights: 0.5 ms of CPU, about 5% of the layer, halved in wall time)."""
+    n = a.size
+    if n < _SAME_BITS_MIN:
+        return bool(_same_bits(a, b))
+    cuts = [j * n // _SAME_BITS_PARTS for j in range(_SAME_BITS_PARTS + 1)]
+    same = [True] * _SAME_BITS_PARTS
+
+    def task(j):
+        same[j] = bool(_same_bits(a[cuts[j]:cuts[j + 1]], b[cuts[j]:cuts[j + 1]]))
+
+    blas.parallel(task, _SAME_BITS_PARTS)
+    return all(same)
+
+
+#: Parts of a weight comparison (fixed: a boolean, the same for any thread count), and
+#: the fewest elements that are split.
+_SAME_BITS_PARTS = 2
+_SAME_BITS_MIN = 1 << 17
 
 
 def cached_weight_transform(w, groups: int, m: int, transposed: bool) -> np.ndarray | None:
@@ -399,8 +436,7 @@ def cached_weight_transform(w, groups: int, m: int, transposed: bool) -> np.ndar
     key = (m, transposed, groups, w.shape, w.dtype.str)
     with _U_LOCK:
         hit = _U_CACHE.get(key)
-    if hit is not None and _same_bits(hit[0].reshape(-1).view(np.uint32),
-                                      w.reshape(-1).view(np.uint32)):
+    if hit is not None and _same_bits_parallel(_words(hit[0]), _words(w)):
         return hit[1]
     if not np.isfinite(w).all():
         return None
@@ -497,13 +533,19 @@ def run(x, U, bias, out, groups: int, m: int, pads) -> bool:
     transform is ``U`` (``(groups, alpha^2, Cin, Cout)``); ``out`` is ``(N, K, OH, OW)``.
     False (``out`` partly written) when a computed output is not finite.
 
-    Images of at least ``FUSED_MIN_IMAGE_TILES`` tiles run fused (:func:`_run_fused`);
-    smaller ones staged (:func:`_run_staged`), whose products span many images."""
+    Images of at least ``FUSED_MIN_IMAGE_TILES`` tiles run fused (:func:`_run_fused`),
+    smaller ones too in blocks of whole images where ``MIN_BLOCKS`` blocks of that many
+    tiles fill, else staged (:func:`_run_staged`), whose products span many images."""
     OH, OW = out.shape[2], out.shape[3]
     tiles = -(-OH // m) * -(-OW // m)
     with np.errstate(invalid="ignore", over="ignore"):
         if tiles >= FUSED_MIN_IMAGE_TILES:
             return _run_fused(x, U, bias, out, groups, m, pads)
+        if x.shape[0] * tiles >= MIN_BLOCKS * FUSED_MIN_IMAGE_TILES:
+            # enough images for MIN_BLOCKS blocks of whole images of FUSED_MIN_IMAGE_TILES
+            # tiles each: fused, no barrier (W5, 8 images of 16 tiles: 2 blocks of 4
+            # images, 8.8 ms CPU against 9.1 staged, one parallel call instead of 3)
+            return _run_fused(x, U, bias, out, groups, m, pads, FUSED_MIN_IMAGE_TILES)
         return _run_staged(x, U, bias, out, groups, m, pads)
 
 
@@ -571,10 +613,11 @@ def fused_block(x, n0, c0, h0, pt, pl, xb, tmp_in, V, gemm, args, U, M, bias, m,
     return np.isfinite(acc.sum())
 
 
-def _run_fused(x, U, bias, out, groups, m, pads) -> bool:
+def _run_fused(x, U, bias, out, groups, m, pads, min_tiles=0) -> bool:
     """One task per (group, block of tiles): fill, transform, ``alpha^2`` products,
     inverse transform and store while the block is in L2. ``V`` shares its memory with
-    the output rows ``yb``, ``M`` with the input rows ``xb`` (each dead by then)."""
+    the output rows ``yb``, ``M`` with the input rows ``xb`` (each dead by then). Blocks
+    hold at least ``min_tiles`` tiles where the batch allows."""
     N = x.shape[0]
     _, a2, Cin, Cout = U.shape
     OH, OW = out.shape[2], out.shape[3]
@@ -582,7 +625,7 @@ def _run_fused(x, U, bias, out, groups, m, pads) -> bool:
     th, tw = -(-OH // m), -(-OW // m)
     dt = out.dtype
     s = dt.itemsize
-    blist = blocks(N, th, tw, target_tiles(m, Cin, Cout, s))
+    blist = blocks(N, th, tw, max(min_tiles, target_tiles(m, Cin, Cout, s)))
     nblocks = len(blist)
     finite = [True] * (groups * nblocks)
     pt, pl = pads[0][0], pads[1][0]

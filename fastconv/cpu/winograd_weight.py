@@ -36,9 +36,11 @@ from fastconv.cpu.winograd import (
     _Carve,
     _release,
     _take,
+    block_tiles,
     blocks,
     fill_rows,
     target_tiles,
+    tile_origin,
     transform_input,
 )
 
@@ -90,31 +92,25 @@ def transform_grad(gb, m, tmp, U, t0):
     """U[p*alpha + q, t0 + t, :] = (A g_t A^T)[p, q] for every ``m x m`` tile
     ``t = (i, ty, tx)`` of ``gb`` ``(nimg, rows, cols, K)`` (row-major tile order); ``tmp``
     is ``(alpha, m, K)`` scratch."""
-    nimg, Hg, Wg, K = gb.shape
-    th, tw = Hg // m, Wg // m
-    t = t0
-    for i in range(nimg):
-        for ty in range(th):
-            r0 = ty * m
-            for tx in range(tw):
-                w0 = tx * m
-                if m == 4:
-                    for j in range(4):  # down each column
-                        _a4(gb[i, r0, w0 + j], gb[i, r0 + 1, w0 + j], gb[i, r0 + 2, w0 + j],
-                            gb[i, r0 + 3, w0 + j], tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j],
-                            tmp[4, j], tmp[5, j])
-                    for p in range(6):  # along each row
-                        _a4(tmp[p, 0], tmp[p, 1], tmp[p, 2], tmp[p, 3], U[6 * p, t],
-                            U[6 * p + 1, t], U[6 * p + 2, t], U[6 * p + 3, t], U[6 * p + 4, t],
-                            U[6 * p + 5, t])
-                else:
-                    for j in range(2):
-                        _a2(gb[i, r0, w0 + j], gb[i, r0 + 1, w0 + j], tmp[0, j], tmp[1, j],
-                            tmp[2, j], tmp[3, j])
-                    for p in range(4):
-                        _a2(tmp[p, 0], tmp[p, 1], U[4 * p, t], U[4 * p + 1, t], U[4 * p + 2, t],
-                            U[4 * p + 3, t])
-                t += 1
+    th, tw, ntiles = block_tiles(gb.shape, m, 0)
+    for k in range(ntiles):
+        i, r0, w0 = tile_origin(k, th, tw, m)
+        t = t0 + k
+        if m == 4:
+            for j in range(4):  # down each column
+                _a4(gb[i, r0, w0 + j], gb[i, r0 + 1, w0 + j], gb[i, r0 + 2, w0 + j],
+                    gb[i, r0 + 3, w0 + j], tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j],
+                    tmp[4, j], tmp[5, j])
+            for p in range(6):  # along each row
+                _a4(tmp[p, 0], tmp[p, 1], tmp[p, 2], tmp[p, 3], U[6 * p, t], U[6 * p + 1, t],
+                    U[6 * p + 2, t], U[6 * p + 3, t], U[6 * p + 4, t], U[6 * p + 5, t])
+        else:
+            for j in range(2):
+                _a2(gb[i, r0, w0 + j], gb[i, r0 + 1, w0 + j], tmp[0, j], tmp[1, j], tmp[2, j],
+                    tmp[3, j])
+            for p in range(4):
+                _a2(tmp[p, 0], tmp[p, 1], U[4 * p, t], U[4 * p + 1, t], U[4 * p + 2, t],
+                    U[4 * p + 3, t])
 
 
 @njit(**JIT_SERIAL)
@@ -226,15 +222,16 @@ def _fill_transform(xp, g, n0, nimg, ty0, nty, tw, m, xc0, gc0, V, U, t0, c, bef
     return True
 
 
+def _geometry(xp, g, m):
+    """(N, alpha^2, dtype, itemsize, tile rows, tile columns) of a weight gradient."""
+    th, tw = -(-g.shape[2] // m), -(-g.shape[3] // m)
+    return xp.shape[0], (m + 2) ** 2, g.dtype, g.dtype.itemsize, th, tw
+
+
 def _fused(xp, g, groups, Kg, Cg, m, parts, before):
     """The fused form: the parts' sums ``(parts, groups, alpha^2, Kg, Cg)`` (pooled), or
     None (not finite)."""
-    N = xp.shape[0]
-    OH, OW = g.shape[2], g.shape[3]
-    a2 = (m + 2) ** 2
-    dt = g.dtype
-    s = dt.itemsize
-    th, tw = -(-OH // m), -(-OW // m)
+    N, a2, dt, s, th, tw = _geometry(xp, g, m)
     blist = blocks(N, th, tw, target_tiles(m, Cg, Kg, s))
     parts = max(1, min(len(blist), -(-parts // groups)))
     bounds = [j * len(blist) // parts for j in range(parts + 1)]
@@ -276,12 +273,7 @@ def _fused(xp, g, groups, Kg, Cg, m, parts, before):
 def _staged(xp, g, groups, Kg, Cg, m, before):
     """The staged form: M ``(1, groups, alpha^2, Kg, Cg)`` (pooled), or None (not
     finite)."""
-    N = xp.shape[0]
-    OH, OW = g.shape[2], g.shape[3]
-    a2 = (m + 2) ** 2
-    dt = g.dtype
-    s = dt.itemsize
-    th, tw = -(-OH // m), -(-OW // m)
+    N, a2, dt, s, th, tw = _geometry(xp, g, m)
     per = th * tw
     if per <= STAGED_TILES:  # stages of whole images, blocks of whole images (~64 tiles)
         ipb = max(1, min(N, STAGED_TILES // per))

@@ -101,6 +101,12 @@ def expand5(a):
     return cuda.from_cuda_array_interface(desc, owner=a, sync=False)
 
 
+@cuda.jit(device=True)
+def plane(z, C, D):
+    """Grid slice ``z = (n*C + c)*D + d`` of a 5-D kernel's z loop as ``(n, c, d)``."""
+    return z // (D * C), (z // D) % C, z % D
+
+
 @cuda.jit
 def _cast5(src, dst):
     """dst[n, c, d, h, w] = src[n, c, d, h, w] (src: any dtype and strides)."""
@@ -110,9 +116,7 @@ def _cast5(src, dst):
         return
     z = cuda.blockIdx.z
     while z < dst.shape[0] * C * D:
-        d = z % D
-        c = (z // D) % C
-        n = z // (D * C)
+        n, c, d = plane(z, C, D)
         dst[n, c, d, h, w] = src[n, c, d, h, w]
         z += cuda.gridDim.z
 

@@ -25,6 +25,21 @@ __all__ = ["correlate"]
 SHARED_BYTES = 48 * 1024
 
 
+@cuda.jit(device=True)
+def channel_block(z, OD, nkb, groups, Kg):
+    """Grid slice ``z = ((n*groups + g)*nkb + kb)*OD + od`` as ``(n, g, od, k0, nk)``:
+    batch, group, output depth and the ``nk`` (<= ``CHANNEL_BLOCK``) output channels from
+    ``k0`` that channel block ``kb`` of group ``g`` covers."""
+    od = z % OD
+    r = z // OD
+    kb = r % nkb
+    r //= nkb
+    g = r % groups
+    n = r // groups
+    k0 = g * Kg + kb * CHANNEL_BLOCK
+    return n, g, od, k0, min(CHANNEL_BLOCK, g * Kg + Kg - k0)
+
+
 def _build(nbtype):
     B = CHANNEL_BLOCK
 
@@ -51,14 +66,7 @@ def _build(nbtype):
         nz = xp.shape[0] * groups * nkb * OD
         z = cuda.blockIdx.z
         while z < nz:
-            od = z % OD
-            r = z // OD
-            kb = r % nkb
-            r //= nkb
-            g = r % groups
-            n = r // groups
-            k0 = g * Kg + kb * B
-            nk = min(B, g * Kg + Kg - k0)
+            n, g, od, k0, nk = channel_block(z, OD, nkb, groups, Kg)
             for j in range(B):
                 acc[j] = bias[k0 + j] if j < nk else 0
             for c in range(Cg):
@@ -104,14 +112,7 @@ def _build(nbtype):
         nz = xp.shape[0] * groups * nkb * OD
         z = cuda.blockIdx.z
         while z < nz:
-            od = z % OD
-            r = z // OD
-            kb = r % nkb
-            r //= nkb
-            g = r % groups
-            n = r // groups
-            k0 = g * Kg + kb * B
-            nk = min(B, g * Kg + Kg - k0)
+            n, g, od, k0, nk = channel_block(z, OD, nkb, groups, Kg)
             for j in range(B):
                 acc[j] = bias[k0 + j] if j < nk else 0
             for c in range(Cg):

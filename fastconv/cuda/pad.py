@@ -10,6 +10,7 @@ from fastconv import _shapes
 from fastconv.cpu.pad import MODE_CODES
 from fastconv.cpu.pad import source_index as cpu_source_index
 from fastconv.cuda._launch import grid3, launch
+from fastconv.cuda.arrays import plane
 
 __all__ = ["pad", "source_index"]
 
@@ -31,9 +32,7 @@ def pad_planes(x, out, bd, bh, bw, mode, fill):
     sk = source_index(k - bw, W, mode)
     z = cuda.blockIdx.z
     while z < out.shape[0] * C * PD:
-        i = z % PD
-        c = (z // PD) % C
-        n = z // (PD * C)
+        n, c, i = plane(z, C, PD)
         si = source_index(i - bd, D, mode)
         if si < 0 or sj < 0 or sk < 0:
             out[n, c, i, j, k] = fill

@@ -17,7 +17,7 @@ import numpy as np
 from numba import cuda
 
 from fastconv.cuda._launch import PerDtype, grid3, launch
-from fastconv.cuda.arrays import constant
+from fastconv.cuda.arrays import constant, plane
 
 __all__ = ["avg_pool", "avg_pool_backward", "max_pool", "max_pool_backward"]
 
@@ -59,9 +59,7 @@ def _build(nbtype):
         wlo, whi = _taps(w0, kw, dw, W)
         z = cuda.blockIdx.z
         while z < x.shape[0] * C * OD:
-            od = z % OD
-            c = (z // OD) % C
-            n = z // (OD * C)
+            n, c, od = plane(z, C, OD)
             d0 = od * sd - pd
             dlo, dhi = _taps(d0, kd, dd, D)
             best = neg_inf
@@ -95,9 +93,7 @@ def _build(nbtype):
         wlo, whi = _covering(e, kw, sw, pw, dw, OW)
         z = cuda.blockIdx.z
         while z < gx.shape[0] * C * D:
-            i = z % D
-            c = (z // D) % C
-            n = z // (D * C)
+            n, c, i = plane(z, C, D)
             flat = (i * H + j) * W + e
             dlo, dhi = _covering(i, kd, sd, pd, dd, OD)
             acc = zero
@@ -123,9 +119,7 @@ def _build(nbtype):
         wlo, whi = _taps(w0, kw, 1, W)
         z = cuda.blockIdx.z
         while z < x.shape[0] * C * OD:
-            od = z % OD
-            c = (z // OD) % C
-            n = z // (OD * C)
+            n, c, od = plane(z, C, OD)
             d0 = od * sd - pd
             dlo, dhi = _taps(d0, kd, 1, D)
             acc = zero
@@ -149,9 +143,7 @@ def _build(nbtype):
         wlo, whi = _covering(e, kw, sw, pw, 1, OW)
         z = cuda.blockIdx.z
         while z < gx.shape[0] * C * D:
-            i = z % D
-            c = (z // D) % C
-            n = z // (D * C)
+            n, c, i = plane(z, C, D)
             dlo, dhi = _covering(i, kd, sd, pd, 1, OD)
             acc = zero
             for od in range(dlo, dhi):
