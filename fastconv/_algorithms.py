@@ -485,6 +485,11 @@ def _gemm_shapes_regime(p: Problem) -> str | None:
 
 
 def _gemm_cost(p: Problem) -> float:
+    if p.op == "forward":  # 3-D, 3 kernel columns: F(4, 3) along W halves the products
+        from fastconv.cpu.winograd_w import applies  # (C3: CPU 55 vs 84 ms, bench/RESULTS.md)
+
+        if applies(p.w_shape, p.stride, p.dilation, p.groups):
+            return p.macs / (RATE_GEMM * 1.5)
     return p.macs / RATE_GEMM
 
 
