@@ -6,19 +6,26 @@
 
 Cold: every run gets an empty ``NUMBA_CACHE_DIR`` (nothing compiled yet). Warm: the runs share
 one cache directory filled by a first, untimed run. Each figure is the wall time of the
-first call (``import fastconv`` timed separately), measured inside a fresh interpreter.
+first call (``import fastconv`` timed separately), measured inside a fresh interpreter; the
+CPU time of the same span (user + system of the process) follows in brackets: on a shared
+machine the wall time waits for cores, the CPU time much less so.
+
+Python bytecode is compiled first (``compileall`` over fastconv and its CLI) and the
+children write it: a fresh clone with ``PYTHONDONTWRITEBYTECODE`` set would otherwise
+recompile fastconv's sources in every process, which an installed package never does.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
+import importlib.util
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 #: op -> code run after ``import numpy as np, fastconv as fc`` (its first call is timed)
 OPS = {
@@ -47,12 +54,13 @@ fit = fc.learn_kernel(X, fc.corr2d(X, [[1, -1]]), (1, 2), seed=0)
 
 CHILD = """
 import time, json
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 import numpy as np, fastconv as fc
-t1 = time.perf_counter()
+t1, c1 = time.perf_counter(), time.process_time()
 exec({code!r})
-t2 = time.perf_counter()
-print(json.dumps({{"import": t1 - t0, "first": t2 - t1}}))
+t2, c2 = time.perf_counter(), time.process_time()
+print(json.dumps({{"import": t1 - t0, "first": t2 - t1, "import_cpu": c1 - c0,
+                  "first_cpu": c2 - c1}}))
 """
 
 
@@ -65,6 +73,7 @@ BACKGROUND = ("from fastconv._warmup import _run_task; _run_task('pool', 'float6
 
 def run_once(code: str, cache_dir: str, background: bool = False) -> dict:
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     helper = (subprocess.Popen([sys.executable, "-c", BACKGROUND], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
               if background else None)
@@ -78,20 +87,27 @@ def run_once(code: str, cache_dir: str, background: bool = False) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(code: str, runs: int, background: bool = False) -> tuple[float, float, float]:
-    """(import s, cold first call s, warm first call s), medians over ``runs``."""
-    cold, imp = [], []
+def measure(code: str, runs: int, background: bool = False) -> dict:
+    """Medians over ``runs``: import, cold first call, warm import + first call (seconds,
+    wall) and the same three as CPU time (``*_cpu``)."""
+    rows = []
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as d:
-            r = run_once(code, d, background)
-        cold.append(r["first"])
-        imp.append(r["import"])
+            rows.append(run_once(code, d, background))
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     if background:  # the warm figures do not change
-        return statistics.median(imp), statistics.median(cold), float("nan")
+        return dict(med, warm=float("nan"), warm_cpu=float("nan"))
     with tempfile.TemporaryDirectory() as d:
         run_once(code, d)
-        warm = [sum(run_once(code, d).values()) for _ in range(runs)]
-    return statistics.median(imp), statistics.median(cold), statistics.median(warm)
+        warm = [run_once(code, d) for _ in range(runs)]
+    med["warm"] = statistics.median(r["import"] + r["first"] for r in warm)
+    med["warm_cpu"] = statistics.median(r["import_cpu"] + r["first_cpu"] for r in warm)
+    return med
+
+
+def _row(name: str, m: dict) -> str:
+    return (f"| {name} | {m['import']:.2f} s | {m['first']:.2f} s ({m['first_cpu']:.2f}) "
+            f"| {m['warm']:.2f} s ({m['warm_cpu']:.2f}) |")
 
 
 def main(argv=None) -> None:
@@ -103,18 +119,23 @@ def main(argv=None) -> None:
                          "float64 pooling and gradient kernels started beside it")
     args = ap.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
-    print(f"| op | import | cold first call | warm: import + first call |  (median of {args.runs})")
+    for root in ("fastconv", "fastconv_cli"):  # bytecode, as an installed package has it
+        spec = importlib.util.find_spec(root)
+        if spec is not None and spec.submodule_search_locations:
+            for where in spec.submodule_search_locations:
+                compileall.compile_dir(where, quiet=1)
+    print(f"| op | import | cold first call (CPU) | warm: import + first call (CPU) "
+          f"|  (median of {args.runs}; load average {os.getloadavg()[0]:.1f} at start)")
     print("|---|---|---|---|")
     for name, code in OPS.items():
         if only and not any(name.startswith(o) for o in only):
             continue
-        t = time.perf_counter()
-        imp, cold, warm = measure(QUICK_START if code is None else code, args.runs)
-        print(f"| {name} | {imp:.2f} s | {cold:.2f} s | {warm:.2f} s |", flush=True)
-        del t
+        print(_row(name, measure(QUICK_START if code is None else code, args.runs)),
+              flush=True)
     if args.background:
-        imp, cold, _ = measure(QUICK_START, args.runs, background=True)
-        print(f"| quick start, background compile beside it | {imp:.2f} s | {cold:.2f} s | - |")
+        m = measure(QUICK_START, args.runs, background=True)
+        print(_row("quick start, background compile beside it", m).replace("nan s (nan)", "-"))
+    print(f"(load average {os.getloadavg()[0]:.1f} at the end)")
 
 
 if __name__ == "__main__":

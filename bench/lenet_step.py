@@ -11,6 +11,7 @@ ops are the ATen calls its autograd makes (``convolution_backward``,
 
     python bench/lenet_step.py                 # both frameworks, 2 threads
     python bench/lenet_step.py --only fastconv # one framework (a process of its own)
+    python bench/lenet_step.py --threads 1 --cpu-time  # CPU time: a loaded machine
 
 Run under ``flock /tmp/bench.lock`` on a shared machine.
 """
@@ -27,7 +28,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 
 
-def median_times(ops: dict, rounds: int) -> dict:
+def median_times(ops: dict, rounds: int, clock=time.perf_counter) -> dict:
     """``{framework: {op: median seconds}}``; the calls interleaved round by round (every
     op of every framework once per round), so a load change on a shared machine hits all
     of them alike."""
@@ -38,9 +39,9 @@ def median_times(ops: dict, rounds: int) -> dict:
     times: dict = {(fw, name): [] for fw, name, _ in calls}
     for _ in range(rounds):
         for fw, name, fn in calls:
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            times[(fw, name)].append(time.perf_counter() - t0)
+            times[(fw, name)].append(clock() - t0)
     out: dict = {fw: {} for fw in ops}
     for (fw, name), t in times.items():
         out[fw][name] = float(np.median(t))
@@ -88,9 +89,11 @@ def fastconv_ops(a):
 
 
 def _relu(x):
-    mask = x > 0
-    y = np.where(mask, x, x.dtype.type(0))
-    return np.where(mask, y, x.dtype.type(0))
+    """The example's in-place ReLU, forward and backward, on a fresh copy (its input)."""
+    import lenet_digits as ex
+
+    relu, y = ex.ReLU(), x.copy()
+    return relu.backward(relu(y).copy())
 
 
 def torch_ops(a):
@@ -130,29 +133,6 @@ def torch_ops(a):
     }
 
 
-def step_fn(framework: str):
-    import lenet_digits as ex
-
-    (xtr, ytr), _ = ex.load_digits_28(0)
-    xb, yb = xtr[: ex.BATCH].astype(np.float32), ytr[: ex.BATCH]
-    model = ex.LeNet(0)
-    if framework == "fastconv":
-        opt = ex.SGD(model)
-        return lambda: ex.train_step(model, opt, xb, yb)
-    import torch
-
-    net = ex.torch_twin(model)
-    topt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
-    tx, ty = torch.from_numpy(xb), torch.from_numpy(yb)
-
-    def step():
-        topt.zero_grad()
-        torch.nn.functional.cross_entropy(net(tx), ty).backward()
-        topt.step()
-
-    return step
-
-
 def dense_part():
     import lenet_digits as ex
 
@@ -178,29 +158,31 @@ def main(argv=None) -> None:
     ap.add_argument("--only", choices=["fastconv", "torch"])
     ap.add_argument("--rounds", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time CPU seconds of this process (time.process_time) instead of "
+                         "wall time: steadier on a loaded machine, meaningful with --threads 1")
     args = ap.parse_args(argv)
-    import numba
+    import lenet_digits as ex
 
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    os.environ["FASTCONV_THREADS"] = str(args.threads)
+    ex._limit_threads()  # as the example runs: NumPy's and SciPy's BLAS on one thread
     frameworks = [args.only] if args.only else ["fastconv", "torch"]
     a = shapes()
     ops = {}
     if "fastconv" in frameworks:
         ops["fastconv"] = fastconv_ops(a)
         ops["fastconv"]["dense + loss (NumPy)"] = dense_part()
-        ops["fastconv"]["whole step"] = step_fn("fastconv")
+        ops["fastconv"]["whole step"] = ex.make_step("fastconv")
     if "torch" in frameworks:
-        import torch
-
-        torch.set_num_threads(args.threads)
         ops["torch"] = torch_ops(a)
-        ops["torch"]["whole step"] = step_fn("torch")
+        ops["torch"]["whole step"] = ex.make_step("torch")
     names = list(next(iter(ops.values())))
     for fw in ops:
         for n in ops[fw]:
             if n not in names:
                 names.append(n)
-    res = median_times(ops, args.rounds)
+    res = median_times(ops, args.rounds,
+                       time.process_time if args.cpu_time else time.perf_counter)
     head = f"{'op':24s}" + "".join(f"{fw:>12s}" for fw in res)
     if len(res) == 2:
         head += f"{'ratio':>8s}"

@@ -242,8 +242,9 @@ def compare_losses(steps: int = 5, seed: int = 0, dtype=np.float64):
     return ours, theirs
 
 
-def time_steps(framework: str, rounds: int = 30, seed: int = 0) -> list[float]:
-    """Seconds per training step (batch 64, float32) of ``framework``, after warm-up."""
+def make_step(framework: str, seed: int = 0):
+    """One training step (batch 64, float32) of ``framework`` ("fastconv" or "torch") on
+    the first batch, as a function of no arguments (also ``bench/lenet_step.py``'s)."""
     (xtr, ytr), _ = load_digits_28(seed)
     xb, yb = xtr[:BATCH].astype(np.float32), ytr[:BATCH]
     model = LeNet(seed)
@@ -252,17 +253,25 @@ def time_steps(framework: str, rounds: int = 30, seed: int = 0) -> list[float]:
 
         def step():
             train_step(model, opt, xb, yb)
-    else:
-        import torch
 
-        net = torch_twin(model)
-        topt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
-        tx, ty = torch.from_numpy(xb), torch.from_numpy(yb)
+        return step
+    import torch
 
-        def step():
-            topt.zero_grad()
-            torch.nn.functional.cross_entropy(net(tx), ty).backward()
-            topt.step()
+    net = torch_twin(model)
+    topt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    tx, ty = torch.from_numpy(xb), torch.from_numpy(yb)
+
+    def step():
+        topt.zero_grad()
+        torch.nn.functional.cross_entropy(net(tx), ty).backward()
+        topt.step()
+
+    return step
+
+
+def time_steps(framework: str, rounds: int = 30, seed: int = 0) -> list[float]:
+    """Seconds per training step (batch 64, float32) of ``framework``, after warm-up."""
+    step = make_step(framework, seed)
     for _ in range(5):
         step()
     times = []
@@ -362,10 +371,12 @@ def main(argv=None) -> None:
 def _limit_threads() -> None:
     """Both frameworks on the same threads (2 unless FASTCONV_THREADS says otherwise).
     NumPy's BLAS (the dense layers' products, ~0.1 ms each) runs on one thread: its idle
-    worker threads spin, and on a small machine they would take cores from fastconv's."""
+    worker threads spin, and on a small machine they would take cores from fastconv's.
+    fastconv's products then find the BLAS on one thread and need not limit it per call."""
+    import scipy.linalg  # noqa: F401 - loads SciPy's BLAS (fastconv's products) first
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(1, user_api="blas")
+    threadpool_limits(1, user_api="blas")  # every BLAS loaded so far, SciPy's included
     n = int(os.environ.get("FASTCONV_THREADS", "2"))
     try:
         import torch

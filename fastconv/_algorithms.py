@@ -70,11 +70,11 @@ The rule (``choose``), with ``taps = kD * kH * kW``, ``Kg = K // groups``,
 2. else ``"gemm"`` if ``Kg >= GEMM_MIN_KG`` (8), ``Cg * taps >= GEMM_MIN_R`` (16) and the
    work ``N * K * Cg * taps * outputs`` is at least ``GEMM_MIN_MACS`` (2**20);
    Small images take the GEMM's small-image form (``fastconv.cpu.small``: one
-   product per image on its whole ``im2col`` block, every op of a correlation) when
+   product per chunk of images on its whole ``im2col`` block, every op of a correlation) when
    ``small.applies``: ``taps >= 2``, ``Kg >= 4``, ``16 <= Cg * taps <= 1024``, at most
    1024 output pixels per plane, a ``col`` block of at most 1 MiB and at least 2**18
    multiply-adds (LeNet's 28x28 and 14x14 layers); then "auto" runs "gemm" even with
-   ``Kg < 8``, and the gradients use its ``col2im`` input gradient and per-image weight
+   ``Kg < 8``, and the gradients use its ``col2im`` input gradient and per-chunk weight
    gradient;
 3. else ``"direct"``; a direct problem of fewer than ``SERIAL_MAX_MACS`` (2**15)
    multiply-adds runs on the calling thread (waking worker threads would cost more).
@@ -406,8 +406,9 @@ def _direct_weight_core(be, plan: ConvPlan, fallback):
     pads, mode, stride, dilation, groups = (plan.pads, plan.padding_mode, plan.stride,
                                             plan.dilation, plan.groups)
 
-    def core(x, g, gw):
-        weight_direct(be.pad(x, pads, mode), g, gw, stride, dilation, groups)
+    def core(x, g, gw):  # tiny: the serial twin (same bits, a third of the cold compile)
+        weight_direct(be.pad(x, pads, mode), g, gw, stride, dilation, groups,
+                      serial=g.size * gw[0].size < SERIAL_MAX_MACS)
 
     return core
 
@@ -464,7 +465,7 @@ def _small(p: Problem) -> bool:
 
 
 def _gemm_regime(p: Problem) -> str | None:
-    # small images: one product per image on its whole im2col block (the forward keeps the
+    # small images: one product per chunk of images on its im2col block (the forward keeps the
     # FFT's regime for the FFT; the gradients have no FFT form)
     if (p.op != "forward" or _fft_regime(p) is not None) and _small(p):
         return None
@@ -525,7 +526,7 @@ def _gemm_input_core(be, plan: InputGradPlan, fallback):
 
 
 def _gemm_weight_core(be, plan: ConvPlan, fallback):
-    """One product per image (``fastconv.cpu.small``, zero padding read in place) for small
+    """One product per chunk of images (``fastconv.cpu.small``) for small
     images, else the shifted GEMM on the padded copy; the direct kernel where the shifted
     GEMM cannot run (stride > 1, NaN/Inf in the input)."""
     pads, mode, stride, dilation, groups = (plan.pads, plan.padding_mode, plan.stride,
@@ -537,10 +538,11 @@ def _gemm_weight_core(be, plan: ConvPlan, fallback):
         before = tuple(int(b) for b, _ in pads) if zeros else (0, 0, 0)
         st, dil = np.array(stride), np.array(dilation)
 
-        def core(x, g, gw):
+        def core(x, g, gw, cols=None):
             small.weight_gradient(x if zeros else be.pad(x, pads, mode), g, gw, st, dil,
-                                  groups, before)
+                                  groups, before, cols if zeros else None)
 
+        core.small_cols = zeros  # a layer may pass its forward's im2col blocks (cols=)
         return core
     from fastconv.cpu.grad import weight_direct, weight_gemm
 

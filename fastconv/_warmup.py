@@ -54,7 +54,41 @@ class CacheStatus:
                 f"{self.nbytes / 2**20:.1f} MiB)")
 
 
-def light_blas_import() -> None:
+def light_cache_load() -> None:
+    """Load fastconv's cached kernels without first building Numba's whole compiler.
+
+    Numba's cache loader refreshes the CPU target before every load: on the first one that
+    imports every implementation module Numba has (typed containers, random generators,
+    polynomials, jitclass, ...) and installs their typing and lowering registries, about
+    0.3-0.4 s of CPU, most of a warm process's first call. A cached kernel needs none of
+    it: its machine code is linked against the Numba runtime (NRT) only. For fastconv's
+    own kernels (``fastconv.*`` functions) the loader here initialises the runtime and
+    loads; a kernel that misses the cache still compiles as before (Numba's compiler
+    refreshes the target itself before compiling), and every other function's loads are
+    Numba's own. Installed once; does nothing if Numba's cache class has changed shape.
+    """
+    from numba.core.caching import FunctionCache
+
+    original = FunctionCache.load_overload
+    if getattr(original, "_fastconv", False) or not all(
+            hasattr(FunctionCache, a) for a in ("_load_overload",
+                                                "_guard_against_spurious_io_errors")):
+        return
+    from numba.core.runtime import rtsys
+
+    def load_overload(self, sig, target_context):
+        func = getattr(self, "_py_func", None)
+        if not getattr(func, "__module__", "").startswith("fastconv."):
+            return original(self, sig, target_context)
+        rtsys.initialize(target_context)  # the part of the refresh a loaded kernel needs
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
+
+    load_overload._fastconv = True
+    FunctionCache.load_overload = load_overload
+
+
+def light_blas_import():
     """Load ``scipy.linalg.cython_blas`` on its own, before Numba's CPU target starts.
 
     Numba's target imports that module when it starts (``numba.np.arraymath`` checks that
@@ -63,28 +97,33 @@ def light_blas_import() -> None:
     8x the module itself and a large part of a warm process's first call. Loaded alone
     (the same extension module, registered under its own name, so Numba, Cython's
     ``cimport`` and a later ``import scipy.linalg`` all find it), the first call skips
-    that. Does nothing when ``scipy.linalg`` is already imported or cannot be found.
+    that. Returns the module (None when SciPy is absent or the light load failed: then
+    ``from scipy.linalg import cython_blas`` is the way); loads nothing when
+    ``scipy.linalg`` is already imported.
     """
     import importlib.machinery
     import importlib.util
     import sys
 
     name = "scipy.linalg.cython_blas"
-    if name in sys.modules or "scipy.linalg" in sys.modules:
-        return
+    if name in sys.modules:
+        return sys.modules[name]
+    if "scipy.linalg" in sys.modules:
+        return None
     try:
         package = importlib.util.find_spec("scipy.linalg")
         spec = importlib.machinery.PathFinder.find_spec(
             name, package.submodule_search_locations) if package else None
         if spec is None or spec.loader is None:
-            return
+            return None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
     except Exception:  # any failure: leave it to Numba's own import, as before
         sys.modules.pop(name, None)
-        return
+        return None
     sys.meta_path.insert(0, _BindCythonBlas())
+    return module
 
 
 class _BindCythonBlas:
@@ -161,7 +200,7 @@ def _task_grad(dtype: str) -> None:
     grad.conv_bias(g)
     x32, g32 = _rng_arrays(dtype, (2, 32, 32, 32), (2, 32, 32, 32))
     grad.conv2d_weight(x32, (32, 32, 3, 3), g32, padding=1)  # "auto": Winograd
-    # small images (LeNet's second layer): one product per image on its im2col block
+    # small images (LeNet's second layer): one product per chunk of images on its im2col block
     xs, ws, gs = _rng_arrays(dtype, (8, 6, 14, 14), (16, 6, 5, 5), (8, 16, 10, 10))
     conv.conv2d(xs, ws)
     grad.conv2d_input(xs.shape, ws, gs)

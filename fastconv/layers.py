@@ -15,8 +15,9 @@ import math
 
 import numpy as np
 
-from fastconv import _dask, _dispatch, conv, grad, pool
-from fastconv._plan import plan_pool
+from fastconv import _dask, _dispatch, _run, conv, grad, pool
+from fastconv._algorithms import correlation_core, grad_core
+from fastconv._plan import plan_conv, plan_pool
 from fastconv._shapes import resolve_padding
 from fastconv._validate import as_int, check_padding_mode, ntuple
 
@@ -98,12 +99,73 @@ class _ConvNd(_Layer):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
                     groups=self.groups, padding_mode=self.padding_mode)
 
+    _small = None  # the plan of a forward that ran the small-image GEMM
+    _cols = None  # that forward's im2col blocks (reused by the next forward)
+
     def forward(self, x) -> np.ndarray:
-        """``conv{n}d(x, weight, bias, ...)``; remembers ``x`` for :meth:`backward`."""
-        fn = getattr(conv, f"conv{self.nspatial}d")
-        out = fn(x, self.weight, self.bias, **self._kw())
+        """``conv{n}d(x, weight, bias, ...)``; remembers ``x`` for :meth:`backward`.
+
+        Where "auto" runs the small-image GEMM (``fastconv.cpu.small``), the layer also
+        keeps the forward's ``im2col`` blocks, as PyTorch keeps its saved tensors: the
+        weight gradient multiplies them again instead of gathering them a second time
+        (same numbers as ``conv{n}d_weight``)."""
+        self._small = None
+        out = self._small_forward(x)
+        if out is None:
+            fn = getattr(conv, f"conv{self.nspatial}d")
+            out = fn(x, self.weight, self.bias, **self._kw())
         self._x = _snapshot(x)
         return out
+
+    def _small_forward(self, x):
+        """The forward by ``fastconv.cpu.small`` with its blocks kept, exactly as
+        ``conv{n}d`` runs it; None (nothing done) where ``conv{n}d`` would run another
+        path (the checks and the choice are the library's own)."""
+        s = self.nspatial
+        if type(x) is not np.ndarray or x.ndim != s + 2 or self.padding_mode != "zeros":
+            return None
+        func = f"conv{s}d"
+        name, a = _run.prepare(func, None, {"x": x, "weight": self.weight, "bias": self.bias})
+        if name != "cpu":
+            return None
+        plan = plan_conv(func, s, a["x"], a["weight"], a["bias"], self.stride, self.padding,
+                         self.dilation, self.groups, "zeros")
+        if 0 in plan.x_shape[:2] or 0 in plan.out_shape:
+            return None
+        be = _dispatch.backend(name)
+        before = getattr(correlation_core(name, be, "auto", plan), "small_before", None)
+        if before is None:
+            return None
+        from fastconv.cpu import small
+
+        x5 = be.asarray(a["x"], plan.dtype).reshape(plan.x_shape)
+        w5 = be.asarray(a["weight"], plan.dtype).reshape(plan.w_shape)
+        bias = (np.zeros(plan.w_shape[0], plan.dtype) if a["bias"] is None
+                else be.asarray(a["bias"], plan.dtype))
+        out = np.empty(plan.out_shape, plan.dtype)
+        if self._cols is None:
+            self._cols = []
+        small.correlate(x5, w5, bias, out, plan.stride, plan.dilation, plan.groups, before,
+                        saved=self._cols)
+        self._small = plan
+        return out.reshape(plan.user_shape(plan.out_shape))
+
+    def _small_weight_grad(self, x, grad_output):
+        """``conv{n}d_weight`` from the kept blocks (None where it does not apply)."""
+        plan = self._small
+        if (plan is None or type(grad_output) is not np.ndarray
+                or grad_output.shape != plan.user_shape(plan.out_shape)
+                or grad_output.dtype.kind != "f"):
+            return None
+        be = _dispatch.backend("cpu")
+        core = grad_core("cpu", be, "auto", plan, "weight_grad")
+        if not getattr(core, "small_cols", False):
+            return None
+        x5 = np.asarray(x, plan.dtype).reshape(plan.x_shape)
+        g5 = np.asarray(grad_output, plan.dtype).reshape(plan.out_shape)
+        gw = np.empty(plan.w_shape, plan.dtype)
+        core(x5, g5, gw, cols=self._cols)
+        return gw.reshape(self.weight.shape)
 
     def backward(self, grad_output, *, input_grad: bool = True) -> np.ndarray | None:
         """Gradient w.r.t. the last forward input; stores ``weight_grad`` and ``bias_grad``.
@@ -115,8 +177,10 @@ class _ConvNd(_Layer):
         kw = self._kw()
         gx = (getattr(grad, f"conv{s}d_input")(np.shape(x), self.weight, grad_output, **kw)
               if input_grad else None)
-        self.weight_grad = getattr(grad, f"conv{s}d_weight")(x, self.weight.shape, grad_output,
-                                                             **kw)
+        gw = self._small_weight_grad(x, grad_output)
+        if gw is None:
+            gw = getattr(grad, f"conv{s}d_weight")(x, self.weight.shape, grad_output, **kw)
+        self.weight_grad = gw
         if self.bias is not None:
             self.bias_grad = grad.conv_bias(grad_output, batched=np.ndim(x) == s + 2)
         return gx

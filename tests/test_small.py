@@ -221,3 +221,40 @@ def test_max_pool_layer_other_windows_take_the_library_path():
         assert np.array_equal(layer.backward(g), grad.max_pool2d(g, x, **kw))
     with pytest.raises(ValueError, match="max_pool2d: padding"):
         fc.MaxPool2d(2, padding=2)(x)
+
+
+@pytest.mark.parametrize("xs, ws, pad", LENET + [((16, 4, 12, 12), (8, 2, 3, 4), 1)])
+def test_conv_layer_keeps_its_blocks_and_matches_the_functions(xs, ws, pad, monkeypatch):
+    """A Conv2d layer on the small path keeps its forward's im2col blocks for the weight
+    gradient: the same numbers as conv2d / conv2d_weight / conv2d_input exactly, and a
+    change to the input after forward (or another layer's call) changes nothing."""
+    x, _ = _data(xs, ws, 14)
+    groups = xs[1] // ws[1]
+    layer = fc.Conv2d(xs[1], ws[0], ws[2:], padding=pad, groups=groups, seed=3)
+    other = fc.Conv2d(xs[1], ws[0], ws[2:], padding=pad, groups=groups, seed=4)
+    y = layer(x)
+    assert layer._small is not None and layer._cols  # the small path ran and kept blocks
+    kw = dict(padding=pad, groups=groups)
+    want_y = fc.conv2d(x, layer.weight, layer.bias, **kw)
+    assert np.array_equal(y, want_y)
+    g = np.random.default_rng(15).standard_normal(y.shape).astype(np.float32)
+    want_w = grad.conv2d_weight(x, layer.weight.shape, g, **kw)
+    want_x = grad.conv2d_input(x.shape, layer.weight, g, **kw)
+    x0 = x.copy()
+    x[...] = 7  # the layer's state is its own copy
+    other(x)  # another layer of the same shapes keeps its own blocks
+    given = []
+    weight_gradient = small.weight_gradient
+
+    def spy(*args):
+        given.append(args[7])
+        return weight_gradient(*args)
+
+    monkeypatch.setattr(small, "weight_gradient", spy)
+    gx = layer.backward(g)
+    assert given == [layer._cols]  # the kept blocks, not gathered again
+    assert np.array_equal(layer.weight_grad, want_w)
+    assert np.array_equal(gx, want_x)
+    oracle = ref.conv_weight_nd(x0.astype(np.float64), layer.weight.shape,
+                                g.astype(np.float64), 1, [(pad, pad)] * 2, 1, groups)
+    assert _rel(layer.weight_grad, oracle) < 1e-5

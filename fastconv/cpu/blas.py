@@ -30,6 +30,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -86,10 +87,14 @@ def _load() -> dict:
     with _lock:
         if _state:
             return _state
-        try:
-            from scipy.linalg import cython_blas
-        except ImportError:  # pragma: no cover - SciPy absent: im2col + numpy.matmul
-            cython_blas = None
+        # loaded on its own by fastconv.cpu (``_warmup.light_blas_import``): not all of
+        # scipy.linalg (0.2-0.4 s of a first call)
+        cython_blas = sys.modules.get("scipy.linalg.cython_blas")
+        if cython_blas is None:
+            try:
+                from scipy.linalg import cython_blas
+            except ImportError:  # pragma: no cover - SciPy absent: im2col + numpy.matmul
+                cython_blas = None
         # after NumPy's and SciPy's BLAS are loaded
         controller = ThreadpoolController() if ThreadpoolController is not None else None
         found = (_numpy_blas(controller) if cython_blas is not None and controller is not None
@@ -162,9 +167,11 @@ class _NoLimit:
 
 
 def _take_limit():
-    if _state["controller"] is None:
-        return _NoLimit()
-    return _state["controller"].limit(limits=1, user_api="blas").__enter__()
+    ctl = _state["controller"]
+    blas_libs = [c for c in ctl.lib_controllers if c.user_api == "blas"] if ctl else []
+    if all(c.get_num_threads() == 1 for c in blas_libs):  # one thread already (~1 us
+        return _NoLimit()  # to ask; a limit taken and restored costs ~0.2 ms a call)
+    return ctl.limit(limits=1, user_api="blas").__enter__()
 
 
 def _control(fn, *args):

@@ -74,6 +74,14 @@ def _row1(a0, row, span, sw, dw, wrow):
         e += 1
 
 
+@njit(inline="always", **JIT_SERIAL)
+def _copy_row(dst, src):
+    """dst[:] = src as a loop: Numba's array-to-array slice assignment compiles a
+    shape-mismatch error path (string formatting) that took half of a cold compile."""
+    for o in range(dst.shape[0]):
+        dst[o] = src[o]
+
+
 @njit(**JIT_PARALLEL)
 def correlate(xp, w, bias, out, stride, dilation, groups):
     """out[n, k, o] = bias[k] + sum_{c in group(k), r} xp[n, c, o*stride + r*dilation] * w[k, c, r].
@@ -102,7 +110,9 @@ def correlate(xp, w, bias, out, stride, dilation, groups):
         nk = min(B, g * Kg + Kg - k0)
         acc = np.empty((B, OW), dtype=out.dtype)
         for j in range(nk):
-            acc[j, :] = bias[k0 + j]
+            bj = bias[k0 + j]
+            for o in range(OW):
+                acc[j, o] = bj
         a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
         for c in range(Cg):
             ci = g * Cg + c
@@ -120,8 +130,8 @@ def correlate(xp, w, bias, out, stride, dilation, groups):
                             w[k0, c, a, b, e], w[k0 + 1, c, a, b, e],
                             w[k0 + 2, c, a, b, e], w[k0 + 3, c, a, b, e],
                         )
-        for j in range(nk):
-            out[n, k0 + j, od, oh, :] = acc[j]
+        for j in range(nk):  # a loop, not ``out[...] = acc[j]`` (see _copy_row)
+            _copy_row(out[n, k0 + j, od, oh], acc[j])
 
 
 #: Output columns of one chunk of the few-channel kernel: the accumulator chunk and the

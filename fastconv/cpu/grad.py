@@ -39,6 +39,7 @@ from numba import njit, prange
 
 from fastconv._config import JIT_PARALLEL, JIT_SERIAL
 from fastconv.cpu import blas, gemm, small
+from fastconv.cpu.conv import _serial_twin
 from fastconv.cpu.pad import MODE_CODES, source_index
 
 
@@ -65,10 +66,13 @@ def _dot4(seg, sw, g0, g1, g2, g3, zero):
     return s0, s1, s2, s3
 
 
-def weight_direct(xp, g, gw, stride, dilation, groups) -> None:
+def weight_direct(xp, g, gw, stride, dilation, groups, serial: bool = False) -> None:
     """The direct weight gradient (:func:`correlate_weight_direct`) of a padded input;
-    ``stride`` and ``dilation`` are per-axis (any sequence of 3 ints)."""
-    correlate_weight_direct(xp, g, gw, np.asarray(stride), np.asarray(dilation), groups)
+    ``stride`` and ``dilation`` are per-axis (any sequence of 3 ints). ``serial``: run
+    the kernel's serial twin (tiny problems: the same bits, no thread wake-up, and a third
+    of the parallel kernel's cold compile)."""
+    core = correlate_weight_direct_serial if serial else correlate_weight_direct
+    core(xp, g, gw, np.asarray(stride), np.asarray(dilation), groups)
 
 
 def weight_gemm(xp, g, gw, stride, dilation, groups) -> bool:
@@ -246,6 +250,13 @@ def correlate_weight_direct(xp, g, gw, stride, dilation, groups):
                 for b in range(KH):
                     for e in range(KW):
                         gw[k0 + j, c, a, b, e] = acc[(a * KH + b) * KW + e, j]
+
+
+#: :func:`correlate_weight_direct` on the calling thread, for tiny problems (fewer than
+#: ``SERIAL_MAX_MACS`` multiply-adds): no thread wake-up, and its cold compile is about a
+#: third of the parallel kernel's (no parfor lowering).
+correlate_weight_direct_serial = _serial_twin(correlate_weight_direct,
+                                              "correlate_weight_direct_serial")
 
 
 @njit(**JIT_PARALLEL)

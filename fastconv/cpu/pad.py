@@ -66,7 +66,8 @@ def pad_planes(x, out, before, mode, fill):
             for k in range(bw):
                 sk = source_index(k - bw, W, mode)
                 row[k] = fill if sk < 0 else src[sk]
-            row[bw : bw + W] = src
+            for k in range(W):  # a loop: Numba's array-to-array slice assignment compiles
+                row[bw + k] = src[k]  # a string-formatting error path (seconds, cold)
             for k in range(bw + W, PW):
                 sk = source_index(k - bw, W, mode)
                 row[k] = fill if sk < 0 else src[sk]
@@ -104,7 +105,8 @@ def pad_rows(x, out, before, mode, fill):
         for k in range(bc):
             sk = source_index(k - bc, C, mode)
             row[k] = fill if sk < 0 else src[sk]
-        row[bc : bc + C] = src
+        for k in range(C):  # a loop, as in pad_planes
+            row[bc + k] = src[k]
         for k in range(bc + C, PC):
             sk = source_index(k - bc, C, mode)
             row[k] = fill if sk < 0 else src[sk]

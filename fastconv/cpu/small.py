@@ -1,31 +1,38 @@
 """Small images (a few hundred to a thousand outputs per plane, few channels): every op of
-a correlation as one BLAS product per image on a whole-image ``im2col`` block.
+a correlation as one BLAS product per chunk of images on their ``im2col`` block.
 
 LeNet's layers (28x28 and 14x14 planes, 1-16 channels, 5x5 kernels) are too small for
 the row-chunked GEMM and too few-channelled for the direct kernel's 4-channel blocks; a
-training step spent most of its time in per-call and per-row overheads. Here an image's
-whole receptive-field matrix ``col`` (``R x M`` with ``R = Cg * taps`` and ``M`` the
-output pixels, at most ``SMALL_MAX_COL_BYTES``) is gathered by a serial Numba kernel and
-multiplied by Numba's ``np.dot`` (the BLAS SciPy links), all in one ``nogil`` call per
-block of ``SMALL_BLOCK`` images; blocks run as tasks on the fastconv threads
-(``fastconv.cpu.blas.parallel``, single-threaded BLAS meanwhile):
+training step spent most of its time in per-call and per-row overheads. Here the batch
+is cut into chunks of consecutive images (:func:`chunks`: about ``SMALL_CHUNK_COLS``
+output pixels each, a function of the shapes only); a chunk's receptive-field matrix
+``col`` (``R x B*M`` with ``R = Cg * taps``, ``B`` images and ``M`` output pixels per
+image, the images side by side) is gathered by a serial Numba kernel (whole-row copies
+at unit stride; zero padding through a padded copy of the chunk) and multiplied by
+Numba's ``np.dot`` (the BLAS SciPy links), all in one ``nogil`` call per chunk; chunks
+run as tasks on the fastconv threads (``fastconv.cpu.blas.parallel``, single-threaded
+BLAS meanwhile) with scratch blocks kept per calling thread (fresh multi-megabyte blocks
+cost more in first-touch page faults than the products):
 
-- forward: ``out[n, g] (Kg x M) = W_g (Kg x R) @ col_n,g (R x M) + bias``;
-- input gradient (``col2im``): ``dcol (R x M) = W_g^T (R x Kg) @ grad_output[n, g]
-  (Kg x M)``, then scatter-added onto the padded grid and cropped (no spread grid, no
-  flipped-kernel correlation of mostly zeros);
-- weight gradient: ``dW_g (Kg x R) = sum_n grad_output[n, g] (Kg x M) @ col_n,g^T``,
-  the images summed in ``SMALL_PARTS`` consecutive parts (a constant), the parts added
-  in order.
+- forward: ``out[chunk, g] (Kg x B*M) = W_g (Kg x R) @ col_g (R x B*M) + bias``;
+  :func:`correlate` can hand its blocks to the caller (``saved``: a layer keeps them, as
+  PyTorch keeps its saved tensors) for the weight gradient (``cols``);
+- input gradient (``col2im``): ``dcol (R x B*M) = W_g^T (R x Kg) @ grad_output[chunk,
+  g] (Kg x B*M)``, then scatter-added onto each image's padded grid and cropped (no
+  spread grid, no flipped-kernel correlation of mostly zeros);
+- weight gradient: ``dW_g (Kg x R) = grad_output[chunk, g] (Kg x B*M) @ col_g^T`` per
+  chunk (``col_g @ grad_output^T`` with operands as stored from ``SMALL_DW_TRANSPOSED_R``
+  rows), the chunks' products added in order.
 
-Every image's products are the same BLAS calls whatever the thread count and however the
-blocks fall to threads, so results are bit-identical run to run and for any thread
+Every chunk's products are the same BLAS calls whatever the thread count and however the
+chunks fall to threads, so results are bit-identical run to run and for any thread
 count. The error is that of a BLAS product (as ``"gemm"``).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 from numba import njit
@@ -45,10 +52,12 @@ SMALL_MIN_KG = 4
 SMALL_MIN_R = 16
 #: Fewest multiply-adds (smaller problems run the serial direct kernel).
 SMALL_MIN_MACS = 1 << 18
-#: Images per task (a constant: the tasks, and so the sums, never depend on threads).
-SMALL_BLOCK = 4
-#: Consecutive parts of the batch summed separately by the weight gradient.
-SMALL_PARTS = 4
+
+
+#: Rows of ``col`` from which the weight gradient multiplies ``col @ g^T`` (operands as
+#: stored) instead of ``g @ col^T`` (1.12 -> 0.54 ms for LeNet's conv2, R = 150; 0.29 vs
+#: 0.40 ms the other way for conv1, R = 25; one thread, measured 2026-12-02).
+SMALL_DW_TRANSPOSED_R = 64
 
 
 def applies(N: int, w_shape: tuple, out_spatial: tuple, groups: int, itemsize: int) -> bool:
@@ -65,12 +74,86 @@ def applies(N: int, w_shape: tuple, out_spatial: tuple, groups: int, itemsize: i
             and N * K * R * M >= SMALL_MIN_MACS)
 
 
+#: Target columns of one chunk's ``col`` block (``R x B*M``): the images are cut into
+#: chunks of ``B`` consecutive images (a function of the shapes only, never of threads).
+SMALL_CHUNK_COLS = 2048
+
+
+def chunks(N: int, M: int):
+    """``[(n0, n1), ...]``: the batch cut into equal chunks of consecutive images of about
+    ``SMALL_CHUNK_COLS`` output pixels each (at least one image); a function of the shapes
+    only, so every op's products are the same whatever the thread count."""
+    count = max(1, min(N, -(-N * M // SMALL_CHUNK_COLS)))
+    B = -(-N // count)
+    return [(n, min(N, n + B)) for n in range(0, N, B)]
+
+
 @njit(**JIT_SERIAL)
-def _gather(x, n, c0, kshape, stride, dilation, oshape, before, col):
-    """col[(c, a, b, e), (od, oh, ow)] = x[n, c0 + c, od*sd + a*dd - bd, oh*sh + b*dh - bh,
-    ow*sw + e*dw - bw], 0 outside ``x`` (zero padding read in place; ``before`` is
-    ``(bd, bh, bw)``, zeros for an input padded already). One image and group; ``col`` is
-    ``(Cg * taps, OD * OH * OW)``."""
+def _spans(KW, OW, W, sw, dw, bw):
+    """Per kernel column ``e``: the first and one-past-last output column ``ow`` whose
+    input column ``ow*sw + e*dw - bw`` lies inside ``[0, W)``."""
+    lo = np.empty(KW, np.int64)
+    hi = np.empty(KW, np.int64)
+    for e in range(KW):
+        w0 = e * dw - bw
+        a = 0
+        while a < OW and a * sw + w0 < 0:
+            a += 1
+        b = a
+        while b < OW and b * sw + w0 < W:
+            b += 1
+        lo[e], hi[e] = a, b
+    return lo, hi
+
+
+@njit(**JIT_SERIAL)
+def _gather_unit(x, xn0, cnt, c0, kshape, oshape, col):
+    """:func:`_gather`'s stride-1, undilated, unpadded case: col[(c, a, b, e), j*M + (od,
+    oh, ow)] = x[xn0 + j, c0 + c, od + a, oh + b, ow + e] for ``j`` in ``[0, cnt)``, whole
+    rows of ``col`` filled by contiguous runs."""
+    KD, KH, KW = kshape
+    OD, OH, OW = oshape
+    M = OD * OH * OW
+    Cg = col.shape[0] // (KD * KH * KW)
+    for c in range(Cg):
+        for a in range(KD):
+            for b in range(KH):
+                for e in range(KW):
+                    dst = col[((c * KD + a) * KH + b) * KW + e]
+                    for j in range(cnt):
+                        for od in range(OD):
+                            for oh in range(OH):
+                                src = x[xn0 + j, c0 + c, od + a, oh + b]
+                                o = j * M + (od * OH + oh) * OW
+                                for i in range(OW):
+                                    dst[o + i] = src[e + i]
+
+
+@njit(**JIT_SERIAL)
+def _pad_chunk(x, n0, n1, c0, Cg, before, grid):
+    """``(n1 - n0, Cg, *grid)``: the images ``[n0, n1)``, channels ``[c0, c0 + Cg)`` of
+    ``x`` zero-padded by ``before`` (and cropped or zero-filled to ``grid`` after)."""
+    D, H, W = x.shape[2], x.shape[3], x.shape[4]
+    bd, bh, bw = before
+    Dp, Hp, Wp = grid
+    xs = np.zeros((n1 - n0, Cg, Dp, Hp, Wp), x.dtype)
+    for n in range(n0, n1):
+        for c in range(Cg):
+            for d in range(max(0, -bd), min(D, Dp - bd)):
+                for h in range(max(0, -bh), min(H, Hp - bh)):
+                    dst = xs[n - n0, c, d + bd, h + bh]
+                    src = x[n, c0 + c, d, h]
+                    for i in range(max(0, -bw), min(W, Wp - bw)):
+                        dst[i + bw] = src[i]
+    return xs
+
+
+@njit(**JIT_SERIAL)
+def _gather(x, n0, n1, c0, kshape, stride, dilation, oshape, before, col):
+    """col[(c, a, b, e), (n - n0)*M + (od, oh, ow)] = x[n, c0 + c, od*sd + a*dd - bd,
+    oh*sh + b*dh - bh, ow*sw + e*dw - bw] for the images ``[n0, n1)``, 0 outside ``x``
+    (zero padding read in place; ``before`` is ``(bd, bh, bw)``, zeros for an input padded
+    already). ``col`` is ``(Cg * taps, (n1 - n0) * M)`` with ``M = OD * OH * OW``."""
     KD, KH, KW = kshape
     sd, sh, sw = stride
     dd, dh, dw = dilation
@@ -79,128 +162,198 @@ def _gather(x, n, c0, kshape, stride, dilation, oshape, before, col):
     D, H, W = x.shape[2], x.shape[3], x.shape[4]
     zero = col.dtype.type(0)
     Cg = col.shape[0] // (KD * KH * KW)
-    for c in range(Cg):
-        for a in range(KD):
-            for b in range(KH):
-                for e in range(KW):
-                    dst = col[((c * KD + a) * KH + b) * KW + e]
-                    w0 = e * dw - bw  # input column of ow = 0
-                    lo = min(OW, max(0, (-w0 + sw - 1) // sw))
-                    hi = max(lo, min(OW, (W - 1 - w0) // sw + 1)) if W - 1 - w0 >= 0 else lo
+    M = OD * OH * OW
+    if sd == 1 and sh == 1 and sw == 1 and dd == 1 and dh == 1 and dw == 1:
+        if bd == 0 and bh == 0 and bw == 0:
+            _gather_unit(x, n0, n1 - n0, c0, kshape, oshape, col)
+        else:  # a padded copy of the chunk: whole-row copies beat in-place bounds tests
+            grid = (OD + KD - 1, OH + KH - 1, OW + KW - 1)
+            xs = _pad_chunk(x, n0, n1, c0, Cg, before, grid)
+            _gather_unit(xs, 0, n1 - n0, 0, kshape, oshape, col)
+        return
+    lo, hi = _spans(KW, OW, W, sw, dw, bw)
+    for n in range(n0, n1):
+        m0 = (n - n0) * M
+        for c in range(Cg):
+            for a in range(KD):
+                for b in range(KH):
+                    r0 = ((c * KD + a) * KH + b) * KW
                     for od in range(OD):
                         d = od * sd + a * dd - bd
                         for oh in range(OH):
                             h = oh * sh + b * dh - bh
-                            o = (od * OH + oh) * OW
+                            o = m0 + (od * OH + oh) * OW
                             if d < 0 or d >= D or h < 0 or h >= H:
-                                for i in range(OW):
-                                    dst[o + i] = zero
+                                for e in range(KW):
+                                    for i in range(OW):
+                                        col[r0 + e, o + i] = zero
                                 continue
-                            src = x[n, c0 + c, d, h]
-                            for i in range(lo):
-                                dst[o + i] = zero
-                            if sw == 1:
-                                seg = src[w0 + lo : w0 + hi]
-                                out = dst[o + lo : o + hi]
-                                for i in range(hi - lo):
-                                    out[i] = seg[i]
-                            else:
-                                for i in range(lo, hi):
-                                    dst[o + i] = src[w0 + i * sw]
-                            for i in range(hi, OW):
-                                dst[o + i] = zero
+                            for e in range(KW):
+                                r = r0 + e
+                                w0 = e * dw - bw
+                                for i in range(lo[e]):
+                                    col[r, o + i] = zero
+                                if sw == 1:
+                                    for i in range(lo[e], hi[e]):
+                                        col[r, o + i] = x[n, c0 + c, d, h, w0 + i]
+                                else:
+                                    for i in range(lo[e], hi[e]):
+                                        col[r, o + i] = x[n, c0 + c, d, h, w0 + i * sw]
+                                for i in range(hi[e], OW):
+                                    col[r, o + i] = zero
 
 
 @njit(**JIT_SERIAL)
-def _scatter(dcol, gp, kshape, stride, dilation, oshape):
+def _scatter(dcol, m0, gp, kshape, stride, dilation, oshape):
     """The adjoint of :func:`_gather` for one image and group: gp[c, od*sd + a*dd,
-    oh*sh + b*dh, ow*sw + e*dw] += dcol[(c, a, b, e), (od, oh, ow)] (``gp`` is the
+    oh*sh + b*dh, ow*sw + e*dw] += dcol[(c, a, b, e), m0 + (od, oh, ow)] (``gp`` is the
     group's ``(Cg, Dp, Hp, Wp)`` padded grid; positions past it are dropped)."""
     KD, KH, KW = kshape
     sd, sh, sw = stride
     dd, dh, dw = dilation
     OD, OH, OW = oshape
     Cg, Dp, Hp, Wp = gp.shape
+    if (sd == 1 and sh == 1 and sw == 1 and dd == 1 and dh == 1 and dw == 1
+            and OD + KD - 1 <= Dp and OH + KH - 1 <= Hp and OW + KW - 1 <= Wp):
+        for c in range(Cg):  # every tap inside the grid: whole-row adds
+            for a in range(KD):
+                for b in range(KH):
+                    for e in range(KW):
+                        src = dcol[((c * KD + a) * KH + b) * KW + e]
+                        for od in range(OD):
+                            for oh in range(OH):
+                                dst = gp[c, od + a, oh + b]
+                                o = m0 + (od * OH + oh) * OW
+                                for i in range(OW):
+                                    dst[e + i] += src[o + i]
+        return
+    lo, hi = _spans(KW, OW, Wp, sw, dw, 0)
     for c in range(Cg):
         for a in range(KD):
             for b in range(KH):
-                for e in range(KW):
-                    src = dcol[((c * KD + a) * KH + b) * KW + e]
-                    for od in range(OD):
-                        d = od * sd + a * dd
-                        if d >= Dp:
+                r0 = ((c * KD + a) * KH + b) * KW
+                for od in range(OD):
+                    d = od * sd + a * dd
+                    if d >= Dp:
+                        break
+                    for oh in range(OH):
+                        h = oh * sh + b * dh
+                        if h >= Hp:
                             break
-                        for oh in range(OH):
-                            h = oh * sh + b * dh
-                            if h >= Hp:
-                                break
-                            row = gp[c, d, h]
-                            o = (od * OH + oh) * OW
+                        o = m0 + (od * OH + oh) * OW
+                        for e in range(KW):
+                            r = r0 + e
                             w0 = e * dw
-                            m = min(OW, (Wp - 1 - w0) // sw + 1) if w0 < Wp else 0
                             if sw == 1:
-                                dst = row[w0 : w0 + m]
-                                for i in range(m):
-                                    dst[i] += src[o + i]
+                                for i in range(hi[e]):
+                                    gp[c, d, h, w0 + i] += dcol[r, o + i]
                             else:
-                                for i in range(m):
-                                    row[w0 + i * sw] += src[o + i]
+                                for i in range(hi[e]):
+                                    gp[c, d, h, w0 + i * sw] += dcol[r, o + i]
 
 
 @njit(**JIT_SERIAL)
-def _forward_block(xp, wm, bias, out, n0, n1, kshape, stride, dilation, oshape, before, col):
-    """out[n, g*Kg:(g+1)*Kg] = wm[g] @ col_n,g + bias for the images ``[n0, n1)``
-    (``out`` is ``(N, K, M)``, ``wm`` is ``(groups, Kg, R)``)."""
+def _forward_chunk(xp, wm, bias, out, n0, n1, kshape, stride, dilation, oshape, before, col,
+                   y, gathered):
+    """out[n, g*Kg:(g+1)*Kg] = wm[g] @ col[g] + bias for the images ``[n0, n1)`` (``out``
+    is ``(N, K, M)``, ``wm`` is ``(groups, Kg, R)``, ``col`` the chunk's ``(groups, R,
+    (n1 - n0) * M)`` block, gathered here unless ``gathered``; ``y`` a ``(Kg, (n1 - n0) *
+    M)`` scratch)."""
     groups, Kg = wm.shape[0], wm.shape[1]
-    Cg = col.shape[0] // (kshape[0] * kshape[1] * kshape[2])
-    for n in range(n0, n1):
-        for g in range(groups):
-            _gather(xp, n, g * Cg, kshape, stride, dilation, oshape, before, col)
-            y = np.dot(wm[g], col)
+    Cg = col.shape[1] // (kshape[0] * kshape[1] * kshape[2])
+    M = out.shape[2]
+    for g in range(groups):
+        if not gathered:
+            _gather(xp, n0, n1, g * Cg, kshape, stride, dilation, oshape, before, col[g])
+        np.dot(wm[g], col[g], y)
+        for n in range(n0, n1):
+            m0 = (n - n0) * M
             for k in range(Kg):
                 bk = bias[g * Kg + k]
                 dst = out[n, g * Kg + k]
-                src = y[k]
-                for i in range(dst.shape[0]):
+                src = y[k, m0 : m0 + M]
+                for i in range(M):
                     dst[i] = src[i] + bk
 
 
 @njit(**JIT_SERIAL)
-def _input_block(g, wt, bias, out, n0, n1, kshape, stride, dilation, oshape, before, gp):
-    """out[n] = crop(scatter(wt[grp] @ g[n, grp])) + bias for the images ``[n0, n1)``:
-    ``g`` is ``(N, K, M)``, ``wt`` is ``(groups, R, Kg)``, ``out`` is ``(N, C, D, H, W)``,
-    ``gp`` one image's ``(C, Dp, Hp, Wp)`` padded scratch grid, ``before`` the leading
-    padding per axis."""
-    groups, R, Kg = wt.shape
-    C, D, H, W = out.shape[1], out.shape[2], out.shape[3], out.shape[4]
-    Cg = C // groups
-    bd, bh, bw = before
+def _chunk_rows(g, n0, n1, k0, gk):
+    """gk[k, (n - n0)*M + i] = g[n, k0 + k, i]: output-gradient rows of the images ``[n0,
+    n1)`` side by side (``g`` is ``(N, K, M)``)."""
+    M = g.shape[2]
     for n in range(n0, n1):
-        gp[...] = 0
-        for grp in range(groups):
-            dcol = np.dot(wt[grp], g[n, grp * Kg : (grp + 1) * Kg])
-            _scatter(dcol, gp[grp * Cg : (grp + 1) * Cg], kshape, stride, dilation, oshape)
-        for c in range(C):
-            bc = bias[c]
-            for d in range(D):
-                for h in range(H):
-                    src = gp[c, bd + d, bh + h, bw : bw + W]
-                    dst = out[n, c, d, h]
-                    for i in range(W):
-                        dst[i] = src[i] + bc
+        m0 = (n - n0) * M
+        for k in range(gk.shape[0]):
+            src = g[n, k0 + k]
+            dst = gk[k, m0 : m0 + M]
+            for i in range(M):
+                dst[i] = src[i]
 
 
 @njit(**JIT_SERIAL)
-def _weight_part(xp, g, acc, n0, n1, kshape, stride, dilation, oshape, before, col):
-    """acc[grp] = sum_{n in [n0, n1)} g[n, grp] @ col_n,grp^T, images in order (``g`` is
-    ``(N, K, M)``, ``acc`` is ``(groups, Kg, R)``)."""
-    groups, Kg = acc.shape[0], acc.shape[1]
-    Cg = col.shape[0] // (kshape[0] * kshape[1] * kshape[2])
-    acc[...] = 0
+def _input_chunk(g, wt, bias, out, n0, n1, kshape, stride, dilation, oshape, before, gp, gk,
+                 dcol):
+    """out[n] = crop(scatter(wt[grp] @ g[n, grp])) + bias for the images ``[n0, n1)``, one
+    product per group for the whole chunk: ``g`` is ``(N, K, M)``, ``wt`` is ``(groups,
+    R, Kg)``, ``out`` is ``(N, C, D, H, W)``, ``gp`` a ``(C, Dp, Hp, Wp)`` padded scratch
+    grid, ``gk`` and ``dcol`` ``(Kg, B*M)`` and ``(R, B*M)`` scratch, ``before`` the
+    leading padding per axis."""
+    groups, R, Kg = wt.shape
+    C, D, H, W = out.shape[1], out.shape[2], out.shape[3], out.shape[4]
+    Cg = C // groups
+    M = g.shape[2]
+    bd, bh, bw = before
+    for grp in range(groups):
+        _chunk_rows(g, n0, n1, grp * Kg, gk)
+        np.dot(wt[grp], gk, dcol)
+        for n in range(n0, n1):
+            gpg = gp[grp * Cg : (grp + 1) * Cg]
+            gpg[...] = 0
+            _scatter(dcol, (n - n0) * M, gpg, kshape, stride, dilation, oshape)
+            for c in range(grp * Cg, (grp + 1) * Cg):
+                bc = bias[c]
+                for d in range(D):
+                    for h in range(H):
+                        src = gp[c, bd + d, bh + h]
+                        dst = out[n, c, d, h]
+                        for i in range(W):
+                            dst[i] = src[bw + i] + bc
+
+
+@njit(**JIT_SERIAL)
+def _chunk_cols(g, n0, n1, k0, gkt):
+    """gkt[(n - n0)*M + i, k] = g[n, k0 + k, i]: :func:`_chunk_rows` transposed."""
+    M = g.shape[2]
     for n in range(n0, n1):
-        for grp in range(groups):
-            _gather(xp, n, grp * Cg, kshape, stride, dilation, oshape, before, col)
-            acc[grp] += np.dot(g[n, grp * Kg : (grp + 1) * Kg], col.T)
+        m0 = (n - n0) * M
+        for k in range(gkt.shape[1]):
+            src = g[n, k0 + k]
+            for i in range(M):
+                gkt[m0 + i, k] = src[i]
+
+
+@njit(**JIT_SERIAL)
+def _weight_chunk(xp, g, acc, n0, n1, kshape, stride, dilation, oshape, before, col, gk, acct,
+                  gathered):
+    """acc[grp] = g[n0:n1, grp] (Kg x (n1 - n0)*M) @ col[grp]^T: the chunk's share of the
+    weight gradient (``g`` is ``(N, K, M)``, ``acc`` is ``(groups, Kg, R)``, ``col`` the
+    chunk's ``(groups, R, (n1 - n0) * M)`` block, gathered here unless ``gathered``).
+    ``gk`` is a ``(Kg, B*M)`` scratch, or ``(B*M, Kg)`` with ``acct`` ``(R, Kg)``: then
+    the product runs as ``acc^T = col @ g^T``, operands as stored (2x faster for
+    LeNet's conv2, measured; a transposed ``col`` costs BLAS a copy)."""
+    groups, Kg = acc.shape[0], acc.shape[1]
+    Cg = col.shape[1] // (kshape[0] * kshape[1] * kshape[2])
+    transposed = acct.shape[0] > 0
+    for grp in range(groups):
+        if not gathered:
+            _gather(xp, n0, n1, grp * Cg, kshape, stride, dilation, oshape, before, col[grp])
+        if transposed:
+            _chunk_cols(g, n0, n1, grp * Kg, gk)
+            np.dot(col[grp], gk, acct)
+            acc[grp] = acct.T
+        else:
+            _chunk_rows(g, n0, n1, grp * Kg, gk)
+            np.dot(gk, col[grp].T, acc[grp])
 
 
 def _geometry(w_shape, stride, dilation, oshape):
@@ -208,31 +361,60 @@ def _geometry(w_shape, stride, dilation, oshape):
     return ints(w_shape[2:]), ints(stride), ints(dilation), ints(oshape)
 
 
-def _blocks(N: int):
-    return [(n, min(N, n + SMALL_BLOCK)) for n in range(0, N, SMALL_BLOCK)]
+_LOCAL = threading.local()
+#: Scratch sets kept per calling thread (the most recent shapes).
+SCRATCH_KEYS = 8
 
 
-def correlate(xp, w, bias, out, stride, dilation, groups, before=(0, 0, 0)):
+def _scratch(tag: str, shapes: list, dtype) -> list:
+    """Arrays of ``shapes`` kept for the calling thread and reused call after call: a
+    fresh multi-megabyte ``col`` block costs more in first-touch page faults than its
+    products (2 of LeNet's 3.3 ms conv2 forward)."""
+    cache = getattr(_LOCAL, "bufs", None)
+    if cache is None:
+        cache = _LOCAL.bufs = {}
+    key = (tag, np.dtype(dtype).str, tuple(shapes))
+    bufs = cache.get(key)
+    if bufs is None:
+        if len(cache) >= SCRATCH_KEYS:
+            cache.clear()
+        bufs = cache[key] = [np.empty(s, dtype) for s in shapes]
+    return bufs
+
+
+def correlate(xp, w, bias, out, stride, dilation, groups, before=(0, 0, 0), saved=None):
     """Forward correlation, same arguments and result as
     :func:`fastconv.cpu.conv.correlate` (5-D arrays; ``xp`` padded, or unpadded with its
-    zero padding read in place when ``before`` gives the leading padding per axis)."""
+    zero padding read in place when ``before`` gives the leading padding per axis).
+    ``saved``, a list, receives the chunks' ``col`` blocks for :func:`weight_gradient`'s
+    ``cols`` (a layer's saved state: the backward pass need not gather them again); blocks
+    of the right shapes already in it are reused."""
     N = xp.shape[0]
     K, Cg = w.shape[:2]
     kshape, st, dil, oshape = _geometry(w.shape, stride, dilation, out.shape[2:])
     R = Cg * math.prod(kshape)
     M = math.prod(oshape)
-    wm = np.ascontiguousarray(w.reshape(groups, K // groups, R))
+    Kg = K // groups
+    wm = np.ascontiguousarray(w.reshape(groups, Kg, R))
     b = np.ascontiguousarray(bias, dtype=out.dtype)
     out3 = out.reshape(N, K, M)
     bf = tuple(int(v) for v in before)
-    blocks = _blocks(N)
+    parts = chunks(N, M)
+    col_shapes = [(groups, R, (n1 - n0) * M) for n0, n1 in parts]
+    if saved is None:
+        cols = _scratch("col", col_shapes, out.dtype)
+    else:
+        if [(c.shape, c.dtype) for c in saved] != [(s, out.dtype) for s in col_shapes]:
+            saved[:] = [np.empty(s, out.dtype) for s in col_shapes]
+        cols = saved
+    ys = _scratch("y", [(Kg, (n1 - n0) * M) for n0, n1 in parts], out.dtype)
 
     def task(i):
-        col = np.empty((R, M), dtype=out.dtype)
-        _forward_block(xp, wm, b, out3, *blocks[i], kshape, st, dil, oshape, bf, col)
+        _forward_chunk(xp, wm, b, out3, *parts[i], kshape, st, dil, oshape, bf, cols[i], ys[i],
+                       False)
 
     with np.errstate(invalid="ignore", over="ignore"):
-        blas.parallel(task, len(blocks))
+        blas.parallel(task, len(parts))
     return out
 
 
@@ -244,6 +426,7 @@ def zero_padding_core(pads):
     def core(x, w, bias, out, stride, dilation, groups):
         return correlate(x, w, bias, out, stride, dilation, groups, before)
 
+    core.small_before = before  # marks the small-image core (layers keep its col blocks)
     return core
 
 
@@ -268,22 +451,26 @@ def input_gradient(g, w, bias, out, stride, dilation, before, groups):
     # the padded grid: the input plus its leading padding, long enough for every tap
     grid = tuple(max(bf[i] + out.shape[2 + i], (oshape[i] - 1) * st[i] + (kshape[i] - 1)
                      * dil[i] + 1) for i in range(3))
-    blocks = _blocks(N)
+    parts = chunks(N, M)
+    gps = _scratch("gp", [(C,) + grid] * len(parts), out.dtype)
+    gks = _scratch("gk", [(Kg, (n1 - n0) * M) for n0, n1 in parts], out.dtype)
+    dcols = _scratch("dcol", [(R, (n1 - n0) * M) for n0, n1 in parts], out.dtype)
 
     def task(i):
-        gp = np.empty((C,) + grid, dtype=out.dtype)
-        _input_block(g3, wt, b, out, *blocks[i], kshape, st, dil, oshape, bf, gp)
+        _input_chunk(g3, wt, b, out, *parts[i], kshape, st, dil, oshape, bf, gps[i], gks[i],
+                     dcols[i])
 
     with np.errstate(invalid="ignore", over="ignore"):
-        blas.parallel(task, len(blocks))
+        blas.parallel(task, len(parts))
     return out
 
 
-def weight_gradient(xp, g, gw, stride, dilation, groups, before=(0, 0, 0)):
+def weight_gradient(xp, g, gw, stride, dilation, groups, before=(0, 0, 0), cols=None):
     """gw[k, c, r] = sum_{n, o} g[n, k, o] * xp[n, group(k)*Cg + c, o*stride + r*dilation]
     (same arguments as ``fastconv.cpu.grad.correlate_weight_direct``; ``xp`` padded, or
     unpadded with its zero padding read in place when ``before`` gives the leading padding
-    per axis)."""
+    per axis). The chunks' products are added in order. ``cols``: the blocks
+    :func:`correlate` saved for this input and geometry (not gathered again)."""
     N = xp.shape[0]
     K, Cg = gw.shape[:2]
     kshape, st, dil, oshape = _geometry(gw.shape, stride, dilation, g.shape[2:])
@@ -292,19 +479,28 @@ def weight_gradient(xp, g, gw, stride, dilation, groups, before=(0, 0, 0)):
     Kg = K // groups
     g3 = np.ascontiguousarray(g, dtype=gw.dtype).reshape(N, K, M)
     bf = tuple(int(v) for v in before)
-    parts = min(SMALL_PARTS, N)
-    bounds = [j * N // parts for j in range(parts + 1)]
-    acc = np.empty((parts, groups, Kg, R), dtype=gw.dtype)
+    parts = chunks(N, M)
+    col_shapes = [(groups, R, (n1 - n0) * M) for n0, n1 in parts]
+    gathered = cols is not None and [(c.shape, c.dtype) for c in cols] == [
+        (s, gw.dtype) for s in col_shapes]
+    if not gathered:
+        cols = _scratch("col", col_shapes, gw.dtype)
+    if R >= SMALL_DW_TRANSPOSED_R:
+        gks = _scratch("gkt", [((n1 - n0) * M, Kg) for n0, n1 in parts], gw.dtype)
+        accts = _scratch("acct", [(R, Kg)] * len(parts), gw.dtype)
+    else:
+        gks = _scratch("gk", [(Kg, (n1 - n0) * M) for n0, n1 in parts], gw.dtype)
+        accts = [np.empty((0, Kg), gw.dtype)] * len(parts)
+    acc = np.empty((len(parts), groups, Kg, R), dtype=gw.dtype)
 
-    def task(j):
-        col = np.empty((R, M), dtype=gw.dtype)
-        _weight_part(xp, g3, acc[j], bounds[j], bounds[j + 1], kshape, st, dil, oshape, bf,
-                     col)
+    def task(i):
+        _weight_chunk(xp, g3, acc[i], *parts[i], kshape, st, dil, oshape, bf, cols[i], gks[i],
+                      accts[i], gathered)
 
     with np.errstate(invalid="ignore", over="ignore"):
-        blas.parallel(task, parts)
+        blas.parallel(task, len(parts))
     total = acc[0]
-    for j in range(1, parts):  # in order: the same sum for any thread count
+    for j in range(1, len(parts)):  # in order: the same sum for any thread count
         total += acc[j]
     gw[...] = total.reshape(gw.shape)
     return gw
