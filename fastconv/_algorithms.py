@@ -486,6 +486,11 @@ def _gemm_shapes_regime(p: Problem) -> str | None:
 
 
 def _gemm_cost(p: Problem) -> float:
+    if p.op == "forward":  # 3-D, 3 kernel columns: F(4, 3) along W halves the products
+        from fastconv.cpu.winograd_w import applies  # (C3: CPU 55 vs 84 ms, bench/RESULTS.md)
+
+        if applies(p.w_shape, p.stride, p.dilation, p.groups):
+            return p.macs / (RATE_GEMM * 1.5)
     return p.macs / RATE_GEMM
 
 
@@ -496,8 +501,9 @@ def _gemm_core(be, plan: ConvPlan):
         if plan.padding_mode == "zeros":  # the blocks read the zero padding in place
             return small.zero_padding_core(plan.pads)
         return _padded(be, plan, small.correlate)
-    # pads each image in the task threads (no parallel-region pass)
-    from fastconv.cpu.gemm import padding_core
+    # pads each image in the task threads (no parallel-region pass); 3-D layers with 3
+    # kernel columns run F(4, 3) along W on the products (fastconv.cpu.winograd_w)
+    from fastconv.cpu.winograd_w import padding_core
 
     return padding_core(plan.pads, plan.padding_mode)
 

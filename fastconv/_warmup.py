@@ -174,6 +174,9 @@ def _task_conv(dtype: str) -> None:
     conv.conv2d(x, w, stride=2, algorithm="gemm")
     x32, = _rng_arrays(dtype, (2, 32, 24, 24))
     conv.conv2d(x32, w32, padding=1, algorithm="gemm")  # shifted GEMM
+    x1, w1d, x3, w3 = _rng_arrays(dtype, (1, 4, 40), (8, 4, 3), (1, 8, 3, 6, 9), (8, 8, 2, 3, 3))
+    conv.conv1d(x1, w1d, padding=1, algorithm="gemm")  # folded GEMM
+    conv.conv3d(x3, w3, padding=1, algorithm="gemm")  # F(4, 3) along W (winograd_w)
     plane, big = _rng_arrays(dtype, (1, 1, 48, 48), (1, 1, 20, 20))
     conv.conv2d(plane, big, padding="same", algorithm="fft")
     conv.conv2d(x, w, b, padding=1, algorithm="winograd")  # staged (36 tiles an image)

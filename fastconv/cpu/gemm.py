@@ -45,7 +45,7 @@ from fastconv._config import (
 from fastconv._config import GEMM_MIN_CHUNK_COLUMNS as MIN_CHUNK_COLUMNS
 from fastconv._config import GEMM_SHIFTED_MIN_CG as SHIFTED_MIN_CG
 from fastconv.cpu import blas
-from fastconv.cpu.pad import MODE_CODES, pad_planes
+from fastconv.cpu.pad import MODE_CODES, pad_planes, source_index
 
 
 @njit(**JIT_PARALLEL)
@@ -107,6 +107,8 @@ def padding_core(pads, mode):
     padding = any(b or a for b, a in pads)
 
     def core(x, w, bias, out, stride, dilation, groups):
+        if folded_ok(x.shape, w.shape, stride):
+            return folded(x, w, bias, out, stride, dilation, groups, pads, mode)
         if padding:
             padded = tuple(n + b + a for n, (b, a) in zip(x.shape[2:], pads, strict=True))
             xp = np.empty(x.shape[:2] + padded, dtype=x.dtype)
@@ -117,6 +119,13 @@ def padding_core(pads, mode):
         return correlate(x, w, bias, out, stride, dilation, groups)
 
     return core
+
+
+def folded_ok(x_shape, w_shape, stride) -> bool:
+    """Whether :func:`folded` runs a correlation (given the unpadded input's shape): 1-D
+    layers (C1, 8x64x4096 k5: CPU time 21.6 ms vs the shifted GEMM's 23.4, 1 thread
+    85 vs 108 ms, no padded copy and no crop of garbage columns)."""
+    return blas.available() and x_shape[2] * x_shape[3] * w_shape[2] * w_shape[3] == 1
 
 
 def shifted_ok(stride) -> bool:
@@ -361,4 +370,164 @@ def _im2col_correlate(xp, w, bias, out, stride, dilation, groups):
             im2col(xp, n0, g * Cg, kshape, stride, dilation, oshape, col[:m, :R])
             for i in range(m):  # one 2-D product per image: a plain BLAS sgemm/dgemm call
                 np.matmul(wm[g], col[i], out=out4[n0 + i, g])
+    return out
+
+
+@njit(**JIT_SERIAL)
+def gather_folded(x, n, c0, pads, stride, dilation, kshape, mode, khf, d, h0, nrows, w0, q,
+                  col):
+    """One task's folded im2col block, read from the *unpadded* input (padding by ``mode``):
+
+    ``col[((c*KD + a)*khf + b)*KW + e, j*cw + (ow - w0)] =
+    xpad[n, c0 + c, d*sd + a*dd, (h0 + j)*sh + b*dh, ow*sw + e*dw]`` for ``j < nrows``,
+    ``w0 <= ow < w0 + cw`` (``cw = col.shape[1] // nrows``), ``xpad`` the input padded by
+    ``pads`` (before) in ``mode`` (``fastconv.cpu.pad.source_index``). ``khf`` is KH when
+    the kernel rows are folded into ``col``'s rows, else 1 (the rows then come as extra
+    ``j`` rows, each kernel row a column shift of ``dh*cw``). Each source row is first
+    copied, padded and split into its ``sw`` stride phases, into the scratch ``q``
+    (``q[p, i] = xpad[..., (w0 + i)*sw + p]``), so every tap's copy is contiguous."""
+    N, C, D, H, W = x.shape
+    KD, KW = kshape[0], kshape[2]
+    sd, sh, sw = stride[0], stride[1], stride[2]
+    dd, dh, dw = dilation[0], dilation[1], dilation[2]
+    pd, ph, pw = pads[0], pads[1], pads[2]
+    cw = col.shape[1] // nrows
+    Cg = col.shape[0] // (KD * khf * KW)
+    k0 = w0 * sw
+    nq = (cw - 1) * sw + (KW - 1) * dw + 1  # padded columns the chunk reads
+    lo = min(max(pw - k0, 0), nq)  # q's columns [lo, hi) are inside the row
+    hi = max(min(W + pw - k0, nq), lo)
+    for c in range(Cg):
+        for a in range(KD):
+            ds = source_index(d * sd + a * dd - pd, D, mode)
+            for b in range(khf):
+                for j in range(nrows):
+                    hs = source_index((h0 + j) * sh + b * dh - ph, H, mode)
+                    base = j * cw
+                    r0 = ((c * KD + a) * khf + b) * KW
+                    if ds < 0 or hs < 0:
+                        for e in range(KW):
+                            col[r0 + e, base : base + cw] = 0
+                        continue
+                    src = x[n, c0 + c, ds, hs]  # one source row serves the KW taps
+                    for p in range(sw):  # q[p, i]: padded column k = i*sw + p
+                        qp = q[p]
+                        i0 = (lo - p + sw - 1) // sw if lo > p else 0
+                        i1 = max((hi - p + sw - 1) // sw, i0) if hi > p else i0
+                        for i in range(i0):
+                            m = source_index(k0 + i * sw + p - pw, W, mode)
+                            qp[i] = 0 if m < 0 else src[m]
+                        s0 = k0 + p - pw
+                        if sw == 1:
+                            sr = src[s0 + i0 : s0 + i1]
+                            qr = qp[i0:i1]
+                            for i in range(i1 - i0):
+                                qr[i] = sr[i]
+                        else:
+                            for i in range(i0, i1):
+                                qp[i] = src[s0 + i * sw]
+                        for i in range(i1, (nq - p + sw - 1) // sw):
+                            m = source_index(k0 + i * sw + p - pw, W, mode)
+                            qp[i] = 0 if m < 0 else src[m]
+                    for e in range(KW):
+                        t = e * dw
+                        qs = q[t % sw, t // sw : t // sw + cw]
+                        dst = col[r0 + e, base : base + cw]
+                        for k in range(cw):
+                            dst[k] = qs[k]
+
+
+def folded_chunks(OD: int, OH: int, OW: int, extra_rows: int, R: int, itemsize: int):
+    """Fixed (d, h0, h1, w0, w1) output chunks of the folded GEMM: whole output rows of
+    one depth slice (``h1 - h0`` of them) while a row is narrower than the chunk, else
+    pieces of one row; each chunk's ``col`` (``R`` rows, ``h1 - h0 + extra_rows`` rows of
+    ``w1 - w0`` columns) is at most about ``GEMM_COL_CHUNK_BYTES``."""
+    cols = max(MIN_CHUNK_COLUMNS, GEMM_COL_CHUNK_BYTES // (R * itemsize))
+    chunks = []
+    if OW * (1 + extra_rows) <= cols:
+        step = max(1, cols // OW - extra_rows)
+        npieces = -(-OH // step)
+        for d in range(OD):
+            for p in range(npieces):
+                chunks.append((d, OH * p // npieces, OH * (p + 1) // npieces, 0, OW))
+    else:
+        npieces = -(-OW * (1 + extra_rows) // cols)
+        for d in range(OD):
+            for h in range(OH):
+                for p in range(npieces):
+                    chunks.append((d, h, h + 1, OW * p // npieces, OW * (p + 1) // npieces))
+    return chunks
+
+
+def folded(x, w, bias, out, stride, dilation, groups, pads, mode):
+    """Correlation of the unpadded ``x`` (padded by ``pads``, three (before, after) pairs,
+    in ``mode``) as products with the kernel's depth and column taps folded into the
+    reduction (``R = Cg*KD*KW``, times KH when the kernel rows are folded too)::
+
+        out[n, g, :, chunk] (+)= W_b (Kg x R) @ col[:, b*dh*cw : b*dh*cw + len(chunk)]
+
+    one product per kernel row ``b`` (stride 1 in H: a kernel row is a shift of the
+    chunk's ``col`` by whole rows), or one product with ``R = Cg*taps`` (H stride > 1).
+    Each task (image, group, chunk of output rows) gathers its ``col`` into its thread's
+    scratch (L2-sized) straight from ``x`` and multiplies into ``out`` in place: no
+    padded copy, no crop, and a reduction 3-9x deeper than the shifted GEMM's ``Cg``."""
+    x = np.ascontiguousarray(x)
+    N, C = x.shape[:2]
+    K, Cg, KD, KH, KW = w.shape
+    OD, OH, OW = out.shape[2:]
+    Kg = K // groups
+    st = tuple(int(v) for v in stride)
+    dil = tuple(int(v) for v in dilation)
+    fold_h = st[1] != 1 or KH == 1
+    khf, nb = (KH, 1) if fold_h else (1, KH)
+    extra = 0 if fold_h else (KH - 1) * dil[1]
+    R = Cg * KD * khf * KW
+    M = OD * OH * OW
+    s = out.itemsize
+    wt = w.reshape(groups, Kg, Cg, KD, KH, KW)
+    if fold_h:
+        wt = np.ascontiguousarray(wt.reshape(1, groups, Kg, R))
+    else:  # (b, g, k, (c, a, e))
+        wt = np.ascontiguousarray(wt.transpose(4, 0, 1, 2, 3, 5).reshape(KH, groups, Kg, R))
+    chunks = folded_chunks(OD, OH, OW, extra, R, s)
+    nchunks = len(chunks)
+    before = np.array([b for b, _ in pads], dtype=np.int64)
+    kshape = np.array((KD, KH, KW), dtype=np.int64)
+    sta, dla = np.array(st, dtype=np.int64), np.array(dil, dtype=np.int64)
+    code = MODE_CODES[mode]
+    wa, oa = blas.address(wt), blas.address(out)
+    bias_g = np.ascontiguousarray(bias, dtype=out.dtype).reshape(groups, Kg, 1)
+    out_rows = out.reshape(N, groups, Kg, M) if np.any(bias) else None
+    prods: dict = {}
+
+    def product(lc, width):
+        key = (lc, width)
+        if key not in prods:
+            prods[key] = blas.Gemm(out.dtype, Kg, lc, R, lda=R, ldb=width, ldc=M)
+        return prods[key]
+
+    def task(i):
+        d, h0, h1, w0, w1 = chunks[i % nchunks]
+        g = (i // nchunks) % groups
+        n = i // (nchunks * groups)
+        cw, nrows = w1 - w0, h1 - h0 + extra
+        lc, width = (h1 - h0) * cw, nrows * cw
+        nq = (cw - 1) * st[2] + (KW - 1) * dil[2] + 1
+        qlen = -(-nq // st[2])
+        buf = _buffer((R * width + st[2] * qlen) * s).view(out.dtype)
+        col = buf[: R * width].reshape(R, width)
+        q = buf[R * width : R * width + st[2] * qlen].reshape(st[2], qlen)
+        gather_folded(x, n, g * Cg, before, sta, dla, kshape, code, khf, d, h0, nrows, w0, q,
+                      col)
+        l0 = (d * OH + h0) * OW + w0
+        c0 = oa + ((n * K + g * Kg) * M + l0) * s
+        prod, ca = product(lc, width), blas.address(col)
+        for b in range(nb):
+            prod(wa + ((b * groups + g) * Kg * R) * s, ca + b * dil[1] * cw * s, c0, b > 0)
+        if out_rows is not None:
+            block = out_rows[n, g, :, l0 : l0 + lc]
+            np.add(block, bias_g[g], out=block)
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        blas.parallel(task, N * groups * nchunks)
     return out
