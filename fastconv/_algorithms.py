@@ -347,9 +347,8 @@ def _direct_core(be, plan: ConvPlan):
     """The 4-channel row kernel; on the calling thread below ``SERIAL_MAX_MACS`` (waking
     worker threads would cost more); for fewer than ``CHANNEL_BLOCK`` output channels per
     group (depthwise, single planes) the few-channel kernel, which reads zero padding in
-    place (no padded copy). (``few_channel_core(row_borders=True)`` is 1.6-2x faster on
-    W7 but rounds border columns an ulp differently; it is not wired to "auto" because
-    the Dask layer resolves "auto" to "direct" per block and promises bit-identity.)"""
+    place (no padded copy), with the same sums as on a padded copy (Dask's blocks rely on
+    it)."""
     if forward_problem(plan).macs < SERIAL_MAX_MACS:
         return _padded(be, plan, _serial_kernel())
     if plan.w_shape[0] // plan.groups >= CHANNEL_BLOCK:

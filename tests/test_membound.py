@@ -1,6 +1,5 @@
-"""The few-channel kernel's row-borders variant (border columns with the rows side by
-side, ``few_channel_core(row_borders=True)``) against "direct" and the float64 oracle,
-for any thread count."""
+"""The few-channel kernel reading zero padding in place (``few_channel_core(pads)``)
+against "direct" and the float64 oracle, for any thread count."""
 
 from __future__ import annotations
 
@@ -14,13 +13,14 @@ from tests.reference import conv_nd
 
 
 def _rows(x, w, b, pad, dil, groups):
-    """conv2d through the row-borders variant (zero padding ``pad`` = (before, after))."""
+    """conv2d through the few-channel kernel, zero padding ``pad`` = (before, after) read
+    in place."""
     N, C, H, W = x.shape
     k = w.shape[-1]
     OH, OW = (H + sum(pad) - dil * (k - 1)), (W + sum(pad) - dil * (k - 1))
     out = np.empty((N, w.shape[0], 1, OH, OW), x.dtype)
     x5, w5 = x[:, :, None], w[:, :, None]
-    core = few_channel_core(((0, 0), pad, pad), row_borders=True)
+    core = few_channel_core(((0, 0), pad, pad))
     core(x5, w5, b, out, (1, 1, 1), (1, dil, dil), groups)
     return out[:, :, 0]
 

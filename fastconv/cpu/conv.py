@@ -412,42 +412,6 @@ def _border_rows(oplane, vol, w, k, base, d0, f0, f1, clo, chi, sh, sw, ph, pw, 
         oplane[f0:f1, ow] = acc
 
 
-@njit(inline="always", **JIT_SERIAL)
-def _border_block(oplane, vol, w, k, base, d0, f0, f1, clo, chi, pw, ph, dd, dh, dw):
-    """:func:`_border_columns` for the rows [f0, f1) of a flat block (stride 1, every H
-    tap inside ``vol``), one border column at a time with the rows as the vector axis:
-    each output gets the same taps in the same order (acc += w * v), but the rows' chains
-    run side by side instead of one dependent chain after another."""
-    Cg, D, H, W = vol.shape
-    KD, KH, KW = w.shape[2], w.shape[3], w.shape[4]
-    OW = oplane.shape[1]
-    zero = w.dtype.type(0)
-    acc = np.empty(f1 - f0, dtype=oplane.dtype)
-    for u in range(OW - (chi - clo)):
-        ow = u if u < clo else u + (chi - clo)
-        acc[:] = base
-        start = ow - pw
-        for c in range(Cg):
-            for a in range(KD):
-                i = d0 + a * dd
-                if i < 0 or i >= D:
-                    continue
-                plane = vol[c, i]
-                for b in range(KH):
-                    j0 = f0 - ph + b * dh
-                    for e in range(KW):
-                        m = start + e * dw
-                        wt = w[k, c, a, b, e]
-                        if 0 <= m < W:
-                            col = plane[j0 : j0 + (f1 - f0), m]
-                            for r in range(f1 - f0):
-                                acc[r] += wt * col[r]
-                        else:
-                            for r in range(f1 - f0):
-                                acc[r] += wt * zero
-        oplane[f0:f1, ow] = acc
-
-
 @njit(**JIT_PARALLEL)
 def correlate_planes(x, w, bias, out, stride, dilation, groups, pads):
     """:func:`correlate` for few output channels per group (depthwise, single planes),
@@ -546,109 +510,15 @@ def correlate_planes(x, w, bias, out, stride, dilation, groups, pads):
                          pw, dd, dh, dw, bcols, brows)
 
 
-
-@njit(**JIT_PARALLEL)
-def correlate_planes_rows(x, w, bias, out, stride, dilation, groups, pads):
-    """:func:`correlate_planes` with the border columns of a flat block computed rows
-    side by side (:func:`_border_block`, one tap a pass; a border output may round an
-    ulp differently, so ``algorithm="direct"`` keeps :func:`correlate_planes`, whose
-    numbers are fixed and whose border columns are now as fast).
-    A twin rather than a flag: a flag changed LLVM's fast-math choices in the original.
-
-    :func:`correlate` for few output channels per group (depthwise, single planes),
-    reading ``x`` zero-padded by ``pads`` (before each axis) without a padded copy.
-
-    One task per (n, k, od, block of output rows). The interior outputs (every tap inside
-    ``x``) are summed one kernel row per pass over column chunks that stay in L1, with no
-    branches; when the output rows have the input's pitch (stride 1, ``OW == W``) a whole
-    block of rows is one flat run (long vector loops even for narrow planes; the
-    wrapped border columns it also writes are redone). Border outputs go tap by tap,
-    reading zeros outside ``x``; taps in the padding still add ``w * 0``, so NaN/Inf
-    weights propagate as with a padded copy.
-    """
-    N, C, D, H, W = x.shape
-    K, Cg, KD, KH, KW = w.shape
-    OD, OH, OW = out.shape[2], out.shape[3], out.shape[4]
-    sd, sh, sw = stride[0], stride[1], stride[2]
-    dd, dh, dw = dilation[0], dilation[1], dilation[2]
-    pd, ph, pw = pads[0], pads[1], pads[2]
-    Kg = K // groups
-    planes = N * K * OD
-    nrb = min(OH, max(1, (PLANE_TASKS + planes - 1) // planes))
-    RB = (OH + nrb - 1) // nrb
-    nrb = (OH + RB - 1) // RB
-    # interior columns [clo, chi) and rows [rlo, rhi): every tap inside x
-    clo = min(OW, (pw + sw - 1) // sw)
-    chi = max(clo, min(OW, (W - 1 + pw - (KW - 1) * dw) // sw + 1))
-    rlo = min(OH, (ph + sh - 1) // sh)
-    rhi = max(rlo, min(OH, (H - 1 + ph - (KH - 1) * dh) // sh + 1))
-    flat = sw == 1 and sh == 1 and OW == W and chi > clo
-    for t in prange(planes * nrb):
-        bvals = np.empty(KW, dtype=out.dtype)  # border columns' scratch (_border_columns)
-        bacc = np.empty(1, dtype=out.dtype)
-        rb = t % nrb
-        r = t // nrb
-        od = r % OD
-        r //= OD
-        k = r % K
-        n = r // K
-        c0 = (k // Kg) * Cg
-        vol = x[n, c0 : c0 + Cg]
-        d0 = od * sd - pd
-        r0, r1 = rb * RB, min(OH, rb * RB + RB)
-        f0, f1 = max(r0, rlo), min(r1, rhi)
-        if flat and f1 > f0:
-            # rows [f0, f1) as one run: out flat index p reads input p + offset(tap)
-            oplane = out[n, k, od].reshape(OH * OW)
-            base = _row_base(w, k, bias[k], d0, f0 - ph, D, H, dd, dh)
-            p0, p1 = f0 * OW + clo, (f1 - 1) * OW + chi
-            oplane[p0:p1] = base
-            for q in range(p0, p1, COLUMN_CHUNK):
-                acc = oplane[q : min(p1, q + COLUMN_CHUNK)]
-                for c in range(Cg):
-                    for a in range(KD):
-                        i = d0 + a * dd
-                        if i < 0 or i >= D:
-                            continue
-                        iplane = vol[c, i].reshape(H * W)
-                        for b in range(KH):
-                            start = q + (b * dh - ph) * W - pw
-                            _kernel_row(acc, iplane[start:], 1, dw, w[k, c, a, b])
-            _border_block(out[n, k, od], vol, w, k, base, d0, f0, f1, clo, chi, pw, ph, dd,
-                          dh, dw)
-        for oh in range(r0, r1):
-            if flat and f0 <= oh < f1:
-                continue
-            h0 = oh * sh - ph
-            orow = out[n, k, od, oh]
-            base = _row_base(w, k, bias[k], d0, h0, D, H, dd, dh)
-            orow[clo:chi] = base
-            for q in range(clo, chi, COLUMN_CHUNK):
-                acc = orow[q : min(chi, q + COLUMN_CHUNK)]
-                start = q * sw - pw
-                for c in range(Cg):
-                    for a in range(KD):
-                        i = d0 + a * dd
-                        if i < 0 or i >= D:
-                            continue
-                        for b in range(KH):
-                            j = h0 + b * dh
-                            if j < 0 or j >= H:
-                                continue
-                            _kernel_row(acc, vol[c, i, j, start:], sw, dw, w[k, c, a, b])
-            _border_columns(orow, vol, w, k, base, d0, h0, clo, chi, sw, pw, dd, dh, dw,
-                            bvals, bacc)
-
-
 _NO_PADS = np.zeros(3, dtype=np.int64)
 
 
-def few_channel_core(pads=None, row_borders=False):
+def few_channel_core(pads=None):
     """The few-channel kernel with :func:`correlate`'s signature, reading its input as
     zero-padded by ``pads`` (three (before, after) pairs; None: the input is already
-    padded). ``row_borders``: run :func:`correlate_planes_rows` instead."""
+    padded)."""
     before = _NO_PADS if pads is None else np.array([p[0] for p in pads], dtype=np.int64)
-    kernel = correlate_planes_rows if row_borders else correlate_planes
+    kernel = correlate_planes
 
     def core(x, w, bias, out, stride, dilation, groups):
         kernel(x, w, bias, out, stride, dilation, groups, before)
