@@ -262,6 +262,12 @@ def avg_pool_sums(x, out, kernel, stride, pads, div_d, div_h, div_w, nbuf, RB, n
                 for j in range(W):
                     row[j] = r0[j] + r1[j] + r2[j]
                 hhi = hlo  # done
+            elif dhi - dlo == 1 and hhi - hlo == 2:  # 2-row windows: one pass, same order
+                i = d0 + dlo
+                r0, r1 = x[n, c, i, h0 + hlo], x[n, c, i, h0 + hlo + 1]
+                for j in range(W):
+                    row[j] = r0[j] + r1[j]
+                hhi = hlo  # done
             for h in range(hlo, hhi):
                 if dhi - dlo == 1:  # every 1-D/2-D call: the input row itself
                     src = x[n, c, d0 + dlo, h0 + h]
@@ -279,6 +285,12 @@ def avg_pool_sums(x, out, kernel, stride, pads, div_d, div_h, div_w, nbuf, RB, n
                 else:
                     for j in range(W):
                         row[j] += src[j]
+            orow = out[n, c, od, oh]
+            f = div_d[od] * div_h[oh]
+            if kw == 2 and sw == 2 and b - a == OW:  # 2-wide/2: each output from its pair
+                for o in range(OW):
+                    orow[o] = (buf[2 * o] + buf[2 * o + 1]) / (f * div_w[o])
+                continue
             if kw == 3:  # one pass, same order
                 for j in range(nh_cols):
                     hm[j] = buf[j] + buf[j + 1] + buf[j + 2]
@@ -296,8 +308,6 @@ def avg_pool_sums(x, out, kernel, stride, pads, div_d, div_h, div_w, nbuf, RB, n
                 for r in range(lo, hi):
                     acc += row[q - pw + r]
                 hm[q] = acc
-            orow = out[n, c, od, oh]
-            f = div_d[od] * div_h[oh]
             for o in range(OW):
                 orow[o] = hm[o * sw] / (f * div_w[o])
 
