@@ -9,7 +9,7 @@ drops a last window that would start in the right padding). ``max_pool*_backward
 from __future__ import annotations
 
 from fastconv import _run
-from fastconv._docs import fill
+from fastconv._docs import GRAD_SECTIONS, fill
 
 _RANKS = {
     1: dict(rank="1-D", shape="(N, C, L) -> (N, C, L_out)", shape_in="(N, C, L) or (C, L)"),
@@ -180,20 +180,7 @@ _GRAD_DOC = """Gradient of ``{func}`` with respect to ``x``, given ``grad_output
 
     Same parameters as ``{func}`` (without ``return_indices``/``device``; the data picks
     the device). {rule}
-
-    Returns
-    -------
-    ndarray, shape of ``x``
-
-    Raises
-    ------
-    ValueError
-        As ``{func}``, and when ``grad_output`` does not have the pooling output's shape.
-
-    Examples
-    --------
-    {example}
-    """
+""" + GRAD_SECTIONS
 
 _GRAD_EXAMPLES = {
     "max": ">>> {func}_backward(np.ones({oshape}), np.arange({n}.).reshape({xshape}), 2)\n"
@@ -222,7 +209,8 @@ def _grad_doc(kind: str, nspatial: int):
     example = _GRAD_EXAMPLES[kind].format(func=func, **_GRAD_CASES[nspatial])
 
     def decorate(op):
-        op.__doc__ = _GRAD_DOC.format(func=func, rule=rule, example=example)
+        op.__doc__ = _GRAD_DOC.format(func=func, rule=rule, example=example, op=func,
+                                      output="the pooling output")
         return op
 
     return decorate
