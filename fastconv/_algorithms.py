@@ -77,7 +77,9 @@ The rule (``choose``), with ``taps = kD * kH * kW``, ``Kg = K // groups``,
    ``Kg < 8``, and the gradients use its ``col2im`` input gradient and per-chunk weight
    gradient;
 3. else ``"direct"``; a direct problem of fewer than ``SERIAL_MAX_MACS`` (2**15)
-   multiply-adds runs on the calling thread (waking worker threads would cost more).
+   multiply-adds runs on the calling thread (waking worker threads would cost more),
+   one of fewer than ``TINY_MAX_MACS`` (2**11) by ``fastconv.cpu.tiny`` (the same bits,
+   a quick cold compile).
 
 The separable rule (CPU, "auto" only, 2-D only): a 2-D correlation whose kernel has at
 least ``SEP_MIN_TAPS`` (49) taps (both extents >= 2) and at most ``FFT_MAX_CHANNEL_PAIRS``
@@ -137,6 +139,7 @@ GEMM_MIN_KG = 8
 GEMM_MIN_R = 16
 GEMM_MIN_MACS = 1 << 20
 SERIAL_MAX_MACS = 1 << 15
+TINY_MAX_MACS = 1 << 11
 SEP_MIN_TAPS = 49
 WINOGRAD_MIN_CHANNELS = 16
 WINOGRAD_MIN_CHANNELS_STAGED = 64
@@ -349,8 +352,9 @@ def _direct_core(be, plan: ConvPlan):
     group (depthwise, single planes) the few-channel kernel, which reads zero padding in
     place (no padded copy), with the same sums as on a padded copy (Dask's blocks rely on
     it)."""
-    if forward_problem(plan).macs < SERIAL_MAX_MACS:
-        return _padded(be, plan, _serial_kernel())
+    macs = forward_problem(plan).macs
+    if macs < SERIAL_MAX_MACS:
+        return _padded(be, plan, _serial_kernel(macs))
     if plan.w_shape[0] // plan.groups >= CHANNEL_BLOCK:
         return _padded(be, plan, be.correlate)
     from fastconv.cpu.conv import few_channel_core
@@ -360,9 +364,17 @@ def _direct_core(be, plan: ConvPlan):
     return few_channel_core(plan.pads)
 
 
-def _serial_kernel():
+def _serial_kernel(macs):
+    """``correlate``'s kernel on the calling thread: below ``TINY_MAX_MACS`` the scalar
+    tiny kernel (the same bits, a fraction of the cold compile), else its serial twin."""
     # imported once, then kept: an import statement per call costs more than a tiny problem
-    global _SERIAL
+    global _SERIAL, _TINY
+    if macs < TINY_MAX_MACS:
+        if _TINY is None:
+            from fastconv.cpu.tiny import correlate_tiny
+
+            _TINY = correlate_tiny
+        return _TINY
     if _SERIAL is None:
         from fastconv.cpu.conv import correlate_serial
 
@@ -370,7 +382,7 @@ def _serial_kernel():
     return _SERIAL
 
 
-_SERIAL = None
+_SERIAL = _TINY = None
 
 
 def _gpu_direct_core(be, plan: ConvPlan):
@@ -380,8 +392,9 @@ def _gpu_direct_core(be, plan: ConvPlan):
 
 def _direct_input_core(be, plan: InputGradPlan, fallback):
     """The direct kernel on the spread grid (on the calling thread when tiny)."""
-    if input_grad_problem(plan).macs < SERIAL_MAX_MACS:
-        return _spread_core(be, plan, _serial_kernel())
+    macs = input_grad_problem(plan).macs
+    if macs < SERIAL_MAX_MACS:
+        return _spread_core(be, plan, _serial_kernel(macs))
     from fastconv.cpu.conv import correlate
 
     return _spread_core(be, plan, correlate)

@@ -164,7 +164,9 @@ def _task_conv(dtype: str) -> None:
     from fastconv import conv
 
     tiny, w1 = _rng_arrays(dtype, (1, 1, 3, 3), (1, 1, 2, 2))
-    conv.conv2d(tiny, w1)  # serial direct core
+    conv.conv2d(tiny, w1)  # tiny direct core (fastconv.cpu.tiny)
+    small, w2 = _rng_arrays(dtype, (1, 2, 16, 16), (2, 2, 3, 3))
+    conv.conv2d(small, w2)  # serial direct core (conv.correlate_serial)
     x, w, wd, w32, b = _rng_arrays(dtype, (2, 8, 24, 24), (8, 8, 3, 3), (8, 1, 3, 3),
                                    (32, 32, 3, 3), (8,))
     conv.conv2d(x, w, b, padding=1, algorithm="direct")  # 4-channel row kernel

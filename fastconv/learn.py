@@ -170,12 +170,15 @@ def learn_kernel(x, y, kernel_size, *, lr: float = 3e-2, epochs: int = 10, bias:
     def shaped(a):
         return a[0, 0].copy() if single else a.copy()
 
-    serial = out.size * w.size // K < SERIAL_BELOW
-    if serial:
-        from fastconv.cpu.conv import correlate_serial
+    macs = out.size * w.size // K
+    serial = macs < SERIAL_BELOW
+    if serial:  # the forward's own tiny core (by size) and argument types: no new compile
+        from fastconv._algorithms import _serial_kernel
+
+        forward = _serial_kernel(macs)
     for epoch in range(1, epochs + 1):
-        if serial:  # the forward's own tiny core and argument types: no new compile
-            correlate_serial(x5, w5, b, out, (1, 1, 1), (1, 1, 1), 1)
+        if serial:
+            forward(x5, w5, b, out, (1, 1, 1), (1, 1, 1), 1)
         else:
             be.correlate(x5, w5, b, out, ones, ones, 1)
         diff = out - y5
