@@ -93,13 +93,15 @@ def test_numba_start_does_not_import_all_of_scipy_linalg():
 
 def test_quick_start_runs_one_correlation_core():
     """Cold start: the quick start's corr2d, tiny input gradient and learn_kernel forward
-    all run the one serial core the first corr2d compiles (no parallel specialisations)."""
-    code = ("import numpy as np, fastconv as fc; from fastconv.cpu import conv; "
+    all run the one tiny core the first corr2d compiles (fastconv.cpu.tiny: neither the
+    serial twin nor parallel specialisations)."""
+    code = ("import numpy as np, fastconv as fc; from fastconv.cpu import conv, tiny; "
             "X = np.ones((6, 8)); X[:, 2:6] = 0; "
             "fc.corr2d([[0, 1, 2], [3, 4, 5], [6, 7, 8]], [[0, 1], [2, 3]]); "
             "fc.grad.conv2d_input((1, 1, 3, 3), np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2))); "
             "fc.learn_kernel(X, fc.corr2d(X, [[1, -1]]), (1, 2), seed=0); "
-            "print(len(conv.correlate_serial.signatures), len(conv.correlate.signatures))")
+            "print(len(tiny.correlate_tiny.signatures), len(conv.correlate_serial.signatures), "
+            "len(conv.correlate.signatures))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
-    assert out == ["1", "0"]
+    assert out == ["1", "0", "0"]
