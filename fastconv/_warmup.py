@@ -202,7 +202,8 @@ def _task_grad(dtype: str) -> None:
     grad.conv2d_weight(x32, (32, 32, 3, 3), g32, padding=1)  # "auto": Winograd
     # small images (LeNet's second layer): one product per chunk of images on its im2col block
     xs, ws, gs = _rng_arrays(dtype, (8, 6, 14, 14), (16, 6, 5, 5), (8, 16, 10, 10))
-    conv.conv2d(xs, ws)
+    conv.conv2d(xs, ws)  # 1.9 M multiply-adds a chunk: the product on NumPy's BLAS
+    conv.conv2d(xs[:2], ws)  # 0.5 M: the product inside the chunk's kernel
     grad.conv2d_input(xs.shape, ws, gs)
     grad.conv2d_weight(xs, ws.shape, gs)
     pool_layer = layers.MaxPool2d(2)  # keeps each maximum's window position
