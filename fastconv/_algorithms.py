@@ -142,6 +142,8 @@ WINOGRAD_MIN_CHANNELS = 16
 WINOGRAD_MIN_CHANNELS_STAGED = 64
 WINOGRAD_MIN_TILES = 64
 WINOGRAD_MIN_MACS = 1 << 24
+DIRECT_VEC_MAX_CG = 4
+DIRECT_VEC_MIN_TAPS = 9
 
 #: Cost rates (2 threads, float32). The direct kernel: ~0.12 ns per multiply-add on one
 #: 2048x2048 plane (0.5 ms per tap, module doc); the GEMM: the same work through BLAS on
@@ -151,6 +153,10 @@ WINOGRAD_MIN_MACS = 1 << 24
 RATE_DIRECT = 8e9
 RATE_GEMM = 1.5e10
 FFT_SECONDS_PER_OUTPUT = 4e-8
+#: direct_vec (``fastconv.cpu.microkernel``): W4 (3 -> 64 7x7 stride 2) ran 2.5x faster
+#: than the folded GEMM (8.4 vs 21.4 ms, 2 threads, bench/RESULTS.md), on the channels of
+#: its blocks that are used (``_direct_vec_cost``)
+RATE_DIRECT_VEC = 2.5 * RATE_GEMM
 
 OPS = ("forward", "input_grad", "weight_grad")
 
@@ -700,6 +706,39 @@ register(Algorithm(
     _winograd_regime, _winograd_cost, {"cpu": _winograd_core}, strict=True,
     grad_cores={"input_grad": {"cpu": _winograd_input_core},
                 "weight_grad": {"cpu": _winograd_weight_core}}))
+
+
+# direct_vec --------------------------------------------------------------------------------
+
+
+def _direct_vec_regime(p: Problem) -> str | None:
+    if p.Cg > DIRECT_VEC_MAX_CG:
+        return f"Cg = {p.Cg} input channels per group > DIRECT_VEC_MAX_CG={DIRECT_VEC_MAX_CG}"
+    if p.taps < DIRECT_VEC_MIN_TAPS:
+        return f"kernel has {p.taps} taps < DIRECT_VEC_MIN_TAPS={DIRECT_VEC_MIN_TAPS}"
+    if p.macs < GEMM_MIN_MACS:
+        return f"{p.macs} multiply-adds < GEMM_MIN_MACS={GEMM_MIN_MACS}"
+    return None
+
+
+def _direct_vec_cost(p: Problem) -> float:
+    from fastconv.cpu.microkernel import channel_block
+
+    kb = channel_block(p.itemsize or 4)
+    used = p.Kg / (-(-p.Kg // kb) * kb)  # the block's channels past Kg are computed too
+    return p.macs / (RATE_DIRECT_VEC * used)
+
+
+def _direct_vec_core(be, plan: ConvPlan):
+    from fastconv.cpu import microkernel
+
+    return _padded(be, plan, microkernel.correlate)
+
+
+register(Algorithm(
+    "direct_vec", "output-channel-vectorised direct kernel on explicit SIMD vectors "
+    "(fastconv.cpu.microkernel)", ("forward",), _always, _direct_vec_regime, _direct_vec_cost,
+    {"cpu": _direct_vec_core}))
 
 
 # separable ---------------------------------------------------------------------------------
