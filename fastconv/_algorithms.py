@@ -718,6 +718,13 @@ def _direct_vec_regime(p: Problem) -> str | None:
         return f"kernel has {p.taps} taps < DIRECT_VEC_MIN_TAPS={DIRECT_VEC_MIN_TAPS}"
     if p.macs < GEMM_MIN_MACS:
         return f"{p.macs} multiply-adds < GEMM_MIN_MACS={GEMM_MIN_MACS}"
+    from fastconv.cpu.microkernel import channel_block
+
+    kb = channel_block(p.itemsize or 4)
+    if 2 * p.Kg < kb:
+        return f"Kg = {p.Kg} output channels per group < half a vector block ({kb})"
+    if _fft_regime(p) is None:
+        return "large kernel on few channels (the FFT's regime)"
     return None
 
 
