@@ -172,6 +172,7 @@ def _task_conv(dtype: str) -> None:
     conv.conv2d(x, w, padding=1, padding_mode="reflect", algorithm="direct")
     conv.conv2d(x, w, padding=1, algorithm="gemm")  # im2col
     conv.conv2d(x, w, stride=2, algorithm="gemm")
+    conv.conv2d(x, w, b, stride=2, algorithm="direct_vec")  # fastconv.cpu.microkernel
     x32, = _rng_arrays(dtype, (2, 32, 24, 24))
     conv.conv2d(x32, w32, padding=1, algorithm="gemm")  # shifted GEMM
     x1, w1d, x3, w3 = _rng_arrays(dtype, (1, 4, 40), (8, 4, 3), (1, 8, 3, 6, 9), (8, 8, 2, 3, 3))

@@ -23,8 +23,6 @@ results go to a small scratch ``(OW, KB)`` and are transposed into the NCHW outp
 
 from __future__ import annotations
 
-import os
-
 import llvmlite.binding as llb
 import numpy as np
 from llvmlite import ir
@@ -46,8 +44,9 @@ def _has_avx512() -> bool:
     return "+avx512f" in feats.split(",")
 
 
-AVX512 = _has_avx512() if os.environ.get("FASTCONV_VECTOR_BITS") is None else (
-    os.environ["FASTCONV_VECTOR_BITS"] == "512")
+#: Whether the kernels use 512-bit vectors (a module constant, frozen into the compiled
+#: kernels: Numba's cache keys them by the CPU name and features this is read from).
+AVX512 = _has_avx512()
 #: float32 / float64 elements per SIMD register on this host.
 LANES32 = 16 if AVX512 else 8
 LANES64 = LANES32 // 2
@@ -279,87 +278,6 @@ def _row_6x4(xf, base, xs, Cg, wf, wb, KB, tmp, sw, kshape, dilation, OW):
 
 
 @njit(inline="always", **JIT_SERIAL)
-def _row_5x4(xf, base, xs, Cg, wf, wb, KB, tmp, sw, kshape, dilation, OW):
-    """One output row in blocks of 5 pixels x 4 vectors of ``KB // 4`` output
-    channels into ``tmp[ox * KB + k]`` (module doc). ``xf`` is the flat padded input,
-    ``base`` the offset of the first tap's input row, ``xs`` the (channel, depth, row)
-    strides; ``wf`` the flat packed weight, the block's taps from ``wb``."""
-    KD, KH, KW = kshape[0], kshape[1], kshape[2]
-    dd, dh, dw = dilation[0], dilation[1], dilation[2]
-    sc, sd, sh = xs[0], xs[1] * dd, xs[2] * dh
-    ln = KB // 4
-    z = wf[0]
-    for ob in range(-(-OW // 5)):
-        ox0 = ob * 5
-        x0 = min(ox0 + 0, OW - 1) * sw
-        x1 = min(ox0 + 1, OW - 1) * sw
-        x2 = min(ox0 + 2, OW - 1) * sw
-        x3 = min(ox0 + 3, OW - 1) * sw
-        x4 = min(ox0 + 4, OW - 1) * sw
-        a00, a01, a02, a03 = vzero(z), vzero(z), vzero(z), vzero(z)
-        a10, a11, a12, a13 = vzero(z), vzero(z), vzero(z), vzero(z)
-        a20, a21, a22, a23 = vzero(z), vzero(z), vzero(z), vzero(z)
-        a30, a31, a32, a33 = vzero(z), vzero(z), vzero(z), vzero(z)
-        a40, a41, a42, a43 = vzero(z), vzero(z), vzero(z), vzero(z)
-        t = wb
-        for c in range(Cg):
-            for a in range(KD):
-                for b in range(KH):
-                    r = base + c * sc + a * sd + b * sh
-                    for e in range(KW):
-                        w0, w1 = vload(wf, t), vload(wf, t + ln)
-                        w2, w3 = vload(wf, t + 2 * ln), vload(wf, t + 3 * ln)
-                        o = r + e * dw
-                        v = vsplat_at(xf, o + x0)
-                        a00 = vfma(v, w0, a00)
-                        a01 = vfma(v, w1, a01)
-                        a02 = vfma(v, w2, a02)
-                        a03 = vfma(v, w3, a03)
-                        v = vsplat_at(xf, o + x1)
-                        a10 = vfma(v, w0, a10)
-                        a11 = vfma(v, w1, a11)
-                        a12 = vfma(v, w2, a12)
-                        a13 = vfma(v, w3, a13)
-                        v = vsplat_at(xf, o + x2)
-                        a20 = vfma(v, w0, a20)
-                        a21 = vfma(v, w1, a21)
-                        a22 = vfma(v, w2, a22)
-                        a23 = vfma(v, w3, a23)
-                        v = vsplat_at(xf, o + x3)
-                        a30 = vfma(v, w0, a30)
-                        a31 = vfma(v, w1, a31)
-                        a32 = vfma(v, w2, a32)
-                        a33 = vfma(v, w3, a33)
-                        v = vsplat_at(xf, o + x4)
-                        a40 = vfma(v, w0, a40)
-                        a41 = vfma(v, w1, a41)
-                        a42 = vfma(v, w2, a42)
-                        a43 = vfma(v, w3, a43)
-                        t += KB
-        q = ox0 * KB
-        vstore(tmp, q, a00)
-        vstore(tmp, q + ln, a01)
-        vstore(tmp, q + 2 * ln, a02)
-        vstore(tmp, q + 3 * ln, a03)
-        vstore(tmp, q + KB, a10)
-        vstore(tmp, q + KB + ln, a11)
-        vstore(tmp, q + KB + 2 * ln, a12)
-        vstore(tmp, q + KB + 3 * ln, a13)
-        vstore(tmp, q + 2 * KB, a20)
-        vstore(tmp, q + 2 * KB + ln, a21)
-        vstore(tmp, q + 2 * KB + 2 * ln, a22)
-        vstore(tmp, q + 2 * KB + 3 * ln, a23)
-        vstore(tmp, q + 3 * KB, a30)
-        vstore(tmp, q + 3 * KB + ln, a31)
-        vstore(tmp, q + 3 * KB + 2 * ln, a32)
-        vstore(tmp, q + 3 * KB + 3 * ln, a33)
-        vstore(tmp, q + 4 * KB, a40)
-        vstore(tmp, q + 4 * KB + ln, a41)
-        vstore(tmp, q + 4 * KB + 2 * ln, a42)
-        vstore(tmp, q + 4 * KB + 3 * ln, a43)
-
-
-@njit(inline="always", **JIT_SERIAL)
 def _row_6x2(xf, base, xs, Cg, wf, wb, KB, tmp, sw, kshape, dilation, OW):
     """One output row in blocks of 6 pixels x 2 vectors of ``KB // 2`` output
     channels into ``tmp[ox * KB + k]`` (module doc). ``xf`` is the flat padded input,
@@ -428,7 +346,7 @@ def _row_6x2(xf, base, xs, Cg, wf, wb, KB, tmp, sw, kshape, dilation, OW):
 
 #: Pixels per register block and vectors of output channels per block, by ISA:
 #: AVX-512 (32 registers) 6 x 4 (24 accumulators), AVX2 (16 registers) 6 x 2.
-MR = int(os.environ.get("FASTCONV_MR", "6"))
+MR = 6
 NV = 4 if AVX512 else 2
 
 
@@ -464,9 +382,7 @@ def _correlate_rows(xp, wp, bias, out, stride, dilation, kshape, groups, nrows):
         nk = min(KB, Kg - kb * KB)
         for oh in range(band * nrows, min(OH, (band + 1) * nrows)):
             base = (((n * C + g * Cg) * Dp + od * sd) * Hp + oh * sh) * Wp
-            if NV == 4 and MR == 5:
-                _row_5x4(xf, base, xs, Cg, wf, wb, KB, tmp, sw, kshape, dilation, OW)
-            elif NV == 4:
+            if NV == 4:
                 _row_6x4(xf, base, xs, Cg, wf, wb, KB, tmp, sw, kshape, dilation, OW)
             else:
                 _row_6x2(xf, base, xs, Cg, wf, wb, KB, tmp, sw, kshape, dilation, OW)
