@@ -31,6 +31,7 @@ from numba.core import cgutils, config, types
 from numba.extending import intrinsic, models, register_model
 
 from fastconv._config import JIT_PARALLEL, JIT_SERIAL
+from fastconv.cpu.pad import MODE_CODES, source_index
 
 
 def _has_avx512() -> bool:
@@ -347,23 +348,58 @@ def _row_6x2(xf, base, xs, Cg, wf, wb, KB, tmp, sw, kshape, dilation, OW):
 #: Pixels per register block and vectors of output channels per block, by ISA:
 #: AVX-512 (32 registers) 6 x 4 (24 accumulators), AVX2 (16 registers) 6 x 2.
 MR = 6
+#: Output rows per task (each task copies the padded input rows they read).
+BAND_ROWS = 8
 NV = 4 if AVX512 else 2
 
 
+@njit(inline="always", **JIT_SERIAL)
+def _fill_slab(x, n, c0, before, mode, d0, h0, w0, slab):
+    """``slab[c, a, r, i] = xpad[n, c0 + c, d0 + a*dd, h0 + r, w0 + i]`` with ``xpad`` the
+    input padded by ``before`` in ``mode`` (``fastconv.cpu.pad.source_index``); ``a``
+    counts the kernel's depth taps (``d0`` and the depth step are the caller's)."""
+    D, H, W = x.shape[2], x.shape[3], x.shape[4]
+    Cg, KD, rows, width = slab.shape
+    lo = min(max(before[2] - w0, 0), width)  # slab columns [lo, hi) are inside the row
+    hi = max(min(W + before[2] - w0, width), lo)
+    s0 = w0 - before[2]
+    z = slab.dtype.type(0)
+    for c in range(Cg):
+        for a in range(KD):
+            ds = source_index(d0[a] - before[0], D, mode)
+            for r in range(rows):
+                hs = source_index(h0 + r - before[1], H, mode)
+                dst = slab[c, a, r]
+                if ds < 0 or hs < 0:
+                    dst[:] = z
+                    continue
+                src = x[n, c0 + c, ds, hs]
+                for i in range(lo):
+                    m = source_index(s0 + i, W, mode)
+                    dst[i] = z if m < 0 else src[m]
+                for i in range(lo, hi):
+                    dst[i] = src[s0 + i]
+                for i in range(hi, width):
+                    m = source_index(s0 + i, W, mode)
+                    dst[i] = z if m < 0 else src[m]
+
+
 @njit(**JIT_PARALLEL)
-def _correlate_rows(xp, wp, bias, out, stride, dilation, kshape, groups, nrows):
-    """The direct_vec correlation (module doc) of the padded ``xp`` with the packed
-    weight ``wp`` ``(groups, nkb, Cg*taps, KB)``; tasks of ``nrows`` output rows of one
-    (image, group, channel block, depth slice)."""
-    N, C, Dp, Hp, Wp = xp.shape
+def _correlate_rows(x, before, mode, wp, bias, out, stride, dilation, kshape, groups, nrows):
+    """The direct_vec correlation (module doc) of ``x`` padded by ``before`` in ``mode``
+    with the packed weight ``wp`` ``(groups, nkb, Cg*taps, KB)``. Tasks of ``nrows``
+    output rows of one (image, group, channel block, depth slice); each copies the padded
+    input rows it reads into a small slab (no padded copy of the whole input)."""
+    N = x.shape[0]
     OD, OH, OW = out.shape[2], out.shape[3], out.shape[4]
     nkb, R, KB = wp.shape[1], wp.shape[2], wp.shape[3]
     K = out.shape[1]
     Kg = K // groups
-    Cg = R // (kshape[0] * kshape[1] * kshape[2])
+    KD, KH, KW = kshape[0], kshape[1], kshape[2]
+    Cg = R // (KD * KH * KW)
     sd, sh, sw = stride[0], stride[1], stride[2]
-    xs = np.array([Dp * Hp * Wp, Hp * Wp, Wp], dtype=np.int64)
-    xf = xp.reshape(-1)
+    dd, dh, dw = dilation[0], dilation[1], dilation[2]
+    width = (OW - 1) * sw + (KW - 1) * dw + 1
     wf = wp.reshape(-1)
     nbands = -(-OH // nrows)
     OWr = -(-OW // MR) * MR
@@ -376,16 +412,27 @@ def _correlate_rows(xp, wp, bias, out, stride, dilation, kshape, groups, nrows):
         q //= nkb
         g = q % groups
         n = q // groups
+        r0 = band * nrows
+        r1 = min(OH, r0 + nrows)
+        rows = (r1 - r0 - 1) * sh + (KH - 1) * dh + 1
+        slab = np.empty((Cg, KD, rows, width), dtype=out.dtype)
+        d0 = np.empty(KD, dtype=np.int64)
+        for a in range(KD):
+            d0[a] = od * sd + a * dd
+        _fill_slab(x, n, g * Cg, before, mode, d0, r0 * sh, 0, slab)
+        xf = slab.reshape(-1)
+        xs = (KD * rows * width, rows * width, width)
+        steps = np.array([1, dh, dw], dtype=np.int64)  # depth taps are the slab's own axis
         wb = (g * nkb + kb) * R * KB
         tmp = np.empty(OWr * KB, dtype=out.dtype)
         k0 = g * Kg + kb * KB
         nk = min(KB, Kg - kb * KB)
-        for oh in range(band * nrows, min(OH, (band + 1) * nrows)):
-            base = (((n * C + g * Cg) * Dp + od * sd) * Hp + oh * sh) * Wp
+        for oh in range(r0, r1):
+            base = (oh - r0) * sh * width
             if NV == 4:
-                _row_6x4(xf, base, xs, Cg, wf, wb, KB, tmp, sw, kshape, dilation, OW)
+                _row_6x4(xf, base, xs, Cg, wf, wb, KB, tmp, sw, kshape, steps, OW)
             else:
-                _row_6x2(xf, base, xs, Cg, wf, wb, KB, tmp, sw, kshape, dilation, OW)
+                _row_6x2(xf, base, xs, Cg, wf, wb, KB, tmp, sw, kshape, steps, OW)
             for k in range(nk):
                 bk = bias[k0 + k]
                 dst = out[n, k0 + k, od, oh]
@@ -406,16 +453,29 @@ def pack_weight(w: np.ndarray, groups: int) -> np.ndarray:
     return np.ascontiguousarray(wp.reshape(groups, nkb, KB, R).transpose(0, 1, 3, 2))
 
 
-def correlate(xp, w, bias, out, stride, dilation, groups):
-    """out[n, k, o] = bias[k] + sum_{c in group(k), r} xp[n, c, o*stride + r*dilation] * w[k, c, r]
-    (``xp`` padded, 5-D float32 or float64 arrays, ``bias`` with K entries)."""
+def correlate(x, w, bias, out, stride, dilation, groups, pads=((0, 0),) * 3, mode="zeros"):
+    """out[n, k, o] = bias[k] + sum_{c in group(k), r} xpad[n, c, o*stride + r*dilation] *
+    w[k, c, r],
+    with ``xpad`` the 5-D ``x`` padded by ``pads`` (three (before, after) pairs) in
+    ``mode``, read in place (float32 or float64; ``bias`` with K entries)."""
     wp = pack_weight(w, groups)
     kshape = np.array(w.shape[2:], dtype=np.int64)
     st = np.array([int(s) for s in stride], dtype=np.int64)
     dl = np.array([int(d) for d in dilation], dtype=np.int64)
+    before = np.array([int(b) for b, _ in pads], dtype=np.int64)
     b = np.ascontiguousarray(bias, dtype=out.dtype)
-    _correlate_rows(np.ascontiguousarray(xp), wp, b, out, st, dl, kshape, groups, 4)
+    x = np.ascontiguousarray(x)
+    _correlate_rows(x, before, MODE_CODES[mode], wp, b, out, st, dl, kshape, groups, BAND_ROWS)
     return out
+
+
+def padding_core(pads, mode):
+    """:func:`correlate` for inputs padded by ``pads`` in ``mode`` (the registry's core)."""
+
+    def core(x, w, bias, out, stride, dilation, groups):
+        return correlate(x, w, bias, out, stride, dilation, groups, pads, mode)
+
+    return core
 
 
 def channel_block(itemsize: int) -> int:
