@@ -187,14 +187,12 @@ def vzero(typingctx, dtype_of):
 
 
 @njit(inline="always", **JIT_SERIAL)
-def _row_6x4(xf, base, xs, Cg, wf, wb, KB, tmp, sw, kshape, dilation, OW):
+def _row_6x4(xf, base, roff, wf, wb, KB, tmp, sw, KW, dw, OW):
     """One output row in blocks of 6 pixels x 4 vectors of ``KB // 4`` output
-    channels into ``tmp[ox * KB + k]`` (module doc). ``xf`` is the flat padded input,
-    ``base`` the offset of the first tap's input row, ``xs`` the (channel, depth, row)
-    strides; ``wf`` the flat packed weight, the block's taps from ``wb``."""
-    KD, KH, KW = kshape[0], kshape[1], kshape[2]
-    dd, dh, dw = dilation[0], dilation[1], dilation[2]
-    sc, sd, sh = xs[0], xs[1] * dd, xs[2] * dh
+    channels into ``tmp[ox * KB + k]`` (module doc). ``xf`` is the flat padded input;
+    ``base + roff[j]`` is the offset of the input row of the taps' ``j``-th (channel,
+    depth, row), ``KW`` taps ``dw`` apart in it; ``wf`` is the flat packed weight, the
+    block's taps from ``wb``."""
     ln = KB // 4
     z = wf[0]
     for ob in range(-(-OW // 6)):
@@ -212,45 +210,43 @@ def _row_6x4(xf, base, xs, Cg, wf, wb, KB, tmp, sw, kshape, dilation, OW):
         a40, a41, a42, a43 = vzero(z), vzero(z), vzero(z), vzero(z)
         a50, a51, a52, a53 = vzero(z), vzero(z), vzero(z), vzero(z)
         t = wb
-        for c in range(Cg):
-            for a in range(KD):
-                for b in range(KH):
-                    r = base + c * sc + a * sd + b * sh
-                    for e in range(KW):
-                        w0, w1 = vload(wf, t), vload(wf, t + ln)
-                        w2, w3 = vload(wf, t + 2 * ln), vload(wf, t + 3 * ln)
-                        o = r + e * dw
-                        v = vsplat_at(xf, o + x0)
-                        a00 = vfma(v, w0, a00)
-                        a01 = vfma(v, w1, a01)
-                        a02 = vfma(v, w2, a02)
-                        a03 = vfma(v, w3, a03)
-                        v = vsplat_at(xf, o + x1)
-                        a10 = vfma(v, w0, a10)
-                        a11 = vfma(v, w1, a11)
-                        a12 = vfma(v, w2, a12)
-                        a13 = vfma(v, w3, a13)
-                        v = vsplat_at(xf, o + x2)
-                        a20 = vfma(v, w0, a20)
-                        a21 = vfma(v, w1, a21)
-                        a22 = vfma(v, w2, a22)
-                        a23 = vfma(v, w3, a23)
-                        v = vsplat_at(xf, o + x3)
-                        a30 = vfma(v, w0, a30)
-                        a31 = vfma(v, w1, a31)
-                        a32 = vfma(v, w2, a32)
-                        a33 = vfma(v, w3, a33)
-                        v = vsplat_at(xf, o + x4)
-                        a40 = vfma(v, w0, a40)
-                        a41 = vfma(v, w1, a41)
-                        a42 = vfma(v, w2, a42)
-                        a43 = vfma(v, w3, a43)
-                        v = vsplat_at(xf, o + x5)
-                        a50 = vfma(v, w0, a50)
-                        a51 = vfma(v, w1, a51)
-                        a52 = vfma(v, w2, a52)
-                        a53 = vfma(v, w3, a53)
-                        t += KB
+        for j in range(roff.shape[0]):
+            r = base + roff[j]
+            for e in range(KW):
+                w0, w1 = vload(wf, t), vload(wf, t + ln)
+                w2, w3 = vload(wf, t + 2 * ln), vload(wf, t + 3 * ln)
+                o = r + e * dw
+                v = vsplat_at(xf, o + x0)
+                a00 = vfma(v, w0, a00)
+                a01 = vfma(v, w1, a01)
+                a02 = vfma(v, w2, a02)
+                a03 = vfma(v, w3, a03)
+                v = vsplat_at(xf, o + x1)
+                a10 = vfma(v, w0, a10)
+                a11 = vfma(v, w1, a11)
+                a12 = vfma(v, w2, a12)
+                a13 = vfma(v, w3, a13)
+                v = vsplat_at(xf, o + x2)
+                a20 = vfma(v, w0, a20)
+                a21 = vfma(v, w1, a21)
+                a22 = vfma(v, w2, a22)
+                a23 = vfma(v, w3, a23)
+                v = vsplat_at(xf, o + x3)
+                a30 = vfma(v, w0, a30)
+                a31 = vfma(v, w1, a31)
+                a32 = vfma(v, w2, a32)
+                a33 = vfma(v, w3, a33)
+                v = vsplat_at(xf, o + x4)
+                a40 = vfma(v, w0, a40)
+                a41 = vfma(v, w1, a41)
+                a42 = vfma(v, w2, a42)
+                a43 = vfma(v, w3, a43)
+                v = vsplat_at(xf, o + x5)
+                a50 = vfma(v, w0, a50)
+                a51 = vfma(v, w1, a51)
+                a52 = vfma(v, w2, a52)
+                a53 = vfma(v, w3, a53)
+                t += KB
         q = ox0 * KB
         vstore(tmp, q, a00)
         vstore(tmp, q + ln, a01)
@@ -279,14 +275,12 @@ def _row_6x4(xf, base, xs, Cg, wf, wb, KB, tmp, sw, kshape, dilation, OW):
 
 
 @njit(inline="always", **JIT_SERIAL)
-def _row_6x2(xf, base, xs, Cg, wf, wb, KB, tmp, sw, kshape, dilation, OW):
+def _row_6x2(xf, base, roff, wf, wb, KB, tmp, sw, KW, dw, OW):
     """One output row in blocks of 6 pixels x 2 vectors of ``KB // 2`` output
-    channels into ``tmp[ox * KB + k]`` (module doc). ``xf`` is the flat padded input,
-    ``base`` the offset of the first tap's input row, ``xs`` the (channel, depth, row)
-    strides; ``wf`` the flat packed weight, the block's taps from ``wb``."""
-    KD, KH, KW = kshape[0], kshape[1], kshape[2]
-    dd, dh, dw = dilation[0], dilation[1], dilation[2]
-    sc, sd, sh = xs[0], xs[1] * dd, xs[2] * dh
+    channels into ``tmp[ox * KB + k]`` (module doc). ``xf`` is the flat padded input;
+    ``base + roff[j]`` is the offset of the input row of the taps' ``j``-th (channel,
+    depth, row), ``KW`` taps ``dw`` apart in it; ``wf`` is the flat packed weight, the
+    block's taps from ``wb``."""
     ln = KB // 2
     z = wf[0]
     for ob in range(-(-OW // 6)):
@@ -304,32 +298,30 @@ def _row_6x2(xf, base, xs, Cg, wf, wb, KB, tmp, sw, kshape, dilation, OW):
         a40, a41 = vzero(z), vzero(z)
         a50, a51 = vzero(z), vzero(z)
         t = wb
-        for c in range(Cg):
-            for a in range(KD):
-                for b in range(KH):
-                    r = base + c * sc + a * sd + b * sh
-                    for e in range(KW):
-                        w0, w1 = vload(wf, t), vload(wf, t + ln)
-                        o = r + e * dw
-                        v = vsplat_at(xf, o + x0)
-                        a00 = vfma(v, w0, a00)
-                        a01 = vfma(v, w1, a01)
-                        v = vsplat_at(xf, o + x1)
-                        a10 = vfma(v, w0, a10)
-                        a11 = vfma(v, w1, a11)
-                        v = vsplat_at(xf, o + x2)
-                        a20 = vfma(v, w0, a20)
-                        a21 = vfma(v, w1, a21)
-                        v = vsplat_at(xf, o + x3)
-                        a30 = vfma(v, w0, a30)
-                        a31 = vfma(v, w1, a31)
-                        v = vsplat_at(xf, o + x4)
-                        a40 = vfma(v, w0, a40)
-                        a41 = vfma(v, w1, a41)
-                        v = vsplat_at(xf, o + x5)
-                        a50 = vfma(v, w0, a50)
-                        a51 = vfma(v, w1, a51)
-                        t += KB
+        for j in range(roff.shape[0]):
+            r = base + roff[j]
+            for e in range(KW):
+                w0, w1 = vload(wf, t), vload(wf, t + ln)
+                o = r + e * dw
+                v = vsplat_at(xf, o + x0)
+                a00 = vfma(v, w0, a00)
+                a01 = vfma(v, w1, a01)
+                v = vsplat_at(xf, o + x1)
+                a10 = vfma(v, w0, a10)
+                a11 = vfma(v, w1, a11)
+                v = vsplat_at(xf, o + x2)
+                a20 = vfma(v, w0, a20)
+                a21 = vfma(v, w1, a21)
+                v = vsplat_at(xf, o + x3)
+                a30 = vfma(v, w0, a30)
+                a31 = vfma(v, w1, a31)
+                v = vsplat_at(xf, o + x4)
+                a40 = vfma(v, w0, a40)
+                a41 = vfma(v, w1, a41)
+                v = vsplat_at(xf, o + x5)
+                a50 = vfma(v, w0, a50)
+                a51 = vfma(v, w1, a51)
+                t += KB
         q = ox0 * KB
         vstore(tmp, q, a00)
         vstore(tmp, q + ln, a01)
@@ -421,8 +413,11 @@ def _correlate_rows(x, before, mode, wp, bias, out, stride, dilation, kshape, gr
             d0[a] = od * sd + a * dd
         _fill_slab(x, n, g * Cg, before, mode, d0, r0 * sh, 0, slab)
         xf = slab.reshape(-1)
-        xs = (KD * rows * width, rows * width, width)
-        steps = np.array([1, dh, dw], dtype=np.int64)  # depth taps are the slab's own axis
+        roff = np.empty(Cg * KD * KH, dtype=np.int64)  # the taps' rows in the slab
+        for c in range(Cg):
+            for a in range(KD):
+                for b in range(KH):
+                    roff[(c * KD + a) * KH + b] = ((c * KD + a) * rows + b * dh) * width
         wb = (g * nkb + kb) * R * KB
         tmp = np.empty(OWr * KB, dtype=out.dtype)
         k0 = g * Kg + kb * KB
@@ -430,9 +425,9 @@ def _correlate_rows(x, before, mode, wp, bias, out, stride, dilation, kshape, gr
         for oh in range(r0, r1):
             base = (oh - r0) * sh * width
             if NV == 4:
-                _row_6x4(xf, base, xs, Cg, wf, wb, KB, tmp, sw, kshape, steps, OW)
+                _row_6x4(xf, base, roff, wf, wb, KB, tmp, sw, KW, dw, OW)
             else:
-                _row_6x2(xf, base, xs, Cg, wf, wb, KB, tmp, sw, kshape, steps, OW)
+                _row_6x2(xf, base, roff, wf, wb, KB, tmp, sw, KW, dw, OW)
             for k in range(nk):
                 bk = bias[k0 + k]
                 dst = out[n, k0 + k, od, oh]
