@@ -47,6 +47,13 @@ float rounding (float32: relative error ~1e-5 of the output's scale, see
   (weights, or any computed tile output) sends the call to the direct kernel, so they
   propagate exactly as there. On the GPU it runs the direct kernel.
 
+- ``"direct_vec"``: the direct correlation on explicit SIMD vectors
+  (``fastconv.cpu.microkernel``): 6 output pixels x a block of ``KB`` output channels (64
+  float32 on AVX-512, 16 on AVX2) in vector registers, one FMA chain per output over the
+  taps. Forward only, any shape. Error bound ``(Cg*taps + 1) * u * (sum |x||w| + |bias|)``.
+  Best for few input channels and large kernels at any stride (W4: 3 -> 64 7x7 stride 2,
+  2.5x the folded GEMM's speed).
+
 The rule (``choose``), with ``taps = kD * kH * kW``, ``Kg = K // groups``,
 ``Cg = C // groups``:
 
@@ -78,6 +85,10 @@ The rule (``choose``), with ``taps = kD * kH * kW``, ``Kg = K // groups``,
    gradient;
 3. else ``"direct"``; a direct problem of fewer than ``SERIAL_MAX_MACS`` (2**15)
    multiply-adds runs on the calling thread (waking worker threads would cost more).
+4. ``"direct_vec"`` replaces the choice of 1-3 (outside the FFT's regime) where
+   ``Cg <= DIRECT_VEC_MAX_CG`` (4), ``taps >= DIRECT_VEC_MIN_TAPS`` (9), the work is at least
+   ``GEMM_MIN_MACS`` and ``Kg`` is at least half the channel block (its cost,
+   ``RATE_DIRECT_VEC`` on the block's used channels, is then below the GEMM's and direct's).
 
 The separable rule (CPU, "auto" only, 2-D only): a 2-D correlation whose kernel has at
 least ``SEP_MIN_TAPS`` (49) taps (both extents >= 2) and at most ``FFT_MAX_CHANNEL_PAIRS``
