@@ -86,9 +86,13 @@ The rule (``choose``), with ``taps = kD * kH * kW``, ``Kg = K // groups``,
 3. else ``"direct"``; a direct problem of fewer than ``SERIAL_MAX_MACS`` (2**15)
    multiply-adds runs on the calling thread (waking worker threads would cost more).
 4. ``"direct_vec"`` replaces the choice of 1-3 (outside the FFT's regime) where
-   ``Cg <= DIRECT_VEC_MAX_CG`` (4), ``taps >= DIRECT_VEC_MIN_TAPS`` (9), the work is at least
-   ``GEMM_MIN_MACS`` and ``Kg`` is at least half the channel block (its cost,
+   ``Cg <= DIRECT_VEC_MAX_CG`` (4), ``Cg * taps >= DIRECT_VEC_MIN_R`` (128), the work is at
+   least ``GEMM_MIN_MACS`` and ``Kg`` is at least half the channel block (its cost,
    ``RATE_DIRECT_VEC`` on the block's used channels, is then below the GEMM's and direct's).
+   Measured (2 threads, float32, AVX-512, a loaded machine, direct_vec / gemm time):
+   3 -> 64 7x7 s2 (R = 147) 0.74; 3 -> 32 5x5 s1 (R = 75) 1.03; 3 -> 32 3x3 s2 (R = 27)
+   1.45; 1 -> 64 5x5 (R = 25) 2.1: each output's chain must be long enough to pay for
+   its transposed store.
 
 The separable rule (CPU, "auto" only, 2-D only): a 2-D correlation whose kernel has at
 least ``SEP_MIN_TAPS`` (49) taps (both extents >= 2) and at most ``FFT_MAX_CHANNEL_PAIRS``
@@ -154,7 +158,7 @@ WINOGRAD_MIN_CHANNELS_STAGED = 64
 WINOGRAD_MIN_TILES = 64
 WINOGRAD_MIN_MACS = 1 << 24
 DIRECT_VEC_MAX_CG = 4
-DIRECT_VEC_MIN_TAPS = 9
+DIRECT_VEC_MIN_R = 128
 
 #: Cost rates (2 threads, float32). The direct kernel: ~0.12 ns per multiply-add on one
 #: 2048x2048 plane (0.5 ms per tap, module doc); the GEMM: the same work through BLAS on
@@ -725,8 +729,8 @@ register(Algorithm(
 def _direct_vec_regime(p: Problem) -> str | None:
     if p.Cg > DIRECT_VEC_MAX_CG:
         return f"Cg = {p.Cg} input channels per group > DIRECT_VEC_MAX_CG={DIRECT_VEC_MAX_CG}"
-    if p.taps < DIRECT_VEC_MIN_TAPS:
-        return f"kernel has {p.taps} taps < DIRECT_VEC_MIN_TAPS={DIRECT_VEC_MIN_TAPS}"
+    if p.Cg * p.taps < DIRECT_VEC_MIN_R:
+        return f"Cg*taps = {p.Cg * p.taps} < DIRECT_VEC_MIN_R={DIRECT_VEC_MIN_R}"
     if p.macs < GEMM_MIN_MACS:
         return f"{p.macs} multiply-adds < GEMM_MIN_MACS={GEMM_MIN_MACS}"
     from fastconv.cpu.microkernel import channel_block

@@ -67,7 +67,7 @@ def _frozen_forward(p: Problem) -> str:
     if _frozen_winograd_wins(p.N, p.w_shape, p.out_spatial, p.stride, p.dilation, p.groups):
         return "winograd"
     name = _frozen_choose_for(p.N, p.w_shape, p.out_spatial, p.stride, p.groups)
-    if (name != "fft" and Cg <= A.DIRECT_VEC_MAX_CG and KD * KH * KW >= A.DIRECT_VEC_MIN_TAPS
+    if (name != "fft" and Cg <= A.DIRECT_VEC_MAX_CG and Cg * KD * KH * KW >= A.DIRECT_VEC_MIN_R
             and p.macs >= A.GEMM_MIN_MACS and 2 * Kg >= channel_block(4)):
         return "direct_vec"  # few input channels, large kernel (fastconv.cpu.microkernel)
     return name
