@@ -299,10 +299,12 @@ def transform_cols(x, n, c0, pads, sd, sh, mode, od, oh, t0, q, V):
                 q1[u] = seg[4 * u + 1]
                 q2[u] = seg[4 * u + 2]
                 q3[u] = seg[4 * u + 3]
-        else:
+        else:  # an edge chunk: source_index only outside [0, W)
             for u in range(nq):
                 for i in range(4):
-                    k = source_index(w0 + 4 * u + i, W, mode)
+                    k = w0 + 4 * u + i
+                    if k < 0 or k >= W:
+                        k = source_index(k, W, mode)
                     q[i, u] = 0 if k < 0 else src[k]
         d0, d1, d2, d3 = V[0, c], V[1, c], V[2, c], V[3, c]
         d4, d5, d6, d7 = V[4, c], V[5, c], V[6, c], V[7, c]
