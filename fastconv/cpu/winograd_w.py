@@ -27,6 +27,11 @@ data, tests' layers) below 2e-6 (the tests allow 4e-6). NaN/Inf: Winograd mixes 
 pixels, so a non-finite weight or any non-finite output sends the call to the folded GEMM,
 whose NaN/Inf pattern is the direct kernel's. Bit-identical run to run and for any thread
 count (fixed chunks, one task per output element, single-threaded BLAS).
+
+1-D layers with 5 taps (``1 x 1 x 5`` kernels) run F(4, 5) along W on the same pattern
+(:func:`correlate_cols`, below): 8 products of depth ``Cg`` per 4 outputs where the folded
+GEMM's one product has depth ``5 * Cg`` (2.5x fewer multiplies); float32 max |error| /
+max |y| 1.7e-6 on C1 (64 channels), 1.1e-6 on the tests' 16-20 channels.
 """
 
 from __future__ import annotations
