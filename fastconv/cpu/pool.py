@@ -77,6 +77,13 @@ def _run(kernel, ntasks: int, elements: int, *args) -> None:
 
 
 @njit(inline="always", **JIT_SERIAL)
+def _u(i):
+    """``i`` as an unsigned index: Numba then skips its negative-index wraparound (a
+    select per element that keeps LLVM from contiguous vector loads)."""
+    return np.uint64(i)
+
+
+@njit(inline="always", **JIT_SERIAL)
 def _taps(start, k, dil, n):
     """Taps ``r`` in ``[lo, hi)`` with ``0 <= start + r*dil < n`` (empty when hi <= lo)."""
     lo = 0 if start >= 0 else (dil - 1 - start) // dil
@@ -258,11 +265,9 @@ def avg_pool_sums(x, out, kernel, stride, pads, div_d, div_h, div_w, nbuf, RB, n
             h0 = oh * sh - ph
             hlo, hhi = _taps(h0, kh, 1, H)
             if dhi - dlo == 1 and hhi - hlo == 3:  # 3-row windows: one pass, same order
-                i = d0 + dlo
-                r0, r1 = x[n, c, i, h0 + hlo], x[n, c, i, h0 + hlo + 1]
-                r2 = x[n, c, i, h0 + hlo + 2]
+                i, hr = d0 + dlo, h0 + hlo  # (no row views: their reference counting)
                 for j in range(W):
-                    row[j] = r0[j] + r1[j] + r2[j]
+                    row[j] = x[n, c, i, hr, j] + x[n, c, i, hr + 1, j] + x[n, c, i, hr + 2, j]
                 hhi = hlo  # done
             elif dhi - dlo == 1 and hhi - hlo == 2:  # 2-row windows: one pass, same order
                 i = d0 + dlo
@@ -287,8 +292,22 @@ def avg_pool_sums(x, out, kernel, stride, pads, div_d, div_h, div_w, nbuf, RB, n
                 else:
                     for j in range(W):
                         row[j] += src[j]
-            orow = out[n, c, od, oh]
             f = div_d[od] * div_h[oh]
+            if kw == 3 and sw == 2:  # 3-wide/2: the used windows only, same order
+                for o in range(b - a):
+                    q = _u(2 * (a + o))
+                    out[n, c, od, oh, _u(a + o)] = (
+                        (buf[q] + buf[q + 1] + buf[q + 2]) / (f * div_w[_u(a + o)]))
+                for o in range(OW - (b - a)):  # windows past the input: float64 sums
+                    o = o if o < a else o + (b - a)
+                    lo, hi = _taps(2 * o - pw, 3, 1, W)
+                    acc = 0.0
+                    for r in range(lo, hi):
+                        acc += row[2 * o - pw + r]
+                    hm[0] = acc
+                    out[n, c, od, oh, o] = hm[0] / (f * div_w[o])
+                continue
+            orow = out[n, c, od, oh]
             if kw == 2 and sw == 2 and b - a == OW:  # 2-wide/2: each output from its pair
                 for o in range(OW):
                     orow[o] = (buf[2 * o] + buf[2 * o + 1]) / (f * div_w[o])
@@ -536,13 +555,6 @@ def avg_pool_grad(g, gx, cover_d, cover_h, kernel, stride, pads, div_d, div_h, d
                 _interleave(acc_s, dst, pw, sw)
             else:
                 _interleave(acc, dst, pw, sw)
-
-
-@njit(inline="always", **JIT_SERIAL)
-def _u(i):
-    """``i`` as an unsigned index: Numba then skips its negative-index wraparound (a
-    select per element that keeps LLVM from contiguous vector loads)."""
-    return np.uint64(i)
 
 
 @njit(error_model="numpy", **JIT_SERIAL)  # (no zero-divisor branch: vector divisions)
