@@ -401,10 +401,10 @@ def max_pool_grad(x, g, gx, kernel, stride, pads, dilation, nbuf, at_like, t_lo,
                         k = cols[w]
                         tv = (v > u) | (v != v)
                         u = v if tv else u
-                        iu = b1 + k if tv else b0 + k
+                        bu = b1 if tv else b0  # (the row's base, then one add)
                         tz = (z > u) | (z != z)
                         rb[w] = z if tz else u
-                        ri[w] = b2 + k if tz else iu
+                        ri[w] = (b2 if tz else bu) + k
                 else:
                     for a in range(dlo, dhi):
                         i = d0 + a * dd
