@@ -36,7 +36,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from fastconv._config import JIT_SERIAL
 
@@ -74,6 +77,39 @@ def _run(kernel, ntasks: int, elements: int, *args) -> None:
     finally:
         for f in futures:
             f.result()
+
+
+@intrinsic
+def _stream(typingctx, dst, i, v):
+    """``dst[i] = v`` (1-D ``dst``, ``0 <= i``) as a non-temporal store: the line is written
+    without first being read (no read for ownership), as ``memcpy`` does for large
+    copies. Call :func:`_fence` before the data is handed on."""
+    if not isinstance(dst, types.Array) or dst.ndim != 1:
+        return None
+    sig = types.void(dst, types.intp, dst.dtype)
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer2(
+            context, builder, ary.data, cgutils.unpack_tuple(builder, ary.shape),
+            cgutils.unpack_tuple(builder, ary.strides), sig.args[0].layout, [args[1]],
+            wraparound=False)
+        store = builder.store(args[2], ptr)
+        store.set_metadata("nontemporal", builder.module.add_metadata(
+            [ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _fence(typingctx):
+    """A full memory fence (orders the non-temporal stores before what follows)."""
+    def codegen(context, builder, sig, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
 
 
 @njit(inline="always", **JIT_SERIAL)
@@ -374,10 +410,15 @@ def max_pool_grad(x, g, gx, kernel, stride, pads, dilation, nbuf, at_like, t_lo,
     for w in range(W):
         cols[w] = w
     base_t = np.empty(1, dtype=at_like.dtype)
+    gv = np.empty(size, dtype=x.dtype)
+    wide = (size * x.itemsize) % 8 == 0  # the volume as 64-bit words
+    words = size * x.itemsize // 8
+    gv64 = gv.view(np.uint64) if wide else np.empty(0, np.uint64)
+    gx64 = gx.reshape(gx.size).view(np.uint64) if wide else np.empty(0, np.uint64)
     for t in range(t_lo, t_hi):
         n, c = t // C, t % C
-        vol, gv = x[n, c], gx[t]
-        gv[:] = 0
+        vol = x[n, c]
+        gv[:] = 0  # (a cached scratch volume, streamed into gx at the end)
         for od in range(OD):
             d0 = od * sd - pd
             dlo, dhi = _taps(d0, kd, dd, D)
@@ -453,6 +494,13 @@ def max_pool_grad(x, g, gx, kernel, stride, pads, dilation, nbuf, at_like, t_lo,
                     q = hi[ow * sw]
                     if q < size:
                         gv[q] += grow[ow]
+        if wide:
+            for m in range(words):
+                _stream(gx64, t * words + m, gv64[m])
+        else:
+            for m in range(size):
+                gx[t, m] = gv[m]
+    _fence()
 
 
 @njit(inline="always", **JIT_SERIAL)
@@ -579,6 +627,7 @@ def avg_pool_grad_pairs(g, gx, cover_d, cover_h, kernel, pads, div_d, div_h, div
     od_ = np.zeros(M, dtype=g.dtype)
     pack = gx.itemsize == 4 and W % 2 == 0
     e32, o32 = ev.view(np.uint32), od_.view(np.uint32)
+    gx64 = gx.reshape(gx.size).view(np.uint64) if pack else np.empty(0, np.uint64)
     for t in range(t_lo, t_hi):
         i = t % D
         c = (t // D) % C
@@ -592,7 +641,6 @@ def avg_pool_grad_pairs(g, gx, cover_d, cover_h, kernel, pads, div_d, div_h, div
                 for ow in range(OW):
                     planes[oh, _u(T - 1 + ow)] += g[n, c, od, oh, ow] / (f * div_w[ow])
         gp = gx[n, c, i]
-        gp64 = gp.view(np.uint64) if pack else np.empty((0, 0), np.uint64)
         for j in range(H):
             lo, hi = cover_h[j, 0], cover_h[j, 1]
             if hi - lo == 0:
@@ -618,15 +666,18 @@ def avg_pool_grad_pairs(g, gx, cover_d, cover_h, kernel, pads, div_d, div_h, div
             else:
                 for m in range(n2):
                     od_[m] = planes[r, _u(i1 - 1 + m)] + planes[r, _u(i1 + m)]
-            if pack:
+            if pack:  # (streamed: gx is written, never read)
+                at = (t * H + j) * n2
                 for m in range(n2):
-                    gp64[j, m] = np.uint64(e32[m]) | (np.uint64(o32[m]) << np.uint64(32))
+                    _stream(gx64, at + m,
+                            np.uint64(e32[m]) | (np.uint64(o32[m]) << np.uint64(32)))
             else:
                 for m in range(n2):
                     gp[j, 2 * m] = ev[m]
                     gp[j, 2 * m + 1] = od_[m]
                 if odd_w:
                     gp[j, W - 1] = ev[n2]
+    _fence()
 
 
 @njit(**JIT_SERIAL)
