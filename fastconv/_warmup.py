@@ -177,6 +177,8 @@ def _task_conv(dtype: str) -> None:
     x1, w1d, x3, w3 = _rng_arrays(dtype, (1, 4, 40), (8, 4, 3), (1, 8, 3, 6, 9), (8, 8, 2, 3, 3))
     conv.conv1d(x1, w1d, padding=1, algorithm="gemm")  # folded GEMM
     conv.conv3d(x3, w3, padding=1, algorithm="gemm")  # F(4, 3) along W (winograd_w)
+    x15, w15 = _rng_arrays(dtype, (1, 16, 20), (8, 16, 5))
+    conv.conv1d(x15, w15, padding=2, algorithm="gemm")  # F(4, 5) along W (winograd_w)
     plane, big = _rng_arrays(dtype, (1, 1, 48, 48), (1, 1, 20, 20))
     conv.conv2d(plane, big, padding="same", algorithm="fft")
     conv.conv2d(x, w, b, padding=1, algorithm="winograd")  # staged (36 tiles an image)
