@@ -223,6 +223,7 @@ def _task_pool(dtype: str) -> None:
     grad.max_pool2d(np.ones_like(y), x, 3, stride=2, padding=1)
     y = pool.avg_pool2d(x, 3, stride=2, padding=1)
     grad.avg_pool2d(np.ones_like(y), x, 3, stride=2, padding=1)
+    grad.avg_pool2d(np.ones_like(x), x, 3, stride=1, padding=1)  # (other strides' kernel)
     pool.max_pool2d(x, 2)
     pool.avg_pool2d(x, 2)
 
