@@ -19,8 +19,7 @@ vectorised over the channels), runs the ``alpha^2`` products ``V[a] @ U[a]`` as 
 ``sgemm``/``dgemm`` calls on pre-transformed, pre-arranged weights ``U``, then
 inverse-transforms ``M`` (adding the bias) and writes its output rows -- all while the
 block is in the core's L2 cache, and all in one ``nogil`` Numba call
-(:func:`fused_block`; the BLAS through a function pointer, :func:`products`); the last
-blocks are cut finer so that the threads finish together (:func:`_split_tail`). Images of
+(:func:`fused_block`; the BLAS through a function pointer, :func:`products`). Images of
 fewer than ``FUSED_MIN_IMAGE_TILES`` tiles (14x14: 16) run fused in blocks of whole
 images of at least that many tiles where the batch gives ``MIN_BLOCKS`` of them, else
 *staged*: transform every image, then each point's product over all the batch's tiles
