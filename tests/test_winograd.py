@@ -360,27 +360,3 @@ def test_blas_limit_held_once_per_call_and_restored():
             np.testing.assert_array_equal(a, b)
     assert blas_threads() == before
     assert seen and set(seen) == {1}
-
-
-def test_tail_blocks_cut_finer_same_values(monkeypatch):
-    """The fused forward cuts its last blocks finer (``_split_tail``: the threads finish
-    together) without changing a bit: each tile's transforms and product row are the same
-    in any block. The weight gradient's blocks (sums over tiles) are not cut."""
-    assert winograd.blocks(8, 14, 14, 227, tail=True)[5:] == [
-        (5, 1, 0, 14), (6, 1, 0, 7), (6, 1, 7, 7),
-        (7, 1, 0, 4), (7, 1, 4, 3), (7, 1, 7, 4), (7, 1, 11, 3)]
-    assert winograd.blocks(8, 14, 14, 227) == [(n, 1, 0, 14) for n in range(8)]
-    assert winograd.blocks(8, 4, 4, 64, tail=True) == [(0, 4, 0, 4), (4, 4, 0, 4)]
-    rng = np.random.default_rng(13)
-    x = rng.standard_normal((3, 8, 40, 36)).astype(np.float32)
-    w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
-    b = rng.standard_normal(8).astype(np.float32)
-    g = rng.standard_normal((3, 8, 40, 36)).astype(np.float32)
-    cut = (fc.conv2d(x, w, b, padding=1, algorithm="winograd"),
-           fc.grad.conv2d_input(x.shape, w, g, padding=1, algorithm="winograd"))
-    monkeypatch.setattr(winograd, "_split_tail", lambda blist, tw: blist)
-    whole = (fc.conv2d(x, w, b, padding=1, algorithm="winograd"),
-             fc.grad.conv2d_input(x.shape, w, g, padding=1, algorithm="winograd"))
-    for a, c in zip(cut, whole, strict=True):
-        np.testing.assert_array_equal(a, c)
-    _close(cut[0], conv_nd(x, w, b, 1, 1), TOL[4])

@@ -499,55 +499,22 @@ def _release_pooled(U) -> None:
 # --- the fused correlation --------------------------------------------------------------
 
 
-def blocks(N: int, th: int, tw: int, target: int,
-           tail: bool = False) -> list[tuple[int, int, int, int]]:
+def blocks(N: int, th: int, tw: int, target: int) -> list[tuple[int, int, int, int]]:
     """(n0, nimg, ty0, nty) blocks of about ``target`` tiles: tile rows of one image, or
     whole images when one image has fewer tiles; at least ``MIN_BLOCKS`` blocks where
     that leaves ``FUSED_MIN_IMAGE_TILES`` per block (so two threads share even one
-    image); ``tail``: the last blocks split finer (:func:`_split_tail`). A rule of the
-    shapes only: the same blocks for any thread count."""
+    image). A rule of the shapes only: the same blocks for any thread count."""
     per_image = th * tw
     parts = -(-per_image // target)
     if N * parts < MIN_BLOCKS and per_image >= MIN_BLOCKS * FUSED_MIN_IMAGE_TILES:
         parts = min(th, -(-MIN_BLOCKS // N))
     if parts > 1:
         rows = -(-th // parts)
-        blist = [(n, 1, ty, min(rows, th - ty)) for n in range(N) for ty in range(0, th, rows)]
-    else:
-        per = max(1, target // per_image)
-        nb = max(-(-N // per), min(N, MIN_BLOCKS))
-        per = -(-N // nb)  # even out the last block
-        blist = [(n, min(per, N - n), 0, th) for n in range(0, N, per)]
-    return _split_tail(blist, tw) if tail else blist
-
-
-def _split_tail(blist, tw: int) -> list[tuple[int, int, int, int]]:
-    """``blist`` with its last ``TAIL_BLOCKS`` one-image blocks cut in two by tile rows,
-    then the last ``TAIL_BLOCKS`` of those again (each piece keeping ``TAIL_MIN_TILES``
-    tiles): the tasks are taken in order by whichever thread is free, so small last tasks
-    let the threads finish together when one started late (woken from sleep) or ran
-    slower (W3: 8 whole images left up to one 196-tile block, 1/8 of the call, to one
-    thread; now 6 images, 2 halves and 4 quarters). Every tile's transforms and product
-    row are the same in any block, so the results do not change (the forward and input
-    gradient only: the weight gradient sums over a block's tiles)."""
-    for _ in range(2):
-        head, last = blist[:-TAIL_BLOCKS], blist[-TAIL_BLOCKS:]
-        cut = []
-        for n0, nimg, ty0, nty in last:
-            top = -(-nty // 2)
-            if nimg == 1 and (nty - top) * tw >= TAIL_MIN_TILES:
-                cut += [(n0, 1, ty0, top), (n0, 1, ty0 + top, nty - top)]
-            else:
-                cut.append((n0, nimg, ty0, nty))
-        if len(cut) == len(last):
-            break
-        blist = head + cut
-    return blist
-
-
-#: Blocks cut by :func:`_split_tail` (twice), and the fewest tiles of a piece.
-TAIL_BLOCKS = 2
-TAIL_MIN_TILES = 32
+        return [(n, 1, ty, min(rows, th - ty)) for n in range(N) for ty in range(0, th, rows)]
+    per = max(1, target // per_image)
+    nb = max(-(-N // per), min(N, MIN_BLOCKS))
+    per = -(-N // nb)  # even out the last block
+    return [(n, min(per, N - n), 0, th) for n in range(0, N, per)]
 
 
 #: Fewest blocks of the fused form (where each keeps ``FUSED_MIN_IMAGE_TILES`` tiles).
@@ -658,7 +625,7 @@ def _run_fused(x, U, bias, out, groups, m, pads, min_tiles=0) -> bool:
     th, tw = -(-OH // m), -(-OW // m)
     dt = out.dtype
     s = dt.itemsize
-    blist = blocks(N, th, tw, max(min_tiles, target_tiles(m, Cin, Cout, s)), tail=True)
+    blist = blocks(N, th, tw, max(min_tiles, target_tiles(m, Cin, Cout, s)))
     nblocks = len(blist)
     finite = [True] * (groups * nblocks)
     pt, pl = pads[0][0], pads[1][0]
