@@ -180,10 +180,10 @@ def test_algorithms_agree_hypothesis(seed, algorithm):
 def test_tiny_direct_runs_serial_and_matches_the_seed():
     """W1-sized problems skip the thread pool; the seed's numbers still come out."""
     from fastconv._algorithms import correlation_core
-    from fastconv.cpu import conv as cpu_conv
+    from fastconv.cpu import tiny as cpu_tiny
 
-    plan = _plan((1, 1, 3, 3), (1, 1, 2, 2))
-    assert correlation_core("cpu", None, "auto", plan) is cpu_conv.correlate_serial
+    plan = _plan((1, 1, 3, 3), (1, 1, 2, 2))  # under TINY_MAX_MACS: fastconv.cpu.tiny
+    assert correlation_core("cpu", None, "auto", plan) is cpu_tiny.correlate_tiny
     got = fc.conv2d(np.arange(9.0).reshape(1, 1, 3, 3), np.arange(4.0).reshape(1, 1, 2, 2))
     np.testing.assert_array_equal(got, [[[[19.0, 25.0], [37.0, 43.0]]]])
 
