@@ -172,11 +172,14 @@ def _task_conv(dtype: str) -> None:
     conv.conv2d(x, w, padding=1, padding_mode="reflect", algorithm="direct")
     conv.conv2d(x, w, padding=1, algorithm="gemm")  # im2col
     conv.conv2d(x, w, stride=2, algorithm="gemm")
+    conv.conv2d(x, w, b, stride=2, algorithm="direct_vec")  # fastconv.cpu.microkernel
     x32, = _rng_arrays(dtype, (2, 32, 24, 24))
     conv.conv2d(x32, w32, padding=1, algorithm="gemm")  # shifted GEMM
     x1, w1d, x3, w3 = _rng_arrays(dtype, (1, 4, 40), (8, 4, 3), (1, 8, 3, 6, 9), (8, 8, 2, 3, 3))
     conv.conv1d(x1, w1d, padding=1, algorithm="gemm")  # folded GEMM
     conv.conv3d(x3, w3, padding=1, algorithm="gemm")  # F(4, 3) along W (winograd_w)
+    x15, w15 = _rng_arrays(dtype, (1, 16, 20), (8, 16, 5))
+    conv.conv1d(x15, w15, padding=2, algorithm="gemm")  # F(4, 5) along W (winograd_w)
     plane, big = _rng_arrays(dtype, (1, 1, 48, 48), (1, 1, 20, 20))
     conv.conv2d(plane, big, padding="same", algorithm="fft")
     conv.conv2d(x, w, b, padding=1, algorithm="winograd")  # staged (36 tiles an image)
@@ -202,7 +205,8 @@ def _task_grad(dtype: str) -> None:
     grad.conv2d_weight(x32, (32, 32, 3, 3), g32, padding=1)  # "auto": Winograd
     # small images (LeNet's second layer): one product per chunk of images on its im2col block
     xs, ws, gs = _rng_arrays(dtype, (8, 6, 14, 14), (16, 6, 5, 5), (8, 16, 10, 10))
-    conv.conv2d(xs, ws)
+    conv.conv2d(xs, ws)  # 1.9 M multiply-adds a chunk: the product on NumPy's BLAS
+    conv.conv2d(xs[:2], ws)  # 0.5 M: the product inside the chunk's kernel
     grad.conv2d_input(xs.shape, ws, gs)
     grad.conv2d_weight(xs, ws.shape, gs)
     pool_layer = layers.MaxPool2d(2)  # keeps each maximum's window position
@@ -220,6 +224,7 @@ def _task_pool(dtype: str) -> None:
     grad.max_pool2d(np.ones_like(y), x, 3, stride=2, padding=1)
     y = pool.avg_pool2d(x, 3, stride=2, padding=1)
     grad.avg_pool2d(np.ones_like(y), x, 3, stride=2, padding=1)
+    grad.avg_pool2d(np.ones_like(x), x, 3, stride=1, padding=1)  # (other strides' kernel)
     pool.max_pool2d(x, 2)
     pool.avg_pool2d(x, 2)
 

@@ -99,3 +99,32 @@ def test_the_command_ends_without_teardown_but_keeps_its_output_and_status(tmp_p
     assert not (tmp_path / "z.npy").exists()
     shape = _command(["shape", "--input", "8x8", "--kernel", "3"], tmp_path)
     assert (shape.returncode, shape.stdout.split()[:1]) == (0, ["6x6"])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", [
+    # (N, C, kernel (KD, KH, KW), output (OD, OH, OW), before (bd, bh, bw))
+    (1, 1, (1, 2, 2), (1, 3, 3), (0, 0, 0)),
+    (3, 2, (1, 3, 3), (1, 5, 7), (0, 1, 1)),
+    (2, 4, (2, 2, 3), (3, 4, 6), (1, 0, 2)),
+    (2, 3, (1, 5, 5), (1, 4, 4), (0, 2, 2)),
+])
+def test_the_unit_stride_gather_has_the_strided_branchs_bits(case, dtype):
+    """The small-image gather with ``stride=None`` (unit stride and dilation: the only
+    branch a first unit-stride call compiles) fills ``col`` exactly as its general
+    branch does for stride and dilation 1."""
+    from fastconv.cpu import small
+
+    N, C, kshape, oshape, before = case
+    size = [o + k - 1 - 2 * b for o, k, b in zip(oshape, kshape, before, strict=True)]
+    x = np.random.default_rng(16).standard_normal((N, C, *size)).astype(dtype)
+    ones = (1, 1, 1)
+    assert small._gather_stride(ones, ones) is None
+    assert small._gather_stride((1, 1, 2), ones) == (1, 1, 2)
+    assert small._gather_stride(ones, (1, 2, 1)) == ones
+    rows, cols = C * int(np.prod(kshape)), (N - 1) * int(np.prod(oshape))
+    col = [np.full((rows, cols), np.nan, dtype) for _ in range(2)]
+    small._gather(x, 1, N, 0, kshape, None, ones, oshape, before, col[0])
+    small._gather(x, 1, N, 0, kshape, ones, ones, oshape, before, col[1])
+    assert col[0].tobytes() == col[1].tobytes()
+    assert not np.isnan(col[0]).any()

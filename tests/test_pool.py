@@ -459,3 +459,60 @@ def test_stride2_backward_fast_paths_match_oracles(k, p, width):
                 fc.grad.avg_pool2d(g, x, k, 2, p, ceil_mode=ceil, count_include_pad=cip),
                 avg_pool_backward_nd(g, x, (k, k), (2, 2), (p, p), ceil_mode=ceil,
                                      count_include_pad=cip), rtol=1e-5, atol=1e-6)
+
+
+def _frozen_avg_backward_2d(g, x_shape, k, s, p, divisor_h, divisor_w):
+    """The average-pooling gradient's operations as of 2026-12-02 06:00 (frozen, NumPy
+    float32 scalars, one plane): each output's ``0 + g / (div_h * div_w)``; per input row
+    the covering rows summed in output order from the first; per column the covering
+    entries of that row summed in output order from the first (0 when none)."""
+    H, W = x_shape
+    OH, OW = g.shape
+    dt = g.dtype.type
+    planes = np.zeros((OH, OW), g.dtype)
+    for oh in range(OH):
+        f = dt(1) * dt(divisor_h[oh])
+        for ow in range(OW):
+            planes[oh, ow] = dt(0) + g[oh, ow] / (f * dt(divisor_w[ow]))
+    gx = np.zeros((H, W), g.dtype)
+    for j in range(H):
+        rows = [oh for oh in range(OH) if oh * s[0] - p[0] <= j < oh * s[0] - p[0] + k[0]]
+        row = planes[rows[0]].copy() if rows else np.zeros(OW, g.dtype)
+        for oh in rows[1:]:
+            row += planes[oh]
+        for e in range(W):
+            cols = [ow for ow in range(OW) if ow * s[1] - p[1] <= e < ow * s[1] - p[1] + k[1]]
+            acc = row[cols[0]] if cols else dt(0)
+            for ow in cols[1:]:
+                acc = acc + row[ow]
+            gx[j, e] = acc
+    return gx
+
+
+@pytest.mark.parametrize("kw, pw", [(2, 0), (2, 1), (3, 0), (3, 1), (4, 1), (4, 2)])
+@pytest.mark.parametrize("width", [12, 13])
+def test_avg_backward_stride2_is_bit_identical_to_the_frozen_order(kw, pw, width):
+    """The stride-2 average-pooling gradient (each column sums 1 or 2 entries: whole
+    rows by column parity, float32 pairs stored as 64-bit words) keeps today's bits:
+    exactly the frozen operation order, with -0.0 and every divisor form."""
+    from fastconv._shapes import pool_divisors
+
+    rng = np.random.default_rng(kw * 10 + pw + width)
+    H = 11
+    x = np.zeros((1, 1, H, width), np.float32)
+    for ceil in (False, True):
+        for cip, override in ((True, None), (False, None), (True, 3)):
+            kwargs = dict(ceil_mode=ceil, count_include_pad=cip, divisor_override=override)
+            y = fc.avg_pool2d(x, (3, kw), (2, 2), (1, pw), **kwargs)
+            g = rng.standard_normal(y.shape).astype(np.float32)
+            g[0, 0, 1, :2] = -0.0
+            OH, OW = y.shape[2:]
+            if override is None:
+                dh = pool_divisors(H, 3, 2, 1, OH, cip)
+                dw = pool_divisors(width, kw, 2, pw, OW, cip)
+            else:
+                dh, dw = (1,) * OH, (override,) * OW
+            got = fc.grad.avg_pool2d(g, x, (3, kw), (2, 2), (1, pw), **kwargs)
+            want = _frozen_avg_backward_2d(g[0, 0], (H, width), (3, kw), (2, 2), (1, pw), dh,
+                                           dw)
+            assert got[0, 0].tobytes() == want.tobytes(), (ceil, cip, override)

@@ -167,6 +167,28 @@ def test_bit_identical_for_any_thread_count(xs, ws, pad):
         assert np.array_equal(a, b) and np.array_equal(b, c)
 
 
+def test_large_forward_products_take_numpy_blas(monkeypatch):
+    """A chunk's forward product of at least ``SMALL_GEMM_MACS`` runs as a separate BLAS
+    call (NumPy's, ``blas.Gemm``): the same sums as the in-kernel ``np.dot``, within the
+    float32 product error of the float64 oracle, groups included."""
+    for C, K, groups in ((6, 16, 1), (12, 32, 2)):
+        x, w = _data((16, C, 14, 14), (K, 6, 5, 5), 11)
+        bias = np.linspace(-1, 1, K).astype(np.float32)
+        x5, w5 = x[:, :, None], w[:, :, None]
+        assert small.chunks(16, 100) == [(0, 16)]
+        assert K // groups * 150 * 1600 >= small.SMALL_GEMM_MACS  # Kg * R * columns
+        y = np.empty((16, K, 1, 10, 10), np.float32)
+        small.correlate(x5, w5, bias, y, (1, 1, 1), (1, 1, 1), groups)
+        monkeypatch.setattr(small, "SMALL_GEMM_MACS", 1 << 62)  # the in-kernel np.dot
+        y_dot = np.empty_like(y)
+        small.correlate(x5, w5, bias, y_dot, (1, 1, 1), (1, 1, 1), groups)
+        monkeypatch.undo()
+        want = ref.conv_nd(x.astype(np.float64), w.astype(np.float64), bias.astype(np.float64),
+                           1, [(0, 0), (0, 0)], 1, groups)
+        assert _rel(y[:, :, 0], want) < 1e-6 and _rel(y_dot[:, :, 0], want) < 1e-6
+        assert _rel(y, y_dot) < 1e-6
+
+
 def test_nan_and_inf_propagate():
     x, w = _data(*LENET[1][:2], 10)
     x[3, 2, 5, 5] = np.nan

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 import fastconv as fc
 from fastconv import _algorithms, _dispatch
 from fastconv._algorithms import Algorithm, Problem
+from fastconv.cpu.microkernel import channel_block
 
 PKG = pathlib.Path(fc.__file__).parent
 
@@ -65,7 +66,11 @@ def _frozen_forward(p: Problem) -> str:
         return "separable"
     if _frozen_winograd_wins(p.N, p.w_shape, p.out_spatial, p.stride, p.dilation, p.groups):
         return "winograd"
-    return _frozen_choose_for(p.N, p.w_shape, p.out_spatial, p.stride, p.groups)
+    name = _frozen_choose_for(p.N, p.w_shape, p.out_spatial, p.stride, p.groups)
+    if (name != "fft" and Cg <= A.DIRECT_VEC_MAX_CG and Cg * KD * KH * KW >= A.DIRECT_VEC_MIN_R
+            and p.macs >= A.GEMM_MIN_MACS and 2 * Kg >= channel_block(4)):
+        return "direct_vec"  # few input channels, large kernel (fastconv.cpu.microkernel)
+    return name
 
 
 def _frozen_input_grad(p: Problem) -> str:
@@ -367,7 +372,7 @@ def test_explain_names_the_choice_the_alternatives_and_why():
     e = fc.explain(fc.conv2d, x, w, padding=1)
     assert (e.op, e.device, e.requested, e.chosen) == ("conv2d", "cpu", "auto", "winograd")
     names = [r[0] for r in e.rows]
-    assert set(names) == {"direct", "gemm", "fft", "winograd", "separable"}
+    assert set(names) == {"direct", "direct_vec", "gemm", "fft", "winograd", "separable"}
     costs = [r[1] for r in e.rows]
     assert costs == sorted(costs)
     reasons = dict((r[0], r[2]) for r in e.rows)

@@ -16,7 +16,9 @@ Padding never materialises: each window is clipped to the input (max pooling pad
   gathers per input plane ``(n, c, id)`` (each gx row by column phase, from the
   covering output rows).
 - Stride-2 windows 2-3 wide read only the columns they use (interleaved loads) rather
-  than reducing every column and gathering every second one.
+  than reducing every column and gathering every second one; the stride-2 average
+  gradient (windows 2-4 wide) writes each gx row from two contiguous rows (its even and
+  odd columns), with no per-row array views.
 
 Threads: every kernel is a serial ``nogil`` loop over a range of independent tasks;
 :func:`_run` splits the tasks over ``numba.get_num_threads()`` Python threads (the caller
@@ -34,7 +36,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from fastconv._config import JIT_SERIAL
 
@@ -72,6 +77,46 @@ def _run(kernel, ntasks: int, elements: int, *args) -> None:
     finally:
         for f in futures:
             f.result()
+
+
+@intrinsic
+def _stream(typingctx, dst, i, v):
+    """``dst[i] = v`` (1-D ``dst``, ``0 <= i``) as a non-temporal store: the line is written
+    without first being read (no read for ownership), as ``memcpy`` does for large
+    copies. Call :func:`_fence` before the data is handed on."""
+    if not isinstance(dst, types.Array) or dst.ndim != 1:
+        return None
+    sig = types.void(dst, types.intp, dst.dtype)
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer2(
+            context, builder, ary.data, cgutils.unpack_tuple(builder, ary.shape),
+            cgutils.unpack_tuple(builder, ary.strides), sig.args[0].layout, [args[1]],
+            wraparound=False)
+        store = builder.store(args[2], ptr)
+        store.set_metadata("nontemporal", builder.module.add_metadata(
+            [ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _fence(typingctx):
+    """A full memory fence (orders the non-temporal stores before what follows)."""
+    def codegen(context, builder, sig, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _u(i):
+    """``i`` as an unsigned index: Numba then skips its negative-index wraparound (a
+    select per element that keeps LLVM from contiguous vector loads)."""
+    return np.uint64(i)
 
 
 @njit(inline="always", **JIT_SERIAL)
@@ -256,11 +301,9 @@ def avg_pool_sums(x, out, kernel, stride, pads, div_d, div_h, div_w, nbuf, RB, n
             h0 = oh * sh - ph
             hlo, hhi = _taps(h0, kh, 1, H)
             if dhi - dlo == 1 and hhi - hlo == 3:  # 3-row windows: one pass, same order
-                i = d0 + dlo
-                r0, r1 = x[n, c, i, h0 + hlo], x[n, c, i, h0 + hlo + 1]
-                r2 = x[n, c, i, h0 + hlo + 2]
+                i, hr = d0 + dlo, h0 + hlo  # (no row views: their reference counting)
                 for j in range(W):
-                    row[j] = r0[j] + r1[j] + r2[j]
+                    row[j] = x[n, c, i, hr, j] + x[n, c, i, hr + 1, j] + x[n, c, i, hr + 2, j]
                 hhi = hlo  # done
             elif dhi - dlo == 1 and hhi - hlo == 2:  # 2-row windows: one pass, same order
                 i = d0 + dlo
@@ -285,8 +328,22 @@ def avg_pool_sums(x, out, kernel, stride, pads, div_d, div_h, div_w, nbuf, RB, n
                 else:
                     for j in range(W):
                         row[j] += src[j]
-            orow = out[n, c, od, oh]
             f = div_d[od] * div_h[oh]
+            if kw == 3 and sw == 2:  # 3-wide/2: the used windows only, same order
+                for o in range(b - a):
+                    q = _u(2 * (a + o))
+                    out[n, c, od, oh, _u(a + o)] = (
+                        (buf[q] + buf[q + 1] + buf[q + 2]) / (f * div_w[_u(a + o)]))
+                for o in range(OW - (b - a)):  # windows past the input: float64 sums
+                    o = o if o < a else o + (b - a)
+                    lo, hi = _taps(2 * o - pw, 3, 1, W)
+                    acc = 0.0
+                    for r in range(lo, hi):
+                        acc += row[2 * o - pw + r]
+                    hm[0] = acc
+                    out[n, c, od, oh, o] = hm[0] / (f * div_w[o])
+                continue
+            orow = out[n, c, od, oh]
             if kw == 2 and sw == 2 and b - a == OW:  # 2-wide/2: each output from its pair
                 for o in range(OW):
                     orow[o] = (buf[2 * o] + buf[2 * o + 1]) / (f * div_w[o])
@@ -353,10 +410,15 @@ def max_pool_grad(x, g, gx, kernel, stride, pads, dilation, nbuf, at_like, t_lo,
     for w in range(W):
         cols[w] = w
     base_t = np.empty(1, dtype=at_like.dtype)
+    gv = np.empty(size, dtype=x.dtype)
+    wide = (size * x.itemsize) % 8 == 0  # the volume as 64-bit words
+    words = size * x.itemsize // 8
+    gv64 = gv.view(np.uint64) if wide else np.empty(0, np.uint64)
+    gx64 = gx.reshape(gx.size).view(np.uint64) if wide else np.empty(0, np.uint64)
     for t in range(t_lo, t_hi):
         n, c = t // C, t % C
-        vol, gv = x[n, c], gx[t]
-        gv[:] = 0
+        vol = x[n, c]
+        gv[:] = 0  # (a cached scratch volume, streamed into gx at the end)
         for od in range(OD):
             d0 = od * sd - pd
             dlo, dhi = _taps(d0, kd, dd, D)
@@ -380,10 +442,10 @@ def max_pool_grad(x, g, gx, kernel, stride, pads, dilation, nbuf, at_like, t_lo,
                         k = cols[w]
                         tv = (v > u) | (v != v)
                         u = v if tv else u
-                        iu = b1 + k if tv else b0 + k
+                        bu = b1 if tv else b0  # (the row's base, then one add)
                         tz = (z > u) | (z != z)
                         rb[w] = z if tz else u
-                        ri[w] = b2 + k if tz else iu
+                        ri[w] = (b2 if tz else bu) + k
                 else:
                     for a in range(dlo, dhi):
                         i = d0 + a * dd
@@ -432,6 +494,13 @@ def max_pool_grad(x, g, gx, kernel, stride, pads, dilation, nbuf, at_like, t_lo,
                     q = hi[ow * sw]
                     if q < size:
                         gv[q] += grow[ow]
+        if wide:
+            for m in range(words):
+                _stream(gx64, t * words + m, gv64[m])
+        else:
+            for m in range(size):
+                gx[t, m] = gv[m]
+    _fence()
 
 
 @njit(inline="always", **JIT_SERIAL)
@@ -471,7 +540,7 @@ def avg_pool_grad(g, gx, cover_d, cover_h, kernel, stride, pads, div_d, div_h, d
     most two entries (``kw <= 2*sw``) the sums run in the row's dtype: one rounding of
     the exact sum of two floats, what the float64 sum gives once rounded."""
     N, C, OD, OH, OW = g.shape
-    D, H, W = gx.shape[2], gx.shape[3], gx.shape[4]
+    D, H = gx.shape[2], gx.shape[3]
     kw, sw, pw = kernel[2], stride[2], pads[2]
     M = (nbuf + sw - 1) // sw  # columns per phase
     T = (kw + sw - 1) // sw  # the most taps of a phase
@@ -482,11 +551,6 @@ def avg_pool_grad(g, gx, cover_d, cover_h, kernel, stride, pads, div_d, div_h, d
     planes = np.zeros((OH + 2, M + T), dtype=g.dtype)
     acc = np.zeros((sw, M), dtype=np.float64)
     acc_s = np.zeros((sw, M), dtype=g.dtype)
-    fused = short and sw == 2 and kw >= 2  # both column phases have 1 or 2 taps
-    # stride 2, for columns e = 2m + b: phase (b + pw) % 2, that phase's taps, and the
-    # row entry of its last tap at m = 0
-    t0, t1 = (kw - pw % 2 + 1) // 2, (kw - (pw + 1) % 2 + 1) // 2
-    i0, i1 = T - 1 + pw // 2, T - 1 + (pw + 1) // 2
     for t in range(t_lo, t_hi):
         i = t % D
         c = (t // D) % C
@@ -512,17 +576,6 @@ def avg_pool_grad(g, gx, cover_d, cover_h, kernel, stride, pads, div_d, div_h, d
                 for oh in range(lo + 1, hi):
                     for ow in range(T - 1, T - 1 + OW):
                         planes[OH, ow] += planes[oh, ow]
-            if fused:  # one pass: the columns' sums straight into gx
-                for m in range(W // 2):
-                    gx[n, c, i, j, 2 * m] = (planes[r, i0 + m] if t0 == 1 else
-                                             planes[r, i0 - 1 + m] + planes[r, i0 + m])
-                    gx[n, c, i, j, 2 * m + 1] = (planes[r, i1 + m] if t1 == 1 else
-                                                 planes[r, i1 - 1 + m] + planes[r, i1 + m])
-                if W % 2:
-                    m = W // 2
-                    gx[n, c, i, j, W - 1] = (planes[r, i0 + m] if t0 == 1 else
-                                             planes[r, i0 - 1 + m] + planes[r, i0 + m])
-                continue
             row = planes[r]
             dst = gx[n, c, i, j]
             for ph in range(min(sw, kw)):
@@ -550,6 +603,81 @@ def avg_pool_grad(g, gx, cover_d, cover_h, kernel, stride, pads, div_d, div_h, d
                 _interleave(acc_s, dst, pw, sw)
             else:
                 _interleave(acc, dst, pw, sw)
+
+
+@njit(error_model="numpy", **JIT_SERIAL)  # (no zero-divisor branch: vector divisions)
+def avg_pool_grad_pairs(g, gx, cover_d, cover_h, kernel, pads, div_d, div_h, div_w, t_lo,
+                        t_hi):
+    """:func:`avg_pool_grad` for stride-2 W windows 2-4 wide (each column sums 1 or 2
+    entries of the row), the same operations in the same order, with
+    no array view per row (a view's reference counting cost more than a 112-column row's
+    arithmetic) and no wraparound selects: the plane's scaled rows, per input row the sum
+    of its covering rows, the even and odd columns into two contiguous rows, then
+    interleaved into gx (float32: one 64-bit word per pair)."""
+    N, C, OD, OH, OW = g.shape
+    D, H, W = gx.shape[2], gx.shape[3], gx.shape[4]
+    kw, pw = kernel[2], pads[2]
+    T = (kw + 1) // 2  # 1 or 2: the most taps of a phase
+    t0, t1 = (kw - pw % 2 + 1) // 2, (kw - (pw + 1) % 2 + 1) // 2
+    i0, i1 = T - 1 + pw // 2, T - 1 + (pw + 1) // 2
+    n2, odd_w = W // 2, W % 2
+    M = n2 + 2
+    planes = np.zeros((OH + 2, OW + M + 2), dtype=g.dtype)  # [oh, T - 1 + ow]; sum; zero
+    ev = np.zeros(M, dtype=g.dtype)
+    od_ = np.zeros(M, dtype=g.dtype)
+    pack = gx.itemsize == 4 and W % 2 == 0
+    e32, o32 = ev.view(np.uint32), od_.view(np.uint32)
+    gx64 = gx.reshape(gx.size).view(np.uint64) if pack else np.empty(0, np.uint64)
+    for t in range(t_lo, t_hi):
+        i = t % D
+        c = (t // D) % C
+        n = t // (D * C)
+        for oh in range(OH):
+            for ow in range(OW):
+                planes[oh, _u(T - 1 + ow)] = 0
+        for od in range(cover_d[i, 0], cover_d[i, 1]):
+            for oh in range(OH):
+                f = div_d[od] * div_h[oh]
+                for ow in range(OW):
+                    planes[oh, _u(T - 1 + ow)] += g[n, c, od, oh, ow] / (f * div_w[ow])
+        gp = gx[n, c, i]
+        for j in range(H):
+            lo, hi = cover_h[j, 0], cover_h[j, 1]
+            if hi - lo == 0:
+                r = OH + 1
+            elif hi - lo == 1:
+                r = lo
+            else:  # the covering plane rows summed in output order
+                r = OH
+                for ow in range(OW):
+                    planes[OH, _u(T - 1 + ow)] = planes[lo, _u(T - 1 + ow)]
+                for oh in range(lo + 1, hi):
+                    for ow in range(OW):
+                        planes[OH, _u(T - 1 + ow)] += planes[oh, _u(T - 1 + ow)]
+            if t0 == 1:
+                for m in range(n2 + odd_w):
+                    ev[m] = planes[r, _u(i0 + m)]
+            else:
+                for m in range(n2 + odd_w):
+                    ev[m] = planes[r, _u(i0 - 1 + m)] + planes[r, _u(i0 + m)]
+            if t1 == 1:
+                for m in range(n2):
+                    od_[m] = planes[r, _u(i1 + m)]
+            else:
+                for m in range(n2):
+                    od_[m] = planes[r, _u(i1 - 1 + m)] + planes[r, _u(i1 + m)]
+            if pack:  # (streamed: gx is written, never read)
+                at = (t * H + j) * n2
+                for m in range(n2):
+                    _stream(gx64, at + m,
+                            np.uint64(e32[m]) | (np.uint64(o32[m]) << np.uint64(32)))
+            else:
+                for m in range(n2):
+                    gp[j, 2 * m] = ev[m]
+                    gp[j, 2 * m + 1] = od_[m]
+                if odd_w:
+                    gp[j, W - 1] = ev[n2]
+    _fence()
 
 
 @njit(**JIT_SERIAL)
@@ -647,6 +775,10 @@ def avg_pool_backward(g, gx, kernel, stride, pads, divisors) -> None:
     N, C, D = gx.shape[:3]
     if -(-kernel[2] // stride[2]) > LONG_COVER:
         _run(avg_pool_grad_long, N * C * D, gx.size + g.size, g, gx, *cover, dd, dh, dw)
+        return
+    if stride[2] == 2 and 2 <= kernel[2] <= 4:
+        _run(avg_pool_grad_pairs, N * C * D, gx.size + g.size, g, gx, cover[0], cover[1],
+             _ints(kernel), _ints(pads), dd, dh, dw)
         return
     nbuf = _row_buffer(gx.shape[4], g.shape[4], kernel[2], stride[2], pads[2], 1)
     _run(avg_pool_grad, N * C * D, gx.size + g.size, g, gx, cover[0], cover[1],

@@ -9,7 +9,8 @@ output pixels each, a function of the shapes only); a chunk's receptive-field ma
 ``col`` (``R x B*M`` with ``R = Cg * taps``, ``B`` images and ``M`` output pixels per
 image, the images side by side) is gathered by a serial Numba kernel (whole-row copies
 at unit stride; zero padding through a padded copy of the chunk) and multiplied by
-Numba's ``np.dot`` (the BLAS SciPy links), all in one ``nogil`` call per chunk; chunks
+Numba's ``np.dot`` (the BLAS SciPy links), all in one ``nogil`` call per chunk (large
+forward products: gather, NumPy's BLAS through ``blas.Gemm``, bias; ``SMALL_GEMM_MACS``); chunks
 run as tasks on the fastconv threads (``fastconv.cpu.blas.parallel``, single-threaded
 BLAS meanwhile) with scratch blocks kept per calling thread (fresh multi-megabyte blocks
 cost more in first-touch page faults than the products):
@@ -53,6 +54,15 @@ SMALL_MIN_R = 16
 #: Fewest multiply-adds (smaller problems run the serial direct kernel).
 SMALL_MIN_MACS = 1 << 18
 
+
+#: Fewest multiply-adds of one chunk's forward product for NumPy's BLAS (``blas.Gemm``, a
+#: separate call) instead of Numba's ``np.dot`` inside the chunk's kernel (SciPy's BLAS):
+#: LeNet's conv2 product ``(16 x 150) @ (150 x 1600)`` took 139-243 us by ``np.dot`` and
+#: 100-115 us by NumPy's OpenBLAS, same bits (the layer's forward 1.20 -> 1.15 ms CPU);
+#: conv1's ``(6 x 25) @ (25 x 2352)``, 0.35 M, 7-9 vs 8-10 us (two extra calls would cost
+#: more). One thread, loaded machine, measured 2026-12-02. 1 M: ``fastconv warmup``'s
+#: small-image case (8 images, 1.9 M) compiles this path's kernels too.
+SMALL_GEMM_MACS = 1 << 20
 
 #: Rows of ``col`` from which the weight gradient multiplies ``col @ g^T`` (operands as
 #: stored) instead of ``g @ col^T`` (1.12 -> 0.54 ms for LeNet's conv2, R = 150; 0.29 vs
@@ -157,24 +167,25 @@ def _gather(x, n0, n1, c0, kshape, stride, dilation, oshape, before, col):
     """col[(c, a, b, e), (n - n0)*M + (od, oh, ow)] = x[n, c0 + c, od*sd + a*dd - bd,
     oh*sh + b*dh - bh, ow*sw + e*dw - bw] for the images ``[n0, n1)``, 0 outside ``x``
     (zero padding read in place; ``before`` is ``(bd, bh, bw)``, zeros for an input padded
-    already). ``col`` is ``(Cg * taps, (n1 - n0) * M)`` with ``M = OD * OH * OW``."""
+    already). ``col`` is ``(Cg * taps, (n1 - n0) * M)`` with ``M = OD * OH * OW``.
+    ``stride`` None: unit stride and dilation (Numba then compiles only that branch)."""
     KD, KH, KW = kshape
-    sd, sh, sw = stride
-    dd, dh, dw = dilation
     OD, OH, OW = oshape
     bd, bh, bw = before
     D, H, W = x.shape[2], x.shape[3], x.shape[4]
     zero = col.dtype.type(0)
     Cg = col.shape[0] // (KD * KH * KW)
     M = OD * OH * OW
-    if sd == 1 and sh == 1 and sw == 1 and dd == 1 and dh == 1 and dw == 1:
+    if stride is None:
         if bd == 0 and bh == 0 and bw == 0:
             _gather_unit(x, n0, n1 - n0, c0, kshape, oshape, col)
         else:  # a padded copy of the chunk: whole-row copies beat in-place bounds tests
             grid = (OD + KD - 1, OH + KH - 1, OW + KW - 1)
             xs = _pad_chunk(x, n0, n1, c0, Cg, before, grid)
-            _gather_unit(xs, 0, n1 - n0, 0, kshape, oshape, col)
-        return
+            _gather_unit(xs, n0 - n0, n1 - n0, c0 - c0, kshape, oshape, col)  # int64, not
+        return  # Literal[int](0): one compiled signature
+    sd, sh, sw = stride
+    dd, dh, dw = dilation
     lo, hi = _spans(KW, OW, W, sw, dw, bw)
     for n in range(n0, n1):
         m0 = (n - n0) * M
@@ -265,19 +276,27 @@ def _forward_chunk(xp, wm, bias, out, n0, n1, kshape, stride, dilation, oshape, 
     M)`` scratch)."""
     groups, Kg = wm.shape[0], wm.shape[1]
     Cg = col.shape[1] // (kshape[0] * kshape[1] * kshape[2])
-    M = out.shape[2]
     for g in range(groups):
         if not gathered:
             _gather(xp, n0, n1, g * Cg, kshape, stride, dilation, oshape, before, col[g])
         np.dot(wm[g], col[g], y)
-        for n in range(n0, n1):
-            m0 = (n - n0) * M
-            for k in range(Kg):
-                bk = bias[g * Kg + k]
-                dst = out[n, g * Kg + k]
-                src = y[k, m0 : m0 + M]
-                for i in range(M):
-                    dst[i] = src[i] + bk
+        _bias_rows(y, bias, out, n0, n1, g * Kg)
+
+
+@njit(**JIT_SERIAL)
+def _bias_rows(y, bias, out, n0, n1, k0):
+    """out[n, k0 + k] = y[k, (n - n0)*M : (n - n0 + 1)*M] + bias[k0 + k] for the images
+    ``[n0, n1)``: a chunk's product (``y`` is ``(Kg, (n1 - n0) * M)``) into ``out``
+    ``(N, K, M)``."""
+    M = out.shape[2]
+    for n in range(n0, n1):
+        m0 = (n - n0) * M
+        for k in range(y.shape[0]):
+            bk = bias[k0 + k]
+            dst = out[n, k0 + k]
+            src = y[k, m0 : m0 + M]
+            for i in range(M):
+                dst[i] = src[i] + bk
 
 
 @njit(**JIT_SERIAL)
@@ -365,6 +384,12 @@ def _geometry(w_shape, stride, dilation, oshape):
     return ints(w_shape[2:]), ints(stride), ints(dilation), ints(oshape)
 
 
+def _gather_stride(st, dil):
+    """:func:`_gather`'s ``stride``: None for unit stride and dilation (a first call then
+    compiles only the unit-stride gather: about half of its cold compile)."""
+    return None if st == (1, 1, 1) and dil == (1, 1, 1) else st
+
+
 _LOCAL = threading.local()
 #: Scratch sets kept per calling thread (the most recent shapes).
 SCRATCH_KEYS = 8
@@ -396,6 +421,7 @@ def correlate(xp, w, bias, out, stride, dilation, groups, before=(0, 0, 0), save
     N = xp.shape[0]
     K, Cg = w.shape[:2]
     kshape, st, dil, oshape = _geometry(w.shape, stride, dilation, out.shape[2:])
+    st = _gather_stride(st, dil)
     R = Cg * math.prod(kshape)
     M = math.prod(oshape)
     Kg = K // groups
@@ -413,9 +439,27 @@ def correlate(xp, w, bias, out, stride, dilation, groups, before=(0, 0, 0), save
         cols = saved
     ys = _scratch("y", [(Kg, (n1 - n0) * M) for n0, n1 in parts], out.dtype)
 
-    def task(i):
-        _forward_chunk(xp, wm, b, out3, *parts[i], kshape, st, dil, oshape, bf, cols[i], ys[i],
-                       False)
+    itemsize = out.dtype.itemsize
+    if (blas.available() and out.dtype in (np.float32, np.float64)
+            and Kg * R * (parts[0][1] - parts[0][0]) * M >= SMALL_GEMM_MACS):
+        gemms = {n1 - n0: blas.Gemm(out.dtype, Kg, (n1 - n0) * M, R, R, (n1 - n0) * M,
+                                    (n1 - n0) * M) for n0, n1 in parts}
+        wa = blas.address(wm)
+
+        def task(i):  # gather, NumPy's BLAS product, bias: three GIL-free calls
+            n0, n1 = parts[i]
+            col, y = cols[i], ys[i]
+            ca, ya = blas.address(col), blas.address(y)
+            gemm = gemms[n1 - n0]
+            for g in range(groups):
+                _gather(xp, n0, n1, g * Cg, kshape, st, dil, oshape, bf, col[g])
+                gemm(wa + g * Kg * R * itemsize, ca + g * R * col.shape[2] * itemsize, ya,
+                     False)
+                _bias_rows(y, b, out3, n0, n1, g * Kg)
+    else:
+        def task(i):
+            _forward_chunk(xp, wm, b, out3, *parts[i], kshape, st, dil, oshape, bf, cols[i],
+                           ys[i], False)
 
     with np.errstate(invalid="ignore", over="ignore"):
         blas.parallel(task, len(parts))
@@ -461,8 +505,8 @@ def input_gradient(g, w, bias, out, stride, dilation, before, groups):
     dcols = _scratch("dcol", [(R, (n1 - n0) * M) for n0, n1 in parts], out.dtype)
 
     def task(i):
-        _input_chunk(g3, wt, b, out, *parts[i], kshape, st, dil, oshape, bf, gps[i], gks[i],
-                     dcols[i])
+        _input_chunk(g3, wt, b, out, *parts[i], kshape, st, dil, oshape, bf, gps[i],
+                     gks[i], dcols[i])
 
     with np.errstate(invalid="ignore", over="ignore"):
         blas.parallel(task, len(parts))
@@ -478,6 +522,7 @@ def weight_gradient(xp, g, gw, stride, dilation, groups, before=(0, 0, 0), cols=
     N = xp.shape[0]
     K, Cg = gw.shape[:2]
     kshape, st, dil, oshape = _geometry(gw.shape, stride, dilation, g.shape[2:])
+    st = _gather_stride(st, dil)
     R = Cg * math.prod(kshape)
     M = math.prod(oshape)
     Kg = K // groups

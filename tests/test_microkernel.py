@@ -1,0 +1,211 @@
+"""``algorithm="direct_vec"`` (``fastconv.cpu.microkernel``): the explicit-vector
+primitives, the output-channel-vectorised correlation against the float64 NumPy oracle
+with its stated error bound, PyTorch, the direct kernel's NaN/Inf pattern, bit-identity
+for any thread count, and the AVX2 code path (a subprocess without AVX-512).
+
+Error bound (each output is one chain of ``Cg * taps`` fused multiply-adds, then the bias):
+``|y - y_exact| <= (Cg*taps + 1) * u * (sum |x| |w| + |bias|)`` with ``u = 2**-24``
+(float32) or ``2**-53`` (float64).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numba import njit
+
+import fastconv as fc
+from fastconv.cpu import microkernel as mk
+from tests.conftest import requires_torch
+from tests.reference import conv_nd, padding_pairs
+
+CONVS = {1: fc.conv1d, 2: fc.conv2d, 3: fc.conv3d}
+UNIT = {np.float32: 2.0**-24, np.float64: 2.0**-53}
+
+
+@njit
+def _fma_lanes(a, b, c, out, prod):
+    """out[i*lanes + j] = fma(a[i], b[i*lanes + j], c[i*lanes + j]); prod: a[i] * b[...]."""
+    n = a.shape[0]
+    lanes = out.shape[0] // n
+    for i in range(n):
+        mk.vstore(out, i * lanes, mk.vfma(mk.vsplat_at(a, i), mk.vload(b, i * lanes),
+                                          mk.vload(c, i * lanes)))
+        mk.vstore(prod, i * lanes, mk.vfma(mk.vsplat(a[i]), mk.vload(b, i * lanes),
+                                           mk.vzero(a[0])))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vector_primitives_compute_one_rounded_fma_per_lane(dtype):
+    lanes = mk.LANES32 if dtype == np.float32 else mk.LANES64
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(3).astype(dtype)
+    b, c = (rng.standard_normal(3 * lanes).astype(dtype) for _ in range(2))
+    out, prod = np.zeros(3 * lanes, dtype), np.zeros(3 * lanes, dtype)
+    _fma_lanes(a, b, c, out, prod)
+    exact = np.repeat(a, lanes).astype(np.longdouble) * b
+    np.testing.assert_allclose(out, (exact + c).astype(dtype), rtol=2 * UNIT[dtype], atol=0)
+    np.testing.assert_array_equal(prod, (np.repeat(a, lanes) * b))  # one rounding
+
+
+def test_vector_width_follows_the_isa():
+    assert (mk.LANES32, mk.LANES64) == ((16, 8) if mk.AVX512 else (8, 4))
+    assert mk.channel_block(4) == mk.NV * mk.LANES32
+    assert mk.channel_block(8) == mk.NV * mk.LANES64
+
+
+def _bound(x, w, b, kw, pairs, dtype):
+    """The stated error bound, elementwise (module doc)."""
+    nsp = x.ndim - 2
+    R = w.shape[1] * int(np.prod(w.shape[2:]))
+    mag = conv_nd(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64),
+                  None if b is None else np.abs(b).astype(np.float64), kw["stride"], pairs,
+                  kw["dilation"], kw["groups"], kw["padding_mode"])
+    assert mag.ndim == nsp + 2
+    return (R + 1) * UNIT[dtype] * mag
+
+
+@st.composite
+def configs(draw):
+    nsp = draw(st.integers(1, 3))
+    groups = draw(st.sampled_from([1, 1, 2]))
+    Cg = draw(st.integers(1, 4))
+    Kg = draw(st.sampled_from([1, 5, 16, 33, 64, 70]))
+    N = draw(st.integers(1, 2))
+    kernel = tuple(draw(st.integers(1, 7 if nsp < 3 else 3)) for _ in range(nsp))
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(nsp))
+    dil = tuple(draw(st.integers(1, 2)) for _ in range(nsp))
+    mode = draw(st.sampled_from(["zeros", "zeros", "reflect", "circular"]))
+    padding = tuple(draw(st.integers(0, 3)) for _ in range(nsp))
+    pairs = padding_pairs(padding, kernel, dil)
+    spatial = tuple(max(d * (k - 1) + 1, max(p) + 1) + draw(st.integers(0, 14 if nsp < 3 else 4))
+                    for k, d, p in zip(kernel, dil, pairs, strict=True))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    x = rng.standard_normal((N, Cg * groups, *spatial)).astype(dtype)
+    w = rng.standard_normal((Kg * groups, Cg, *kernel)).astype(dtype)
+    b = rng.standard_normal(Kg * groups).astype(dtype) if draw(st.booleans()) else None
+    kw = dict(stride=stride, padding=padding, dilation=dil, groups=groups, padding_mode=mode)
+    return x, w, b, kw, pairs, dtype
+
+
+@settings(max_examples=60, deadline=None)
+@given(cfg=configs())
+def test_direct_vec_within_its_error_bound_of_the_float64_oracle(cfg):
+    x, w, b, kw, pairs, dtype = cfg
+    got = CONVS[x.ndim - 2](x, w, b, algorithm="direct_vec", **kw)
+    want = conv_nd(x.astype(np.float64), w.astype(np.float64),
+                   None if b is None else b.astype(np.float64), kw["stride"], pairs,
+                   kw["dilation"], kw["groups"], kw["padding_mode"])
+    assert got.dtype == dtype and got.shape == want.shape
+    err = np.abs(got.astype(np.float64) - want)
+    assert np.all(err <= _bound(x, w, b, kw, pairs, dtype))
+
+
+@requires_torch
+@pytest.mark.torch
+@pytest.mark.parametrize(("x_shape", "w_shape", "stride", "padding"), [
+    ((2, 3, 45, 38), (64, 3, 7, 7), 2, 3),  # W4's layer, small images
+    ((1, 3, 33, 30), (32, 3, 3, 3), 2, 1),  # 3 -> 32 3x3 stride 2
+    ((2, 1, 28, 28), (40, 1, 5, 5), 1, 2),
+])
+def test_direct_vec_matches_torch(x_shape, w_shape, stride, padding):
+    import torch
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    got = fc.conv2d(x, w, b, stride=stride, padding=padding, algorithm="direct_vec")
+    want = torch.nn.functional.conv2d(*map(torch.from_numpy, (x, w, b)), stride=stride,
+                                      padding=padding).numpy()
+    R = w[0].size
+    np.testing.assert_allclose(got, want, rtol=0, atol=2 * (R + 1) * UNIT[np.float32] * float(
+        np.max(np.abs(want)) + 1) * 8)
+
+
+def test_auto_runs_direct_vec_for_the_first_layer_of_a_cnn():
+    x, w = np.zeros((8, 3, 224, 224), np.float32), np.zeros((64, 3, 7, 7), np.float32)
+    assert fc.explain(fc.conv2d, x, w, stride=2, padding=3).chosen == "direct_vec"
+    x, w = np.zeros((8, 64, 56, 56), np.float32), np.zeros((64, 64, 3, 3), np.float32)
+    assert fc.explain(fc.conv2d, x, w, padding=1).chosen != "direct_vec"  # Cg > 4
+
+
+def test_bit_identical_run_to_run_and_for_any_thread_count():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 3, 41, 37)).astype(np.float32)
+    w = rng.standard_normal((70, 3, 7, 7)).astype(np.float32)
+    b = rng.standard_normal(70).astype(np.float32)
+    run = lambda: fc.conv2d(x, w, b, stride=2, padding=3, algorithm="direct_vec")  # noqa: E731
+    first = run()
+    before = numba.get_num_threads()
+    try:
+        results = []
+        for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(n)
+            results.append(run())
+    finally:
+        numba.set_num_threads(before)
+    for r in results + [run()]:
+        np.testing.assert_array_equal(r, first)
+
+
+def test_nan_and_inf_propagate_as_in_direct():
+    x = np.ones((1, 2, 16, 16), np.float32)
+    x[0, 0, 4, 4] = np.nan
+    x[0, 1, 0, 9] = np.inf
+    w = np.ones((32, 2, 3, 3), np.float32)
+    got = fc.conv2d(x, w, stride=1, padding=1, algorithm="direct_vec")
+    want = fc.conv2d(x, w, stride=1, padding=1, algorithm="direct")
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    assert np.isnan(got).any() and np.isinf(got).any()
+
+
+def test_empty_batch_gives_an_empty_result():
+    got = fc.conv2d(np.zeros((0, 3, 9, 9), np.float32), np.ones((16, 3, 3, 3), np.float32),
+                    algorithm="direct_vec")
+    assert got.shape == (0, 16, 7, 7)
+
+
+def test_avx2_code_path_in_a_process_without_avx512(tmp_path):
+    """The 256-bit kernel (6 x 2 blocks of 8 lanes) gives the same results within the
+    bound: a subprocess compiles for Haswell (no AVX-512) into its own cache."""
+    import llvmlite.binding as llb
+
+    if "+avx2" not in llb.get_host_cpu_features().flatten().split(","):
+        pytest.skip("the host has no AVX2")
+    code = (
+        "import numpy as np, fastconv as fc\n"
+        "from fastconv.cpu import microkernel as mk\n"
+        "from tests.reference import conv_nd\n"
+        "assert not mk.AVX512 and mk.LANES32 == 8 and mk.NV == 2, (mk.AVX512, mk.LANES32)\n"
+        "rng = np.random.default_rng(3)\n"
+        "for dt in (np.float32, np.float64):\n"
+        "    x = rng.standard_normal((2, 3, 30, 27)).astype(dt)\n"
+        "    w = rng.standard_normal((21, 3, 5, 5)).astype(dt)\n"
+        "    got = fc.conv2d(x, w, stride=2, padding=2, algorithm='direct_vec')\n"
+        "    want = conv_nd(x.astype(float), w.astype(float), None, (2, 2), ((2, 2), (2, 2)),"
+        " (1, 1), 1, 'zeros')\n"
+        "    mag = conv_nd(np.abs(x).astype(float), np.abs(w).astype(float), None, (2, 2),"
+        " ((2, 2), (2, 2)), (1, 1), 1, 'zeros')\n"
+        "    u = 2.0**-24 if dt == np.float32 else 2.0**-53\n"
+        "    assert np.all(np.abs(got - want) <= 76 * u * mag)\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=(
+        "+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fxsr,+lzcnt,+mmx,+movbe,"
+        "+popcnt,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave"),
+        NUMBA_CACHE_DIR=str(tmp_path))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok"
