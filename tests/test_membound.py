@@ -141,3 +141,22 @@ def test_few_channel_direct_every_padding_mode_against_reference(mode, case):
     ok = np.isfinite(want)
     assert np.array_equal(np.isinf(got), np.isinf(want))
     np.testing.assert_allclose(got[ok], want[ok], rtol=0, atol=1e-4 * (1 + np.abs(want[ok]).max()))
+
+
+@pytest.mark.parametrize("H, W", [(8, 9), (9, 9), (6, 530), (7, 1100)])
+def test_depthwise_3x3_row_pairs_bit_identical_to_padded_copy(H, W):
+    """The two-rows-a-pass interior of one 3x3 plane (even and odd row counts, rows wider
+    than COLUMN_CHUNK) gives the same bits as the padded copy's one-row passes: each
+    output keeps the fma chain of ``_rows3_taps3``."""
+    rng = np.random.default_rng(H * 1000 + W)
+    x = rng.standard_normal((2, 3, 1, H, W)).astype(np.float32)
+    w = rng.standard_normal((3, 1, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    _specials(rng, x, w)
+    pads = [(0, 0), (1, 1), (1, 1)]
+    inplace = np.full((2, 3, 1, H, W), 7, np.float32)
+    few_channel_core(pads)(x, w, b, inplace, (1, 1, 1), (1, 1, 1), 3)
+    copied = np.full_like(inplace, 7)
+    few_channel_core(None)(np.pad(x, [(0, 0), (0, 0)] + pads), w, b, copied, (1, 1, 1),
+                           (1, 1, 1), 3)
+    assert _same_bits(inplace, copied)

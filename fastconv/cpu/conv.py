@@ -141,6 +141,9 @@ def correlate(xp, w, bias, out, stride, dilation, groups):
 COLUMN_CHUNK = 512
 #: Tasks the few-channel kernel aims for (its row blocks split single planes).
 PLANE_TASKS = 64
+#: Chunks of tasks the few-channel kernel's parallel loop runs (each allocates its
+#: scratch once; W7 has 1024 one-plane tasks).
+TASK_CHUNKS = 64
 
 
 @njit(inline="always", **JIT_SERIAL)
@@ -223,6 +226,41 @@ def _rows3_taps3(a, r0, r1, r2, w0, w1, w2):
         v = _fma(u20, r2[o], v)
         v = _fma(u21, r2[o + 1], v)
         a[o] = _fma(u22, r2[o + 2], v)
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _pair_rows3_taps3(a0, a1, r0, r1, r2, r3, base, w0, w1, w2):
+    """Two output rows of a 3x3 kernel in one pass from ``base``: a0[o] (input rows
+    r0..r2) and a1[o] (rows r1..r3), each the chain of :func:`_rows3_taps3` (the same
+    operations in the same order), with each load of r1 and r2 serving both rows."""
+    u00, u01, u02 = w0[0], w0[1], w0[2]
+    u10, u11, u12 = w1[0], w1[1], w1[2]
+    u20, u21, u22 = w2[0], w2[1], w2[2]
+    for o in range(a0.shape[0]):
+        x00, x01, x02 = r0[o], r0[o + 1], r0[o + 2]
+        x10, x11, x12 = r1[o], r1[o + 1], r1[o + 2]
+        x20, x21, x22 = r2[o], r2[o + 1], r2[o + 2]
+        x30, x31, x32 = r3[o], r3[o + 1], r3[o + 2]
+        v = _fma(u00, x00, base)
+        g = _fma(u00, x10, base)
+        v = _fma(u01, x01, v)
+        g = _fma(u01, x11, g)
+        v = _fma(u02, x02, v)
+        g = _fma(u02, x12, g)
+        v = _fma(u10, x10, v)
+        g = _fma(u10, x20, g)
+        v = _fma(u11, x11, v)
+        g = _fma(u11, x21, g)
+        v = _fma(u12, x12, v)
+        g = _fma(u12, x22, g)
+        v = _fma(u20, x20, v)
+        g = _fma(u20, x30, g)
+        v = _fma(u21, x21, v)
+        g = _fma(u21, x31, g)
+        v = _fma(u22, x22, v)
+        g = _fma(u22, x32, g)
+        a0[o] = v
+        a1[o] = g
 
 
 @njit(inline="always", **JIT_SERIAL)
@@ -446,68 +484,87 @@ def correlate_planes(x, w, bias, out, stride, dilation, groups, pads):
     rlo = min(OH, (ph + sh - 1) // sh)
     rhi = max(rlo, min(OH, (H - 1 + ph - (KH - 1) * dh) // sh + 1))
     flat = sw == 1 and sh == 1 and OW == W and chi > clo
-    for t in prange(planes * nrb):
+    pair = flat and Cg == 1 and KD == 1 and KH == 3 and KW == 3 and dh == 1 and dw == 1
+    ntask = planes * nrb
+    nchunk = min(ntask, TASK_CHUNKS)
+    for ch in prange(nchunk):  # scratch allocated once per chunk of tasks
         bvals = np.empty(KW, dtype=out.dtype)  # border columns' scratch (_border_columns)
         bacc = np.empty(1, dtype=out.dtype)
         bcols = np.empty((KW, (RB - 1) * sh + (KH - 1) * dh + 1), dtype=out.dtype)
         brows = np.empty(RB, dtype=out.dtype)  # (_border_rows)
-        rb = t % nrb
-        r = t // nrb
-        od = r % OD
-        r //= OD
-        k = r % K
-        n = r // K
-        c0 = (k // Kg) * Cg
-        vol = x[n, c0 : c0 + Cg]
-        d0 = od * sd - pd
-        r0, r1 = rb * RB, min(OH, rb * RB + RB)
-        f0, f1 = max(r0, rlo), min(r1, rhi)
-        if flat and f1 > f0:
-            # rows [f0, f1) as one run: out flat index p reads input p + offset(tap)
-            oplane = out[n, k, od].reshape(OH * OW)
-            base = _row_base(w, k, bias[k], d0, f0 - ph, D, H, dd, dh)
-            p0, p1 = f0 * OW + clo, (f1 - 1) * OW + chi
-            oplane[p0:p1] = base
-            for q in range(p0, p1, COLUMN_CHUNK):
-                acc = oplane[q : min(p1, q + COLUMN_CHUNK)]
-                for c in range(Cg):
-                    for a in range(KD):
-                        i = d0 + a * dd
-                        if i < 0 or i >= D:
-                            continue
-                        _kernel_rows(acc, vol[c, i].reshape(H * W), -ph, q - pw, W, dh, dw,
-                                     w[k, c, a])
-        for oh in range(r0, r1):
-            if flat and f0 <= oh < f1:
-                continue
-            h0 = oh * sh - ph
-            orow = out[n, k, od, oh]
-            base = _row_base(w, k, bias[k], d0, h0, D, H, dd, dh)
-            orow[clo:chi] = base
-            for q in range(clo, chi, COLUMN_CHUNK):
-                acc = orow[q : min(chi, q + COLUMN_CHUNK)]
-                start = q * sw - pw
-                for c in range(Cg):
-                    for a in range(KD):
-                        i = d0 + a * dd
-                        if i < 0 or i >= D:
-                            continue
-                        if sw == 1 and rlo <= oh < rhi:  # every kernel row inside x
-                            _kernel_rows(acc, vol[c, i].reshape(H * W), h0, start, W, dh, dw,
-                                         w[k, c, a])
-                            continue
-                        for b in range(KH):
-                            j = h0 + b * dh
-                            if j < 0 or j >= H:
+        for t in range(ch * ntask // nchunk, (ch + 1) * ntask // nchunk):
+            rb = t % nrb
+            r = t // nrb
+            od = r % OD
+            r //= OD
+            k = r % K
+            n = r // K
+            c0 = (k // Kg) * Cg
+            vol = x[n, c0 : c0 + Cg]
+            d0 = od * sd - pd
+            r0, r1 = rb * RB, min(OH, rb * RB + RB)
+            f0, f1 = max(r0, rlo), min(r1, rhi)
+            if flat and f1 > f0:
+                # rows [f0, f1) as one run: out flat index p reads input p + offset(tap)
+                oplane = out[n, k, od].reshape(OH * OW)
+                base = _row_base(w, k, bias[k], d0, f0 - ph, D, H, dd, dh)
+                p0, p1 = f0 * OW + clo, (f1 - 1) * OW + chi
+                if pair and 0 <= d0 < D:
+                    # one 3x3 plane: two output rows (runs of W, one W apart) per pass
+                    pin = vol[0, d0].reshape(H * W)
+                    wk = w[k, 0, 0]
+                    while p0 + 2 * W <= p1:
+                        for s in range(0, W, COLUMN_CHUNK):
+                            m = min(W, s + COLUMN_CHUNK) - s
+                            a = p0 + s
+                            i = a - ph * W - pw
+                            _pair_rows3_taps3(oplane[a : a + m], oplane[a + W : a + W + m],
+                                              pin[i : i + m + 2], pin[i + W : i + W + m + 2],
+                                              pin[i + 2 * W : i + 2 * W + m + 2],
+                                              pin[i + 3 * W : i + 3 * W + m + 2], base, wk[0],
+                                              wk[1], wk[2])
+                        p0 += 2 * W
+                oplane[p0:p1] = base
+                for q in range(p0, p1, COLUMN_CHUNK):
+                    acc = oplane[q : min(p1, q + COLUMN_CHUNK)]
+                    for c in range(Cg):
+                        for a in range(KD):
+                            i = d0 + a * dd
+                            if i < 0 or i >= D:
                                 continue
-                            _kernel_row(acc, vol[c, i, j, start:], sw, dw, w[k, c, a, b])
-            if not f0 <= oh < f1:
-                _border_columns(orow, vol, w, k, base, d0, h0, clo, chi, sw, pw, dd, dh, dw,
-                                bvals, bacc)
-        if f1 > f0:  # the interior rows' border columns, rows side by side
-            base = _row_base(w, k, bias[k], d0, f0 * sh - ph, D, H, dd, dh)
-            _border_rows(out[n, k, od], vol, w, k, base, d0, f0, f1, clo, chi, sh, sw, ph,
-                         pw, dd, dh, dw, bcols, brows)
+                            _kernel_rows(acc, vol[c, i].reshape(H * W), -ph, q - pw, W, dh, dw,
+                                         w[k, c, a])
+            for oh in range(r0, r1):
+                if flat and f0 <= oh < f1:
+                    continue
+                h0 = oh * sh - ph
+                orow = out[n, k, od, oh]
+                base = _row_base(w, k, bias[k], d0, h0, D, H, dd, dh)
+                orow[clo:chi] = base
+                for q in range(clo, chi, COLUMN_CHUNK):
+                    acc = orow[q : min(chi, q + COLUMN_CHUNK)]
+                    start = q * sw - pw
+                    for c in range(Cg):
+                        for a in range(KD):
+                            i = d0 + a * dd
+                            if i < 0 or i >= D:
+                                continue
+                            if sw == 1 and rlo <= oh < rhi:  # every kernel row inside x
+                                _kernel_rows(acc, vol[c, i].reshape(H * W), h0, start, W, dh, dw,
+                                             w[k, c, a])
+                                continue
+                            for b in range(KH):
+                                j = h0 + b * dh
+                                if j < 0 or j >= H:
+                                    continue
+                                _kernel_row(acc, vol[c, i, j, start:], sw, dw, w[k, c, a, b])
+                if not f0 <= oh < f1:
+                    _border_columns(orow, vol, w, k, base, d0, h0, clo, chi, sw, pw, dd, dh, dw,
+                                    bvals, bacc)
+            if f1 > f0:  # the interior rows' border columns, rows side by side
+                base = _row_base(w, k, bias[k], d0, f0 * sh - ph, D, H, dd, dh)
+                _border_rows(out[n, k, od], vol, w, k, base, d0, f0, f1, clo, chi, sh, sw, ph,
+                             pw, dd, dh, dw, bcols, brows)
 
 
 _NO_PADS = np.zeros(3, dtype=np.int64)
