@@ -39,7 +39,7 @@ fuzz: install
 	$(PY) tests/fuzz_cli.py --n 2000 $(FUZZ_CLI_ARGS)
 
 bench: install
-	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m pip install -q -e '.[bench]' torch==2.13.0
 	$(PY) bench/run.py --per-process $(BENCH_ARGS)
 
 # The real-GPU check (issue 13): no install, no venv (a GPU machine may have no network):
