@@ -65,7 +65,9 @@ def light_cache_load() -> None:
     own kernels (``fastconv.*`` functions) the loader here initialises the runtime and
     loads; a kernel that misses the cache still compiles as before (Numba's compiler
     refreshes the target itself before compiling), and every other function's loads are
-    Numba's own. Installed once; does nothing if Numba's cache class has changed shape.
+    Numba's own. A fastconv kernel whose cache write fails (full disk, file-size limit) stays
+    uncached and the call goes on. Installed once; does nothing if Numba's cache class has
+    changed shape.
     """
     from numba.core.caching import FunctionCache
 
@@ -86,6 +88,21 @@ def light_cache_load() -> None:
 
     load_overload._fastconv = True
     FunctionCache.load_overload = load_overload
+
+    save = FunctionCache.save_overload
+
+    def save_overload(self, sig, cres):
+        """Numba's save, except that a cache write that fails (a full disk, a file-size
+        limit, a directory that became read-only) leaves the kernel uncached instead of
+        failing the call that compiled it: the result is already computed."""
+        try:
+            save(self, sig, cres)
+        except OSError:
+            if not getattr(getattr(self, "_py_func", None), "__module__",
+                           "").startswith("fastconv."):
+                raise
+
+    FunctionCache.save_overload = save_overload
 
 
 def light_blas_import():
@@ -167,6 +184,8 @@ def _task_conv(dtype: str) -> None:
     conv.conv2d(tiny, w1)  # tiny direct core (fastconv.cpu.tiny)
     small, w2 = _rng_arrays(dtype, (1, 2, 16, 16), (2, 2, 3, 3))
     conv.conv2d(small, w2)  # serial direct core (conv.correlate_serial)
+    w2.flags.writeable = False  # as the CLI's named kernels (a separate signature)
+    conv.conv2d(small, w2, np.zeros(2, dtype))
     x, w, wd, w32, b = _rng_arrays(dtype, (2, 8, 24, 24), (8, 8, 3, 3), (8, 1, 3, 3),
                                    (32, 32, 3, 3), (8,))
     conv.conv2d(x, w, b, padding=1, algorithm="direct")  # 4-channel row kernel

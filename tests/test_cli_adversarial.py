@@ -610,6 +610,19 @@ def _fastconv(*args, limit_bytes: int | None = None, **popen):
                             preexec_fn=child, **popen)
 
 
+def test_a_cache_write_that_fails_does_not_fail_the_call(tmp_path):
+    # an empty kernel cache and a file-size limit: the kernel compiles, its cache write
+    # fails with EFBIG, the convolution still runs; only the output's write is reported
+    np.save(tmp_path / "x.npy", np.ones((64, 64), np.float32))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    proc = _fastconv("convolve", tmp_path / "x.npy", "-k", "edge", "-o", tmp_path / "y.npy",
+                     limit_bytes=4096, env=env)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    assert err.startswith(f"Error: -o '{tmp_path / 'y.npy'}': could not write ("), err
+
+
 @pytest.mark.parametrize("chunks", [None, 16])
 def test_write_error_is_one_line_and_leaves_nothing(tmp_path, chunks):
     # a full disk, as the kernel reports it: writes past RLIMIT_FSIZE fail with EFBIG
