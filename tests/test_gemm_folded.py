@@ -147,3 +147,12 @@ def test_chunks_cover_every_output_once():
             for d, h0, h1, w0, w1 in gemm.folded_chunks(*shape, extra, 288, 4):
                 seen[d, h0:h1, w0:w1] += 1
             assert (seen == 1).all()
+
+
+def test_the_scratch_buffer_views_as_any_dtype_after_an_odd_float32_request():
+    # a float32 call's scratch (4 x an odd count of bytes) is reused by a float64 call
+    gemm._scratch.buf = None
+    gemm._buffer((1 << 16) + 4 * 1001)
+    buf = gemm._buffer(8)
+    assert buf.size % 64 == 0
+    assert buf.view(np.float64).size == buf.size // 8

@@ -155,10 +155,12 @@ _scratch = threading.local()
 
 
 def _buffer(nbytes: int) -> np.ndarray:
-    """A per-thread scratch byte buffer of at least ``nbytes`` (reused across calls)."""
+    """A per-thread scratch byte buffer of at least ``nbytes`` (reused across calls), its
+    size a multiple of 64 bytes so that it views as any dtype (a float32 call's buffer
+    is reused by a float64 call)."""
     buf = getattr(_scratch, "buf", None)
     if buf is None or buf.size < nbytes:
-        buf = _scratch.buf = np.empty(max(nbytes, 1 << 16), dtype=np.uint8)
+        buf = _scratch.buf = np.empty(max(-(-nbytes // 64) * 64, 1 << 16), dtype=np.uint8)
     return buf
 
 
