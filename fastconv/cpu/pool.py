@@ -525,6 +525,23 @@ def _interleave(acc, dst, pw, s):
             dst[e] = acc[q % s, q // s]
 
 
+@njit(inline="always", **JIT_SERIAL)
+def _covering_row(planes, lo, hi, OH, c0, ncols):
+    """The row of ``planes`` holding the sum of plane rows ``lo..hi-1`` (output order) over
+    columns ``c0 .. c0+ncols-1``: row OH + 1 (zeros) when none covers, row ``lo`` when one
+    does, else their sum written into row OH."""
+    if hi - lo == 0:
+        return OH + 1
+    if hi - lo == 1:
+        return lo
+    for ow in range(ncols):
+        planes[OH, _u(c0 + ow)] = planes[lo, _u(c0 + ow)]
+    for oh in range(lo + 1, hi):
+        for ow in range(ncols):
+            planes[OH, _u(c0 + ow)] += planes[oh, _u(c0 + ow)]
+    return OH
+
+
 @njit(error_model="numpy", **JIT_SERIAL)  # (no zero-divisor branch: vector divisions)
 def avg_pool_grad(g, gx, cover_d, cover_h, kernel, stride, pads, div_d, div_h, div_w, nbuf,
                   t_lo, t_hi):
@@ -564,18 +581,7 @@ def avg_pool_grad(g, gx, cover_d, cover_h, kernel, stride, pads, div_d, div_h, d
                 for ow in range(OW):
                     dst[ow] += src[ow] / (f * div_w[ow])
         for j in range(H):
-            lo, hi = cover_h[j, 0], cover_h[j, 1]
-            if hi - lo == 0:
-                r = OH + 1
-            elif hi - lo == 1:
-                r = lo
-            else:  # the covering plane rows summed in output order
-                r = OH
-                for ow in range(T - 1, T - 1 + OW):
-                    planes[OH, ow] = planes[lo, ow]
-                for oh in range(lo + 1, hi):
-                    for ow in range(T - 1, T - 1 + OW):
-                        planes[OH, ow] += planes[oh, ow]
+            r = _covering_row(planes, cover_h[j, 0], cover_h[j, 1], OH, T - 1, OW)
             row = planes[r]
             dst = gx[n, c, i, j]
             for ph in range(min(sw, kw)):
@@ -642,18 +648,7 @@ def avg_pool_grad_pairs(g, gx, cover_d, cover_h, kernel, pads, div_d, div_h, div
                     planes[oh, _u(T - 1 + ow)] += g[n, c, od, oh, ow] / (f * div_w[ow])
         gp = gx[n, c, i]
         for j in range(H):
-            lo, hi = cover_h[j, 0], cover_h[j, 1]
-            if hi - lo == 0:
-                r = OH + 1
-            elif hi - lo == 1:
-                r = lo
-            else:  # the covering plane rows summed in output order
-                r = OH
-                for ow in range(OW):
-                    planes[OH, _u(T - 1 + ow)] = planes[lo, _u(T - 1 + ow)]
-                for oh in range(lo + 1, hi):
-                    for ow in range(OW):
-                        planes[OH, _u(T - 1 + ow)] += planes[oh, _u(T - 1 + ow)]
+            r = _covering_row(planes, cover_h[j, 0], cover_h[j, 1], OH, T - 1, OW)
             if t0 == 1:
                 for m in range(n2 + odd_w):
                     ev[m] = planes[r, _u(i0 + m)]
