@@ -8,7 +8,13 @@ in this process, and the median of the rounds is reported. Before each library's
 block the process sleeps ``SETTLE`` seconds, so that the thread pools of the library
 timed just before (PyTorch's and Numba's OpenMP workers, OpenBLAS's threads) have stopped
 spin-waiting: on 2 cores a spinning pool took half the machine from the next library (W4:
-fastconv 28 ms right after PyTorch, 21 ms after a pause; PyTorch 21 vs 18 ms). Ratios are
+fastconv 28 ms right after PyTorch, 21 ms after a pause; PyTorch 21 vs 18 ms). The pause
+puts the timed library's own pool to sleep too, and waking it is not free: on the AMD EPYC
+VM of 2026-12-02 a Numba (OpenMP layer) parallel call after 50 ms or more of idleness paid
+2-6 ms of worker wake-up (a 2-thread W3 took 13.7 ms after a 0.2 s sleep, 8.7 ms back to
+back; the 2-thread W3 timed no faster than 1 thread), and PyTorch's OpenMP pool likewise.
+So after the pause each library makes one untimed call, then its timed calls run back to
+back, as in a training loop (WAKE). Ratios are
 ``comparator time / fastconv time`` (higher = fastconv faster). The table is printed and
 appended, dated, to ``bench/RESULTS.md`` with the CPU, thread count and library versions.
 
@@ -459,6 +465,7 @@ def time_all(wl: Workload, rounds: int, min_sample: float, copier: Copier | None
         for name, f in fns.items():
             n = number[name]
             time.sleep(SETTLE)
+            f()  # untimed: wakes this library's own pool (see WAKE in the docstring)
             t = time.perf_counter()
             for _ in range(n):
                 f()
