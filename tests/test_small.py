@@ -116,6 +116,27 @@ def test_public_ops_on_the_small_path(mode):
     assert _rel(gw, ref.conv_weight_nd(x, w.shape, g, 1, pairs, padding_mode=mode)) < 1e-6
 
 
+@pytest.mark.parametrize("ws", [(16, 6, 2, 2), (16, 6, 4, 4)])
+def test_zero_padding_only_after_is_read_as_zeros(ws):
+    """``padding="same"`` with an even kernel pads after only (``before`` all zeros): the
+    unit-stride gather must pad a copy, not read past the input's end (it read beyond
+    the array before 2026-12-02: NaN or garbage)."""
+    x, w = _data((64, 6, 14, 14), ws, 12)
+    k = ws[2]
+    pairs = [((k - 1) // 2, k // 2)] * 2
+    plan = plan_conv("conv2d", 2, x, w, None, 1, "same", 1, 1, "zeros")
+    assert plan.pads[1:] == tuple(pairs) and (k > 2 or pairs[0][0] == 0)
+    from fastconv import cpu
+
+    assert _algorithms.correlation_core("cpu", cpu, "auto", plan).__module__ == (
+        "fastconv.cpu.small")
+    y = fc.conv2d(x, w, padding="same")
+    assert _rel(y, ref.conv_nd(x, w, None, 1, pairs)) < 1e-6
+    g = np.random.default_rng(13).standard_normal(y.shape).astype(np.float32)
+    gw = grad.conv2d_weight(x, w.shape, g, padding="same")
+    assert _rel(gw, ref.conv_weight_nd(x, w.shape, g, 1, pairs)) < 1e-6
+
+
 def test_transposed_convolution_with_output_padding():
     """conv_transpose2d runs the col2im core (stride 2, output_padding 1, bias)."""
     rng = np.random.default_rng(5)

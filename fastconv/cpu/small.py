@@ -177,10 +177,11 @@ def _gather(x, n0, n1, c0, kshape, stride, dilation, oshape, before, col):
     Cg = col.shape[0] // (KD * KH * KW)
     M = OD * OH * OW
     if stride is None:
-        if bd == 0 and bh == 0 and bw == 0:
+        grid = (OD + KD - 1, OH + KH - 1, OW + KW - 1)
+        if bd == 0 and bh == 0 and bw == 0 and grid[0] <= D and grid[1] <= H and grid[2] <= W:
             _gather_unit(x, n0, n1 - n0, c0, kshape, oshape, col)
-        else:  # a padded copy of the chunk: whole-row copies beat in-place bounds tests
-            grid = (OD + KD - 1, OH + KH - 1, OW + KW - 1)
+        else:  # a padded copy of the chunk (zero padding before and, e.g. "same" with an
+            # even kernel, only after): whole-row copies beat in-place bounds tests
             xs = _pad_chunk(x, n0, n1, c0, Cg, before, grid)
             _gather_unit(xs, n0 - n0, n1 - n0, c0 - c0, kshape, oshape, col)  # int64, not
         return  # Literal[int](0): one compiled signature
