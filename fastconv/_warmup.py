@@ -279,10 +279,37 @@ def _task_filters(dtype: str) -> None:
 
 def _run_task(name: str, dtype: str) -> float:
     """Worker entry point: run one task, return its seconds."""
+    from fastconv.cpu import small
+
     t0 = time.perf_counter()
-    {"conv": _task_conv, "grad": _task_grad, "pool": _task_pool,
-     "family": _task_family, "filters": _task_filters}[name](dtype)
+    kernels, small.KERNELS = small.KERNELS, True  # compiled, not the cold-cache NumPy form
+    try:
+        {"conv": _task_conv, "grad": _task_grad, "pool": _task_pool,
+         "family": _task_family, "filters": _task_filters}[name](dtype)
+    finally:
+        small.KERNELS = kernels
+        small._TIER["ready"].clear()  # this process's decisions: the kernels are ready now
     return time.perf_counter() - t0
+
+
+def compiled_or_cached(dispatcher, args) -> bool:
+    """Whether ``dispatcher(*args)`` runs without compiling: its signature is compiled in
+    this process, or in the on-disk cache (the call then loads it). Reads the cache's index
+    only: neither Numba's target nor its compiler start. True for a plain function
+    (``NUMBA_DISABLE_JIT``)."""
+    overloads = getattr(dispatcher, "overloads", None)
+    if overloads is None:
+        return True
+    sig = tuple(dispatcher.typeof_pyval(a) for a in args)
+    if sig in overloads:
+        return True
+    cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
+    if cache_file is None:
+        return False
+    try:
+        return any(key[0] == sig for key in cache_file._load_index())
+    except Exception:  # an unreadable index: as if absent (the call would compile)
+        return False
 
 
 #: Kernels of fallback paths that the common calls never run (not warmed, not counted).

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 
 import numpy as np
 from numba import njit
@@ -441,10 +442,24 @@ def correlate(xp, w, bias, out, stride, dilation, groups, before=(0, 0, 0), save
     ys = _scratch("y", [(Kg, (n1 - n0) * M) for n0, n1 in parts], out.dtype)
 
     itemsize = out.dtype.itemsize
-    if (blas.available() and out.dtype in (np.float32, np.float64)
-            and Kg * R * (parts[0][1] - parts[0][0]) * M >= SMALL_GEMM_MACS):
-        gemms = {n1 - n0: blas.Gemm(out.dtype, Kg, (n1 - n0) * M, R, R, (n1 - n0) * M,
-                                    (n1 - n0) * M) for n0, n1 in parts}
+    blas_ok = blas.available() and out.dtype in (np.float32, np.float64)
+    large = blas_ok and Kg * R * (parts[0][1] - parts[0][0]) * M >= SMALL_GEMM_MACS
+    n0, n1 = parts[0]
+    if large:
+        kernels = [(_gather, (xp, n0, n1, 0, kshape, st, dil, oshape, bf, cols[0][0])),
+                   (_bias_rows, (ys[0], b, out3, n0, n1, 0))]
+    else:
+        kernels = [(_forward_chunk, (xp, wm, b, out3, n0, n1, kshape, st, dil, oshape, bf,
+                                     cols[0], ys[0], False))]
+    # (Numba's np.dot multiplies a single row or column by gemv or dot, not gemm: those
+    # shapes, off the "auto" rule's path, keep the kernels)
+    numpy_form = blas_ok and (large or (Kg > 1 and min(n1 - n0 for n0, n1 in parts) * M > 1))
+    if numpy_form and not _compiled((large, st is None, xp, wm, b, out3), kernels):
+        _numpy_forward(xp, wm, b, out3, parts, kshape, st, dil, oshape, bf, cols, ys, large)
+        return out
+    if large:
+        gemms = {B: blas.Gemm(out.dtype, Kg, B * M, R, R, B * M, B * M)
+                 for B in {n1 - n0 for n0, n1 in parts}}
         wa = blas.address(wm)
 
         def task(i):  # gather, NumPy's BLAS product, bias: three GIL-free calls
@@ -465,6 +480,101 @@ def correlate(xp, w, bias, out, stride, dilation, groups, before=(0, 0, 0), save
     with np.errstate(invalid="ignore", over="ignore"):
         blas.parallel(task, len(parts))
     return out
+
+
+# --- the first calls in a process whose kernel cache is cold ---------------------------
+
+#: Seconds of forward work in the NumPy form (below) after which a process compiles the
+#: forward kernels: with a cold kernel cache the first calls (a script's one layer, the
+#: README's examples) answer without the 3-4 s compile of ``_forward_chunk`` or ``_gather``
+#: (2026-12-02: the first float32 ``conv2d`` of 2 x 8 x 16 x 16 images, 4.8 -> 0.2 s CPU),
+#: and a training loop compiles once the NumPy form has cost about a second (it runs
+#: 1.4-2x the compiled kernels' time: the gather is a strided NumPy copy, and the chunk's
+#: steps are separate calls). ``fastconv warmup`` compiles the kernels ahead of use.
+SMALL_NUMPY_SECONDS = 1.0
+
+#: Which form the forward runs: None (the compiled kernels when they are compiled in this
+#: process or in the on-disk cache, else the NumPy form until ``SMALL_NUMPY_SECONDS``),
+#: True (the kernels: ``fastconv warmup``), False (the NumPy form: tests).
+KERNELS: bool | None = None
+
+_TIER = {"seconds": 0.0, "ready": {}}
+
+
+def _compiled(key: tuple, kernels: list) -> bool:
+    """Whether the forward runs its compiled kernels (``KERNELS``): ``kernels`` are its
+    ``(dispatcher, first chunk's arguments)``; ``key`` holds the argument types that vary
+    (arrays by their dtype, layout and flags: Numba's signature costs ~100 us to work out,
+    the key ~2 us), and a decision is kept per key for the process."""
+    if KERNELS is not None:
+        return KERNELS
+    if _TIER["seconds"] >= SMALL_NUMPY_SECONDS:
+        return True
+    key = tuple((type(a), a.dtype, a.flags.c_contiguous, a.flags.f_contiguous,
+                 a.flags.writeable, a.flags.aligned) if isinstance(a, np.ndarray) else a
+                for a in key)
+    ready = _TIER["ready"].get(key)
+    if ready is None:
+        from fastconv._warmup import compiled_or_cached
+
+        ready = _TIER["ready"][key] = all(compiled_or_cached(d, a) for d, a in kernels)
+    return ready
+
+
+def _gather_numpy(xp, n0, n1, c0, Cg, kshape, stride, dilation, oshape, before, col):
+    """:func:`_gather` by NumPy, the same copies (so the same ``col``): the images
+    ``[n0, n1)``, channels ``[c0, c0 + Cg)`` of ``xp`` (zero-padded in a copy where the
+    receptive fields pass its edges) viewed as ``(Cg, KD, KH, KW, n1 - n0, OD, OH, OW)``
+    and copied into ``col`` in one call. ``stride`` None: unit stride."""
+    x = xp[n0:n1, c0 : c0 + Cg]
+    st = stride if stride is not None else (1, 1, 1)
+    reach = tuple((o - 1) * s + (k - 1) * d + 1
+                  for o, s, k, d in zip(oshape, st, kshape, dilation, strict=True))
+    if any(before) or any(r > n for r, n in zip(reach, x.shape[2:], strict=True)):
+        xs = np.zeros(x.shape[:2] + reach, x.dtype)
+        src = [slice(max(0, -b), max(0, -b, min(n, r - b)))
+               for b, n, r in zip(before, x.shape[2:], reach, strict=True)]
+        dst = [slice(s.start + b, s.stop + b) for s, b in zip(src, before, strict=True)]
+        xs[(..., *dst)] = x[(..., *src)]
+        x = xs
+    sn, sc, sd, sh, sw = x.strides
+    steps = (sd, sh, sw)
+    view = np.lib.stride_tricks.as_strided(
+        x, (Cg, *kshape, n1 - n0, *oshape),
+        (sc, *(a * d for a, d in zip(steps, dilation, strict=True)), sn,
+         *(a * s for a, s in zip(steps, st, strict=True))), writeable=False)
+    col.reshape(view.shape)[...] = view
+
+
+def _numpy_forward(xp, wm, b, out3, parts, kshape, st, dil, oshape, before, cols, ys, large):
+    """The forward's NumPy form (no compile), the same operations in the same order as
+    the kernels: per chunk and group the gather (:func:`_gather_numpy`), the product by
+    the BLAS call that the kernels make (NumPy's, ``blas.Gemm``, for ``large`` products;
+    else SciPy's, the call inside Numba's ``np.dot``) and the bias, one rounding each,
+    so the same bits."""
+    groups, Kg, R = wm.shape
+    Cg = R // math.prod(kshape)
+    M = out3.shape[2]
+    itemsize = out3.dtype.itemsize
+    gemms = {B: blas.Gemm(out3.dtype, Kg, B * M, R, R, B * M, B * M, scipy=not large)
+             for B in {n1 - n0 for n0, n1 in parts}}
+    wa = blas.address(wm)
+
+    def task(i):
+        n0, n1 = parts[i]
+        col, y = cols[i], ys[i]
+        ca, ya = blas.address(col), blas.address(y)
+        gemm = gemms[n1 - n0]
+        for g in range(groups):
+            _gather_numpy(xp, n0, n1, g * Cg, Cg, kshape, st, dil, oshape, before, col[g])
+            gemm(wa + g * Kg * R * itemsize, ca + g * R * col.shape[2] * itemsize, ya, False)
+            np.add(y.reshape(Kg, n1 - n0, M).transpose(1, 0, 2), b[g * Kg : (g + 1) * Kg, None],
+                   out=out3[n0:n1, g * Kg : (g + 1) * Kg])
+
+    t0 = time.perf_counter()
+    with np.errstate(invalid="ignore", over="ignore"):
+        blas.parallel(task, len(parts))
+    _TIER["seconds"] += time.perf_counter() - t0
 
 
 def zero_padding_core(pads):
