@@ -445,16 +445,18 @@ def correlate(xp, w, bias, out, stride, dilation, groups, before=(0, 0, 0), save
     blas_ok = blas.available() and out.dtype in (np.float32, np.float64)
     large = blas_ok and Kg * R * (parts[0][1] - parts[0][0]) * M >= SMALL_GEMM_MACS
     n0, n1 = parts[0]
-    if large:
-        kernels = [(_gather, (xp, n0, n1, 0, kshape, st, dil, oshape, bf, cols[0][0])),
-                   (_bias_rows, (ys[0], b, out3, n0, n1, 0))]
-    else:
-        kernels = [(_forward_chunk, (xp, wm, b, out3, n0, n1, kshape, st, dil, oshape, bf,
-                                     cols[0], ys[0], False))]
+
+    def kernels():  # what the compiled form calls (the first chunk's arguments)
+        if large:
+            return [(_gather, (xp, n0, n1, 0, kshape, st, dil, oshape, bf, cols[0][0])),
+                    (_bias_rows, (ys[0], b, out3, n0, n1, 0))]
+        return [(_forward_chunk, (xp, wm, b, out3, n0, n1, kshape, st, dil, oshape, bf,
+                                  cols[0], ys[0], False))]
+
     # (Numba's np.dot multiplies a single row or column by gemv or dot, not gemm: those
-    # shapes, off the "auto" rule's path, keep the kernels)
-    numpy_form = blas_ok and (large or (Kg > 1 and min(n1 - n0 for n0, n1 in parts) * M > 1))
-    if numpy_form and not _compiled((large, st is None, xp, wm, b, out3), kernels):
+    # shapes, off the "auto" rule's path, keep the kernels; the last chunk is the smallest)
+    numpy_form = blas_ok and (large or (Kg > 1 and (parts[-1][1] - parts[-1][0]) * M > 1))
+    if numpy_form and not _compiled((large, st is None), (xp, wm, b, out3), kernels):
         _numpy_forward(xp, wm, b, out3, parts, kshape, st, dil, oshape, bf, cols, ys, large)
         return out
     if large:
@@ -501,24 +503,27 @@ KERNELS: bool | None = None
 _TIER = {"seconds": 0.0, "ready": {}}
 
 
-def _compiled(key: tuple, kernels: list) -> bool:
-    """Whether the forward runs its compiled kernels (``KERNELS``): ``kernels`` are its
-    ``(dispatcher, first chunk's arguments)``; ``key`` holds the argument types that vary
-    (arrays by their dtype, layout and flags: Numba's signature costs ~100 us to work out,
-    the key ~2 us), and a decision is kept per key for the process."""
+def _compiled(key: tuple, arrays: tuple, kernels) -> bool:
+    """Whether the forward runs its compiled kernels (``KERNELS``). ``kernels()`` lists
+    them with their first chunk's arguments; ``key`` and the ``arrays`` among those
+    arguments (by type, dtype, layout and writeability) stand for their Numba signature,
+    which costs ~100 us to work out (the key ~1 us): the answer is kept per key."""
     if KERNELS is not None:
         return KERNELS
     if _TIER["seconds"] >= SMALL_NUMPY_SECONDS:
         return True
-    key = tuple((type(a), a.dtype, a.flags.c_contiguous, a.flags.f_contiguous,
-                 a.flags.writeable, a.flags.aligned) if isinstance(a, np.ndarray) else a
-                for a in key)
+    key += tuple((type(a), a.dtype, a.flags.num & _LAYOUT_FLAGS) for a in arrays)
     ready = _TIER["ready"].get(key)
     if ready is None:
         from fastconv._warmup import compiled_or_cached
 
-        ready = _TIER["ready"][key] = all(compiled_or_cached(d, a) for d, a in kernels)
+        ready = _TIER["ready"][key] = all(compiled_or_cached(d, a) for d, a in kernels())
     return ready
+
+
+#: NumPy's C_CONTIGUOUS, F_CONTIGUOUS, ALIGNED and WRITEABLE flag bits (``flags.num``):
+#: what Numba's array type holds besides dtype and rank.
+_LAYOUT_FLAGS = 0x1 | 0x2 | 0x100 | 0x400
 
 
 def _gather_numpy(xp, n0, n1, c0, Cg, kshape, stride, dilation, oshape, before, col):
