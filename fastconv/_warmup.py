@@ -228,6 +228,7 @@ def _task_grad(dtype: str) -> None:
     xs, ws, gs = _rng_arrays(dtype, (8, 6, 14, 14), (16, 6, 5, 5), (8, 16, 10, 10))
     conv.conv2d(xs, ws)  # 1.9 M multiply-adds a chunk: the product on NumPy's BLAS
     conv.conv2d(xs[:2], ws)  # 0.5 M: the product inside the chunk's kernel
+    # (small.KERNELS is True here: compiled, not the cold cache's NumPy form)
     grad.conv2d_input(xs.shape, ws, gs)
     grad.conv2d_weight(xs, ws.shape, gs)
     pool_layer = layers.MaxPool2d(2)  # keeps each maximum's window position
