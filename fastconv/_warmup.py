@@ -293,25 +293,6 @@ def _run_task(name: str, dtype: str) -> float:
     return time.perf_counter() - t0
 
 
-def compiled_or_cached(dispatcher, args) -> bool:
-    """Whether ``dispatcher(*args)`` runs without compiling: its signature is compiled in
-    this process, or in the on-disk cache (the call then loads it). Reads the cache's index
-    only: neither Numba's target nor its compiler start. True for a plain function
-    (``NUMBA_DISABLE_JIT``)."""
-    overloads = getattr(dispatcher, "overloads", None)
-    if overloads is None:
-        return True
-    sig = tuple(dispatcher.typeof_pyval(a) for a in args)
-    if sig in overloads:
-        return True
-    cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
-    if cache_file is None:
-        return False
-    try:
-        return any(key[0] == sig for key in cache_file._load_index())
-    except Exception:  # an unreadable index: as if absent (the call would compile)
-        return False
-
 
 #: Kernels of fallback paths that the common calls never run (not warmed, not counted).
 FALLBACKS = {

@@ -521,10 +521,28 @@ def _compiled(key: tuple, arrays: tuple, kernels) -> bool:
     key += tuple((type(a), a.dtype, a.flags.num & _LAYOUT_FLAGS) for a in arrays)
     ready = _TIER["ready"].get(key)
     if ready is None:
-        from fastconv._warmup import compiled_or_cached
-
-        ready = _TIER["ready"][key] = all(compiled_or_cached(d, a) for d, a in kernels())
+        ready = _TIER["ready"][key] = all(_compiled_or_cached(d, a) for d, a in kernels())
     return ready
+
+
+def _compiled_or_cached(dispatcher, args) -> bool:
+    """Whether ``dispatcher(*args)`` runs without compiling: its signature is compiled in
+    this process, or in the on-disk cache (the call then loads it). Reads the cache's index
+    only: neither Numba's target nor its compiler start. True for a plain function
+    (``NUMBA_DISABLE_JIT``)."""
+    overloads = getattr(dispatcher, "overloads", None)
+    if overloads is None:
+        return True
+    sig = tuple(dispatcher.typeof_pyval(a) for a in args)
+    if sig in overloads:
+        return True
+    cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
+    if cache_file is None:
+        return False
+    try:
+        return any(key[0] == sig for key in cache_file._load_index())
+    except Exception:  # an unreadable index: as if absent (the call would compile)
+        return False
 
 
 #: NumPy's C_CONTIGUOUS, F_CONTIGUOUS, ALIGNED and WRITEABLE flag bits (``flags.num``):
