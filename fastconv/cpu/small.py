@@ -527,8 +527,9 @@ def _compiled(key: tuple, arrays: tuple, kernels) -> bool:
 
 def _compiled_or_cached(dispatcher, args) -> bool:
     """Whether ``dispatcher(*args)`` runs without compiling: its signature is compiled in
-    this process, or in the on-disk cache (the call then loads it). Reads the cache's index
-    only: neither Numba's target nor its compiler start. True for a plain function
+    this process, or in the on-disk cache (the call then loads it; an entry compiled for
+    another CPU counts too, and the call compiles). Reads the cache's index only: neither
+    Numba's target nor its compiler start. True for a plain function
     (``NUMBA_DISABLE_JIT``)."""
     overloads = getattr(dispatcher, "overloads", None)
     if overloads is None:
