@@ -128,3 +128,26 @@ def test_the_unit_stride_gather_has_the_strided_branchs_bits(case, dtype):
     small._gather(x, 1, N, 0, kshape, ones, ones, oshape, before, col[1])
     assert col[0].tobytes() == col[1].tobytes()
     assert not np.isnan(col[0]).any()
+
+
+def test_a_cold_caches_first_small_image_conv2d_compiles_nothing(tmp_path):
+    """The README's set-up shape on a cold cache: the first float32 conv2d runs the small
+    path's NumPy form (no kernel compiled); after ``SMALL_NUMPY_SECONDS`` of it the
+    kernels compile, with the same bits; a later process finds them in the cache and
+    runs them at once."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    code = ("import numpy as np, fastconv as fc\n"
+            "from fastconv.cpu import small\n"
+            "rng = np.random.default_rng(16)\n"
+            "x = rng.standard_normal((2, 8, 16, 16)).astype(np.float32)\n"
+            "w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)\n"
+            "y = fc.conv2d(x, w, padding=1)\n"
+            "kernels = (small._forward_chunk, small._gather, small._bias_rows)\n"
+            "print(sum(len(k.signatures) for k in kernels), end=' ')\n"
+            "small.SMALL_NUMPY_SECONDS = {budget}\n"
+            "z = fc.conv2d(x, w, padding=1)\n"
+            "hits = sum(small._forward_chunk.stats.cache_hits.values())\n"
+            "print(len(small._forward_chunk.signatures), hits, y.tobytes() == z.tobytes())\n")
+    assert _python(code.format(budget="float('inf')"), env) == "0 0 0 True"  # NumPy form
+    assert _python(code.format(budget=0.0), env) == "0 1 0 True"  # compiled, same bits
+    assert _python(code.format(budget="float('inf')"), env) == "1 1 1 True"  # cached

@@ -116,6 +116,95 @@ def test_public_ops_on_the_small_path(mode):
     assert _rel(gw, ref.conv_weight_nd(x, w.shape, g, 1, pairs, padding_mode=mode)) < 1e-6
 
 
+def _forward_both_forms(x5, w5, bias, out_shape, st3, dl3, groups, before, macs):
+    """``small.correlate`` run by its compiled kernels and by its NumPy form (the cold
+    cache's first calls), with ``SMALL_GEMM_MACS`` = ``macs``: (outputs, saved blocks)."""
+    results = []
+    saved_kernels, saved_macs = small.KERNELS, small.SMALL_GEMM_MACS
+    try:
+        small.SMALL_GEMM_MACS = macs
+        for kernels in (True, False):
+            small.KERNELS = kernels
+            out = np.full(out_shape, np.nan, x5.dtype)
+            saved = []
+            small.correlate(x5, w5, bias, out, st3, dl3, groups, before, saved=saved)
+            results.append((out, saved))
+    finally:
+        small.KERNELS, small.SMALL_GEMM_MACS = saved_kernels, saved_macs
+    return results
+
+
+@given(
+    nsp=st.integers(1, 3), n=st.integers(1, 3), cg=st.integers(1, 3), kg=st.integers(1, 4),
+    groups=st.integers(1, 2), k=st.integers(1, 3), stride=st.integers(1, 3),
+    dilation=st.integers(1, 2), before=st.integers(0, 2), after=st.integers(0, 2),
+    extra=st.integers(0, 4), dtype=st.sampled_from([np.float32, np.float64]),
+    large=st.booleans(), readonly=st.booleans(), seed=st.integers(0, 2**16),
+)
+def test_the_numpy_form_has_the_kernels_bits(nsp, n, cg, kg, groups, k, stride, dilation,
+                                             before, after, extra, dtype, large, readonly,
+                                             seed):
+    """The forward's NumPy form (what a process with a cold kernel cache runs first) gives
+    the compiled kernels' bits and ``col`` blocks: any geometry, zero padding before and
+    after (read in place), both product paths (Numba's ``np.dot``, i.e. SciPy's BLAS,
+    and NumPy's BLAS above ``SMALL_GEMM_MACS``), a read-only input."""
+    size = dilation * (k - 1) + 1 + extra
+    C, K = cg * groups, kg * groups
+    x, w = _data((n, C) + (size,) * nsp, (K, cg) + (k,) * nsp, seed, dtype)
+    bias = np.random.default_rng(seed + 1).standard_normal(K).astype(dtype)
+    pad = (0,) * (3 - nsp)
+    x5 = x.reshape((n, C) + (1,) * (3 - nsp) + x.shape[2:])
+    x5.flags.writeable = not readonly
+    w5 = w.reshape((K, cg) + (1,) * (3 - nsp) + w.shape[2:])
+    st3, dl3 = pad + (stride,) * nsp, pad + (dilation,) * nsp
+    spatial = tuple((s + before + after - dilation * (k - 1) - 1) // stride + 1
+                    for s in x.shape[2:])
+    out_shape = (n, K) + (1,) * (3 - nsp) + spatial
+    (y1, cols1), (y0, cols0) = _forward_both_forms(
+        x5, w5, bias, out_shape, st3, dl3, groups, pad + (before,) * nsp,
+        0 if large else 1 << 62)
+    assert not np.isnan(y1).any()
+    assert y0.tobytes() == y1.tobytes()
+    assert [c.tobytes() for c in cols0] == [c.tobytes() for c in cols1]
+    want = ref.conv_nd(x.astype(np.float64), w.astype(np.float64), bias.astype(np.float64),
+                       stride, [(before, after)] * nsp, dilation, groups)
+    assert _rel(y0.reshape(want.shape), want) < (1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("xs, ws, pad", LENET + [((2, 8, 16, 16), (8, 8, 3, 3), 1)])
+def test_lenet_layers_numpy_form_bits(xs, ws, pad):
+    """LeNet's layers and the README's set-up shape: the NumPy form has the kernels' bits
+    on the "auto" route's own geometry and products."""
+    x, w = _data(xs, ws, 14)
+    bias = np.linspace(-1, 1, ws[0]).astype(np.float32)
+    out_shape = (xs[0], ws[0], 1) + (xs[2] + 2 * pad - ws[2] + 1,) * 2
+    (y1, _), (y0, _) = _forward_both_forms(
+        x[:, :, None], w[:, :, None], bias, out_shape, (1, 1, 1), (1, 1, 1), 1,
+        (0, pad, pad), small.SMALL_GEMM_MACS)
+    assert y0.tobytes() == y1.tobytes()
+
+
+@pytest.mark.parametrize("ws", [(16, 6, 2, 2), (16, 6, 4, 4)])
+def test_zero_padding_only_after_is_read_as_zeros(ws):
+    """``padding="same"`` with an even kernel pads after only (``before`` all zeros): the
+    unit-stride gather must pad a copy, not read past the input's end (it read beyond
+    the array before 2026-12-02: NaN or garbage)."""
+    x, w = _data((64, 6, 14, 14), ws, 12)
+    k = ws[2]
+    pairs = [((k - 1) // 2, k // 2)] * 2
+    plan = plan_conv("conv2d", 2, x, w, None, 1, "same", 1, 1, "zeros")
+    assert plan.pads[1:] == tuple(pairs) and (k > 2 or pairs[0][0] == 0)
+    from fastconv import cpu
+
+    assert _algorithms.correlation_core("cpu", cpu, "auto", plan).__module__ == (
+        "fastconv.cpu.small")
+    y = fc.conv2d(x, w, padding="same")
+    assert _rel(y, ref.conv_nd(x, w, None, 1, pairs)) < 1e-6
+    g = np.random.default_rng(13).standard_normal(y.shape).astype(np.float32)
+    gw = grad.conv2d_weight(x, w.shape, g, padding="same")
+    assert _rel(gw, ref.conv_weight_nd(x, w.shape, g, 1, pairs)) < 1e-6
+
+
 def test_transposed_convolution_with_output_padding():
     """conv_transpose2d runs the col2im core (stride 2, output_padding 1, bias)."""
     rng = np.random.default_rng(5)

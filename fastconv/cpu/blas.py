@@ -99,13 +99,15 @@ def _load() -> dict:
         controller = ThreadpoolController() if ThreadpoolController is not None else None
         found = (_numpy_blas(controller) if cython_blas is not None and controller is not None
                  else None)
+        if cython_blas is not None:  # the gemm Numba's np.dot calls (int32 arguments)
+            caps = cython_blas.__pyx_capi__
+            _state["scipy"] = ({np.dtype(np.float32): _PROTO(_capsule_pointer(caps["sgemm"])),
+                                np.dtype(np.float64): _PROTO(_capsule_pointer(caps["dgemm"]))},
+                               np.int32)
         if found is not None:
             _state["fn"], _state["int"] = found
         elif cython_blas is not None:
-            caps = cython_blas.__pyx_capi__
-            _state["fn"] = {np.dtype(np.float32): _PROTO(_capsule_pointer(caps["sgemm"])),
-                            np.dtype(np.float64): _PROTO(_capsule_pointer(caps["dgemm"]))}
-            _state["int"] = np.int32
+            _state["fn"], _state["int"] = _state["scipy"]
         _state["controller"] = controller
         _state["users"] = 0
         _state["limiter"] = _state["owner"] = None
@@ -231,13 +233,17 @@ class Gemm:
     ``(K x M)`` when ``ta``), ``op(B)`` is ``(K x N)`` (stored ``(N x K)`` when ``tb``);
     ``lda``/``ldb``/``ldc`` are row strides in elements. Calling with the three
     addresses runs one BLAS call; the integer arguments live in this object, so a
-    batch of products of one shape pays only the foreign call.
+    batch of products of one shape pays only the foreign call. ``scipy``: SciPy's BLAS
+    (``cython_blas``) instead of NumPy's: with C-contiguous operands and no transposes,
+    the very call (function and arguments) that Numba's ``np.dot(A, B, C)`` makes, so
+    the same bits.
     """
 
-    def __init__(self, dtype, M, N, K, lda, ldb, ldc, *, ta=False, tb=False):
+    def __init__(self, dtype, M, N, K, lda, ldb, ldc, *, ta=False, tb=False, scipy=False):
         dtype = np.dtype(dtype)
-        self._fn = _load()["fn"][dtype]
-        self._ints = np.array([N, M, K, ldb, lda, ldc], dtype=_state["int"])
+        fns, itype = _load()["scipy"] if scipy else (_load()["fn"], _state["int"])
+        self._fn = fns[dtype]
+        self._ints = np.array([N, M, K, ldb, lda, ldc], dtype=itype)
         self._scal = np.array([1.0, 0.0, 1.0], dtype=dtype)  # alpha, beta 0, beta 1
         i, s = self._ints.ctypes.data, self._scal.ctypes.data
         isz, ssz = self._ints.itemsize, dtype.itemsize

@@ -28,12 +28,18 @@ cost more in first-touch page faults than the products):
 Every chunk's products are the same BLAS calls whatever the thread count and however the
 chunks fall to threads, so results are bit-identical run to run and for any thread
 count. The error is that of a BLAS product (as ``"gemm"``).
+
+With a cold kernel cache the forward's first calls in a process run a NumPy form instead
+of compiling (``SMALL_NUMPY_SECONDS``): the gather as one strided NumPy copy, the product
+by the very BLAS call the kernels make, the bias by NumPy; the same operations, so the
+same bits (tests/test_small.py). ``fastconv warmup`` compiles the kernels ahead of use.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import time
 
 import numpy as np
 from numba import njit
@@ -177,10 +183,11 @@ def _gather(x, n0, n1, c0, kshape, stride, dilation, oshape, before, col):
     Cg = col.shape[0] // (KD * KH * KW)
     M = OD * OH * OW
     if stride is None:
-        if bd == 0 and bh == 0 and bw == 0:
+        grid = (OD + KD - 1, OH + KH - 1, OW + KW - 1)
+        if bd == 0 and bh == 0 and bw == 0 and grid[0] <= D and grid[1] <= H and grid[2] <= W:
             _gather_unit(x, n0, n1 - n0, c0, kshape, oshape, col)
-        else:  # a padded copy of the chunk: whole-row copies beat in-place bounds tests
-            grid = (OD + KD - 1, OH + KH - 1, OW + KW - 1)
+        else:  # a padded copy of the chunk (zero padding before and, e.g. "same" with an
+            # even kernel, only after): whole-row copies beat in-place bounds tests
             xs = _pad_chunk(x, n0, n1, c0, Cg, before, grid)
             _gather_unit(xs, n0 - n0, n1 - n0, c0 - c0, kshape, oshape, col)  # int64, not
         return  # Literal[int](0): one compiled signature
@@ -440,10 +447,26 @@ def correlate(xp, w, bias, out, stride, dilation, groups, before=(0, 0, 0), save
     ys = _scratch("y", [(Kg, (n1 - n0) * M) for n0, n1 in parts], out.dtype)
 
     itemsize = out.dtype.itemsize
-    if (blas.available() and out.dtype in (np.float32, np.float64)
-            and Kg * R * (parts[0][1] - parts[0][0]) * M >= SMALL_GEMM_MACS):
-        gemms = {n1 - n0: blas.Gemm(out.dtype, Kg, (n1 - n0) * M, R, R, (n1 - n0) * M,
-                                    (n1 - n0) * M) for n0, n1 in parts}
+    blas_ok = blas.available() and out.dtype in (np.float32, np.float64)
+    large = blas_ok and Kg * R * (parts[0][1] - parts[0][0]) * M >= SMALL_GEMM_MACS
+    n0, n1 = parts[0]
+
+    def kernels():  # what the compiled form calls (the first chunk's arguments)
+        if large:
+            return [(_gather, (xp, n0, n1, 0, kshape, st, dil, oshape, bf, cols[0][0])),
+                    (_bias_rows, (ys[0], b, out3, n0, n1, 0))]
+        return [(_forward_chunk, (xp, wm, b, out3, n0, n1, kshape, st, dil, oshape, bf,
+                                  cols[0], ys[0], False))]
+
+    # (Numba's np.dot multiplies a single row or column by gemv or dot, not gemm: those
+    # shapes, off the "auto" rule's path, keep the kernels; the last chunk is the smallest)
+    numpy_form = blas_ok and (large or (Kg > 1 and (parts[-1][1] - parts[-1][0]) * M > 1))
+    if numpy_form and not _compiled((large, st is None), (xp, wm, b, out3), kernels):
+        _numpy_forward(xp, wm, b, out3, parts, kshape, st, dil, oshape, bf, cols, ys, large)
+        return out
+    if large:
+        gemms = {B: blas.Gemm(out.dtype, Kg, B * M, R, R, B * M, B * M)
+                 for B in {n1 - n0 for n0, n1 in parts}}
         wa = blas.address(wm)
 
         def task(i):  # gather, NumPy's BLAS product, bias: three GIL-free calls
@@ -464,6 +487,124 @@ def correlate(xp, w, bias, out, stride, dilation, groups, before=(0, 0, 0), save
     with np.errstate(invalid="ignore", over="ignore"):
         blas.parallel(task, len(parts))
     return out
+
+
+# --- the first calls in a process whose kernel cache is cold ---------------------------
+
+#: Seconds of forward work in the NumPy form (below) after which a process compiles the
+#: forward kernels: with a cold kernel cache the first calls (a script's one layer, the
+#: README's set-up example) answer without the ~4 s compile of ``_forward_chunk`` (or
+#: ``_gather`` and ``_bias_rows``), and a training loop compiles once the NumPy form has
+#: cost a second. The NumPy form takes 1.4-2.3x the kernels' time (the gather is a strided
+#: NumPy copy, a chunk's steps are separate calls): LeNet's layers at batch 64 2.2 / 1.7
+#: ms against 0.9 / 1.2 ms, the set-up shape 0.14 against 0.06 ms (one thread, CPU time,
+#: loaded EPYC, 2026-12-02). ``fastconv warmup`` compiles the kernels ahead of use.
+SMALL_NUMPY_SECONDS = 1.0
+
+#: Which form the forward runs: None (the compiled kernels when they are compiled in this
+#: process or in the on-disk cache, else the NumPy form until ``SMALL_NUMPY_SECONDS``),
+#: True (the kernels: ``fastconv warmup``), False (the NumPy form: tests).
+KERNELS: bool | None = None
+
+_TIER = {"seconds": 0.0, "ready": {}}
+
+
+def _compiled(key: tuple, arrays: tuple, kernels) -> bool:
+    """Whether the forward runs its compiled kernels (``KERNELS``). ``kernels()`` lists
+    them with their first chunk's arguments; ``key`` and the ``arrays`` among those
+    arguments (by type, dtype, layout and writeability) stand for their Numba signature,
+    which costs ~100 us to work out (the key ~1 us): the answer is kept per key."""
+    if KERNELS is not None:
+        return KERNELS
+    if _TIER["seconds"] >= SMALL_NUMPY_SECONDS:
+        return True
+    key += tuple((type(a), a.dtype, a.flags.num & _LAYOUT_FLAGS) for a in arrays)
+    ready = _TIER["ready"].get(key)
+    if ready is None:
+        ready = _TIER["ready"][key] = all(_compiled_or_cached(d, a) for d, a in kernels())
+    return ready
+
+
+def _compiled_or_cached(dispatcher, args) -> bool:
+    """Whether ``dispatcher(*args)`` runs without compiling: its signature is compiled in
+    this process, or in the on-disk cache (the call then loads it; an entry compiled for
+    another CPU counts too, and the call compiles). Reads the cache's index only: neither
+    Numba's target nor its compiler start. True for a plain function
+    (``NUMBA_DISABLE_JIT``)."""
+    overloads = getattr(dispatcher, "overloads", None)
+    if overloads is None:
+        return True
+    sig = tuple(dispatcher.typeof_pyval(a) for a in args)
+    if sig in overloads:
+        return True
+    cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
+    if cache_file is None:
+        return False
+    try:
+        return any(key[0] == sig for key in cache_file._load_index())
+    except Exception:  # an unreadable index: as if absent (the call would compile)
+        return False
+
+
+#: NumPy's C_CONTIGUOUS, F_CONTIGUOUS, ALIGNED and WRITEABLE flag bits (``flags.num``):
+#: what Numba's array type holds besides dtype and rank.
+_LAYOUT_FLAGS = 0x1 | 0x2 | 0x100 | 0x400
+
+
+def _gather_numpy(xp, n0, n1, c0, Cg, kshape, stride, dilation, oshape, before, col):
+    """:func:`_gather` by NumPy, the same copies (so the same ``col``): the images
+    ``[n0, n1)``, channels ``[c0, c0 + Cg)`` of ``xp`` (zero-padded in a copy where the
+    receptive fields pass its edges) viewed as ``(Cg, KD, KH, KW, n1 - n0, OD, OH, OW)``
+    and copied into ``col`` in one call. ``stride`` None: unit stride."""
+    x = xp[n0:n1, c0 : c0 + Cg]
+    st = stride if stride is not None else (1, 1, 1)
+    reach = tuple((o - 1) * s + (k - 1) * d + 1
+                  for o, s, k, d in zip(oshape, st, kshape, dilation, strict=True))
+    if any(before) or any(r > n for r, n in zip(reach, x.shape[2:], strict=True)):
+        xs = np.zeros(x.shape[:2] + reach, x.dtype)
+        src = [slice(max(0, -b), max(0, -b, min(n, r - b)))
+               for b, n, r in zip(before, x.shape[2:], reach, strict=True)]
+        dst = [slice(s.start + b, s.stop + b) for s, b in zip(src, before, strict=True)]
+        xs[(..., *dst)] = x[(..., *src)]
+        x = xs
+    sn, sc, sd, sh, sw = x.strides
+    steps = (sd, sh, sw)
+    view = np.lib.stride_tricks.as_strided(
+        x, (Cg, *kshape, n1 - n0, *oshape),
+        (sc, *(a * d for a, d in zip(steps, dilation, strict=True)), sn,
+         *(a * s for a, s in zip(steps, st, strict=True))), writeable=False)
+    col.reshape(view.shape)[...] = view
+
+
+def _numpy_forward(xp, wm, b, out3, parts, kshape, st, dil, oshape, before, cols, ys, large):
+    """The forward's NumPy form (no compile), the same operations in the same order as
+    the kernels: per chunk and group the gather (:func:`_gather_numpy`), the product by
+    the BLAS call that the kernels make (NumPy's, ``blas.Gemm``, for ``large`` products;
+    else SciPy's, the call inside Numba's ``np.dot``) and the bias, one rounding each,
+    so the same bits."""
+    groups, Kg, R = wm.shape
+    Cg = R // math.prod(kshape)
+    M = out3.shape[2]
+    itemsize = out3.dtype.itemsize
+    gemms = {B: blas.Gemm(out3.dtype, Kg, B * M, R, R, B * M, B * M, scipy=not large)
+             for B in {n1 - n0 for n0, n1 in parts}}
+    wa = blas.address(wm)
+
+    def task(i):
+        n0, n1 = parts[i]
+        col, y = cols[i], ys[i]
+        ca, ya = blas.address(col), blas.address(y)
+        gemm = gemms[n1 - n0]
+        for g in range(groups):
+            _gather_numpy(xp, n0, n1, g * Cg, Cg, kshape, st, dil, oshape, before, col[g])
+            gemm(wa + g * Kg * R * itemsize, ca + g * R * col.shape[2] * itemsize, ya, False)
+            np.add(y.reshape(Kg, n1 - n0, M).transpose(1, 0, 2), b[g * Kg : (g + 1) * Kg, None],
+                   out=out3[n0:n1, g * Kg : (g + 1) * Kg])
+
+    t0 = time.perf_counter()
+    with np.errstate(invalid="ignore", over="ignore"):
+        blas.parallel(task, len(parts))
+    _TIER["seconds"] += time.perf_counter() - t0
 
 
 def zero_padding_core(pads):
