@@ -46,6 +46,7 @@ from fastconv._config import GEMM_COL_CHUNK_BYTES, JIT_SERIAL
 from fastconv.cpu import blas
 from fastconv.cpu.gemm import _buffer, folded
 from fastconv.cpu.gemm import padding_core as gemm_padding_core
+from fastconv.cpu.microkernel import LANES32, LANES64, vadd, vload4, vmul, vsplat, vstore, vsub
 from fastconv.cpu.pad import MODE_CODES, source_index
 from fastconv.cpu.winograd import _G, _Carve, _gemm_call
 
@@ -71,31 +72,60 @@ ROW_COLUMNS = 256
 MIN_TASKS = 16
 
 
+@njit(inline="always", **JIT_SERIAL)
+def _bt4_tile(a0, a1, a2, a3, a4, a5):
+    """The 6 values ``B^T [a0, ..., a5]`` of one F(4, 3) input tile."""
+    f2, f4, f5 = np.float32(2), np.float32(4), np.float32(5)
+    return (f4 * a0 - f5 * a2 + a4, (a3 + a4) - f4 * (a1 + a2), f4 * (a1 - a2) + (a4 - a3),
+            f2 * (a3 - a1) + (a4 - a2), f2 * (a1 - a3) + (a4 - a2), f4 * a1 - f5 * a3 + a5)
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _bt4_block(q, i, cst, v0, v1, v2, v3, v4, v5, u):
+    """:func:`_bt4_tile` on the ``LANES`` tiles whose inputs start at ``q[i]``, ``q[i + 4]``,
+    ... (explicit vectors: 8 loads and the phase shuffles), stored at ``v_p[u:]``;
+    ``cst = (2, 4, 5)``."""
+    a0, a1, a2, a3 = vload4(q, i)
+    a4, a5, _, _ = vload4(q, i + 4)
+    f2, f4, f5 = vsplat(cst[0]), vsplat(cst[1]), vsplat(cst[2])
+    vstore(v0, u, vadd(vsub(vmul(f4, a0), vmul(f5, a2)), a4))
+    vstore(v1, u, vsub(vadd(a3, a4), vmul(f4, vadd(a1, a2))))
+    vstore(v2, u, vadd(vmul(f4, vsub(a1, a2)), vsub(a4, a3)))
+    vstore(v3, u, vadd(vmul(f2, vsub(a3, a1)), vsub(a4, a2)))
+    vstore(v4, u, vadd(vmul(f2, vsub(a1, a3)), vsub(a4, a2)))
+    vstore(v5, u, vadd(vsub(vmul(f4, a1), vmul(f5, a3)), a5))
+
+
 @njit(**JIT_SERIAL)
-def transform_slice(x, n, c0, Cg, pads, mode, zp, h0, T, row, V, r0):
+def transform_slice(x, n, c0, Cg, pads, mode, zp, h0, T, q, ext, cst, V, r0):
     """``V[p, r0 + c, j*T + t] = (B^T xpad[n, c0 + c, zp, h0 + j, 4t : 4t+6])_p`` for every
     channel ``c < Cg`` and row ``j < V.shape[2] // T`` (``xpad``: ``x`` padded by
-    ``pads`` (before) in ``mode``; ``zp``, ``h0`` padded coordinates). Each row is
-    copied, padded, into ``row`` (``4T + 2``), then transformed with constant-stride
-    reads (LLVM vectorises them)."""
+    ``pads`` (before) in ``mode``; ``zp``, ``h0`` padded coordinates).
+
+    Per channel, the rows' padded columns ``[0, 4T)`` are copied into ``q`` (row pitch
+    ``4T``) and columns ``4T``, ``4T + 1`` into ``ext``; one loop over all the channel's
+    tiles then reads ``q[4u : 4u+6]``, ``LANES`` tiles at a time as explicit vectors
+    (:func:`_bt4_block`; left to LLVM, the six output rows' alias checks kept this loop
+    scalar, 7.5 ns a tile), and the last tile of each row, whose ``a4``, ``a5`` are in
+    ``ext``, is recomputed."""
     N, C, D, H, W = x.shape
     pd, ph, pw = pads[0], pads[1], pads[2]
     nrows = V.shape[2] // T
-    L = 4 * T + 2
-    lo = min(pw, L)
-    hi = max(min(W + pw, L), lo)
-    f2, f4, f5 = np.float32(2), np.float32(4), np.float32(5)
+    Q = 4 * T
+    nt = nrows * T
+    lo = min(pw, Q)
+    hi = max(min(W + pw, Q), lo)
     ds = source_index(zp - pd, D, mode)
+    q4 = q[: 4 * (nt + 1)].reshape(nt + 1, 4)  # tile u: q4[u], q4[u + 1, :2]
+    q4[nt, :] = 0  # read by the last row's last tile, then replaced
+    lanes = LANES32 if q.itemsize == 4 else LANES64
     for c in range(Cg):
-        v0, v1, v2 = V[0, r0 + c], V[1, r0 + c], V[2, r0 + c]
-        v3, v4, v5 = V[3, r0 + c], V[4, r0 + c], V[5, r0 + c]
         for j in range(nrows):
-            o = j * T
             hs = source_index(h0 + j - ph, H, mode)
+            row = q[j * Q : (j + 1) * Q]
             if ds < 0 or hs < 0:
-                for t in range(T):
-                    v0[o + t] = v1[o + t] = v2[o + t] = 0
-                    v3[o + t] = v4[o + t] = v5[o + t] = 0
+                row[:] = 0
+                ext[2 * j] = ext[2 * j + 1] = 0
                 continue
             src = x[n, c0 + c, ds, hs]
             for k in range(lo):
@@ -105,18 +135,27 @@ def transform_slice(x, n, c0, Cg, pads, mode, zp, h0, T, row, V, r0):
             dst = row[lo:hi]
             for k in range(hi - lo):
                 dst[k] = seg[k]
-            for k in range(hi, L):
+            for k in range(hi, Q):
                 m = source_index(k - pw, W, mode)
                 row[k] = 0 if m < 0 else src[m]
-            for t in range(T):
-                a0, a1, a2 = row[4 * t], row[4 * t + 1], row[4 * t + 2]
-                a3, a4, a5 = row[4 * t + 3], row[4 * t + 4], row[4 * t + 5]
-                v0[o + t] = f4 * a0 - f5 * a2 + a4
-                v1[o + t] = (a3 + a4) - f4 * (a1 + a2)
-                v2[o + t] = f4 * (a1 - a2) + (a4 - a3)
-                v3[o + t] = f2 * (a3 - a1) + (a4 - a2)
-                v4[o + t] = f2 * (a1 - a3) + (a4 - a2)
-                v5[o + t] = f4 * a1 - f5 * a3 + a5
+            for e in range(2):
+                m = source_index(Q + e - pw, W, mode)
+                ext[2 * j + e] = 0 if m < 0 else src[m]
+        v0, v1, v2 = V[0, r0 + c], V[1, r0 + c], V[2, r0 + c]
+        v3, v4, v5 = V[3, r0 + c], V[4, r0 + c], V[5, r0 + c]
+        u = 0
+        while u + lanes <= nt:
+            _bt4_block(q, 4 * u, cst, v0, v1, v2, v3, v4, v5, u)
+            u += lanes
+        for t in range(u, nt):
+            b0, b1, b2, b3, b4, b5 = _bt4_tile(q4[t, 0], q4[t, 1], q4[t, 2], q4[t, 3],
+                                               q4[t + 1, 0], q4[t + 1, 1])
+            v0[t], v1[t], v2[t], v3[t], v4[t], v5[t] = b0, b1, b2, b3, b4, b5
+        for j in range(nrows):  # the last tile of each row: its a4, a5 from ext
+            u = j * T + T - 1
+            b0, b1, b2, b3, b4, b5 = _bt4_tile(q[4 * u], q[4 * u + 1], q[4 * u + 2],
+                                               q[4 * u + 3], ext[2 * j], ext[2 * j + 1])
+            v0[u], v1[u], v2[u], v3[u], v4[u], v5[u] = b0, b1, b2, b3, b4, b5
 
 
 @njit(inline="always", **JIT_SERIAL)
@@ -130,38 +169,39 @@ def _at4_tile(m0, m1, m2, m3, m4, m5, i, b):
 
 
 @njit(**JIT_SERIAL)
-def store_slice(M, bias, out, n, k0, d, h0, T, acc):
+def store_slice(M, bias, out, n, k0, d, h0, T, yb, acc):
     """``out[n, k0 + k, d, h0 + j, 4t + i] = (A^T M[:, k, j*T + t])_i + bias[k]`` (columns
-    below ``OW``); returns whether every stored value is finite (``acc``: ``T`` scratch)."""
+    below ``OW``); returns whether every stored value is finite. Per output channel, one
+    loop over all its tiles writes ``yb`` (row pitch ``4T``, a constant stride), whose
+    rows are then copied into ``out``; ``acc`` (``rows * T``) sums the results."""
     Kg = M.shape[1]
-    rows = M.shape[2] // T
+    nt = M.shape[2]
+    rows = nt // T
     OW = out.shape[4]
-    full = min(T, OW // 4)
+    Q = 4 * T
+    yb4 = yb[: 4 * nt].reshape(nt, 4)
     acc[:] = 0
     for k in range(Kg):
         b = bias[k]
         m0, m1, m2, m3, m4, m5 = M[0, k], M[1, k], M[2, k], M[3, k], M[4, k], M[5, k]
+        for u in range(nt):
+            y0, y1, y2, y3 = _at4_tile(m0, m1, m2, m3, m4, m5, u, b)
+            acc[u] += (y0 + y1) + (y2 + y3)
+            yb4[u, 0] = y0
+            yb4[u, 1] = y1
+            yb4[u, 2] = y2
+            yb4[u, 3] = y3
         for j in range(rows):
-            o = j * T
             dst = out[n, k0 + k, d, h0 + j]
-            for t in range(full):
-                y0, y1, y2, y3 = _at4_tile(m0, m1, m2, m3, m4, m5, o + t, b)
-                acc[t] += (y0 + y1) + (y2 + y3)
-                dst[4 * t] = y0
-                dst[4 * t + 1] = y1
-                dst[4 * t + 2] = y2
-                dst[4 * t + 3] = y3
-            for t in range(full, T):  # the last, partial tile
-                ys = _at4_tile(m0, m1, m2, m3, m4, m5, o + t, b)
-                acc[t] += (ys[0] + ys[1]) + (ys[2] + ys[3])
-                for i in range(min(4, OW - 4 * t)):
-                    dst[4 * t + i] = ys[i]
+            src = yb[j * Q : j * Q + OW]
+            for o in range(OW):
+                dst[o] = src[o]
     return np.isfinite(acc.sum())
 
 
 @njit(**JIT_SERIAL)
-def run_task(x, n, g, pads, mode, sd, dd, dh, d0, d1, h0, T, U, gemm, args, V, M, row,
-             bias, out, acc):
+def run_task(x, n, g, pads, mode, sd, dd, dh, d0, d1, h0, T, U, gemm, args, V, M, q,
+             ext, cst, yb, bias, out, acc):
     """One task of :func:`correlate` in one call (no Python, no GIL): for each output
     depth slice ``d`` of ``[d0, d1)``, transform the input slices it reads that are not
     yet in ``V`` (each once per task, while hot), run the ``6 * KH`` (times ``KD`` when
@@ -182,8 +222,8 @@ def run_task(x, n, g, pads, mode, sd, dd, dh, d0, d1, h0, T, U, gemm, args, V, M
     for d in range(d0, d1):
         need = (d - d0) * sd + (KD - 1) * dd + 1
         while done < need:
-            transform_slice(x, n, g * Cg, Cg, pads, mode, d0 * sd + done, h0, T, row, V,
-                            done * Cg)
+            transform_slice(x, n, g * Cg, Cg, pads, mode, d0 * sd + done, h0, T, q, ext, cst,
+                            V, done * Cg)
             done += 1
         for p in range(6):
             first = True
@@ -197,7 +237,7 @@ def run_task(x, n, g, pads, mode, sd, dd, dh, d0, d1, h0, T, U, gemm, args, V, M
                          args[6], ua + uo, args[7], args[8] if first else args[10], ma + mo,
                          args[9])
                     first = False
-        if not store_slice(M, bias, out, n, g * Kg, d, h0, T, acc):
+        if not store_slice(M, bias, out, n, g * Kg, d, h0, T, yb, acc):
             finite = False
     return finite
 
@@ -257,6 +297,7 @@ def correlate(x, w, bias, out, stride, dilation, groups, pads, mode):
     before = np.array([b for b, _ in pads], dtype=np.int64)
     code = MODE_CODES[mode]
     biasv = np.ascontiguousarray(bias, dtype=dt)
+    cst = np.array([2, 4, 5], dtype=dt)
     prods: dict = {}
     finite = [True] * (N * groups * nchunks)
     merged = dd == 1  # the KD depth taps' rows are contiguous in V: one product
@@ -275,13 +316,15 @@ def correlate(x, w, bias, out, stride, dilation, groups, pads, mode):
         n = i // (nchunks * groups)
         lc, width = (h1 - h0) * T, (h1 - h0 + extra) * T
         nz = (d1 - 1 - d0) * sd + (KD - 1) * dd + 1  # input depth slices (padded coords)
-        c = _Carve(dt, 6 * nz * Cg * width, 6 * Kg * lc, 4 * T + 2, T)
+        nrows = h1 - h0 + extra
+        c = _Carve(dt, 6 * nz * Cg * width, 6 * Kg * lc, 4 * width + 4, 2 * nrows, 4 * lc,
+                   lc)
         V = c.views[0].reshape(6, nz * Cg, width)
         M = c.views[1].reshape(6, Kg, lc)
         _, gemm, args = product(lc, width)
         finite[i] = bool(run_task(x, n, g, before, code, sd, dd, dh, d0, d1, h0, T, U, gemm,
-                                  args, V, M, c.views[2], biasv[g * Kg : (g + 1) * Kg], out,
-                                  c.views[3]))
+                                  args, V, M, c.views[2], c.views[3], cst, c.views[4],
+                                  biasv[g * Kg : (g + 1) * Kg], out, c.views[5]))
 
     for _, _, h0, h1 in parts_:  # bind the product shapes before the threads start
         product((h1 - h0) * T, (h1 - h0 + extra) * T)
