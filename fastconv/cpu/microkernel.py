@@ -252,6 +252,34 @@ def vload4(typingctx, arr, i):
     return rt(arr, i), codegen
 
 
+
+@intrinsic
+def vstore4(typingctx, arr, i, a, b, c, d):
+    """``arr[i + 4l + r] = (a, b, c, d)[r][l]`` for every lane ``l``: the 4 vectors
+    interleaved into ``arr[i : i + 4 * lanes]`` (``arr`` 1-D contiguous; the inverse of
+    :func:`vload4`)."""
+    if not (isinstance(a, Vec) and a == b == c == d and isinstance(arr, types.Array)
+            and arr.layout == "C" and arr.ndim == 1 and arr.dtype == a.dtype):
+        return None
+    n = a.lanes
+
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+
+        def zip2(u, v, m):  # u0 v0 u1 v1 ... of two m-vectors
+            mask = [k // 2 + (m if k % 2 else 0) for k in range(2 * m)]
+            return builder.shuffle_vector(u, v, ir.Constant(ir.VectorType(i32, 2 * m), mask))
+
+        va, vb, vc, vd = args[2:]
+        full = zip2(zip2(va, vc, n), zip2(vb, vd, n), 2 * n)
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        vptr = builder.bitcast(ptr, full.type.as_pointer())
+        builder.store(full, vptr, align=arr.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.none(arr, i, a, b, c, d), codegen
+
+
 @njit(inline="always", **JIT_SERIAL)
 def _row_6x4(xf, base, roff, wf, wb, KB, tmp, sw, KW, dw, OW):
     """One output row in blocks of 6 pixels x 4 vectors of ``KB // 4`` output

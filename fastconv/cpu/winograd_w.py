@@ -46,7 +46,18 @@ from fastconv._config import GEMM_COL_CHUNK_BYTES, JIT_SERIAL
 from fastconv.cpu import blas
 from fastconv.cpu.gemm import _buffer, folded
 from fastconv.cpu.gemm import padding_core as gemm_padding_core
-from fastconv.cpu.microkernel import LANES32, LANES64, vadd, vload4, vmul, vsplat, vstore, vsub
+from fastconv.cpu.microkernel import (
+    LANES32,
+    LANES64,
+    vadd,
+    vload,
+    vload4,
+    vmul,
+    vsplat,
+    vstore,
+    vstore4,
+    vsub,
+)
 from fastconv.cpu.pad import MODE_CODES, source_index
 from fastconv.cpu.winograd import _G, _Carve, _gemm_call
 
@@ -84,7 +95,7 @@ def _bt4_tile(a0, a1, a2, a3, a4, a5):
 def _bt4_block(q, i, cst, v0, v1, v2, v3, v4, v5, u):
     """:func:`_bt4_tile` on the ``LANES`` tiles whose inputs start at ``q[i]``, ``q[i + 4]``,
     ... (explicit vectors: 8 loads and the phase shuffles), stored at ``v_p[u:]``;
-    ``cst = (2, 4, 5)``."""
+    ``cst = (2, 4, 5, 8)``."""
     a0, a1, a2, a3 = vload4(q, i)
     a4, a5, _, _ = vload4(q, i + 4)
     f2, f4, f5 = vsplat(cst[0]), vsplat(cst[1]), vsplat(cst[2])
@@ -168,40 +179,72 @@ def _at4_tile(m0, m1, m2, m3, m4, m5, i, b):
             m12 + f8 * m34 + a5 + b)
 
 
+@njit(inline="always", **JIT_SERIAL)
+def _at4_block(m0, m1, m2, m3, m4, m5, u, b, cst, acc, yb, i):
+    """:func:`_at4_tile` on the ``LANES`` tiles ``u, u + 1, ...`` (explicit vectors),
+    interleaved into ``yb[i : i + 4 * LANES]``; their sums added to ``acc[u:]``;
+    ``cst = (2, 4, 5, 8)``."""
+    f2, f4, f8 = vsplat(cst[0]), vsplat(cst[1]), vsplat(cst[3])
+    a1, a2, a3, a4 = vload(m1, u), vload(m2, u), vload(m3, u), vload(m4, u)
+    p12, m12, p34, m34 = vadd(a1, a2), vsub(a1, a2), vadd(a3, a4), vsub(a3, a4)
+    y0 = vadd(vadd(vadd(vload(m0, u), p12), p34), b)
+    y1 = vadd(vadd(m12, vmul(f2, m34)), b)
+    y2 = vadd(vadd(p12, vmul(f4, p34)), b)
+    y3 = vadd(vadd(vadd(m12, vmul(f8, m34)), vload(m5, u)), b)
+    vstore(acc, u, vadd(vload(acc, u), vadd(vadd(y0, y1), vadd(y2, y3))))
+    vstore4(yb, i, y0, y1, y2, y3)
+
+
 @njit(**JIT_SERIAL)
-def store_slice(M, bias, out, n, k0, d, h0, T, yb, acc):
+def store_slice(M, bias, out, oflat, n, k0, d, h0, T, cst, yb, acc):
     """``out[n, k0 + k, d, h0 + j, 4t + i] = (A^T M[:, k, j*T + t])_i + bias[k]`` (columns
     below ``OW``); returns whether every stored value is finite. Per output channel, one
-    loop over all its tiles writes ``yb`` (row pitch ``4T``, a constant stride), whose
-    rows are then copied into ``out``; ``acc`` (``rows * T``) sums the results."""
+    loop over all its tiles (``LANES`` at a time as explicit vectors) writes the outputs
+    at a constant stride: straight into ``out`` through its flat view ``oflat`` when
+    ``OW = 4T`` (the chunk's rows are then one contiguous block), else into ``yb`` (row
+    pitch ``4T``), whose rows are copied into ``out``. ``acc`` (``rows * T``) sums the
+    results (a non-finite sum flags a NaN/Inf)."""
+    K, OD, OH, OW = out.shape[1], out.shape[2], out.shape[3], out.shape[4]
     Kg = M.shape[1]
     nt = M.shape[2]
     rows = nt // T
-    OW = out.shape[4]
     Q = 4 * T
-    yb4 = yb[: 4 * nt].reshape(nt, 4)
+    direct = oflat.size > 0 and OW == Q
+    lanes = LANES32 if M.itemsize == 4 else LANES64
     acc[:] = 0
     for k in range(Kg):
+        if direct:
+            base = (((n * K + k0 + k) * OD + d) * OH + h0) * OW
+            dst = oflat[base : base + 4 * nt]
+        else:
+            dst = yb[: 4 * nt]
+        d4 = dst.reshape(nt, 4)
         b = bias[k]
         m0, m1, m2, m3, m4, m5 = M[0, k], M[1, k], M[2, k], M[3, k], M[4, k], M[5, k]
-        for u in range(nt):
-            y0, y1, y2, y3 = _at4_tile(m0, m1, m2, m3, m4, m5, u, b)
-            acc[u] += (y0 + y1) + (y2 + y3)
-            yb4[u, 0] = y0
-            yb4[u, 1] = y1
-            yb4[u, 2] = y2
-            yb4[u, 3] = y3
-        for j in range(rows):
-            dst = out[n, k0 + k, d, h0 + j]
-            src = yb[j * Q : j * Q + OW]
-            for o in range(OW):
-                dst[o] = src[o]
+        bv = vsplat(b)
+        u = 0
+        while u + lanes <= nt:
+            _at4_block(m0, m1, m2, m3, m4, m5, u, bv, cst, acc, dst, 4 * u)
+            u += lanes
+        for t in range(u, nt):
+            y0, y1, y2, y3 = _at4_tile(m0, m1, m2, m3, m4, m5, t, b)
+            acc[t] += (y0 + y1) + (y2 + y3)
+            d4[t, 0] = y0
+            d4[t, 1] = y1
+            d4[t, 2] = y2
+            d4[t, 3] = y3
+        if not direct:
+            for j in range(rows):
+                row = out[n, k0 + k, d, h0 + j]
+                src = yb[j * Q : j * Q + OW]
+                for o in range(OW):
+                    row[o] = src[o]
     return np.isfinite(acc.sum())
 
 
 @njit(**JIT_SERIAL)
 def run_task(x, n, g, pads, mode, sd, dd, dh, d0, d1, h0, T, U, gemm, args, V, M, q,
-             ext, cst, yb, bias, out, acc):
+             ext, cst, yb, bias, out, oflat, acc):
     """One task of :func:`correlate` in one call (no Python, no GIL): for each output
     depth slice ``d`` of ``[d0, d1)``, transform the input slices it reads that are not
     yet in ``V`` (each once per task, while hot), run the ``6 * KH`` (times ``KD`` when
@@ -237,7 +280,7 @@ def run_task(x, n, g, pads, mode, sd, dd, dh, d0, d1, h0, T, U, gemm, args, V, M
                          args[6], ua + uo, args[7], args[8] if first else args[10], ma + mo,
                          args[9])
                     first = False
-        if not store_slice(M, bias, out, n, g * Kg, d, h0, T, yb, acc):
+        if not store_slice(M, bias, out, oflat, n, g * Kg, d, h0, T, cst, yb, acc):
             finite = False
     return finite
 
@@ -297,7 +340,9 @@ def correlate(x, w, bias, out, stride, dilation, groups, pads, mode):
     before = np.array([b for b, _ in pads], dtype=np.int64)
     code = MODE_CODES[mode]
     biasv = np.ascontiguousarray(bias, dtype=dt)
-    cst = np.array([2, 4, 5], dtype=dt)
+    cst = np.array([2, 4, 5, 8], dtype=dt)
+    # the flat output for direct stores (store_slice), or an empty stand-in
+    oflat = out.reshape(-1) if out.flags.c_contiguous else out[:0, :0, :0, :0, :0].ravel()
     prods: dict = {}
     finite = [True] * (N * groups * nchunks)
     merged = dd == 1  # the KD depth taps' rows are contiguous in V: one product
@@ -324,7 +369,7 @@ def correlate(x, w, bias, out, stride, dilation, groups, pads, mode):
         _, gemm, args = product(lc, width)
         finite[i] = bool(run_task(x, n, g, before, code, sd, dd, dh, d0, d1, h0, T, U, gemm,
                                   args, V, M, c.views[2], c.views[3], cst, c.views[4],
-                                  biasv[g * Kg : (g + 1) * Kg], out, c.views[5]))
+                                  biasv[g * Kg : (g + 1) * Kg], out, oflat, c.views[5]))
 
     for _, _, h0, h1 in parts_:  # bind the product shapes before the threads start
         product((h1 - h0) * T, (h1 - h0 + extra) * T)
