@@ -107,7 +107,7 @@ def _bt4_block(q, i, cst, v0, v1, v2, v3, v4, v5, u):
     vstore(v5, u, vadd(vsub(vmul(f4, a1), vmul(f5, a3)), a5))
 
 
-@njit(**JIT_SERIAL)
+@njit(inline="always", **JIT_SERIAL)  # part of run_task (one cached kernel)
 def transform_slice(x, n, c0, Cg, pads, mode, zp, h0, T, q, ext, cst, V, r0):
     """``V[p, r0 + c, j*T + t] = (B^T xpad[n, c0 + c, zp, h0 + j, 4t : 4t+6])_p`` for every
     channel ``c < Cg`` and row ``j < V.shape[2] // T`` (``xpad``: ``x`` padded by
@@ -195,7 +195,7 @@ def _at4_block(m0, m1, m2, m3, m4, m5, u, b, cst, acc, yb, i):
     vstore4(yb, i, y0, y1, y2, y3)
 
 
-@njit(**JIT_SERIAL)
+@njit(inline="always", **JIT_SERIAL)  # part of run_task (one cached kernel)
 def store_slice(M, bias, out, oflat, n, k0, d, h0, T, cst, yb, acc):
     """``out[n, k0 + k, d, h0 + j, 4t + i] = (A^T M[:, k, j*T + t])_i + bias[k]`` (columns
     below ``OW``); returns whether every stored value is finite. Per output channel, one
