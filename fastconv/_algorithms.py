@@ -520,10 +520,10 @@ def _gemm_shapes_regime(p: Problem) -> str | None:
 
 def _gemm_cost(p: Problem) -> float:
     if p.op == "forward":  # 3-D, 3 kernel columns: F(4, 3) along W halves the products
-        from fastconv.cpu.winograd_w import applies  # (C3: CPU 55 vs 84 ms, bench/RESULTS.md)
+        from fastconv.cpu.winograd_w import applies  # (C3, 1-thread CPU: 45 ms vs the
 
-        if applies(p.w_shape, p.stride, p.dilation, p.groups):
-            return p.macs / (RATE_GEMM * 1.5)
+        if applies(p.w_shape, p.stride, p.dilation, p.groups):  # folded GEMM's 106 ms,
+            return p.macs / (RATE_GEMM * 2.0)  # bench/RESULTS.md "2026-12-02 11:xx")
         from fastconv.cpu.winograd_w import applies_cols  # 1-D k5: F(4, 5) along W
 
         if applies_cols(p.w_shape, p.stride, p.dilation, p.groups):  # (C1: 1-thread CPU

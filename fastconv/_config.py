@@ -17,9 +17,10 @@ name). Three groups stay beside their code, on purpose:
 - **The algorithm choice**: the registry's constants in ``fastconv._algorithms`` (rates,
   crossovers) and the Winograd block sizes in ``fastconv.cpu.winograd``
   (``MIN_CHANNELS``, ``U_CACHE_BYTES``, ``MIN_BLOCKS``, ``FUSED_MIN_IMAGE_TILES``,
-  ``STAGED_TILES``, ``STAGED_POINTS``) and ``fastconv.cpu.winograd_weight``
-  (``FUSED_MAX_ACC_BYTES``, ``STAGED_TILES``, ``STAGED_BLOCK_TILES``), tuned together
-  with those rules.
+  ``STAGED_TILES``, ``STAGED_POINTS``), ``fastconv.cpu.winograd_weight``
+  (``FUSED_MAX_ACC_BYTES``, ``STAGED_TILES``, ``STAGED_BLOCK_TILES``) and the task split
+  of ``fastconv.cpu.winograd_w`` (``ROW_COLUMNS``, ``MIN_TASKS``), tuned together with
+  those rules.
 - ``fastconv.cpu.grad.WEIGHT_PARTS`` (the fixed split that makes the GEMM weight gradient
   thread-count independent), ``fastconv.ndimage.FFT_MIN_TAPS`` and the CUDA launch shape
   ``fastconv.cuda.THREADS`` (which the simulator tests shrink).

@@ -95,7 +95,7 @@ def test_chunked_rows_and_bit_identical_for_any_thread_count(monkeypatch):
     base = fc.conv3d(x, w, b, padding=1, algorithm="gemm")
     _close(base, want, np.float32)
     monkeypatch.setattr(winograd_w, "GEMM_COL_CHUNK_BYTES", 1)
-    assert len(winograd_w.chunks(4, 21, 3, 1, 1, 2, 16, 8, 4)) == 4  # a depth slice each
+    assert len(winograd_w.chunks(2, 4, 21, 3, 1, 1, 2, 16, 8, 4)) == 4  # a depth slice each
     n = numba.get_num_threads()
     runs = []
     for t in sorted({1, n}):
@@ -134,10 +134,19 @@ def test_applies_only_to_3d_layers_with_three_columns():
 
 
 def test_several_row_chunks_match_oracle():
-    """A tall, narrow volume: its rows are split into chunks (about 256 columns each)."""
+    """A tall, narrow volume: its rows are split into chunks (about ``ROW_COLUMNS``
+    product columns each), its depth into one chunk per slice (``MIN_TASKS``)."""
     rng = np.random.default_rng(9)
-    x = rng.standard_normal((1, 16, 3, 100, 8)).astype(np.float32)
+    x = rng.standard_normal((1, 16, 3, 150, 12)).astype(np.float32)
     w = rng.standard_normal((8, 16, 3, 3, 3)).astype(np.float32)
-    assert len({c[2:] for c in winograd_w.chunks(3, 100, 3, 1, 1, 2, 16, 2, 4)}) == 2
+    assert len({c[2:] for c in winograd_w.chunks(1, 3, 150, 3, 1, 1, 2, 16, 3, 4)}) == 2
     got = fc.conv3d(x, w, padding=1, padding_mode="reflect", algorithm="gemm")
     _close(got, conv_nd(x, w, None, 1, 1, padding_mode="reflect"), np.float32)
+
+
+def test_c3_splits_into_equal_tasks_for_two_threads():
+    """C3 (2x32x16x56^2, 3x3x3, pad 1) makes at least ``MIN_TASKS`` chunk tasks of equal
+    size (the split depends on the shape only), so 2 threads take equal shares."""
+    parts = winograd_w.chunks(2, 16, 56, 3, 1, 1, 2, 32, 14, 4)
+    assert 2 * len(parts) >= winograd_w.MIN_TASKS
+    assert len({(d1 - d0, h1 - h0) for d0, d1, h0, h1 in parts}) == 1

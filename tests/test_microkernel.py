@@ -55,6 +55,35 @@ def test_vector_primitives_compute_one_rounded_fma_per_lane(dtype):
     np.testing.assert_array_equal(prod, (np.repeat(a, lanes) * b))  # one rounding
 
 
+
+@njit
+def _phases(src, i, out, lin):
+    """out[r] = the phase-r vector of src[i : i + 4*lanes] (vload4); lin = the 4 phases
+    interleaved back (vstore4) at offset 1; and the lane-wise a + b, a - b, a * b."""
+    a, b, c, d = mk.vload4(src, i)
+    for r, v in enumerate((a, b, c, d)):
+        mk.vstore(out[r], 0, v)
+    mk.vstore4(lin, 1, a, b, c, d)
+    mk.vstore(out[4], 0, mk.vadd(a, b))
+    mk.vstore(out[5], 0, mk.vsub(a, b))
+    mk.vstore(out[6], 0, mk.vmul(a, b))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vload4_splits_phases_and_vstore4_interleaves_them_back(dtype):
+    lanes = mk.LANES32 if dtype == np.float32 else mk.LANES64
+    src = np.random.default_rng(1).standard_normal(4 * lanes + 8).astype(dtype)
+    out, lin = np.zeros((7, lanes), dtype), np.zeros(4 * lanes + 2, dtype)
+    _phases(src, 3, out, lin)
+    seg = src[3 : 3 + 4 * lanes]
+    for r in range(4):
+        np.testing.assert_array_equal(out[r], seg[r::4])
+    np.testing.assert_array_equal(lin[1:-1], seg)
+    assert lin[0] == lin[-1] == 0  # nothing written outside the 4*lanes elements
+    a, b = seg[0::4], seg[1::4]
+    np.testing.assert_array_equal(out[4:], [a + b, a - b, a * b])
+
+
 def test_vector_width_follows_the_isa():
     assert (mk.LANES32, mk.LANES64) == ((16, 8) if mk.AVX512 else (8, 4))
     assert mk.channel_block(4) == mk.NV * mk.LANES32

@@ -60,6 +60,7 @@ STAYING = [  # listed in fastconv._config's docstring, with the reason
     ("fastconv.cpu.winograd_weight", "FUSED_MAX_ACC_BYTES"),
     ("fastconv.cpu.winograd_weight", "STAGED_TILES"),
     ("fastconv.cpu.winograd_weight", "STAGED_BLOCK_TILES"), ("fastconv.cpu.grad", "WEIGHT_PARTS"),
+    ("fastconv.cpu.winograd_w", "ROW_COLUMNS"), ("fastconv.cpu.winograd_w", "MIN_TASKS"),
     ("fastconv.ndimage", "FFT_MIN_TAPS"),
 ]
 

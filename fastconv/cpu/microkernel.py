@@ -186,6 +186,100 @@ def vzero(typingctx, dtype_of):
 
 
 
+
+def _vector_binary(a, b, op):
+    """Signature and codegen of the lane-by-lane ``op`` (an llvmlite builder method
+    name: ``fadd``, ``fsub``, ``fmul``; IEEE, rounded per operation) of two vectors."""
+    if not (isinstance(a, Vec) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return getattr(builder, op)(args[0], args[1])
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def vadd(typingctx, a, b):
+    """``a + b`` lane by lane."""
+    return _vector_binary(a, b, "fadd")
+
+
+@intrinsic
+def vsub(typingctx, a, b):
+    """``a - b`` lane by lane."""
+    return _vector_binary(a, b, "fsub")
+
+
+@intrinsic
+def vmul(typingctx, a, b):
+    """``a * b`` lane by lane."""
+    return _vector_binary(a, b, "fmul")
+
+
+@intrinsic
+def vload4(typingctx, arr, i):
+    """The 4 phases of ``arr[i : i + 4 * lanes]``: vectors ``(arr[i + 4l + r])_l`` for
+    ``r = 0..3`` (``arr`` 1-D contiguous; 4 unaligned loads and shuffles)."""
+    if not isinstance(arr, types.Array) or arr.layout != "C" or arr.ndim != 1:
+        return None
+    n = _lanes(arr.dtype)
+    if n is None:
+        return None
+    vt = Vec(arr.dtype, n)
+    rt = types.UniTuple(vt, 4)
+
+    def codegen(context, builder, sig, args):
+        vty = context.get_value_type(vt)
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        vs = []
+        for m in range(4):
+            p = builder.gep(ptr, [ir.Constant(ir.IntType(64), m * n)])
+            vs.append(builder.load(builder.bitcast(p, vty.as_pointer()),
+                                   align=arr.dtype.bitwidth // 8))
+        i32 = ir.IntType(32)
+        out = []
+        for r in range(4):
+            half = []
+            for lo, hi in ((vs[0], vs[1]), (vs[2], vs[3])):  # phase r of 2n elements
+                mask = ir.Constant(ir.VectorType(i32, n // 2),
+                                   [r + 4 * m for m in range(n // 2)])
+                half.append(builder.shuffle_vector(lo, hi, mask))
+            mask = ir.Constant(ir.VectorType(i32, n), list(range(n)))
+            out.append(builder.shuffle_vector(half[0], half[1], mask))
+        return context.make_tuple(builder, rt, out)
+
+    return rt(arr, i), codegen
+
+
+
+@intrinsic
+def vstore4(typingctx, arr, i, a, b, c, d):
+    """``arr[i + 4l + r] = (a, b, c, d)[r][l]`` for every lane ``l``: the 4 vectors
+    interleaved into ``arr[i : i + 4 * lanes]`` (``arr`` 1-D contiguous; the inverse of
+    :func:`vload4`)."""
+    if not (isinstance(a, Vec) and a == b == c == d and isinstance(arr, types.Array)
+            and arr.layout == "C" and arr.ndim == 1 and arr.dtype == a.dtype):
+        return None
+    n = a.lanes
+
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+
+        def zip2(u, v, m):  # u0 v0 u1 v1 ... of two m-vectors
+            mask = [k // 2 + (m if k % 2 else 0) for k in range(2 * m)]
+            return builder.shuffle_vector(u, v, ir.Constant(ir.VectorType(i32, 2 * m), mask))
+
+        va, vb, vc, vd = args[2:]
+        full = zip2(zip2(va, vc, n), zip2(vb, vd, n), 2 * n)
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        vptr = builder.bitcast(ptr, full.type.as_pointer())
+        builder.store(full, vptr, align=arr.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.none(arr, i, a, b, c, d), codegen
+
+
 @njit(inline="always", **JIT_SERIAL)
 def _row_6x4(xf, base, roff, wf, wb, KB, tmp, sw, KW, dw, OW):
     """One output row in blocks of 6 pixels x 4 vectors of ``KB // 4`` output

@@ -8,19 +8,22 @@ Along W, the 4 outputs ``y[4t : 4t+4]`` of one row and output channel are::
 (F(4, 3), the matrices of ``fastconv.cpu.winograd``: points 0, +-1, +-2, infinity), so each
 of the 6 transform points ``p`` is one folded product over the channels and the depth taps::
 
-    M[p] (Kg x rows*P) (+)= U[p, b] (Kg x Cg*KD) @ V[p][:, b*dh*P : b*dh*P + rows*P]
+    M[p] (Kg x rows*T) (+)= U[p, b] (Kg x Cg*KD) @ V[p][:, b*dh*T : b*dh*T + rows*T]
 
 one per kernel row ``b`` (a kernel row is a shift of the chunk's ``V`` by whole rows of
-``P = T + 1`` columns: ``T = ceil(OW/4)`` tiles and one scratch column, which lets one
-transform run over all the rows of a (channel, depth slice) as one vector). ``V`` holds
-the transformed input depth slices in depth-major order, so the ``KD`` depth taps of an
-output slice are ``KD * Cg`` consecutive rows (dilation 1 in depth: one product; else
-one per tap), and each input slice is transformed once for all the output slices of a
-chunk that read it. That is 6/4 products per output per (channel, depth tap, kernel row)
-where the GEMM does 3: 2x fewer multiplies (C3, 32 -> 32 channels 3x3x3: 2.8 -> 1.4
-GMAC, plus the scratch columns). A task (image, group, chunk of depth slices and rows)
-transforms its input straight from the unpadded input (every padding mode) into its
-thread's scratch, runs the products, and inverse-transforms into ``out`` (plus bias).
+``T = ceil(OW/4)`` tiles). ``V`` holds the transformed input depth slices in depth-major
+order, so the ``KD`` depth taps of an output slice are ``KD * Cg`` consecutive rows
+(dilation 1 in depth: one product; else one per tap). That is 6/4 products per output
+per (channel, depth tap, kernel row) where the GEMM does 3: 2x fewer multiplies (C3,
+32 -> 32 channels 3x3x3: 2.8 -> 1.4 GMAC).
+
+A task (image, group, chunk of output depth slices and rows: :func:`chunks`, fixed by
+the shape) is one nogil Numba call (:func:`run_task`) that walks its output slices in
+order: it transforms each input slice when the first output slice that reads it comes
+up (straight from the unpadded input, every padding mode; once per task, and still in
+L2 for the products of the next ``KD`` output slices), runs that slice's products
+through the BLAS function pointer (no Python and no GIL between them, so threads
+scale), and inverse-transforms into ``out`` (plus bias).
 
 Error: the 1-D F(4, 3) transform; measured float32 max |error| / max |y| (random normal
 data, tests' layers) below 2e-6 (the tests allow 4e-6). NaN/Inf: Winograd mixes a tile's
@@ -43,8 +46,20 @@ from fastconv._config import GEMM_COL_CHUNK_BYTES, JIT_SERIAL
 from fastconv.cpu import blas
 from fastconv.cpu.gemm import _buffer, folded
 from fastconv.cpu.gemm import padding_core as gemm_padding_core
+from fastconv.cpu.microkernel import (
+    LANES32,
+    LANES64,
+    vadd,
+    vload,
+    vload4,
+    vmul,
+    vsplat,
+    vstore,
+    vstore4,
+    vsub,
+)
 from fastconv.cpu.pad import MODE_CODES, source_index
-from fastconv.cpu.winograd import _G, _at4_out, _bt4
+from fastconv.cpu.winograd import _G, _Carve, _gemm_call
 
 #: Fewest input channels per group (times depth taps) for which the W-Winograd path runs.
 MIN_R = 16
@@ -59,73 +74,215 @@ def applies(w_shape, stride, dilation, groups) -> bool:
             and blas.available())
 
 
-@njit(**JIT_SERIAL)
-def transform_rows(x, n, c0, pads, sd, dd, KD, mode, d, h0, nrows, T, q, V):
-    """``V[p, a*Cg + c, j*(T+1) + t] = (B^T xpad[n, c0 + c, d*sd + a*dd, h0 + j, 4t : 4t+6])_p``
-    for ``j < nrows``, ``t < T`` (``xpad``: ``x`` padded by ``pads`` (before) in ``mode``;
-    the column ``t = T`` of each row is scratch). The rows of one (channel, depth tap) are
-    first copied, padded, into ``q`` with a row pitch of ``4*(T+1)``, so that tile ``u`` of
-    the flattened rows reads ``q[4u : 4u+6]`` and one transform runs over all of them."""
+#: Product columns (output rows x tiles) of a task's row chunk: about 256 keeps the part
+#: of ``V`` that one output slice reads (``KD`` input slices), ``M`` and ``U`` near a
+#: 1 MiB L2 at 32 channels.
+ROW_COLUMNS = 256
+#: Fewest tasks a layer is split into (by depth chunks, where its depth allows): equal
+#: shares for 2-4 threads. The split is fixed by the shape, never by the thread count.
+MIN_TASKS = 16
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _bt4_tile(a0, a1, a2, a3, a4, a5):
+    """The 6 values ``B^T [a0, ..., a5]`` of one F(4, 3) input tile."""
+    f2, f4, f5 = np.float32(2), np.float32(4), np.float32(5)
+    return (f4 * a0 - f5 * a2 + a4, (a3 + a4) - f4 * (a1 + a2), f4 * (a1 - a2) + (a4 - a3),
+            f2 * (a3 - a1) + (a4 - a2), f2 * (a1 - a3) + (a4 - a2), f4 * a1 - f5 * a3 + a5)
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _bt4_block(q, i, cst, v0, v1, v2, v3, v4, v5, u):
+    """:func:`_bt4_tile` on the ``LANES`` tiles whose inputs start at ``q[i]``, ``q[i + 4]``,
+    ... (explicit vectors: 8 loads and the phase shuffles), stored at ``v_p[u:]``;
+    ``cst = (2, 4, 5, 8)``."""
+    a0, a1, a2, a3 = vload4(q, i)
+    a4, a5, _, _ = vload4(q, i + 4)
+    f2, f4, f5 = vsplat(cst[0]), vsplat(cst[1]), vsplat(cst[2])
+    vstore(v0, u, vadd(vsub(vmul(f4, a0), vmul(f5, a2)), a4))
+    vstore(v1, u, vsub(vadd(a3, a4), vmul(f4, vadd(a1, a2))))
+    vstore(v2, u, vadd(vmul(f4, vsub(a1, a2)), vsub(a4, a3)))
+    vstore(v3, u, vadd(vmul(f2, vsub(a3, a1)), vsub(a4, a2)))
+    vstore(v4, u, vadd(vmul(f2, vsub(a1, a3)), vsub(a4, a2)))
+    vstore(v5, u, vadd(vsub(vmul(f4, a1), vmul(f5, a3)), a5))
+
+
+@njit(inline="always", **JIT_SERIAL)  # part of run_task (one cached kernel)
+def transform_slice(x, n, c0, Cg, pads, mode, zp, h0, T, q, ext, cst, V, r0):
+    """``V[p, r0 + c, j*T + t] = (B^T xpad[n, c0 + c, zp, h0 + j, 4t : 4t+6])_p`` for every
+    channel ``c < Cg`` and row ``j < V.shape[2] // T`` (``xpad``: ``x`` padded by
+    ``pads`` (before) in ``mode``; ``zp``, ``h0`` padded coordinates).
+
+    Per channel, the rows' padded columns ``[0, 4T)`` are copied into ``q`` (row pitch
+    ``4T``) and columns ``4T``, ``4T + 1`` into ``ext``; one loop over all the channel's
+    tiles then reads ``q[4u : 4u+6]``, ``LANES`` tiles at a time as explicit vectors
+    (:func:`_bt4_block`; left to LLVM, the six output rows' alias checks kept this loop
+    scalar, 7.5 ns a tile), and the last tile of each row, whose ``a4``, ``a5`` are in
+    ``ext``, is recomputed."""
     N, C, D, H, W = x.shape
     pd, ph, pw = pads[0], pads[1], pads[2]
-    Cg = V.shape[1] // KD
-    P = T + 1
-    Q = 4 * P
-    L = nrows * P - 1
+    nrows = V.shape[2] // T
+    Q = 4 * T
+    nt = nrows * T
     lo = min(pw, Q)
     hi = max(min(W + pw, Q), lo)
+    ds = source_index(zp - pd, D, mode)
+    q4 = q[: 4 * (nt + 1)].reshape(nt + 1, 4)  # tile u: q4[u], q4[u + 1, :2]
+    q4[nt, :] = 0  # read by the last row's last tile, then replaced
+    lanes = LANES32 if q.itemsize == 4 else LANES64
     for c in range(Cg):
-        for a in range(KD):
-            ds = source_index(d * sd + a * dd - pd, D, mode)
-            r = a * Cg + c
-            for j in range(nrows):
-                hs = source_index(h0 + j - ph, H, mode)
-                row = q[j * Q : (j + 1) * Q]
-                if ds < 0 or hs < 0:
-                    row[:] = 0
-                    continue
-                src = x[n, c0 + c, ds, hs]
-                for k in range(lo):
-                    m = source_index(k - pw, W, mode)
-                    row[k] = 0 if m < 0 else src[m]
-                seg = src[lo - pw : hi - pw]
-                dst = row[lo:hi]
-                for k in range(hi - lo):
-                    dst[k] = seg[k]
-                for k in range(hi, Q):
-                    m = source_index(k - pw, W, mode)
-                    row[k] = 0 if m < 0 else src[m]
-            e = 4 * L
-            _bt4(q[0:e:4], q[1 : e + 1 : 4], q[2 : e + 2 : 4], q[3 : e + 3 : 4],
-                 q[4 : e + 4 : 4], q[5 : e + 5 : 4], V[0, r, 0:L], V[1, r, 0:L],
-                 V[2, r, 0:L], V[3, r, 0:L], V[4, r, 0:L], V[5, r, 0:L])
-            for p in range(6):
-                V[p, r, L] = 0
+        for j in range(nrows):
+            hs = source_index(h0 + j - ph, H, mode)
+            row = q[j * Q : (j + 1) * Q]
+            if ds < 0 or hs < 0:
+                row[:] = 0
+                ext[2 * j] = ext[2 * j + 1] = 0
+                continue
+            src = x[n, c0 + c, ds, hs]
+            for k in range(lo):
+                m = source_index(k - pw, W, mode)
+                row[k] = 0 if m < 0 else src[m]
+            seg = src[lo - pw : hi - pw]
+            dst = row[lo:hi]
+            for k in range(hi - lo):
+                dst[k] = seg[k]
+            for k in range(hi, Q):
+                m = source_index(k - pw, W, mode)
+                row[k] = 0 if m < 0 else src[m]
+            for e in range(2):
+                m = source_index(Q + e - pw, W, mode)
+                ext[2 * j + e] = 0 if m < 0 else src[m]
+        v0, v1, v2 = V[0, r0 + c], V[1, r0 + c], V[2, r0 + c]
+        v3, v4, v5 = V[3, r0 + c], V[4, r0 + c], V[5, r0 + c]
+        u = 0
+        while u + lanes <= nt:
+            _bt4_block(q, 4 * u, cst, v0, v1, v2, v3, v4, v5, u)
+            u += lanes
+        for t in range(u, nt):
+            b0, b1, b2, b3, b4, b5 = _bt4_tile(q4[t, 0], q4[t, 1], q4[t, 2], q4[t, 3],
+                                               q4[t + 1, 0], q4[t + 1, 1])
+            v0[t], v1[t], v2[t], v3[t], v4[t], v5[t] = b0, b1, b2, b3, b4, b5
+        for j in range(nrows):  # the last tile of each row: its a4, a5 from ext
+            u = j * T + T - 1
+            b0, b1, b2, b3, b4, b5 = _bt4_tile(q[4 * u], q[4 * u + 1], q[4 * u + 2],
+                                               q[4 * u + 3], ext[2 * j], ext[2 * j + 1])
+            v0[u], v1[u], v2[u], v3[u], v4[u], v5[u] = b0, b1, b2, b3, b4, b5
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _at4_tile(m0, m1, m2, m3, m4, m5, i, b):
+    """The 4 outputs ``A^T [m0[i], ..., m5[i]] + b`` of one F(4, 3) tile."""
+    f2, f4, f8 = np.float32(2), np.float32(4), np.float32(8)
+    a0, a1, a2, a3, a4, a5 = m0[i], m1[i], m2[i], m3[i], m4[i], m5[i]
+    p12, m12, p34, m34 = a1 + a2, a1 - a2, a3 + a4, a3 - a4
+    return (a0 + p12 + p34 + b, m12 + f2 * m34 + b, p12 + f4 * p34 + b,
+            m12 + f8 * m34 + a5 + b)
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _at4_block(m0, m1, m2, m3, m4, m5, u, b, cst, acc, yb, i):
+    """:func:`_at4_tile` on the ``LANES`` tiles ``u, u + 1, ...`` (explicit vectors),
+    interleaved into ``yb[i : i + 4 * LANES]``; their sums added to ``acc[u:]``;
+    ``cst = (2, 4, 5, 8)``."""
+    f2, f4, f8 = vsplat(cst[0]), vsplat(cst[1]), vsplat(cst[3])
+    a1, a2, a3, a4 = vload(m1, u), vload(m2, u), vload(m3, u), vload(m4, u)
+    p12, m12, p34, m34 = vadd(a1, a2), vsub(a1, a2), vadd(a3, a4), vsub(a3, a4)
+    y0 = vadd(vadd(vadd(vload(m0, u), p12), p34), b)
+    y1 = vadd(vadd(m12, vmul(f2, m34)), b)
+    y2 = vadd(vadd(p12, vmul(f4, p34)), b)
+    y3 = vadd(vadd(vadd(m12, vmul(f8, m34)), vload(m5, u)), b)
+    vstore(acc, u, vadd(vload(acc, u), vadd(vadd(y0, y1), vadd(y2, y3))))
+    vstore4(yb, i, y0, y1, y2, y3)
+
+
+@njit(inline="always", **JIT_SERIAL)  # part of run_task (one cached kernel)
+def store_slice(M, bias, out, oflat, n, k0, d, h0, T, cst, yb, acc):
+    """``out[n, k0 + k, d, h0 + j, 4t + i] = (A^T M[:, k, j*T + t])_i + bias[k]`` (columns
+    below ``OW``); returns whether every stored value is finite. Per output channel, one
+    loop over all its tiles (``LANES`` at a time as explicit vectors) writes the outputs
+    at a constant stride: straight into ``out`` through its flat view ``oflat`` when
+    ``OW = 4T`` (the chunk's rows are then one contiguous block), else into ``yb`` (row
+    pitch ``4T``), whose rows are copied into ``out``. ``acc`` (``rows * T``) sums the
+    results (a non-finite sum flags a NaN/Inf)."""
+    K, OD, OH, OW = out.shape[1], out.shape[2], out.shape[3], out.shape[4]
+    Kg = M.shape[1]
+    nt = M.shape[2]
+    rows = nt // T
+    Q = 4 * T
+    direct = oflat.size > 0 and OW == Q
+    lanes = LANES32 if M.itemsize == 4 else LANES64
+    acc[:] = 0
+    for k in range(Kg):
+        if direct:
+            base = (((n * K + k0 + k) * OD + d) * OH + h0) * OW
+            dst = oflat[base : base + 4 * nt]
+        else:
+            dst = yb[: 4 * nt]
+        d4 = dst.reshape(nt, 4)
+        b = bias[k]
+        m0, m1, m2, m3, m4, m5 = M[0, k], M[1, k], M[2, k], M[3, k], M[4, k], M[5, k]
+        bv = vsplat(b)
+        u = 0
+        while u + lanes <= nt:
+            _at4_block(m0, m1, m2, m3, m4, m5, u, bv, cst, acc, dst, 4 * u)
+            u += lanes
+        for t in range(u, nt):
+            y0, y1, y2, y3 = _at4_tile(m0, m1, m2, m3, m4, m5, t, b)
+            acc[t] += (y0 + y1) + (y2 + y3)
+            d4[t, 0] = y0
+            d4[t, 1] = y1
+            d4[t, 2] = y2
+            d4[t, 3] = y3
+        if not direct:
+            for j in range(rows):
+                row = out[n, k0 + k, d, h0 + j]
+                src = yb[j * Q : j * Q + OW]
+                for o in range(OW):
+                    row[o] = src[o]
+    return np.isfinite(acc.sum())
 
 
 @njit(**JIT_SERIAL)
-def store_rows(M, bias, out, n, k0, d, h0, T, y4, bvec, acc):
-    """``out[n, k0 + k, d, h0 + j, 4t + i] = (A^T M[:, k, j*(T+1) + t])_i + bias[k]``;
-    returns whether every stored value is finite."""
-    Kg = M.shape[1]
-    P = T + 1
-    rows = M.shape[2] // P
-    OW = out.shape[4]
-    acc[:] = 0
-    for k in range(Kg):
-        bvec[:] = bias[k]
-        for j in range(rows):
-            b = j * P
-            _at4_out(M[0, k, b : b + T], M[1, k, b : b + T], M[2, k, b : b + T],
-                     M[3, k, b : b + T], M[4, k, b : b + T], M[5, k, b : b + T],
-                     y4[0], y4[1], y4[2], y4[3], bvec, acc)
-            row = out[n, k0 + k, d, h0 + j]
-            for t in range(OW // 4):
-                for i in range(4):
-                    row[4 * t + i] = y4[i, t]
-            for o in range(OW // 4 * 4, OW):
-                row[o] = y4[o % 4, o // 4]
-    return np.isfinite(acc.sum())
+def run_task(x, n, g, pads, mode, sd, dd, dh, d0, d1, h0, T, U, gemm, args, V, M, q,
+             ext, cst, yb, bias, out, oflat, acc):
+    """One task of :func:`correlate` in one call (no Python, no GIL): for each output
+    depth slice ``d`` of ``[d0, d1)``, transform the input slices it reads that are not
+    yet in ``V`` (each once per task, while hot), run the ``6 * KH`` (times ``KD`` when
+    ``dd > 1``) products into ``M`` through the BLAS pointer ``gemm`` with the constant
+    arguments ``args`` (:func:`_gemm_args`), and inverse-transform into ``out``. Returns
+    whether every stored value is finite."""
+    _, KH, groups, Kg, R = U.shape
+    Cg = x.shape[1] // groups
+    KD = R // Cg
+    nzc = V.shape[1]
+    width = V.shape[2]
+    lc = M.shape[2]
+    s = V.itemsize
+    merged = dd == 1
+    ua, va, ma = U.ctypes.data, V.ctypes.data, M.ctypes.data
+    done = 0
+    finite = True
+    for d in range(d0, d1):
+        need = (d - d0) * sd + (KD - 1) * dd + 1
+        while done < need:
+            transform_slice(x, n, g * Cg, Cg, pads, mode, d0 * sd + done, h0, T, q, ext, cst,
+                            V, done * Cg)
+            done += 1
+        for p in range(6):
+            first = True
+            for b in range(KH):
+                for a in range(1 if merged else KD):
+                    z = (d - d0) * sd + a * dd
+                    uo = np.uint64((((p * KH + b) * groups + g) * Kg * R + a * Cg) * s)
+                    vo = np.uint64(((p * nzc + z * Cg) * width + b * dh * T) * s)
+                    mo = np.uint64(p * Kg * lc * s)
+                    gemm(args[0], args[1], args[2], args[3], args[4], args[5], va + vo,
+                         args[6], ua + uo, args[7], args[8] if first else args[10], ma + mo,
+                         args[9])
+                    first = False
+        if not store_slice(M, bias, out, oflat, n, g * Kg, d, h0, T, cst, yb, acc):
+            finite = False
+    return finite
 
 
 def weight_transform(w, groups: int) -> np.ndarray:
@@ -136,21 +293,28 @@ def weight_transform(w, groups: int) -> np.ndarray:
     return np.ascontiguousarray(U.reshape(6, KH, groups, K // groups, Cg * KD), dtype=w.dtype)
 
 
-def chunks(OD: int, OH: int, KD: int, sd: int, dd: int, extra: int, Cg: int, T: int,
-           itemsize: int):
-    """Fixed (d0, d1, h0, h1) chunks: rows of about 256 product columns (``rows*(T+1)``),
-    and as many output depth slices as keep the chunk's ``V`` (its input depth slices,
-    transformed once and shared by the output slices that read them) within about
-    ``2 * GEMM_COL_CHUNK_BYTES``."""
-    P = T + 1
-    nh = -(-OH // max(1, -(-256 // P)))
+def chunks(batch: int, OD: int, OH: int, KD: int, sd: int, dd: int, extra: int, Cg: int,
+           T: int, itemsize: int):
+    """Fixed ``(d0, d1, h0, h1)`` chunks of the output: rows of about ``ROW_COLUMNS``
+    product columns (``rows * T``), and depth chunks, as few as give ``batch`` (images x
+    groups) times the chunks at least ``MIN_TASKS`` tasks (each chunk's input slices
+    beyond its own are transformed twice) and keep a task's ``V`` (all its input
+    slices) within ``4 * GEMM_COL_CHUNK_BYTES``. A function of the shape only."""
+    nh = min(OH, max(1, -(-OH * T // ROW_COLUMNS)))
     hs = [(OH * p // nh, OH * (p + 1) // nh) for p in range(nh)]
-    width = (-(-OH // nh) + extra) * P
-    slices = max(1, 2 * GEMM_COL_CHUNK_BYTES // (6 * Cg * width * itemsize))
-    dch = max(1, (slices - (KD - 1) * dd - 1) // sd + 1)
-    nd = -(-OD // dch)
+    width = (-(-OH // nh) + extra) * T
+    slices = max(1, 4 * GEMM_COL_CHUNK_BYTES // (6 * Cg * width * itemsize))
+    dch = max(1, (slices - (KD - 1) * dd - 1) // sd + 1)  # output slices within the budget
+    nd = min(OD, max(-(-OD // dch), -(-MIN_TASKS // (batch * nh))))
     ds = [(OD * p // nd, OD * (p + 1) // nd) for p in range(nd)]
     return [(d0, d1, h0, h1) for d0, d1 in ds for h0, h1 in hs]
+
+
+def _gemm_args(prod: blas.Gemm):
+    """(function pointer, constant arguments) to run ``prod``'s product inside Numba, as
+    :func:`fastconv.cpu.winograd._gemm_call`, plus the address of ``beta = 1`` (last)."""
+    fn, args = _gemm_call(prod)
+    return fn, np.append(args, np.uintp(prod._beta[1]))
 
 
 def correlate(x, w, bias, out, stride, dilation, groups, pads, mode):
@@ -171,62 +335,47 @@ def correlate(x, w, bias, out, stride, dilation, groups, pads, mode):
     s = out.itemsize
     dt = out.dtype
     U = weight_transform(w, groups)
-    parts_ = chunks(OD, OH, KD, sd, dd, extra, Cg, T, s)
+    parts_ = chunks(N * groups, OD, OH, KD, sd, dd, extra, Cg, T, s)
     nchunks = len(parts_)
     before = np.array([b for b, _ in pads], dtype=np.int64)
     code = MODE_CODES[mode]
     biasv = np.ascontiguousarray(bias, dtype=dt)
-    ua = blas.address(U)
+    cst = np.array([2, 4, 5, 8], dtype=dt)
+    # the flat output for direct stores (store_slice), or an empty stand-in
+    oflat = out.reshape(-1) if out.flags.c_contiguous else out[:0, :0, :0, :0, :0].ravel()
     prods: dict = {}
-    finite = [True]
-    P = T + 1
+    finite = [True] * (N * groups * nchunks)
     merged = dd == 1  # the KD depth taps' rows are contiguous in V: one product
 
     def product(lc, width):
         key = (lc, width)
         if key not in prods:
             kk = KD * Cg if merged else Cg
-            prods[key] = blas.Gemm(dt, Kg, lc, kk, lda=KD * Cg, ldb=width, ldc=lc)
+            prod = blas.Gemm(dt, Kg, lc, kk, lda=KD * Cg, ldb=width, ldc=lc)
+            prods[key] = (prod, *_gemm_args(prod))  # the Gemm keeps the arguments alive
         return prods[key]
 
     def task(i):
         d0, d1, h0, h1 = parts_[i % nchunks]
         g = (i // nchunks) % groups
         n = i // (nchunks * groups)
-        nrows = h1 - h0 + extra
-        lc, width = (h1 - h0) * P, nrows * P
+        lc, width = (h1 - h0) * T, (h1 - h0 + extra) * T
         nz = (d1 - 1 - d0) * sd + (KD - 1) * dd + 1  # input depth slices (padded coords)
-        sizes = (6 * nz * Cg * width, 6 * Kg * lc, 4 * width, 4 * T, 2 * T)  # V, M, q, ...
-        buf = _buffer(sum(sizes) * s).view(dt)
-        views, o = [], 0
-        for z in sizes:
-            views.append(buf[o : o + z])
-            o += z
-        V = views[0].reshape(6, nz * Cg, width)
-        M = views[1].reshape(6, Kg, lc)
-        q = views[2]
-        y4 = views[3].reshape(4, T)
-        bvec, acc = views[4][:T], views[4][T:]
-        transform_rows(x, n, g * Cg, before, 1, 1, nz, code, d0 * sd, h0, nrows, T, q, V)
-        prod, va, ma = product(lc, width), blas.address(V), blas.address(M)
-        taps = [0] if merged else list(range(KD))
-        for d in range(d0, d1):
-            for p in range(6):
-                first = True
-                for b in range(KH):
-                    for a in taps:
-                        z = (d - d0) * sd + a * dd
-                        prod(ua + (((p * KH + b) * groups + g) * Kg * KD * Cg + a * Cg) * s,
-                             va + ((p * nz + z) * Cg * width + b * dh * P) * s,
-                             ma + p * Kg * lc * s, not first)
-                        first = False
-            if not store_rows(M, biasv[g * Kg : (g + 1) * Kg], out, n, g * Kg, d, h0, T, y4,
-                              bvec, acc):
-                finite[0] = False
+        nrows = h1 - h0 + extra
+        c = _Carve(dt, 6 * nz * Cg * width, 6 * Kg * lc, 4 * width + 4, 2 * nrows, 4 * lc,
+                   lc)
+        V = c.views[0].reshape(6, nz * Cg, width)
+        M = c.views[1].reshape(6, Kg, lc)
+        _, gemm, args = product(lc, width)
+        finite[i] = bool(run_task(x, n, g, before, code, sd, dd, dh, d0, d1, h0, T, U, gemm,
+                                  args, V, M, c.views[2], c.views[3], cst, c.views[4],
+                                  biasv[g * Kg : (g + 1) * Kg], out, oflat, c.views[5]))
 
+    for _, _, h0, h1 in parts_:  # bind the product shapes before the threads start
+        product((h1 - h0) * T, (h1 - h0 + extra) * T)
     with np.errstate(invalid="ignore", over="ignore"):
         blas.parallel(task, N * groups * nchunks)
-    if not finite[0]:
+    if not all(finite):
         return folded(x, w, bias, out, stride, dilation, groups, pads, mode)
     return out
 
