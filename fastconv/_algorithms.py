@@ -780,6 +780,59 @@ register(Algorithm(
     {"cpu": _direct_vec_core}))
 
 
+# direct_wide -------------------------------------------------------------------------------
+
+
+def _direct_wide_regime(p: Problem) -> str | None:
+    from fastconv.cpu.microkernel import WC
+
+    if not p.in_place:
+        return "needs grad_output read in place (forward stride 1, nothing cropped)"
+    if p.Kg > WC:
+        return f"Kg = {p.Kg} output channels per group > one block of {WC}"
+    if p.Cg * p.taps < DIRECT_VEC_MIN_R:
+        return f"Cg*taps = {p.Cg * p.taps} < DIRECT_VEC_MIN_R={DIRECT_VEC_MIN_R}"
+    if p.macs < GEMM_MIN_MACS:
+        return f"{p.macs} multiply-adds < GEMM_MIN_MACS={GEMM_MIN_MACS}"
+    return None
+
+
+def _direct_wide_cost(p: Problem) -> float:
+    """The direct_vec rate on the lanes that hold outputs: ``Kg`` of the block's ``WC``
+    channels, ``OW`` of each wide row (``OW + (KW - 1) * dilation``), whole blocks of
+    ``WQ`` vectors per plane."""
+    from fastconv.cpu.microkernel import LANES32, LANES64, WC, WQ
+
+    span = WQ * (LANES64 if p.itemsize == 8 else LANES32)
+    OH, OW = int(p.out_spatial[1]), int(p.out_spatial[2])
+    width = OW + (int(p.w_shape[4]) - 1) * int(p.dilation[2])
+    used = p.Kg / WC * OH * OW / (-(-((OH - 1) * width + OW) // span) * span)
+    return p.macs / (RATE_DIRECT_VEC * used)
+
+
+def _direct_wide_input_core(be, plan: InputGradPlan, fallback):
+    """``grad_output`` read in place with its zero padding (stride 1) by the wide-row
+    kernel (``fastconv.cpu.microkernel.correlate_wide``); folded for a non-zero mode."""
+    from fastconv.cpu.grad import _transposed_weight
+    from fastconv.cpu.microkernel import correlate_wide
+
+    pads = tuple((d[0], n - d[1]) for d, n in zip(plan.spread_dst, plan.spread_shape[2:],
+                                                  strict=True))
+    dilation, groups = plan.dilation, plan.groups
+
+    def run(g, w, bias, out):
+        correlate_wide(g, _transposed_weight(w, groups), bias, out, dilation, groups, pads)
+
+    return _folded(be, plan, run)
+
+
+register(Algorithm(
+    "direct_wide", "direct kernel with output pixels in the SIMD lanes, for few output "
+    "channels (fastconv.cpu.microkernel.correlate_wide; input gradients)", ("input_grad",),
+    _always, _direct_wide_regime, _direct_wide_cost, {}, explicit=False,
+    grad_cores={"input_grad": {"cpu": _direct_wide_input_core}}))
+
+
 # separable ---------------------------------------------------------------------------------
 
 

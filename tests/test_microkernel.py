@@ -209,3 +209,73 @@ def test_avx2_code_path_in_a_process_without_avx512(tmp_path):
                          text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "ok"
+
+
+# --- the wide-row form (input gradients with few channels: "direct_wide") ---------------
+
+WIDE_CASES = [
+    # (x shape, w shape, conv kwargs): LeNet's conv2, padding modes, dilation, groups, 1-D/3-D
+    ((64, 6, 14, 14), (16, 6, 5, 5), {}),
+    ((3, 5, 20, 17), (12, 5, 5, 3), {"padding": 2}),
+    ((2, 4, 19, 23), (16, 4, 3, 5), {"padding": 1, "padding_mode": "reflect"}),
+    ((2, 3, 21, 18), (20, 3, 3, 3), {"padding": 2, "dilation": 2}),
+    ((2, 8, 16, 16), (32, 4, 3, 3), {"padding": "same", "padding_mode": "circular",
+                                      "groups": 2}),
+    ((3, 2, 40), (64, 2, 9), {"padding": 4}),
+    ((2, 3, 6, 9, 9), (16, 3, 3, 3, 3), {"padding": 1}),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("x_shape", "w_shape", "kw"), WIDE_CASES)
+def test_wide_input_gradient_has_the_direct_kernels_bits(x_shape, w_shape, kw, dtype):
+    """Each output of the wide-row kernel is the direct kernel's FMA chain (same taps,
+    same order, bias after): the same bits, whatever the padding mode, dilation, groups."""
+    from fastconv import _algorithms, _dispatch
+    from fastconv._plan import plan_conv_input
+
+    n = len(x_shape) - 2
+    grads = {1: fc.grad.conv1d_input, 2: fc.grad.conv2d_input, 3: fc.grad.conv3d_input}[n]
+    rng = np.random.default_rng(sum(x_shape))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    g = rng.standard_normal(CONVS[n](x, w, **kw).shape).astype(dtype)
+    want = grads(x_shape, w, g, algorithm="direct", **kw)
+    args = [kw.get(k, d) for k, d in (("stride", 1), ("padding", 0), ("dilation", 1),
+                                       ("groups", 1), ("padding_mode", "zeros"))]
+    plan = plan_conv_input(f"conv{n}d_input", n, x_shape, w, g, *args)
+    be = _dispatch.backend("cpu")
+    core = _algorithms.REGISTRY["direct_wide"].grad_cores["input_grad"]["cpu"](be, plan, None)
+    out = np.empty(plan.padded_shape, dtype)
+    got = core(g.reshape(plan.g_shape), w.reshape(plan.w_shape), np.zeros(x_shape[1], dtype),
+               out)
+    np.testing.assert_array_equal(got.reshape(x_shape), want)
+
+
+def test_auto_runs_the_wide_kernel_for_lenets_conv2_input_gradient():
+    x, w = np.zeros((64, 6, 14, 14), np.float32), np.zeros((16, 6, 5, 5), np.float32)
+    g = np.zeros((64, 16, 10, 10), np.float32)
+    assert fc.explain(fc.grad.conv2d_input, x.shape, w, g).chosen == "direct_wide"
+    g2 = np.zeros((64, 16, 8, 8), np.float32)  # stride 2: grad_output spread, not in place
+    assert fc.explain(fc.grad.conv2d_input, x.shape, w, g2, stride=2,
+                      padding=3).chosen != "direct_wide"
+    assert fc.explain(fc.conv2d, x, w).chosen != "direct_wide"  # not a forward entry
+
+
+def test_wide_kernel_bit_identical_for_any_thread_count_and_propagates_nan():
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((16, 6, 5, 5)).astype(np.float32)
+    g = rng.standard_normal((9, 16, 10, 10)).astype(np.float32)
+    g[1, 3, 4, 4], g[2, 0, 0, 9] = np.nan, np.inf
+    run = lambda: fc.grad.conv2d_input((9, 6, 14, 14), w, g)  # noqa: E731
+    first = run()
+    before = numba.get_num_threads()
+    try:
+        for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(n)
+            np.testing.assert_array_equal(run(), first)
+    finally:
+        numba.set_num_threads(before)
+    want = fc.grad.conv2d_input((9, 6, 14, 14), w, g, algorithm="direct")
+    np.testing.assert_array_equal(first, want)  # NaN/Inf where direct has them
+    assert np.isnan(first).any() and np.isinf(first).any()

@@ -73,11 +73,26 @@ def _frozen_forward(p: Problem) -> str:
     return name
 
 
+def _wide_wins(p: Problem) -> bool:
+    """The wide-row input gradient (``direct_wide``, 2026-12-02): grad_output in place, at
+    most 6 output channels per group, a long enough chain and work, and cheaper than the
+    GEMM (the only other choice its regime can meet with a lower cost)."""
+    A = _algorithms
+    if not (p.in_place and p.Kg <= 6 and p.Cg * p.taps >= A.DIRECT_VEC_MIN_R
+            and p.macs >= A.GEMM_MIN_MACS):
+        return False
+    return A.REGISTRY["direct_wide"].cost(p) < min(
+        A.REGISTRY[n].cost(p) for n in ("direct", "gemm")
+        if A.REGISTRY[n].regime(p) is None)
+
+
 def _frozen_input_grad(p: Problem) -> str:
     """``fastconv.cpu.grad.correlate_input``'s "auto" (stride-1 correlation)."""
     if p.in_place and _frozen_winograd_wins(p.N, p.w_shape, p.out_spatial, (1, 1, 1),
                                             p.dilation, p.groups):
         return "winograd"
+    if _wide_wins(p):
+        return "direct_wide"
     name = _frozen_choose_for(p.N, p.w_shape, p.out_spatial, (1, 1, 1), p.groups)
     return "direct" if name == "fft" else name
 
@@ -177,6 +192,8 @@ def _frozen_input_grad_plan(plan) -> str:
     if whole and unit and _frozen_winograd_wins(N, wt_shape, out_spatial, (1, 1, 1),
                                                 plan.dilation, groups):
         return "winograd"
+    if _wide_wins(_algorithms.input_grad_problem(plan)):
+        return "direct_wide"
     if whole and small.applies(N, plan.w_shape, plan.g_shape[2:], groups, plan.dtype.itemsize):
         return "small"
     name = _frozen_choose_for(N, wt_shape, out_spatial, (1, 1, 1), groups)
@@ -260,7 +277,7 @@ def test_registry_gradient_choices_match_the_rule_they_replaced(case):
     ((8, 64, 56, 56), (64, 64, 3, 3), {"padding": 1, "padding_mode": "reflect"},
      ("winograd", "winograd")),
     ((8, 64, 56, 56), (64, 64, 3, 3), {"padding": 1, "stride": 2}, ("gemm", "gemm")),
-    ((64, 6, 14, 14), (16, 6, 5, 5), {}, ("small", "small")),  # LeNet's second layer
+    ((64, 6, 14, 14), (16, 6, 5, 5), {}, ("direct_wide", "small")),  # LeNet's second layer
     ((8, 32, 56, 56), (32, 1, 3, 3), {"padding": 1, "groups": 32}, ("direct", "direct")),
 ])
 def test_gradient_choices_of_benchmark_layers(x, w, kw, want):
