@@ -162,6 +162,7 @@ WINOGRAD_MIN_TILES = 64
 WINOGRAD_MIN_MACS = 1 << 24
 DIRECT_VEC_MAX_CG = 4
 DIRECT_VEC_MIN_R = 128
+DIRECT_VEC_PLANE_MAX_CG = 8
 
 #: Cost rates (2 threads, float32). The direct kernel: ~0.12 ns per multiply-add on one
 #: 2048x2048 plane (0.5 ms per tap, module doc); the GEMM: the same work through BLAS on
@@ -743,16 +744,34 @@ register(Algorithm(
 # direct_vec --------------------------------------------------------------------------------
 
 
+def _direct_vec_plane(p: Problem) -> bool:
+    """Whether direct_vec runs its one-vector form (``microkernel.plane_form``)."""
+    from fastconv.cpu.microkernel import plane_form
+
+    return plane_form(p.Kg, p.itemsize or 4, int(p.out_spatial[1]) * int(p.out_spatial[2]))
+
+
+def _direct_vec_block(p: Problem) -> int:
+    """Output channels per block: one vector in the one-vector form, else KB."""
+    from fastconv.cpu.microkernel import LANES32, LANES64, channel_block
+
+    if _direct_vec_plane(p):
+        return LANES64 if p.itemsize == 8 else LANES32
+    return channel_block(p.itemsize or 4)
+
+
 def _direct_vec_regime(p: Problem) -> str | None:
-    if p.Cg > DIRECT_VEC_MAX_CG:
+    if _direct_vec_plane(p):
+        if p.Cg > DIRECT_VEC_PLANE_MAX_CG:
+            return (f"Cg = {p.Cg} input channels per group > DIRECT_VEC_PLANE_MAX_CG="
+                    f"{DIRECT_VEC_PLANE_MAX_CG} (one-vector form)")
+    elif p.Cg > DIRECT_VEC_MAX_CG:
         return f"Cg = {p.Cg} input channels per group > DIRECT_VEC_MAX_CG={DIRECT_VEC_MAX_CG}"
     if p.Cg * p.taps < DIRECT_VEC_MIN_R:
         return f"Cg*taps = {p.Cg * p.taps} < DIRECT_VEC_MIN_R={DIRECT_VEC_MIN_R}"
     if p.macs < GEMM_MIN_MACS:
         return f"{p.macs} multiply-adds < GEMM_MIN_MACS={GEMM_MIN_MACS}"
-    from fastconv.cpu.microkernel import channel_block
-
-    kb = channel_block(p.itemsize or 4)
+    kb = _direct_vec_block(p)
     if 2 * p.Kg < kb:
         return f"Kg = {p.Kg} output channels per group < half a vector block ({kb})"
     if _fft_regime(p) is None:
@@ -761,9 +780,7 @@ def _direct_vec_regime(p: Problem) -> str | None:
 
 
 def _direct_vec_cost(p: Problem) -> float:
-    from fastconv.cpu.microkernel import channel_block
-
-    kb = channel_block(p.itemsize or 4)
+    kb = _direct_vec_block(p)
     used = p.Kg / (-(-p.Kg // kb) * kb)  # the block's channels past Kg are computed too
     return p.macs / (RATE_DIRECT_VEC * used)
 

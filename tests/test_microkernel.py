@@ -76,8 +76,8 @@ def _bound(x, w, b, kw, pairs, dtype):
 def configs(draw):
     nsp = draw(st.integers(1, 3))
     groups = draw(st.sampled_from([1, 1, 2]))
-    Cg = draw(st.integers(1, 4))
-    Kg = draw(st.sampled_from([1, 5, 16, 33, 64, 70]))
+    Cg = draw(st.integers(1, 8))  # 5-8: the one-vector form's (Kg <= one vector)
+    Kg = draw(st.sampled_from([1, 5, 8, 16, 33, 64, 70]))
     N = draw(st.integers(1, 2))
     kernel = tuple(draw(st.integers(1, 7 if nsp < 3 else 3)) for _ in range(nsp))
     stride = tuple(draw(st.integers(1, 3)) for _ in range(nsp))
@@ -115,6 +115,7 @@ def test_direct_vec_within_its_error_bound_of_the_float64_oracle(cfg):
     ((2, 3, 45, 38), (64, 3, 7, 7), 2, 3),  # W4's layer, small images
     ((1, 3, 33, 30), (32, 3, 3, 3), 2, 1),  # 3 -> 32 3x3 stride 2
     ((2, 1, 28, 28), (40, 1, 5, 5), 1, 2),
+    ((64, 6, 14, 14), (16, 6, 5, 5), 1, 0),  # LeNet's conv2: the one-vector form
 ])
 def test_direct_vec_matches_torch(x_shape, w_shape, stride, padding):
     import torch
@@ -136,6 +137,27 @@ def test_auto_runs_direct_vec_for_the_first_layer_of_a_cnn():
     assert fc.explain(fc.conv2d, x, w, stride=2, padding=3).chosen == "direct_vec"
     x, w = np.zeros((8, 64, 56, 56), np.float32), np.zeros((64, 64, 3, 3), np.float32)
     assert fc.explain(fc.conv2d, x, w, padding=1).chosen != "direct_vec"  # Cg > 4
+    x, w = np.zeros((64, 6, 14, 14), np.float32), np.zeros((16, 6, 5, 5), np.float32)
+    assert fc.explain(fc.conv2d, x, w).chosen == "direct_vec"  # LeNet's conv2: one vector
+    x, w = np.zeros((64, 16, 14, 14), np.float32), np.zeros((16, 16, 5, 5), np.float32)
+    assert fc.explain(fc.conv2d, x, w).chosen != "direct_vec"  # Cg > 8
+
+
+def test_one_vector_form_bit_identical_for_any_thread_count():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((7, 6, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((16, 6, 5, 5)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    assert mk.plane_form(16, 4, 100)
+    run = lambda: fc.conv2d(x, w, b, algorithm="direct_vec")  # noqa: E731
+    first = run()
+    before = numba.get_num_threads()
+    try:
+        for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(n)
+            np.testing.assert_array_equal(run(), first)
+    finally:
+        numba.set_num_threads(before)
 
 
 def test_bit_identical_run_to_run_and_for_any_thread_count():
@@ -188,9 +210,9 @@ def test_avx2_code_path_in_a_process_without_avx512(tmp_path):
         "from tests.reference import conv_nd\n"
         "assert not mk.AVX512 and mk.LANES32 == 8 and mk.NV == 2, (mk.AVX512, mk.LANES32)\n"
         "rng = np.random.default_rng(3)\n"
-        "for dt in (np.float32, np.float64):\n"
+        "for dt, K in [(a, b) for a in (np.float32, np.float64) for b in (21, 8)]:\n"
         "    x = rng.standard_normal((2, 3, 30, 27)).astype(dt)\n"
-        "    w = rng.standard_normal((21, 3, 5, 5)).astype(dt)\n"
+        "    w = rng.standard_normal((K, 3, 5, 5)).astype(dt)  # 8: the one-vector form\n"
         "    got = fc.conv2d(x, w, stride=2, padding=2, algorithm='direct_vec')\n"
         "    want = conv_nd(x.astype(float), w.astype(float), None, (2, 2), ((2, 2), (2, 2)),"
         " (1, 1), 1, 'zeros')\n"

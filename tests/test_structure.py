@@ -64,12 +64,26 @@ def _frozen_forward(p: Problem) -> str:
     if (p.nspatial == 2 and KH >= 2 and KW >= 2 and KH * KW >= A.SEP_MIN_TAPS
             and Kg * Cg <= A.FFT_MAX_CHANNEL_PAIRS):
         return "separable"
+    return _frozen_unconditional(p)
+
+
+def _frozen_unconditional(p: Problem) -> str:
+    """:func:`_frozen_forward` without the separable path (its fallback)."""
+    A = _algorithms
+    _, Cg, KD, KH, KW = p.w_shape
+    Kg = p.w_shape[0] // p.groups
     if _frozen_winograd_wins(p.N, p.w_shape, p.out_spatial, p.stride, p.dilation, p.groups):
         return "winograd"
     name = _frozen_choose_for(p.N, p.w_shape, p.out_spatial, p.stride, p.groups)
-    if (name != "fft" and Cg <= A.DIRECT_VEC_MAX_CG and Cg * KD * KH * KW >= A.DIRECT_VEC_MIN_R
-            and p.macs >= A.GEMM_MIN_MACS and 2 * Kg >= channel_block(4)):
+    vec_rule = name != "fft" and Cg * KD * KH * KW >= A.DIRECT_VEC_MIN_R and (
+        p.macs >= A.GEMM_MIN_MACS)
+    if vec_rule and Cg <= A.DIRECT_VEC_MAX_CG and 2 * Kg >= channel_block(4):
         return "direct_vec"  # few input channels, large kernel (fastconv.cpu.microkernel)
+    # its one-vector form (2026-12-02): 8-16 output channels (one float32 vector), at
+    # most 8 input channels, at most 4096 output pixels per plane (LeNet's 6 -> 16 layer)
+    if (vec_rule and 8 <= Kg <= 16 and Cg <= A.DIRECT_VEC_PLANE_MAX_CG
+            and p.out_spatial[1] * p.out_spatial[2] <= 4096):
+        return "direct_vec"
     return name
 
 
@@ -148,11 +162,7 @@ def test_registry_auto_matches_the_frozen_forward_rule(p):
     entry, fallback = _algorithms.auto(p, "cpu")
     assert entry.name == _frozen_forward(p)
     if entry.conditional:  # the separable path falls back to the rule without it
-        _, Cg, KD, KH, KW = p.w_shape
-        assert fallback.name == (
-            "winograd" if _frozen_winograd_wins(p.N, p.w_shape, p.out_spatial, p.stride,
-                                                p.dilation, p.groups)
-            else _frozen_choose_for(p.N, p.w_shape, p.out_spatial, p.stride, p.groups))
+        assert fallback.name == _frozen_unconditional(p)
 
 
 @settings(max_examples=300, deadline=None)

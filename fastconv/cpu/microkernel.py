@@ -435,12 +435,122 @@ def _correlate_rows(x, before, mode, wp, bias, out, stride, dilation, kshape, gr
                     dst[ox] = tmp[ox * KB + k] + bk
 
 
-def pack_weight(w: np.ndarray, groups: int) -> np.ndarray:
+#: Output pixels per register block of the one-vector (plane) form: 12 accumulators of
+#: ``LANES`` output channels, pixels taken across the rows of the output plane.
+MP = 12
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _plane_12x1(xf, poff, p0, P, roff, KW, dw, wf, wb, KB, tmp):
+    """Output pixels ``p0 .. p0 + 11`` of a plane (clamped to ``P - 1``) x one vector of
+    ``KB`` output channels into ``tmp[p * KB + k]``: ``poff[p]`` is pixel ``p``'s offset
+    in the flat slab ``xf``, ``roff[j]`` the taps' ``j``-th row offset, ``KW`` taps
+    ``dw`` apart; ``wf`` the packed weight, the block's taps from ``wb``."""
+    z = wf[0]
+    x0, x1, x2 = poff[min(p0, P - 1)], poff[min(p0 + 1, P - 1)], poff[min(p0 + 2, P - 1)]
+    x3, x4, x5 = poff[min(p0 + 3, P - 1)], poff[min(p0 + 4, P - 1)], poff[min(p0 + 5, P - 1)]
+    x6, x7, x8 = poff[min(p0 + 6, P - 1)], poff[min(p0 + 7, P - 1)], poff[min(p0 + 8, P - 1)]
+    x9, x10, x11 = (poff[min(p0 + 9, P - 1)], poff[min(p0 + 10, P - 1)],
+                    poff[min(p0 + 11, P - 1)])
+    a0, a1, a2, a3 = vzero(z), vzero(z), vzero(z), vzero(z)
+    a4, a5, a6, a7 = vzero(z), vzero(z), vzero(z), vzero(z)
+    a8, a9, a10, a11 = vzero(z), vzero(z), vzero(z), vzero(z)
+    t = wb
+    for j in range(roff.shape[0]):
+        r = roff[j]
+        for e in range(KW):
+            w = vload(wf, t)
+            o = r + e * dw
+            a0 = vfma(vsplat_at(xf, o + x0), w, a0)
+            a1 = vfma(vsplat_at(xf, o + x1), w, a1)
+            a2 = vfma(vsplat_at(xf, o + x2), w, a2)
+            a3 = vfma(vsplat_at(xf, o + x3), w, a3)
+            a4 = vfma(vsplat_at(xf, o + x4), w, a4)
+            a5 = vfma(vsplat_at(xf, o + x5), w, a5)
+            a6 = vfma(vsplat_at(xf, o + x6), w, a6)
+            a7 = vfma(vsplat_at(xf, o + x7), w, a7)
+            a8 = vfma(vsplat_at(xf, o + x8), w, a8)
+            a9 = vfma(vsplat_at(xf, o + x9), w, a9)
+            a10 = vfma(vsplat_at(xf, o + x10), w, a10)
+            a11 = vfma(vsplat_at(xf, o + x11), w, a11)
+            t += KB
+    q = p0 * KB
+    vstore(tmp, q, a0)
+    vstore(tmp, q + KB, a1)
+    vstore(tmp, q + 2 * KB, a2)
+    vstore(tmp, q + 3 * KB, a3)
+    vstore(tmp, q + 4 * KB, a4)
+    vstore(tmp, q + 5 * KB, a5)
+    vstore(tmp, q + 6 * KB, a6)
+    vstore(tmp, q + 7 * KB, a7)
+    vstore(tmp, q + 8 * KB, a8)
+    vstore(tmp, q + 9 * KB, a9)
+    vstore(tmp, q + 10 * KB, a10)
+    vstore(tmp, q + 11 * KB, a11)
+
+
+@njit(**JIT_PARALLEL)
+def _correlate_plane(x, before, mode, wp, bias, out, stride, dilation, kshape, groups):
+    """The direct_vec correlation's one-vector form: blocks of ``KB`` = one vector of
+    output channels (``wp`` is ``(groups, nkb, Cg*taps, KB)``) x ``MP`` pixels taken
+    across the output plane's rows (few output channels: LeNet's 6 -> 16 layer). One task
+    per (image, group, channel block, output depth) copies the padded input planes it
+    reads into a slab; each output is the same FMA chain as in :func:`_correlate_rows`."""
+    N = x.shape[0]
+    OD, OH, OW = out.shape[2], out.shape[3], out.shape[4]
+    nkb, R, KB = wp.shape[1], wp.shape[2], wp.shape[3]
+    K = out.shape[1]
+    Kg = K // groups
+    KD, KH, KW = kshape[0], kshape[1], kshape[2]
+    Cg = R // (KD * KH * KW)
+    sd, sh, sw = stride[0], stride[1], stride[2]
+    dd, dh, dw = dilation[0], dilation[1], dilation[2]
+    width = (OW - 1) * sw + (KW - 1) * dw + 1
+    rows = (OH - 1) * sh + (KH - 1) * dh + 1
+    P = OH * OW
+    Pr = -(-P // MP) * MP
+    wf = wp.reshape(-1)
+    poff = np.empty(P, dtype=np.int64)
+    for oh in range(OH):
+        for ow in range(OW):
+            poff[oh * OW + ow] = oh * sh * width + ow * sw
+    for task in prange(N * groups * nkb * OD):
+        od = task % OD
+        q = task // OD
+        kb = q % nkb
+        q //= nkb
+        g = q % groups
+        n = q // groups
+        slab = np.empty((Cg, KD, rows, width), dtype=out.dtype)
+        d0 = np.empty(KD, dtype=np.int64)
+        for a in range(KD):
+            d0[a] = od * sd + a * dd
+        _fill_slab(x, n, g * Cg, before, mode, d0, 0, 0, slab)
+        xf = slab.reshape(-1)
+        roff = np.empty(Cg * KD * KH, dtype=np.int64)
+        for c in range(Cg):
+            for a in range(KD):
+                for b in range(KH):
+                    roff[(c * KD + a) * KH + b] = ((c * KD + a) * rows + b * dh) * width
+        wb = (g * nkb + kb) * R * KB
+        tmp = np.empty(Pr * KB, dtype=out.dtype)
+        for p0 in range(0, P, MP):
+            _plane_12x1(xf, poff, p0, P, roff, KW, dw, wf, wb, KB, tmp)
+        k0 = g * Kg + kb * KB
+        for k in range(min(KB, Kg - kb * KB)):
+            bk = bias[k0 + k]
+            dst = out[n, k0 + k, od].reshape(-1)
+            for p in range(P):
+                dst[p] = tmp[p * KB + k] + bk
+
+
+def pack_weight(w: np.ndarray, groups: int, KB: int | None = None) -> np.ndarray:
     """``(K, Cg, KD, KH, KW)`` -> ``(groups, nkb, Cg*taps, KB)``: each channel block's
-    weights tap by tap, the block's channels contiguous (zeros past ``Kg``)."""
+    weights tap by tap, the block's channels contiguous (zeros past ``Kg``); ``KB``
+    defaults to :func:`channel_block`."""
     K, Cg = w.shape[:2]
     Kg = K // groups
-    KB = channel_block(w.dtype.itemsize)
+    KB = KB or channel_block(w.dtype.itemsize)
     nkb = -(-Kg // KB)
     R = Cg * int(np.prod(w.shape[2:]))
     wp = np.zeros((groups, nkb * KB, R), dtype=w.dtype)
@@ -452,16 +562,35 @@ def correlate(x, w, bias, out, stride, dilation, groups, pads=((0, 0),) * 3, mod
     """out[n, k, o] = bias[k] + sum_{c in group(k), r} xpad[n, c, o*stride + r*dilation] *
     w[k, c, r],
     with ``xpad`` the 5-D ``x`` padded by ``pads`` (three (before, after) pairs) in
-    ``mode``, read in place (float32 or float64; ``bias`` with K entries)."""
-    wp = pack_weight(w, groups)
+    ``mode``, read in place (float32 or float64; ``bias`` with K entries). At most one
+    vector of output channels per group (:func:`plane_form`): the one-vector form."""
+    plane = plane_form(w.shape[0] // groups, w.dtype.itemsize, out.shape[3] * out.shape[4])
+    wp = pack_weight(w, groups, (LANES32 if w.dtype.itemsize == 4 else LANES64) if plane
+                     else None)
     kshape = np.array(w.shape[2:], dtype=np.int64)
     st = np.array([int(s) for s in stride], dtype=np.int64)
     dl = np.array([int(d) for d in dilation], dtype=np.int64)
     before = np.array([int(b) for b, _ in pads], dtype=np.int64)
     b = np.ascontiguousarray(bias, dtype=out.dtype)
     x = np.ascontiguousarray(x)
-    _correlate_rows(x, before, MODE_CODES[mode], wp, b, out, st, dl, kshape, groups, BAND_ROWS)
+    if plane:
+        _correlate_plane(x, before, MODE_CODES[mode], wp, b, out, st, dl, kshape, groups)
+    else:
+        _correlate_rows(x, before, MODE_CODES[mode], wp, b, out, st, dl, kshape, groups,
+                        BAND_ROWS)
     return out
+
+
+#: Most output pixels per plane of the one-vector form (its slab and its ``(P, KB)``
+#: scratch stay in the L2 cache).
+PLANE_MAX_PIXELS = 4096
+
+
+def plane_form(Kg: int, itemsize: int, pixels: int) -> bool:
+    """Whether direct_vec runs its one-vector form (:func:`_correlate_plane`): at most one
+    vector of output channels per group (the wide blocks would be mostly empty) and at
+    most ``PLANE_MAX_PIXELS`` output pixels per plane."""
+    return Kg <= (LANES32 if itemsize == 4 else LANES64) and pixels <= PLANE_MAX_PIXELS
 
 
 def padding_core(pads, mode):
