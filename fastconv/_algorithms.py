@@ -761,6 +761,8 @@ def _direct_vec_block(p: Problem) -> int:
 
 
 def _direct_vec_regime(p: Problem) -> str | None:
+    if p.op == "weight_grad" and not _direct_vec_plane(p):
+        return "weight gradient: one-vector form only (Kg <= one vector, small planes)"
     if _direct_vec_plane(p):
         if p.Cg > DIRECT_VEC_PLANE_MAX_CG:
             return (f"Cg = {p.Cg} input channels per group > DIRECT_VEC_PLANE_MAX_CG="
@@ -791,10 +793,28 @@ def _direct_vec_core(be, plan: ConvPlan):
     return microkernel.padding_core(plan.pads, plan.padding_mode)  # reads x in place
 
 
+def _direct_vec_weight_core(be, plan: ConvPlan, fallback):
+    """The one-vector weight gradient (``fastconv.cpu.microkernel.weight_gradient``), the
+    padding read in place; the direct kernel where it does not apply (an explicit
+    ``algorithm=``: more than one vector of output channels)."""
+    from fastconv.cpu.microkernel import weight_gradient
+
+    if not _direct_vec_plane(forward_problem(plan, "weight_grad")):
+        return _direct_weight_core(be, plan, fallback)
+    pads, mode, stride, dilation, groups = (plan.pads, plan.padding_mode, plan.stride,
+                                            plan.dilation, plan.groups)
+
+    def core(x, g, gw):
+        weight_gradient(x, g, gw, stride, dilation, groups, pads, mode)
+
+    return core
+
+
 register(Algorithm(
     "direct_vec", "output-channel-vectorised direct kernel on explicit SIMD vectors "
-    "(fastconv.cpu.microkernel)", ("forward",), _always, _direct_vec_regime, _direct_vec_cost,
-    {"cpu": _direct_vec_core}))
+    "(fastconv.cpu.microkernel)", ("forward", "weight_grad"), _always, _direct_vec_regime,
+    _direct_vec_cost, {"cpu": _direct_vec_core},
+    grad_cores={"weight_grad": {"cpu": _direct_vec_weight_core}}))
 
 
 # direct_wide -------------------------------------------------------------------------------

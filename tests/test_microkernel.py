@@ -301,3 +301,76 @@ def test_wide_kernel_bit_identical_for_any_thread_count_and_propagates_nan():
     want = fc.grad.conv2d_input((9, 6, 14, 14), w, g, algorithm="direct")
     np.testing.assert_array_equal(first, want)  # NaN/Inf where direct has them
     assert np.isnan(first).any() and np.isinf(first).any()
+
+
+# --- the one-vector weight gradient (direct_vec's "weight_grad") ------------------------
+
+WEIGHT_CASES = [
+    # (x shape, w shape, conv kwargs): LeNet's conv2 (read in place), padding (a slab),
+    # reflect, stride, dilation, groups, 1-D and 3-D
+    ((64, 6, 14, 14), (16, 6, 5, 5), {}),
+    ((3, 5, 20, 20), (9, 5, 5, 5), {"padding": 2}),
+    ((2, 5, 20, 20), (12, 5, 5, 5), {"padding": 2, "padding_mode": "reflect"}),
+    ((3, 4, 17, 15), (12, 2, 3, 5), {"groups": 2, "stride": (2, 1), "padding": 2,
+                                      "dilation": (1, 2)}),
+    ((4, 3, 40), (8, 3, 9), {"stride": 2}),
+    ((2, 3, 7, 9, 9), (8, 3, 3, 3, 3), {"padding": 1}),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("x_shape", "w_shape", "kw"), WEIGHT_CASES)
+def test_one_vector_weight_gradient_within_its_error_bound(x_shape, w_shape, kw, dtype):
+    """Each weight gradient is one FMA chain over the images, then the output pixels:
+    ``|gw - gw_exact| <= N * P * u * sum |g| |x|`` (``P`` output pixels per image)
+    against the float64 oracle, also where the registry would not pick it."""
+    n = len(x_shape) - 2
+    wgrads = {1: fc.grad.conv1d_weight, 2: fc.grad.conv2d_weight, 3: fc.grad.conv3d_weight}
+    rng = np.random.default_rng(sum(x_shape))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    g = rng.standard_normal(CONVS[n](x, w, **kw).shape).astype(dtype)
+    K, groups = w_shape[0], kw.get("groups", 1)
+    from fastconv._plan import plan_conv_weight
+
+    args = [kw.get(k, d) for k, d in (("stride", 1), ("padding", 0), ("dilation", 1),
+                                       ("groups", 1), ("padding_mode", "zeros"))]
+    plan = plan_conv_weight(f"conv{n}d_weight", n, x, w.shape, g, *args)
+    lanes = mk.LANES32 if dtype == np.float32 else mk.LANES64
+    if K // groups > lanes:
+        pytest.skip("more output channels than one vector (float64 on AVX2)")
+    gw = np.empty(plan.w_shape, dtype)
+    mk.weight_gradient(x.reshape(plan.x_shape), g.reshape(plan.out_shape), gw, plan.stride,
+                       plan.dilation, plan.groups, plan.pads, plan.padding_mode)
+    want = wgrads[n](x.astype(np.float64), w.shape, g.astype(np.float64), **kw)
+    mag = wgrads[n](np.abs(x).astype(np.float64), w.shape, np.abs(g).astype(np.float64), **kw)
+    chain = g.shape[0] * int(np.prod(g.shape[2:]))
+    err = np.abs(gw.reshape(w.shape).astype(np.float64) - want)
+    assert np.all(err <= chain * UNIT[dtype] * mag)
+
+
+def test_auto_runs_the_one_vector_weight_gradient_for_lenets_conv2():
+    x, g = np.zeros((64, 6, 14, 14), np.float32), np.zeros((64, 16, 10, 10), np.float32)
+    assert fc.explain(fc.grad.conv2d_weight, x, (16, 6, 5, 5), g).chosen == "direct_vec"
+    g = np.zeros((64, 64, 10, 10), np.float32)  # 64 output channels: not one vector
+    assert fc.explain(fc.grad.conv2d_weight, x, (64, 6, 5, 5), g).chosen != "direct_vec"
+
+
+def test_one_vector_weight_gradient_bit_identical_for_any_thread_count_and_nan():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((9, 6, 14, 14)).astype(np.float32)
+    g = rng.standard_normal((9, 16, 10, 10)).astype(np.float32)
+    run = lambda: fc.grad.conv2d_weight(x, (16, 6, 5, 5), g)  # noqa: E731
+    first = run()
+    before = numba.get_num_threads()
+    try:
+        for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(n)
+            np.testing.assert_array_equal(run(), first)
+    finally:
+        numba.set_num_threads(before)
+    x[2, 1, 3, 3] = np.nan
+    got = fc.grad.conv2d_weight(x, (16, 6, 5, 5), g)
+    want = fc.grad.conv2d_weight(x, (16, 6, 5, 5), g, algorithm="direct")
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(got[:, 1]).any() and not np.isnan(got[:, 0]).any()

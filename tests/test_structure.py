@@ -81,8 +81,7 @@ def _frozen_unconditional(p: Problem) -> str:
         return "direct_vec"  # few input channels, large kernel (fastconv.cpu.microkernel)
     # its one-vector form (2026-12-02): 8-16 output channels (one float32 vector), at
     # most 8 input channels, at most 4096 output pixels per plane (LeNet's 6 -> 16 layer)
-    if (vec_rule and 8 <= Kg <= 16 and Cg <= A.DIRECT_VEC_PLANE_MAX_CG
-            and p.out_spatial[1] * p.out_spatial[2] <= 4096):
+    if _frozen_vec_plane(p.N, p.w_shape, p.out_spatial, p.stride, p.groups, 4):
         return "direct_vec"
     return name
 
@@ -128,9 +127,27 @@ def _frozen_winograd_weight_wins(N, w_shape, out_spatial, stride, dilation, grou
             and macs >= A.WINOGRAD_MIN_MACS)
 
 
+def _frozen_vec_plane(N, w_shape, out_spatial, stride, groups, itemsize) -> bool:
+    """direct_vec's one-vector form (2026-12-02; forward and weight gradient): 8-16
+    float32 (4-8 float64) output channels per group, at most 8 input channels, a chain of
+    at least 128 taps, 2**20 multiply-adds, at most 4096 output pixels per plane, not the
+    FFT's regime."""
+    A = _algorithms
+    K, Cg = int(w_shape[0]), int(w_shape[1])
+    Kg = K // groups
+    lanes = 8 if itemsize == 8 else 16
+    macs = N * math.prod(w_shape) * math.prod(out_spatial)
+    return (_frozen_choose_for(N, w_shape, out_spatial, stride, groups) != "fft"
+            and lanes <= 2 * Kg and Kg <= lanes and Cg <= A.DIRECT_VEC_PLANE_MAX_CG
+            and Cg * math.prod(w_shape[2:]) >= A.DIRECT_VEC_MIN_R
+            and macs >= A.GEMM_MIN_MACS and out_spatial[1] * out_spatial[2] <= 4096)
+
+
 def _frozen_weight_grad(p: Problem) -> str:
     """``fastconv.cpu.grad.correlate_weight``'s "auto" (no small-image form: ``itemsize``
     0)."""
+    if _frozen_vec_plane(p.N, p.w_shape, p.out_spatial, p.stride, p.groups, 4):
+        return "direct_vec"
     name = _frozen_choose_for(p.N, p.w_shape, p.out_spatial, p.stride, p.groups)
     if name == "gemm" and _frozen_winograd_weight_wins(p.N, p.w_shape, p.out_spatial, p.stride,
                                                        p.dilation, p.groups):
@@ -216,6 +233,9 @@ def _frozen_weight_grad_plan(plan) -> str:
     from fastconv.cpu import small
 
     N, out_spatial = plan.x_shape[0], plan.out_shape[2:]
+    if _frozen_vec_plane(N, plan.w_shape, out_spatial, plan.stride, plan.groups,
+                         plan.dtype.itemsize):
+        return "direct_vec"
     name = _frozen_choose_for(N, plan.w_shape, out_spatial, plan.stride, plan.groups)
     if name == "gemm" and _frozen_winograd_weight_wins(N, plan.w_shape, out_spatial,
                                                        plan.stride, plan.dilation, plan.groups):
@@ -287,7 +307,7 @@ def test_registry_gradient_choices_match_the_rule_they_replaced(case):
     ((8, 64, 56, 56), (64, 64, 3, 3), {"padding": 1, "padding_mode": "reflect"},
      ("winograd", "winograd")),
     ((8, 64, 56, 56), (64, 64, 3, 3), {"padding": 1, "stride": 2}, ("gemm", "gemm")),
-    ((64, 6, 14, 14), (16, 6, 5, 5), {}, ("direct_wide", "small")),  # LeNet's second layer
+    ((64, 6, 14, 14), (16, 6, 5, 5), {}, ("direct_wide", "direct_vec")),  # LeNet's conv2
     ((8, 32, 56, 56), (32, 1, 3, 3), {"padding": 1, "groups": 32}, ("direct", "direct")),
 ])
 def test_gradient_choices_of_benchmark_layers(x, w, kw, want):
@@ -451,8 +471,10 @@ def test_explain_shows_the_gradients_own_candidates_and_fallbacks():
     x, g = np.zeros((8, 64, 56, 56)), np.zeros((8, 64, 56, 56))
     e = fc.explain(fc.grad.conv2d_weight, x, (64, 64, 3, 3), g, padding=1)
     assert (e.op, e.chosen) == ("conv2d_weight", "winograd")
-    assert {r[0] for r in e.rows} == {"direct", "gemm", "winograd"}
-    assert all(r[2] is None for r in e.rows) and "runs 'winograd'" in str(e)
+    assert {r[0] for r in e.rows} == {"direct", "direct_vec", "gemm", "winograd"}
+    reasons = {r[0]: r[2] for r in e.rows}  # direct_vec: its one-vector form only
+    assert "one-vector form only" in reasons.pop("direct_vec")
+    assert all(r is None for r in reasons.values()) and "runs 'winograd'" in str(e)
     rng = np.random.default_rng(1)
     w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
     g = rng.standard_normal((2, 16, 14, 14)).astype(np.float32)  # padding 3: g is cropped

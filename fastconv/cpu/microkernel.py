@@ -19,6 +19,14 @@ weight vectors of the tap (weights packed ``[tap][channel]``) are multiplied by 
 per lane. Each output is therefore one fixed chain of ``Cg * taps`` FMAs, whatever the
 thread count or the task split; the bias is added after the chain. The row's block
 results go to a small scratch ``(OW, KB)`` and are transposed into the NCHW output.
+
+**The one-vector form** (at most one vector of output channels per group, small planes:
+LeNet's 6 -> 16 5x5 layer): blocks of 12 output pixels taken across the rows of the
+plane x one vector of channels (:func:`_correlate_plane`; an unpadded input is read in
+place), and the weight gradient with the same blocking (:func:`weight_gradient`: 9 taps
+x one vector of output channels, one FMA chain per weight over the images and pixels).
+**The wide-row form** (:func:`correlate_wide`, "direct_wide": an input gradient's
+correlation with at most 6 output channels) puts output pixels in the lanes instead.
 """
 
 from __future__ import annotations
@@ -510,6 +518,11 @@ def _correlate_plane(x, before, mode, wp, bias, out, stride, dilation, kshape, g
     P = OH * OW
     Pr = -(-P // MP) * MP
     wf = wp.reshape(-1)
+    # no padding: the input is read in place (its own strides), no slab copied
+    inplace = before[0] == 0 and before[1] == 0 and before[2] == 0
+    D = x.shape[2]
+    if inplace:
+        rows, width = x.shape[3], x.shape[4]
     poff = np.empty(P, dtype=np.int64)
     for oh in range(OH):
         for ow in range(OW):
@@ -521,17 +534,25 @@ def _correlate_plane(x, before, mode, wp, bias, out, stride, dilation, kshape, g
         q //= nkb
         g = q % groups
         n = q // groups
-        slab = np.empty((Cg, KD, rows, width), dtype=out.dtype)
-        d0 = np.empty(KD, dtype=np.int64)
-        for a in range(KD):
-            d0[a] = od * sd + a * dd
-        _fill_slab(x, n, g * Cg, before, mode, d0, 0, 0, slab)
-        xf = slab.reshape(-1)
-        roff = np.empty(Cg * KD * KH, dtype=np.int64)
-        for c in range(Cg):
+        roff = np.empty(Cg * KD * KH, dtype=np.int64)  # the taps' rows in xf
+        if inplace:
+            xf = x[n, g * Cg : (g + 1) * Cg].reshape(-1)
+            for c in range(Cg):
+                for a in range(KD):
+                    for b in range(KH):
+                        roff[(c * KD + a) * KH + b] = ((c * D + od * sd + a * dd) * rows
+                                                       + b * dh) * width
+        else:
+            slab = np.empty((Cg, KD, rows, width), dtype=out.dtype)
+            d0 = np.empty(KD, dtype=np.int64)
             for a in range(KD):
-                for b in range(KH):
-                    roff[(c * KD + a) * KH + b] = ((c * KD + a) * rows + b * dh) * width
+                d0[a] = od * sd + a * dd
+            _fill_slab(x, n, g * Cg, before, mode, d0, 0, 0, slab)
+            xf = slab.reshape(-1)
+            for c in range(Cg):
+                for a in range(KD):
+                    for b in range(KH):
+                        roff[(c * KD + a) * KH + b] = ((c * KD + a) * rows + b * dh) * width
         wb = (g * nkb + kb) * R * KB
         tmp = np.empty(Pr * KB, dtype=out.dtype)
         for p0 in range(0, P, MP):
@@ -542,6 +563,145 @@ def _correlate_plane(x, before, mode, wp, bias, out, stride, dilation, kshape, g
             dst = out[n, k0 + k, od].reshape(-1)
             for p in range(P):
                 dst[p] = tmp[p * KB + k] + bk
+
+
+#: Kernel taps per register block of the one-vector weight gradient (9 accumulators of
+#: ``LANES`` output channels: a 3x3 kernel in one pass, a 5x5 in three passes of 27).
+TB = 9
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _weight_taps_9(xf, gt, P, poff, toff, t0, ntaps, acc_out, KB):
+    """``acc_out[i * KB + k] += sum_p gt[p * KB + k] * xf[poff[p] + toff[t0 + i]]`` for
+    the block's 9 taps ``i`` (clamped to ``ntaps - 1``), one FMA per pixel in pixel
+    order, started from the running sums in ``acc_out``."""
+    o0, o1, o2 = toff[min(t0, ntaps - 1)], toff[min(t0 + 1, ntaps - 1)], toff[
+        min(t0 + 2, ntaps - 1)]
+    o3, o4, o5 = toff[min(t0 + 3, ntaps - 1)], toff[min(t0 + 4, ntaps - 1)], toff[
+        min(t0 + 5, ntaps - 1)]
+    o6, o7, o8 = toff[min(t0 + 6, ntaps - 1)], toff[min(t0 + 7, ntaps - 1)], toff[
+        min(t0 + 8, ntaps - 1)]
+    a0, a1, a2 = vload(acc_out, 0), vload(acc_out, KB), vload(acc_out, 2 * KB)
+    a3, a4, a5 = vload(acc_out, 3 * KB), vload(acc_out, 4 * KB), vload(acc_out, 5 * KB)
+    a6, a7, a8 = vload(acc_out, 6 * KB), vload(acc_out, 7 * KB), vload(acc_out, 8 * KB)
+    for p in range(P):
+        v = vload(gt, p * KB)
+        b = poff[p]
+        a0 = vfma(vsplat_at(xf, b + o0), v, a0)
+        a1 = vfma(vsplat_at(xf, b + o1), v, a1)
+        a2 = vfma(vsplat_at(xf, b + o2), v, a2)
+        a3 = vfma(vsplat_at(xf, b + o3), v, a3)
+        a4 = vfma(vsplat_at(xf, b + o4), v, a4)
+        a5 = vfma(vsplat_at(xf, b + o5), v, a5)
+        a6 = vfma(vsplat_at(xf, b + o6), v, a6)
+        a7 = vfma(vsplat_at(xf, b + o7), v, a7)
+        a8 = vfma(vsplat_at(xf, b + o8), v, a8)
+    vstore(acc_out, 0, a0)
+    vstore(acc_out, KB, a1)
+    vstore(acc_out, 2 * KB, a2)
+    vstore(acc_out, 3 * KB, a3)
+    vstore(acc_out, 4 * KB, a4)
+    vstore(acc_out, 5 * KB, a5)
+    vstore(acc_out, 6 * KB, a6)
+    vstore(acc_out, 7 * KB, a7)
+    vstore(acc_out, 8 * KB, a8)
+
+
+@njit(**JIT_PARALLEL)
+def _weight_plane(x, before, mode, gt, gw, oshape, stride, dilation, groups):
+    """The one-vector weight gradient: gw[g*Kg + k, c, tap] = sum over images n, then
+    output pixels p in order, of g[n, g*Kg + k, p] * xpad[n, g*Cg + c, p*stride +
+    tap*dilation], ``xpad`` the input padded by ``before`` in ``mode``. ``gt`` is
+    ``(groups, N, P, KB)``: grad_output with its ``Kg`` channels in the lanes (zeros
+    past ``Kg``); ``gw`` ``(K, Cg, KD, KH, KW)``. One task per (group, input channel,
+    block of ``TB`` taps) owns its outputs: each is one FMA chain, the same for any
+    thread count."""
+    N, P, KB = gt.shape[1], gt.shape[2], gt.shape[3]
+    K, Cg, KD, KH, KW = gw.shape
+    Kg = K // groups
+    OD, OH, OW = oshape[0], oshape[1], oshape[2]
+    sd, sh, sw = stride[0], stride[1], stride[2]
+    dd, dh, dw = dilation[0], dilation[1], dilation[2]
+    width = (OW - 1) * sw + (KW - 1) * dw + 1
+    rows = (OH - 1) * sh + (KH - 1) * dh + 1
+    depth = (OD - 1) * sd + (KD - 1) * dd + 1
+    ntaps = KD * KH * KW
+    ntb = -(-ntaps // TB)
+    # no padding: the input planes are read in place (their own row and plane strides)
+    inplace = before[0] == 0 and before[1] == 0 and before[2] == 0
+    if inplace:
+        depth, rows, width = x.shape[2], x.shape[3], x.shape[4]
+    poff = np.empty(P, dtype=np.int64)
+    for od in range(OD):
+        for oh in range(OH):
+            for ow in range(OW):
+                poff[(od * OH + oh) * OW + ow] = (od * sd * rows + oh * sh) * width + ow * sw
+    toff = np.empty(ntaps, dtype=np.int64)
+    for a in range(KD):
+        for b in range(KH):
+            for e in range(KW):
+                toff[(a * KH + b) * KW + e] = (a * dd * rows + b * dh) * width + e * dw
+    d0 = np.arange(depth)
+    for task in prange(groups * Cg * ntb):
+        tb = task % ntb
+        q = task // ntb
+        c = q % Cg
+        g = q // Cg
+        slab = np.zeros((1, 0 if inplace else depth, rows, width), dtype=gw.dtype)
+        acc = np.zeros(TB * KB, dtype=gw.dtype)
+        for n in range(N):
+            if inplace:
+                xf = x[n, g * Cg + c].reshape(-1)
+            else:
+                if mode == 0:  # zeros: the padding stays zero, copy the rows inside
+                    _fill_slab_zeros(x, n, g * Cg + c, before, d0, slab)
+                else:
+                    _fill_slab(x, n, g * Cg + c, before, mode, d0, 0, 0, slab)
+                xf = slab.reshape(-1)
+            _weight_taps_9(xf, gt[g, n].reshape(-1), P, poff, toff, tb * TB, ntaps, acc, KB)
+        for i in range(min(TB, ntaps - tb * TB)):
+            t = tb * TB + i
+            a, b, e = t // (KH * KW), (t // KW) % KH, t % KW
+            for k in range(Kg):
+                gw[g * Kg + k, c, a, b, e] = acc[i * KB + k]
+
+
+@njit(**JIT_SERIAL)
+def _channels_in_lanes(g3, gt):
+    """gt[grp, n, p, k] = g3[n, grp*Kg + k, p] for ``k < Kg``, 0 past it (``g3`` is
+    ``(N, K, P)``, ``gt`` ``(groups, N, P, KB)``; a compiled loop: NumPy's transposed
+    copy took 0.2-0.3 ms for LeNet's conv2)."""
+    groups, N, P, KB = gt.shape
+    Kg = g3.shape[1] // groups
+    z = gt.dtype.type(0)
+    for grp in range(groups):
+        for n in range(N):
+            dst = gt[grp, n]
+            for p in range(P):
+                for k in range(Kg, KB):
+                    dst[p, k] = z
+            for k in range(Kg):
+                src = g3[n, grp * Kg + k]
+                for p in range(P):
+                    dst[p, k] = src[p]
+
+
+def weight_gradient(x, g, gw, stride, dilation, groups, pads=((0, 0),) * 3, mode="zeros"):
+    """gw[k, c, r] = sum_{n, o} g[n, k, o] * xpad[n, group(k)*Cg + c, o*stride +
+    r*dilation] by the one-vector form (:func:`_weight_plane`; ``Kg`` at most one vector,
+    :func:`plane_form`), ``xpad`` the 5-D ``x`` padded by ``pads`` in ``mode``, read in
+    place."""
+    N, K = g.shape[:2]
+    KB = LANES32 if gw.dtype.itemsize == 4 else LANES64
+    P = int(np.prod(g.shape[2:]))
+    gt = np.empty((groups, N, P, KB), gw.dtype)
+    _channels_in_lanes(np.ascontiguousarray(g, gw.dtype).reshape(N, K, P), gt)
+    before = np.array([int(b) for b, _ in pads], dtype=np.int64)
+    _weight_plane(np.ascontiguousarray(x), before, MODE_CODES[mode], gt, gw,
+                  np.array(g.shape[2:], dtype=np.int64),
+                  np.array([int(v) for v in stride], dtype=np.int64),
+                  np.array([int(v) for v in dilation], dtype=np.int64), groups)
+    return gw
 
 
 def pack_weight(w: np.ndarray, groups: int, KB: int | None = None) -> np.ndarray:
