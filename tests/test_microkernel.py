@@ -315,6 +315,8 @@ WEIGHT_CASES = [
                                       "dilation": (1, 2)}),
     ((4, 3, 40), (8, 3, 9), {"stride": 2}),
     ((2, 3, 7, 9, 9), (8, 3, 3, 3, 3), {"padding": 1}),
+    ((3, 4, 12, 13), (8, 4, 2, 2), {"padding": "same"}),  # padding after only: a slab
+    ((3, 4, 12, 13), (8, 4, 2, 3), {"padding": "same", "padding_mode": "replicate"}),
 ]
 
 

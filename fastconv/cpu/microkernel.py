@@ -518,9 +518,11 @@ def _correlate_plane(x, before, mode, wp, bias, out, stride, dilation, kshape, g
     P = OH * OW
     Pr = -(-P // MP) * MP
     wf = wp.reshape(-1)
-    # no padding: the input is read in place (its own strides), no slab copied
-    inplace = before[0] == 0 and before[1] == 0 and before[2] == 0
+    # no padding read (before or after): the input in place (its own strides), no slab
     D = x.shape[2]
+    inplace = (before[0] == 0 and before[1] == 0 and before[2] == 0
+               and (OD - 1) * sd + (KD - 1) * dd < D and rows <= x.shape[3]
+               and width <= x.shape[4])
     if inplace:
         rows, width = x.shape[3], x.shape[4]
     poff = np.empty(P, dtype=np.int64)
@@ -627,8 +629,9 @@ def _weight_plane(x, before, mode, gt, gw, oshape, stride, dilation, groups):
     depth = (OD - 1) * sd + (KD - 1) * dd + 1
     ntaps = KD * KH * KW
     ntb = -(-ntaps // TB)
-    # no padding: the input planes are read in place (their own row and plane strides)
-    inplace = before[0] == 0 and before[1] == 0 and before[2] == 0
+    # no padding read (before or after): the input planes in place (their own strides)
+    inplace = (before[0] == 0 and before[1] == 0 and before[2] == 0 and depth <= x.shape[2]
+               and rows <= x.shape[3] and width <= x.shape[4])
     if inplace:
         depth, rows, width = x.shape[2], x.shape[3], x.shape[4]
     poff = np.empty(P, dtype=np.int64)
