@@ -497,14 +497,14 @@ def _plane_12x1(xf, poff, p0, P, roff, KW, dw, wf, wb, KB, tmp):
     vstore(tmp, q + 11 * KB, a11)
 
 
-@njit(**JIT_PARALLEL)
-def _correlate_plane(x, before, mode, wp, bias, out, stride, dilation, kshape, groups):
+@njit(**JIT_SERIAL)
+def _correlate_plane(x, before, mode, wp, bias, out, stride, dilation, kshape, groups, t_lo,
+                     t_hi):
     """The direct_vec correlation's one-vector form: blocks of ``KB`` = one vector of
     output channels (``wp`` is ``(groups, nkb, Cg*taps, KB)``) x ``MP`` pixels taken
     across the output plane's rows (few output channels: LeNet's 6 -> 16 layer). One task
     per (image, group, channel block, output depth) copies the padded input planes it
     reads into a slab; each output is the same FMA chain as in :func:`_correlate_rows`."""
-    N = x.shape[0]
     OD, OH, OW = out.shape[2], out.shape[3], out.shape[4]
     nkb, R, KB = wp.shape[1], wp.shape[2], wp.shape[3]
     K = out.shape[1]
@@ -529,7 +529,7 @@ def _correlate_plane(x, before, mode, wp, bias, out, stride, dilation, kshape, g
     for oh in range(OH):
         for ow in range(OW):
             poff[oh * OW + ow] = oh * sh * width + ow * sw
-    for task in prange(N * groups * nkb * OD):
+    for task in range(t_lo, t_hi):  # of N * groups * nkb * OD
         od = task % OD
         q = task // OD
         kb = q % nkb
@@ -575,17 +575,21 @@ TB = 9
 @njit(inline="always", **JIT_SERIAL)
 def _weight_taps_9(xf, gt, P, poff, toff, t0, ntaps, acc_out, KB):
     """``acc_out[i * KB + k] += sum_p gt[p * KB + k] * xf[poff[p] + toff[t0 + i]]`` for
-    the block's 9 taps ``i`` (clamped to ``ntaps - 1``), one FMA per pixel in pixel
-    order, started from the running sums in ``acc_out``."""
+    the block's 9 taps ``i`` (clamped to ``ntaps - 1``): one image's sum, one FMA per
+    pixel in pixel order from zero, then added to the running sum (a chain per image
+    and a sum over the images, not one chain of ``N * P`` terms: 2.7e-6 -> float32
+    rounding of the BLAS product for LeNet's conv2, relative to the largest weight
+    gradient)."""
     o0, o1, o2 = toff[min(t0, ntaps - 1)], toff[min(t0 + 1, ntaps - 1)], toff[
         min(t0 + 2, ntaps - 1)]
     o3, o4, o5 = toff[min(t0 + 3, ntaps - 1)], toff[min(t0 + 4, ntaps - 1)], toff[
         min(t0 + 5, ntaps - 1)]
     o6, o7, o8 = toff[min(t0 + 6, ntaps - 1)], toff[min(t0 + 7, ntaps - 1)], toff[
         min(t0 + 8, ntaps - 1)]
-    a0, a1, a2 = vload(acc_out, 0), vload(acc_out, KB), vload(acc_out, 2 * KB)
-    a3, a4, a5 = vload(acc_out, 3 * KB), vload(acc_out, 4 * KB), vload(acc_out, 5 * KB)
-    a6, a7, a8 = vload(acc_out, 6 * KB), vload(acc_out, 7 * KB), vload(acc_out, 8 * KB)
+    z = gt[0]
+    a0, a1, a2 = vzero(z), vzero(z), vzero(z)
+    a3, a4, a5 = vzero(z), vzero(z), vzero(z)
+    a6, a7, a8 = vzero(z), vzero(z), vzero(z)
     for p in range(P):
         v = vload(gt, p * KB)
         b = poff[p]
@@ -598,26 +602,27 @@ def _weight_taps_9(xf, gt, P, poff, toff, t0, ntaps, acc_out, KB):
         a6 = vfma(vsplat_at(xf, b + o6), v, a6)
         a7 = vfma(vsplat_at(xf, b + o7), v, a7)
         a8 = vfma(vsplat_at(xf, b + o8), v, a8)
-    vstore(acc_out, 0, a0)
-    vstore(acc_out, KB, a1)
-    vstore(acc_out, 2 * KB, a2)
-    vstore(acc_out, 3 * KB, a3)
-    vstore(acc_out, 4 * KB, a4)
-    vstore(acc_out, 5 * KB, a5)
-    vstore(acc_out, 6 * KB, a6)
-    vstore(acc_out, 7 * KB, a7)
-    vstore(acc_out, 8 * KB, a8)
+    one = vsplat(gt.dtype.type(1))  # fma(a, 1, b) is the rounded a + b
+    vstore(acc_out, 0, vfma(a0, one, vload(acc_out, 0)))
+    vstore(acc_out, KB, vfma(a1, one, vload(acc_out, KB)))
+    vstore(acc_out, 2 * KB, vfma(a2, one, vload(acc_out, 2 * KB)))
+    vstore(acc_out, 3 * KB, vfma(a3, one, vload(acc_out, 3 * KB)))
+    vstore(acc_out, 4 * KB, vfma(a4, one, vload(acc_out, 4 * KB)))
+    vstore(acc_out, 5 * KB, vfma(a5, one, vload(acc_out, 5 * KB)))
+    vstore(acc_out, 6 * KB, vfma(a6, one, vload(acc_out, 6 * KB)))
+    vstore(acc_out, 7 * KB, vfma(a7, one, vload(acc_out, 7 * KB)))
+    vstore(acc_out, 8 * KB, vfma(a8, one, vload(acc_out, 8 * KB)))
 
 
-@njit(**JIT_PARALLEL)
-def _weight_plane(x, before, mode, gt, gw, oshape, stride, dilation, groups):
+@njit(**JIT_SERIAL)
+def _weight_plane(x, before, mode, gt, gw, oshape, stride, dilation, groups, t_lo, t_hi):
     """The one-vector weight gradient: gw[g*Kg + k, c, tap] = sum over images n, then
     output pixels p in order, of g[n, g*Kg + k, p] * xpad[n, g*Cg + c, p*stride +
     tap*dilation], ``xpad`` the input padded by ``before`` in ``mode``. ``gt`` is
     ``(groups, N, P, KB)``: grad_output with its ``Kg`` channels in the lanes (zeros
     past ``Kg``); ``gw`` ``(K, Cg, KD, KH, KW)``. One task per (group, input channel,
-    block of ``TB`` taps) owns its outputs: each is one FMA chain, the same for any
-    thread count."""
+    block of ``TB`` taps) owns its outputs: per image one FMA chain over the pixels,
+    added to the sum of the images before it in order; the same for any thread count."""
     N, P, KB = gt.shape[1], gt.shape[2], gt.shape[3]
     K, Cg, KD, KH, KW = gw.shape
     Kg = K // groups
@@ -645,7 +650,7 @@ def _weight_plane(x, before, mode, gt, gw, oshape, stride, dilation, groups):
             for e in range(KW):
                 toff[(a * KH + b) * KW + e] = (a * dd * rows + b * dh) * width + e * dw
     d0 = np.arange(depth)
-    for task in prange(groups * Cg * ntb):
+    for task in range(t_lo, t_hi):  # of groups * Cg * ntb
         tb = task % ntb
         q = task // ntb
         c = q % Cg
@@ -700,11 +705,32 @@ def weight_gradient(x, g, gw, stride, dilation, groups, pads=((0, 0),) * 3, mode
     gt = np.empty((groups, N, P, KB), gw.dtype)
     _channels_in_lanes(np.ascontiguousarray(g, gw.dtype).reshape(N, K, P), gt)
     before = np.array([int(b) for b, _ in pads], dtype=np.int64)
-    _weight_plane(np.ascontiguousarray(x), before, MODE_CODES[mode], gt, gw,
-                  np.array(g.shape[2:], dtype=np.int64),
-                  np.array([int(v) for v in stride], dtype=np.int64),
-                  np.array([int(v) for v in dilation], dtype=np.int64), groups)
+    args = (np.ascontiguousarray(x), before, MODE_CODES[mode], gt, gw,
+            np.array(g.shape[2:], dtype=np.int64),
+            np.array([int(v) for v in stride], dtype=np.int64),
+            np.array([int(v) for v in dilation], dtype=np.int64), groups)
+    ntaps = int(np.prod(gw.shape[2:]))
+    _tasks(_weight_plane, groups * gw.shape[1] * -(-ntaps // TB), args)
     return gw
+
+
+#: Task ranges per call of the one-vector and wide-row kernels (each task owns its
+#: outputs, so any split gives the same bits).
+RANGES = 8
+
+
+def _tasks(kernel, ntasks: int, args: tuple) -> None:
+    """``kernel(*args, lo, hi)`` over ``RANGES`` contiguous ranges of ``[0, ntasks)`` on
+    the fastconv threads (``fastconv.cpu.blas.parallel``: Python threads, the serial
+    kernels release the GIL). Not a Numba parallel region: the small-image GEMM's and
+    the pooling layers' tasks run on those threads too, and OpenMP workers spinning
+    after a region took the cores from them (LeNet's step at 2 threads: 10 -> 38-49 ms
+    on the shared 2-core machine with prange kernels)."""
+    from fastconv.cpu import blas
+
+    n = max(1, min(RANGES, ntasks))
+    bounds = [ntasks * i // n for i in range(n + 1)]
+    blas.parallel(lambda i: kernel(*args, bounds[i], bounds[i + 1]), n)
 
 
 def pack_weight(w: np.ndarray, groups: int, KB: int | None = None) -> np.ndarray:
@@ -737,7 +763,8 @@ def correlate(x, w, bias, out, stride, dilation, groups, pads=((0, 0),) * 3, mod
     b = np.ascontiguousarray(bias, dtype=out.dtype)
     x = np.ascontiguousarray(x)
     if plane:
-        _correlate_plane(x, before, MODE_CODES[mode], wp, b, out, st, dl, kshape, groups)
+        _tasks(_correlate_plane, x.shape[0] * groups * wp.shape[1] * out.shape[2],
+               (x, before, MODE_CODES[mode], wp, b, out, st, dl, kshape, groups))
     else:
         _correlate_rows(x, before, MODE_CODES[mode], wp, b, out, st, dl, kshape, groups,
                         BAND_ROWS)
@@ -897,13 +924,12 @@ def _fill_slab_zeros(x, n, c0, before, d0, slab):
                     dst[i] = src[i - bw]
 
 
-@njit(**JIT_PARALLEL)
-def _correlate_wide(x, before, mode, wp, bias, out, dilation, kshape, groups, L):
+@njit(**JIT_SERIAL)
+def _correlate_wide(x, before, mode, wp, bias, out, dilation, kshape, groups, L, t_lo, t_hi):
     """The wide-row correlation (comment above) at unit stride of ``x`` padded by
     ``before`` in ``mode`` with the packed weight ``wp`` ``(groups, nkb, Cg*taps, WC)``;
     ``L`` lanes per vector. One task per (image, group, channel block, output depth): it
     copies the padded input planes it reads into a slab (no padded copy of the input)."""
-    N = x.shape[0]
     OD, OH, OW = out.shape[2], out.shape[3], out.shape[4]
     nkb, R = wp.shape[1], wp.shape[2]
     K = out.shape[1]
@@ -919,7 +945,7 @@ def _correlate_wide(x, before, mode, wp, bias, out, dilation, kshape, groups, L)
     # the slab, with room for the last block's loads past the last row
     tail = Qn + (KH - 1) * dh * width + (KW - 1) * dw + L
     wf = wp.reshape(-1)
-    for task in prange(N * groups * nkb * OD):
+    for task in range(t_lo, t_hi):  # of N * groups * nkb * OD
         od = task % OD
         q = task // OD
         kb = q % nkb
@@ -978,6 +1004,7 @@ def correlate_wide(x, w, bias, out, dilation, groups, pads=((0, 0),) * 3, mode="
     before = np.array([int(b) for b, _ in pads], dtype=np.int64)
     b = np.ascontiguousarray(bias, dtype=out.dtype)
     lanes = LANES32 if out.dtype.itemsize == 4 else LANES64
-    _correlate_wide(np.ascontiguousarray(x), before, MODE_CODES[mode], wp, b, out, dl, kshape,
-                    groups, lanes)
+    _tasks(_correlate_wide, x.shape[0] * groups * wp.shape[1] * out.shape[2],
+           (np.ascontiguousarray(x), before, MODE_CODES[mode], wp, b, out, dl, kshape, groups,
+            lanes))
     return out
