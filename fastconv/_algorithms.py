@@ -52,7 +52,16 @@ float rounding (float32: relative error ~1e-5 of the output's scale, see
   float32 on AVX-512, 16 on AVX2) in vector registers, one FMA chain per output over the
   taps. Forward only, any shape. Error bound ``(Cg*taps + 1) * u * (sum |x||w| + |bias|)``.
   Best for few input channels and large kernels at any stride (W4: 3 -> 64 7x7 stride 2,
-  2.5x the folded GEMM's speed).
+  2.5x the folded GEMM's speed). With at most one vector of output channels per group
+  and at most 4096 output pixels per plane, its *one-vector form* (12 pixels across the
+  plane's rows x one vector; ``Cg <= DIRECT_VEC_PLANE_MAX_CG`` (8) in "auto") also serves
+  the weight gradient (9 taps x one vector; error ``(P + N) * u * sum |g||x|``): LeNet's
+  conv2, forward 1.3 -> 0.63 ms and weight gradient 1.4 -> 0.58 ms against the small-image
+  GEMM (1 thread, bench/RESULTS.md 2026-12-02 11:20).
+- ``"direct_wide"`` ("auto" only, input gradients): the stride-1 correlation with output
+  pixels in the lanes (``fastconv.cpu.microkernel.correlate_wide``), at most 6 output
+  channels per group, ``grad_output`` read in place; the direct kernel's bits. LeNet's
+  conv2 input gradient 2.2 -> 1.1 ms (1 thread) against ``col2im``.
 
 The rule (``choose``), with ``taps = kD * kH * kW``, ``Kg = K // groups``,
 ``Cg = C // groups``:
