@@ -836,6 +836,10 @@ def _direct_wide_regime(p: Problem) -> str | None:
         return "needs grad_output read in place (forward stride 1, nothing cropped)"
     if p.Kg > WC:
         return f"Kg = {p.Kg} output channels per group > one block of {WC}"
+    from fastconv.cpu.microkernel import PLANE_MAX_PIXELS
+
+    if math.prod(p.out_spatial[1:]) > PLANE_MAX_PIXELS:  # a task's slab: its whole planes
+        return f"{math.prod(p.out_spatial[1:])} output pixels per plane > {PLANE_MAX_PIXELS}"
     if p.Cg * p.taps < DIRECT_VEC_MIN_R:
         return f"Cg*taps = {p.Cg * p.taps} < DIRECT_VEC_MIN_R={DIRECT_VEC_MIN_R}"
     if p.macs < GEMM_MIN_MACS:

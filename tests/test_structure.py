@@ -88,11 +88,12 @@ def _frozen_unconditional(p: Problem) -> str:
 
 def _wide_wins(p: Problem) -> bool:
     """The wide-row input gradient (``direct_wide``, 2026-12-02): grad_output in place, at
-    most 6 output channels per group, a long enough chain and work, and cheaper than the
-    GEMM (the only other choice its regime can meet with a lower cost)."""
+    most 6 output channels per group, a long enough chain and work, at most 4096 output
+    pixels per plane, and cheaper than the GEMM (the only other choice its regime can meet
+    with a lower cost)."""
     A = _algorithms
     if not (p.in_place and p.Kg <= 6 and p.Cg * p.taps >= A.DIRECT_VEC_MIN_R
-            and p.macs >= A.GEMM_MIN_MACS):
+            and p.macs >= A.GEMM_MIN_MACS and p.out_spatial[1] * p.out_spatial[2] <= 4096):
         return False
     return A.REGISTRY["direct_wide"].cost(p) < min(
         A.REGISTRY[n].cost(p) for n in ("direct", "gemm")
