@@ -52,7 +52,16 @@ float rounding (float32: relative error ~1e-5 of the output's scale, see
   float32 on AVX-512, 16 on AVX2) in vector registers, one FMA chain per output over the
   taps. Forward only, any shape. Error bound ``(Cg*taps + 1) * u * (sum |x||w| + |bias|)``.
   Best for few input channels and large kernels at any stride (W4: 3 -> 64 7x7 stride 2,
-  2.5x the folded GEMM's speed).
+  2.5x the folded GEMM's speed). With at most one vector of output channels per group
+  and at most 4096 output pixels per plane, its *one-vector form* (12 pixels across the
+  plane's rows x one vector; ``Cg <= DIRECT_VEC_PLANE_MAX_CG`` (8) in "auto") also serves
+  the weight gradient (9 taps x one vector; error ``(P + N) * u * sum |g||x|``): LeNet's
+  conv2, forward 1.3 -> 0.63 ms and weight gradient 1.4 -> 0.58 ms against the small-image
+  GEMM (1 thread, bench/RESULTS.md 2026-12-02 11:20).
+- ``"direct_wide"`` ("auto" only, input gradients): the stride-1 correlation with output
+  pixels in the lanes (``fastconv.cpu.microkernel.correlate_wide``), at most 6 output
+  channels per group, ``grad_output`` read in place; the direct kernel's bits. LeNet's
+  conv2 input gradient 2.2 -> 1.1 ms (1 thread) against ``col2im``.
 
 The rule (``choose``), with ``taps = kD * kH * kW``, ``Kg = K // groups``,
 ``Cg = C // groups``:
@@ -162,6 +171,7 @@ WINOGRAD_MIN_TILES = 64
 WINOGRAD_MIN_MACS = 1 << 24
 DIRECT_VEC_MAX_CG = 4
 DIRECT_VEC_MIN_R = 128
+DIRECT_VEC_PLANE_MAX_CG = 8
 
 #: Cost rates (2 threads, float32). The direct kernel: ~0.12 ns per multiply-add on one
 #: 2048x2048 plane (0.5 ms per tap, module doc); the GEMM: the same work through BLAS on
@@ -743,16 +753,36 @@ register(Algorithm(
 # direct_vec --------------------------------------------------------------------------------
 
 
+def _direct_vec_plane(p: Problem) -> bool:
+    """Whether direct_vec runs its one-vector form (``microkernel.plane_form``)."""
+    from fastconv.cpu.microkernel import plane_form
+
+    return plane_form(p.Kg, p.itemsize or 4, int(p.out_spatial[1]) * int(p.out_spatial[2]))
+
+
+def _direct_vec_block(p: Problem) -> int:
+    """Output channels per block: one vector in the one-vector form, else KB."""
+    from fastconv.cpu.microkernel import LANES32, LANES64, channel_block
+
+    if _direct_vec_plane(p):
+        return LANES64 if p.itemsize == 8 else LANES32
+    return channel_block(p.itemsize or 4)
+
+
 def _direct_vec_regime(p: Problem) -> str | None:
-    if p.Cg > DIRECT_VEC_MAX_CG:
+    if p.op == "weight_grad" and not _direct_vec_plane(p):
+        return "weight gradient: one-vector form only (Kg <= one vector, small planes)"
+    if _direct_vec_plane(p):
+        if p.Cg > DIRECT_VEC_PLANE_MAX_CG:
+            return (f"Cg = {p.Cg} input channels per group > DIRECT_VEC_PLANE_MAX_CG="
+                    f"{DIRECT_VEC_PLANE_MAX_CG} (one-vector form)")
+    elif p.Cg > DIRECT_VEC_MAX_CG:
         return f"Cg = {p.Cg} input channels per group > DIRECT_VEC_MAX_CG={DIRECT_VEC_MAX_CG}"
     if p.Cg * p.taps < DIRECT_VEC_MIN_R:
         return f"Cg*taps = {p.Cg * p.taps} < DIRECT_VEC_MIN_R={DIRECT_VEC_MIN_R}"
     if p.macs < GEMM_MIN_MACS:
         return f"{p.macs} multiply-adds < GEMM_MIN_MACS={GEMM_MIN_MACS}"
-    from fastconv.cpu.microkernel import channel_block
-
-    kb = channel_block(p.itemsize or 4)
+    kb = _direct_vec_block(p)
     if 2 * p.Kg < kb:
         return f"Kg = {p.Kg} output channels per group < half a vector block ({kb})"
     if _fft_regime(p) is None:
@@ -761,9 +791,7 @@ def _direct_vec_regime(p: Problem) -> str | None:
 
 
 def _direct_vec_cost(p: Problem) -> float:
-    from fastconv.cpu.microkernel import channel_block
-
-    kb = channel_block(p.itemsize or 4)
+    kb = _direct_vec_block(p)
     used = p.Kg / (-(-p.Kg // kb) * kb)  # the block's channels past Kg are computed too
     return p.macs / (RATE_DIRECT_VEC * used)
 
@@ -774,10 +802,85 @@ def _direct_vec_core(be, plan: ConvPlan):
     return microkernel.padding_core(plan.pads, plan.padding_mode)  # reads x in place
 
 
+def _direct_vec_weight_core(be, plan: ConvPlan, fallback):
+    """The one-vector weight gradient (``fastconv.cpu.microkernel.weight_gradient``), the
+    padding read in place; the direct kernel where it does not apply (an explicit
+    ``algorithm=``: more than one vector of output channels)."""
+    from fastconv.cpu.microkernel import weight_gradient
+
+    if not _direct_vec_plane(forward_problem(plan, "weight_grad")):
+        return _direct_weight_core(be, plan, fallback)
+    pads, mode, stride, dilation, groups = (plan.pads, plan.padding_mode, plan.stride,
+                                            plan.dilation, plan.groups)
+
+    def core(x, g, gw):
+        weight_gradient(x, g, gw, stride, dilation, groups, pads, mode)
+
+    return core
+
+
 register(Algorithm(
     "direct_vec", "output-channel-vectorised direct kernel on explicit SIMD vectors "
-    "(fastconv.cpu.microkernel)", ("forward",), _always, _direct_vec_regime, _direct_vec_cost,
-    {"cpu": _direct_vec_core}))
+    "(fastconv.cpu.microkernel)", ("forward", "weight_grad"), _always, _direct_vec_regime,
+    _direct_vec_cost, {"cpu": _direct_vec_core},
+    grad_cores={"weight_grad": {"cpu": _direct_vec_weight_core}}))
+
+
+# direct_wide -------------------------------------------------------------------------------
+
+
+def _direct_wide_regime(p: Problem) -> str | None:
+    from fastconv.cpu.microkernel import WC
+
+    if not p.in_place:
+        return "needs grad_output read in place (forward stride 1, nothing cropped)"
+    if p.Kg > WC:
+        return f"Kg = {p.Kg} output channels per group > one block of {WC}"
+    from fastconv.cpu.microkernel import PLANE_MAX_PIXELS
+
+    if math.prod(p.out_spatial[1:]) > PLANE_MAX_PIXELS:  # a task's slab: its whole planes
+        return f"{math.prod(p.out_spatial[1:])} output pixels per plane > {PLANE_MAX_PIXELS}"
+    if p.Cg * p.taps < DIRECT_VEC_MIN_R:
+        return f"Cg*taps = {p.Cg * p.taps} < DIRECT_VEC_MIN_R={DIRECT_VEC_MIN_R}"
+    if p.macs < GEMM_MIN_MACS:
+        return f"{p.macs} multiply-adds < GEMM_MIN_MACS={GEMM_MIN_MACS}"
+    return None
+
+
+def _direct_wide_cost(p: Problem) -> float:
+    """The direct_vec rate on the lanes that hold outputs: ``Kg`` of the block's ``WC``
+    channels, ``OW`` of each wide row (``OW + (KW - 1) * dilation``), whole blocks of
+    ``WQ`` vectors per plane."""
+    from fastconv.cpu.microkernel import LANES32, LANES64, WC, WQ
+
+    span = WQ * (LANES64 if p.itemsize == 8 else LANES32)
+    OH, OW = int(p.out_spatial[1]), int(p.out_spatial[2])
+    width = OW + (int(p.w_shape[4]) - 1) * int(p.dilation[2])
+    used = p.Kg / WC * OH * OW / (-(-((OH - 1) * width + OW) // span) * span)
+    return p.macs / (RATE_DIRECT_VEC * used)
+
+
+def _direct_wide_input_core(be, plan: InputGradPlan, fallback):
+    """``grad_output`` read in place with its zero padding (stride 1) by the wide-row
+    kernel (``fastconv.cpu.microkernel.correlate_wide``); folded for a non-zero mode."""
+    from fastconv.cpu.grad import _transposed_weight
+    from fastconv.cpu.microkernel import correlate_wide
+
+    pads = tuple((d[0], n - d[1]) for d, n in zip(plan.spread_dst, plan.spread_shape[2:],
+                                                  strict=True))
+    dilation, groups = plan.dilation, plan.groups
+
+    def run(g, w, bias, out):
+        correlate_wide(g, _transposed_weight(w, groups), bias, out, dilation, groups, pads)
+
+    return _folded(be, plan, run)
+
+
+register(Algorithm(
+    "direct_wide", "direct kernel with output pixels in the SIMD lanes, for few output "
+    "channels (fastconv.cpu.microkernel.correlate_wide; input gradients)", ("input_grad",),
+    _always, _direct_wide_regime, _direct_wide_cost, {}, explicit=False,
+    grad_cores={"input_grad": {"cpu": _direct_wide_input_core}}))
 
 
 # separable ---------------------------------------------------------------------------------

@@ -130,3 +130,17 @@ def test_receptive_step_is_the_recurrence():
         size, jump = _shapes.receptive_step(size, jump, k, s, d)
     assert (size, jump) == (1 + 2 + 1 + 2 * 2 * 2, 2)
     assert [r["size"] for r in fc.receptive_field([(3, 1), (2, 2), (3, 1, 2)])] == [3, 4, 12]
+
+
+def test_a_repeated_pooling_call_reuses_its_plan_and_bad_calls_raise_every_time():
+    x = np.zeros((2, 3, 10, 10), np.float32)
+    first = _plan.plan_pool("max_pool2d", 2, x, 2, None, 0, 1, False, "max")
+    assert _plan.plan_pool("max_pool2d", 2, np.ones_like(x), 2, None, 0, 1, False,
+                           "max") is first
+    other = _plan.plan_pool("max_pool2d", 2, x, 2, None, 0, 1, True, "max")  # ceil_mode
+    assert other is not first
+    assert _plan.plan_pool("max_pool2d", 2, x.astype(np.float64), 2, None, 0, 1, False,
+                           "max").dtype == np.float64
+    for _ in range(2):  # never cached: raises on every call
+        with pytest.raises(ValueError, match="padding"):
+            _plan.plan_pool("max_pool2d", 2, x, 2, None, 3, 1, False, "max")

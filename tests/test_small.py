@@ -28,8 +28,10 @@ def _rel(a, b) -> float:
     return float(np.abs(np.asarray(a, np.float64) - b).max() / np.abs(b).max())
 
 
-@pytest.mark.parametrize("xs, ws, pad", LENET)
+@pytest.mark.parametrize("xs, ws, pad", LENET[:1] + [((64, 6, 14, 14), (32, 6, 5, 5), 0)])
 def test_lenet_layers_take_the_small_path(xs, ws, pad):
+    """conv1's forward and a wider conv2 (LeNet's own conv2, 16 output channels, runs
+    direct_vec's one-vector form since 2026-12-02: ``test_microkernel``)."""
     x, w = _data(xs, ws)
     plan = plan_conv("conv2d", 2, x, w, None, 1, pad, 1, 1, "zeros")
     assert _algorithms.choose(plan) == "gemm"
@@ -335,7 +337,8 @@ def test_max_pool_layer_other_windows_take_the_library_path():
         fc.MaxPool2d(2, padding=2)(x)
 
 
-@pytest.mark.parametrize("xs, ws, pad", LENET + [((16, 4, 12, 12), (8, 2, 3, 4), 1)])
+@pytest.mark.parametrize("xs, ws, pad", LENET[:1] + [((64, 6, 14, 14), (32, 6, 5, 5), 0),
+                                                      ((16, 4, 12, 12), (8, 2, 3, 4), 1)])
 def test_conv_layer_keeps_its_blocks_and_matches_the_functions(xs, ws, pad, monkeypatch):
     """A Conv2d layer on the small path keeps its forward's im2col blocks for the weight
     gradient: the same numbers as conv2d / conv2d_weight / conv2d_input exactly, and a

@@ -64,13 +64,40 @@ def _frozen_forward(p: Problem) -> str:
     if (p.nspatial == 2 and KH >= 2 and KW >= 2 and KH * KW >= A.SEP_MIN_TAPS
             and Kg * Cg <= A.FFT_MAX_CHANNEL_PAIRS):
         return "separable"
+    return _frozen_unconditional(p)
+
+
+def _frozen_unconditional(p: Problem) -> str:
+    """:func:`_frozen_forward` without the separable path (its fallback)."""
+    A = _algorithms
+    _, Cg, KD, KH, KW = p.w_shape
+    Kg = p.w_shape[0] // p.groups
     if _frozen_winograd_wins(p.N, p.w_shape, p.out_spatial, p.stride, p.dilation, p.groups):
         return "winograd"
     name = _frozen_choose_for(p.N, p.w_shape, p.out_spatial, p.stride, p.groups)
-    if (name != "fft" and Cg <= A.DIRECT_VEC_MAX_CG and Cg * KD * KH * KW >= A.DIRECT_VEC_MIN_R
-            and p.macs >= A.GEMM_MIN_MACS and 2 * Kg >= channel_block(4)):
+    vec_rule = name != "fft" and Cg * KD * KH * KW >= A.DIRECT_VEC_MIN_R and (
+        p.macs >= A.GEMM_MIN_MACS)
+    if vec_rule and Cg <= A.DIRECT_VEC_MAX_CG and 2 * Kg >= channel_block(4):
         return "direct_vec"  # few input channels, large kernel (fastconv.cpu.microkernel)
+    # its one-vector form (2026-12-02): 8-16 output channels (one float32 vector), at
+    # most 8 input channels, at most 4096 output pixels per plane (LeNet's 6 -> 16 layer)
+    if _frozen_vec_plane(p.N, p.w_shape, p.out_spatial, p.stride, p.groups, 4):
+        return "direct_vec"
     return name
+
+
+def _wide_wins(p: Problem) -> bool:
+    """The wide-row input gradient (``direct_wide``, 2026-12-02): grad_output in place, at
+    most 6 output channels per group, a long enough chain and work, at most 4096 output
+    pixels per plane, and cheaper than the GEMM (the only other choice its regime can meet
+    with a lower cost)."""
+    A = _algorithms
+    if not (p.in_place and p.Kg <= 6 and p.Cg * p.taps >= A.DIRECT_VEC_MIN_R
+            and p.macs >= A.GEMM_MIN_MACS and p.out_spatial[1] * p.out_spatial[2] <= 4096):
+        return False
+    return A.REGISTRY["direct_wide"].cost(p) < min(
+        A.REGISTRY[n].cost(p) for n in ("direct", "gemm")
+        if A.REGISTRY[n].regime(p) is None)
 
 
 def _frozen_input_grad(p: Problem) -> str:
@@ -78,6 +105,8 @@ def _frozen_input_grad(p: Problem) -> str:
     if p.in_place and _frozen_winograd_wins(p.N, p.w_shape, p.out_spatial, (1, 1, 1),
                                             p.dilation, p.groups):
         return "winograd"
+    if _wide_wins(p):
+        return "direct_wide"
     name = _frozen_choose_for(p.N, p.w_shape, p.out_spatial, (1, 1, 1), p.groups)
     return "direct" if name == "fft" else name
 
@@ -99,9 +128,27 @@ def _frozen_winograd_weight_wins(N, w_shape, out_spatial, stride, dilation, grou
             and macs >= A.WINOGRAD_MIN_MACS)
 
 
+def _frozen_vec_plane(N, w_shape, out_spatial, stride, groups, itemsize) -> bool:
+    """direct_vec's one-vector form (2026-12-02; forward and weight gradient): 8-16
+    float32 (4-8 float64) output channels per group, at most 8 input channels, a chain of
+    at least 128 taps, 2**20 multiply-adds, at most 4096 output pixels per plane, not the
+    FFT's regime."""
+    A = _algorithms
+    K, Cg = int(w_shape[0]), int(w_shape[1])
+    Kg = K // groups
+    lanes = 8 if itemsize == 8 else 16
+    macs = N * math.prod(w_shape) * math.prod(out_spatial)
+    return (_frozen_choose_for(N, w_shape, out_spatial, stride, groups) != "fft"
+            and lanes <= 2 * Kg and Kg <= lanes and Cg <= A.DIRECT_VEC_PLANE_MAX_CG
+            and Cg * math.prod(w_shape[2:]) >= A.DIRECT_VEC_MIN_R
+            and macs >= A.GEMM_MIN_MACS and out_spatial[1] * out_spatial[2] <= 4096)
+
+
 def _frozen_weight_grad(p: Problem) -> str:
     """``fastconv.cpu.grad.correlate_weight``'s "auto" (no small-image form: ``itemsize``
     0)."""
+    if _frozen_vec_plane(p.N, p.w_shape, p.out_spatial, p.stride, p.groups, 4):
+        return "direct_vec"
     name = _frozen_choose_for(p.N, p.w_shape, p.out_spatial, p.stride, p.groups)
     if name == "gemm" and _frozen_winograd_weight_wins(p.N, p.w_shape, p.out_spatial, p.stride,
                                                        p.dilation, p.groups):
@@ -133,11 +180,7 @@ def test_registry_auto_matches_the_frozen_forward_rule(p):
     entry, fallback = _algorithms.auto(p, "cpu")
     assert entry.name == _frozen_forward(p)
     if entry.conditional:  # the separable path falls back to the rule without it
-        _, Cg, KD, KH, KW = p.w_shape
-        assert fallback.name == (
-            "winograd" if _frozen_winograd_wins(p.N, p.w_shape, p.out_spatial, p.stride,
-                                                p.dilation, p.groups)
-            else _frozen_choose_for(p.N, p.w_shape, p.out_spatial, p.stride, p.groups))
+        assert fallback.name == _frozen_unconditional(p)
 
 
 @settings(max_examples=300, deadline=None)
@@ -177,6 +220,8 @@ def _frozen_input_grad_plan(plan) -> str:
     if whole and unit and _frozen_winograd_wins(N, wt_shape, out_spatial, (1, 1, 1),
                                                 plan.dilation, groups):
         return "winograd"
+    if _wide_wins(_algorithms.input_grad_problem(plan)):
+        return "direct_wide"
     if whole and small.applies(N, plan.w_shape, plan.g_shape[2:], groups, plan.dtype.itemsize):
         return "small"
     name = _frozen_choose_for(N, wt_shape, out_spatial, (1, 1, 1), groups)
@@ -189,6 +234,9 @@ def _frozen_weight_grad_plan(plan) -> str:
     from fastconv.cpu import small
 
     N, out_spatial = plan.x_shape[0], plan.out_shape[2:]
+    if _frozen_vec_plane(N, plan.w_shape, out_spatial, plan.stride, plan.groups,
+                         plan.dtype.itemsize):
+        return "direct_vec"
     name = _frozen_choose_for(N, plan.w_shape, out_spatial, plan.stride, plan.groups)
     if name == "gemm" and _frozen_winograd_weight_wins(N, plan.w_shape, out_spatial,
                                                        plan.stride, plan.dilation, plan.groups):
@@ -260,7 +308,7 @@ def test_registry_gradient_choices_match_the_rule_they_replaced(case):
     ((8, 64, 56, 56), (64, 64, 3, 3), {"padding": 1, "padding_mode": "reflect"},
      ("winograd", "winograd")),
     ((8, 64, 56, 56), (64, 64, 3, 3), {"padding": 1, "stride": 2}, ("gemm", "gemm")),
-    ((64, 6, 14, 14), (16, 6, 5, 5), {}, ("small", "small")),  # LeNet's second layer
+    ((64, 6, 14, 14), (16, 6, 5, 5), {}, ("direct_wide", "direct_vec")),  # LeNet's conv2
     ((8, 32, 56, 56), (32, 1, 3, 3), {"padding": 1, "groups": 32}, ("direct", "direct")),
 ])
 def test_gradient_choices_of_benchmark_layers(x, w, kw, want):
@@ -424,8 +472,10 @@ def test_explain_shows_the_gradients_own_candidates_and_fallbacks():
     x, g = np.zeros((8, 64, 56, 56)), np.zeros((8, 64, 56, 56))
     e = fc.explain(fc.grad.conv2d_weight, x, (64, 64, 3, 3), g, padding=1)
     assert (e.op, e.chosen) == ("conv2d_weight", "winograd")
-    assert {r[0] for r in e.rows} == {"direct", "gemm", "winograd"}
-    assert all(r[2] is None for r in e.rows) and "runs 'winograd'" in str(e)
+    assert {r[0] for r in e.rows} == {"direct", "direct_vec", "gemm", "winograd"}
+    reasons = {r[0]: r[2] for r in e.rows}  # direct_vec: its one-vector form only
+    assert "one-vector form only" in reasons.pop("direct_vec")
+    assert all(r is None for r in reasons.values()) and "runs 'winograd'" in str(e)
     rng = np.random.default_rng(1)
     w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
     g = rng.standard_normal((2, 16, 14, 14)).astype(np.float32)  # padding 3: g is cropped

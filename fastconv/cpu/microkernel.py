@@ -19,6 +19,14 @@ weight vectors of the tap (weights packed ``[tap][channel]``) are multiplied by 
 per lane. Each output is therefore one fixed chain of ``Cg * taps`` FMAs, whatever the
 thread count or the task split; the bias is added after the chain. The row's block
 results go to a small scratch ``(OW, KB)`` and are transposed into the NCHW output.
+
+**The one-vector form** (at most one vector of output channels per group, small planes:
+LeNet's 6 -> 16 5x5 layer): blocks of 12 output pixels taken across the rows of the
+plane x one vector of channels (:func:`_correlate_plane`; an unpadded input is read in
+place), and the weight gradient with the same blocking (:func:`weight_gradient`: 9 taps
+x one vector of output channels, one FMA chain per weight over the images and pixels).
+**The wide-row form** (:func:`correlate_wide`, "direct_wide": an input gradient's
+correlation with at most 6 output channels) puts output pixels in the lanes instead.
 """
 
 from __future__ import annotations
@@ -529,12 +537,303 @@ def _correlate_rows(x, before, mode, wp, bias, out, stride, dilation, kshape, gr
                     dst[ox] = tmp[ox * KB + k] + bk
 
 
-def pack_weight(w: np.ndarray, groups: int) -> np.ndarray:
+#: Output pixels per register block of the one-vector (plane) form: 12 accumulators of
+#: ``LANES`` output channels, pixels taken across the rows of the output plane.
+MP = 12
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _plane_12x1(xf, poff, p0, P, roff, KW, dw, wf, wb, KB, tmp):
+    """Output pixels ``p0 .. p0 + 11`` of a plane (clamped to ``P - 1``) x one vector of
+    ``KB`` output channels into ``tmp[p * KB + k]``: ``poff[p]`` is pixel ``p``'s offset
+    in the flat slab ``xf``, ``roff[j]`` the taps' ``j``-th row offset, ``KW`` taps
+    ``dw`` apart; ``wf`` the packed weight, the block's taps from ``wb``."""
+    z = wf[0]
+    x0, x1, x2 = poff[min(p0, P - 1)], poff[min(p0 + 1, P - 1)], poff[min(p0 + 2, P - 1)]
+    x3, x4, x5 = poff[min(p0 + 3, P - 1)], poff[min(p0 + 4, P - 1)], poff[min(p0 + 5, P - 1)]
+    x6, x7, x8 = poff[min(p0 + 6, P - 1)], poff[min(p0 + 7, P - 1)], poff[min(p0 + 8, P - 1)]
+    x9, x10, x11 = (poff[min(p0 + 9, P - 1)], poff[min(p0 + 10, P - 1)],
+                    poff[min(p0 + 11, P - 1)])
+    a0, a1, a2, a3 = vzero(z), vzero(z), vzero(z), vzero(z)
+    a4, a5, a6, a7 = vzero(z), vzero(z), vzero(z), vzero(z)
+    a8, a9, a10, a11 = vzero(z), vzero(z), vzero(z), vzero(z)
+    t = wb
+    for j in range(roff.shape[0]):
+        r = roff[j]
+        for e in range(KW):
+            w = vload(wf, t)
+            o = r + e * dw
+            a0 = vfma(vsplat_at(xf, o + x0), w, a0)
+            a1 = vfma(vsplat_at(xf, o + x1), w, a1)
+            a2 = vfma(vsplat_at(xf, o + x2), w, a2)
+            a3 = vfma(vsplat_at(xf, o + x3), w, a3)
+            a4 = vfma(vsplat_at(xf, o + x4), w, a4)
+            a5 = vfma(vsplat_at(xf, o + x5), w, a5)
+            a6 = vfma(vsplat_at(xf, o + x6), w, a6)
+            a7 = vfma(vsplat_at(xf, o + x7), w, a7)
+            a8 = vfma(vsplat_at(xf, o + x8), w, a8)
+            a9 = vfma(vsplat_at(xf, o + x9), w, a9)
+            a10 = vfma(vsplat_at(xf, o + x10), w, a10)
+            a11 = vfma(vsplat_at(xf, o + x11), w, a11)
+            t += KB
+    q = p0 * KB
+    vstore(tmp, q, a0)
+    vstore(tmp, q + KB, a1)
+    vstore(tmp, q + 2 * KB, a2)
+    vstore(tmp, q + 3 * KB, a3)
+    vstore(tmp, q + 4 * KB, a4)
+    vstore(tmp, q + 5 * KB, a5)
+    vstore(tmp, q + 6 * KB, a6)
+    vstore(tmp, q + 7 * KB, a7)
+    vstore(tmp, q + 8 * KB, a8)
+    vstore(tmp, q + 9 * KB, a9)
+    vstore(tmp, q + 10 * KB, a10)
+    vstore(tmp, q + 11 * KB, a11)
+
+
+@njit(**JIT_SERIAL)
+def _correlate_plane(x, before, mode, wp, bias, out, stride, dilation, kshape, groups, t_lo,
+                     t_hi):
+    """The direct_vec correlation's one-vector form: blocks of ``KB`` = one vector of
+    output channels (``wp`` is ``(groups, nkb, Cg*taps, KB)``) x ``MP`` pixels taken
+    across the output plane's rows (few output channels: LeNet's 6 -> 16 layer). One task
+    per (image, group, channel block, output depth) copies the padded input planes it
+    reads into a slab; each output is the same FMA chain as in :func:`_correlate_rows`."""
+    OD, OH, OW = out.shape[2], out.shape[3], out.shape[4]
+    nkb, R, KB = wp.shape[1], wp.shape[2], wp.shape[3]
+    K = out.shape[1]
+    Kg = K // groups
+    KD, KH, KW = kshape[0], kshape[1], kshape[2]
+    Cg = R // (KD * KH * KW)
+    sd, sh, sw = stride[0], stride[1], stride[2]
+    dd, dh, dw = dilation[0], dilation[1], dilation[2]
+    width = (OW - 1) * sw + (KW - 1) * dw + 1
+    rows = (OH - 1) * sh + (KH - 1) * dh + 1
+    P = OH * OW
+    Pr = -(-P // MP) * MP
+    wf = wp.reshape(-1)
+    # no padding read (before or after): the input in place (its own strides), no slab
+    D = x.shape[2]
+    inplace = (before[0] == 0 and before[1] == 0 and before[2] == 0
+               and (OD - 1) * sd + (KD - 1) * dd < D and rows <= x.shape[3]
+               and width <= x.shape[4])
+    if inplace:
+        rows, width = x.shape[3], x.shape[4]
+    poff = np.empty(P, dtype=np.int64)
+    for oh in range(OH):
+        for ow in range(OW):
+            poff[oh * OW + ow] = oh * sh * width + ow * sw
+    for task in range(t_lo, t_hi):  # of N * groups * nkb * OD
+        od = task % OD
+        q = task // OD
+        kb = q % nkb
+        q //= nkb
+        g = q % groups
+        n = q // groups
+        roff = np.empty(Cg * KD * KH, dtype=np.int64)  # the taps' rows in xf
+        if inplace:
+            xf = x[n, g * Cg : (g + 1) * Cg].reshape(-1)
+            for c in range(Cg):
+                for a in range(KD):
+                    for b in range(KH):
+                        roff[(c * KD + a) * KH + b] = ((c * D + od * sd + a * dd) * rows
+                                                       + b * dh) * width
+        else:
+            slab = np.empty((Cg, KD, rows, width), dtype=out.dtype)
+            d0 = np.empty(KD, dtype=np.int64)
+            for a in range(KD):
+                d0[a] = od * sd + a * dd
+            _fill_slab(x, n, g * Cg, before, mode, d0, 0, 0, slab)
+            xf = slab.reshape(-1)
+            for c in range(Cg):
+                for a in range(KD):
+                    for b in range(KH):
+                        roff[(c * KD + a) * KH + b] = ((c * KD + a) * rows + b * dh) * width
+        wb = (g * nkb + kb) * R * KB
+        tmp = np.empty(Pr * KB, dtype=out.dtype)
+        for p0 in range(0, P, MP):
+            _plane_12x1(xf, poff, p0, P, roff, KW, dw, wf, wb, KB, tmp)
+        k0 = g * Kg + kb * KB
+        for k in range(min(KB, Kg - kb * KB)):
+            bk = bias[k0 + k]
+            dst = out[n, k0 + k, od].reshape(-1)
+            for p in range(P):
+                dst[p] = tmp[p * KB + k] + bk
+
+
+#: Kernel taps per register block of the one-vector weight gradient (9 accumulators of
+#: ``LANES`` output channels: a 3x3 kernel in one pass, a 5x5 in three passes of 27).
+TB = 9
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _weight_taps_9(xf, gt, P, poff, toff, t0, ntaps, acc_out, KB):
+    """``acc_out[i * KB + k] += sum_p gt[p * KB + k] * xf[poff[p] + toff[t0 + i]]`` for
+    the block's 9 taps ``i`` (clamped to ``ntaps - 1``): one image's sum, one FMA per
+    pixel in pixel order from zero, then added to the running sum (a chain per image
+    and a sum over the images, not one chain of ``N * P`` terms: 2.7e-6 -> float32
+    rounding of the BLAS product for LeNet's conv2, relative to the largest weight
+    gradient)."""
+    o0, o1, o2 = toff[min(t0, ntaps - 1)], toff[min(t0 + 1, ntaps - 1)], toff[
+        min(t0 + 2, ntaps - 1)]
+    o3, o4, o5 = toff[min(t0 + 3, ntaps - 1)], toff[min(t0 + 4, ntaps - 1)], toff[
+        min(t0 + 5, ntaps - 1)]
+    o6, o7, o8 = toff[min(t0 + 6, ntaps - 1)], toff[min(t0 + 7, ntaps - 1)], toff[
+        min(t0 + 8, ntaps - 1)]
+    z = gt[0]
+    a0, a1, a2 = vzero(z), vzero(z), vzero(z)
+    a3, a4, a5 = vzero(z), vzero(z), vzero(z)
+    a6, a7, a8 = vzero(z), vzero(z), vzero(z)
+    for p in range(P):
+        v = vload(gt, p * KB)
+        b = poff[p]
+        a0 = vfma(vsplat_at(xf, b + o0), v, a0)
+        a1 = vfma(vsplat_at(xf, b + o1), v, a1)
+        a2 = vfma(vsplat_at(xf, b + o2), v, a2)
+        a3 = vfma(vsplat_at(xf, b + o3), v, a3)
+        a4 = vfma(vsplat_at(xf, b + o4), v, a4)
+        a5 = vfma(vsplat_at(xf, b + o5), v, a5)
+        a6 = vfma(vsplat_at(xf, b + o6), v, a6)
+        a7 = vfma(vsplat_at(xf, b + o7), v, a7)
+        a8 = vfma(vsplat_at(xf, b + o8), v, a8)
+    one = vsplat(gt.dtype.type(1))  # fma(a, 1, b) is the rounded a + b
+    vstore(acc_out, 0, vfma(a0, one, vload(acc_out, 0)))
+    vstore(acc_out, KB, vfma(a1, one, vload(acc_out, KB)))
+    vstore(acc_out, 2 * KB, vfma(a2, one, vload(acc_out, 2 * KB)))
+    vstore(acc_out, 3 * KB, vfma(a3, one, vload(acc_out, 3 * KB)))
+    vstore(acc_out, 4 * KB, vfma(a4, one, vload(acc_out, 4 * KB)))
+    vstore(acc_out, 5 * KB, vfma(a5, one, vload(acc_out, 5 * KB)))
+    vstore(acc_out, 6 * KB, vfma(a6, one, vload(acc_out, 6 * KB)))
+    vstore(acc_out, 7 * KB, vfma(a7, one, vload(acc_out, 7 * KB)))
+    vstore(acc_out, 8 * KB, vfma(a8, one, vload(acc_out, 8 * KB)))
+
+
+@njit(**JIT_SERIAL)
+def _weight_plane(x, before, mode, gt, gw, oshape, stride, dilation, groups, t_lo, t_hi):
+    """The one-vector weight gradient: gw[g*Kg + k, c, tap] = sum over images n, then
+    output pixels p in order, of g[n, g*Kg + k, p] * xpad[n, g*Cg + c, p*stride +
+    tap*dilation], ``xpad`` the input padded by ``before`` in ``mode``. ``gt`` is
+    ``(groups, N, P, KB)``: grad_output with its ``Kg`` channels in the lanes (zeros
+    past ``Kg``); ``gw`` ``(K, Cg, KD, KH, KW)``. One task per (group, input channel,
+    block of ``TB`` taps) owns its outputs: per image one FMA chain over the pixels,
+    added to the sum of the images before it in order; the same for any thread count."""
+    N, P, KB = gt.shape[1], gt.shape[2], gt.shape[3]
+    K, Cg, KD, KH, KW = gw.shape
+    Kg = K // groups
+    OD, OH, OW = oshape[0], oshape[1], oshape[2]
+    sd, sh, sw = stride[0], stride[1], stride[2]
+    dd, dh, dw = dilation[0], dilation[1], dilation[2]
+    width = (OW - 1) * sw + (KW - 1) * dw + 1
+    rows = (OH - 1) * sh + (KH - 1) * dh + 1
+    depth = (OD - 1) * sd + (KD - 1) * dd + 1
+    ntaps = KD * KH * KW
+    ntb = -(-ntaps // TB)
+    # no padding read (before or after): the input planes in place (their own strides)
+    inplace = (before[0] == 0 and before[1] == 0 and before[2] == 0 and depth <= x.shape[2]
+               and rows <= x.shape[3] and width <= x.shape[4])
+    if inplace:
+        depth, rows, width = x.shape[2], x.shape[3], x.shape[4]
+    poff = np.empty(P, dtype=np.int64)
+    for od in range(OD):
+        for oh in range(OH):
+            for ow in range(OW):
+                poff[(od * OH + oh) * OW + ow] = (od * sd * rows + oh * sh) * width + ow * sw
+    toff = np.empty(ntaps, dtype=np.int64)
+    for a in range(KD):
+        for b in range(KH):
+            for e in range(KW):
+                toff[(a * KH + b) * KW + e] = (a * dd * rows + b * dh) * width + e * dw
+    d0 = np.arange(depth)
+    for task in range(t_lo, t_hi):  # of groups * Cg * ntb
+        tb = task % ntb
+        q = task // ntb
+        c = q % Cg
+        g = q // Cg
+        slab = np.zeros((1, 0 if inplace else depth, rows, width), dtype=gw.dtype)
+        acc = np.zeros(TB * KB, dtype=gw.dtype)
+        for n in range(N):
+            if inplace:
+                xf = x[n, g * Cg + c].reshape(-1)
+            else:
+                if mode == 0:  # zeros: the padding stays zero, copy the rows inside
+                    _fill_slab_zeros(x, n, g * Cg + c, before, d0, slab)
+                else:
+                    _fill_slab(x, n, g * Cg + c, before, mode, d0, 0, 0, slab)
+                xf = slab.reshape(-1)
+            _weight_taps_9(xf, gt[g, n].reshape(-1), P, poff, toff, tb * TB, ntaps, acc, KB)
+        for i in range(min(TB, ntaps - tb * TB)):
+            t = tb * TB + i
+            a, b, e = t // (KH * KW), (t // KW) % KH, t % KW
+            for k in range(Kg):
+                gw[g * Kg + k, c, a, b, e] = acc[i * KB + k]
+
+
+@njit(**JIT_SERIAL)
+def _channels_in_lanes(g3, gt):
+    """gt[grp, n, p, k] = g3[n, grp*Kg + k, p] for ``k < Kg``, 0 past it (``g3`` is
+    ``(N, K, P)``, ``gt`` ``(groups, N, P, KB)``; a compiled loop: NumPy's transposed
+    copy took 0.2-0.3 ms for LeNet's conv2)."""
+    groups, N, P, KB = gt.shape
+    Kg = g3.shape[1] // groups
+    z = gt.dtype.type(0)
+    for grp in range(groups):
+        for n in range(N):
+            dst = gt[grp, n]
+            for p in range(P):
+                for k in range(Kg, KB):
+                    dst[p, k] = z
+            for k in range(Kg):
+                src = g3[n, grp * Kg + k]
+                for p in range(P):
+                    dst[p, k] = src[p]
+
+
+def weight_gradient(x, g, gw, stride, dilation, groups, pads=((0, 0),) * 3, mode="zeros"):
+    """gw[k, c, r] = sum_{n, o} g[n, k, o] * xpad[n, group(k)*Cg + c, o*stride +
+    r*dilation] by the one-vector form (:func:`_weight_plane`; ``Kg`` at most one vector,
+    :func:`plane_form`), ``xpad`` the 5-D ``x`` padded by ``pads`` in ``mode``, read in
+    place."""
+    N, K = g.shape[:2]
+    KB = LANES32 if gw.dtype.itemsize == 4 else LANES64
+    P = int(np.prod(g.shape[2:]))
+    gt = np.empty((groups, N, P, KB), gw.dtype)
+    _channels_in_lanes(np.ascontiguousarray(g, gw.dtype).reshape(N, K, P), gt)
+    before = np.array([int(b) for b, _ in pads], dtype=np.int64)
+    args = (np.ascontiguousarray(x), before, MODE_CODES[mode], gt, gw,
+            np.array(g.shape[2:], dtype=np.int64),
+            np.array([int(v) for v in stride], dtype=np.int64),
+            np.array([int(v) for v in dilation], dtype=np.int64), groups)
+    ntaps = int(np.prod(gw.shape[2:]))
+    _tasks(_weight_plane, groups * gw.shape[1] * -(-ntaps // TB), args)
+    return gw
+
+
+#: Task ranges per call of the one-vector and wide-row kernels (each task owns its
+#: outputs, so any split gives the same bits).
+RANGES = 8
+
+
+def _tasks(kernel, ntasks: int, args: tuple) -> None:
+    """``kernel(*args, lo, hi)`` over ``RANGES`` contiguous ranges of ``[0, ntasks)`` on
+    the fastconv threads (``fastconv.cpu.blas.parallel``: Python threads, the serial
+    kernels release the GIL). Not a Numba parallel region: the small-image GEMM's and
+    the pooling layers' tasks run on those threads too, and OpenMP workers spinning
+    after a region took the cores from them (LeNet's step at 2 threads: 10 -> 38-49 ms
+    on the shared 2-core machine with prange kernels)."""
+    from fastconv.cpu import blas
+
+    n = max(1, min(RANGES, ntasks))
+    bounds = [ntasks * i // n for i in range(n + 1)]
+    blas.parallel(lambda i: kernel(*args, bounds[i], bounds[i + 1]), n)
+
+
+def pack_weight(w: np.ndarray, groups: int, KB: int | None = None) -> np.ndarray:
     """``(K, Cg, KD, KH, KW)`` -> ``(groups, nkb, Cg*taps, KB)``: each channel block's
-    weights tap by tap, the block's channels contiguous (zeros past ``Kg``)."""
+    weights tap by tap, the block's channels contiguous (zeros past ``Kg``); ``KB``
+    defaults to :func:`channel_block`."""
     K, Cg = w.shape[:2]
     Kg = K // groups
-    KB = channel_block(w.dtype.itemsize)
+    KB = KB or channel_block(w.dtype.itemsize)
     nkb = -(-Kg // KB)
     R = Cg * int(np.prod(w.shape[2:]))
     wp = np.zeros((groups, nkb * KB, R), dtype=w.dtype)
@@ -546,16 +845,36 @@ def correlate(x, w, bias, out, stride, dilation, groups, pads=((0, 0),) * 3, mod
     """out[n, k, o] = bias[k] + sum_{c in group(k), r} xpad[n, c, o*stride + r*dilation] *
     w[k, c, r],
     with ``xpad`` the 5-D ``x`` padded by ``pads`` (three (before, after) pairs) in
-    ``mode``, read in place (float32 or float64; ``bias`` with K entries)."""
-    wp = pack_weight(w, groups)
+    ``mode``, read in place (float32 or float64; ``bias`` with K entries). At most one
+    vector of output channels per group (:func:`plane_form`): the one-vector form."""
+    plane = plane_form(w.shape[0] // groups, w.dtype.itemsize, out.shape[3] * out.shape[4])
+    wp = pack_weight(w, groups, (LANES32 if w.dtype.itemsize == 4 else LANES64) if plane
+                     else None)
     kshape = np.array(w.shape[2:], dtype=np.int64)
     st = np.array([int(s) for s in stride], dtype=np.int64)
     dl = np.array([int(d) for d in dilation], dtype=np.int64)
     before = np.array([int(b) for b, _ in pads], dtype=np.int64)
     b = np.ascontiguousarray(bias, dtype=out.dtype)
     x = np.ascontiguousarray(x)
-    _correlate_rows(x, before, MODE_CODES[mode], wp, b, out, st, dl, kshape, groups, BAND_ROWS)
+    if plane:
+        _tasks(_correlate_plane, x.shape[0] * groups * wp.shape[1] * out.shape[2],
+               (x, before, MODE_CODES[mode], wp, b, out, st, dl, kshape, groups))
+    else:
+        _correlate_rows(x, before, MODE_CODES[mode], wp, b, out, st, dl, kshape, groups,
+                        BAND_ROWS)
     return out
+
+
+#: Most output pixels per plane of the one-vector form (its slab and its ``(P, KB)``
+#: scratch stay in the L2 cache).
+PLANE_MAX_PIXELS = 4096
+
+
+def plane_form(Kg: int, itemsize: int, pixels: int) -> bool:
+    """Whether direct_vec runs its one-vector form (:func:`_correlate_plane`): at most one
+    vector of output channels per group (the wide blocks would be mostly empty) and at
+    most ``PLANE_MAX_PIXELS`` output pixels per plane."""
+    return Kg <= (LANES32 if itemsize == 4 else LANES64) and pixels <= PLANE_MAX_PIXELS
 
 
 def padding_core(pads, mode):
@@ -570,3 +889,216 @@ def padding_core(pads, mode):
 def channel_block(itemsize: int) -> int:
     """Output channels per block (``KB``) for elements of ``itemsize`` bytes."""
     return NV * (LANES32 if itemsize == 4 else LANES64)
+
+
+# --- the wide-row form: output pixels in the vector lanes ----------------------------------
+#
+# For few output channels (an input gradient's correlation: LeNet's conv2, 16 -> 6 5x5) a
+# vector of output channels is mostly empty. The wide-row form puts 16 (AVX-512) output
+# pixels in the lanes instead: at unit stride, output ``(oh, ow)`` of a slab row ``width``
+# wide reads input ``q + toff`` with ``q = oh * width + ow`` and ``toff`` the tap's offset,
+# so consecutive ``q`` are consecutive inputs and one unaligned load feeds a whole vector
+# (the ``width - OW`` columns past each row are computed and dropped). A register block is
+# ``WC`` (6) output channels x ``WQ`` vectors of ``q``; per tap, ``WQ`` loads, ``WC``
+# weight broadcasts and ``WC * WQ`` fused multiply-adds. Each output is one FMA chain over
+# the taps (c, a, b, e) in that order, the bias added after: the same bits for any thread
+# count or task split.
+
+#: Output channels per wide-row register block.
+WC = 6
+#: Vectors of output pixels per wide-row register block (AVX-512: 6 x 4 = 24 of 32
+#: registers; AVX2: 6 x 2 = 12 of 16).
+WQ = 4 if AVX512 else 2
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _wide_6x4(xf, q0, roff, KW, dw, wf, t0, tmp, Qn, L):
+    """``tmp[k * Qn + q0 + i]`` for the block's 6 channels ``k`` and ``4 * L`` wide
+    positions from ``q0`` (module comment above): ``xf`` the flat slab, ``roff[j]`` the
+    slab offset of the taps' ``j``-th (channel, depth, row), ``KW`` taps ``dw`` apart;
+    ``wf`` the packed weight, the block's taps from ``t0``, 6 channels per tap."""
+    z = wf[0]
+    a00, a01, a02, a03 = vzero(z), vzero(z), vzero(z), vzero(z)
+    a10, a11, a12, a13 = vzero(z), vzero(z), vzero(z), vzero(z)
+    a20, a21, a22, a23 = vzero(z), vzero(z), vzero(z), vzero(z)
+    a30, a31, a32, a33 = vzero(z), vzero(z), vzero(z), vzero(z)
+    a40, a41, a42, a43 = vzero(z), vzero(z), vzero(z), vzero(z)
+    a50, a51, a52, a53 = vzero(z), vzero(z), vzero(z), vzero(z)
+    t = t0
+    for j in range(roff.shape[0]):
+        r = q0 + roff[j]
+        for e in range(KW):
+            o = r + e * dw
+            x0, x1 = vload(xf, o), vload(xf, o + L)
+            x2, x3 = vload(xf, o + 2 * L), vload(xf, o + 3 * L)
+            v = vsplat_at(wf, t)
+            a00, a01, a02, a03 = vfma(x0, v, a00), vfma(x1, v, a01), vfma(x2, v, a02), vfma(
+                x3, v, a03)
+            v = vsplat_at(wf, t + 1)
+            a10, a11, a12, a13 = vfma(x0, v, a10), vfma(x1, v, a11), vfma(x2, v, a12), vfma(
+                x3, v, a13)
+            v = vsplat_at(wf, t + 2)
+            a20, a21, a22, a23 = vfma(x0, v, a20), vfma(x1, v, a21), vfma(x2, v, a22), vfma(
+                x3, v, a23)
+            v = vsplat_at(wf, t + 3)
+            a30, a31, a32, a33 = vfma(x0, v, a30), vfma(x1, v, a31), vfma(x2, v, a32), vfma(
+                x3, v, a33)
+            v = vsplat_at(wf, t + 4)
+            a40, a41, a42, a43 = vfma(x0, v, a40), vfma(x1, v, a41), vfma(x2, v, a42), vfma(
+                x3, v, a43)
+            v = vsplat_at(wf, t + 5)
+            a50, a51, a52, a53 = vfma(x0, v, a50), vfma(x1, v, a51), vfma(x2, v, a52), vfma(
+                x3, v, a53)
+            t += 6
+    for k, (b0, b1, b2, b3) in enumerate(((a00, a01, a02, a03), (a10, a11, a12, a13),
+                                          (a20, a21, a22, a23), (a30, a31, a32, a33),
+                                          (a40, a41, a42, a43), (a50, a51, a52, a53))):
+        q = k * Qn + q0
+        vstore(tmp, q, b0)
+        vstore(tmp, q + L, b1)
+        vstore(tmp, q + 2 * L, b2)
+        vstore(tmp, q + 3 * L, b3)
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _wide_6x2(xf, q0, roff, KW, dw, wf, t0, tmp, Qn, L):
+    """:func:`_wide_6x4` with 2 vectors of positions (AVX2's 16 registers)."""
+    z = wf[0]
+    a00, a01 = vzero(z), vzero(z)
+    a10, a11 = vzero(z), vzero(z)
+    a20, a21 = vzero(z), vzero(z)
+    a30, a31 = vzero(z), vzero(z)
+    a40, a41 = vzero(z), vzero(z)
+    a50, a51 = vzero(z), vzero(z)
+    t = t0
+    for j in range(roff.shape[0]):
+        r = q0 + roff[j]
+        for e in range(KW):
+            o = r + e * dw
+            x0, x1 = vload(xf, o), vload(xf, o + L)
+            v = vsplat_at(wf, t)
+            a00, a01 = vfma(x0, v, a00), vfma(x1, v, a01)
+            v = vsplat_at(wf, t + 1)
+            a10, a11 = vfma(x0, v, a10), vfma(x1, v, a11)
+            v = vsplat_at(wf, t + 2)
+            a20, a21 = vfma(x0, v, a20), vfma(x1, v, a21)
+            v = vsplat_at(wf, t + 3)
+            a30, a31 = vfma(x0, v, a30), vfma(x1, v, a31)
+            v = vsplat_at(wf, t + 4)
+            a40, a41 = vfma(x0, v, a40), vfma(x1, v, a41)
+            v = vsplat_at(wf, t + 5)
+            a50, a51 = vfma(x0, v, a50), vfma(x1, v, a51)
+            t += 6
+    for k, (b0, b1) in enumerate(((a00, a01), (a10, a11), (a20, a21), (a30, a31),
+                                  (a40, a41), (a50, a51))):
+        q = k * Qn + q0
+        vstore(tmp, q, b0)
+        vstore(tmp, q + L, b1)
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _fill_slab_zeros(x, n, c0, before, d0, slab):
+    """:func:`_fill_slab` for zero padding into a zeroed slab (rows from input row 0,
+    columns from input column 0): only the inside rows are copied, whole-row copies
+    (0.48 -> 0.1 ms of LeNet conv2's input gradient, one thread)."""
+    D, H, W = x.shape[2], x.shape[3], x.shape[4]
+    Cg, KD, rows, width = slab.shape
+    bw = before[2]
+    lo = min(bw, width)
+    hi = max(min(W + bw, width), lo)
+    for c in range(Cg):
+        for a in range(KD):
+            ds = d0[a] - before[0]
+            if ds < 0 or ds >= D:
+                continue
+            for r in range(max(0, before[1]), min(rows, H + before[1])):
+                src = x[n, c0 + c, ds, r - before[1]]
+                dst = slab[c, a, r]
+                for i in range(lo, hi):
+                    dst[i] = src[i - bw]
+
+
+@njit(**JIT_SERIAL)
+def _correlate_wide(x, before, mode, wp, bias, out, dilation, kshape, groups, L, t_lo, t_hi):
+    """The wide-row correlation (comment above) at unit stride of ``x`` padded by
+    ``before`` in ``mode`` with the packed weight ``wp`` ``(groups, nkb, Cg*taps, WC)``;
+    ``L`` lanes per vector. One task per (image, group, channel block, output depth): it
+    copies the padded input planes it reads into a slab (no padded copy of the input)."""
+    OD, OH, OW = out.shape[2], out.shape[3], out.shape[4]
+    nkb, R = wp.shape[1], wp.shape[2]
+    K = out.shape[1]
+    Kg = K // groups
+    KD, KH, KW = kshape[0], kshape[1], kshape[2]
+    Cg = R // (KD * KH * KW)
+    dd, dh, dw = dilation[0], dilation[1], dilation[2]
+    width = OW + (KW - 1) * dw
+    rows = OH + (KH - 1) * dh
+    span = WQ * L
+    Qn = -(-((OH - 1) * width + OW) // span) * span  # wide positions computed, whole blocks
+    plane = Cg * KD * rows * width
+    # the slab, with room for the last block's loads past the last row
+    tail = Qn + (KH - 1) * dh * width + (KW - 1) * dw + L
+    wf = wp.reshape(-1)
+    for task in range(t_lo, t_hi):  # of N * groups * nkb * OD
+        od = task % OD
+        q = task // OD
+        kb = q % nkb
+        q //= nkb
+        g = q % groups
+        n = q // groups
+        buf = np.zeros(plane + tail, dtype=out.dtype)
+        slab = buf[:plane].reshape((Cg, KD, rows, width))
+        d0 = np.empty(KD, dtype=np.int64)
+        for a in range(KD):
+            d0[a] = od + a * dd
+        if mode == 0:  # zeros: the slab is zero already, copy the rows inside
+            _fill_slab_zeros(x, n, g * Cg, before, d0, slab)
+        else:
+            _fill_slab(x, n, g * Cg, before, mode, d0, 0, 0, slab)
+        roff = np.empty(Cg * KD * KH, dtype=np.int64)
+        for c in range(Cg):
+            for a in range(KD):
+                for b in range(KH):
+                    roff[(c * KD + a) * KH + b] = ((c * KD + a) * rows + b * dh) * width
+        tmp = np.empty(WC * Qn, dtype=out.dtype)
+        t0 = (g * nkb + kb) * R * WC
+        for q0 in range(0, Qn, span):
+            if WQ == 4:
+                _wide_6x4(buf, q0, roff, KW, dw, wf, t0, tmp, Qn, L)
+            else:
+                _wide_6x2(buf, q0, roff, KW, dw, wf, t0, tmp, Qn, L)
+        k0 = g * Kg + kb * WC
+        for k in range(min(WC, Kg - kb * WC)):
+            bk = bias[k0 + k]
+            for oh in range(OH):
+                src = tmp[k * Qn + oh * width : k * Qn + oh * width + OW]
+                dst = out[n, k0 + k, od, oh]
+                for ow in range(OW):
+                    dst[ow] = src[ow] + bk
+
+
+def pack_weight_wide(w: np.ndarray, groups: int) -> np.ndarray:
+    """``(K, Cg, KD, KH, KW)`` -> ``(groups, nkb, Cg*taps, WC)``: blocks of ``WC`` output
+    channels, each block's weights tap by tap (zeros past ``Kg``)."""
+    K, Cg = w.shape[:2]
+    Kg = K // groups
+    nkb = -(-Kg // WC)
+    R = Cg * int(np.prod(w.shape[2:]))
+    wp = np.zeros((groups, nkb * WC, R), dtype=w.dtype)
+    wp[:, :Kg] = w.reshape(groups, Kg, R)
+    return np.ascontiguousarray(wp.reshape(groups, nkb, WC, R).transpose(0, 1, 3, 2))
+
+
+def correlate_wide(x, w, bias, out, dilation, groups, pads=((0, 0),) * 3, mode="zeros"):
+    """The unit-stride correlation of :func:`correlate` by the wide-row form (float32 or
+    float64; ``x`` padded by ``pads`` in ``mode``, read in place)."""
+    wp = pack_weight_wide(w, groups)
+    kshape = np.array(w.shape[2:], dtype=np.int64)
+    dl = np.array([int(d) for d in dilation], dtype=np.int64)
+    before = np.array([int(b) for b, _ in pads], dtype=np.int64)
+    b = np.ascontiguousarray(bias, dtype=out.dtype)
+    lanes = LANES32 if out.dtype.itemsize == 4 else LANES64
+    _tasks(_correlate_wide, x.shape[0] * groups * wp.shape[1] * out.shape[2],
+           (np.ascontiguousarray(x), before, MODE_CODES[mode], wp, b, out, dl, kshape, groups,
+            lanes))
+    return out
