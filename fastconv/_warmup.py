@@ -193,7 +193,9 @@ def _task_conv(dtype: str) -> None:
     conv.conv2d(x, w, padding=1, padding_mode="reflect", algorithm="direct")
     conv.conv2d(x, w, padding=1, algorithm="gemm")  # im2col
     conv.conv2d(x, w, stride=2, algorithm="gemm")
-    conv.conv2d(x, w, b, stride=2, algorithm="direct_vec")  # fastconv.cpu.microkernel
+    conv.conv2d(x, w, b, stride=2, algorithm="direct_vec")  # microkernel: one-vector form
+    x3c, w64 = _rng_arrays(dtype, (2, 3, 24, 24), (64, 3, 3, 3))
+    conv.conv2d(x3c, w64, stride=2, algorithm="direct_vec")  # microkernel: wide rows form
     x32, = _rng_arrays(dtype, (2, 32, 24, 24))
     conv.conv2d(x32, w32, padding=1, algorithm="gemm")  # shifted GEMM
     x1, w1d, x3, w3 = _rng_arrays(dtype, (1, 4, 40), (8, 4, 3), (1, 8, 3, 6, 9), (8, 8, 2, 3, 3))
@@ -229,7 +231,10 @@ def _task_grad(dtype: str) -> None:
     conv.conv2d(xs, ws)  # 1.9 M multiply-adds a chunk: the product on NumPy's BLAS
     conv.conv2d(xs[:2], ws)  # 0.5 M: the product inside the chunk's kernel
     # (small.KERNELS is True here: compiled, not the cold cache's NumPy form)
-    grad.conv2d_input(xs.shape, ws, gs)
+    grad.conv2d_input(xs.shape, ws, gs)  # 6 channels: direct_wide (fastconv.cpu.microkernel)
+    x12, w12 = _rng_arrays(dtype, (8, 12, 14, 14), (16, 12, 5, 5))
+    grad.conv2d_input(x12.shape, w12, gs)  # 12 channels: the small-image path's scatter
+    grad.conv2d_weight(x12, w12.shape, gs)  # and its im2col weight gradient
     grad.conv2d_weight(xs, ws.shape, gs)
     pool_layer = layers.MaxPool2d(2)  # keeps each maximum's window position
     pool_layer.backward(np.ones_like(pool_layer.forward(gs)))
