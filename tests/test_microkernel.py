@@ -43,6 +43,19 @@ def _fma_lanes(a, b, c, out, prod):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+
+def same_for_any_thread_count(run):
+    """``run()``'s result, after checking it is bit-identical on 1 and on all threads."""
+    first = run()
+    before = numba.get_num_threads()
+    try:
+        for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(n)
+            np.testing.assert_array_equal(run(), first)
+    finally:
+        numba.set_num_threads(before)
+    return first
+
 def test_vector_primitives_compute_one_rounded_fma_per_lane(dtype):
     lanes = mk.LANES32 if dtype == np.float32 else mk.LANES64
     rng = np.random.default_rng(0)
@@ -179,14 +192,7 @@ def test_one_vector_form_bit_identical_for_any_thread_count():
     b = rng.standard_normal(16).astype(np.float32)
     assert mk.plane_form(16, 4, 100)
     run = lambda: fc.conv2d(x, w, b, algorithm="direct_vec")  # noqa: E731
-    first = run()
-    before = numba.get_num_threads()
-    try:
-        for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):
-            numba.set_num_threads(n)
-            np.testing.assert_array_equal(run(), first)
-    finally:
-        numba.set_num_threads(before)
+    same_for_any_thread_count(run)
 
 
 def test_bit_identical_run_to_run_and_for_any_thread_count():
@@ -319,14 +325,7 @@ def test_wide_kernel_bit_identical_for_any_thread_count_and_propagates_nan():
     g = rng.standard_normal((9, 16, 10, 10)).astype(np.float32)
     g[1, 3, 4, 4], g[2, 0, 0, 9] = np.nan, np.inf
     run = lambda: fc.grad.conv2d_input((9, 6, 14, 14), w, g)  # noqa: E731
-    first = run()
-    before = numba.get_num_threads()
-    try:
-        for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):
-            numba.set_num_threads(n)
-            np.testing.assert_array_equal(run(), first)
-    finally:
-        numba.set_num_threads(before)
+    first = same_for_any_thread_count(run)
     want = fc.grad.conv2d_input((9, 6, 14, 14), w, g, algorithm="direct")
     np.testing.assert_array_equal(first, want)  # NaN/Inf where direct has them
     assert np.isnan(first).any() and np.isinf(first).any()
@@ -392,14 +391,7 @@ def test_one_vector_weight_gradient_bit_identical_for_any_thread_count_and_nan()
     x = rng.standard_normal((9, 6, 14, 14)).astype(np.float32)
     g = rng.standard_normal((9, 16, 10, 10)).astype(np.float32)
     run = lambda: fc.grad.conv2d_weight(x, (16, 6, 5, 5), g)  # noqa: E731
-    first = run()
-    before = numba.get_num_threads()
-    try:
-        for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):
-            numba.set_num_threads(n)
-            np.testing.assert_array_equal(run(), first)
-    finally:
-        numba.set_num_threads(before)
+    same_for_any_thread_count(run)
     x[2, 1, 3, 3] = np.nan
     got = fc.grad.conv2d_weight(x, (16, 6, 5, 5), g)
     want = fc.grad.conv2d_weight(x, (16, 6, 5, 5), g, algorithm="direct")
