@@ -42,8 +42,6 @@ def _fma_lanes(a, b, c, out, prod):
                                            mk.vzero(a[0])))
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-
 def same_for_any_thread_count(run):
     """``run()``'s result, after checking it is bit-identical on 1 and on all threads."""
     first = run()
@@ -56,6 +54,8 @@ def same_for_any_thread_count(run):
         numba.set_num_threads(before)
     return first
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_vector_primitives_compute_one_rounded_fma_per_lane(dtype):
     lanes = mk.LANES32 if dtype == np.float32 else mk.LANES64
     rng = np.random.default_rng(0)
