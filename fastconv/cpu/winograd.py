@@ -11,8 +11,8 @@ so the ``alpha^2`` tile points each become one matrix product over the channels:
 direct loop does 144 (4x fewer), F(2x2) 16 per 4 (2.25x fewer).
 
 Fused form (what makes it pay): the tiles are cut into blocks (a few image rows of
-tiles, or whole small images), one task per (group, block) on ``numba.get_num_threads()``
-Python threads with a single-threaded BLAS (``fastconv.cpu.blas.parallel``). A task
+tiles, or whole small images), one iteration per (group, block) of a Numba parallel
+region, with a single-threaded BLAS. An iteration
 copies its input rows into a channels-innermost buffer ``(rows, columns, Cin)`` reading
 zero padding in place, transforms every tile into ``V (alpha^2, tiles, Cin)`` (Numba,
 vectorised over the channels), runs the ``alpha^2`` products ``V[a] @ U[a]`` as plain
@@ -47,10 +47,11 @@ from __future__ import annotations
 import ctypes
 import threading
 
+import numba
 import numpy as np
-from numba import njit
+from numba import get_thread_id, njit, prange
 
-from fastconv._config import JIT_SERIAL, WINOGRAD_BLOCK_BYTES
+from fastconv._config import JIT_PARALLEL, JIT_SERIAL, WINOGRAD_BLOCK_BYTES
 from fastconv.cpu import blas
 from fastconv.cpu.gemm import _buffer
 
@@ -613,11 +614,59 @@ def fused_block(x, n0, c0, h0, pt, pl, xb, tmp_in, V, gemm, args, U, M, bias, m,
     return np.isfinite(acc.sum())
 
 
+@njit(inline="always", **JIT_SERIAL)
+def _carve_len(n):
+    """``n`` rounded up to 16 elements (64-byte aligned views, as :class:`_Carve`)."""
+    return -(-n // 16) * 16
+
+
+@njit(**JIT_PARALLEL)
+def fused_blocks(x, U, bias_g, out, m, pt, pl, blist, tw, gemm, args, scratch, finite):
+    """Every (group, block) of :func:`_run_fused` in one parallel region: each iteration
+    runs :func:`fused_block` in the scratch row of the thread running it. ``blist`` rows
+    are (n0, nimg, ty0, nty, gemm-argument row); results do not depend on which thread
+    runs a block."""
+    groups, a2, Cin, Cout = U.shape
+    alpha = m + 2
+    nblocks = blist.shape[0]
+    Wt = tw * m + 2
+    for i in prange(groups * nblocks):
+        g = i // nblocks
+        b = i - g * nblocks
+        n0, nimg, ty0, nty, row = blist[b, 0], blist[b, 1], blist[b, 2], blist[b, 3], blist[b, 4]
+        T = nimg * nty * tw
+        Hr = nty * m + 2
+        nx, ny = nimg * Hr * Wt * Cin, nimg * nty * m * tw * m * Cout
+        l1 = _carve_len(max(a2 * T * Cin, ny))
+        l2 = _carve_len(max(a2 * T * Cout, nx))
+        l3 = _carve_len(alpha * alpha * max(Cin, Cout))
+        buf = scratch[get_thread_id()]
+        r1 = buf[:l1]
+        r2 = buf[l1:l1 + l2]
+        tmp = buf[l1 + l2:l1 + l2 + l3]
+        acc = buf[l1 + l2 + l3:l1 + l2 + l3 + Cout]
+        xb = r2[:nx].reshape((nimg, Hr, Wt, Cin))
+        V = r1[: a2 * T * Cin].reshape((a2, T, Cin))
+        M = r2[: a2 * T * Cout].reshape((a2, T, Cout))
+        yb = r1[:ny].reshape((nimg, nty * m, tw * m, Cout))
+        finite[i] = fused_block(
+            x, n0, g * Cin, ty0 * m, pt, pl, xb,
+            tmp[: alpha * alpha * Cin].reshape((alpha, alpha, Cin)), V, gemm, args[row], U[g],
+            M, bias_g[g], m, tmp[: m * alpha * Cout].reshape((m, alpha, Cout)), yb, acc, out,
+            g * Cout)
+
+
 def _run_fused(x, U, bias, out, groups, m, pads, min_tiles=0) -> bool:
-    """One task per (group, block of tiles): fill, transform, ``alpha^2`` products,
-    inverse transform and store while the block is in L2. ``V`` shares its memory with
-    the output rows ``yb``, ``M`` with the input rows ``xb`` (each dead by then). Blocks
-    hold at least ``min_tiles`` tiles where the batch allows."""
+    """One iteration per (group, block of tiles) of one Numba parallel region
+    (:func:`fused_blocks`): fill, transform, ``alpha^2`` products, inverse transform and
+    store while the block is in L2. ``V`` shares its memory with the output rows ``yb``,
+    ``M`` with the input rows ``xb`` (each dead by then), in the running thread's row of
+    one scratch buffer. Blocks hold at least ``min_tiles`` tiles where the batch allows.
+
+    A parallel region, not :func:`fastconv.cpu.blas.parallel`'s Python threads: Numba's
+    OpenMP workers spin between regions, as PyTorch's do; on a 2-vCPU VM, Python workers
+    that sleep between calls ran W3 no faster on 2 threads than on 1 whenever calls came
+    in short bursts after idle time (13.8 against 9.1 ms, 2026-12-02)."""
     N = x.shape[0]
     _, a2, Cin, Cout = U.shape
     OH, OW = out.shape[2], out.shape[3]
@@ -627,39 +676,33 @@ def _run_fused(x, U, bias, out, groups, m, pads, min_tiles=0) -> bool:
     s = dt.itemsize
     blist = blocks(N, th, tw, max(min_tiles, target_tiles(m, Cin, Cout, s)))
     nblocks = len(blist)
-    finite = [True] * (groups * nblocks)
     pt, pl = pads[0][0], pads[1][0]
     gemms: dict = {}
-    for _, nimg, _, nty in blist:
+    rows = []
+    need = 0
+    Wt = tw * m + 2
+    for n0, nimg, ty0, nty in blist:
         T = nimg * nty * tw
         if T not in gemms:
             prod = blas.Gemm(dt, T, Cout, Cin, lda=Cin, ldb=Cout, ldc=Cout)
-            gemms[T] = (prod, *_gemm_call(prod))  # the Gemm keeps the arguments alive
-    bias_g = np.ascontiguousarray(bias, dtype=dt).reshape(groups, Cout)
-    Wt = tw * m + 2
-
-    def task(i):
-        g, b = divmod(i, nblocks)
-        n0, nimg, ty0, nty = blist[b]
-        T = nimg * nty * tw
+            gemms[T] = (len(gemms), prod, *_gemm_call(prod))
+        rows.append((n0, nimg, ty0, nty, gemms[T][0]))
         Hr = nty * m + 2
         nx, ny = nimg * Hr * Wt * Cin, nimg * nty * m * tw * m * Cout
-        c = _Carve(dt, max(a2 * T * Cin, ny), max(a2 * T * Cout, nx),
-                   alpha * alpha * max(Cin, Cout), Cout)
-        r1, r2, tmp, acc = c.views
-        xb = r2[:nx].reshape(nimg, Hr, Wt, Cin)
-        V = r1[: a2 * T * Cin].reshape(a2, T, Cin)
-        M = r2[: a2 * T * Cout].reshape(a2, T, Cout)
-        yb = r1[:ny].reshape(nimg, nty * m, tw * m, Cout)
-        _, gemm, args = gemms[T]
-        finite[i] = bool(fused_block(
-            x, n0, g * Cin, ty0 * m, pt, pl, xb,
-            tmp[: alpha * alpha * Cin].reshape(alpha, alpha, Cin), V, gemm, args, U[g], M,
-            bias_g[g], m, tmp[: m * alpha * Cout].reshape(m, alpha, Cout), yb, acc, out,
-            g * Cout))
-
-    blas.parallel(task, groups * nblocks)
-    return all(finite)
+        need = max(need, sum(_carve_len(n) for n in (max(a2 * T * Cin, ny), max(
+            a2 * T * Cout, nx), alpha * alpha * max(Cin, Cout), Cout)))
+    args = np.stack([g[3] for g in sorted(gemms.values(), key=lambda g: g[0])])
+    gemm = next(iter(gemms.values()))[2]
+    nthreads = numba.get_num_threads()
+    buf = _buffer(nthreads * need * s + 64)
+    off = -buf.ctypes.data % 64
+    scratch = buf[off:off + nthreads * need * s].view(dt).reshape(nthreads, need)
+    finite = np.ones(groups * nblocks, dtype=np.bool_)
+    bias_g = np.ascontiguousarray(bias, dtype=dt).reshape(groups, Cout)
+    with blas.single_threaded_blas():
+        fused_blocks(x, U, bias_g, out, m, pt, pl, np.array(rows, dtype=np.int64), tw, gemm,
+                     args, scratch, finite)
+    return bool(finite.all())
 
 
 def _run_staged(x, U, bias, out, groups, m, pads) -> bool:
