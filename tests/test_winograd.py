@@ -289,15 +289,11 @@ def test_weight_cache_sees_in_place_updates(c):
     _close(got, conv_nd(x, w, None, 1, 1), TOL[4])
 
 
-@pytest.mark.parametrize("split", [False, True], ids=["one-part", "parts"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_weight_cache_sees_a_change_past_the_first_chunk_and_a_nan(dtype, split, monkeypatch):
-    """The cache compares the weights chunk by chunk (4096 words; large weights in parts
-    on the task threads): a change in the last element is seen, and a NaN weight after a
-    cached finite one of the same shape still takes the direct kernel (the finiteness
-    check runs on every miss)."""
-    if split:
-        monkeypatch.setattr(winograd, "_SAME_BITS_MIN", 0)
+def test_weight_cache_sees_a_change_past_the_first_chunk_and_a_nan(dtype):
+    """The cache compares the weights chunk by chunk (4096 words): a change in the last
+    element is seen, and a NaN weight after a cached finite one of the same shape still
+    takes the direct kernel (the finiteness check runs on every miss)."""
     rng = np.random.default_rng(9)
     x = rng.standard_normal((1, 64, 8, 8)).astype(dtype)
     w = rng.standard_normal((64, 64, 3, 3)).astype(dtype)  # 36,864 elements

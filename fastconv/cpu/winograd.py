@@ -404,28 +404,6 @@ def _words(a) -> np.ndarray:
     return flat.view(np.uint64) if flat.nbytes % 8 == 0 else flat.view(np.uint32)
 
 
-def _same_bits_parallel(a, b) -> bool:
-    """:func:`_same_bits` in ``_SAME_BITS_PARTS`` fixed parts on the task threads (W5's
-    2.4 MB of weights: 0.5 ms of CPU, about 5% of the layer, halved in wall time)."""
-    n = a.size
-    if n < _SAME_BITS_MIN:
-        return bool(_same_bits(a, b))
-    cuts = [j * n // _SAME_BITS_PARTS for j in range(_SAME_BITS_PARTS + 1)]
-    same = [True] * _SAME_BITS_PARTS
-
-    def task(j):
-        same[j] = bool(_same_bits(a[cuts[j]:cuts[j + 1]], b[cuts[j]:cuts[j + 1]]))
-
-    blas.parallel(task, _SAME_BITS_PARTS)
-    return all(same)
-
-
-#: Parts of a weight comparison (fixed: a boolean, the same for any thread count), and
-#: the fewest elements that are split.
-_SAME_BITS_PARTS = 2
-_SAME_BITS_MIN = 1 << 17
-
-
 def cached_weight_transform(w, groups: int, m: int, transposed: bool) -> np.ndarray | None:
     """:func:`weight_transform`, reused when called again with bit-identical weights (a
     layer's weights between optimiser steps, or inference): the previous call's ``w`` is
@@ -437,7 +415,7 @@ def cached_weight_transform(w, groups: int, m: int, transposed: bool) -> np.ndar
     key = (m, transposed, groups, w.shape, w.dtype.str)
     with _U_LOCK:
         hit = _U_CACHE.get(key)
-    if hit is not None and _same_bits_parallel(_words(hit[0]), _words(w)):
+    if hit is not None and _same_bits(_words(hit[0]), _words(w)):
         return hit[1]
     if not np.isfinite(w).all():
         return None
