@@ -173,17 +173,18 @@ def test_nan_and_inf_propagate_as_direct(where):
     np.testing.assert_array_equal(got, want)
 
 
-def test_small_images_fused_in_whole_image_blocks(monkeypatch):
-    """Images of fewer than FUSED_MIN_IMAGE_TILES tiles run fused in blocks of whole
-    images once MIN_BLOCKS such blocks fill (W5's form: 8 images of 16 tiles): the same
-    values as the staged form and the oracle, for any thread count."""
+def test_small_images_run_staged(monkeypatch):
+    """Images of fewer than FUSED_MIN_IMAGE_TILES tiles (W5's form: 8 images of 16
+    tiles) run staged, never fused: the oracle's values, the same bits for any thread
+    count."""
     rng = np.random.default_rng(12)
     x = rng.standard_normal((8, 16, 14, 14)).astype(np.float32)
     w = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
     b = rng.standard_normal(24).astype(np.float32)
     calls = []
-    fused = winograd._run_fused
-    monkeypatch.setattr(winograd, "_run_fused", lambda *a: calls.append(a[-1]) or fused(*a))
+    staged = winograd._run_staged
+    monkeypatch.setattr(winograd, "_run_fused", lambda *a: calls.append("fused"))
+    monkeypatch.setattr(winograd, "_run_staged", lambda *a: calls.append("staged") or staged(*a))
     threads = numba.get_num_threads()
     runs = []
     try:
@@ -192,14 +193,10 @@ def test_small_images_fused_in_whole_image_blocks(monkeypatch):
             runs.append(fc.conv2d(x, w, b, padding=1, algorithm="winograd"))
     finally:
         numba.set_num_threads(threads)
-    assert calls and set(calls) == {winograd.FUSED_MIN_IMAGE_TILES}
+    assert calls and set(calls) == {"staged"}
     for y in runs[1:]:
         np.testing.assert_array_equal(y, runs[0])
     _close(runs[0], conv_nd(x, w, b, 1, 1), TOL[4])
-    monkeypatch.setattr(winograd, "MIN_BLOCKS", 10**6)  # the staged form
-    staged = fc.conv2d(x, w, b, padding=1, algorithm="winograd")
-    assert len(calls) == len(runs)
-    _close(runs[0], staged, 1e-6)
 
 
 def test_bit_identical_for_any_thread_count():
@@ -315,9 +312,10 @@ def test_weight_cache_sees_a_change_past_the_first_chunk_and_a_nan(dtype):
 
 def test_blas_limit_held_once_per_call_and_restored():
     """A Winograd call holds the single-threaded-BLAS limit across its parallel phases
-    (nested on the calling thread: taken once) and every task multiplies on one BLAS
-    thread; afterwards each BLAS has its own setting back, and the results equal the
-    1-thread call's bit for bit (staged and fused forms, forward and input gradient)."""
+    (nested on the calling thread: taken once) and every product runs on one BLAS thread
+    (checked as each parallel region starts); afterwards each BLAS has its own setting
+    back, and the results equal the 1-thread call's bit for bit (staged and fused forms,
+    forward and input gradient)."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
 
     def blas_threads():
@@ -330,11 +328,13 @@ def test_blas_limit_held_once_per_call_and_restored():
     rng = np.random.default_rng(10)
     before = blas_threads()
     seen = []
-    products = winograd.products
+    regions = {name: getattr(winograd, name) for name in ("fused_blocks", "staged_stage")}
 
-    def spy(*args):
-        seen.append(max(blas_threads().values(), default=1))
-        return products(*args)
+    def spy(name):
+        def run(*args):
+            seen.append((name, max(blas_threads().values(), default=1)))
+            return regions[name](*args)
+        return run
 
     for shape in ((4, 64, 14, 14), (1, 16, 40, 36)):  # staged, fused
         x = rng.standard_normal(shape).astype(np.float32)
@@ -346,13 +346,16 @@ def test_blas_limit_held_once_per_call_and_restored():
                    fc.grad.conv2d_input(shape, w, g, padding=1, algorithm="winograd"))
         finally:
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        winograd.products = spy
+        for name in regions:
+            setattr(winograd, name, spy(name))
         try:
             got = (fc.conv2d(x, w, padding=1, algorithm="winograd"),
                    fc.grad.conv2d_input(shape, w, g, padding=1, algorithm="winograd"))
         finally:
-            winograd.products = products
+            for name, f in regions.items():
+                setattr(winograd, name, f)
         for a, b in zip(got, ref, strict=True):
             np.testing.assert_array_equal(a, b)
     assert blas_threads() == before
-    assert seen and set(seen) == {1}
+    assert {name for name, _ in seen} == set(regions)
+    assert {threads for _, threads in seen} == {1}

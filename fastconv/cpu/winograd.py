@@ -20,11 +20,10 @@ vectorised over the channels), runs the ``alpha^2`` products ``V[a] @ U[a]`` as 
 inverse-transforms ``M`` (adding the bias) and writes its output rows -- all while the
 block is in the core's L2 cache, and all in one ``nogil`` Numba call
 (:func:`fused_block`; the BLAS through a function pointer, :func:`products`). Images of
-fewer than ``FUSED_MIN_IMAGE_TILES`` tiles (14x14: 16) run fused in blocks of whole
-images of at least that many tiles where the batch gives ``MIN_BLOCKS`` of them, else
-*staged*: transform every image, then each point's product over all the batch's tiles
-(at most ``STAGED_TILES``), then inverse-transform: a product of 16 rows runs at a third
-of the speed of one of 64. ``U = G w G^T`` (:func:`weight_rows`)
+fewer than ``FUSED_MIN_IMAGE_TILES`` tiles (14x14: 16) run *staged*: transform every
+image, then each point's product over all the batch's tiles (at most ``STAGED_TILES``),
+then inverse-transform, three parallel loops: a product of 16 rows runs at a third of
+the speed of one of 64. ``U = G w G^T`` (:func:`weight_rows`)
 is kept between calls and reused while the weights are bit-identical; ``V``, ``M`` and
 ``U`` live in pooled buffers (first-touch page faults of fresh multi-MB arrays cost
 milliseconds here).
@@ -513,18 +512,14 @@ def run(x, U, bias, out, groups: int, m: int, pads) -> bool:
     False (``out`` partly written) when a computed output is not finite.
 
     Images of at least ``FUSED_MIN_IMAGE_TILES`` tiles run fused (:func:`_run_fused`),
-    smaller ones too in blocks of whole images where ``MIN_BLOCKS`` blocks of that many
-    tiles fill, else staged (:func:`_run_staged`), whose products span many images."""
+    smaller ones staged (:func:`_run_staged`), whose products span many images (W5, 8
+    images of 16 tiles, 1 thread CPU time: 12.2 ms staged against 15.3 fused in 2 blocks
+    of 4 images, EPYC 2026-12-02: products of 128 rows run faster than of 64)."""
     OH, OW = out.shape[2], out.shape[3]
     tiles = -(-OH // m) * -(-OW // m)
     with np.errstate(invalid="ignore", over="ignore"):
         if tiles >= FUSED_MIN_IMAGE_TILES:
             return _run_fused(x, U, bias, out, groups, m, pads)
-        if x.shape[0] * tiles >= MIN_BLOCKS * FUSED_MIN_IMAGE_TILES:
-            # enough images for MIN_BLOCKS blocks of whole images of FUSED_MIN_IMAGE_TILES
-            # tiles each: fused, no barrier (W5, 8 images of 16 tiles: 2 blocks of 4
-            # images, 8.8 ms CPU against 9.1 staged, one parallel call instead of 3)
-            return _run_fused(x, U, bias, out, groups, m, pads, FUSED_MIN_IMAGE_TILES)
         return _run_staged(x, U, bias, out, groups, m, pads)
 
 
@@ -634,12 +629,12 @@ def fused_blocks(x, U, bias_g, out, m, pt, pl, blist, tw, gemm, args, scratch, f
             g * Cout)
 
 
-def _run_fused(x, U, bias, out, groups, m, pads, min_tiles=0) -> bool:
+def _run_fused(x, U, bias, out, groups, m, pads) -> bool:
     """One iteration per (group, block of tiles) of one Numba parallel region
     (:func:`fused_blocks`): fill, transform, ``alpha^2`` products, inverse transform and
     store while the block is in L2. ``V`` shares its memory with the output rows ``yb``,
     ``M`` with the input rows ``xb`` (each dead by then), in the running thread's row of
-    one scratch buffer. Blocks hold at least ``min_tiles`` tiles where the batch allows.
+    one scratch buffer.
 
     A parallel region, not :func:`fastconv.cpu.blas.parallel`'s Python threads: Numba's
     OpenMP workers spin between regions, as PyTorch's do; on a 2-vCPU VM, Python workers
@@ -652,7 +647,7 @@ def _run_fused(x, U, bias, out, groups, m, pads, min_tiles=0) -> bool:
     th, tw = -(-OH // m), -(-OW // m)
     dt = out.dtype
     s = dt.itemsize
-    blist = blocks(N, th, tw, max(min_tiles, target_tiles(m, Cin, Cout, s)))
+    blist = blocks(N, th, tw, target_tiles(m, Cin, Cout, s))
     nblocks = len(blist)
     pt, pl = pads[0][0], pads[1][0]
     gemms: dict = {}
@@ -671,10 +666,7 @@ def _run_fused(x, U, bias, out, groups, m, pads, min_tiles=0) -> bool:
             a2 * T * Cout, nx), alpha * alpha * max(Cin, Cout), Cout)))
     args = np.stack([g[3] for g in sorted(gemms.values(), key=lambda g: g[0])])
     gemm = next(iter(gemms.values()))[2]
-    nthreads = numba.get_num_threads()
-    buf = _buffer(nthreads * need * s + 64)
-    off = -buf.ctypes.data % 64
-    scratch = buf[off:off + nthreads * need * s].view(dt).reshape(nthreads, need)
+    scratch = _thread_rows(dt, need)
     finite = np.ones(groups * nblocks, dtype=np.bool_)
     bias_g = np.ascontiguousarray(bias, dtype=dt).reshape(groups, Cout)
     with blas.single_threaded_blas():
@@ -683,11 +675,52 @@ def _run_fused(x, U, bias, out, groups, m, pads, min_tiles=0) -> bool:
     return bool(finite.all())
 
 
+@njit(**JIT_PARALLEL)
+def staged_stage(x, U, bias_g, out, m, pt, pl, n0, nimg, th, tw, gemm, args, V, M, scratch,
+                 finite):
+    """One stage of :func:`_run_staged` (images ``n0 .. n0 + nimg``): three parallel
+    loops, (1) group x image: fill and transform into ``V``, (2) group x
+    ``STAGED_POINTS`` points: the products into ``M``, (3) group x image: inverse
+    transform and store (``finite[g * nimg + j]``: whether the image's outputs are
+    finite). Scratch rows per thread as :func:`fused_blocks`."""
+    groups, a2, Cin, Cout = U.shape
+    alpha = m + 2
+    per = th * tw
+    Wt, Hr = tw * m + 2, th * m + 2
+    nx, ny = Hr * Wt * Cin, th * m * tw * m * Cout
+    lx, ly, lt = _carve_len(nx), _carve_len(ny), _carve_len(alpha * alpha * max(Cin, Cout))
+    for i in prange(groups * nimg):
+        g = i // nimg
+        j = i - g * nimg
+        buf = scratch[get_thread_id()]
+        xb = buf[:nx].reshape((1, Hr, Wt, Cin))
+        fill_rows(x, n0 + j, g * Cin, 0, pt, pl, xb)
+        transform_input(xb, m, buf[lx:lx + alpha * alpha * Cin].reshape((alpha, alpha, Cin)),
+                        V[g], j * per)
+    npt = -(-a2 // STAGED_POINTS)
+    for i in prange(groups * npt):
+        g = i // npt
+        a0 = (i - g * npt) * STAGED_POINTS
+        a1 = min(a0 + STAGED_POINTS, a2)
+        products(gemm, args, V[g, a0:a1], U[g, a0:a1], M[g, a0:a1])
+    for i in prange(groups * nimg):
+        g = i // nimg
+        j = i - g * nimg
+        buf = scratch[get_thread_id()]
+        yb = buf[:ny].reshape((1, th * m, tw * m, Cout))
+        acc = buf[ly + lt:ly + lt + Cout]
+        acc[:] = 0
+        transform_output(M[g], bias_g[g], m, buf[ly:ly + m * alpha * Cout].reshape(
+            (m, alpha, Cout)), yb, acc, j * per)
+        finite[i] = np.isfinite(acc.sum())
+        store_rows(yb, out, n0 + j, g * Cout, 0)
+
+
 def _run_staged(x, U, bias, out, groups, m, pads) -> bool:
     """Small images: for each stage of at most ``STAGED_TILES`` tiles of whole images,
-    (1) transform every image into ``V (groups, alpha^2, tiles, Cin)`` (tasks: group x
-    image), (2) the products ``M[g, a] = V[g, a] @ U[g, a]`` over all the stage's tiles
-    (tasks: group x point), (3) inverse-transform and store (tasks: group x image)."""
+    (1) transform every image into ``V (groups, alpha^2, tiles, Cin)``, (2) the products
+    ``M[g, a] = V[g, a] @ U[g, a]`` over all the stage's tiles, (3) inverse-transform and
+    store: one :func:`staged_stage` call (a Numba parallel region per step)."""
     N = x.shape[0]
     _, a2, Cin, Cout = U.shape
     OH, OW = out.shape[2], out.shape[3]
@@ -700,47 +733,34 @@ def _run_staged(x, U, bias, out, groups, m, pads) -> bool:
     M = _take((groups, a2, ipb * per, Cout), dt)
     pt, pl = pads[0][0], pads[1][0]
     bias_g = np.ascontiguousarray(bias, dtype=dt).reshape(groups, Cout)
-    npt = -(-a2 // STAGED_POINTS)  # product tasks per group
     Wt, Hr = tw * m + 2, th * m + 2
-    finite = []
-    for n0 in range(0, N, ipb):
-        nimg = min(ipb, N - n0)
-        T = nimg * per
-        prod = blas.Gemm(dt, T, Cout, Cin, lda=Cin, ldb=Cout, ldc=Cout)
-        gemm, args = _gemm_call(prod)
-
-        def forward(i, n0=n0, nimg=nimg):
-            g, j = divmod(i, nimg)
-            c = _Carve(dt, Hr * Wt * Cin, alpha * alpha * Cin)
-            xb = c.views[0].reshape(1, Hr, Wt, Cin)
-            fill_rows(x, n0 + j, g * Cin, 0, pt, pl, xb)
-            transform_input(xb, m, c.views[1].reshape(alpha, alpha, Cin), V[g], j * per)
-
-        def multiply(i, gemm=gemm, args=args):
-            g, j = divmod(i, npt)
-            a0, a1 = j * STAGED_POINTS, min((j + 1) * STAGED_POINTS, a2)
-            products(gemm, args, V[g, a0:a1], U[g, a0:a1], M[g, a0:a1])
-
-        flags = [True] * (groups * nimg)
-
-        def inverse(i, n0=n0, nimg=nimg, flags=flags):
-            g, j = divmod(i, nimg)
-            c = _Carve(dt, th * m * tw * m * Cout, m * alpha * Cout, Cout)
-            yb = c.views[0].reshape(1, th * m, tw * m, Cout)
-            acc = c.views[2]
-            acc[:] = 0
-            transform_output(M[g], bias_g[g], m, c.views[1].reshape(m, alpha, Cout), yb, acc,
-                             j * per)
-            flags[i] = bool(np.isfinite(acc.sum()))
-            store_rows(yb, out, n0 + j, g * Cout, 0)
-
-        blas.parallel(forward, groups * nimg)
-        blas.parallel(multiply, groups * npt)
-        del prod  # kept alive (its arguments) until the products are done
-        blas.parallel(inverse, groups * nimg)
-        finite += flags
+    need = (max(_carve_len(Hr * Wt * Cin), _carve_len(th * m * tw * m * Cout))
+            + _carve_len(alpha * alpha * max(Cin, Cout)) + _carve_len(Cout))
+    scratch = _thread_rows(dt, need)
+    finite = np.ones(groups * N, dtype=np.bool_)
+    with blas.single_threaded_blas():
+        for n0 in range(0, N, ipb):
+            nimg = min(ipb, N - n0)
+            prod = blas.Gemm(dt, nimg * per, Cout, Cin, lda=Cin, ldb=Cout, ldc=Cout)
+            gemm, args = _gemm_call(prod)
+            staged_stage(x, U, bias_g, out, m, pt, pl, n0, nimg, th, tw, gemm, args,
+                         V, M, scratch,
+                         finite[n0 * groups:(n0 + nimg) * groups])
+            del prod  # kept alive (its arguments) until the products are done
     _release(V, M)
-    return all(finite)
+    return bool(finite.all())
+
+
+def _thread_rows(dt, need: int) -> np.ndarray:
+    """``(numba.get_num_threads(), need)`` scratch of ``dt``, 64-byte aligned rows (in
+    :func:`fastconv.cpu.gemm._buffer`, reused across calls): row ``get_thread_id()``
+    belongs to the thread running a parallel loop's iteration."""
+    nthreads = numba.get_num_threads()
+    need = _carve_len(need)
+    s = np.dtype(dt).itemsize
+    buf = _buffer(nthreads * need * s + 64)
+    off = -buf.ctypes.data % 64
+    return buf[off:off + nthreads * need * s].view(dt).reshape(nthreads, need)
 
 
 def correlate(xp, w, bias, out, stride, dilation, groups):
