@@ -143,17 +143,19 @@ def test_few_channel_direct_every_padding_mode_against_reference(mode, case):
     np.testing.assert_allclose(got[ok], want[ok], rtol=0, atol=1e-4 * (1 + np.abs(want[ok]).max()))
 
 
-@pytest.mark.parametrize("H, W", [(8, 9), (9, 9), (6, 530), (7, 1100)])
-def test_depthwise_3x3_row_pairs_bit_identical_to_padded_copy(H, W):
-    """The two-rows-a-pass interior of one 3x3 plane (even and odd row counts, rows wider
-    than COLUMN_CHUNK) gives the same bits as the padded copy's one-row passes: each
-    output keeps the fma chain of ``_rows3_taps3``."""
-    rng = np.random.default_rng(H * 1000 + W)
+@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("H, W", [(8, 9), (9, 9), (6, 530), (7, 1100), (12, 13)])
+def test_depthwise_row_pairs_bit_identical_to_padded_copy(H, W, k):
+    """The two-rows-a-pass interior of one 3x3 or 5x5 plane (even and odd row counts,
+    rows wider than COLUMN_CHUNK) gives the same bits as the padded copy's one-row
+    passes: each output keeps the fma chain of ``_rows3_taps3`` / ``_rows3_taps5`` +
+    ``_rows2_taps5``."""
+    rng = np.random.default_rng(H * 1000 + W + k)
     x = rng.standard_normal((2, 3, 1, H, W)).astype(np.float32)
-    w = rng.standard_normal((3, 1, 1, 3, 3)).astype(np.float32)
+    w = rng.standard_normal((3, 1, 1, k, k)).astype(np.float32)
     b = rng.standard_normal(3).astype(np.float32)
     _specials(rng, x, w)
-    pads = [(0, 0), (1, 1), (1, 1)]
+    pads = [(0, 0), (k // 2, k // 2), (k // 2, k // 2)]
     inplace = np.full((2, 3, 1, H, W), 7, np.float32)
     few_channel_core(pads)(x, w, b, inplace, (1, 1, 1), (1, 1, 1), 3)
     copied = np.full_like(inplace, 7)

@@ -264,6 +264,40 @@ def _pair_rows3_taps3(a0, a1, r0, r1, r2, r3, base, w0, w1, w2):
 
 
 @njit(inline="always", **JIT_SERIAL)
+def _chain5(v, r, o, u0, u1, u2, u3, u4):
+    """v continued by the fma chain over r[o + e] * u_e, e = 0..4."""
+    v = _fma(u0, r[o], v)
+    v = _fma(u1, r[o + 1], v)
+    v = _fma(u2, r[o + 2], v)
+    v = _fma(u3, r[o + 3], v)
+    return _fma(u4, r[o + 4], v)
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _pair_rows5_taps5(a0, a1, r0, r1, r2, r3, r4, r5, base, w0, w1, w2, w3, w4):
+    """:func:`_pair_rows3_taps3` for a 5x5 kernel: a0[o] from input rows r0..r4, a1[o]
+    from r1..r5, each the chain of the 25 taps (row, then column) from ``base`` -- the
+    chain :func:`_kernel_rows` computes in two passes -- with each load of r1..r4
+    serving both rows and no accumulator round trip."""
+    u00, u01, u02, u03, u04 = w0[0], w0[1], w0[2], w0[3], w0[4]
+    u10, u11, u12, u13, u14 = w1[0], w1[1], w1[2], w1[3], w1[4]
+    u20, u21, u22, u23, u24 = w2[0], w2[1], w2[2], w2[3], w2[4]
+    u30, u31, u32, u33, u34 = w3[0], w3[1], w3[2], w3[3], w3[4]
+    u40, u41, u42, u43, u44 = w4[0], w4[1], w4[2], w4[3], w4[4]
+    for o in range(a0.shape[0]):
+        v = _chain5(base, r0, o, u00, u01, u02, u03, u04)
+        g = _chain5(base, r1, o, u00, u01, u02, u03, u04)
+        v = _chain5(v, r1, o, u10, u11, u12, u13, u14)
+        g = _chain5(g, r2, o, u10, u11, u12, u13, u14)
+        v = _chain5(v, r2, o, u20, u21, u22, u23, u24)
+        g = _chain5(g, r3, o, u20, u21, u22, u23, u24)
+        v = _chain5(v, r3, o, u30, u31, u32, u33, u34)
+        g = _chain5(g, r4, o, u30, u31, u32, u33, u34)
+        a0[o] = _chain5(v, r4, o, u40, u41, u42, u43, u44)
+        a1[o] = _chain5(g, r5, o, u40, u41, u42, u43, u44)
+
+
+@njit(inline="always", **JIT_SERIAL)
 def _rows2_taps5(a, r0, r1, w0, w1):
     """:func:`_rows3_taps3` for two kernel rows of five taps."""
     u00, u01, u02, u03, u04 = w0[0], w0[1], w0[2], w0[3], w0[4]
@@ -484,7 +518,8 @@ def correlate_planes(x, w, bias, out, stride, dilation, groups, pads):
     rlo = min(OH, (ph + sh - 1) // sh)
     rhi = max(rlo, min(OH, (H - 1 + ph - (KH - 1) * dh) // sh + 1))
     flat = sw == 1 and sh == 1 and OW == W and chi > clo
-    pair = flat and Cg == 1 and KD == 1 and KH == 3 and KW == 3 and dh == 1 and dw == 1
+    pair = (flat and Cg == 1 and KD == 1 and KH == KW and (KW == 3 or KW == 5) and dh == 1
+            and dw == 1)
     ntask = planes * nrb
     nchunk = min(ntask, TASK_CHUNKS)
     for ch in prange(nchunk):  # scratch allocated once per chunk of tasks
@@ -510,7 +545,7 @@ def correlate_planes(x, w, bias, out, stride, dilation, groups, pads):
                 base = _row_base(w, k, bias[k], d0, f0 - ph, D, H, dd, dh)
                 p0, p1 = f0 * OW + clo, (f1 - 1) * OW + chi
                 if pair and 0 <= d0 < D:
-                    # one 3x3 plane: two output rows (runs of W, one W apart) per pass
+                    # one 3x3 or 5x5 plane: two output rows (runs of W, one W apart) a pass
                     pin = vol[0, d0].reshape(H * W)
                     wk = w[k, 0, 0]
                     while p0 + 2 * W <= p1:
@@ -518,11 +553,21 @@ def correlate_planes(x, w, bias, out, stride, dilation, groups, pads):
                             m = min(W, s + COLUMN_CHUNK) - s
                             a = p0 + s
                             i = a - ph * W - pw
-                            _pair_rows3_taps3(oplane[a : a + m], oplane[a + W : a + W + m],
-                                              pin[i : i + m + 2], pin[i + W : i + W + m + 2],
-                                              pin[i + 2 * W : i + 2 * W + m + 2],
-                                              pin[i + 3 * W : i + 3 * W + m + 2], base, wk[0],
-                                              wk[1], wk[2])
+                            if KW == 3:
+                                _pair_rows3_taps3(
+                                    oplane[a : a + m], oplane[a + W : a + W + m],
+                                    pin[i : i + m + 2], pin[i + W : i + W + m + 2],
+                                    pin[i + 2 * W : i + 2 * W + m + 2],
+                                    pin[i + 3 * W : i + 3 * W + m + 2], base, wk[0], wk[1], wk[2])
+                            else:
+                                _pair_rows5_taps5(
+                                    oplane[a : a + m], oplane[a + W : a + W + m],
+                                    pin[i : i + m + 4], pin[i + W : i + W + m + 4],
+                                    pin[i + 2 * W : i + 2 * W + m + 4],
+                                    pin[i + 3 * W : i + 3 * W + m + 4],
+                                    pin[i + 4 * W : i + 4 * W + m + 4],
+                                    pin[i + 5 * W : i + 5 * W + m + 4], base, wk[0], wk[1], wk[2],
+                                    wk[3], wk[4])
                         p0 += 2 * W
                 oplane[p0:p1] = base
                 for q in range(p0, p1, COLUMN_CHUNK):
