@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import requires_torch
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from reference import (
     avg_pool_backward_nd,
@@ -516,3 +516,35 @@ def test_avg_backward_stride2_is_bit_identical_to_the_frozen_order(kw, pw, width
             want = _frozen_avg_backward_2d(g[0, 0], (H, width), (3, kw), (2, 2), (1, pw), dh,
                                            dw)
             assert got[0, 0].tobytes() == want.tobytes(), (ceil, cip, override)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    nsp=st.sampled_from([1, 2, 3]), k=st.integers(1, 4), s=st.integers(1, 3),
+    d=st.integers(1, 2), ceil=st.booleans(), size=st.integers(1, 9),
+    dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16),
+)
+def test_max_pool_numpy_form_has_the_kernels_bits(nsp, k, s, d, ceil, size, dtype, seed):
+    """The NumPy form a cold kernel cache runs (``max_pool_numpy``) gives the kernel's
+    bits: ties of -0.0 and 0.0 (the first wins), -inf, NaN, padding, dilation, ceil_mode,
+    1-D/2-D/3-D."""
+    from fastconv.cpu import small
+
+    rng = np.random.default_rng(seed)
+    shape = (2, 3) + (size + (k - 1) * d,) * nsp
+    x = rng.integers(-2, 3, size=shape).astype(dtype)  # many ties
+    x[rng.random(shape) < 0.1] = -0.0
+    x[rng.random(shape) < 0.05] = -np.inf
+    x[rng.random(shape) < 0.05] = np.nan
+    pad = min(k // 2, 1)
+    op = {1: fc.max_pool1d, 2: fc.max_pool2d, 3: fc.max_pool3d}[nsp]
+    saved = small.KERNELS
+    try:
+        small.KERNELS = True
+        want = op(x, k, s, pad, d, ceil_mode=ceil)
+        small.KERNELS = False
+        got = op(x, k, s, pad, d, ceil_mode=ceil)
+    finally:
+        small.KERNELS = saved
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))

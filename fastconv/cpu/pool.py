@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -727,10 +728,57 @@ def max_pool(x, out, indices, kernel, stride, pads, dilation) -> None:
                            dilation[2])
         planes = out.shape[0] * out.shape[1] * out.shape[2]
         rb, nrb = _row_blocks(planes, out.shape[3])
-        _run(max_pool_values, planes * nrb, size, x, out, k, s, p, d, nbuf, rb, nrb)
+        args = (x, out, k, s, p, d, nbuf, rb, nrb)
+        if size <= COLD_NUMPY_ELEMENTS and x.dtype.kind == "f":
+            from fastconv.cpu import small
+
+            if not small._compiled(("max_pool",), (x, out),
+                                   lambda: [(max_pool_values, (*args, 0, 1))]):
+                t0 = time.perf_counter()
+                max_pool_numpy(x, out, kernel, stride, pads, dilation)
+                small._TIER["seconds"] += time.perf_counter() - t0
+                return
+        _run(max_pool_values, planes * nrb, size, *args)
     else:
         _run(max_pool_indices, out.size // out.shape[4], size, x, out, indices, k, s, p, d,
              False)
+
+
+#: Largest pooling (input + output elements) that runs :func:`max_pool_numpy` while
+#: ``max_pool_values`` is neither compiled nor cached (``fastconv.cpu.small``'s rule:
+#: the first calls of a cold kernel cache answer without its ~2 s compile).
+COLD_NUMPY_ELEMENTS = 1 << 20
+
+
+def max_pool_numpy(x, out, kernel, stride, pads, dilation) -> None:
+    """:func:`max_pool_values` by NumPy, the same fold in the same order, so the same
+    bits: on ``x`` padded with -inf (a tap outside ``x`` never wins), each output row
+    folds its (h, d) taps, h outer, column by column, then every output folds its W
+    taps in order; the fold keeps ``u`` unless ``v > u`` or ``v`` is NaN (the first of
+    equal maxima, so -0.0 and 0.0 as the kernel; NaN wins)."""
+    N, C = x.shape[:2]
+    outs = out.shape[2:]
+    sizes = [max(p + n, (o - 1) * s + (k - 1) * d + 1)
+             for n, o, s, k, d, p in zip(x.shape[2:], outs, stride, kernel, dilation, pads,
+                                         strict=True)]
+    xp = np.full((N, C, *sizes), -np.inf, dtype=x.dtype)
+    xp[:, :, pads[0]:pads[0] + x.shape[2], pads[1]:pads[1] + x.shape[3],
+       pads[2]:pads[2] + x.shape[4]] = x
+
+    def fold(u, v):
+        return np.where((v > u) | (v != v), v, u)
+
+    (kd, kh, kw), (sd, sh, sw), (dd, dh, dw) = kernel, stride, dilation
+    (OD, OH, OW) = outs
+    rows = None
+    for b in range(kh):
+        for a in range(kd):
+            v = xp[:, :, a * dd:a * dd + (OD - 1) * sd + 1:sd, b * dh:b * dh + (OH - 1) * sh + 1:sh]
+            rows = v if rows is None else fold(rows, v)
+    res = rows[..., 0:(OW - 1) * sw + 1:sw]
+    for e in range(1, kw):
+        res = fold(res, rows[..., e * dw:e * dw + (OW - 1) * sw + 1:sw])
+    out[...] = res
 
 
 def avg_pool(x, out, kernel, stride, pads, divisors) -> None:
