@@ -21,16 +21,17 @@ with ``R = Cg * KD * KH * KW`` (the receptive field of one output) and ``L = OD 
 is gathered by a parallel Numba kernel. The bias rides in the product as an extra row of
 ones in ``col``. A 1x1, stride-1 correlation of an unpadded input needs no ``col`` at all.
 
-Numba's parallel regions and BLAS calls never nest, so the cores are never oversubscribed.
-The shifted products run as independent tasks (image, group, column chunk) on
-``numba.get_num_threads()`` threads with a single-threaded BLAS (``blas.parallel``): each
-output element is computed by one fixed sequence of calls, whatever the thread count.
+Threads: the shifted products run as independent tasks (image, group, column chunk), the
+iterations of one Numba parallel region (:func:`shifted_tasks`; each in its thread's row
+of a scratch buffer, the BLAS single-threaded and called through its function pointer);
+the im2col and folded tasks run on ``blas.parallel``'s Python threads. A parallel region
+never calls a threaded BLAS, so the cores are never oversubscribed, and each output
+element is computed by one fixed sequence of calls, whatever the thread count.
 """
 
 from __future__ import annotations
 
 import threading
-import types
 
 import numba
 import numpy as np
@@ -46,7 +47,7 @@ from fastconv._config import (
 from fastconv._config import GEMM_MIN_CHUNK_COLUMNS as MIN_CHUNK_COLUMNS
 from fastconv._config import GEMM_SHIFTED_MIN_CG as SHIFTED_MIN_CG
 from fastconv.cpu import blas
-from fastconv.cpu.pad import MODE_CODES, pad_planes, source_index
+from fastconv.cpu.pad import MODE_CODES, pad, source_index
 
 
 @njit(**JIT_PARALLEL)
@@ -95,29 +96,16 @@ def correlate(xp, w, bias, out, stride, dilation, groups):
         return _im2col_correlate(xp, w, bias, out, stride, dilation, groups)
 
 
-_pad_image = njit(**JIT_SERIAL)(types.FunctionType(
-    pad_planes.py_func.__code__, pad_planes.py_func.__globals__, "pad_planes_serial"))
-
-
 def padding_core(pads, mode):
     """:func:`correlate` for an input padded by ``pads`` (three (before, after) pairs) in
-    ``mode``: each image is padded in the task threads with a serial kernel, instead of a
-    parallel Numba pass whose barrier costs most on a loaded machine."""
-    before = np.array([b for b, _ in pads], dtype=np.int64)
-    code = MODE_CODES[mode]
-    padding = any(b or a for b, a in pads)
+    ``mode``: the padded copy is one Numba parallel region (``fastconv.cpu.pad.pad``), as
+    the shifted products are (on 2 vCPUs, Python worker threads woken after idle time did
+    not scale; 2026-12-02)."""
 
     def core(x, w, bias, out, stride, dilation, groups):
         if folded_ok(x.shape, w.shape, stride):
             return folded(x, w, bias, out, stride, dilation, groups, pads, mode)
-        if padding:
-            padded = tuple(n + b + a for n, (b, a) in zip(x.shape[2:], pads, strict=True))
-            xp = np.empty(x.shape[:2] + padded, dtype=x.dtype)
-            fill = x.dtype.type(0)
-            blas.parallel(lambda n: _pad_image(x[n : n + 1], xp[n : n + 1], before, code,
-                                               fill), x.shape[0])
-            x = xp
-        return correlate(x, w, bias, out, stride, dilation, groups)
+        return correlate(pad(x, pads, mode), w, bias, out, stride, dilation, groups)
 
     return core
 

@@ -23,7 +23,8 @@ order: it transforms each input slice when the first output slice that reads it 
 up (straight from the unpadded input, every padding mode; once per task, and still in
 L2 for the products of the next ``KD`` output slices), runs that slice's products
 through the BLAS function pointer (no Python and no GIL between them, so threads
-scale), and inverse-transforms into ``out`` (plus bias).
+scale), and inverse-transforms into ``out`` (plus bias). The tasks are the iterations of
+one Numba parallel region (:func:`run_tasks`), each in its thread's scratch row.
 
 Error: the 1-D F(4, 3) transform; measured float32 max |error| / max |y| (random normal
 data, tests' layers) below 2e-6 (the tests allow 4e-6). NaN/Inf: Winograd mixes a tile's
