@@ -452,6 +452,61 @@ def test_every_gemm_path_bit_identical_for_1_and_2_threads(dtype, monkeypatch):
     assert first == second == single
 
 
+def test_gemm_rows_run_as_numba_parallel_regions(monkeypatch):
+    """The GEMM paths of the bench's W6 (1x1, in place), C1 (F(4, 5) along W), C3 (F(4, 3)
+    along W) rows, the padded shifted GEMM and the GEMM weight gradient run their tasks as
+    Numba parallel regions, never on ``blas.parallel``'s Python threads (which did not
+    scale on 2 vCPUs for calls after idle time), and give the same bytes on 1 and 2
+    threads and as the float64 reference."""
+    import numba
+
+    from fastconv.cpu import blas
+
+    def no_python_threads(task, ntasks):
+        raise AssertionError("blas.parallel called")
+
+    rng = np.random.default_rng(21)
+
+    def r(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    x6, w6, b6 = r(3, 64, 9, 10), r(16, 64, 1, 1), r(16)
+    x1, w1, b1 = r(2, 16, 1500), r(8, 16, 5), r(8)  # (output sizes past the small-image
+    x3, w3 = r(1, 8, 5, 12, 21), r(8, 8, 3, 3, 3)  # path's SMALL_MAX_PIXELS)
+    xp, wp = r(2, 64, 33, 35), r(8, 32, 3, 3)
+    xg, gg = r(2, 32, 40, 41), r(2, 32, 40, 41)
+    calls = [
+        (lambda: fc.conv2d(x6, w6, b6, algorithm="gemm"), (x6, w6, b6, {})),
+        (lambda: fc.conv1d(x1, w1, b1, padding=2, algorithm="gemm"),
+         (x1, w1, b1, dict(padding=((2, 2),)))),
+        (lambda: fc.conv3d(x3, w3, padding=1, algorithm="gemm"),
+         (x3, w3, None, dict(padding=((1, 1),) * 3))),
+        (lambda: fc.conv2d(xp, wp, padding=1, groups=2, algorithm="gemm"),
+         (xp, wp, None, dict(padding=((1, 1),) * 2, groups=2))),
+        (lambda: fc.grad.conv2d_weight(xg, (32, 32, 3, 3), gg, padding=1, algorithm="gemm"),
+         None),
+    ]
+    monkeypatch.setattr(blas, "parallel", no_python_threads)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = [f() for f, _ in calls]
+        numba.set_num_threads(1)
+        one = [f() for f, _ in calls]
+    finally:
+        numba.set_num_threads(before)
+    for a, b, (_, ref) in zip(two, one, calls, strict=True):
+        assert a.tobytes() == b.tobytes()
+        if ref is not None:
+            x, w, bias, kw = ref
+            want = conv_nd(x, w, bias, (1,) * (x.ndim - 2), kw.get("padding", ((0, 0),) * 2),
+                           (1,) * (x.ndim - 2), kw.get("groups", 1))
+            _close(a, want)
+    gw = fc.grad.conv2d_weight(xg.astype(np.float64), (32, 32, 3, 3), gg.astype(np.float64),
+                               padding=1, algorithm="direct")
+    _close(two[-1], gw)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_1x1_gemm_does_not_depend_on_the_blas_thread_setting(dtype):
     """A 1x1 layer is one product per image, but not a BLAS-threaded one: OpenBLAS's

@@ -21,19 +21,21 @@ with ``R = Cg * KD * KH * KW`` (the receptive field of one output) and ``L = OD 
 is gathered by a parallel Numba kernel. The bias rides in the product as an extra row of
 ones in ``col``. A 1x1, stride-1 correlation of an unpadded input needs no ``col`` at all.
 
-Numba's parallel regions and BLAS calls never nest, so the cores are never oversubscribed.
-The shifted products run as independent tasks (image, group, column chunk) on
-``numba.get_num_threads()`` threads with a single-threaded BLAS (``blas.parallel``): each
-output element is computed by one fixed sequence of calls, whatever the thread count.
+Threads: the shifted products run as independent tasks (image, group, column chunk), the
+iterations of one Numba parallel region (:func:`shifted_tasks`; each in its thread's row
+of a scratch buffer, the BLAS single-threaded and called through its function pointer);
+the im2col and folded tasks run on ``blas.parallel``'s Python threads. A parallel region
+never calls a threaded BLAS, so the cores are never oversubscribed, and each output
+element is computed by one fixed sequence of calls, whatever the thread count.
 """
 
 from __future__ import annotations
 
 import threading
-import types
 
+import numba
 import numpy as np
-from numba import njit, prange
+from numba import get_thread_id, njit, prange
 
 from fastconv._config import (
     GEMM_CHUNK_BYTES,
@@ -45,7 +47,7 @@ from fastconv._config import (
 from fastconv._config import GEMM_MIN_CHUNK_COLUMNS as MIN_CHUNK_COLUMNS
 from fastconv._config import GEMM_SHIFTED_MIN_CG as SHIFTED_MIN_CG
 from fastconv.cpu import blas
-from fastconv.cpu.pad import MODE_CODES, pad_planes, source_index
+from fastconv.cpu.pad import MODE_CODES, pad, source_index
 
 
 @njit(**JIT_PARALLEL)
@@ -94,29 +96,16 @@ def correlate(xp, w, bias, out, stride, dilation, groups):
         return _im2col_correlate(xp, w, bias, out, stride, dilation, groups)
 
 
-_pad_image = njit(**JIT_SERIAL)(types.FunctionType(
-    pad_planes.py_func.__code__, pad_planes.py_func.__globals__, "pad_planes_serial"))
-
-
 def padding_core(pads, mode):
     """:func:`correlate` for an input padded by ``pads`` (three (before, after) pairs) in
-    ``mode``: each image is padded in the task threads with a serial kernel, instead of a
-    parallel Numba pass whose barrier costs most on a loaded machine."""
-    before = np.array([b for b, _ in pads], dtype=np.int64)
-    code = MODE_CODES[mode]
-    padding = any(b or a for b, a in pads)
+    ``mode``: the padded copy is one Numba parallel region (``fastconv.cpu.pad.pad``), as
+    the shifted products are (on 2 vCPUs, Python worker threads woken after idle time did
+    not scale; 2026-12-02)."""
 
     def core(x, w, bias, out, stride, dilation, groups):
         if folded_ok(x.shape, w.shape, stride):
             return folded(x, w, bias, out, stride, dilation, groups, pads, mode)
-        if padding:
-            padded = tuple(n + b + a for n, (b, a) in zip(x.shape[2:], pads, strict=True))
-            xp = np.empty(x.shape[:2] + padded, dtype=x.dtype)
-            fill = x.dtype.type(0)
-            blas.parallel(lambda n: _pad_image(x[n : n + 1], xp[n : n + 1], before, code,
-                                               fill), x.shape[0])
-            x = xp
-        return correlate(x, w, bias, out, stride, dilation, groups)
+        return correlate(pad(x, pads, mode), w, bias, out, stride, dilation, groups)
 
     return core
 
@@ -171,13 +160,81 @@ def _row_chunks(nrows: int, Wp: int, rows_out: int, itemsize: int):
     return [(r, min(nrows, r + step)) for r in range(0, nrows, step)]
 
 
+def scratch_rows(need: int, dtype) -> np.ndarray:
+    """``(numba.get_num_threads(), need)`` elements of ``dtype`` from the calling thread's
+    :func:`_buffer`, each row 64-byte aligned: the per-thread scratch of one parallel
+    region (an iteration works in ``scratch[numba.get_thread_id()]``)."""
+    dtype = np.dtype(dtype)
+    nthreads = numba.get_num_threads()
+    row = max(16, -(-need // 16) * 16)  # elements: 64 bytes at float32
+    nbytes = nthreads * row * dtype.itemsize
+    buf = _buffer(nbytes + 64)
+    off = -buf.ctypes.data % 64
+    return buf[off : off + nbytes].view(dtype).reshape(nthreads, row)
+
+
+@njit(**JIT_PARALLEL)
+def shifted_tasks(xp, wt, out, bias_g, chunks, offs, gemm, args, Hp, Wp, L, in_place,
+                  add_bias, scratch):
+    """Every (image, group, chunk of pitch rows) task of :func:`shifted` as one iteration of
+    one parallel region (single-threaded BLAS through the pointer ``gemm``; ``args`` rows:
+    :func:`fastconv.cpu.winograd_w._gemm_args`, one per product shape). ``xp`` is
+    ``(N, C, P)``, ``wt`` ``(taps, K, Cg)``, ``out`` ``(N, groups, Kg, OD, OH, OW)``;
+    ``chunks`` rows are (first pitch row, stop, ``args`` row), ``offs`` the taps' column
+    offsets. In place, the products land in ``out``'s own rows (then ``bias_g`` is added
+    if ``add_bias``), else in the running thread's scratch row, cropped into ``out`` with
+    the bias. Results do not depend on which thread runs an iteration."""
+    N, C, P = xp.shape
+    taps, K, Cg = wt.shape
+    groups, Kg = out.shape[1], out.shape[2]
+    M = out.shape[3] * out.shape[4] * out.shape[5]
+    nchunks = chunks.shape[0]
+    s = xp.itemsize
+    xa, wa = xp.ctypes.data, wt.ctypes.data
+    for i in prange(N * groups * nchunks):
+        c = i % nchunks
+        g = (i // nchunks) % groups
+        n = i // (nchunks * groups)
+        r0, r1, a = chunks[c, 0], chunks[c, 1], args[chunks[c, 2]]
+        l0 = r0 * Wp
+        lc = min(r1 * Wp, L) - l0
+        ldc = (r1 - r0) * Wp
+        blk = out[n, g]
+        y = scratch[get_thread_id(), : Kg * ldc].reshape((Kg, ldc))
+        c0 = blk.ctypes.data + np.uint64(l0 * s) if in_place else y.ctypes.data
+        b0 = xa + np.uint64(((n * C + g * Cg) * P + l0) * s)
+        for t in range(taps):
+            gemm(a[0], a[1], a[2], a[3], a[4], a[5], b0 + np.uint64(offs[t] * s), a[6],
+                 wa + np.uint64((t * K + g * Kg) * Cg * s), a[7], a[8] if t == 0 else a[10],
+                 c0, a[9])
+        if not in_place:
+            crop_rows(y, bias_g[g], blk, r0, r1, Hp, Wp)
+        elif add_bias:  # while the block is in L2 (the same rounding as a pass over out)
+            rows = blk.reshape((Kg, M))
+            for k in range(Kg):
+                bk = bias_g[g, k]
+                dst = rows[k, l0 : l0 + lc]
+                for j in range(lc):
+                    dst[j] = dst[j] + bk
+
+
 def shifted(xp, w, bias, out, dilation, groups):
     """Stride-1 correlation as one strided GEMM per kernel tap (module docstring).
 
-    Tasks are (image, group, chunk of pitch rows); a task multiplies into its thread's
-    scratch (``Kg x rows*Wp``, L2-sized) and crops the valid rows into ``out`` with the
-    bias, so there is no full-size intermediate and no parallel region besides the tasks.
+    Tasks are (image, group, chunk of pitch rows), the iterations of one Numba parallel
+    region (:func:`shifted_tasks`); a task multiplies into its thread's scratch
+    (``Kg x rows*Wp``, L2-sized) and crops the valid rows into ``out`` with the bias, so
+    there is no full-size intermediate. A parallel region, not
+    :func:`fastconv.cpu.blas.parallel`'s Python threads: Numba's OpenMP workers spin
+    between regions, so 2 threads scale when calls come in short bursts after idle time
+    (W6, 2026-12-02), and no Python runs between a task's BLAS calls.
     """
+    from fastconv.cpu.winograd_w import _gemm_args
+
+    if not out.flags.c_contiguous:  # (one compiled signature; the same bits)
+        res = shifted(xp, w, bias, np.empty(out.shape, dtype=out.dtype), dilation, groups)
+        out[...] = res
+        return out
     xp = np.ascontiguousarray(xp)
     N, C, Dp, Hp, Wp = xp.shape
     K, Cg, KD, KH, KW = w.shape
@@ -189,57 +246,32 @@ def shifted(xp, w, bias, out, dilation, groups):
     nrows = (OD - 1) * Hp + OH  # pitch rows holding outputs (the last one partly)
     taps = KD * KH * KW
     wt = np.ascontiguousarray(w.reshape(K, Cg, taps).transpose(2, 0, 1))  # (taps, K, Cg)
-    offs = [a * dd * Hp * Wp + b * dh * Wp + e * dw
-            for a in range(KD) for b in range(KH) for e in range(KW)]
-    s = xp.itemsize
-    xa, wa = blas.address(xp), blas.address(wt)
-    in_place = OH == Hp and OW == Wp and out.flags.c_contiguous  # no garbage columns
+    offs = np.array([a * dd * Hp * Wp + b * dh * Wp + e * dw
+                     for a in range(KD) for b in range(KH) for e in range(KW)], dtype=np.int64)
+    in_place = OH == Hp and OW == Wp  # no garbage columns
     if taps == 1 and N * groups >= 4:
         # one product per image: nothing to keep in L2 across taps (a constant rule, not
         # the thread count, so the products are the same for any thread count)
         chunks = [(0, nrows)]
     else:
-        chunks = _row_chunks(nrows, Wp, Kg, s)
-    nchunks = len(chunks)
-    prods: dict = {}
-
-    def product(lc, ldc):
-        key = (lc, ldc)
-        if key not in prods:
-            prods[key] = blas.Gemm(xp.dtype, Kg, lc, Cg, lda=Cg, ldb=P, ldc=ldc)
-        return prods[key]
-
-    out_g = out.reshape(N, groups, Kg, OD, OH, OW)
+        chunks = _row_chunks(nrows, Wp, Kg, xp.itemsize)
+    prods: dict = {}  # (lc, ldc) -> (row, Gemm, pointer, arguments); the Gemm keeps them alive
+    rows = []
+    for r0, r1 in chunks:
+        lc = min(r1 * Wp, L) - r0 * Wp
+        ldc = OD * Hp * Wp if in_place else (r1 - r0) * Wp  # in place: out's own rows
+        if (lc, ldc) not in prods:
+            prod = blas.Gemm(xp.dtype, Kg, lc, Cg, lda=Cg, ldb=P, ldc=ldc)
+            prods[lc, ldc] = (len(prods), prod, *_gemm_args(prod))
+        rows.append((r0, r1, prods[lc, ldc][0]))
+    args = np.stack([p[3] for p in sorted(prods.values(), key=lambda p: p[0])])
+    gemm = next(iter(prods.values()))[2]
+    scratch = scratch_rows(Kg * max((r1 - r0) * Wp for r0, r1 in chunks), out.dtype)
     bias_g = np.ascontiguousarray(bias, dtype=out.dtype).reshape(groups, Kg)
-    # in place, the bias is added by each task to its own block while it is in L2
-    # (the same two roundings as a pass over ``out`` after the products)
-    out_rows = out.reshape(N, groups, Kg, -1) if in_place and np.any(bias) else None
-    bias_col = bias_g[:, :, None]
-
-    def task(i):
-        r0, r1 = chunks[i % nchunks]
-        g = (i // nchunks) % groups
-        n = i // (nchunks * groups)
-        l0 = r0 * Wp
-        lc = min(r1 * Wp, L) - l0
-        b0 = xa + ((n * C + g * Cg) * P + l0) * s
-        if in_place:
-            y, ldc = None, OD * Hp * Wp  # == L: out's own rows
-            c0 = blas.address(out) + ((n * K + g * Kg) * ldc + l0) * s
-        else:
-            ldc = (r1 - r0) * Wp
-            y = _buffer(Kg * ldc * s).view(out.dtype)[: Kg * ldc].reshape(Kg, ldc)
-            c0 = blas.address(y)
-        prod = product(lc, ldc)
-        for t in range(taps):
-            prod(wa + (t * K + g * Kg) * Cg * s, b0 + offs[t] * s, c0, t > 0)
-        if y is not None:
-            crop_rows(y, bias_g[g], out_g[n, g], r0, r1, Hp, Wp)
-        elif out_rows is not None:
-            block = out_rows[n, g, :, l0 : l0 + lc]
-            np.add(block, bias_col[g], out=block)
-
-    blas.parallel(task, N * groups * nchunks)
+    with blas.single_threaded_blas():
+        shifted_tasks(xp.reshape(N, C, P), wt, out.reshape(N, groups, Kg, OD, OH, OW), bias_g,
+                      np.array(rows, dtype=np.int64), offs, gemm, args, Hp, Wp, L, in_place,
+                      bool(np.any(bias)), scratch)
     return out
 
 

@@ -133,6 +133,47 @@ def to_pitch(g, gq):
 WEIGHT_PARTS = 4
 
 
+@njit(**JIT_PARALLEL)
+def weight_prepare(xp, g, gq, finite):
+    """Per image ``n`` (one iteration each): ``finite[n]`` = whether ``xp[n]`` is finite,
+    and ``g[n]`` laid on the padded pitch into ``gq[n]`` (:func:`to_pitch`)."""
+    for n in prange(xp.shape[0]):
+        finite[n] = all_finite(xp[n])
+        to_pitch(g[n], gq[n])
+
+
+@njit(**JIT_PARALLEL)
+def weight_tasks(xp, gq, acc, rows, chunks, bounds, argrow, offs, gemm, args, groups):
+    """Every (part, group, block of output channels) task of :func:`_weight_shifted` as
+    one iteration of one parallel region: its part's (image, column chunk) pairs in order,
+    each tap's strided product accumulated into ``acc[part, tap]`` (``beta = 1`` after
+    the part's first chunk), through the BLAS pointer ``gemm`` (``args[argrow[block, j]]``
+    for chunk ``j``). ``xp`` is ``(N, C, P)``, ``gq`` ``(N, K, Q)``, ``acc``
+    ``(parts, taps, K, Cg)``; ``chunks`` rows are (image, first column, stop)."""
+    N, C, P = xp.shape
+    K, Q = gq.shape[1], gq.shape[2]
+    taps, Cg = acc.shape[1], acc.shape[3]
+    Kg = K // groups
+    nkb = rows.shape[0]
+    s = xp.itemsize
+    xa, ga, aa = xp.ctypes.data, gq.ctypes.data, acc.ctypes.data
+    for i in prange((bounds.shape[0] - 1) * groups * nkb):
+        r = i % nkb
+        grp = (i // nkb) % groups
+        part = i // (nkb * groups)
+        k0 = grp * Kg + rows[r, 0]
+        cbase = aa + np.uint64((part * taps * K + k0) * Cg * s)
+        for j in range(bounds[part], bounds[part + 1]):
+            n, l0 = chunks[j, 0], chunks[j, 1]
+            a = args[argrow[r, j]]
+            a0 = ga + np.uint64(((n * K + k0) * Q + l0) * s)
+            b0 = xa + np.uint64(((n * C + grp * Cg) * P + l0) * s)
+            for t in range(taps):
+                gemm(a[0], a[1], a[2], a[3], a[4], a[5], b0 + np.uint64(offs[t] * s), a[6],
+                     a0, a[7], a[8] if j == bounds[part] else a[10],
+                     cbase + np.uint64(t * K * Cg * s), a[9])
+
+
 def _weight_shifted(xp, g, gw, dilation, groups) -> bool:
     """Stride-1 weight gradient as strided GEMMs (module docstring); False (nothing
     written) when ``xp`` holds NaN/Inf.
@@ -141,7 +182,11 @@ def _weight_shifted(xp, g, gw, dilation, groups) -> bool:
     the two operands); all taps run on a chunk while it is in the cache. The (image, chunk)
     sequence is split into consecutive parts, each summed in its own accumulator by one
     task (per group and block of output channels), and the parts are added in order.
+    The tasks are the iterations of one Numba parallel region (:func:`weight_tasks`), as
+    in ``fastconv.cpu.gemm.shifted``.
     """
+    from fastconv.cpu.winograd_w import _gemm_args
+
     N, C, Dp, Hp, Wp = xp.shape
     K, Cg, KD, KH, KW = gw.shape
     OD, OH, OW = g.shape[2:]
@@ -152,18 +197,13 @@ def _weight_shifted(xp, g, gw, dilation, groups) -> bool:
     L = (OD - 1) * Hp * Wp + (OH - 1) * Wp + OW
     gq = np.empty((N, K, OD, Hp, Wp), dtype=gw.dtype)
     g = np.ascontiguousarray(g, dtype=gw.dtype)
-    finite = [True] * N
-
-    def prepare(n):
-        finite[n] = all_finite(xp[n])
-        to_pitch(g[n], gq[n])
-
-    blas.parallel(prepare, N)
-    if not all(finite):
+    finite = np.ones(N, dtype=np.bool_)
+    weight_prepare(xp, g, gq, finite)
+    if not finite.all():
         return False
     taps = KD * KH * KW
-    offs = [a * dd * Hp * Wp + b * dh * Wp + e * dw
-            for a in range(KD) for b in range(KH) for e in range(KW)]
+    offs = np.array([a * dd * Hp * Wp + b * dh * Wp + e * dw
+                     for a in range(KD) for b in range(KH) for e in range(KW)], dtype=np.int64)
     s = gw.itemsize
     lc = max(gemm.MIN_CHUNK_COLUMNS, 2 * gemm.GEMM_CHUNK_BYTES // ((Kg + Cg) * s))
     chunks = [(n, l0, min(L, l0 + lc)) for n in range(N) for l0 in range(0, L, lc)]
@@ -172,26 +212,21 @@ def _weight_shifted(xp, g, gw, dilation, groups) -> bool:
     parts = max(1, min(len(chunks), -(-WEIGHT_PARTS // (groups * nkb))))
     bounds = [j * len(chunks) // parts for j in range(parts + 1)]
     acc = np.empty((parts, taps, K, Cg), dtype=gw.dtype)
-    prods = {(r1 - r0, c1 - c0): blas.Gemm(gw.dtype, r1 - r0, Cg, c1 - c0, lda=Q, ldb=P,
-                                           ldc=Cg, tb=True)
-             for r0, r1 in rows for _, c0, c1 in chunks}
-    xa, ga, aa = blas.address(xp), blas.address(gq), blas.address(acc)
-
-    def task(i):
-        r0, r1 = rows[i % nkb]
-        grp = (i // nkb) % groups
-        part = i // (nkb * groups)
-        k0 = grp * Kg + r0
-        cbase = aa + (part * taps * K + k0) * Cg * s
-        for j in range(bounds[part], bounds[part + 1]):
-            n, l0, l1 = chunks[j]
-            prod = prods[(r1 - r0, l1 - l0)]
-            a0 = ga + ((n * K + k0) * Q + l0) * s
-            b0 = xa + ((n * C + grp * Cg) * P + l0) * s
-            for t in range(taps):
-                prod(a0, b0 + offs[t] * s, cbase + t * K * Cg * s, j > bounds[part])
-
-    blas.parallel(task, parts * groups * nkb)
+    prods: dict = {}  # (rows, columns) -> (row, Gemm, pointer, arguments)
+    argrow = np.empty((nkb, len(chunks)), dtype=np.int64)
+    for r, (r0, r1) in enumerate(rows):
+        for j, (_, c0, c1) in enumerate(chunks):
+            key = (r1 - r0, c1 - c0)
+            if key not in prods:
+                prod = blas.Gemm(gw.dtype, r1 - r0, Cg, c1 - c0, lda=Q, ldb=P, ldc=Cg, tb=True)
+                prods[key] = (len(prods), prod, *_gemm_args(prod))
+            argrow[r, j] = prods[key][0]
+    args = np.stack([p[3] for p in sorted(prods.values(), key=lambda p: p[0])])
+    with blas.single_threaded_blas():
+        weight_tasks(xp.reshape(N, C, P), gq.reshape(N, K, Q), acc,
+                     np.array(rows, dtype=np.int64), np.array(chunks, dtype=np.int64),
+                     np.array(bounds, dtype=np.int64), argrow, offs,
+                     next(iter(prods.values()))[2], args, groups)
     total = acc[0]
     for j in range(1, parts):  # the parts in order: the same sum for any thread count
         total += acc[j]

@@ -23,7 +23,8 @@ order: it transforms each input slice when the first output slice that reads it 
 up (straight from the unpadded input, every padding mode; once per task, and still in
 L2 for the products of the next ``KD`` output slices), runs that slice's products
 through the BLAS function pointer (no Python and no GIL between them, so threads
-scale), and inverse-transforms into ``out`` (plus bias).
+scale), and inverse-transforms into ``out`` (plus bias). The tasks are the iterations of
+one Numba parallel region (:func:`run_tasks`), each in its thread's scratch row.
 
 Error: the 1-D F(4, 3) transform; measured float32 max |error| / max |y| (random normal
 data, tests' layers) below 2e-6 (the tests allow 4e-6). NaN/Inf: Winograd mixes a tile's
@@ -40,11 +41,11 @@ max |y| 1.7e-6 on C1 (64 channels), 1.1e-6 on the tests' 16-20 channels.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import get_thread_id, njit, prange
 
-from fastconv._config import GEMM_COL_CHUNK_BYTES, JIT_SERIAL
+from fastconv._config import GEMM_COL_CHUNK_BYTES, JIT_PARALLEL, JIT_SERIAL
 from fastconv.cpu import blas
-from fastconv.cpu.gemm import _buffer, folded
+from fastconv.cpu.gemm import folded, scratch_rows
 from fastconv.cpu.gemm import padding_core as gemm_padding_core
 from fastconv.cpu.microkernel import (
     LANES32,
@@ -59,7 +60,7 @@ from fastconv.cpu.microkernel import (
     vsub,
 )
 from fastconv.cpu.pad import MODE_CODES, source_index
-from fastconv.cpu.winograd import _G, _Carve, _gemm_call
+from fastconv.cpu.winograd import _G, _carve_len, _gemm_call
 
 #: Fewest input channels per group (times depth taps) for which the W-Winograd path runs.
 MIN_R = 16
@@ -317,10 +318,60 @@ def _gemm_args(prod: blas.Gemm):
     return fn, np.append(args, np.uintp(prod._beta[1]))
 
 
+@njit(inline="always", **JIT_SERIAL)
+def _carve(buf, o, n):
+    """(``buf[o : o + n]``, the next offset): ``n`` rounded up to 16 elements, so every view
+    of a 64-byte-aligned scratch row is 64-byte aligned (as ``winograd._Carve``)."""
+    return buf[o : o + n], o + _carve_len(n)
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _task_lens(nz, Cg, Kg, width, lc, nrows):
+    """Scratch lengths of one :func:`run_task`: ``V``, ``M``, ``q``, ``ext``, ``yb``, ``acc``."""
+    return 6 * nz * Cg * width, 6 * Kg * lc, 4 * width + 4, 2 * nrows, 4 * lc, lc
+
+
+@njit(**JIT_PARALLEL)
+def run_tasks(x, pads, mode, sd, dd, dh, parts, T, extra, U, gemm, args, cst, bias, out,
+              oflat, scratch, finite):
+    """Every (image, group, chunk) task of :func:`correlate` as one iteration of one
+    parallel region: :func:`run_task` in the running thread's scratch row. ``parts`` rows
+    are (d0, d1, h0, h1, ``args`` row); ``finite[i]``: whether iteration ``i``'s outputs are
+    finite. Results do not depend on which thread runs an iteration."""
+    _, KH, groups, Kg, R = U.shape
+    N, C = x.shape[0], x.shape[1]
+    Cg = C // groups
+    KD = R // Cg
+    nchunks = parts.shape[0]
+    for i in prange(N * groups * nchunks):
+        c = i % nchunks
+        g = (i // nchunks) % groups
+        n = i // (nchunks * groups)
+        d0, d1, h0, h1, row = parts[c, 0], parts[c, 1], parts[c, 2], parts[c, 3], parts[c, 4]
+        lc, width = (h1 - h0) * T, (h1 - h0 + extra) * T
+        nz = (d1 - 1 - d0) * sd + (KD - 1) * dd + 1  # input depth slices (padded coords)
+        nv, nm, nq, ne, ny, na = _task_lens(nz, Cg, Kg, width, lc, h1 - h0 + extra)
+        buf = scratch[get_thread_id()]
+        V, o = _carve(buf, 0, nv)
+        M, o = _carve(buf, o, nm)
+        q, o = _carve(buf, o, nq)
+        ext, o = _carve(buf, o, ne)
+        yb, o = _carve(buf, o, ny)
+        acc, o = _carve(buf, o, na)
+        finite[i] = run_task(x, n, g, pads, mode, sd, dd, dh, d0, d1, h0, T, U, gemm, args[row],
+                             V.reshape((6, nz * Cg, width)), M.reshape((6, Kg, lc)), q, ext,
+                             cst, yb, bias[g * Kg : (g + 1) * Kg], out, oflat, acc)
+
+
 def correlate(x, w, bias, out, stride, dilation, groups, pads, mode):
     """``out`` = the correlation of the unpadded ``x`` (padded by ``pads`` in ``mode``)
     with ``w`` plus ``bias``, by F(4, 3) along W (module docstring); falls back to the
-    folded GEMM where a weight or an output is not finite."""
+    folded GEMM where a weight or an output is not finite.
+
+    The tasks are the iterations of one Numba parallel region (:func:`run_tasks`), not
+    tasks on :func:`fastconv.cpu.blas.parallel`'s Python threads: Numba's OpenMP workers
+    spin between regions, so 2 threads scale when calls come in short bursts after idle
+    time (2026-12-02)."""
     if not np.isfinite(w).all():
         return folded(x, w, bias, out, stride, dilation, groups, pads, mode)
     x = np.ascontiguousarray(x)
@@ -336,46 +387,32 @@ def correlate(x, w, bias, out, stride, dilation, groups, pads, mode):
     dt = out.dtype
     U = weight_transform(w, groups)
     parts_ = chunks(N * groups, OD, OH, KD, sd, dd, extra, Cg, T, s)
-    nchunks = len(parts_)
     before = np.array([b for b, _ in pads], dtype=np.int64)
-    code = MODE_CODES[mode]
     biasv = np.ascontiguousarray(bias, dtype=dt)
     cst = np.array([2, 4, 5, 8], dtype=dt)
     # the flat output for direct stores (store_slice), or an empty stand-in
     oflat = out.reshape(-1) if out.flags.c_contiguous else out[:0, :0, :0, :0, :0].ravel()
-    prods: dict = {}
-    finite = [True] * (N * groups * nchunks)
     merged = dd == 1  # the KD depth taps' rows are contiguous in V: one product
-
-    def product(lc, width):
-        key = (lc, width)
-        if key not in prods:
-            kk = KD * Cg if merged else Cg
-            prod = blas.Gemm(dt, Kg, lc, kk, lda=KD * Cg, ldb=width, ldc=lc)
-            prods[key] = (prod, *_gemm_args(prod))  # the Gemm keeps the arguments alive
-        return prods[key]
-
-    def task(i):
-        d0, d1, h0, h1 = parts_[i % nchunks]
-        g = (i // nchunks) % groups
-        n = i // (nchunks * groups)
+    prods: dict = {}  # (lc, width) -> (row, Gemm, pointer, arguments); the Gemm keeps them
+    rows = []
+    need = 0
+    for d0, d1, h0, h1 in parts_:
         lc, width = (h1 - h0) * T, (h1 - h0 + extra) * T
-        nz = (d1 - 1 - d0) * sd + (KD - 1) * dd + 1  # input depth slices (padded coords)
-        nrows = h1 - h0 + extra
-        c = _Carve(dt, 6 * nz * Cg * width, 6 * Kg * lc, 4 * width + 4, 2 * nrows, 4 * lc,
-                   lc)
-        V = c.views[0].reshape(6, nz * Cg, width)
-        M = c.views[1].reshape(6, Kg, lc)
-        _, gemm, args = product(lc, width)
-        finite[i] = bool(run_task(x, n, g, before, code, sd, dd, dh, d0, d1, h0, T, U, gemm,
-                                  args, V, M, c.views[2], c.views[3], cst, c.views[4],
-                                  biasv[g * Kg : (g + 1) * Kg], out, oflat, c.views[5]))
-
-    for _, _, h0, h1 in parts_:  # bind the product shapes before the threads start
-        product((h1 - h0) * T, (h1 - h0 + extra) * T)
-    with np.errstate(invalid="ignore", over="ignore"):
-        blas.parallel(task, N * groups * nchunks)
-    if not all(finite):
+        if (lc, width) not in prods:
+            prod = blas.Gemm(dt, Kg, lc, KD * Cg if merged else Cg, lda=KD * Cg, ldb=width,
+                             ldc=lc)
+            prods[lc, width] = (len(prods), prod, *_gemm_args(prod))
+        rows.append((d0, d1, h0, h1, prods[lc, width][0]))
+        nz = (d1 - 1 - d0) * sd + (KD - 1) * dd + 1
+        need = max(need, sum(-(-v // 16) * 16 for v in _task_lens.py_func(
+            nz, Cg, Kg, width, lc, h1 - h0 + extra)))
+    args = np.stack([p[3] for p in sorted(prods.values(), key=lambda p: p[0])])
+    gemm = next(iter(prods.values()))[2]
+    finite = np.ones(N * groups * len(rows), dtype=np.bool_)
+    with np.errstate(invalid="ignore", over="ignore"), blas.single_threaded_blas():
+        run_tasks(x, before, MODE_CODES[mode], sd, dd, dh, np.array(rows, dtype=np.int64), T,
+                  extra, U, gemm, args, cst, biasv, out, oflat, scratch_rows(need, dt), finite)
+    if not finite.all():
         return folded(x, w, bias, out, stride, dilation, groups, pads, mode)
     return out
 
@@ -524,10 +561,52 @@ def store_cols(M, bias, out, n, k0, od, oh, t0, y, acc):
 COL_TILES = 128
 
 
+@njit(**JIT_PARALLEL)
+def cols_tasks(x, U, bias, out, pads, sd, sh, mode, parts, gemm, args, scratch, finite):
+    """Every (image, group, output row, chunk of tiles) task of :func:`correlate_cols` as
+    one iteration of one parallel region, in the running thread's scratch row: transform
+    (:func:`transform_cols`), the 8 products ``M[p] = U[p, g] @ V[p]`` through the BLAS
+    pointer ``gemm`` (``args`` rows: one per product shape), inverse transform into ``out``
+    (:func:`store_cols`). ``parts`` rows are (t0, t1, ``args`` row); ``finite[i]``: whether
+    iteration ``i``'s outputs are finite."""
+    alpha, groups, Kg, Cg = U.shape
+    m = 4
+    ext = -(-(alpha - m) // m)
+    N = x.shape[0]
+    OH = out.shape[3]
+    rows = out.shape[2] * OH
+    nch = parts.shape[0]
+    s = x.itemsize
+    ua = U.ctypes.data
+    for i in prange(N * groups * rows * nch):
+        t0, t1, a = parts[i % nch, 0], parts[i % nch, 1], args[parts[i % nch, 2]]
+        r = (i // nch) % rows
+        g = (i // (nch * rows)) % groups
+        n = i // (nch * rows * groups)
+        nt = t1 - t0
+        buf = scratch[get_thread_id()]
+        V, o = _carve(buf, 0, alpha * Cg * nt)
+        M, o = _carve(buf, o, alpha * Kg * nt)
+        q, o = _carve(buf, o, m * (nt + ext))
+        y, o = _carve(buf, o, m * nt)
+        acc, o = _carve(buf, o, nt)
+        V3, M3 = V.reshape((alpha, Cg, nt)), M.reshape((alpha, Kg, nt))
+        transform_cols(x, n, g * Cg, pads, sd, sh, mode, r // OH, r % OH, t0,
+                       q.reshape((m, nt + ext)), V3)
+        va, ma = V.ctypes.data, M.ctypes.data
+        for p in range(alpha):
+            gemm(a[0], a[1], a[2], a[3], a[4], a[5], va + np.uint64(p * Cg * nt * s), a[6],
+                 ua + np.uint64((p * groups + g) * Kg * Cg * s), a[7], a[8],
+                 ma + np.uint64(p * Kg * nt * s), a[9])
+        finite[i] = store_cols(M3, bias[g * Kg : (g + 1) * Kg], out, n, g * Kg, r // OH,
+                               r % OH, t0, y.reshape((m, nt)), acc)
+
+
 def correlate_cols(x, w, bias, out, stride, dilation, groups, pads, mode):
     """``out`` = the correlation of the unpadded ``x`` (padded by ``pads`` in ``mode``)
     with the 1 x 1 x 5 kernels ``w`` plus ``bias``, by F(4, 5) along W (see above); falls
-    back to the folded GEMM where a weight or an output is not finite."""
+    back to the folded GEMM where a weight or an output is not finite. The tasks run as
+    one Numba parallel region (:func:`cols_tasks`)."""
     if not np.isfinite(w).all():
         return folded(x, w, bias, out, stride, dilation, groups, pads, mode)
     x = np.ascontiguousarray(x)
@@ -535,53 +614,34 @@ def correlate_cols(x, w, bias, out, stride, dilation, groups, pads, mode):
     K, Cg = w.shape[:2]
     OD, OH, OW = out.shape[2:]
     Kg = K // groups
-    dt, s = out.dtype, out.itemsize
+    dt = out.dtype
     alpha, m = _BT5.shape[0], _AT5.shape[0]
     U = np.einsum("pe,gkce->pgkc", _G5, w.astype(np.float64).reshape(groups, Kg, Cg, 5))
     U = np.ascontiguousarray(U, dtype=dt)
     T = -(-OW // m)
     nch = -(-T // COL_TILES)
-    parts_ = [(T * i // nch, T * (i + 1) // nch) for i in range(nch)]
-    rows = OD * OH
-    before = np.array([b for b, _ in pads], dtype=np.int64)
-    sd, sh = int(stride[0]), int(stride[1])
-    code = MODE_CODES[mode]
-    biasv = np.ascontiguousarray(bias, dtype=dt)
-    ua = blas.address(U)
     ext = -(-(alpha - m) // m)
-    prods: dict = {}
-    finite = [True]
-
-    def task(i):
-        t0, t1 = parts_[i % nch]
-        r = (i // nch) % rows
-        g = (i // (nch * rows)) % groups
-        n = i // (nch * rows * groups)
+    prods: dict = {}  # nt -> (row, Gemm, pointer, arguments); the Gemm keeps them alive
+    parts_ = []
+    need = 0
+    for i in range(nch):
+        t0, t1 = T * i // nch, T * (i + 1) // nch
         nt = t1 - t0
-        sizes = (alpha * Cg * nt, alpha * Kg * nt, m * (nt + ext), m * nt, nt)
-        buf = _buffer(sum(sizes) * s).view(dt)
-        views, o = [], 0
-        for z in sizes:
-            views.append(buf[o : o + z])
-            o += z
-        V = views[0].reshape(alpha, Cg, nt)
-        M = views[1].reshape(alpha, Kg, nt)
-        q = views[2].reshape(m, nt + ext)
-        y = views[3].reshape(m, nt)
-        transform_cols(x, n, g * Cg, before, sd, sh, code, r // OH, r % OH, t0, q, V)
         if nt not in prods:
-            prods[nt] = blas.Gemm(dt, Kg, nt, Cg, lda=Cg, ldb=nt, ldc=nt)
-        prod, va, ma = prods[nt], blas.address(V), blas.address(M)
-        for p in range(alpha):
-            prod(ua + (p * groups + g) * Kg * Cg * s, va + p * Cg * nt * s,
-                 ma + p * Kg * nt * s, False)
-        if not store_cols(M, biasv[g * Kg : (g + 1) * Kg], out, n, g * Kg, r // OH,
-                          r % OH, t0, y, views[4]):
-            finite[0] = False
-
-    with np.errstate(invalid="ignore", over="ignore"):
-        blas.parallel(task, N * groups * rows * nch)
-    if not finite[0]:
+            prod = blas.Gemm(dt, Kg, nt, Cg, lda=Cg, ldb=nt, ldc=nt)
+            prods[nt] = (len(prods), prod, *_gemm_args(prod))
+        parts_.append((t0, t1, prods[nt][0]))
+        need = max(need, sum(-(-v // 16) * 16 for v in (
+            alpha * Cg * nt, alpha * Kg * nt, m * (nt + ext), m * nt, nt)))
+    args = np.stack([p[3] for p in sorted(prods.values(), key=lambda p: p[0])])
+    gemm = next(iter(prods.values()))[2]
+    before = np.array([b for b, _ in pads], dtype=np.int64)
+    finite = np.ones(N * groups * OD * OH * nch, dtype=np.bool_)
+    with np.errstate(invalid="ignore", over="ignore"), blas.single_threaded_blas():
+        cols_tasks(x, U, np.ascontiguousarray(bias, dtype=dt), out, before, int(stride[0]),
+                   int(stride[1]), MODE_CODES[mode], np.array(parts_, dtype=np.int64), gemm,
+                   args, scratch_rows(need, dt), finite)
+    if not finite.all():
         return folded(x, w, bias, out, stride, dilation, groups, pads, mode)
     return out
 
