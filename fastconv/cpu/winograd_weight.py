@@ -16,8 +16,9 @@ sum does 36 (2.25x fewer), F(3x3, 4x4) 36 per 16 (4x fewer).
 Blocks of tiles (``fastconv.cpu.winograd.blocks``) are filled channels-innermost, both
 sides transformed and multiplied while in L2. The block sequence is split into a constant
 number of consecutive parts (``fastconv.cpu.grad.WEIGHT_PARTS``, not the thread count);
-each part sums its blocks in its own accumulator (one task, single-threaded BLAS) and the
-parts are added in order: bit-identical from run to run and for any thread count.
+each part sums its blocks in its own accumulator (one iteration of a Numba parallel loop,
+single-threaded BLAS) and the parts are added in order: bit-identical from run to run and
+for any thread count.
 
 A NaN/Inf in the input or ``grad_output`` (seen in the filled blocks), or a non-finite
 result, returns False: the caller runs the direct kernel, whose NaN/Inf pattern is exact
@@ -343,11 +344,12 @@ def _fused(xp, g, groups, Kg, Cg, m, parts, before, fin) -> bool:
         rows.append((n0, nimg, ty0, nty, gemms[T][0]))
         need = max(need, _scratch_len(nimg, nty, tw, m, Cg, Kg) + _carve_len(a2 * T * Cg)
                    + a2 * T * Kg)
-    args = np.stack([_call_args(p) for _, p in sorted(gemms.values(), key=lambda v: v[0])])
+    prods = [p for _, p in sorted(gemms.values(), key=lambda v: v[0])]  # args point into these
+    args = np.stack([_call_args(p) for p in prods])
     finite = np.ones(parts * groups, dtype=np.bool_)
     with blas.single_threaded_blas():
         fused_parts(xp, g, before[0], before[1], m, tw, np.array(rows, dtype=np.int64), bounds,
-                    _gemm_call(gemms[T][1])[0], args, _scratch(dt, need), acc, finite,
+                    _gemm_call(prods[0])[0], args, _scratch(dt, need), acc, finite,
                     fin.cols, fin.args, fin.W9, fin.res)
     _release(acc)
     return bool(finite.all())
