@@ -225,7 +225,13 @@ def _task_grad(dtype: str) -> None:
     grad.conv2d_input(x.shape, w, g, padding=1, padding_mode="reflect")
     grad.conv_bias(g)
     x32, g32 = _rng_arrays(dtype, (2, 32, 32, 32), (2, 32, 32, 32))
-    grad.conv2d_weight(x32, (32, 32, 3, 3), g32, padding=1)  # "auto": Winograd
+    grad.conv2d_weight(x32, (32, 32, 3, 3), g32, padding=1)  # "auto": Winograd, fused form
+    # its staged form (many channels, B5's 256 x 256; "auto" sends none this small there)
+    from fastconv.cpu.grad import weight_winograd
+
+    x128, g128 = _rng_arrays(dtype, (1, 128, 8, 8), (1, 128, 8, 8))
+    weight_winograd(x128[:, :, None], g128[:, :, None], np.empty((128, 128, 1, 3, 3), dtype),
+                    1, (1, 1))
     # small images (LeNet's second layer): one product per chunk of images on its im2col block
     xs, ws, gs = _rng_arrays(dtype, (8, 6, 14, 14), (16, 6, 5, 5), (8, 16, 10, 10))
     conv.conv2d(xs, ws)  # 1.9 M multiply-adds a chunk: the product on NumPy's BLAS

@@ -135,11 +135,17 @@ def test_nan_and_inf_as_direct(where):
 
 
 @pytest.mark.parametrize("shape", [((3, 16, 30, 26), 24, 1, "fused"),
-                                   ((2, 32, 10, 10), 32, 2, "staged")])
+                                   ((8, 16, 40, 40), 16, 2, "fused"),
+                                   ((2, 32, 10, 10), 32, 2, "staged"),
+                                   ((2, 24, 21, 19), 16, 1, "stages")])
 def test_bit_identical_for_any_thread_count(shape, monkeypatch):
+    """Each form, with more iterations than threads (parts of several blocks, several
+    stages whose products accumulate), runs the same bits on 1 and 2 threads."""
     (N, C, H, W), K, groups, form = shape
-    if form == "staged":
+    if form != "fused":
         monkeypatch.setattr(ww, "FUSED_MAX_ACC_BYTES", 0)
+    if form == "stages":
+        monkeypatch.setattr(ww, "STAGED_TILES", 12)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((N, C, H, W), dtype=np.float32)
     g = rng.standard_normal((N, K, H, W), dtype=np.float32)

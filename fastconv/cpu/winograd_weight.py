@@ -16,8 +16,9 @@ sum does 36 (2.25x fewer), F(3x3, 4x4) 36 per 16 (4x fewer).
 Blocks of tiles (``fastconv.cpu.winograd.blocks``) are filled channels-innermost, both
 sides transformed and multiplied while in L2. The block sequence is split into a constant
 number of consecutive parts (``fastconv.cpu.grad.WEIGHT_PARTS``, not the thread count);
-each part sums its blocks in its own accumulator (one task, single-threaded BLAS) and the
-parts are added in order: bit-identical from run to run and for any thread count.
+each part sums its blocks in its own accumulator (one iteration of a Numba parallel loop,
+single-threaded BLAS) and the parts are added in order: bit-identical from run to run and
+for any thread count.
 
 A NaN/Inf in the input or ``grad_output`` (seen in the filled blocks), or a non-finite
 result, returns False: the caller runs the direct kernel, whose NaN/Inf pattern is exact
@@ -26,14 +27,17 @@ result, returns False: the caller runs the direct kernel, whose NaN/Inf pattern 
 
 from __future__ import annotations
 
+import numba
 import numpy as np
-from numba import njit
+from numba import get_thread_id, njit, prange
 
-from fastconv._config import JIT_SERIAL
+from fastconv._config import JIT_PARALLEL, JIT_SERIAL
 from fastconv.cpu import blas
+from fastconv.cpu.gemm import _buffer
 from fastconv.cpu.winograd import (
     _G,
-    _Carve,
+    _carve_len,
+    _gemm_call,
     _release,
     _take,
     block_tiles,
@@ -148,77 +152,241 @@ def correlate_weight(xp, g, gw, groups: int, parts: int, before=(0, 0)) -> bool:
     is not finite.
 
     Fused form (the accumulator within ``FUSED_MAX_ACC_BYTES``): ``parts`` consecutive
-    runs of blocks, each summed in its own accumulator by one task, added in order.
+    runs of blocks, each summed in its own accumulator by one iteration, added in order.
     Staged form (many channels: W5's 256 x 256): each stage of at most ``STAGED_TILES``
-    tiles is transformed (tasks: group x block), then each point's product spans the
-    whole stage (tasks: group x point), accumulated over the stages in order."""
+    tiles is transformed (iterations: group x block), then each point's product spans the
+    whole stage (iterations: group x point), accumulated over the stages in order.
+
+    Each form is one Numba parallel region per step (:func:`fused_parts`,
+    :func:`staged_parts`), single-threaded BLAS called from inside Numba, each
+    iteration in the running thread's row of one scratch buffer; the last step (``G^T M
+    G``, :func:`finish`) runs in the same call. Not :func:`fastconv.cpu.blas.parallel`'s
+    Python threads: on a 2-vCPU VM they ran B3's weight gradient no faster on 2 threads
+    than on 1 when calls came in short bursts after idle time (as the forward's, see
+    :func:`fastconv.cpu.winograd._run_fused`)."""
     K, Cg = gw.shape[:2]
     Kg = K // groups
     OH, OW = g.shape[2], g.shape[3]
     m = tile_size(OH, OW)
-    alpha = m + 2
-    a2 = alpha * alpha
+    a2 = (m + 2) ** 2
     dt = gw.dtype
     with np.errstate(invalid="ignore", over="ignore"):
-        if a2 * Kg * Cg * dt.itemsize <= FUSED_MAX_ACC_BYTES:
-            acc = _fused(xp, g, groups, Kg, Cg, m, parts, before)
-        else:
-            acc = _staged(xp, g, groups, Kg, Cg, m, before)
-        if acc is None:
-            return False
-        # dW[k, c, i, j] = sum_{p, q} G[p, i] G[q, j] M[p*alpha + q, k, c]: one product
-        # (columns x alpha^2) @ (alpha^2 x 9) per group, part and column chunk, written in
-        # dW's own layout, the parts added in order (beta = 1)
-        G = _G[m]
-        W9 = np.ascontiguousarray(np.einsum("pi,qj->pqij", G, G).reshape(a2, 9), dtype=dt)
-        parts = acc.shape[0]
-        KC = Kg * Cg
-        nch = max(1, min(8, KC // 2048))
-        cols = [(j * KC // nch, (j + 1) * KC // nch) for j in range(nch)]
         res = gw if gw.flags.c_contiguous else np.empty(gw.shape, dtype=dt)
-        aa, wa, ra = blas.address(acc), blas.address(W9), blas.address(res)
-        s = dt.itemsize
-        prods = {c1 - c0: blas.Gemm(dt, c1 - c0, 9, a2, lda=KC, ldb=9, ldc=9, ta=True)
-                 for c0, c1 in cols}
-
-        def task(i):
-            grp, j = divmod(i, nch)
-            c0, c1 = cols[j]
-            for part in range(parts):
-                prods[c1 - c0](aa + ((part * groups + grp) * a2 * KC + c0) * s, wa,
-                               ra + (grp * KC + c0) * 9 * s, part > 0)
-
-        blas.parallel(task, groups * nch)
-        _release(acc)
+        fin = _Finish(dt, groups, Kg, Cg, m, res)
+        if a2 * Kg * Cg * dt.itemsize <= FUSED_MAX_ACC_BYTES:
+            ok = _fused(xp, g, groups, Kg, Cg, m, parts, before, fin)
+        else:
+            ok = _staged(xp, g, groups, Kg, Cg, m, before, fin)
+        if not ok:
+            return False
         if res is not gw:
             gw[...] = res
         return bool(np.isfinite(res).all())
 
 
-def _scratch(dt, nimg, nty, tw, m, Cg, Kg, *extra) -> _Carve:
-    """This thread's scratch for one block (:func:`_fill_transform`), then ``extra``."""
-    alpha = m + 2
-    return _Carve(dt, nimg * (nty * m + 2) * (tw * m + 2) * Cg, nimg * nty * m * tw * m * Kg,
-                  alpha * alpha * max(Cg, Kg), max(Cg, Kg), *extra)
+#: ``args`` row of :func:`_call_args`: the index of beta = 0 (overwrite) and beta = 1.
+_BETA0, _BETA1 = 8, 10
 
 
-def _fill_transform(xp, g, n0, nimg, ty0, nty, tw, m, xc0, gc0, V, U, t0, c, before) -> bool:
-    """Fill one block (``nimg`` images from ``n0``, ``nty`` tile rows from ``ty0``) of
-    both operands channels-innermost and transform it into ``V[:, t0:]`` and ``U[:, t0:]``
-    (False, nothing transformed, when a value is not finite); ``c`` is
-    :func:`_scratch`."""
-    Cg, Kg = V.shape[2], U.shape[2]
+def _call_args(prod: blas.Gemm) -> np.ndarray:
+    """:func:`fastconv.cpu.winograd._gemm_call`'s constant arguments of ``prod``, with
+    the address of beta = 1 appended (index ``_BETA1``; ``_BETA0`` holds beta = 0)."""
+    return np.append(_gemm_call(prod)[1], np.uintp(prod._beta[1]))
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _gemm(gemm, args, a, b, c, beta):
+    """``prod(a, b, c, accumulate)`` of the :class:`fastconv.cpu.blas.Gemm` whose
+    :func:`_call_args` are ``args`` (``beta``: ``_BETA0`` or ``_BETA1``), addresses
+    given as arrays whose first element is the operand's."""
+    gemm(args[0], args[1], args[2], args[3], args[4], args[5], b.ctypes.data, args[6],
+         a.ctypes.data, args[7], args[beta], c.ctypes.data, args[9])
+
+
+class _Finish:
+    """The last step, ``dW[k, c, i, j] = sum_{p, q} G[p, i] G[q, j] M[p*alpha + q, k,
+    c]``: one product (columns x alpha^2) @ (alpha^2 x 9) per group, part and column chunk
+    (``cols`` ``(nch, 2)``), written in dW's own layout (``res``), the parts added in
+    order (beta = 1). ``args`` has one :func:`_call_args` row per chunk."""
+
+    def __init__(self, dt, groups, Kg, Cg, m, res):
+        a2 = (m + 2) ** 2
+        G = _G[m]
+        self.W9 = np.ascontiguousarray(np.einsum("pi,qj->pqij", G, G).reshape(a2, 9), dtype=dt)
+        KC = Kg * Cg
+        nch = max(1, min(8, KC // 2048))
+        self.cols = np.array([(j * KC // nch, (j + 1) * KC // nch) for j in range(nch)],
+                             dtype=np.int64)
+        self._prods = {c1 - c0: blas.Gemm(dt, c1 - c0, 9, a2, lda=KC, ldb=9, ldc=9, ta=True)
+                       for c0, c1 in self.cols.tolist()}  # args point into these
+        self.args = np.stack([_call_args(self._prods[c1 - c0])
+                              for c0, c1 in self.cols.tolist()])
+        self.res = res.reshape(groups, KC * 9)
+
+
+@njit(**JIT_SERIAL)
+def finish(i, gemm, cols, args, acc, W9, res):
+    """Task ``i`` (group x column chunk) of :class:`_Finish`: its column chunk of every
+    part of ``acc`` ``(parts, groups, alpha^2 * Kg * Cg)`` into ``res`` ``(groups,
+    Kg * Cg * 9)``, the parts in order."""
+    nch = cols.shape[0]
+    grp = i // nch
+    j = i - grp * nch
+    c0 = cols[j, 0]
+    for part in range(acc.shape[0]):
+        _gemm(gemm, args[j], acc[part, grp, c0:], W9, res[grp, c0 * 9:],
+              _BETA0 if part == 0 else _BETA1)
+
+
+@njit(**JIT_SERIAL)
+def fill_transform(xp, g, n0, ty0, m, xc0, gc0, pt, pl, xb, gb, tmp, chk, V, U, t0):
+    """Fill one block of both operands channels-innermost (``xb`` ``(nimg, rows + 2,
+    columns + 2, Cg)`` from image ``n0``, tile row ``ty0``, channel ``xc0`` of ``xp``
+    (its zero padding ``pt``, ``pl`` read in place); ``gb`` ``(nimg, rows, columns, Kg)``
+    from channel ``gc0`` of ``g``) and transform it into ``V[:, t0:]`` and ``U[:, t0:]``
+    (False, nothing transformed, when a value is not finite); ``tmp``, ``chk``
+    scratch of at least ``alpha^2 * max(Cg, Kg)`` and ``max(Cg, Kg)`` elements."""
+    Cg, Kg = xb.shape[3], gb.shape[3]
     alpha = m + 2
-    Hr, Wt = nty * m + 2, tw * m + 2
-    xb = c.views[0].reshape(nimg, Hr, Wt, Cg)
-    gb = c.views[1].reshape(nimg, nty * m, tw * m, Kg)
-    tmp, chk = c.views[2], c.views[3]
-    fill_rows(xp, n0, xc0, ty0 * m, before[0], before[1], xb)
+    fill_rows(xp, n0, xc0, ty0 * m, pt, pl, xb)
     fill_rows(g, n0, gc0, ty0 * m, 0, 0, gb)
     if not (finite_block(xb, chk[:Cg]) and finite_block(gb, chk[:Kg])):
         return False
-    transform_input(xb, m, tmp[: alpha * alpha * Cg].reshape(alpha, alpha, Cg), V, t0)
-    transform_grad(gb, m, tmp[: alpha * m * Kg].reshape(alpha, m, Kg), U, t0)
+    transform_input(xb, m, tmp[: alpha * alpha * Cg].reshape((alpha, alpha, Cg)), V, t0)
+    transform_grad(gb, m, tmp[: alpha * m * Kg].reshape((alpha, m, Kg)), U, t0)
+    return True
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _block_scratch(buf, nimg, nty, tw, m, Cg, Kg):
+    """(xb, gb, tmp, chk) of one block in a thread's scratch row ``buf`` and the number
+    of elements they take (64-byte aligned offsets, as :func:`_scratch_len`)."""
+    alpha = m + 2
+    Hr, Wt = nty * m + 2, tw * m + 2
+    nx, ng = nimg * Hr * Wt * Cg, nimg * nty * m * tw * m * Kg
+    l1, l2 = _carve_len(nx), _carve_len(ng)
+    l3 = _carve_len(alpha * alpha * max(Cg, Kg))
+    c = max(Cg, Kg)
+    xb = buf[:nx].reshape((nimg, Hr, Wt, Cg))
+    gb = buf[l1:l1 + ng].reshape((nimg, nty * m, tw * m, Kg))
+    tmp = buf[l1 + l2:l1 + l2 + l3]
+    chk = buf[l1 + l2 + l3:l1 + l2 + l3 + c]
+    return xb, gb, tmp, chk, l1 + l2 + l3 + _carve_len(c)
+
+
+def _scratch_len(nimg, nty, tw, m, Cg, Kg) -> int:
+    """Elements of :func:`_block_scratch`."""
+    Hr, Wt = nty * m + 2, tw * m + 2
+    return sum(_carve_len(n) for n in (nimg * Hr * Wt * Cg, nimg * nty * m * tw * m * Kg,
+                                       (m + 2) ** 2 * max(Cg, Kg), max(Cg, Kg)))
+
+
+def _scratch(dt, need: int) -> np.ndarray:
+    """``(threads, need)`` scratch rows of the calling thread's buffer (64-byte aligned),
+    one per Numba thread (:func:`numba.get_thread_id`)."""
+    nthreads = numba.get_num_threads()
+    s = dt.itemsize
+    need = _carve_len(need)
+    buf = _buffer(nthreads * need * s + 64)
+    off = -buf.ctypes.data % 64
+    return buf[off:off + nthreads * need * s].view(dt).reshape(nthreads, need)
+
+
+@njit(**JIT_PARALLEL)
+def fused_parts(xp, g, pt, pl, m, tw, blist, bounds, gemm, args, scratch, acc, finite,
+                fcols, fargs, W9, res):
+    """The fused form in one call: iteration ``i`` = (part, group) fills and transforms
+    each block ``blist[bounds[part]:bounds[part + 1]]`` (rows (n0, nimg, ty0, nty,
+    ``args`` row)) in the running thread's scratch row and adds its ``alpha^2``
+    products into ``acc[part, group]`` (``(parts, groups, alpha^2, Kg, Cg)``); then, if
+    every ``finite`` flag holds, :func:`finish` (``fcols``, ``fargs``, ``W9``, ``res``)
+    over group x column chunk. Results do not depend on which thread runs what."""
+    parts, groups, a2, Kg, Cg = acc.shape
+    for i in prange(parts * groups):
+        part = i // groups
+        grp = i - part * groups
+        buf = scratch[get_thread_id()]
+        C = acc[part, grp]
+        for j in range(bounds[part], bounds[part + 1]):
+            n0, nimg, ty0, nty, row = (blist[j, 0], blist[j, 1], blist[j, 2], blist[j, 3],
+                                       blist[j, 4])
+            T = nimg * nty * tw
+            xb, gb, tmp, chk, o = _block_scratch(buf, nimg, nty, tw, m, Cg, Kg)
+            V = buf[o:o + a2 * T * Cg].reshape((a2, T, Cg))
+            o += _carve_len(a2 * T * Cg)
+            U = buf[o:o + a2 * T * Kg].reshape((a2, T, Kg))
+            if not fill_transform(xp, g, n0, ty0, m, grp * Cg, grp * Kg, pt, pl, xb, gb, tmp,
+                                  chk, V, U, 0):
+                finite[i] = False
+                break
+            beta = _BETA0 if j == bounds[part] else _BETA1
+            for a in range(a2):
+                _gemm(gemm, args[row], U[a], V[a], C[a], beta)
+    if finite.all():
+        accf = acc.reshape((parts, groups, a2 * Kg * Cg))
+        for i in prange(groups * fcols.shape[0]):
+            finish(i, gemm, fcols, fargs, accf, W9, res)
+
+
+def _fused(xp, g, groups, Kg, Cg, m, parts, before, fin) -> bool:
+    """The fused form (:func:`fused_parts`): whether every value was finite."""
+    N, a2, dt, s, th, tw = _geometry(xp, g, m)
+    blist = blocks(N, th, tw, target_tiles(m, Cg, Kg, s))
+    parts = max(1, min(len(blist), -(-parts // groups)))
+    bounds = np.array([j * len(blist) // parts for j in range(parts + 1)], dtype=np.int64)
+    acc = _take((parts, groups, a2, Kg, Cg), dt)
+    gemms: dict = {}
+    rows, need = [], 0
+    for n0, nimg, ty0, nty in blist:
+        T = nimg * nty * tw
+        if T not in gemms:
+            gemms[T] = (len(gemms), blas.Gemm(dt, Kg, Cg, T, lda=Kg, ldb=Cg, ldc=Cg, ta=True))
+        rows.append((n0, nimg, ty0, nty, gemms[T][0]))
+        need = max(need, _scratch_len(nimg, nty, tw, m, Cg, Kg) + _carve_len(a2 * T * Cg)
+                   + a2 * T * Kg)
+    prods = [p for _, p in sorted(gemms.values(), key=lambda v: v[0])]  # args point into these
+    args = np.stack([_call_args(p) for p in prods])
+    finite = np.ones(parts * groups, dtype=np.bool_)
+    with blas.single_threaded_blas():
+        fused_parts(xp, g, before[0], before[1], m, tw, np.array(rows, dtype=np.int64), bounds,
+                    _gemm_call(prods[0])[0], args, _scratch(dt, need), acc, finite,
+                    fin.cols, fin.args, fin.W9, fin.res)
+    _release(acc)
+    return bool(finite.all())
+
+
+@njit(**JIT_PARALLEL)
+def staged_parts(xp, g, pt, pl, m, tw, sblocks, sbounds, gemm, sargs, scratch, V, U, M,
+                 flags, fcols, fargs, W9, res):
+    """The staged form in one call: for each stage ``s`` (blocks ``sblocks[sbounds[s]:
+    sbounds[s + 1]]``, rows (n0, nimg, ty0, nty, first tile)), iterations group x block
+    fill and transform into ``V``/``U`` ``(groups, alpha^2, Tmax, Cg/Kg)``, then
+    iterations group x point add the stage's product (``sargs[s]``) into ``M``
+    ``(groups, alpha^2, Kg, Cg)``; then :func:`finish`. False (``flags`` not all true)
+    when a value is not finite."""
+    groups, a2, Kg, Cg = M.shape
+    for si in range(sbounds.shape[0] - 1):
+        b0 = sbounds[si]
+        nb = sbounds[si + 1] - b0
+        for i in prange(groups * nb):
+            grp = i // nb
+            j = b0 + i - grp * nb
+            n0, nimg, ty0, nty, t0 = (sblocks[j, 0], sblocks[j, 1], sblocks[j, 2],
+                                      sblocks[j, 3], sblocks[j, 4])
+            xb, gb, tmp, chk, _ = _block_scratch(scratch[get_thread_id()], nimg, nty, tw, m,
+                                                 Cg, Kg)
+            flags[i] = fill_transform(xp, g, n0, ty0, m, grp * Cg, grp * Kg, pt, pl, xb, gb,
+                                      tmp, chk, V[grp], U[grp], t0)
+        if not flags[:groups * nb].all():
+            return False
+        beta = _BETA0 if si == 0 else _BETA1
+        for i in prange(groups * a2):
+            grp = i // a2
+            a = i - grp * a2
+            _gemm(gemm, sargs[si], U[grp, a], V[grp, a], M[grp, a], beta)
+    Mf = M.reshape((1, groups, a2 * Kg * Cg))
+    for i in prange(groups * fcols.shape[0]):
+        finish(i, gemm, fcols, fargs, Mf, W9, res)
     return True
 
 
@@ -228,51 +396,8 @@ def _geometry(xp, g, m):
     return xp.shape[0], (m + 2) ** 2, g.dtype, g.dtype.itemsize, th, tw
 
 
-def _fused(xp, g, groups, Kg, Cg, m, parts, before):
-    """The fused form: the parts' sums ``(parts, groups, alpha^2, Kg, Cg)`` (pooled), or
-    None (not finite)."""
-    N, a2, dt, s, th, tw = _geometry(xp, g, m)
-    blist = blocks(N, th, tw, target_tiles(m, Cg, Kg, s))
-    parts = max(1, min(len(blist), -(-parts // groups)))
-    bounds = [j * len(blist) // parts for j in range(parts + 1)]
-    acc = _take((parts, groups, a2, Kg, Cg), dt)
-    gemms: dict = {}
-    for _, nimg, _, nty in blist:
-        T = nimg * nty * tw
-        if T not in gemms:
-            gemms[T] = blas.Gemm(dt, Kg, Cg, T, lda=Kg, ldb=Cg, ldc=Cg, ta=True)
-    aa = blas.address(acc)
-    finite = [True] * (parts * groups)
-
-    def task(i):
-        part, grp = divmod(i, groups)
-        cbase = aa + (part * groups + grp) * a2 * Kg * Cg * s
-        for j in range(bounds[part], bounds[part + 1]):
-            n0, nimg, ty0, nty = blist[j]
-            T = nimg * nty * tw
-            c = _scratch(dt, nimg, nty, tw, m, Cg, Kg, a2 * T * Cg, a2 * T * Kg)
-            V = c.views[4].reshape(a2, T, Cg)
-            U = c.views[5].reshape(a2, T, Kg)
-            if not _fill_transform(xp, g, n0, nimg, ty0, nty, tw, m, grp * Cg, grp * Kg, V, U,
-                                   0, c, before):
-                finite[i] = False
-                return
-            prod = gemms[T]
-            ua, va = blas.address(U), blas.address(V)
-            for a in range(a2):
-                prod(ua + a * T * Kg * s, va + a * T * Cg * s, cbase + a * Kg * Cg * s,
-                     j > bounds[part])
-
-    blas.parallel(task, parts * groups)
-    if all(finite):
-        return acc
-    _release(acc)
-    return None
-
-
-def _staged(xp, g, groups, Kg, Cg, m, before):
-    """The staged form: M ``(1, groups, alpha^2, Kg, Cg)`` (pooled), or None (not
-    finite)."""
+def _staged(xp, g, groups, Kg, Cg, m, before, fin) -> bool:
+    """The staged form (:func:`staged_parts`): whether every value was finite."""
     N, a2, dt, s, th, tw = _geometry(xp, g, m)
     per = th * tw
     if per <= STAGED_TILES:  # stages of whole images, blocks of whole images (~64 tiles)
@@ -287,39 +412,24 @@ def _staged(xp, g, groups, Kg, Cg, m, before):
         stages = [[(n, 1, b, min(brows, r0 + rows - b, th - b))
                    for b in range(r0, min(th, r0 + rows), brows)]
                   for n in range(N) for r0 in range(0, th, rows)]
+    sblocks, sbounds, prods, need = [], [0], [], 0
+    for stage in stages:
+        t0 = 0
+        for n0, nimg, ty0, nty in stage:
+            sblocks.append((n0, nimg, ty0, nty, t0))
+            t0 += nimg * nty * tw
+            need = max(need, _scratch_len(nimg, nty, tw, m, Cg, Kg))
+        sbounds.append(len(sblocks))
+        prods.append(blas.Gemm(dt, Kg, Cg, t0, lda=Kg, ldb=Cg, ldc=Cg, ta=True))
     Tmax = max(sum(b[1] * b[3] * tw for b in st) for st in stages)
     V = _take((groups, a2, Tmax, Cg), dt)
     U = _take((groups, a2, Tmax, Kg), dt)
     M = _take((groups, a2, Kg, Cg), dt)
-    va, ua, ma = blas.address(V), blas.address(U), blas.address(M)
-    ok = True
-    for si, stage in enumerate(stages):
-        offs = np.cumsum([0] + [b[1] * b[3] * tw for b in stage]).tolist()
-        T = offs[-1]
-        nb = len(stage)
-        flags = [True] * (groups * nb)
-
-        def transform(i, stage=stage, offs=offs, nb=nb, flags=flags):
-            grp, j = divmod(i, nb)
-            n0, nimg, ty0, nty = stage[j]
-            c = _scratch(dt, nimg, nty, tw, m, Cg, Kg)
-            flags[i] = _fill_transform(xp, g, n0, nimg, ty0, nty, tw, m, grp * Cg, grp * Kg,
-                                       V[grp], U[grp], offs[j], c, before)
-
-        blas.parallel(transform, groups * nb)
-        if not all(flags):
-            ok = False
-            break
-        prod = blas.Gemm(dt, Kg, Cg, T, lda=Kg, ldb=Cg, ldc=Cg, ta=True)
-
-        def products(i, prod=prod, si=si):
-            grp, a = divmod(i, a2)
-            o = grp * a2 + a
-            prod(ua + o * Tmax * Kg * s, va + o * Tmax * Cg * s, ma + o * Kg * Cg * s, si > 0)
-
-        blas.parallel(products, groups * a2)
-    _release(V, U)
-    if ok:
-        return M[None]
-    _release(M)
-    return None
+    flags = np.ones(groups * max(len(st) for st in stages), dtype=np.bool_)
+    with blas.single_threaded_blas():
+        ok = staged_parts(xp, g, before[0], before[1], m, tw, np.array(sblocks, dtype=np.int64),
+                          np.array(sbounds, dtype=np.int64), _gemm_call(prods[0])[0],
+                          np.stack([_call_args(p) for p in prods]), _scratch(dt, need), V, U, M,
+                          flags, fin.cols, fin.args, fin.W9, fin.res)
+    _release(V, U, M)
+    return bool(ok)
