@@ -41,13 +41,18 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from fastconv._config import JIT_SERIAL
+from fastconv._config import JIT_ORDERED, JIT_SERIAL
 
 #: Tasks the forward kernels aim for (row blocks split planes when there are few).
 PLANE_TASKS = 64
 
 #: Below this many input + output elements a call runs on the calling thread only.
 SERIAL_ELEMENTS = 1 << 15
+
+#: Max-pooling backward (3x3, stride 2): gradient rows are staged up to this many bytes,
+#: then streamed to memory in one run (row-sized runs of non-temporal stores between the
+#: loads ran at a fifth of the speed: write-combining buffers flushed part-filled).
+STAGE_BYTES = 16 << 10
 
 #: Average-pooling backward: the most W taps per column phase (``ceil(kw / sw)``) the
 #: phase-sum kernel takes; longer columns keep the per-column loop (its sums' order).
@@ -503,6 +508,153 @@ def max_pool_grad(x, g, gx, kernel, stride, pads, dilation, nbuf, at_like, t_lo,
     _fence()
 
 
+@njit(inline="always", **JIT_ORDERED)
+def _col3(r0, r1, r2, t0, t1, t2, j):
+    """Column ``j``'s maximum over rows r0, r1, r2 scanned in that order (``v > m or
+    isnan(v)``) and the tap key (``t0``/``t1``/``t2``) of the row it came from."""
+    u, v, z = r0[j], r1[j], r2[j]
+    tv = (v > u) | (v != v)
+    u = v if tv else u
+    tu = t1 if tv else t0
+    tz = (z > u) | (z != z)
+    return (z if tz else u), (t2 if tz else tu)
+
+
+@njit(inline="always", **JIT_ORDERED)
+def _right_wins(xv, xt, yv, yt):
+    """:func:`_later_wins` for ``y`` in a later column of the window than ``x``, with
+    row keys ``xt``/``yt`` (monotone in the row): ``y`` is later in the row-major scan
+    unless its row is earlier."""
+    return ((yv != yv) & ((xv == xv) | (yt >= xt))) | (
+        (xv == xv) & ((yv > xv) | ((yv == xv) & (yt < xt))))
+
+
+@njit(**JIT_ORDERED)
+def max_pool_grad_3s2(x, g, gx, ph, pw, keys, consts, wide, t_lo, t_hi):
+    """:func:`max_pool_grad` for 3x3 windows at stride 2 (dilation 1, pads 0 or 1) on
+    planes: ``x`` ``(P, H, W)``, ``g`` ``(P, OH, OW)``, ``gx`` ``(P, H*W)``. Each plane is
+    read once and its gradient written once, a row at a time (no scratch volume).
+
+    The padded columns ``q = j + pw`` split by parity (``E[m]`` is ``q = 2m``, ``O[m]``
+    is ``q = 2m + 1``), so that window ``m`` holds ``E[m], O[m], E[m+1]``, all contiguous.
+    Per output row: each column's maximum over the window's rows and the row's key
+    ``3*b`` (``keys``: 0..8 in the index dtype, then 300 for padding, never matched);
+    per window the winner's key ``3*b + c`` (the same winner as the row-major scan:
+    first maximum, last NaN); then each of the window's input rows adds, per column,
+    the ``g`` of the windows whose winner it is, in output order: the same sums, in the
+    same order, as adding each ``g`` at its index from zero (an unselected window adds
+    +0.0, which changes no sum: a sum from +0.0 is never -0.0). A ring of 3 row
+    accumulators; a row is final once no later window covers it, and final rows are
+    staged and streamed to ``gx`` in runs of :data:`STAGE_BYTES` (as 64-bit words when
+    ``wide``: rows of whole, aligned words; else plain stores)."""
+    P, H, W = x.shape
+    OH, OW = g.shape[1], g.shape[2]
+    M = OW + 1
+    none = keys[9]
+    zero, ninf = consts[0], consts[1]  # (0, -inf) in x's dtype
+    vE = np.empty(M, x.dtype)
+    vO = np.empty(M, x.dtype)
+    tE = np.empty(M, keys.dtype)
+    tO = np.empty(M, keys.dtype)
+    kp = np.empty(M + 1, keys.dtype)  # winner keys, kp[m + 1] for window m
+    gp = np.empty(M + 1, x.dtype)  # g row, gp[m + 1] for window m
+    kp[0], kp[M] = none, none
+    gp[0], gp[M] = zero, zero
+    accE = np.empty((3, M), x.dtype)  # input row i in slot i % 3
+    accO = np.empty((3, M), x.dtype)
+    nst = max(1, STAGE_BYTES // (W * x.itemsize))  # rows staged, then streamed together
+    stage = np.empty((nst, W), x.dtype)
+    nw = W * x.itemsize // 8
+    st64 = stage.reshape(stage.size).view(np.uint64) if wide else np.empty(0, np.uint64)
+    gx64 = gx.reshape(gx.size).view(np.uint64) if wide else np.empty(0, np.uint64)
+    mlo = pw
+    mhi = max(mlo, min(M, (W + pw) // 2))
+    for t in range(t_lo, t_hi):
+        done = 0  # rows [0, done) written to gx (or staged: the last ``cnt``)
+        cnt = 0
+        ready = 0  # rows [0, ready) have a zeroed accumulator
+        for oh in range(OH + 1):
+            h0 = 2 * oh - ph
+            last = oh == OH
+            nxt = H if last else min(h0 + 3, H)
+            for i in range(ready, nxt):
+                ae, ao = accE[i % 3], accO[i % 3]
+                for m in range(M):
+                    ae[m] = zero
+                    ao[m] = zero
+            ready = max(ready, nxt)
+            if not last:
+                hlo, hhi = _taps(h0, 3, 1, H)
+                if hhi > hlo:
+                    # the window's rows in scan order; missing ones repeat the last
+                    # (same value, same key: no change, NaN included)
+                    b1 = min(hlo + 1, hhi - 1)
+                    b2 = hhi - 1
+                    r0, r1, r2 = x[t, h0 + hlo], x[t, h0 + b1], x[t, h0 + b2]
+                    t0, t1, t2 = keys[3 * hlo], keys[3 * b1], keys[3 * b2]
+                    s0 = r0[2 * mlo - pw:]
+                    s1 = r1[2 * mlo - pw:]
+                    s2 = r2[2 * mlo - pw:]
+                    ve, vo, te, to = vE[mlo:], vO[mlo:], tE[mlo:], tO[mlo:]
+                    for e in range(mhi - mlo):
+                        ve[e], te[e] = _col3(s0, s1, s2, t0, t1, t2, 2 * e)
+                        vo[e], to[e] = _col3(s0, s1, s2, t0, t1, t2, 2 * e + 1)
+                    for e in range(M - (mhi - mlo)):  # the edges: padding, odd widths
+                        m = e if e < mlo else e + mhi - mlo
+                        j = 2 * m - pw
+                        vE[m], tE[m] = ninf, none
+                        vO[m], tO[m] = ninf, none
+                        if j >= 0 and j < W:
+                            vE[m], tE[m] = _col3(r0, r1, r2, t0, t1, t2, j)
+                        if j + 1 >= 0 and j + 1 < W:
+                            vO[m], tO[m] = _col3(r0, r1, r2, t0, t1, t2, j + 1)
+                    c0, c1, c2 = keys[0], keys[1], keys[2]
+                    for m in range(OW):
+                        xv, xt, yv, yt = vE[m], tE[m], vO[m], tO[m]
+                        take = _right_wins(xv, xt, yv, yt)
+                        xv = yv if take else xv
+                        xt = yt if take else xt
+                        xc = c1 if take else c0
+                        yv, yt = vE[m + 1], tE[m + 1]
+                        take = _right_wins(xv, xt, yv, yt)
+                        kp[m + 1] = (yt if take else xt) + (c2 if take else xc)
+                    grow = g[t, oh]
+                    for m in range(OW):
+                        gp[m + 1] = grow[m]
+                    for b in range(hlo, hhi):
+                        k0, k1, k2 = keys[3 * b], keys[3 * b + 1], keys[3 * b + 2]
+                        ae, ao = accE[(h0 + b) % 3], accO[(h0 + b) % 3]
+                        for m in range(M):
+                            a = ae[m] + (gp[m] if kp[m] == k2 else zero)
+                            ae[m] = a + (gp[m + 1] if kp[m + 1] == k0 else zero)
+                            ao[m] = ao[m] + (gp[m + 1] if kp[m + 1] == k1 else zero)
+            fin = H if last else min(h0 + 2, H)  # rows no later window covers
+            for i in range(done, fin):
+                ae, ao = accE[i % 3], accO[i % 3]
+                ev, od = (ao, ae[1:]) if pw else (ae, ao)  # input columns 2k, 2k + 1
+                row = stage[cnt]
+                for k in range(W // 2):
+                    row[2 * k] = ev[k]
+                    row[2 * k + 1] = od[k]
+                if W % 2:
+                    row[W - 1] = ev[W // 2]
+                cnt += 1
+                if cnt == nst or i == H - 1:
+                    i0 = i + 1 - cnt
+                    if wide:
+                        base = (t * H + i0) * nw
+                        for k in range(cnt * nw):
+                            _stream(gx64, base + k, st64[k])
+                    else:
+                        for r in range(cnt):
+                            dst, src = gx[t, (i0 + r) * W : (i0 + r + 1) * W], stage[r]
+                            for k in range(W):
+                                dst[k] = src[k]
+                    cnt = 0
+            done = max(done, fin)
+    _fence()
+
+
 @njit(inline="always", **JIT_SERIAL)
 def _interleave(acc, dst, pw, s):
     """dst[e] = acc[q % s, q // s] for column ``q = e + pw`` (rounded to dst's dtype): the
@@ -749,6 +901,17 @@ def max_pool_backward(g, x, gx, kernel, stride, pads, dilation) -> None:
     # window positions as int32 beside float32 values: selects on matching vector lanes
     small = x.dtype == np.float32 and x[0, 0].size < 2**31 - 1
     at_like = np.empty(0, np.int32 if small else np.int64)
+    if (tuple(kernel) == (1, 3, 3) and tuple(stride) == (1, 2, 2) and pads[0] == 0
+            and max(pads[1:]) <= 1 and tuple(dilation) == (1, 1, 1)):
+        P = N * C * x.shape[2]
+        keys = np.array([*range(9), 300], np.int32 if x.dtype == np.float32 else np.int64)
+        consts = np.array([0, -np.inf], x.dtype)
+        W = x.shape[4]
+        wide = (W * x.itemsize) % 8 == 0 and gx.ctypes.data % 8 == 0
+        _run(max_pool_grad_3s2, P, x.size + g.size, x.reshape(P, *x.shape[3:]),
+             g.reshape(P, *g.shape[3:]), gx.reshape(P, -1), pads[1], pads[2], keys, consts,
+             wide)
+        return
     nbuf = _row_buffer(x.shape[4], g.shape[4], kernel[2], stride[2], pads[2], dilation[2])
     _run(max_pool_grad, N * C, x.size + g.size, x, g, gx.reshape(N * C, -1), _ints(kernel),
          _ints(stride), _ints(pads), _ints(dilation), nbuf, at_like)
