@@ -172,6 +172,38 @@ def vfma(typingctx, a, b, c):
 
 
 @intrinsic
+def vdeinterleave(typingctx, src, i, ev, je, od, jo):
+    """``ev[je : je + L] = src[i : i + 2L : 2]`` and ``od[jo : jo + L] = src[i + 1 : i + 2L :
+    2]`` (``L`` the host's lanes; 1-D contiguous arrays of one float dtype; no bounds
+    checks): two vector loads and two shuffles, where LLVM's vectoriser emits gathers
+    for stride-2 loads."""
+    arrays = (src, ev, od)
+    if not all(isinstance(a, types.Array) and a.layout == "C" and a.ndim == 1
+               and a.dtype == src.dtype for a in arrays):
+        return None
+    n = _lanes(src.dtype)
+    if n is None:
+        return None
+
+    def codegen(context, builder, sig, args):
+        elt = context.get_value_type(src.dtype)
+        align = src.dtype.bitwidth // 8
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        pair = builder.load(builder.bitcast(ptr, ir.VectorType(elt, 2 * n).as_pointer()),
+                            align=align)
+        undef = ir.Constant(ir.VectorType(elt, 2 * n), ir.Undefined)
+        for a, j, first in ((2, 3, 0), (4, 5, 1)):
+            mask = ir.Constant(ir.VectorType(ir.IntType(32), n), list(range(first, 2 * n, 2)))
+            half = builder.shuffle_vector(pair, undef, mask)
+            dst = _element_pointer(context, builder, sig.args[a], args[a], args[j])
+            builder.store(half, builder.bitcast(dst, ir.VectorType(elt, n).as_pointer()),
+                          align=align)
+        return context.get_dummy_value()
+
+    return types.none(src, i, ev, je, od, jo), codegen
+
+
+@intrinsic
 def vzero(typingctx, dtype_of):
     """A zero vector of ``dtype_of``'s type (a scalar)."""
     n = _lanes(dtype_of)

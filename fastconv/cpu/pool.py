@@ -42,6 +42,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from fastconv._config import JIT_ORDERED, JIT_SERIAL
+from fastconv.cpu.microkernel import LANES32, LANES64, vdeinterleave
 
 #: Tasks the forward kernels aim for (row blocks split planes when there are few).
 PLANE_TASKS = 64
@@ -529,69 +530,158 @@ def _right_wins(xv, xt, yv, yt):
         (xv == xv) & ((yv > xv) | ((yv == xv) & (yt < xt))))
 
 
+@njit(inline="always", **JIT_ORDERED)
+def _mx(a, b):
+    """The larger of two numbers (no NaN)."""
+    return b if b > a else a
+
+
+@njit(inline="always", **JIT_ORDERED)
+def _edge_window(r0, r1, r2, t0, t1, t2, j0, W, keys):
+    """The winner's key ``3*b + c`` of the window on columns ``j0 .. j0 + 2`` (some
+    outside ``[0, W)``: padding, never a winner), NaN-aware, as in the NaN path."""
+    none = keys[9]
+    xv, xt = r0[0], none  # (overwritten: the window holds at least one column)
+    xc = keys[0]
+    first = True
+    for c in range(3):
+        j = j0 + c
+        if j < 0 or j >= W:
+            continue
+        yv, yt = _col3(r0, r1, r2, t0, t1, t2, j)
+        if first or _right_wins(xv, xt, yv, yt):
+            xv, xt, xc = yv, yt, keys[c]
+            first = False
+    return none if first else xt + xc
+
+
 @njit(**JIT_ORDERED)
-def max_pool_grad_3s2(x, g, gx, ph, pw, keys, consts, wide, t_lo, t_hi):
+def max_pool_grad_3s2(x, g, gx, ph, pw, keys, consts, wide, lanes, t_lo, t_hi):
     """:func:`max_pool_grad` for 3x3 windows at stride 2 (dilation 1, pads 0 or 1) on
     planes: ``x`` ``(P, H, W)``, ``g`` ``(P, OH, OW)``, ``gx`` ``(P, H*W)``. Each plane is
     read once and its gradient written once, a row at a time (no scratch volume).
 
     The padded columns ``q = j + pw`` split by parity (``E[m]`` is ``q = 2m``, ``O[m]``
     is ``q = 2m + 1``), so that window ``m`` holds ``E[m], O[m], E[m+1]``, all contiguous.
-    Per output row: each column's maximum over the window's rows and the row's key
-    ``3*b`` (``keys``: 0..8 in the index dtype, then 300 for padding, never matched);
-    per window the winner's key ``3*b + c`` (the same winner as the row-major scan:
-    first maximum, last NaN); then each of the window's input rows adds, per column,
-    the ``g`` of the windows whose winner it is, in output order: the same sums, in the
-    same order, as adding each ``g`` at its index from zero (an unselected window adds
-    +0.0, which changes no sum: a sum from +0.0 is never -0.0). A ring of 3 row
-    accumulators; a row is final once no later window covers it, and final rows are
-    staged and streamed to ``gx`` in runs of :data:`STAGE_BYTES` (as 64-bit words when
-    ``wide``: rows of whole, aligned words; else plain stores)."""
+    Per output row, each window's winner as a key ``3*b + c`` (row ``b``, column ``c``;
+    ``keys``: 0..8 in the index dtype, then 300, never matched, for none): in a plane
+    without NaN, the window's maximum and its first position in row-major order, on
+    rows split by parity once (:func:`vdeinterleave`) into a ring of 3; with a NaN, each
+    column's winner over the rows, then over the columns by :func:`_right_wins` (first
+    maximum, last NaN; windows on padding take this path too). Then each of the window's
+    3 input rows (``acc`` rows 0-2, by parity: E in 0-2, O in 3-5) adds, per column, the
+    ``g`` of the windows whose winner it is, in output order: the same additions in the
+    same order as adding each ``g`` at its index from zero. Rows no later window covers
+    are staged and streamed to ``gx`` in runs of :data:`STAGE_BYTES` (as 64-bit words
+    when ``wide``: rows of whole, aligned words; else plain stores); the third row moves
+    up to the first. Loops run to multiples of 16 over padded buffers (no scalar
+    remainders); one accumulator array with fixed rows (no runtime alias checks)."""
     P, H, W = x.shape
     OH, OW = g.shape[1], g.shape[2]
     M = OW + 1
+    Mp = (M + 15) // 16 * 16
     none = keys[9]
     zero, ninf = consts[0], consts[1]  # (0, -inf) in x's dtype
     vE = np.empty(M, x.dtype)
     vO = np.empty(M, x.dtype)
     tE = np.empty(M, keys.dtype)
     tO = np.empty(M, keys.dtype)
-    kp = np.empty(M + 1, keys.dtype)  # winner keys, kp[m + 1] for window m
-    gp = np.empty(M + 1, x.dtype)  # g row, gp[m + 1] for window m
-    kp[0], kp[M] = none, none
-    gp[0], gp[M] = zero, zero
-    accE = np.empty((3, M), x.dtype)  # input row i in slot i % 3
-    accO = np.empty((3, M), x.dtype)
+    mlo = pw  # windows [mlo, mhi) of the NaN path's contiguous columns; [wlo, whi)
+    mhi = max(mlo, min(M, (W + pw) // 2))  # hold only input columns
+    wlo, whi = pw, max(pw, min(OW, (W - 3 + pw) // 2 + 1))
+    n16 = (whi - wlo + 15) // 16 * 16
+    nk = max(Mp, wlo + n16) + 2
+    kp = np.empty(nk, keys.dtype)  # winner keys, kp[m + 1] for window m
+    gp = np.zeros(nk, x.dtype)  # g row, gp[m + 1] for window m
+    for m in range(nk):
+        kp[m] = none
+    nd = max(wlo + n16 + 1, (W + 1) // 2 + 1 + lanes)
+    dA = np.zeros((3, nd), x.dtype)  # input row i's columns q = 2m in dA[i % 3, m],
+    dB = np.zeros((3, nd), x.dtype)  # q = 2m + 1 in dB[i % 3, m]
+    acc = np.empty((6, Mp), x.dtype)
+    a0, a1, a2, a3, a4, a5 = acc[0], acc[1], acc[2], acc[3], acc[4], acc[5]
     nst = max(1, STAGE_BYTES // (W * x.itemsize))  # rows staged, then streamed together
     stage = np.empty((nst, W), x.dtype)
     nw = W * x.itemsize // 8
     st64 = stage.reshape(stage.size).view(np.uint64) if wide else np.empty(0, np.uint64)
     gx64 = gx.reshape(gx.size).view(np.uint64) if wide else np.empty(0, np.uint64)
-    mlo = pw
-    mhi = max(mlo, min(M, (W + pw) // 2))
+    k00, k01, k02, k10, k11, k12 = keys[0], keys[1], keys[2], keys[3], keys[4], keys[5]
+    k20, k21, k22 = keys[6], keys[7], keys[8]
+    nblk = W // (2 * lanes)
+    jt = W - W % 2 - 2 * lanes  # the last whole block (even start, may overlap)
+    qk = np.empty(9, keys.dtype)
     for t in range(t_lo, t_hi):
+        nan = False
+        for i in range(H):
+            for j in range(W):
+                v = x[t, i, j]
+                nan = nan | (v != v)
+        for r in range(6):
+            for m in range(Mp):
+                acc[r, _u(m)] = zero
         done = 0  # rows [0, done) written to gx (or staged: the last ``cnt``)
         cnt = 0
-        ready = 0  # rows [0, ready) have a zeroed accumulator
+        ready = 0  # rows [0, ready) split by parity
         for oh in range(OH + 1):
             h0 = 2 * oh - ph
             last = oh == OH
-            nxt = H if last else min(h0 + 3, H)
-            for i in range(ready, nxt):
-                ae, ao = accE[i % 3], accO[i % 3]
-                for m in range(M):
-                    ae[m] = zero
-                    ao[m] = zero
+            nxt = min(h0 + 3, H)
+            if not nan:  # columns 2k to ev[k], 2k + 1 to od[k + pw]
+                for i in range(ready, nxt):
+                    src = x[t, i]
+                    ev, od = (dB[i % 3], dA[i % 3]) if pw else (dA[i % 3], dB[i % 3])
+                    if nblk:
+                        for k in range(nblk):
+                            vdeinterleave(src, 2 * lanes * k, ev, lanes * k, od, lanes * k + pw)
+                        vdeinterleave(src, jt, ev, jt // 2, od, jt // 2 + pw)
+                        j0 = W - W % 2
+                    else:
+                        j0 = 0
+                    for j in range(j0, W):
+                        if j % 2:
+                            od[j // 2 + pw] = src[j]
+                        else:
+                            ev[j // 2] = src[j]
             ready = max(ready, nxt)
-            if not last:
-                hlo, hhi = _taps(h0, 3, 1, H)
-                if hhi > hlo:
-                    # the window's rows in scan order; missing ones repeat the last
-                    # (same value, same key: no change, NaN included)
-                    b1 = min(hlo + 1, hhi - 1)
-                    b2 = hhi - 1
-                    r0, r1, r2 = x[t, h0 + hlo], x[t, h0 + b1], x[t, h0 + b2]
-                    t0, t1, t2 = keys[3 * hlo], keys[3 * b1], keys[3 * b2]
+            hlo, hhi = _taps(h0, 3, 1, H)
+            if not last and hhi > hlo:
+                # the window's rows in scan order; missing ones repeat the last
+                # (same value, same key: no change, NaN included)
+                b1 = min(hlo + 1, hhi - 1)
+                b2 = hhi - 1
+                r0, r1, r2 = x[t, h0 + hlo], x[t, h0 + b1], x[t, h0 + b2]
+                t0, t1, t2 = keys[3 * hlo], keys[3 * b1], keys[3 * b2]
+                if not nan:
+                    s0, s1, s2 = (h0 + hlo) % 3, (h0 + b1) % 3, (h0 + b2) % 3
+                    for c in range(3):  # (kept in the index dtype)
+                        qk[c], qk[3 + c], qk[6 + c] = t0 + keys[c], t1 + keys[c], t2 + keys[c]
+                    q0, q1, q2, q3, q4, q5 = qk[0], qk[1], qk[2], qk[3], qk[4], qk[5]
+                    q6, q7, q8 = qk[6], qk[7], qk[8]
+                    da0, db0 = dA[s0, wlo:], dB[s0, wlo:]
+                    da1, db1 = dA[s1, wlo:], dB[s1, wlo:]
+                    da2, db2 = dA[s2, wlo:], dB[s2, wlo:]
+                    kw = kp[wlo + 1:]
+                    for e in range(n16):
+                        u0, u1, u2 = da0[e], db0[e], da0[e + 1]
+                        v0, v1, v2 = da1[e], db1[e], da1[e + 1]
+                        w0, w1, w2 = da2[e], db2[e], da2[e + 1]
+                        mx = _mx(_mx(_mx(u0, u1), _mx(u2, v0)),
+                                 _mx(_mx(v1, v2), _mx(_mx(w0, w1), w2)))
+                        k = q8
+                        k = q7 if w1 == mx else k
+                        k = q6 if w0 == mx else k
+                        k = q5 if v2 == mx else k
+                        k = q4 if v1 == mx else k
+                        k = q3 if v0 == mx else k
+                        k = q2 if u2 == mx else k
+                        k = q1 if u1 == mx else k
+                        kw[e] = q0 if u0 == mx else k
+                    for m in range(OW, nk - 1):
+                        kp[m + 1] = none
+                    for e in range(OW - (whi - wlo)):  # windows on padding
+                        m = e if e < wlo else e + whi - wlo
+                        kp[m + 1] = _edge_window(r0, r1, r2, t0, t1, t2, 2 * m - pw, W, keys)
+                else:
                     s0 = r0[2 * mlo - pw:]
                     s1 = r1[2 * mlo - pw:]
                     s2 = r2[2 * mlo - pw:]
@@ -608,36 +698,66 @@ def max_pool_grad_3s2(x, g, gx, ph, pw, keys, consts, wide, t_lo, t_hi):
                             vE[m], tE[m] = _col3(r0, r1, r2, t0, t1, t2, j)
                         if j + 1 >= 0 and j + 1 < W:
                             vO[m], tO[m] = _col3(r0, r1, r2, t0, t1, t2, j + 1)
-                    c0, c1, c2 = keys[0], keys[1], keys[2]
                     for m in range(OW):
                         xv, xt, yv, yt = vE[m], tE[m], vO[m], tO[m]
                         take = _right_wins(xv, xt, yv, yt)
                         xv = yv if take else xv
                         xt = yt if take else xt
-                        xc = c1 if take else c0
+                        xc = k01 if take else k00
                         yv, yt = vE[m + 1], tE[m + 1]
                         take = _right_wins(xv, xt, yv, yt)
-                        kp[m + 1] = (yt if take else xt) + (c2 if take else xc)
-                    grow = g[t, oh]
-                    for m in range(OW):
-                        gp[m + 1] = grow[m]
+                        kp[m + 1] = (yt if take else xt) + (k02 if take else xc)
+                    for m in range(OW, nk - 1):
+                        kp[m + 1] = none
+                for m in range(OW):
+                    gp[m + 1] = g[t, oh, m]
+                if hhi - hlo == 3:  # the three rows in one pass
+                    for m in range(Mp):
+                        p, q = kp[m], kp[m + 1]
+                        gl, gr = gp[m], gp[m + 1]
+                        a = a0[m]
+                        a = a + gl if p == k02 else a
+                        a0[m] = a + gr if q == k00 else a
+                        a = a3[m]
+                        a3[m] = a + gr if q == k01 else a
+                        a = a1[m]
+                        a = a + gl if p == k12 else a
+                        a1[m] = a + gr if q == k10 else a
+                        a = a4[m]
+                        a4[m] = a + gr if q == k11 else a
+                        a = a2[m]
+                        a = a + gl if p == k22 else a
+                        a2[m] = a + gr if q == k20 else a
+                        a = a5[m]
+                        a5[m] = a + gr if q == k21 else a
+                else:
                     for b in range(hlo, hhi):
-                        k0, k1, k2 = keys[3 * b], keys[3 * b + 1], keys[3 * b + 2]
-                        ae, ao = accE[(h0 + b) % 3], accO[(h0 + b) % 3]
-                        for m in range(M):
-                            a = ae[m] + (gp[m] if kp[m] == k2 else zero)
-                            ae[m] = a + (gp[m + 1] if kp[m + 1] == k0 else zero)
-                            ao[m] = ao[m] + (gp[m + 1] if kp[m + 1] == k1 else zero)
+                        c0, c1, c2 = keys[3 * b], keys[3 * b + 1], keys[3 * b + 2]
+                        ae, ao = acc[b], acc[3 + b]
+                        for m in range(Mp):
+                            a = ae[m]
+                            a = a + gp[m] if kp[m] == c2 else a
+                            ae[m] = a + gp[m + 1] if kp[m + 1] == c0 else a
+                            a = ao[m]
+                            ao[m] = a + gp[m + 1] if kp[m + 1] == c1 else a
             fin = H if last else min(h0 + 2, H)  # rows no later window covers
-            for i in range(done, fin):
-                ae, ao = accE[i % 3], accO[i % 3]
-                ev, od = (ao, ae[1:]) if pw else (ae, ao)  # input columns 2k, 2k + 1
+            for i in range(done, fin):  # (acc rows i - h0: 0 or 1)
+                r = i - h0
                 row = stage[cnt]
-                for k in range(W // 2):
-                    row[2 * k] = ev[k]
-                    row[2 * k + 1] = od[k]
-                if W % 2:
-                    row[W - 1] = ev[W // 2]
+                if pw:  # input columns 2k (O[k]) and 2k + 1 (E[k + 1])
+                    for ki in range(W // 2):
+                        k = _u(ki)
+                        row[2 * k] = acc[3 + r, k]
+                        row[2 * k + 1] = acc[r, k + 1]
+                    if W % 2:
+                        row[W - 1] = acc[3 + r, W // 2]
+                else:  # columns 2k (E[k]) and 2k + 1 (O[k])
+                    for ki in range(W // 2):
+                        k = _u(ki)
+                        row[2 * k] = acc[r, k]
+                        row[2 * k + 1] = acc[3 + r, k]
+                    if W % 2:
+                        row[W - 1] = acc[r, W // 2]
                 cnt += 1
                 if cnt == nst or i == H - 1:
                     i0 = i + 1 - cnt
@@ -647,11 +767,17 @@ def max_pool_grad_3s2(x, g, gx, ph, pw, keys, consts, wide, t_lo, t_hi):
                             _stream(gx64, base + k, st64[k])
                     else:
                         for r in range(cnt):
-                            dst, src = gx[t, (i0 + r) * W : (i0 + r + 1) * W], stage[r]
                             for k in range(W):
-                                dst[k] = src[k]
+                                gx[t, (i0 + r) * W + k] = stage[r, k]
                     cnt = 0
             done = max(done, fin)
+            for m in range(Mp):  # the third row becomes the next window's first
+                a0[m] = a2[m]
+                a3[m] = a5[m]
+                a1[m] = zero
+                a2[m] = zero
+                a4[m] = zero
+                a5[m] = zero
     _fence()
 
 
@@ -908,9 +1034,10 @@ def max_pool_backward(g, x, gx, kernel, stride, pads, dilation) -> None:
         consts = np.array([0, -np.inf], x.dtype)
         W = x.shape[4]
         wide = (W * x.itemsize) % 8 == 0 and gx.ctypes.data % 8 == 0
+        lanes = LANES32 if x.dtype == np.float32 else LANES64
         _run(max_pool_grad_3s2, P, x.size + g.size, x.reshape(P, *x.shape[3:]),
              g.reshape(P, *g.shape[3:]), gx.reshape(P, -1), pads[1], pads[2], keys, consts,
-             wide)
+             wide, lanes)
         return
     nbuf = _row_buffer(x.shape[4], g.shape[4], kernel[2], stride[2], pads[2], dilation[2])
     _run(max_pool_grad, N * C, x.size + g.size, x, g, gx.reshape(N * C, -1), _ints(kernel),
