@@ -42,7 +42,18 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from fastconv._config import JIT_ORDERED, JIT_SERIAL
-from fastconv.cpu.microkernel import LANES32, LANES64, vdeinterleave
+from fastconv.cpu.microkernel import (
+    LANES32,
+    LANES64,
+    vadd_eq,
+    vdeinterleave,
+    vinterleave,
+    vload,
+    vmax,
+    vpick_eq,
+    vsplat,
+    vstore,
+)
 
 #: Tasks the forward kernels aim for (row blocks split planes when there are few).
 PLANE_TASKS = 64
@@ -101,6 +112,30 @@ def _stream(typingctx, dst, i, v):
             cgutils.unpack_tuple(builder, ary.strides), sig.args[0].layout, [args[1]],
             wraparound=False)
         store = builder.store(args[2], ptr)
+        store.set_metadata("nontemporal", builder.module.add_metadata(
+            [ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _stream_line(typingctx, dst, i, src, j):
+    """``dst[i : i + 8] = src[j : j + 8]`` (1-D uint64 arrays) as one 64-byte
+    non-temporal vector store: ``dst[i]`` must be 64-byte aligned."""
+    if not all(isinstance(a, types.Array) and a.ndim == 1 and a.dtype == types.uint64
+               for a in (dst, src)):
+        return None
+    sig = types.void(dst, types.intp, src, types.intp)
+
+    def codegen(context, builder, sig, args):
+        vty = ir.VectorType(ir.IntType(64), 8)
+        ptrs = []
+        for a, k in ((0, 1), (2, 3)):
+            ary = context.make_array(sig.args[a])(context, builder, args[a])
+            ptrs.append(builder.bitcast(builder.gep(ary.data, [args[k]]), vty.as_pointer()))
+        v = builder.load(ptrs[1], align=8)
+        store = builder.store(v, ptrs[0], align=64)
         store.set_metadata("nontemporal", builder.module.add_metadata(
             [ir.Constant(ir.IntType(32), 1)]))
         return context.get_dummy_value()
@@ -556,7 +591,7 @@ def _edge_window(r0, r1, r2, t0, t1, t2, j0, W, keys):
 
 
 @njit(**JIT_ORDERED)
-def max_pool_grad_3s2(x, g, gx, ph, pw, keys, consts, wide, lanes, t_lo, t_hi):
+def max_pool_grad_3s2(x, g, gx, ph, pw, keys, consts, wide, lead, lanes, t_lo, t_hi):
     """:func:`max_pool_grad` for 3x3 windows at stride 2 (dilation 1, pads 0 or 1) on
     planes: ``x`` ``(P, H, W)``, ``g`` ``(P, OH, OW)``, ``gx`` ``(P, H*W)``. Each plane is
     read once and its gradient written once, a row at a time (no scratch volume).
@@ -607,18 +642,21 @@ def max_pool_grad_3s2(x, g, gx, ph, pw, keys, consts, wide, lanes, t_lo, t_hi):
     gx64 = gx.reshape(gx.size).view(np.uint64) if wide else np.empty(0, np.uint64)
     k00, k01, k02, k10, k11, k12 = keys[0], keys[1], keys[2], keys[3], keys[4], keys[5]
     k20, k21, k22 = keys[6], keys[7], keys[8]
+    K00, K01, K02, K10, K11, K12 = vsplat(k00), vsplat(k01), vsplat(k02), vsplat(k10), \
+        vsplat(k11), vsplat(k12)
+    K20, K21, K22 = vsplat(k20), vsplat(k21), vsplat(k22)
     nblk = W // (2 * lanes)
     jt = W - W % 2 - 2 * lanes  # the last whole block (even start, may overlap)
     qk = np.empty(9, keys.dtype)
+    rnan = np.zeros(3, np.bool_)  # whether ring row i % 3 holds a NaN
     for t in range(t_lo, t_hi):
-        nan = False
-        for i in range(H):
-            for j in range(W):
-                v = x[t, i, j]
-                nan = nan | (v != v)
-        for r in range(6):
-            for m in range(Mp):
-                acc[r, _u(m)] = zero
+        for m in range(Mp):
+            a0[m] = zero
+            a1[m] = zero
+            a2[m] = zero
+            a3[m] = zero
+            a4[m] = zero
+            a5[m] = zero
         done = 0  # rows [0, done) written to gx (or staged: the last ``cnt``)
         cnt = 0
         ready = 0  # rows [0, ready) split by parity
@@ -626,22 +664,26 @@ def max_pool_grad_3s2(x, g, gx, ph, pw, keys, consts, wide, lanes, t_lo, t_hi):
             h0 = 2 * oh - ph
             last = oh == OH
             nxt = min(h0 + 3, H)
-            if not nan:  # columns 2k to ev[k], 2k + 1 to od[k + pw]
-                for i in range(ready, nxt):
-                    src = x[t, i]
-                    ev, od = (dB[i % 3], dA[i % 3]) if pw else (dA[i % 3], dB[i % 3])
-                    if nblk:
-                        for k in range(nblk):
-                            vdeinterleave(src, 2 * lanes * k, ev, lanes * k, od, lanes * k + pw)
-                        vdeinterleave(src, jt, ev, jt // 2, od, jt // 2 + pw)
-                        j0 = W - W % 2
+            for i in range(ready, nxt):  # columns 2k to ev[k], 2k + 1 to od[k + pw]
+                src = x[t, i]
+                bad = False
+                ev, od = (dB[i % 3], dA[i % 3]) if pw else (dA[i % 3], dB[i % 3])
+                if nblk:
+                    for k in range(nblk):
+                        bad |= vdeinterleave(src, 2 * lanes * k, ev, lanes * k, od,
+                                             lanes * k + pw)
+                    bad |= vdeinterleave(src, jt, ev, jt // 2, od, jt // 2 + pw)
+                    j0 = W - W % 2
+                else:
+                    j0 = 0
+                for j in range(j0, W):
+                    v = src[j]
+                    bad |= v != v
+                    if j % 2:
+                        od[j // 2 + pw] = v
                     else:
-                        j0 = 0
-                    for j in range(j0, W):
-                        if j % 2:
-                            od[j // 2 + pw] = src[j]
-                        else:
-                            ev[j // 2] = src[j]
+                        ev[j // 2] = v
+                rnan[i % 3] = bad
             ready = max(ready, nxt)
             hlo, hhi = _taps(h0, 3, 1, H)
             if not last and hhi > hlo:
@@ -651,8 +693,8 @@ def max_pool_grad_3s2(x, g, gx, ph, pw, keys, consts, wide, lanes, t_lo, t_hi):
                 b2 = hhi - 1
                 r0, r1, r2 = x[t, h0 + hlo], x[t, h0 + b1], x[t, h0 + b2]
                 t0, t1, t2 = keys[3 * hlo], keys[3 * b1], keys[3 * b2]
-                if not nan:
-                    s0, s1, s2 = (h0 + hlo) % 3, (h0 + b1) % 3, (h0 + b2) % 3
+                s0, s1, s2 = (h0 + hlo) % 3, (h0 + b1) % 3, (h0 + b2) % 3
+                if not (rnan[s0] or rnan[s1] or rnan[s2]):
                     for c in range(3):  # (kept in the index dtype)
                         qk[c], qk[3 + c], qk[6 + c] = t0 + keys[c], t1 + keys[c], t2 + keys[c]
                     q0, q1, q2, q3, q4, q5 = qk[0], qk[1], qk[2], qk[3], qk[4], qk[5]
@@ -661,21 +703,23 @@ def max_pool_grad_3s2(x, g, gx, ph, pw, keys, consts, wide, lanes, t_lo, t_hi):
                     da1, db1 = dA[s1, wlo:], dB[s1, wlo:]
                     da2, db2 = dA[s2, wlo:], dB[s2, wlo:]
                     kw = kp[wlo + 1:]
-                    for e in range(n16):
-                        u0, u1, u2 = da0[e], db0[e], da0[e + 1]
-                        v0, v1, v2 = da1[e], db1[e], da1[e + 1]
-                        w0, w1, w2 = da2[e], db2[e], da2[e + 1]
-                        mx = _mx(_mx(_mx(u0, u1), _mx(u2, v0)),
-                                 _mx(_mx(v1, v2), _mx(_mx(w0, w1), w2)))
-                        k = q8
-                        k = q7 if w1 == mx else k
-                        k = q6 if w0 == mx else k
-                        k = q5 if v2 == mx else k
-                        k = q4 if v1 == mx else k
-                        k = q3 if v0 == mx else k
-                        k = q2 if u2 == mx else k
-                        k = q1 if u1 == mx else k
-                        kw[e] = q0 if u0 == mx else k
+                    Q0, Q1, Q2, Q3, Q4 = vsplat(q0), vsplat(q1), vsplat(q2), vsplat(q3), vsplat(q4)
+                    Q5, Q6, Q7, Q8 = vsplat(q5), vsplat(q6), vsplat(q7), vsplat(q8)
+                    for blk in range(n16 // lanes):
+                        e = blk * lanes
+                        u0, u1, u2 = vload(da0, e), vload(db0, e), vload(da0, e + 1)
+                        v0, v1, v2 = vload(da1, e), vload(db1, e), vload(da1, e + 1)
+                        w0, w1, w2 = vload(da2, e), vload(db2, e), vload(da2, e + 1)
+                        mx = vmax(vmax(vmax(u0, u1), vmax(u2, v0)),
+                                  vmax(vmax(v1, v2), vmax(vmax(w0, w1), w2)))
+                        k = vpick_eq(w1, mx, Q7, Q8)
+                        k = vpick_eq(w0, mx, Q6, k)
+                        k = vpick_eq(v2, mx, Q5, k)
+                        k = vpick_eq(v1, mx, Q4, k)
+                        k = vpick_eq(v0, mx, Q3, k)
+                        k = vpick_eq(u2, mx, Q2, k)
+                        k = vpick_eq(u1, mx, Q1, k)
+                        vstore(kw, e, vpick_eq(u0, mx, Q0, k))
                     for m in range(OW, nk - 1):
                         kp[m + 1] = none
                     for e in range(OW - (whi - wlo)):  # windows on padding
@@ -712,28 +756,20 @@ def max_pool_grad_3s2(x, g, gx, ph, pw, keys, consts, wide, lanes, t_lo, t_hi):
                 for m in range(OW):
                     gp[m + 1] = g[t, oh, m]
                 if hhi - hlo == 3:  # the three rows in one pass
-                    for m in range(Mp):
-                        p, q = kp[m], kp[m + 1]
-                        gl, gr = gp[m], gp[m + 1]
-                        a = a0[m]
-                        a = a + gl if p == k02 else a
-                        a0[m] = a + gr if q == k00 else a
-                        a = a3[m]
-                        a3[m] = a + gr if q == k01 else a
-                        a = a1[m]
-                        a = a + gl if p == k12 else a
-                        a1[m] = a + gr if q == k10 else a
-                        a = a4[m]
-                        a4[m] = a + gr if q == k11 else a
-                        a = a2[m]
-                        a = a + gl if p == k22 else a
-                        a2[m] = a + gr if q == k20 else a
-                        a = a5[m]
-                        a5[m] = a + gr if q == k21 else a
+                    for blk in range(Mp // lanes):
+                        m = blk * lanes
+                        p, q = vload(kp, m), vload(kp, m + 1)
+                        gl, gr = vload(gp, m), vload(gp, m + 1)
+                        vstore(a0, m, vadd_eq(q, K00, vadd_eq(p, K02, vload(a0, m), gl), gr))
+                        vstore(a3, m, vadd_eq(q, K01, vload(a3, m), gr))
+                        vstore(a1, m, vadd_eq(q, K10, vadd_eq(p, K12, vload(a1, m), gl), gr))
+                        vstore(a4, m, vadd_eq(q, K11, vload(a4, m), gr))
+                        vstore(a2, m, vadd_eq(q, K20, vadd_eq(p, K22, vload(a2, m), gl), gr))
+                        vstore(a5, m, vadd_eq(q, K21, vload(a5, m), gr))
                 else:
                     for b in range(hlo, hhi):
                         c0, c1, c2 = keys[3 * b], keys[3 * b + 1], keys[3 * b + 2]
-                        ae, ao = acc[b], acc[3 + b]
+                        ae, ao = (a0, a3) if b == 0 else ((a1, a4) if b == 1 else (a2, a5))
                         for m in range(Mp):
                             a = ae[m]
                             a = a + gp[m] if kp[m] == c2 else a
@@ -741,29 +777,31 @@ def max_pool_grad_3s2(x, g, gx, ph, pw, keys, consts, wide, lanes, t_lo, t_hi):
                             a = ao[m]
                             ao[m] = a + gp[m + 1] if kp[m + 1] == c1 else a
             fin = H if last else min(h0 + 2, H)  # rows no later window covers
-            for i in range(done, fin):  # (acc rows i - h0: 0 or 1)
-                r = i - h0
+            for i in range(done, fin):
                 row = stage[cnt]
-                if pw:  # input columns 2k (O[k]) and 2k + 1 (E[k + 1])
-                    for ki in range(W // 2):
-                        k = _u(ki)
-                        row[2 * k] = acc[3 + r, k]
-                        row[2 * k + 1] = acc[r, k + 1]
-                    if W % 2:
-                        row[W - 1] = acc[3 + r, W // 2]
-                else:  # columns 2k (E[k]) and 2k + 1 (O[k])
-                    for ki in range(W // 2):
-                        k = _u(ki)
-                        row[2 * k] = acc[r, k]
-                        row[2 * k + 1] = acc[3 + r, k]
-                    if W % 2:
-                        row[W - 1] = acc[r, W // 2]
+                ae, ao = (a0, a3) if i == h0 else (a1, a4)
+                ev, od, eo = (ao, ae, 1) if pw else (ae, ao, 0)  # columns 2k, 2k + 1
+                if nblk:
+                    for k in range(nblk):
+                        vinterleave(ev, lanes * k, od, lanes * k + eo, row, 2 * lanes * k)
+                    vinterleave(ev, jt // 2, od, jt // 2 + eo, row, jt)
+                    j0 = W - W % 2
+                else:
+                    j0 = 0
+                for j in range(j0, W):
+                    row[j] = od[j // 2 + eo] if j % 2 else ev[j // 2]
                 cnt += 1
                 if cnt == nst or i == H - 1:
                     i0 = i + 1 - cnt
-                    if wide:
+                    if wide:  # words to a 64-byte boundary, whole lines, the rest
                         base = (t * H + i0) * nw
-                        for k in range(cnt * nw):
+                        n = cnt * nw
+                        h = min(n, (lead - base) % 8)
+                        for k in range(h):
+                            _stream(gx64, base + k, st64[k])
+                        for k in range((n - h) // 8):
+                            _stream_line(gx64, base + h + 8 * k, st64, h + 8 * k)
+                        for k in range(h + (n - h) // 8 * 8, n):
                             _stream(gx64, base + k, st64[k])
                     else:
                         for r in range(cnt):
@@ -771,9 +809,8 @@ def max_pool_grad_3s2(x, g, gx, ph, pw, keys, consts, wide, lanes, t_lo, t_hi):
                                 gx[t, (i0 + r) * W + k] = stage[r, k]
                     cnt = 0
             done = max(done, fin)
-            for m in range(Mp):  # the third row becomes the next window's first
-                a0[m] = a2[m]
-                a3[m] = a5[m]
+            a0, a2, a3, a5 = a2, a0, a5, a3  # the third row becomes the next window's first
+            for m in range(Mp):
                 a1[m] = zero
                 a2[m] = zero
                 a4[m] = zero
@@ -1030,14 +1067,15 @@ def max_pool_backward(g, x, gx, kernel, stride, pads, dilation) -> None:
     if (tuple(kernel) == (1, 3, 3) and tuple(stride) == (1, 2, 2) and pads[0] == 0
             and max(pads[1:]) <= 1 and tuple(dilation) == (1, 1, 1)):
         P = N * C * x.shape[2]
-        keys = np.array([*range(9), 300], np.int32 if x.dtype == np.float32 else np.int64)
+        keys = np.array([*range(9), 300], x.dtype)  # (float keys: vector lanes of x's width)
         consts = np.array([0, -np.inf], x.dtype)
         W = x.shape[4]
         wide = (W * x.itemsize) % 8 == 0 and gx.ctypes.data % 8 == 0
+        lead = (-gx.ctypes.data % 64) // 8  # gx's first word on a 64-byte boundary
         lanes = LANES32 if x.dtype == np.float32 else LANES64
         _run(max_pool_grad_3s2, P, x.size + g.size, x.reshape(P, *x.shape[3:]),
              g.reshape(P, *g.shape[3:]), gx.reshape(P, -1), pads[1], pads[2], keys, consts,
-             wide, lanes)
+             wide, lead, lanes)
         return
     nbuf = _row_buffer(x.shape[4], g.shape[4], kernel[2], stride[2], pads[2], dilation[2])
     _run(max_pool_grad, N * C, x.size + g.size, x, g, gx.reshape(N * C, -1), _ints(kernel),
