@@ -15,6 +15,10 @@ Padding never materialises: each window is clipped to the input (max pooling pad
   by an order equal to PyTorch's row-major scan; no index array is stored), average
   gathers per input plane ``(n, c, id)`` (each gx row by column phase, from the
   covering output rows).
+- 3x3 windows at stride 2 (the CNN stem's max pool) take :func:`max_pool_grad_3s2`: one
+  pass per plane, rows split by column parity once, each window's maximum and first
+  position in explicit vectors, three row accumulators streamed out as rows finish (no
+  scratch volume: large planes no longer spill the cache); the same sums in the same order.
 - Stride-2 windows 2-3 wide read only the columns they use (interleaved loads) rather
   than reducing every column and gathering every second one; the stride-2 average
   gradient (windows 2-4 wide) writes each gx row from two contiguous rows (its even and
