@@ -1077,9 +1077,10 @@ def max_pool_backward(g, x, gx, kernel, stride, pads, dilation) -> None:
         wide = (W * x.itemsize) % 8 == 0 and gx.ctypes.data % 8 == 0
         lead = (-gx.ctypes.data % 64) // 8  # gx's first word on a 64-byte boundary
         lanes = LANES32 if x.dtype == np.float32 else LANES64
-        _run(max_pool_grad_3s2, P, x.size + g.size, x.reshape(P, *x.shape[3:]),
-             g.reshape(P, *g.shape[3:]), gx.reshape(P, -1), pads[1], pads[2], keys, consts,
-             wide, lead, lanes)
+        xc = np.ascontiguousarray(x).reshape(P, *x.shape[3:])  # (the vector loads need C)
+        gc = np.ascontiguousarray(g).reshape(P, *g.shape[3:])
+        _run(max_pool_grad_3s2, P, x.size + g.size, xc, gc, gx.reshape(P, -1), pads[1],
+             pads[2], keys, consts, wide, lead, lanes)
         return
     nbuf = _row_buffer(x.shape[4], g.shape[4], kernel[2], stride[2], pads[2], dilation[2])
     _run(max_pool_grad, N * C, x.size + g.size, x, g, gx.reshape(N * C, -1), _ints(kernel),
