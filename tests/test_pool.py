@@ -516,3 +516,73 @@ def test_avg_backward_stride2_is_bit_identical_to_the_frozen_order(kw, pw, width
             want = _frozen_avg_backward_2d(g[0, 0], (H, width), (3, kw), (2, 2), (1, pw), dh,
                                            dw)
             assert got[0, 0].tobytes() == want.tobytes(), (ceil, cip, override)
+
+
+def _max_backward_reference(g, x, idx):
+    """gx from ``idx`` (return_indices) by unbuffered in-order adds from zero, in g's dtype."""
+    P = x.shape[0] * x.shape[1]
+    want = np.zeros((P, int(np.prod(x.shape[2:]))), g.dtype)
+    for q, (gp, ip) in enumerate(zip(g.reshape(P, -1), idx.reshape(P, -1), strict=True)):
+        np.add.at(want[q], ip, gp)
+    return want.reshape(x.shape)
+
+
+def _tricky(rng, shape, dtype, nan):
+    """Inputs with ties (a coarse grid), -inf runs and optionally NaN."""
+    x = rng.integers(-2, 3, shape).astype(dtype)
+    x[rng.random(shape) < 0.15] = -np.inf
+    if nan:
+        x[rng.random(shape) < 0.03] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("H, W", [(11, 12), (12, 13), (9, 64), (10, 67), (7, 112), (5, 31)])
+@pytest.mark.parametrize("p", [0, 1])
+def test_max_backward_3x3_stride2_is_bit_identical_to_in_order_adds(dtype, H, W, p):
+    """The 3x3 stride-2 gradient kernel (rows split by parity, vector window maxima,
+    per-row accumulators) keeps today's bits: the same sums as adding each g at its
+    ``return_indices`` position in output order, from zero (-0.0 in g becomes +0.0), with
+    ties, -inf, NaN rows beside NaN-free ones, odd widths, ceil_mode; and the same bytes
+    as the general kernel (a 3x3 stride-1 window path is not involved: called directly)."""
+    from fastconv.cpu import pool as cpu_pool
+
+    rng = np.random.default_rng(H * 100 + W + p)
+    for nan in (False, True):
+        x = _tricky(rng, (2, 3, H, W), dtype, nan)
+        for ceil in (False, True):
+            y, idx = fc.max_pool2d(x, 3, 2, p, ceil_mode=ceil, return_indices=True)
+            g = rng.standard_normal(y.shape).astype(dtype)
+            g[rng.random(g.shape) < 0.1] = -0.0
+            got = fc.grad.max_pool2d(g, x, 3, 2, p, ceil_mode=ceil)
+            want = _max_backward_reference(g, x, idx)
+            assert got.tobytes() == want.tobytes(), (nan, ceil)
+            general = np.empty((6, 1, 1, H, W), dtype)
+            ints = lambda v: np.array(v, np.int64)  # noqa: E731
+            nbuf = cpu_pool._row_buffer(W, y.shape[3], 3, 2, p, 1)
+            cpu_pool.max_pool_grad(x.reshape(6, 1, 1, H, W), g.reshape(6, 1, 1, *y.shape[2:]),
+                                   general.reshape(6, -1), ints((1, 3, 3)), ints((1, 2, 2)),
+                                   ints((0, p, p)), ints((1, 1, 1)), nbuf,
+                                   np.empty(0, np.int64), 0, 6)
+            assert got.tobytes() == general.reshape(x.shape).tobytes(), (nan, ceil)
+
+
+@given(st.integers(1, 40), st.integers(1, 80), st.sampled_from([0, 1]), st.booleans(),
+       st.booleans(), st.sampled_from([np.float32, np.float64]), st.integers(0, 2**16))
+def test_max_backward_3x3_stride2_matches_in_order_adds(H, W, p, ceil, nan, dtype, seed):
+    """Hypothesis: any plane size (widths below and above a vector block, planes of one
+    row or column), both paddings, ceil_mode, NaN or not: bytes equal to the in-order adds;
+    a 3-D pooling with a depth-1 window takes the same kernel per depth plane."""
+    assume(H + 2 * p >= 3 and W + 2 * p >= 3)
+    rng = np.random.default_rng(seed)
+    x = _tricky(rng, (1, 2, H, W), dtype, nan)
+    y, idx = fc.max_pool2d(x, 3, 2, p, ceil_mode=ceil, return_indices=True)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    got = fc.grad.max_pool2d(g, x, 3, 2, p, ceil_mode=ceil)
+    assert got.tobytes() == _max_backward_reference(g, x, idx).tobytes()
+    x3 = np.stack([x, x[:, ::-1]], axis=2)  # (1, 2, 2, H, W)
+    y3, idx3 = fc.max_pool3d(x3, (1, 3, 3), (1, 2, 2), (0, p, p), ceil_mode=ceil,
+                             return_indices=True)
+    g3 = rng.standard_normal(y3.shape).astype(dtype)
+    got3 = fc.grad.max_pool3d(g3, x3, (1, 3, 3), (1, 2, 2), (0, p, p), ceil_mode=ceil)
+    assert got3.tobytes() == _max_backward_reference(g3, x3, idx3).tobytes()

@@ -15,6 +15,10 @@ Padding never materialises: each window is clipped to the input (max pooling pad
   by an order equal to PyTorch's row-major scan; no index array is stored), average
   gathers per input plane ``(n, c, id)`` (each gx row by column phase, from the
   covering output rows).
+- 3x3 windows at stride 2 (the CNN stem's max pool) take :func:`max_pool_grad_3s2`: one
+  pass per plane, rows split by column parity once, each window's maximum and first
+  position in explicit vectors, three row accumulators streamed out as rows finish (no
+  scratch volume: large planes no longer spill the cache); the same sums in the same order.
 - Stride-2 windows 2-3 wide read only the columns they use (interleaved loads) rather
   than reducing every column and gathering every second one; the stride-2 average
   gradient (windows 2-4 wide) writes each gx row from two contiguous rows (its even and
@@ -41,13 +45,30 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from fastconv._config import JIT_SERIAL
+from fastconv._config import JIT_ORDERED, JIT_SERIAL
+from fastconv.cpu.microkernel import (
+    LANES32,
+    LANES64,
+    vadd_eq,
+    vdeinterleave,
+    vinterleave,
+    vload,
+    vmax,
+    vpick_eq,
+    vsplat,
+    vstore,
+)
 
 #: Tasks the forward kernels aim for (row blocks split planes when there are few).
 PLANE_TASKS = 64
 
 #: Below this many input + output elements a call runs on the calling thread only.
 SERIAL_ELEMENTS = 1 << 15
+
+#: Max-pooling backward (3x3, stride 2): gradient rows are staged up to this many bytes,
+#: then streamed to memory in one run (row-sized runs of non-temporal stores between the
+#: loads ran at a fifth of the speed: write-combining buffers flushed part-filled).
+STAGE_BYTES = 16 << 10
 
 #: Average-pooling backward: the most W taps per column phase (``ceil(kw / sw)``) the
 #: phase-sum kernel takes; longer columns keep the per-column loop (its sums' order).
@@ -95,6 +116,30 @@ def _stream(typingctx, dst, i, v):
             cgutils.unpack_tuple(builder, ary.strides), sig.args[0].layout, [args[1]],
             wraparound=False)
         store = builder.store(args[2], ptr)
+        store.set_metadata("nontemporal", builder.module.add_metadata(
+            [ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _stream_line(typingctx, dst, i, src, j):
+    """``dst[i : i + 8] = src[j : j + 8]`` (1-D uint64 arrays) as one 64-byte
+    non-temporal vector store: ``dst[i]`` must be 64-byte aligned."""
+    if not all(isinstance(a, types.Array) and a.ndim == 1 and a.dtype == types.uint64
+               for a in (dst, src)):
+        return None
+    sig = types.void(dst, types.intp, src, types.intp)
+
+    def codegen(context, builder, sig, args):
+        vty = ir.VectorType(ir.IntType(64), 8)
+        ptrs = []
+        for a, k in ((0, 1), (2, 3)):
+            ary = context.make_array(sig.args[a])(context, builder, args[a])
+            ptrs.append(builder.bitcast(builder.gep(ary.data, [args[k]]), vty.as_pointer()))
+        v = builder.load(ptrs[1], align=8)
+        store = builder.store(v, ptrs[0], align=64)
         store.set_metadata("nontemporal", builder.module.add_metadata(
             [ir.Constant(ir.IntType(32), 1)]))
         return context.get_dummy_value()
@@ -503,6 +548,280 @@ def max_pool_grad(x, g, gx, kernel, stride, pads, dilation, nbuf, at_like, t_lo,
     _fence()
 
 
+@njit(inline="always", **JIT_ORDERED)
+def _col3(r0, r1, r2, t0, t1, t2, j):
+    """Column ``j``'s maximum over rows r0, r1, r2 scanned in that order (``v > m or
+    isnan(v)``) and the tap key (``t0``/``t1``/``t2``) of the row it came from."""
+    u, v, z = r0[j], r1[j], r2[j]
+    tv = (v > u) | (v != v)
+    u = v if tv else u
+    tu = t1 if tv else t0
+    tz = (z > u) | (z != z)
+    return (z if tz else u), (t2 if tz else tu)
+
+
+@njit(inline="always", **JIT_ORDERED)
+def _right_wins(xv, xt, yv, yt):
+    """:func:`_later_wins` for ``y`` in a later column of the window than ``x``, with
+    row keys ``xt``/``yt`` (monotone in the row): ``y`` is later in the row-major scan
+    unless its row is earlier."""
+    return ((yv != yv) & ((xv == xv) | (yt >= xt))) | (
+        (xv == xv) & ((yv > xv) | ((yv == xv) & (yt < xt))))
+
+
+@njit(inline="always", **JIT_ORDERED)
+def _mx(a, b):
+    """The larger of two numbers (no NaN)."""
+    return b if b > a else a
+
+
+@njit(inline="always", **JIT_ORDERED)
+def _edge_window(r0, r1, r2, t0, t1, t2, j0, W, keys):
+    """The winner's key ``3*b + c`` of the window on columns ``j0 .. j0 + 2`` (some
+    outside ``[0, W)``: padding, never a winner), NaN-aware, as in the NaN path."""
+    none = keys[9]
+    xv, xt = r0[0], none  # (overwritten: the window holds at least one column)
+    xc = keys[0]
+    first = True
+    for c in range(3):
+        j = j0 + c
+        if j < 0 or j >= W:
+            continue
+        yv, yt = _col3(r0, r1, r2, t0, t1, t2, j)
+        if first or _right_wins(xv, xt, yv, yt):
+            xv, xt, xc = yv, yt, keys[c]
+            first = False
+    return none if first else xt + xc
+
+
+@njit(**JIT_ORDERED)
+def max_pool_grad_3s2(x, g, gx, ph, pw, keys, consts, wide, lead, lanes, t_lo, t_hi):
+    """:func:`max_pool_grad` for 3x3 windows at stride 2 (dilation 1, pads 0 or 1) on
+    planes: ``x`` ``(P, H, W)``, ``g`` ``(P, OH, OW)``, ``gx`` ``(P, H*W)``. Each plane is
+    read once and its gradient written once, a row at a time (no scratch volume).
+
+    The padded columns ``q = j + pw`` split by parity (``E[m]`` is ``q = 2m``, ``O[m]``
+    is ``q = 2m + 1``), so that window ``m`` holds ``E[m], O[m], E[m+1]``, all contiguous.
+    Per output row, each window's winner as a key ``3*b + c`` (row ``b``, column ``c``;
+    ``keys``: 0..8 in the index dtype, then 300, never matched, for none): in a plane
+    without NaN, the window's maximum and its first position in row-major order, on
+    rows split by parity once (:func:`vdeinterleave`) into a ring of 3; with a NaN, each
+    column's winner over the rows, then over the columns by :func:`_right_wins` (first
+    maximum, last NaN; windows on padding take this path too). Then each of the window's
+    3 input rows (``acc`` rows 0-2, by parity: E in 0-2, O in 3-5) adds, per column, the
+    ``g`` of the windows whose winner it is, in output order: the same additions in the
+    same order as adding each ``g`` at its index from zero. Rows no later window covers
+    are staged and streamed to ``gx`` in runs of :data:`STAGE_BYTES` (as 64-bit words
+    when ``wide``: rows of whole, aligned words; else plain stores); the third row moves
+    up to the first. Loops run to multiples of 16 over padded buffers (no scalar
+    remainders); one accumulator array with fixed rows (no runtime alias checks)."""
+    P, H, W = x.shape
+    OH, OW = g.shape[1], g.shape[2]
+    M = OW + 1
+    Mp = (M + 15) // 16 * 16
+    none = keys[9]
+    zero, ninf = consts[0], consts[1]  # (0, -inf) in x's dtype
+    vE = np.empty(M, x.dtype)
+    vO = np.empty(M, x.dtype)
+    tE = np.empty(M, keys.dtype)
+    tO = np.empty(M, keys.dtype)
+    mlo = pw  # windows [mlo, mhi) of the NaN path's contiguous columns; [wlo, whi)
+    mhi = max(mlo, min(M, (W + pw) // 2))  # hold only input columns
+    wlo, whi = pw, max(pw, min(OW, (W - 3 + pw) // 2 + 1))
+    n16 = (whi - wlo + 15) // 16 * 16
+    nk = max(Mp, wlo + n16) + 2
+    kp = np.empty(nk, keys.dtype)  # winner keys, kp[m + 1] for window m
+    gp = np.zeros(nk, x.dtype)  # g row, gp[m + 1] for window m
+    for m in range(nk):
+        kp[m] = none
+    nd = max(wlo + n16 + 1, (W + 1) // 2 + 1 + lanes)
+    dA = np.zeros((3, nd), x.dtype)  # input row i's columns q = 2m in dA[i % 3, m],
+    dB = np.zeros((3, nd), x.dtype)  # q = 2m + 1 in dB[i % 3, m]
+    acc = np.empty((6, Mp), x.dtype)
+    a0, a1, a2, a3, a4, a5 = acc[0], acc[1], acc[2], acc[3], acc[4], acc[5]
+    nst = max(1, STAGE_BYTES // (W * x.itemsize))  # rows staged, then streamed together
+    stage = np.empty((nst, W), x.dtype)
+    nw = W * x.itemsize // 8
+    st64 = stage.reshape(stage.size).view(np.uint64) if wide else np.empty(0, np.uint64)
+    gx64 = gx.reshape(gx.size).view(np.uint64) if wide else np.empty(0, np.uint64)
+    k00, k01, k02, k10, k11, k12 = keys[0], keys[1], keys[2], keys[3], keys[4], keys[5]
+    k20, k21, k22 = keys[6], keys[7], keys[8]
+    K00, K01, K02, K10, K11, K12 = vsplat(k00), vsplat(k01), vsplat(k02), vsplat(k10), \
+        vsplat(k11), vsplat(k12)
+    K20, K21, K22 = vsplat(k20), vsplat(k21), vsplat(k22)
+    nblk = W // (2 * lanes)
+    jt = W - W % 2 - 2 * lanes  # the last whole block (even start, may overlap)
+    qk = np.empty(9, keys.dtype)
+    rnan = np.zeros(3, np.bool_)  # whether ring row i % 3 holds a NaN
+    for t in range(t_lo, t_hi):
+        for m in range(Mp):
+            a0[m] = zero
+            a1[m] = zero
+            a2[m] = zero
+            a3[m] = zero
+            a4[m] = zero
+            a5[m] = zero
+        done = 0  # rows [0, done) written to gx (or staged: the last ``cnt``)
+        cnt = 0
+        ready = 0  # rows [0, ready) split by parity
+        for oh in range(OH + 1):
+            h0 = 2 * oh - ph
+            last = oh == OH
+            nxt = min(h0 + 3, H)
+            for i in range(ready, nxt):  # columns 2k to ev[k], 2k + 1 to od[k + pw]
+                src = x[t, i]
+                bad = False
+                ev, od = (dB[i % 3], dA[i % 3]) if pw else (dA[i % 3], dB[i % 3])
+                if nblk:
+                    for k in range(nblk):
+                        bad |= vdeinterleave(src, 2 * lanes * k, ev, lanes * k, od,
+                                             lanes * k + pw)
+                    bad |= vdeinterleave(src, jt, ev, jt // 2, od, jt // 2 + pw)
+                    j0 = W - W % 2
+                else:
+                    j0 = 0
+                for j in range(j0, W):
+                    v = src[j]
+                    bad |= v != v
+                    if j % 2:
+                        od[j // 2 + pw] = v
+                    else:
+                        ev[j // 2] = v
+                rnan[i % 3] = bad
+            ready = max(ready, nxt)
+            hlo, hhi = _taps(h0, 3, 1, H)
+            if not last and hhi > hlo:
+                # the window's rows in scan order; missing ones repeat the last
+                # (same value, same key: no change, NaN included)
+                b1 = min(hlo + 1, hhi - 1)
+                b2 = hhi - 1
+                r0, r1, r2 = x[t, h0 + hlo], x[t, h0 + b1], x[t, h0 + b2]
+                t0, t1, t2 = keys[3 * hlo], keys[3 * b1], keys[3 * b2]
+                s0, s1, s2 = (h0 + hlo) % 3, (h0 + b1) % 3, (h0 + b2) % 3
+                if not (rnan[s0] or rnan[s1] or rnan[s2]):
+                    for c in range(3):  # (kept in the index dtype)
+                        qk[c], qk[3 + c], qk[6 + c] = t0 + keys[c], t1 + keys[c], t2 + keys[c]
+                    q0, q1, q2, q3, q4, q5 = qk[0], qk[1], qk[2], qk[3], qk[4], qk[5]
+                    q6, q7, q8 = qk[6], qk[7], qk[8]
+                    da0, db0 = dA[s0, wlo:], dB[s0, wlo:]
+                    da1, db1 = dA[s1, wlo:], dB[s1, wlo:]
+                    da2, db2 = dA[s2, wlo:], dB[s2, wlo:]
+                    kw = kp[wlo + 1:]
+                    Q0, Q1, Q2, Q3, Q4 = vsplat(q0), vsplat(q1), vsplat(q2), vsplat(q3), vsplat(q4)
+                    Q5, Q6, Q7, Q8 = vsplat(q5), vsplat(q6), vsplat(q7), vsplat(q8)
+                    for blk in range(n16 // lanes):
+                        e = blk * lanes
+                        u0, u1, u2 = vload(da0, e), vload(db0, e), vload(da0, e + 1)
+                        v0, v1, v2 = vload(da1, e), vload(db1, e), vload(da1, e + 1)
+                        w0, w1, w2 = vload(da2, e), vload(db2, e), vload(da2, e + 1)
+                        mx = vmax(vmax(vmax(u0, u1), vmax(u2, v0)),
+                                  vmax(vmax(v1, v2), vmax(vmax(w0, w1), w2)))
+                        k = vpick_eq(w1, mx, Q7, Q8)
+                        k = vpick_eq(w0, mx, Q6, k)
+                        k = vpick_eq(v2, mx, Q5, k)
+                        k = vpick_eq(v1, mx, Q4, k)
+                        k = vpick_eq(v0, mx, Q3, k)
+                        k = vpick_eq(u2, mx, Q2, k)
+                        k = vpick_eq(u1, mx, Q1, k)
+                        vstore(kw, e, vpick_eq(u0, mx, Q0, k))
+                    for m in range(OW, nk - 1):
+                        kp[m + 1] = none
+                    for e in range(OW - (whi - wlo)):  # windows on padding
+                        m = e if e < wlo else e + whi - wlo
+                        kp[m + 1] = _edge_window(r0, r1, r2, t0, t1, t2, 2 * m - pw, W, keys)
+                else:
+                    s0 = r0[2 * mlo - pw:]
+                    s1 = r1[2 * mlo - pw:]
+                    s2 = r2[2 * mlo - pw:]
+                    ve, vo, te, to = vE[mlo:], vO[mlo:], tE[mlo:], tO[mlo:]
+                    for e in range(mhi - mlo):
+                        ve[e], te[e] = _col3(s0, s1, s2, t0, t1, t2, 2 * e)
+                        vo[e], to[e] = _col3(s0, s1, s2, t0, t1, t2, 2 * e + 1)
+                    for e in range(M - (mhi - mlo)):  # the edges: padding, odd widths
+                        m = e if e < mlo else e + mhi - mlo
+                        j = 2 * m - pw
+                        vE[m], tE[m] = ninf, none
+                        vO[m], tO[m] = ninf, none
+                        if j >= 0 and j < W:
+                            vE[m], tE[m] = _col3(r0, r1, r2, t0, t1, t2, j)
+                        if j + 1 >= 0 and j + 1 < W:
+                            vO[m], tO[m] = _col3(r0, r1, r2, t0, t1, t2, j + 1)
+                    for m in range(OW):
+                        xv, xt, yv, yt = vE[m], tE[m], vO[m], tO[m]
+                        take = _right_wins(xv, xt, yv, yt)
+                        xv = yv if take else xv
+                        xt = yt if take else xt
+                        xc = k01 if take else k00
+                        yv, yt = vE[m + 1], tE[m + 1]
+                        take = _right_wins(xv, xt, yv, yt)
+                        kp[m + 1] = (yt if take else xt) + (k02 if take else xc)
+                    for m in range(OW, nk - 1):
+                        kp[m + 1] = none
+                for m in range(OW):
+                    gp[m + 1] = g[t, oh, m]
+                if hhi - hlo == 3:  # the three rows in one pass
+                    for blk in range(Mp // lanes):
+                        m = blk * lanes
+                        p, q = vload(kp, m), vload(kp, m + 1)
+                        gl, gr = vload(gp, m), vload(gp, m + 1)
+                        vstore(a0, m, vadd_eq(q, K00, vadd_eq(p, K02, vload(a0, m), gl), gr))
+                        vstore(a3, m, vadd_eq(q, K01, vload(a3, m), gr))
+                        vstore(a1, m, vadd_eq(q, K10, vadd_eq(p, K12, vload(a1, m), gl), gr))
+                        vstore(a4, m, vadd_eq(q, K11, vload(a4, m), gr))
+                        vstore(a2, m, vadd_eq(q, K20, vadd_eq(p, K22, vload(a2, m), gl), gr))
+                        vstore(a5, m, vadd_eq(q, K21, vload(a5, m), gr))
+                else:
+                    for b in range(hlo, hhi):
+                        c0, c1, c2 = keys[3 * b], keys[3 * b + 1], keys[3 * b + 2]
+                        ae, ao = (a0, a3) if b == 0 else ((a1, a4) if b == 1 else (a2, a5))
+                        for m in range(Mp):
+                            a = ae[m]
+                            a = a + gp[m] if kp[m] == c2 else a
+                            ae[m] = a + gp[m + 1] if kp[m + 1] == c0 else a
+                            a = ao[m]
+                            ao[m] = a + gp[m + 1] if kp[m + 1] == c1 else a
+            fin = H if last else min(h0 + 2, H)  # rows no later window covers
+            for i in range(done, fin):
+                row = stage[cnt]
+                ae, ao = (a0, a3) if i == h0 else (a1, a4)
+                ev, od, eo = (ao, ae, 1) if pw else (ae, ao, 0)  # columns 2k, 2k + 1
+                if nblk:
+                    for k in range(nblk):
+                        vinterleave(ev, lanes * k, od, lanes * k + eo, row, 2 * lanes * k)
+                    vinterleave(ev, jt // 2, od, jt // 2 + eo, row, jt)
+                    j0 = W - W % 2
+                else:
+                    j0 = 0
+                for j in range(j0, W):
+                    row[j] = od[j // 2 + eo] if j % 2 else ev[j // 2]
+                cnt += 1
+                if cnt == nst or i == H - 1:
+                    i0 = i + 1 - cnt
+                    if wide:  # words to a 64-byte boundary, whole lines, the rest
+                        base = (t * H + i0) * nw
+                        n = cnt * nw
+                        h = min(n, (lead - base) % 8)
+                        for k in range(h):
+                            _stream(gx64, base + k, st64[k])
+                        for k in range((n - h) // 8):
+                            _stream_line(gx64, base + h + 8 * k, st64, h + 8 * k)
+                        for k in range(h + (n - h) // 8 * 8, n):
+                            _stream(gx64, base + k, st64[k])
+                    else:
+                        for r in range(cnt):
+                            for k in range(W):
+                                gx[t, (i0 + r) * W + k] = stage[r, k]
+                    cnt = 0
+            done = max(done, fin)
+            a0, a2, a3, a5 = a2, a0, a5, a3  # the third row becomes the next window's first
+            for m in range(Mp):
+                a1[m] = zero
+                a2[m] = zero
+                a4[m] = zero
+                a5[m] = zero
+    _fence()
+
+
 @njit(inline="always", **JIT_SERIAL)
 def _interleave(acc, dst, pw, s):
     """dst[e] = acc[q % s, q // s] for column ``q = e + pw`` (rounded to dst's dtype): the
@@ -749,6 +1068,20 @@ def max_pool_backward(g, x, gx, kernel, stride, pads, dilation) -> None:
     # window positions as int32 beside float32 values: selects on matching vector lanes
     small = x.dtype == np.float32 and x[0, 0].size < 2**31 - 1
     at_like = np.empty(0, np.int32 if small else np.int64)
+    if (tuple(kernel) == (1, 3, 3) and tuple(stride) == (1, 2, 2) and pads[0] == 0
+            and max(pads[1:]) <= 1 and tuple(dilation) == (1, 1, 1)):
+        P = N * C * x.shape[2]
+        keys = np.array([*range(9), 300], x.dtype)  # (float keys: vector lanes of x's width)
+        consts = np.array([0, -np.inf], x.dtype)
+        W = x.shape[4]
+        wide = (W * x.itemsize) % 8 == 0 and gx.ctypes.data % 8 == 0
+        lead = (-gx.ctypes.data % 64) // 8  # gx's first word on a 64-byte boundary
+        lanes = LANES32 if x.dtype == np.float32 else LANES64
+        xc = np.ascontiguousarray(x).reshape(P, *x.shape[3:])  # (the vector loads need C)
+        gc = np.ascontiguousarray(g).reshape(P, *g.shape[3:])
+        _run(max_pool_grad_3s2, P, x.size + g.size, xc, gc, gx.reshape(P, -1), pads[1],
+             pads[2], keys, consts, wide, lead, lanes)
+        return
     nbuf = _row_buffer(x.shape[4], g.shape[4], kernel[2], stride[2], pads[2], dilation[2])
     _run(max_pool_grad, N * C, x.size + g.size, x, g, gx.reshape(N * C, -1), _ints(kernel),
          _ints(stride), _ints(pads), _ints(dilation), nbuf, at_like)
