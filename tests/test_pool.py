@@ -586,3 +586,49 @@ def test_max_backward_3x3_stride2_matches_in_order_adds(H, W, p, ceil, nan, dtyp
     g3 = rng.standard_normal(y3.shape).astype(dtype)
     got3 = fc.grad.max_pool3d(g3, x3, (1, 3, 3), (1, 2, 2), (0, p, p), ceil_mode=ceil)
     assert got3.tobytes() == _max_backward_reference(g3, x3, idx3).tobytes()
+
+
+@given(st.integers(1, 40), st.integers(1, 80), st.sampled_from([0, 1]), st.booleans(),
+       st.booleans(), st.sampled_from([np.float32, np.float64]), st.booleans(),
+       st.integers(0, 2**16))
+def test_max_pool_layer_3x3_stride2_codes_match_the_functions(H, W, p, ceil, nan, dtype,
+                                                              batched, seed):
+    """Hypothesis: MaxPool2d(3, 2, p) keeps a uint8 code per window instead of x; its
+    forward has max_pool2d's bytes (-0.0 beside 0.0 included: the same comparisons in
+    the same order), its backward grad.max_pool2d's bytes (ties, -inf, NaN, -0.0 in g,
+    edges, odd sizes, ceil_mode), and neither changes when x changes after forward."""
+    assume(H + 2 * p >= 3 and W + 2 * p >= 3)
+    rng = np.random.default_rng(seed)
+    x = _tricky(rng, (2, 3, H, W) if batched else (3, H, W), dtype, nan)
+    x[rng.random(x.shape) < 0.1] = -0.0
+    layer = fc.MaxPool2d(3, stride=2, padding=p, ceil_mode=ceil)
+    keep = x.copy()
+    y = layer(x)
+    assert layer._codes is not None and layer._codes[0].dtype == np.uint8
+    want = fc.max_pool2d(keep, 3, 2, p, ceil_mode=ceil)
+    assert y.shape == want.shape and y.tobytes() == want.tobytes()
+    g = rng.standard_normal(y.shape).astype(dtype)
+    g[rng.random(g.shape) < 0.1] = -0.0
+    x[...] = 7  # (the layer holds no view of x)
+    got = layer.backward(g)
+    assert got.dtype == dtype
+    assert got.tobytes() == fc.grad.max_pool2d(g, keep, 3, 2, p, ceil_mode=ceil).tobytes()
+    assert layer.backward(g).tobytes() == got.tobytes()  # (again: the codes are kept)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, p", [((2, 5, 112, 112), 1), ((1, 3, 57, 67), 0),
+                                      ((1, 2, 6, 200), 1)])
+def test_max_pool_layer_3x3_stride2_codes_on_larger_planes(dtype, shape, p):
+    """Whole vector blocks and their remainders (widths 67, 112, 200), rows with a NaN
+    among NaN-free ones, and a plane of all -inf: the layer's bytes equal the
+    functions'."""
+    rng = np.random.default_rng(sum(shape) + p)
+    x = _tricky(rng, shape, dtype, False)
+    x[0, 0, 3, 5] = np.nan
+    x[0, -1] = -np.inf
+    layer = fc.MaxPool2d(3, 2, p)
+    y = layer(x)
+    assert y.tobytes() == fc.max_pool2d(x, 3, 2, p).tobytes()
+    g = rng.standard_normal(y.shape).astype(dtype)
+    assert layer.backward(g).tobytes() == fc.grad.max_pool2d(g, x, 3, 2, p).tobytes()
