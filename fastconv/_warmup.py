@@ -244,12 +244,14 @@ def _task_grad(dtype: str) -> None:
 
 
 def _task_pool(dtype: str) -> None:
-    from fastconv import grad, pool
+    from fastconv import grad, layers, pool
 
     x, = _rng_arrays(dtype, (2, 4, 12, 12))
     y, idx = pool.max_pool2d(x, 3, stride=2, padding=1, return_indices=True)
     grad.max_pool2d(np.ones_like(y), x, 3, stride=2, padding=1)  # (the 3x3 stride-2 kernel)
     grad.max_pool2d(np.ones_like(x), x, 3, stride=1, padding=1)  # (the general kernel)
+    pool_layer = layers.MaxPool2d(3, stride=2, padding=1)  # keeps a code per window
+    pool_layer.backward(np.ones_like(pool_layer.forward(x)))
     y = pool.avg_pool2d(x, 3, stride=2, padding=1)
     grad.avg_pool2d(np.ones_like(y), x, 3, stride=2, padding=1)
     grad.avg_pool2d(np.ones_like(x), x, 3, stride=1, padding=1)  # (other strides' kernel)

@@ -323,12 +323,13 @@ class MaxPool2d(_Layer):
     def backward(self, grad_output) -> np.ndarray:
         x = self._saved_input()
         if self._codes is not None and (
-                np.shape(grad_output) == x.shape[:-2] + self._codes[0].shape[1:]):
+                np.shape(grad_output) == x.shape[:-2] + self._codes[1].out_shape[3:]):
             from fastconv.cpu import pool as cpool
             from fastconv.cpu import small
 
             code, plan = self._codes
-            g = np.ascontiguousarray(grad_output, dtype=x.dtype).reshape(code.shape)
+            g = np.ascontiguousarray(grad_output, dtype=x.dtype).reshape(
+                (code.shape[0],) + plan.out_shape[3:])
             if plan.stride == plan.kernel:
                 shape = (code.shape[0],) + x.shape[-2:]
                 gx = small.max_pool_windows_backward(g, code, shape, *plan.kernel[1:])

@@ -107,6 +107,27 @@ def vload(typingctx, arr, i):
 
 
 @intrinsic
+def vload_bytes(typingctx, arr, i, like):
+    """``arr[i : i + lanes]`` (1-D contiguous uint8) as a vector of the float type of
+    the scalar ``like`` (each byte converted exactly: 0..255)."""
+    if not (isinstance(arr, types.Array) and arr.layout == "C" and arr.ndim == 1
+            and arr.dtype == types.uint8):
+        return None
+    n = _lanes(like)
+    if n is None:
+        return None
+    vt = Vec(like, n)
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        raw = builder.load(builder.bitcast(ptr, ir.VectorType(ir.IntType(8), n).as_pointer()),
+                           align=1)
+        return builder.uitofp(raw, context.get_value_type(vt))
+
+    return vt(arr, i, like), codegen
+
+
+@intrinsic
 def vstore(typingctx, arr, i, v):
     """``arr[i : i + v.lanes] = v`` (``arr`` 1-D contiguous, unaligned store)."""
     if not (isinstance(v, Vec) and isinstance(arr, types.Array) and arr.layout == "C"

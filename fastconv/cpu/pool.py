@@ -53,6 +53,7 @@ from fastconv.cpu.microkernel import (
     vdeinterleave,
     vinterleave,
     vload,
+    vload_bytes,
     vmax,
     vpick_eq,
     vsplat,
@@ -842,8 +843,10 @@ def _edge_value(r0, r1, r2, j0, W, ninf):
 @njit(**JIT_ORDERED)
 def max_pool_codes_3s2(x, out, code, ph, pw, keys, consts, lanes, t_lo, t_hi):
     """3x3 max pooling at stride 2 (dilation 1, pads 0 or 1) of planes ``x`` ``(P, H, W)``
-    into ``out`` ``(P, OH, OW)``, with each window's winner in ``code`` (uint8 ``3*b + c``
-    from the window's corner, padding included; 255 for none): the first maximum in
+    into ``out`` ``(P, OH, OW)``, with each window's winner in ``code`` ``(P, OH,
+    code_width(OW))`` at ``code[p, oh, ow + 1]`` (uint8 ``3*b + c`` from the window's
+    corner, padding included; 255 for none, and in the row's other bytes: the backward
+    loads whole vectors of them): the first maximum in
     row-major order, the last NaN (PyTorch's rule, the position ``grad.max_pool2d``
     sends the gradient to). ``out`` holds :func:`max_pool_values`' bits (each column's
     rows, then the columns, in order).
@@ -900,6 +903,7 @@ def max_pool_codes_3s2(x, out, code, ph, pw, keys, consts, lanes, t_lo, t_hi):
             if hhi <= hlo:  # (no window lies in the padding alone: kept for safety)
                 for m in range(OW):
                     orow[m] = ninf
+                for m in range(code.shape[2]):
                     crow[m] = 255
                 continue
             # the window's rows in scan order; missing ones repeat the last (same value,
@@ -946,7 +950,10 @@ def max_pool_codes_3s2(x, out, code, ph, pw, keys, consts, lanes, t_lo, t_hi):
             for m in range(OW):
                 orow[m] = vp[m + 1]
                 k = kp[m + 1]
-                crow[m] = np.uint8(k) if k != none else np.uint8(255)
+                crow[m + 1] = np.uint8(k) if k != none else np.uint8(255)
+            crow[0] = 255
+            for m in range(OW + 1, code.shape[2]):
+                crow[m] = 255
 
 
 @njit(**JIT_ORDERED)
@@ -960,36 +967,29 @@ def max_pool_codes_grad_3s2(g, code, gx, H, W, ph, pw, keys, consts, wide, lead,
     windows whose winner it is (:func:`vadd_eq`); rows no later window covers are
     staged and streamed to ``gx`` (:data:`STAGE_BYTES`, 64-byte non-temporal lines when
     ``wide``); the third row moves up to the first. gx is written once, never read."""
-    OH, OW = g.shape[1], g.shape[2]
-    M = OW + 1
-    Mp = (M + 15) // 16 * 16
-    none = keys[9]
+    P, OH, OW = g.shape
+    Mp = (OW + 1 + 15) // 16 * 16
     zero = consts[0]
     nk = Mp + 2
-    kp = np.empty(nk, keys.dtype)  # winner keys, kp[m + 1] for window m
     gp = np.zeros(nk, g.dtype)  # g row, gp[m + 1] for window m
-    for m in range(nk):
-        kp[m] = none
-    acc = np.empty((6, Mp), g.dtype)
-    a0, a1, a2, a3, a4, a5 = acc[0], acc[1], acc[2], acc[3], acc[4], acc[5]
+    CW = code.shape[2]
+    g1, c1 = g.reshape(g.size), code.reshape(code.size)  # (flat: no per-row views)
+    acc = np.zeros(6 * Mp, g.dtype)  # 6 rows at offsets o0..o5 (swapped as numbers)
     nst = max(1, STAGE_BYTES // (W * g.itemsize))  # rows staged, then streamed together
-    stage = np.empty((nst, W), g.dtype)
+    stage = np.empty(nst * W, g.dtype)
     nw = W * g.itemsize // 8
-    st64 = stage.reshape(stage.size).view(np.uint64) if wide else np.empty(0, np.uint64)
+    st64 = stage.view(np.uint64) if wide else np.empty(0, np.uint64)
     gx64 = gx.reshape(gx.size).view(np.uint64) if wide else np.empty(0, np.uint64)
     K00, K01, K02, K10, K11, K12 = vsplat(keys[0]), vsplat(keys[1]), vsplat(keys[2]), \
         vsplat(keys[3]), vsplat(keys[4]), vsplat(keys[5])
     K20, K21, K22 = vsplat(keys[6]), vsplat(keys[7]), vsplat(keys[8])
+    Z = vsplat(zero)
     nblk = W // (2 * lanes)
     jt = W - W % 2 - 2 * lanes  # the last whole block (even start, may overlap)
     for t in range(t_lo, t_hi):
-        for m in range(Mp):
-            a0[m] = zero
-            a1[m] = zero
-            a2[m] = zero
-            a3[m] = zero
-            a4[m] = zero
-            a5[m] = zero
+        for blk in range(6 * Mp // lanes):
+            vstore(acc, blk * lanes, Z)
+        o0, o1, o2, o3, o4, o5 = 0, Mp, 2 * Mp, 3 * Mp, 4 * Mp, 5 * Mp
         done = 0  # rows [0, done) written to gx (or staged: the last ``cnt``)
         cnt = 0
         for oh in range(OH + 1):
@@ -997,44 +997,50 @@ def max_pool_codes_grad_3s2(g, code, gx, H, W, ph, pw, keys, consts, wide, lead,
             last = oh == OH
             hlo, hhi = _taps(h0, 3, 1, H)
             if not last and hhi > hlo:
+                base = (t * OH + oh) * OW
+                cb = (t * OH + oh) * CW  # (codes padded with 255: none, never a key)
                 for m in range(OW):
-                    kp[m + 1] = code[t, oh, m]  # (255: none, never a key)
-                    gp[m + 1] = g[t, oh, m]
+                    gp[m + 1] = g1[_u(base + m)]
                 if hhi - hlo == 3:  # the three rows in one pass
                     for blk in range(Mp // lanes):
                         m = blk * lanes
-                        p, q = vload(kp, m), vload(kp, m + 1)
+                        p, q = vload_bytes(c1, cb + m, zero), vload_bytes(c1, cb + m + 1, zero)
                         gl, gr = vload(gp, m), vload(gp, m + 1)
-                        vstore(a0, m, vadd_eq(q, K00, vadd_eq(p, K02, vload(a0, m), gl), gr))
-                        vstore(a3, m, vadd_eq(q, K01, vload(a3, m), gr))
-                        vstore(a1, m, vadd_eq(q, K10, vadd_eq(p, K12, vload(a1, m), gl), gr))
-                        vstore(a4, m, vadd_eq(q, K11, vload(a4, m), gr))
-                        vstore(a2, m, vadd_eq(q, K20, vadd_eq(p, K22, vload(a2, m), gl), gr))
-                        vstore(a5, m, vadd_eq(q, K21, vload(a5, m), gr))
+                        vstore(acc, o0 + m, vadd_eq(q, K00, vadd_eq(p, K02, vload(acc, o0 + m),
+                                                                     gl), gr))
+                        vstore(acc, o3 + m, vadd_eq(q, K01, vload(acc, o3 + m), gr))
+                        vstore(acc, o1 + m, vadd_eq(q, K10, vadd_eq(p, K12, vload(acc, o1 + m),
+                                                                     gl), gr))
+                        vstore(acc, o4 + m, vadd_eq(q, K11, vload(acc, o4 + m), gr))
+                        vstore(acc, o2 + m, vadd_eq(q, K20, vadd_eq(p, K22, vload(acc, o2 + m),
+                                                                     gl), gr))
+                        vstore(acc, o5 + m, vadd_eq(q, K21, vload(acc, o5 + m), gr))
                 else:
                     for b in range(hlo, hhi):
-                        c0, c1, c2 = keys[3 * b], keys[3 * b + 1], keys[3 * b + 2]
-                        ae, ao = (a0, a3) if b == 0 else ((a1, a4) if b == 1 else (a2, a5))
+                        c0, c1_, c2 = keys[3 * b], keys[3 * b + 1], keys[3 * b + 2]
+                        oe, oo = (o0, o3) if b == 0 else ((o1, o4) if b == 1 else (o2, o5))
                         for m in range(Mp):
-                            a = ae[m]
-                            a = a + gp[m] if kp[m] == c2 else a
-                            ae[m] = a + gp[m + 1] if kp[m + 1] == c0 else a
-                            a = ao[m]
-                            ao[m] = a + gp[m + 1] if kp[m + 1] == c1 else a
+                            p, q = c1[cb + m], c1[cb + m + 1]
+                            a = acc[oe + m]
+                            a = a + gp[m] if p == c2 else a
+                            acc[oe + m] = a + gp[m + 1] if q == c0 else a
+                            a = acc[oo + m]
+                            acc[oo + m] = a + gp[m + 1] if q == c1_ else a
             fin = H if last else min(h0 + 2, H)  # rows no later window covers
             for i in range(done, fin):
-                row = stage[cnt]
-                ae, ao = (a0, a3) if i == h0 else (a1, a4)
-                ev, od, eo = (ao, ae, 1) if pw else (ae, ao, 0)  # columns 2k, 2k + 1
+                oe, oo = (o0, o3) if i == h0 else (o1, o4)
+                ev, od = (oo, oe + 1) if pw else (oe, oo)  # columns 2k, 2k + 1
+                at = cnt * W
                 if nblk:
                     for k in range(nblk):
-                        vinterleave(ev, lanes * k, od, lanes * k + eo, row, 2 * lanes * k)
-                    vinterleave(ev, jt // 2, od, jt // 2 + eo, row, jt)
+                        vinterleave(acc, ev + lanes * k, acc, od + lanes * k, stage,
+                                    at + 2 * lanes * k)
+                    vinterleave(acc, ev + jt // 2, acc, od + jt // 2, stage, at + jt)
                     j0 = W - W % 2
                 else:
                     j0 = 0
                 for j in range(j0, W):
-                    row[j] = od[j // 2 + eo] if j % 2 else ev[j // 2]
+                    stage[at + j] = acc[od + j // 2] if j % 2 else acc[ev + j // 2]
                 cnt += 1
                 if cnt == nst or i == H - 1:
                     i0 = i + 1 - cnt
@@ -1049,17 +1055,17 @@ def max_pool_codes_grad_3s2(g, code, gx, H, W, ph, pw, keys, consts, wide, lead,
                         for k in range(h + (n - h) // 8 * 8, n):
                             _stream(gx64, base + k, st64[k])
                     else:
-                        for r in range(cnt):
-                            for k in range(W):
-                                gx[t, (i0 + r) * W + k] = stage[r, k]
+                        for k in range(cnt * W):
+                            gx[t, i0 * W + k] = stage[k]
                     cnt = 0
             done = max(done, fin)
-            a0, a2, a3, a5 = a2, a0, a5, a3  # the third row becomes the next window's first
-            for m in range(Mp):
-                a1[m] = zero
-                a2[m] = zero
-                a4[m] = zero
-                a5[m] = zero
+            o0, o2, o3, o5 = o2, o0, o5, o3  # the third row becomes the next window's first
+            for blk in range(Mp // lanes):
+                m = blk * lanes
+                vstore(acc, o1 + m, Z)
+                vstore(acc, o2 + m, Z)
+                vstore(acc, o4 + m, Z)
+                vstore(acc, o5 + m, Z)
     _fence()
 
 
@@ -1326,6 +1332,12 @@ def _words(gx, W) -> tuple:
     return wide, (-gx.ctypes.data % 64) // 8
 
 
+def code_width(OW: int) -> int:
+    """Bytes per row of :func:`max_pool_codes`' codes: ``OW`` windows after one byte,
+    padded to whole vector loads (16 lanes) of the windows and their right neighbours."""
+    return (OW + 16) // 16 * 16 + 1
+
+
 def max_pool_codes(x, pads, out_hw) -> tuple:
     """``(out, code)``: 3x3 stride-2 max pooling of C-contiguous planes ``x`` ``(P, H, W)``
     (``pads`` ``(ph, pw)``, each 0 or 1; ``out_hw`` ``(OH, OW)`` from the plan: ceil_mode
@@ -1333,7 +1345,7 @@ def max_pool_codes(x, pads, out_hw) -> tuple:
     :func:`max_pool_codes_backward` (what ``MaxPool2d`` keeps instead of ``x``)."""
     P = x.shape[0]
     out = np.empty((P, *out_hw), x.dtype)
-    code = np.empty((P, *out_hw), np.uint8)
+    code = np.empty((P, out_hw[0], code_width(out_hw[1])), np.uint8)
     keys, consts, lanes = _keys(x.dtype)
     _run(max_pool_codes_3s2, P, x.size + out.size, x, out, code, pads[0], pads[1], keys,
          consts, lanes)
