@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -1069,6 +1069,19 @@ def max_pool_codes_grad_3s2(g, code, gx, H, W, ph, pw, keys, consts, wide, lead,
     _fence()
 
 
+
+@njit(parallel=True, **JIT_ORDERED)
+def max_pool_codes_grad_3s2_par(g, code, gx, H, W, ph, pw, keys, consts, wide, lead, lanes,
+                                nchunks):
+    """:func:`max_pool_codes_grad_3s2` over ``nchunks`` contiguous plane ranges in one
+    ``prange`` region (OpenMP workers spin between regions: the layer's backward comes in
+    bursts, where Python worker threads woke too slowly to gain from the second core).
+    Each plane is computed alone: the same bytes for any thread count."""
+    P = g.shape[0]
+    for c in prange(nchunks):
+        max_pool_codes_grad_3s2(g, code, gx, H, W, ph, pw, keys, consts, wide, lead, lanes,
+                                P * c // nchunks, P * (c + 1) // nchunks)
+
 @njit(inline="always", **JIT_SERIAL)
 def _interleave(acc, dst, pw, s):
     """dst[e] = acc[q % s, q // s] for column ``q = e + pw`` (rounded to dst's dtype): the
@@ -1360,8 +1373,13 @@ def max_pool_codes_backward(g, code, hw, pads) -> np.ndarray:
     gx = np.empty((P, H, W), g.dtype)
     keys, consts, lanes = _keys(g.dtype)
     wide, lead = _words(gx, W)
-    _run(max_pool_codes_grad_3s2, P, gx.size + g.size, g, code, gx.reshape(P, H * W), H,
-         W, pads[0], pads[1], keys, consts, wide, lead, lanes)
+    args = (g, code, gx.reshape(P, H * W), H, W, pads[0], pads[1], keys, consts, wide, lead,
+            lanes)
+    nchunks = min(numba.get_num_threads(), P)
+    if nchunks <= 1 or gx.size + g.size < SERIAL_ELEMENTS:
+        max_pool_codes_grad_3s2(*args, 0, P)
+    else:
+        max_pool_codes_grad_3s2_par(*args, nchunks)
     return gx
 
 
