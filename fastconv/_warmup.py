@@ -259,6 +259,9 @@ def _task_pool(dtype: str) -> None:
     cpu_pool.max_pool_codes_grad_3s2_par(np.ones((8, 6, 6), x.dtype), code,
                                          np.empty((8, 144), x.dtype), 12, 12, 1, 1, keys,
                                          consts, False, 0, lanes, 2)
+    x3 = np.ascontiguousarray(x.reshape(8, 12, 12))
+    cpu_pool.max_pool_grad_3s2_par(x3, np.ones((8, 6, 6), x.dtype), np.empty((8, 144), x.dtype),
+                                   1, 1, keys, consts, False, 0, lanes, 2)
     y = pool.avg_pool2d(x, 3, stride=2, padding=1)
     grad.avg_pool2d(np.ones_like(y), x, 3, stride=2, padding=1)
     grad.avg_pool2d(np.ones_like(x), x, 3, stride=1, padding=1)  # (other strides' kernel)

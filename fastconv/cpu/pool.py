@@ -1071,6 +1071,17 @@ def max_pool_codes_grad_3s2(g, code, gx, H, W, ph, pw, keys, consts, wide, lead,
 
 
 @njit(parallel=True, **JIT_ORDERED)
+def max_pool_grad_3s2_par(x, g, gx, ph, pw, keys, consts, wide, lead, lanes, nchunks):
+    """:func:`max_pool_grad_3s2` over ``nchunks`` contiguous plane ranges in one
+    ``prange`` region, as :func:`max_pool_codes_grad_3s2_par` (the same bytes for any
+    thread count)."""
+    P = x.shape[0]
+    for c in prange(nchunks):
+        max_pool_grad_3s2(x, g, gx, ph, pw, keys, consts, wide, lead, lanes,
+                          P * c // nchunks, P * (c + 1) // nchunks)
+
+
+@njit(parallel=True, **JIT_ORDERED)
 def max_pool_codes_grad_3s2_par(g, code, gx, H, W, ph, pw, keys, consts, wide, lead, lanes,
                                 nchunks):
     """:func:`max_pool_codes_grad_3s2` over ``nchunks`` contiguous plane ranges in one
@@ -1395,8 +1406,12 @@ def max_pool_backward(g, x, gx, kernel, stride, pads, dilation) -> None:
         wide, lead = _words(gx, x.shape[4])
         xc = np.ascontiguousarray(x).reshape(P, *x.shape[3:])  # (the vector loads need C)
         gc = np.ascontiguousarray(g).reshape(P, *g.shape[3:])
-        _run(max_pool_grad_3s2, P, x.size + g.size, xc, gc, gx.reshape(P, -1), pads[1],
-             pads[2], keys, consts, wide, lead, lanes)
+        args = (xc, gc, gx.reshape(P, -1), pads[1], pads[2], keys, consts, wide, lead, lanes)
+        nchunks = min(numba.get_num_threads(), P)
+        if nchunks <= 1 or x.size + g.size < SERIAL_ELEMENTS:
+            max_pool_grad_3s2(*args, 0, P)
+        else:
+            max_pool_grad_3s2_par(*args, nchunks)
         return
     nbuf = _row_buffer(x.shape[4], g.shape[4], kernel[2], stride[2], pads[2], dilation[2])
     _run(max_pool_grad, N * C, x.size + g.size, x, g, gx.reshape(N * C, -1), _ints(kernel),
