@@ -19,6 +19,9 @@ Padding never materialises: each window is clipped to the input (max pooling pad
   pass per plane, rows split by column parity once, each window's maximum and first
   position in explicit vectors, three row accumulators streamed out as rows finish (no
   scratch volume: large planes no longer spill the cache); the same sums in the same order.
+- ``MaxPool2d``'s 3x3 stride-2 windows: :func:`max_pool_codes_3s2` pools and keeps each
+  window's winner as one uint8 (instead of a copy of x); :func:`max_pool_codes_grad_3s2`
+  is the gradient from those codes and g alone (the same sums, rows streamed out).
 - Stride-2 windows 2-3 wide read only the columns they use (interleaved loads) rather
   than reducing every column and gathering every second one; the stride-2 average
   gradient (windows 2-4 wide) writes each gx row from two contiguous rows (its even and
@@ -29,7 +32,11 @@ Threads: every kernel is a serial ``nogil`` loop over a range of independent tas
 and a shared pool). A Numba ``prange`` kernel compiled 3-4x slower (the parallel passes
 and the gufunc compile), and the first max pooling of a fresh cache took 20 s. Each task
 writes its own outputs with a fixed sequence of operations, so results are bit-identical
-for any thread count.
+for any thread count. The 3x3 stride-2 max-pooling gradients (:func:`max_pool_grad_3s2`,
+:func:`max_pool_codes_grad_3s2`) run their plane ranges in one ``prange`` region instead
+(``*_par``): in the bursts of a training step the Python workers woke too slowly to gain
+from a second core, Numba's OpenMP workers did (2.0 against 3.7 ms for the layer's
+backward); each plane is still computed alone, so the bytes do not change.
 """
 
 from __future__ import annotations
