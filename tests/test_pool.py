@@ -373,8 +373,9 @@ THREAD_CASES = [
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", THREAD_CASES)
 def test_pool_bit_identical_for_any_thread_count_and_task_split(case, dtype, monkeypatch):
-    """Every kernel runs over task ranges split across Python threads; one thread, two
-    threads and the threaded path forced on small calls give the same bits, and the
+    """Every kernel runs over task ranges split across threads (Python workers, or a
+    prange region); one thread, two threads and the threaded path forced on small calls
+    give the same bits, MaxPool2d's too, and the
     values match the loop oracle (float32 avg within rounding)."""
     import numba
 
@@ -390,8 +391,12 @@ def test_pool_bit_identical_for_any_thread_count_and_task_split(case, dtype, mon
         a = AVG[nsp](x, k, s, p, ceil, False, None)
         g = np.linspace(-1, 1, y.size).reshape(y.shape).astype(dtype)
         ga = np.linspace(-1, 1, a.size).reshape(a.shape).astype(dtype)
-        return [y, i, MAX[nsp](x, k, s, p, d, ceil), a, MAX_BW[nsp](g, x, k, s, p, d, ceil),
-                AVG_BW[nsp](ga, x, k, s, p, ceil, False, None)]
+        out = [y, i, MAX[nsp](x, k, s, p, d, ceil), a, MAX_BW[nsp](g, x, k, s, p, d, ceil),
+               AVG_BW[nsp](ga, x, k, s, p, ceil, False, None)]
+        if nsp == 2:  # the layer (3x3/2: its code kernels, prange backward)
+            layer = fc.MaxPool2d(k, s, p, d, ceil)
+            out += [layer(x), layer.backward(g)]
+        return out
 
     before = numba.get_num_threads()
     try:
