@@ -264,6 +264,22 @@ def workloads(rng, keep=lambda wid: True) -> list[Workload]:
         ws.append(Workload(
             f"PB {kind}", f"{kind} pool 3x3 s2 p1 backward 8x64x112^2",
             lambda f=ours_fn: f(gp, xp, 3, 2, 1), others, 0.0, target, copy_bytes=moved))
+    if keep("PB max layer"):
+        # the like-for-like form: state kept by the forward (ours: a uint8 code per window;
+        # torch: its int64 indices), the forward outside the timed region, the backward timed
+        pool_layer = fc.MaxPool2d(3, 2, 1)
+        pool_layer(xp)
+        codes = pool_layer._codes[0]  # (the bytes its backward reads besides grad_output)
+        others = {}
+        if torch:
+            txl = T(xp.copy()).requires_grad_(True)
+            tyl, tgl = F.max_pool2d(txl, 3, 2, 1), T(gp)
+            others["torch autograd"] = lambda ty=tyl, tx=txl, tg=tgl: torch.autograd.grad(
+                ty, tx, tg, retain_graph=True)[0]
+        ws.append(Workload(
+            "PB max layer", "MaxPool2d(3, 2, 1).backward 8x64x112^2 (codes kept)",
+            lambda f=pool_layer.backward: f(gp), others, 0.0, target,
+            copy_bytes=nbytes(codes, gp, xp)))
 
     grad = fc.grad
     for wid, xs, wsh in (("B3", (8, 64, 56, 56), (64, 64, 3, 3)),

@@ -37,6 +37,8 @@ FASTMATH = set({"contract", "reassoc", "nsz", "arcp"})
 JIT_PARALLEL = dict(parallel=True, cache=True, fastmath=FASTMATH, nogil=True)
 #: Options for small serial helpers (inlined into the parallel cores).
 JIT_SERIAL = dict(cache=True, fastmath=FASTMATH, nogil=True)
+#: For kernels whose sums must keep their written order bit for bit (no reassociation).
+JIT_ORDERED = dict(cache=True, nogil=True)
 
 #: Output channels computed together by one task of the direct correlation kernel.
 CHANNEL_BLOCK = 4

@@ -250,11 +250,24 @@ def _task_grad(dtype: str) -> None:
 
 
 def _task_pool(dtype: str) -> None:
-    from fastconv import grad, pool
+    from fastconv import grad, layers, pool
+    from fastconv.cpu import pool as cpu_pool
 
     x, = _rng_arrays(dtype, (2, 4, 12, 12))
     y, idx = pool.max_pool2d(x, 3, stride=2, padding=1, return_indices=True)
-    grad.max_pool2d(np.ones_like(y), x, 3, stride=2, padding=1)
+    grad.max_pool2d(np.ones_like(y), x, 3, stride=2, padding=1)  # (the 3x3 stride-2 kernel)
+    grad.max_pool2d(np.ones_like(x), x, 3, stride=1, padding=1)  # (the general kernel)
+    pool_layer = layers.MaxPool2d(3, stride=2, padding=1)  # keeps a code per window
+    pool_layer.backward(np.ones_like(pool_layer.forward(x)))
+    # (that call is small enough to run serially: its prange form compiled directly)
+    keys, consts, lanes = cpu_pool._keys(x.dtype)
+    code = np.full((8, 6, cpu_pool.code_width(6)), 255, np.uint8)
+    cpu_pool.max_pool_codes_grad_3s2_par(np.ones((8, 6, 6), x.dtype), code,
+                                         np.empty((8, 144), x.dtype), 12, 12, 1, 1, keys,
+                                         consts, False, 0, lanes, 2)
+    x3 = np.ascontiguousarray(x.reshape(8, 12, 12))
+    cpu_pool.max_pool_grad_3s2_par(x3, np.ones((8, 6, 6), x.dtype), np.empty((8, 144), x.dtype),
+                                   1, 1, keys, consts, False, 0, lanes, 2)
     y = pool.avg_pool2d(x, 3, stride=2, padding=1)
     grad.avg_pool2d(np.ones_like(y), x, 3, stride=2, padding=1)
     grad.avg_pool2d(np.ones_like(x), x, 3, stride=1, padding=1)  # (other strides' kernel)

@@ -272,33 +272,38 @@ class MaxPool2d(_Layer):
         self.kw = dict(kernel_size=kernel_size, stride=stride, padding=padding,
                        dilation=dilation, ceil_mode=ceil_mode)
         self.return_indices = return_indices
-        self._windows = None
+        self._codes = None
 
     def forward(self, x):
         """``max_pool2d(x, ...)``, or ``(values, indices)`` with ``return_indices=True``
         (the indices feed :class:`MaxUnpool2d`).
 
-        Non-overlapping windows (stride = kernel_size, no padding or dilation) of a float
-        NumPy input keep each maximum's position in its window instead of a copy of
-        ``x`` (what PyTorch keeps: its indices); the results are those of
-        ``max_pool2d`` and ``grad.max_pool2d``."""
-        self._windows = None
-        fast = self._window_shape(x)
-        if fast is not None:
+        For a float NumPy input, non-overlapping windows (stride = kernel_size, no padding
+        or dilation) and 3x3 windows at stride 2 (padding 0 or 1, no dilation, either
+        ceil_mode) keep each maximum's position in its window (one uint8 per output)
+        instead of a copy of ``x`` (PyTorch keeps its int64 indices); ``backward`` then
+        reads only those and ``grad_output``. The results are those of ``max_pool2d`` and
+        ``grad.max_pool2d``, bit for bit."""
+        self._codes = None
+        plan = self._code_plan(x)
+        if plan is not None:
+            from fastconv.cpu import pool as cpool
             from fastconv.cpu import small
 
-            kh, kw = fast
             x3 = np.ascontiguousarray(x).reshape((-1,) + x.shape[-2:])
-            out, code = small.max_pool_windows(x3, kh, kw)
-            self._windows = (code, x3.shape, kh, kw)
+            if plan.stride == plan.kernel:  # non-overlapping windows
+                out, code = small.max_pool_windows(x3, *plan.kernel[1:])
+            else:  # 3x3 windows at stride 2
+                out, code = cpool.max_pool_codes(x3, plan.pads[1:], plan.out_shape[3:])
+            self._codes = (code, plan)
             self._x = np.broadcast_to(np.zeros((), x.dtype), x.shape)  # shape and dtype
             return out.reshape(x.shape[:-2] + out.shape[1:])
         out = pool.max_pool2d(x, **self.kw, return_indices=self.return_indices)
         self._x = _snapshot(x)
         return out
 
-    def _window_shape(self, x):
-        """``(kh, kw)`` when the non-overlapping-window path applies to ``x``, else None
+    def _code_plan(self, x):
+        """The pooling plan when a code-keeping path applies to ``x``, else None
         (arguments checked as ``max_pool2d`` checks them)."""
         if (self.return_indices or type(x) is not np.ndarray or x.ndim not in (3, 4)
                 or x.dtype not in (np.float32, np.float64)):
@@ -306,21 +311,31 @@ class MaxPool2d(_Layer):
         plan = plan_pool("max_pool2d", 2, x, self.kw["kernel_size"], self.kw["stride"],
                          self.kw["padding"], self.kw["dilation"], self.kw["ceil_mode"], "max")
         kh, kw = plan.kernel[1:]
-        if (plan.stride[1:] != (kh, kw) or any(plan.pads) or plan.dilation != (1, 1, 1)
-                or kh * kw > 256 or plan.out_shape[3:] != (x.shape[-2] // kh,
-                                                           x.shape[-1] // kw)):
-            return None
-        return kh, kw
+        if (plan.stride[1:] == (kh, kw) and not any(plan.pads)
+                and plan.dilation == (1, 1, 1) and kh * kw <= 256
+                and plan.out_shape[3:] == (x.shape[-2] // kh, x.shape[-1] // kw)):
+            return plan
+        from fastconv.cpu import pool as cpool
+
+        return plan if cpool.three_s2(plan.kernel, plan.stride, plan.pads,
+                                      plan.dilation) else None
 
     def backward(self, grad_output) -> np.ndarray:
         x = self._saved_input()
-        if self._windows is not None and np.shape(grad_output) == x.shape[:-2] + (
-                x.shape[-2] // self._windows[2], x.shape[-1] // self._windows[3]):
+        if self._codes is not None and (
+                np.shape(grad_output) == x.shape[:-2] + self._codes[1].out_shape[3:]):
+            from fastconv.cpu import pool as cpool
             from fastconv.cpu import small
 
-            code, shape, kh, kw = self._windows
-            g = np.ascontiguousarray(grad_output, dtype=x.dtype).reshape(code.shape)
-            return small.max_pool_windows_backward(g, code, shape, kh, kw).reshape(x.shape)
+            code, plan = self._codes
+            g = np.ascontiguousarray(grad_output, dtype=x.dtype).reshape(
+                (code.shape[0],) + plan.out_shape[3:])
+            if plan.stride == plan.kernel:
+                shape = (code.shape[0],) + x.shape[-2:]
+                gx = small.max_pool_windows_backward(g, code, shape, *plan.kernel[1:])
+            else:
+                gx = cpool.max_pool_codes_backward(g, code, x.shape[-2:], plan.pads[1:])
+            return gx.reshape(x.shape)
         return grad.max_pool2d(grad_output, x, **self.kw)
 
 

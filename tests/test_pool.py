@@ -373,8 +373,9 @@ THREAD_CASES = [
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", THREAD_CASES)
 def test_pool_bit_identical_for_any_thread_count_and_task_split(case, dtype, monkeypatch):
-    """Every kernel runs over task ranges split across Python threads; one thread, two
-    threads and the threaded path forced on small calls give the same bits, and the
+    """Every kernel runs over task ranges split across threads (Python workers, or a
+    prange region); one thread, two threads and the threaded path forced on small calls
+    give the same bits, MaxPool2d's too, and the
     values match the loop oracle (float32 avg within rounding)."""
     import numba
 
@@ -390,8 +391,12 @@ def test_pool_bit_identical_for_any_thread_count_and_task_split(case, dtype, mon
         a = AVG[nsp](x, k, s, p, ceil, False, None)
         g = np.linspace(-1, 1, y.size).reshape(y.shape).astype(dtype)
         ga = np.linspace(-1, 1, a.size).reshape(a.shape).astype(dtype)
-        return [y, i, MAX[nsp](x, k, s, p, d, ceil), a, MAX_BW[nsp](g, x, k, s, p, d, ceil),
-                AVG_BW[nsp](ga, x, k, s, p, ceil, False, None)]
+        out = [y, i, MAX[nsp](x, k, s, p, d, ceil), a, MAX_BW[nsp](g, x, k, s, p, d, ceil),
+               AVG_BW[nsp](ga, x, k, s, p, ceil, False, None)]
+        if nsp == 2:  # the layer (3x3/2: its code kernels, prange backward)
+            layer = fc.MaxPool2d(k, s, p, d, ceil)
+            out += [layer(x), layer.backward(g)]
+        return out
 
     before = numba.get_num_threads()
     try:
@@ -548,3 +553,117 @@ def test_max_pool_numpy_form_has_the_kernels_bits(nsp, k, s, d, ceil, size, dtyp
         small.KERNELS = saved
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+def _max_backward_reference(g, x, idx):
+    """gx from ``idx`` (return_indices) by unbuffered in-order adds from zero, in g's dtype."""
+    P = x.shape[0] * x.shape[1]
+    want = np.zeros((P, int(np.prod(x.shape[2:]))), g.dtype)
+    for q, (gp, ip) in enumerate(zip(g.reshape(P, -1), idx.reshape(P, -1), strict=True)):
+        np.add.at(want[q], ip, gp)
+    return want.reshape(x.shape)
+
+
+def _tricky(rng, shape, dtype, nan):
+    """Inputs with ties (a coarse grid), -inf runs and optionally NaN."""
+    x = rng.integers(-2, 3, shape).astype(dtype)
+    x[rng.random(shape) < 0.15] = -np.inf
+    if nan:
+        x[rng.random(shape) < 0.03] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("H, W", [(11, 12), (12, 13), (9, 64), (10, 67), (7, 112), (5, 31)])
+@pytest.mark.parametrize("p", [0, 1])
+def test_max_backward_3x3_stride2_is_bit_identical_to_in_order_adds(dtype, H, W, p):
+    """The 3x3 stride-2 gradient kernel (rows split by parity, vector window maxima,
+    per-row accumulators) keeps today's bits: the same sums as adding each g at its
+    ``return_indices`` position in output order, from zero (-0.0 in g becomes +0.0), with
+    ties, -inf, NaN rows beside NaN-free ones, odd widths, ceil_mode; and the same bytes
+    as the general kernel (a 3x3 stride-1 window path is not involved: called directly)."""
+    from fastconv.cpu import pool as cpu_pool
+
+    rng = np.random.default_rng(H * 100 + W + p)
+    for nan in (False, True):
+        x = _tricky(rng, (2, 3, H, W), dtype, nan)
+        for ceil in (False, True):
+            y, idx = fc.max_pool2d(x, 3, 2, p, ceil_mode=ceil, return_indices=True)
+            g = rng.standard_normal(y.shape).astype(dtype)
+            g[rng.random(g.shape) < 0.1] = -0.0
+            got = fc.grad.max_pool2d(g, x, 3, 2, p, ceil_mode=ceil)
+            want = _max_backward_reference(g, x, idx)
+            assert got.tobytes() == want.tobytes(), (nan, ceil)
+            general = np.empty((6, 1, 1, H, W), dtype)
+            ints = lambda v: np.array(v, np.int64)  # noqa: E731
+            nbuf = cpu_pool._row_buffer(W, y.shape[3], 3, 2, p, 1)
+            cpu_pool.max_pool_grad(x.reshape(6, 1, 1, H, W), g.reshape(6, 1, 1, *y.shape[2:]),
+                                   general.reshape(6, -1), ints((1, 3, 3)), ints((1, 2, 2)),
+                                   ints((0, p, p)), ints((1, 1, 1)), nbuf,
+                                   np.empty(0, np.int64), 0, 6)
+            assert got.tobytes() == general.reshape(x.shape).tobytes(), (nan, ceil)
+
+
+@given(st.integers(1, 40), st.integers(1, 80), st.sampled_from([0, 1]), st.booleans(),
+       st.booleans(), st.sampled_from([np.float32, np.float64]), st.integers(0, 2**16))
+def test_max_backward_3x3_stride2_matches_in_order_adds(H, W, p, ceil, nan, dtype, seed):
+    """Hypothesis: any plane size (widths below and above a vector block, planes of one
+    row or column), both paddings, ceil_mode, NaN or not: bytes equal to the in-order adds;
+    a 3-D pooling with a depth-1 window takes the same kernel per depth plane."""
+    assume(H + 2 * p >= 3 and W + 2 * p >= 3)
+    rng = np.random.default_rng(seed)
+    x = _tricky(rng, (1, 2, H, W), dtype, nan)
+    y, idx = fc.max_pool2d(x, 3, 2, p, ceil_mode=ceil, return_indices=True)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    got = fc.grad.max_pool2d(g, x, 3, 2, p, ceil_mode=ceil)
+    assert got.tobytes() == _max_backward_reference(g, x, idx).tobytes()
+    x3 = np.stack([x, x[:, ::-1]], axis=2)  # (1, 2, 2, H, W)
+    y3, idx3 = fc.max_pool3d(x3, (1, 3, 3), (1, 2, 2), (0, p, p), ceil_mode=ceil,
+                             return_indices=True)
+    g3 = rng.standard_normal(y3.shape).astype(dtype)
+    got3 = fc.grad.max_pool3d(g3, x3, (1, 3, 3), (1, 2, 2), (0, p, p), ceil_mode=ceil)
+    assert got3.tobytes() == _max_backward_reference(g3, x3, idx3).tobytes()
+
+
+@given(st.integers(1, 40), st.integers(1, 80), st.sampled_from([0, 1]), st.booleans(),
+       st.booleans(), st.sampled_from([np.float32, np.float64]), st.booleans(),
+       st.integers(0, 2**16))
+def test_max_pool_layer_3x3_stride2_codes_match_the_functions(H, W, p, ceil, nan, dtype,
+                                                              batched, seed):
+    """Hypothesis: MaxPool2d(3, 2, p) keeps a uint8 code per window instead of x; its
+    forward has max_pool2d's bytes (-0.0 beside 0.0 included: the same comparisons in
+    the same order), its backward grad.max_pool2d's bytes (ties, -inf, NaN, -0.0 in g,
+    edges, odd sizes, ceil_mode), and neither changes when x changes after forward."""
+    assume(H + 2 * p >= 3 and W + 2 * p >= 3)
+    rng = np.random.default_rng(seed)
+    x = _tricky(rng, (2, 3, H, W) if batched else (3, H, W), dtype, nan)
+    x[rng.random(x.shape) < 0.1] = -0.0
+    layer = fc.MaxPool2d(3, stride=2, padding=p, ceil_mode=ceil)
+    keep = x.copy()
+    y = layer(x)
+    assert layer._codes is not None and layer._codes[0].dtype == np.uint8
+    want = fc.max_pool2d(keep, 3, 2, p, ceil_mode=ceil)
+    assert y.shape == want.shape and y.tobytes() == want.tobytes()
+    g = rng.standard_normal(y.shape).astype(dtype)
+    g[rng.random(g.shape) < 0.1] = -0.0
+    x[...] = 7  # (the layer holds no view of x)
+    got = layer.backward(g)
+    assert got.dtype == dtype
+    assert got.tobytes() == fc.grad.max_pool2d(g, keep, 3, 2, p, ceil_mode=ceil).tobytes()
+    assert layer.backward(g).tobytes() == got.tobytes()  # (again: the codes are kept)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, p", [((2, 5, 112, 112), 1), ((1, 3, 57, 67), 0),
+                                      ((1, 2, 6, 200), 1)])
+def test_max_pool_layer_3x3_stride2_codes_on_larger_planes(dtype, shape, p):
+    """Whole vector blocks and their remainders (widths 67, 112, 200), rows with a NaN
+    among NaN-free ones, and a plane of all -inf: the layer's bytes equal the
+    functions'."""
+    rng = np.random.default_rng(sum(shape) + p)
+    x = _tricky(rng, shape, dtype, False)
+    x[0, 0, 3, 5] = np.nan
+    x[0, -1] = -np.inf
+    layer = fc.MaxPool2d(3, 2, p)
+    y = layer(x)
+    assert y.tobytes() == fc.max_pool2d(x, 3, 2, p).tobytes()
+    g = rng.standard_normal(y.shape).astype(dtype)
+    assert layer.backward(g).tobytes() == fc.grad.max_pool2d(g, x, 3, 2, p).tobytes()

@@ -107,6 +107,27 @@ def vload(typingctx, arr, i):
 
 
 @intrinsic
+def vload_bytes(typingctx, arr, i, like):
+    """``arr[i : i + lanes]`` (1-D contiguous uint8) as a vector of the float type of
+    the scalar ``like`` (each byte converted exactly: 0..255)."""
+    if not (isinstance(arr, types.Array) and arr.layout == "C" and arr.ndim == 1
+            and arr.dtype == types.uint8):
+        return None
+    n = _lanes(like)
+    if n is None:
+        return None
+    vt = Vec(like, n)
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        raw = builder.load(builder.bitcast(ptr, ir.VectorType(ir.IntType(8), n).as_pointer()),
+                           align=1)
+        return builder.uitofp(raw, context.get_value_type(vt))
+
+    return vt(arr, i, like), codegen
+
+
+@intrinsic
 def vstore(typingctx, arr, i, v):
     """``arr[i : i + v.lanes] = v`` (``arr`` 1-D contiguous, unaligned store)."""
     if not (isinstance(v, Vec) and isinstance(arr, types.Array) and arr.layout == "C"
@@ -177,6 +198,107 @@ def vfma(typingctx, a, b, c):
         return builder.call(fn, args)
 
     return a(a, b, c), codegen
+
+
+@intrinsic
+def vinterleave(typingctx, ev, je, od, jo, dst, i):
+    """``dst[i : i + 2L : 2] = ev[je : je + L]`` and ``dst[i + 1 : i + 2L : 2] = od[jo : jo +
+    L]``: the inverse of :func:`vdeinterleave` (same conditions)."""
+    arrays = (ev, od, dst)
+    if not all(isinstance(a, types.Array) and a.layout == "C" and a.ndim == 1
+               and a.dtype == ev.dtype for a in arrays):
+        return None
+    n = _lanes(ev.dtype)
+    if n is None:
+        return None
+
+    def codegen(context, builder, sig, args):
+        elt = context.get_value_type(ev.dtype)
+        align = ev.dtype.bitwidth // 8
+        halves = []
+        for a, j in ((0, 1), (2, 3)):
+            ptr = _element_pointer(context, builder, sig.args[a], args[a], args[j])
+            halves.append(builder.load(
+                builder.bitcast(ptr, ir.VectorType(elt, n).as_pointer()), align=align))
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), 2 * n),
+                           [k // 2 + (n if k % 2 else 0) for k in range(2 * n)])
+        pair = builder.shuffle_vector(halves[0], halves[1], mask)
+        out = _element_pointer(context, builder, sig.args[4], args[4], args[5])
+        builder.store(pair, builder.bitcast(out, ir.VectorType(elt, 2 * n).as_pointer()),
+                      align=align)
+        return context.get_dummy_value()
+
+    return types.none(ev, je, od, jo, dst, i), codegen
+
+
+@intrinsic
+def vmax(typingctx, a, b):
+    """``b if b > a else a`` lane by lane (a NaN in ``b`` never wins)."""
+    if not (isinstance(a, Vec) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.select(builder.fcmp_ordered(">", args[1], args[0]), args[1], args[0])
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def vpick_eq(typingctx, x, y, a, b):
+    """``a if x == y else b`` lane by lane."""
+    if not (isinstance(x, Vec) and x == y == a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.select(builder.fcmp_ordered("==", args[0], args[1]), args[2], args[3])
+
+    return a(x, y, a, b), codegen
+
+
+@intrinsic
+def vadd_eq(typingctx, x, y, a, b):
+    """``a + b if x == y else a`` lane by lane (the add only where selected)."""
+    if not (isinstance(x, Vec) and x == y == a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.select(builder.fcmp_ordered("==", args[0], args[1]),
+                              builder.fadd(args[2], args[3]), args[2])
+
+    return a(x, y, a, b), codegen
+
+
+@intrinsic
+def vdeinterleave(typingctx, src, i, ev, je, od, jo):
+    """``ev[je : je + L] = src[i : i + 2L : 2]`` and ``od[jo : jo + L] = src[i + 1 : i + 2L :
+    2]`` (``L`` the host's lanes; 1-D contiguous arrays of one float dtype; no bounds
+    checks): two vector loads and two shuffles, where LLVM's vectoriser emits gathers
+    for stride-2 loads. Returns whether the ``2L`` elements hold a NaN."""
+    arrays = (src, ev, od)
+    if not all(isinstance(a, types.Array) and a.layout == "C" and a.ndim == 1
+               and a.dtype == src.dtype for a in arrays):
+        return None
+    n = _lanes(src.dtype)
+    if n is None:
+        return None
+
+    def codegen(context, builder, sig, args):
+        elt = context.get_value_type(src.dtype)
+        align = src.dtype.bitwidth // 8
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        pair = builder.load(builder.bitcast(ptr, ir.VectorType(elt, 2 * n).as_pointer()),
+                            align=align)
+        undef = ir.Constant(ir.VectorType(elt, 2 * n), ir.Undefined)
+        for a, j, first in ((2, 3, 0), (4, 5, 1)):
+            mask = ir.Constant(ir.VectorType(ir.IntType(32), n), list(range(first, 2 * n, 2)))
+            half = builder.shuffle_vector(pair, undef, mask)
+            dst = _element_pointer(context, builder, sig.args[a], args[a], args[j])
+            builder.store(half, builder.bitcast(dst, ir.VectorType(elt, n).as_pointer()),
+                          align=align)
+        nan = builder.bitcast(builder.fcmp_unordered("uno", pair, pair), ir.IntType(2 * n))
+        return builder.icmp_unsigned("!=", nan, ir.Constant(ir.IntType(2 * n), 0))
+
+    return types.boolean(src, i, ev, je, od, jo), codegen
 
 
 @intrinsic

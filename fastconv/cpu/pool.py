@@ -15,6 +15,13 @@ Padding never materialises: each window is clipped to the input (max pooling pad
   by an order equal to PyTorch's row-major scan; no index array is stored), average
   gathers per input plane ``(n, c, id)`` (each gx row by column phase, from the
   covering output rows).
+- 3x3 windows at stride 2 (the CNN stem's max pool) take :func:`max_pool_grad_3s2`: one
+  pass per plane, rows split by column parity once, each window's maximum and first
+  position in explicit vectors, three row accumulators streamed out as rows finish (no
+  scratch volume: large planes no longer spill the cache); the same sums in the same order.
+- ``MaxPool2d``'s 3x3 stride-2 windows: :func:`max_pool_codes_3s2` pools and keeps each
+  window's winner as one uint8 (instead of a copy of x); :func:`max_pool_codes_grad_3s2`
+  is the gradient from those codes and g alone (the same sums, rows streamed out).
 - Stride-2 windows 2-3 wide read only the columns they use (interleaved loads) rather
   than reducing every column and gathering every second one; the stride-2 average
   gradient (windows 2-4 wide) writes each gx row from two contiguous rows (its even and
@@ -25,7 +32,11 @@ Threads: every kernel is a serial ``nogil`` loop over a range of independent tas
 and a shared pool). A Numba ``prange`` kernel compiled 3-4x slower (the parallel passes
 and the gufunc compile), and the first max pooling of a fresh cache took 20 s. Each task
 writes its own outputs with a fixed sequence of operations, so results are bit-identical
-for any thread count.
+for any thread count. The 3x3 stride-2 max-pooling gradients (:func:`max_pool_grad_3s2`,
+:func:`max_pool_codes_grad_3s2`) run their plane ranges in one ``prange`` region instead
+(``*_par``): in the bursts of a training step the Python workers woke too slowly to gain
+from a second core, Numba's OpenMP workers did (2.0 against 3.7 ms for the layer's
+backward); each plane is still computed alone, so the bytes do not change.
 """
 
 from __future__ import annotations
@@ -38,17 +49,35 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from fastconv._config import JIT_SERIAL
+from fastconv._config import JIT_ORDERED, JIT_SERIAL
+from fastconv.cpu.microkernel import (
+    LANES32,
+    LANES64,
+    vadd_eq,
+    vdeinterleave,
+    vinterleave,
+    vload,
+    vload_bytes,
+    vmax,
+    vpick_eq,
+    vsplat,
+    vstore,
+)
 
 #: Tasks the forward kernels aim for (row blocks split planes when there are few).
 PLANE_TASKS = 64
 
 #: Below this many input + output elements a call runs on the calling thread only.
 SERIAL_ELEMENTS = 1 << 15
+
+#: Max-pooling backward (3x3, stride 2): gradient rows are staged up to this many bytes,
+#: then streamed to memory in one run (row-sized runs of non-temporal stores between the
+#: loads ran at a fifth of the speed: write-combining buffers flushed part-filled).
+STAGE_BYTES = 16 << 10
 
 #: Average-pooling backward: the most W taps per column phase (``ceil(kw / sw)``) the
 #: phase-sum kernel takes; longer columns keep the per-column loop (its sums' order).
@@ -96,6 +125,30 @@ def _stream(typingctx, dst, i, v):
             cgutils.unpack_tuple(builder, ary.strides), sig.args[0].layout, [args[1]],
             wraparound=False)
         store = builder.store(args[2], ptr)
+        store.set_metadata("nontemporal", builder.module.add_metadata(
+            [ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _stream_line(typingctx, dst, i, src, j):
+    """``dst[i : i + 8] = src[j : j + 8]`` (1-D uint64 arrays) as one 64-byte
+    non-temporal vector store: ``dst[i]`` must be 64-byte aligned."""
+    if not all(isinstance(a, types.Array) and a.ndim == 1 and a.dtype == types.uint64
+               for a in (dst, src)):
+        return None
+    sig = types.void(dst, types.intp, src, types.intp)
+
+    def codegen(context, builder, sig, args):
+        vty = ir.VectorType(ir.IntType(64), 8)
+        ptrs = []
+        for a, k in ((0, 1), (2, 3)):
+            ary = context.make_array(sig.args[a])(context, builder, args[a])
+            ptrs.append(builder.bitcast(builder.gep(ary.data, [args[k]]), vty.as_pointer()))
+        v = builder.load(ptrs[1], align=8)
+        store = builder.store(v, ptrs[0], align=64)
         store.set_metadata("nontemporal", builder.module.add_metadata(
             [ir.Constant(ir.IntType(32), 1)]))
         return context.get_dummy_value()
@@ -504,6 +557,550 @@ def max_pool_grad(x, g, gx, kernel, stride, pads, dilation, nbuf, at_like, t_lo,
     _fence()
 
 
+@njit(inline="always", **JIT_ORDERED)
+def _col3(r0, r1, r2, t0, t1, t2, j):
+    """Column ``j``'s maximum over rows r0, r1, r2 scanned in that order (``v > m or
+    isnan(v)``) and the tap key (``t0``/``t1``/``t2``) of the row it came from."""
+    u, v, z = r0[j], r1[j], r2[j]
+    tv = (v > u) | (v != v)
+    u = v if tv else u
+    tu = t1 if tv else t0
+    tz = (z > u) | (z != z)
+    return (z if tz else u), (t2 if tz else tu)
+
+
+@njit(inline="always", **JIT_ORDERED)
+def _right_wins(xv, xt, yv, yt):
+    """:func:`_later_wins` for ``y`` in a later column of the window than ``x``, with
+    row keys ``xt``/``yt`` (monotone in the row): ``y`` is later in the row-major scan
+    unless its row is earlier."""
+    return ((yv != yv) & ((xv == xv) | (yt >= xt))) | (
+        (xv == xv) & ((yv > xv) | ((yv == xv) & (yt < xt))))
+
+
+@njit(inline="always", **JIT_ORDERED)
+def _mx(a, b):
+    """The larger of two numbers (no NaN)."""
+    return b if b > a else a
+
+
+@njit(inline="always", **JIT_ORDERED)
+def _edge_window(r0, r1, r2, t0, t1, t2, j0, W, keys):
+    """The winner's key ``3*b + c`` of the window on columns ``j0 .. j0 + 2`` (some
+    outside ``[0, W)``: padding, never a winner), NaN-aware, as in the NaN path."""
+    none = keys[9]
+    xv, xt = r0[0], none  # (overwritten: the window holds at least one column)
+    xc = keys[0]
+    first = True
+    for c in range(3):
+        j = j0 + c
+        if j < 0 or j >= W:
+            continue
+        yv, yt = _col3(r0, r1, r2, t0, t1, t2, j)
+        if first or _right_wins(xv, xt, yv, yt):
+            xv, xt, xc = yv, yt, keys[c]
+            first = False
+    return none if first else xt + xc
+
+
+@njit(**JIT_ORDERED)
+def max_pool_grad_3s2(x, g, gx, ph, pw, keys, consts, wide, lead, lanes, t_lo, t_hi):
+    """:func:`max_pool_grad` for 3x3 windows at stride 2 (dilation 1, pads 0 or 1) on
+    planes: ``x`` ``(P, H, W)``, ``g`` ``(P, OH, OW)``, ``gx`` ``(P, H*W)``. Each plane is
+    read once and its gradient written once, a row at a time (no scratch volume).
+
+    The padded columns ``q = j + pw`` split by parity (``E[m]`` is ``q = 2m``, ``O[m]``
+    is ``q = 2m + 1``), so that window ``m`` holds ``E[m], O[m], E[m+1]``, all contiguous.
+    Per output row, each window's winner as a key ``3*b + c`` (row ``b``, column ``c``;
+    ``keys``: 0..8 in the index dtype, then 300, never matched, for none): in a plane
+    without NaN, the window's maximum and its first position in row-major order, on
+    rows split by parity once (:func:`vdeinterleave`) into a ring of 3; with a NaN, each
+    column's winner over the rows, then over the columns by :func:`_right_wins` (first
+    maximum, last NaN; windows on padding take this path too). Then each of the window's
+    3 input rows (``acc`` rows 0-2, by parity: E in 0-2, O in 3-5) adds, per column, the
+    ``g`` of the windows whose winner it is, in output order: the same additions in the
+    same order as adding each ``g`` at its index from zero. Rows no later window covers
+    are staged and streamed to ``gx`` in runs of :data:`STAGE_BYTES` (as 64-bit words
+    when ``wide``: rows of whole, aligned words; else plain stores); the third row moves
+    up to the first. Loops run to multiples of 16 over padded buffers (no scalar
+    remainders); one accumulator array with fixed rows (no runtime alias checks)."""
+    P, H, W = x.shape
+    OH, OW = g.shape[1], g.shape[2]
+    M = OW + 1
+    Mp = (M + 15) // 16 * 16
+    none = keys[9]
+    zero, ninf = consts[0], consts[1]  # (0, -inf) in x's dtype
+    vE = np.empty(M, x.dtype)
+    vO = np.empty(M, x.dtype)
+    tE = np.empty(M, keys.dtype)
+    tO = np.empty(M, keys.dtype)
+    mlo = pw  # windows [mlo, mhi) of the NaN path's contiguous columns; [wlo, whi)
+    mhi = max(mlo, min(M, (W + pw) // 2))  # hold only input columns
+    wlo, whi = pw, max(pw, min(OW, (W - 3 + pw) // 2 + 1))
+    n16 = (whi - wlo + 15) // 16 * 16
+    nk = max(Mp, wlo + n16) + 2
+    kp = np.empty(nk, keys.dtype)  # winner keys, kp[m + 1] for window m
+    gp = np.zeros(nk, x.dtype)  # g row, gp[m + 1] for window m
+    for m in range(nk):
+        kp[m] = none
+    nd = max(wlo + n16 + 1, (W + 1) // 2 + 1 + lanes)
+    dA = np.zeros((3, nd), x.dtype)  # input row i's columns q = 2m in dA[i % 3, m],
+    dB = np.zeros((3, nd), x.dtype)  # q = 2m + 1 in dB[i % 3, m]
+    acc = np.empty((6, Mp), x.dtype)
+    a0, a1, a2, a3, a4, a5 = acc[0], acc[1], acc[2], acc[3], acc[4], acc[5]
+    nst = max(1, STAGE_BYTES // (W * x.itemsize))  # rows staged, then streamed together
+    stage = np.empty((nst, W), x.dtype)
+    nw = W * x.itemsize // 8
+    st64 = stage.reshape(stage.size).view(np.uint64) if wide else np.empty(0, np.uint64)
+    gx64 = gx.reshape(gx.size).view(np.uint64) if wide else np.empty(0, np.uint64)
+    k00, k01, k02, k10, k11, k12 = keys[0], keys[1], keys[2], keys[3], keys[4], keys[5]
+    k20, k21, k22 = keys[6], keys[7], keys[8]
+    K00, K01, K02, K10, K11, K12 = vsplat(k00), vsplat(k01), vsplat(k02), vsplat(k10), \
+        vsplat(k11), vsplat(k12)
+    K20, K21, K22 = vsplat(k20), vsplat(k21), vsplat(k22)
+    nblk = W // (2 * lanes)
+    jt = W - W % 2 - 2 * lanes  # the last whole block (even start, may overlap)
+    qk = np.empty(9, keys.dtype)
+    rnan = np.zeros(3, np.bool_)  # whether ring row i % 3 holds a NaN
+    for t in range(t_lo, t_hi):
+        for m in range(Mp):
+            a0[m] = zero
+            a1[m] = zero
+            a2[m] = zero
+            a3[m] = zero
+            a4[m] = zero
+            a5[m] = zero
+        done = 0  # rows [0, done) written to gx (or staged: the last ``cnt``)
+        cnt = 0
+        ready = 0  # rows [0, ready) split by parity
+        for oh in range(OH + 1):
+            h0 = 2 * oh - ph
+            last = oh == OH
+            nxt = min(h0 + 3, H)
+            for i in range(ready, nxt):  # columns 2k to ev[k], 2k + 1 to od[k + pw]
+                src = x[t, i]
+                bad = False
+                ev, od = (dB[i % 3], dA[i % 3]) if pw else (dA[i % 3], dB[i % 3])
+                if nblk:
+                    for k in range(nblk):
+                        bad |= vdeinterleave(src, 2 * lanes * k, ev, lanes * k, od,
+                                             lanes * k + pw)
+                    bad |= vdeinterleave(src, jt, ev, jt // 2, od, jt // 2 + pw)
+                    j0 = W - W % 2
+                else:
+                    j0 = 0
+                for j in range(j0, W):
+                    v = src[j]
+                    bad |= v != v
+                    if j % 2:
+                        od[j // 2 + pw] = v
+                    else:
+                        ev[j // 2] = v
+                rnan[i % 3] = bad
+            ready = max(ready, nxt)
+            hlo, hhi = _taps(h0, 3, 1, H)
+            if not last and hhi > hlo:
+                # the window's rows in scan order; missing ones repeat the last
+                # (same value, same key: no change, NaN included)
+                b1 = min(hlo + 1, hhi - 1)
+                b2 = hhi - 1
+                r0, r1, r2 = x[t, h0 + hlo], x[t, h0 + b1], x[t, h0 + b2]
+                t0, t1, t2 = keys[3 * hlo], keys[3 * b1], keys[3 * b2]
+                s0, s1, s2 = (h0 + hlo) % 3, (h0 + b1) % 3, (h0 + b2) % 3
+                if not (rnan[s0] or rnan[s1] or rnan[s2]):
+                    for c in range(3):  # (kept in the index dtype)
+                        qk[c], qk[3 + c], qk[6 + c] = t0 + keys[c], t1 + keys[c], t2 + keys[c]
+                    q0, q1, q2, q3, q4, q5 = qk[0], qk[1], qk[2], qk[3], qk[4], qk[5]
+                    q6, q7, q8 = qk[6], qk[7], qk[8]
+                    da0, db0 = dA[s0, wlo:], dB[s0, wlo:]
+                    da1, db1 = dA[s1, wlo:], dB[s1, wlo:]
+                    da2, db2 = dA[s2, wlo:], dB[s2, wlo:]
+                    kw = kp[wlo + 1:]
+                    Q0, Q1, Q2, Q3, Q4 = vsplat(q0), vsplat(q1), vsplat(q2), vsplat(q3), vsplat(q4)
+                    Q5, Q6, Q7, Q8 = vsplat(q5), vsplat(q6), vsplat(q7), vsplat(q8)
+                    for blk in range(n16 // lanes):
+                        e = blk * lanes
+                        u0, u1, u2 = vload(da0, e), vload(db0, e), vload(da0, e + 1)
+                        v0, v1, v2 = vload(da1, e), vload(db1, e), vload(da1, e + 1)
+                        w0, w1, w2 = vload(da2, e), vload(db2, e), vload(da2, e + 1)
+                        mx = vmax(vmax(vmax(u0, u1), vmax(u2, v0)),
+                                  vmax(vmax(v1, v2), vmax(vmax(w0, w1), w2)))
+                        k = vpick_eq(w1, mx, Q7, Q8)
+                        k = vpick_eq(w0, mx, Q6, k)
+                        k = vpick_eq(v2, mx, Q5, k)
+                        k = vpick_eq(v1, mx, Q4, k)
+                        k = vpick_eq(v0, mx, Q3, k)
+                        k = vpick_eq(u2, mx, Q2, k)
+                        k = vpick_eq(u1, mx, Q1, k)
+                        vstore(kw, e, vpick_eq(u0, mx, Q0, k))
+                    for m in range(OW, nk - 1):
+                        kp[m + 1] = none
+                    for e in range(OW - (whi - wlo)):  # windows on padding
+                        m = e if e < wlo else e + whi - wlo
+                        kp[m + 1] = _edge_window(r0, r1, r2, t0, t1, t2, 2 * m - pw, W, keys)
+                else:
+                    s0 = r0[2 * mlo - pw:]
+                    s1 = r1[2 * mlo - pw:]
+                    s2 = r2[2 * mlo - pw:]
+                    ve, vo, te, to = vE[mlo:], vO[mlo:], tE[mlo:], tO[mlo:]
+                    for e in range(mhi - mlo):
+                        ve[e], te[e] = _col3(s0, s1, s2, t0, t1, t2, 2 * e)
+                        vo[e], to[e] = _col3(s0, s1, s2, t0, t1, t2, 2 * e + 1)
+                    for e in range(M - (mhi - mlo)):  # the edges: padding, odd widths
+                        m = e if e < mlo else e + mhi - mlo
+                        j = 2 * m - pw
+                        vE[m], tE[m] = ninf, none
+                        vO[m], tO[m] = ninf, none
+                        if j >= 0 and j < W:
+                            vE[m], tE[m] = _col3(r0, r1, r2, t0, t1, t2, j)
+                        if j + 1 >= 0 and j + 1 < W:
+                            vO[m], tO[m] = _col3(r0, r1, r2, t0, t1, t2, j + 1)
+                    for m in range(OW):
+                        xv, xt, yv, yt = vE[m], tE[m], vO[m], tO[m]
+                        take = _right_wins(xv, xt, yv, yt)
+                        xv = yv if take else xv
+                        xt = yt if take else xt
+                        xc = k01 if take else k00
+                        yv, yt = vE[m + 1], tE[m + 1]
+                        take = _right_wins(xv, xt, yv, yt)
+                        kp[m + 1] = (yt if take else xt) + (k02 if take else xc)
+                    for m in range(OW, nk - 1):
+                        kp[m + 1] = none
+                for m in range(OW):
+                    gp[m + 1] = g[t, oh, m]
+                if hhi - hlo == 3:  # the three rows in one pass
+                    for blk in range(Mp // lanes):
+                        m = blk * lanes
+                        p, q = vload(kp, m), vload(kp, m + 1)
+                        gl, gr = vload(gp, m), vload(gp, m + 1)
+                        vstore(a0, m, vadd_eq(q, K00, vadd_eq(p, K02, vload(a0, m), gl), gr))
+                        vstore(a3, m, vadd_eq(q, K01, vload(a3, m), gr))
+                        vstore(a1, m, vadd_eq(q, K10, vadd_eq(p, K12, vload(a1, m), gl), gr))
+                        vstore(a4, m, vadd_eq(q, K11, vload(a4, m), gr))
+                        vstore(a2, m, vadd_eq(q, K20, vadd_eq(p, K22, vload(a2, m), gl), gr))
+                        vstore(a5, m, vadd_eq(q, K21, vload(a5, m), gr))
+                else:
+                    for b in range(hlo, hhi):
+                        c0, c1, c2 = keys[3 * b], keys[3 * b + 1], keys[3 * b + 2]
+                        ae, ao = (a0, a3) if b == 0 else ((a1, a4) if b == 1 else (a2, a5))
+                        for m in range(Mp):
+                            a = ae[m]
+                            a = a + gp[m] if kp[m] == c2 else a
+                            ae[m] = a + gp[m + 1] if kp[m + 1] == c0 else a
+                            a = ao[m]
+                            ao[m] = a + gp[m + 1] if kp[m + 1] == c1 else a
+            fin = H if last else min(h0 + 2, H)  # rows no later window covers
+            for i in range(done, fin):
+                row = stage[cnt]
+                ae, ao = (a0, a3) if i == h0 else (a1, a4)
+                ev, od, eo = (ao, ae, 1) if pw else (ae, ao, 0)  # columns 2k, 2k + 1
+                if nblk:
+                    for k in range(nblk):
+                        vinterleave(ev, lanes * k, od, lanes * k + eo, row, 2 * lanes * k)
+                    vinterleave(ev, jt // 2, od, jt // 2 + eo, row, jt)
+                    j0 = W - W % 2
+                else:
+                    j0 = 0
+                for j in range(j0, W):
+                    row[j] = od[j // 2 + eo] if j % 2 else ev[j // 2]
+                cnt += 1
+                if cnt == nst or i == H - 1:
+                    i0 = i + 1 - cnt
+                    if wide:  # words to a 64-byte boundary, whole lines, the rest
+                        base = (t * H + i0) * nw
+                        n = cnt * nw
+                        h = min(n, (lead - base) % 8)
+                        for k in range(h):
+                            _stream(gx64, base + k, st64[k])
+                        for k in range((n - h) // 8):
+                            _stream_line(gx64, base + h + 8 * k, st64, h + 8 * k)
+                        for k in range(h + (n - h) // 8 * 8, n):
+                            _stream(gx64, base + k, st64[k])
+                    else:
+                        for r in range(cnt):
+                            for k in range(W):
+                                gx[t, (i0 + r) * W + k] = stage[r, k]
+                    cnt = 0
+            done = max(done, fin)
+            a0, a2, a3, a5 = a2, a0, a5, a3  # the third row becomes the next window's first
+            for m in range(Mp):
+                a1[m] = zero
+                a2[m] = zero
+                a4[m] = zero
+                a5[m] = zero
+    _fence()
+
+
+@njit(inline="always", **JIT_ORDERED)
+def _edge_value(r0, r1, r2, j0, W, ninf):
+    """:func:`max_pool_values`' value of the window on columns ``j0 .. j0 + 2`` (rows r0,
+    r1, r2; columns outside ``[0, W)`` are -inf): each column's rows in order, then the
+    columns in order, by ``v > m or isnan(v)`` (the same bits)."""
+    m = ninf
+    for c in range(3):
+        j = j0 + c
+        v = ninf
+        if j >= 0 and j < W:
+            v, u, z = r0[j], r1[j], r2[j]
+            v = u if (u > v) | (u != u) else v
+            v = z if (z > v) | (z != z) else v
+        m = v if c == 0 or (v > m) | (v != v) else m
+    return m
+
+
+@njit(**JIT_ORDERED)
+def max_pool_codes_3s2(x, out, code, ph, pw, keys, consts, lanes, t_lo, t_hi):
+    """3x3 max pooling at stride 2 (dilation 1, pads 0 or 1) of planes ``x`` ``(P, H, W)``
+    into ``out`` ``(P, OH, OW)``, with each window's winner in ``code`` ``(P, OH,
+    code_width(OW))`` at ``code[p, oh, ow + 1]`` (uint8 ``3*b + c`` from the window's
+    corner, padding included; 255 for none, and in the row's other bytes: the backward
+    loads whole vectors of them): the first maximum in
+    row-major order, the last NaN (PyTorch's rule, the position ``grad.max_pool2d``
+    sends the gradient to). ``out`` holds :func:`max_pool_values`' bits (each column's
+    rows, then the columns, in order).
+
+    The winners as in :func:`max_pool_grad_3s2`: input rows split by column parity once
+    into a ring of 3 (:func:`vdeinterleave`, which flags NaN); in NaN-free rows the
+    window's maximum by :func:`vmax` in ``max_pool_values``' order and the first tap
+    equal to it (:func:`vpick_eq`, float keys); rows with a NaN and windows on padding
+    per window by the scalar rules (:func:`_edge_window`, :func:`_edge_value`)."""
+    P, H, W = x.shape
+    OH, OW = out.shape[1], out.shape[2]
+    none = keys[9]
+    ninf = consts[1]
+    wlo, whi = pw, max(pw, min(OW, (W - 3 + pw) // 2 + 1))  # windows inside the columns
+    n16 = (whi - wlo + 15) // 16 * 16
+    nk = max(OW, wlo + n16) + 2
+    kp = np.empty(nk, keys.dtype)  # winner keys, kp[m + 1] for window m
+    vp = np.empty(nk, x.dtype)  # maxima, vp[m + 1] for window m
+    nd = max(wlo + n16 + 1, (W + 1) // 2 + 1 + lanes)
+    dA = np.zeros((3, nd), x.dtype)  # input row i's columns q = 2m in dA[i % 3, m],
+    dB = np.zeros((3, nd), x.dtype)  # q = 2m + 1 in dB[i % 3, m] (q = j + pw)
+    nblk = W // (2 * lanes)
+    jt = W - W % 2 - 2 * lanes  # the last whole block (even start, may overlap)
+    qk = np.empty(9, keys.dtype)
+    rnan = np.zeros(3, np.bool_)  # whether ring row i % 3 holds a NaN
+    for t in range(t_lo, t_hi):
+        ready = 0  # rows [0, ready) split by parity
+        for oh in range(OH):
+            h0 = 2 * oh - ph
+            nxt = min(h0 + 3, H)
+            for i in range(ready, nxt):  # columns 2k to ev[k], 2k + 1 to od[k + pw]
+                src = x[t, i]
+                bad = False
+                ev, od = (dB[i % 3], dA[i % 3]) if pw else (dA[i % 3], dB[i % 3])
+                if nblk:
+                    for k in range(nblk):
+                        bad |= vdeinterleave(src, 2 * lanes * k, ev, lanes * k, od,
+                                             lanes * k + pw)
+                    bad |= vdeinterleave(src, jt, ev, jt // 2, od, jt // 2 + pw)
+                    j0 = W - W % 2
+                else:
+                    j0 = 0
+                for j in range(j0, W):
+                    v = x[t, i, j]
+                    bad |= v != v
+                    if j % 2:
+                        od[j // 2 + pw] = v
+                    else:
+                        ev[j // 2] = v
+                rnan[i % 3] = bad
+            ready = max(ready, nxt)
+            hlo, hhi = _taps(h0, 3, 1, H)
+            orow, crow = out[t, oh], code[t, oh]
+            if hhi <= hlo:  # (no window lies in the padding alone: kept for safety)
+                for m in range(OW):
+                    orow[m] = ninf
+                for m in range(code.shape[2]):
+                    crow[m] = 255
+                continue
+            # the window's rows in scan order; missing ones repeat the last (same value,
+            # same key: no change, NaN included)
+            b1 = min(hlo + 1, hhi - 1)
+            b2 = hhi - 1
+            r0, r1, r2 = x[t, h0 + hlo], x[t, h0 + b1], x[t, h0 + b2]
+            t0, t1, t2 = keys[3 * hlo], keys[3 * b1], keys[3 * b2]
+            s0, s1, s2 = (h0 + hlo) % 3, (h0 + b1) % 3, (h0 + b2) % 3
+            if rnan[s0] or rnan[s1] or rnan[s2]:
+                lo, hi = 0, 0  # every window by the scalar rules
+            else:
+                lo, hi = wlo, whi
+                for c in range(3):  # (kept in the index dtype)
+                    qk[c], qk[3 + c], qk[6 + c] = t0 + keys[c], t1 + keys[c], t2 + keys[c]
+                Q0, Q1, Q2, Q3 = vsplat(qk[0]), vsplat(qk[1]), vsplat(qk[2]), vsplat(qk[3])
+                Q4, Q5, Q6, Q7 = vsplat(qk[4]), vsplat(qk[5]), vsplat(qk[6]), vsplat(qk[7])
+                Q8 = vsplat(qk[8])
+                da0, db0 = dA[s0, wlo:], dB[s0, wlo:]
+                da1, db1 = dA[s1, wlo:], dB[s1, wlo:]
+                da2, db2 = dA[s2, wlo:], dB[s2, wlo:]
+                kw, vw = kp[wlo + 1:], vp[wlo + 1:]
+                for blk in range(n16 // lanes):
+                    e = blk * lanes
+                    u0, u1, u2 = vload(da0, e), vload(db0, e), vload(da0, e + 1)
+                    v0, v1, v2 = vload(da1, e), vload(db1, e), vload(da1, e + 1)
+                    w0, w1, w2 = vload(da2, e), vload(db2, e), vload(da2, e + 1)
+                    mx = vmax(vmax(vmax(vmax(u0, v0), w0), vmax(vmax(u1, v1), w1)),
+                              vmax(vmax(u2, v2), w2))
+                    k = vpick_eq(w1, mx, Q7, Q8)
+                    k = vpick_eq(w0, mx, Q6, k)
+                    k = vpick_eq(v2, mx, Q5, k)
+                    k = vpick_eq(v1, mx, Q4, k)
+                    k = vpick_eq(v0, mx, Q3, k)
+                    k = vpick_eq(u2, mx, Q2, k)
+                    k = vpick_eq(u1, mx, Q1, k)
+                    vstore(kw, e, vpick_eq(u0, mx, Q0, k))
+                    vstore(vw, e, mx)
+            for e in range(OW - (hi - lo)):  # windows on padding, or rows with a NaN
+                m = e if e < lo else e + hi - lo
+                j0 = 2 * m - pw
+                kp[m + 1] = _edge_window(r0, r1, r2, t0, t1, t2, j0, W, keys)
+                vp[m + 1] = _edge_value(r0, r1, r2, j0, W, ninf)
+            for m in range(OW):
+                orow[m] = vp[m + 1]
+                k = kp[m + 1]
+                crow[m + 1] = np.uint8(k) if k != none else np.uint8(255)
+            crow[0] = 255
+            for m in range(OW + 1, code.shape[2]):
+                crow[m] = 255
+
+
+@njit(**JIT_ORDERED)
+def max_pool_codes_grad_3s2(g, code, gx, H, W, ph, pw, keys, consts, wide, lead, lanes,
+                            t_lo, t_hi):
+    """The gradient of :func:`max_pool_codes_3s2` from its ``code`` ``(P, OH, OW)``:
+    ``gx`` ``(P, H*W)`` = 0, then each ``g`` added at its window's winner, in output order
+    (the sums of ``grad.max_pool2d``, bit for bit), without reading ``x``. The second half
+    of :func:`max_pool_grad_3s2`: per output row, each of the window's 3 input rows
+    (``acc`` rows 0-2 by parity: E in 0-2, O in 3-5) adds, per column, the ``g`` of the
+    windows whose winner it is (:func:`vadd_eq`); rows no later window covers are
+    staged and streamed to ``gx`` (:data:`STAGE_BYTES`, 64-byte non-temporal lines when
+    ``wide``); the third row moves up to the first. gx is written once, never read."""
+    P, OH, OW = g.shape
+    Mp = (OW + 1 + 15) // 16 * 16
+    zero = consts[0]
+    nk = Mp + 2
+    gp = np.zeros(nk, g.dtype)  # g row, gp[m + 1] for window m
+    CW = code.shape[2]
+    g1, c1 = g.reshape(g.size), code.reshape(code.size)  # (flat: no per-row views)
+    acc = np.zeros(6 * Mp, g.dtype)  # 6 rows at offsets o0..o5 (swapped as numbers)
+    nst = max(1, STAGE_BYTES // (W * g.itemsize))  # rows staged, then streamed together
+    stage = np.empty(nst * W, g.dtype)
+    nw = W * g.itemsize // 8
+    st64 = stage.view(np.uint64) if wide else np.empty(0, np.uint64)
+    gx64 = gx.reshape(gx.size).view(np.uint64) if wide else np.empty(0, np.uint64)
+    K00, K01, K02, K10, K11, K12 = vsplat(keys[0]), vsplat(keys[1]), vsplat(keys[2]), \
+        vsplat(keys[3]), vsplat(keys[4]), vsplat(keys[5])
+    K20, K21, K22 = vsplat(keys[6]), vsplat(keys[7]), vsplat(keys[8])
+    Z = vsplat(zero)
+    nblk = W // (2 * lanes)
+    jt = W - W % 2 - 2 * lanes  # the last whole block (even start, may overlap)
+    for t in range(t_lo, t_hi):
+        for blk in range(6 * Mp // lanes):
+            vstore(acc, blk * lanes, Z)
+        o0, o1, o2, o3, o4, o5 = 0, Mp, 2 * Mp, 3 * Mp, 4 * Mp, 5 * Mp
+        done = 0  # rows [0, done) written to gx (or staged: the last ``cnt``)
+        cnt = 0
+        for oh in range(OH + 1):
+            h0 = 2 * oh - ph
+            last = oh == OH
+            hlo, hhi = _taps(h0, 3, 1, H)
+            if not last and hhi > hlo:
+                base = (t * OH + oh) * OW
+                cb = (t * OH + oh) * CW  # (codes padded with 255: none, never a key)
+                for m in range(OW):
+                    gp[m + 1] = g1[_u(base + m)]
+                if hhi - hlo == 3:  # the three rows in one pass
+                    for blk in range(Mp // lanes):
+                        m = blk * lanes
+                        p, q = vload_bytes(c1, cb + m, zero), vload_bytes(c1, cb + m + 1, zero)
+                        gl, gr = vload(gp, m), vload(gp, m + 1)
+                        vstore(acc, o0 + m, vadd_eq(q, K00, vadd_eq(p, K02, vload(acc, o0 + m),
+                                                                     gl), gr))
+                        vstore(acc, o3 + m, vadd_eq(q, K01, vload(acc, o3 + m), gr))
+                        vstore(acc, o1 + m, vadd_eq(q, K10, vadd_eq(p, K12, vload(acc, o1 + m),
+                                                                     gl), gr))
+                        vstore(acc, o4 + m, vadd_eq(q, K11, vload(acc, o4 + m), gr))
+                        vstore(acc, o2 + m, vadd_eq(q, K20, vadd_eq(p, K22, vload(acc, o2 + m),
+                                                                     gl), gr))
+                        vstore(acc, o5 + m, vadd_eq(q, K21, vload(acc, o5 + m), gr))
+                else:
+                    for b in range(hlo, hhi):
+                        c0, c1_, c2 = keys[3 * b], keys[3 * b + 1], keys[3 * b + 2]
+                        oe, oo = (o0, o3) if b == 0 else ((o1, o4) if b == 1 else (o2, o5))
+                        for m in range(Mp):
+                            p, q = c1[cb + m], c1[cb + m + 1]
+                            a = acc[oe + m]
+                            a = a + gp[m] if p == c2 else a
+                            acc[oe + m] = a + gp[m + 1] if q == c0 else a
+                            a = acc[oo + m]
+                            acc[oo + m] = a + gp[m + 1] if q == c1_ else a
+            fin = H if last else min(h0 + 2, H)  # rows no later window covers
+            for i in range(done, fin):
+                oe, oo = (o0, o3) if i == h0 else (o1, o4)
+                ev, od = (oo, oe + 1) if pw else (oe, oo)  # columns 2k, 2k + 1
+                at = cnt * W
+                if nblk:
+                    for k in range(nblk):
+                        vinterleave(acc, ev + lanes * k, acc, od + lanes * k, stage,
+                                    at + 2 * lanes * k)
+                    vinterleave(acc, ev + jt // 2, acc, od + jt // 2, stage, at + jt)
+                    j0 = W - W % 2
+                else:
+                    j0 = 0
+                for j in range(j0, W):
+                    stage[at + j] = acc[od + j // 2] if j % 2 else acc[ev + j // 2]
+                cnt += 1
+                if cnt == nst or i == H - 1:
+                    i0 = i + 1 - cnt
+                    if wide:  # words to a 64-byte boundary, whole lines, the rest
+                        base = (t * H + i0) * nw
+                        n = cnt * nw
+                        h = min(n, (lead - base) % 8)
+                        for k in range(h):
+                            _stream(gx64, base + k, st64[k])
+                        for k in range((n - h) // 8):
+                            _stream_line(gx64, base + h + 8 * k, st64, h + 8 * k)
+                        for k in range(h + (n - h) // 8 * 8, n):
+                            _stream(gx64, base + k, st64[k])
+                    else:
+                        for k in range(cnt * W):
+                            gx[t, i0 * W + k] = stage[k]
+                    cnt = 0
+            done = max(done, fin)
+            o0, o2, o3, o5 = o2, o0, o5, o3  # the third row becomes the next window's first
+            for blk in range(Mp // lanes):
+                m = blk * lanes
+                vstore(acc, o1 + m, Z)
+                vstore(acc, o2 + m, Z)
+                vstore(acc, o4 + m, Z)
+                vstore(acc, o5 + m, Z)
+    _fence()
+
+
+
+@njit(parallel=True, **JIT_ORDERED)
+def max_pool_grad_3s2_par(x, g, gx, ph, pw, keys, consts, wide, lead, lanes, nchunks):
+    """:func:`max_pool_grad_3s2` over ``nchunks`` contiguous plane ranges in one
+    ``prange`` region, as :func:`max_pool_codes_grad_3s2_par` (the same bytes for any
+    thread count)."""
+    P = x.shape[0]
+    for c in prange(nchunks):
+        max_pool_grad_3s2(x, g, gx, ph, pw, keys, consts, wide, lead, lanes,
+                          P * c // nchunks, P * (c + 1) // nchunks)
+
+
+@njit(parallel=True, **JIT_ORDERED)
+def max_pool_codes_grad_3s2_par(g, code, gx, H, W, ph, pw, keys, consts, wide, lead, lanes,
+                                nchunks):
+    """:func:`max_pool_codes_grad_3s2` over ``nchunks`` contiguous plane ranges in one
+    ``prange`` region (OpenMP workers spin between regions: the layer's backward comes in
+    bursts, where Python worker threads woke too slowly to gain from the second core).
+    Each plane is computed alone: the same bytes for any thread count."""
+    P = g.shape[0]
+    for c in prange(nchunks):
+        max_pool_codes_grad_3s2(g, code, gx, H, W, ph, pw, keys, consts, wide, lead, lanes,
+                                P * c // nchunks, P * (c + 1) // nchunks)
+
 @njit(inline="always", **JIT_SERIAL)
 def _interleave(acc, dst, pw, s):
     """dst[e] = acc[q % s, q // s] for column ``q = e + pw`` (rounded to dst's dtype): the
@@ -791,12 +1388,86 @@ def avg_pool(x, out, kernel, stride, pads, divisors) -> None:
          _ints(stride), _ints(pads), dd, dh, dw, nbuf, rb, nrb)
 
 
+def three_s2(kernel, stride, pads, dilation) -> bool:
+    """Whether 5-D pooling parameters are 3x3 windows at stride 2 with pads 0 or 1 and no
+    dilation (depth 1): the windows of :func:`max_pool_grad_3s2` and
+    :func:`max_pool_codes_3s2`."""
+    return (tuple(kernel) == (1, 3, 3) and tuple(stride) == (1, 2, 2) and pads[0] == 0
+            and max(pads[1:]) <= 1 and tuple(dilation) == (1, 1, 1))
+
+
+def _keys(dtype) -> tuple:
+    """``(keys, consts, lanes)`` of the 3x3 stride-2 kernels: tap keys 0..8 and 300 (none)
+    as floats (vector lanes of the data's width), ``(0, -inf)``, the host's lanes."""
+    keys = np.array([*range(9), 300], dtype)
+    consts = np.array([0, -np.inf], dtype)
+    return keys, consts, LANES32 if dtype == np.float32 else LANES64
+
+
+def _words(gx, W) -> tuple:
+    """``(wide, lead)``: whether ``gx``'s rows of ``W`` go out as aligned 64-bit words,
+    and the word index of gx's first 64-byte boundary."""
+    wide = (W * gx.itemsize) % 8 == 0 and gx.ctypes.data % 8 == 0
+    return wide, (-gx.ctypes.data % 64) // 8
+
+
+def code_width(OW: int) -> int:
+    """Bytes per row of :func:`max_pool_codes`' codes: ``OW`` windows after one byte,
+    padded to whole vector loads (16 lanes) of the windows and their right neighbours."""
+    return (OW + 16) // 16 * 16 + 1
+
+
+def max_pool_codes(x, pads, out_hw) -> tuple:
+    """``(out, code)``: 3x3 stride-2 max pooling of C-contiguous planes ``x`` ``(P, H, W)``
+    (``pads`` ``(ph, pw)``, each 0 or 1; ``out_hw`` ``(OH, OW)`` from the plan: ceil_mode
+    included), with each window's winner as a uint8 code ``3*b + c`` for
+    :func:`max_pool_codes_backward` (what ``MaxPool2d`` keeps instead of ``x``)."""
+    P = x.shape[0]
+    out = np.empty((P, *out_hw), x.dtype)
+    code = np.empty((P, out_hw[0], code_width(out_hw[1])), np.uint8)
+    keys, consts, lanes = _keys(x.dtype)
+    _run(max_pool_codes_3s2, P, x.size + out.size, x, out, code, pads[0], pads[1], keys,
+         consts, lanes)
+    return out, code
+
+
+def max_pool_codes_backward(g, code, hw, pads) -> np.ndarray:
+    """The gradient ``(P, H, W)`` of :func:`max_pool_codes` from its codes and ``g`` (both
+    C-contiguous ``(P, OH, OW)``): ``grad.max_pool2d``'s bits, reading no input."""
+    P = g.shape[0]
+    H, W = hw
+    gx = np.empty((P, H, W), g.dtype)
+    keys, consts, lanes = _keys(g.dtype)
+    wide, lead = _words(gx, W)
+    args = (g, code, gx.reshape(P, H * W), H, W, pads[0], pads[1], keys, consts, wide, lead,
+            lanes)
+    nchunks = min(numba.get_num_threads(), P)
+    if nchunks <= 1 or gx.size + g.size < SERIAL_ELEMENTS:
+        max_pool_codes_grad_3s2(*args, 0, P)
+    else:
+        max_pool_codes_grad_3s2_par(*args, nchunks)
+    return gx
+
+
 def max_pool_backward(g, x, gx, kernel, stride, pads, dilation) -> None:
     """gx = gradient of max pooling: each grad_output goes to its window's (first) max."""
     N, C = g.shape[:2]
     # window positions as int32 beside float32 values: selects on matching vector lanes
     small = x.dtype == np.float32 and x[0, 0].size < 2**31 - 1
     at_like = np.empty(0, np.int32 if small else np.int64)
+    if three_s2(kernel, stride, pads, dilation):
+        P = N * C * x.shape[2]
+        keys, consts, lanes = _keys(x.dtype)
+        wide, lead = _words(gx, x.shape[4])
+        xc = np.ascontiguousarray(x).reshape(P, *x.shape[3:])  # (the vector loads need C)
+        gc = np.ascontiguousarray(g).reshape(P, *g.shape[3:])
+        args = (xc, gc, gx.reshape(P, -1), pads[1], pads[2], keys, consts, wide, lead, lanes)
+        nchunks = min(numba.get_num_threads(), P)
+        if nchunks <= 1 or x.size + g.size < SERIAL_ELEMENTS:
+            max_pool_grad_3s2(*args, 0, P)
+        else:
+            max_pool_grad_3s2_par(*args, nchunks)
+        return
     nbuf = _row_buffer(x.shape[4], g.shape[4], kernel[2], stride[2], pads[2], dilation[2])
     _run(max_pool_grad, N * C, x.size + g.size, x, g, gx.reshape(N * C, -1), _ints(kernel),
          _ints(stride), _ints(pads), _ints(dilation), nbuf, at_like)
