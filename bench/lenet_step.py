@@ -2,12 +2,13 @@
 
 Times every op of ``examples/lenet_digits.py``'s step on its own, with the shapes it has
 in the step: the convolutions forward, their input and weight gradients, pooling and its
-gradient, ReLU and the NumPy dense part; then the whole step. Each op is timed as the
-median of ``--rounds`` calls after a warm-up, every op of both frameworks once per round
-(interleaved: a load change on a shared machine hits all alike; see NUMBA-SPEED's note
-that one process is fair to neither, so also run ``--only`` per framework); PyTorch's
-ops are the ATen calls its autograd makes (``convolution_backward``,
-``max_pool2d_with_indices_backward``).
+gradient (the functions, and the ``MaxPool2d`` layer that the step runs; PyTorch: the
+indices form that its autograd runs), ReLU and the NumPy dense part; then the whole
+step. Each op is timed as the median of ``--rounds`` calls after a warm-up, every op of
+both frameworks once per round (interleaved: a load change on a shared machine hits all
+alike; see NUMBA-SPEED's note that one process is fair to neither, so also run
+``--only`` per framework); PyTorch's ops are the ATen calls its autograd makes
+(``convolution_backward``, ``max_pool2d_with_indices_backward``).
 
     python bench/lenet_step.py                 # both frameworks, 2 threads
     python bench/lenet_step.py --only fastconv # one framework (a process of its own)
@@ -70,6 +71,9 @@ def fastconv_ops(a):
     import fastconv as fc
     from fastconv import grad
 
+    pools = {k: fc.MaxPool2d(2) for k in ("a1", "a2")}  # the step's path: the layer keeps
+    for k, layer in pools.items():  # each maximum's window position (not x)
+        layer(a[k])
     return {
         "conv1 forward": lambda: fc.conv2d(a["x"], a["w1"], a["b1"], padding=2),
         "conv1 dW": lambda: grad.conv2d_weight(a["x"], a["w1"].shape, a["a1"], padding=2),
@@ -77,6 +81,8 @@ def fastconv_ops(a):
         "conv1 db": lambda: grad.conv_bias(a["a1"]),
         "pool1 forward": lambda: fc.max_pool2d(a["a1"], 2),
         "pool1 backward": lambda: grad.max_pool2d(a["p1"], a["a1"], 2),
+        "pool1 layer fwd": lambda: pools["a1"](a["a1"]),
+        "pool1 layer bwd": lambda: pools["a1"].backward(a["p1"]),
         "relu1 fwd+bwd": lambda: _relu(a["a1"]),
         "conv2 forward": lambda: fc.conv2d(a["p1"], a["w2"], a["b2"]),
         "conv2 dW": lambda: grad.conv2d_weight(a["p1"], a["w2"].shape, a["a2"]),
@@ -84,6 +90,8 @@ def fastconv_ops(a):
         "conv2 db": lambda: grad.conv_bias(a["a2"]),
         "pool2 forward": lambda: fc.max_pool2d(a["a2"], 2),
         "pool2 backward": lambda: grad.max_pool2d(a["p2"], a["a2"], 2),
+        "pool2 layer fwd": lambda: pools["a2"](a["a2"]),
+        "pool2 layer bwd": lambda: pools["a2"].backward(a["p2"]),
         "relu2 fwd+bwd": lambda: _relu(a["a2"]),
     }
 
@@ -109,6 +117,10 @@ def torch_ops(a):
         return aten.convolution_backward(g, x, w, [w.shape[0]], [1, 1], [pad, pad], [1, 1],
                                          False, [0, 0], 1, mask)
 
+    def pool_bwd(g, x, idx):
+        return aten.max_pool2d_with_indices_backward(g, x, [2, 2], [2, 2], [0, 0], [1, 1],
+                                                     False, idx)
+
     def relu(x):
         y = torch.relu(x)
         return aten.threshold_backward(y, y, 0)
@@ -121,6 +133,8 @@ def torch_ops(a):
         "pool1 forward": lambda: F.max_pool2d(t["a1"], 2),
         "pool1 backward": lambda: aten.max_pool2d_with_indices_backward(
             t["p1"], t["a1"], [2, 2], [2, 2], [0, 0], [1, 1], False, idx1),
+        "pool1 layer fwd": lambda: F.max_pool2d(t["a1"], 2, return_indices=True),
+        "pool1 layer bwd": lambda: pool_bwd(t["p1"], t["a1"], idx1),
         "relu1 fwd+bwd": lambda: relu(t["a1"]),
         "conv2 forward": lambda: F.conv2d(t["p1"], t["w2"], t["b2"]),
         "conv2 dW": lambda: conv_bwd(t["a2"], t["p1"], t["w2"], 0, [False, True, False]),
@@ -129,6 +143,8 @@ def torch_ops(a):
         "pool2 forward": lambda: F.max_pool2d(t["a2"], 2),
         "pool2 backward": lambda: aten.max_pool2d_with_indices_backward(
             t["p2"], t["a2"], [2, 2], [2, 2], [0, 0], [1, 1], False, idx2),
+        "pool2 layer fwd": lambda: F.max_pool2d(t["a2"], 2, return_indices=True),
+        "pool2 layer bwd": lambda: pool_bwd(t["p2"], t["a2"], idx2),
         "relu2 fwd+bwd": lambda: relu(t["a2"]),
     }
 

@@ -309,9 +309,13 @@ def test_first_layer_can_skip_its_input_gradient():
     ((3, 4, 7, 9), 2, np.float64),  # the 2x2 kernel, odd sizes
     ((4, 5, 6), 3, np.float32),  # unbatched
 ])
-def test_max_pool_layer_windows_match_the_library(shape, kernel, dtype):
+@pytest.mark.parametrize("inline", [1 << 19, 0])  # one block inline / blocks as tasks
+def test_max_pool_layer_windows_match_the_library(shape, kernel, dtype, inline, monkeypatch):
     """MaxPool2d's non-overlapping-window path: the values and gradients of max_pool2d
-    and grad.max_pool2d exactly, ties (first maximum) and NaN (it wins) included."""
+    and grad.max_pool2d exactly, ties (first maximum) and NaN (it wins) included, run
+    inline as one block or as blocks on the fastconv threads."""
+    monkeypatch.setattr(small, "POOL_INLINE_ELEMENTS", inline)
+    assert (len(small._plane_blocks(64 * 6, 28 * 28)) == 1) == (inline > 0)
     rng = np.random.default_rng(12)
     x = rng.integers(-3, 3, shape).astype(dtype)  # many ties
     x.reshape(-1)[[5, 17, 40]] = np.nan

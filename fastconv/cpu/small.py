@@ -398,24 +398,33 @@ def _gather_stride(st, dil):
 
 
 _LOCAL = threading.local()
-#: Scratch sets kept per calling thread (the most recent shapes).
-SCRATCH_KEYS = 8
 
 
-def _scratch(tag: str, shapes: list, dtype) -> list:
-    """Arrays of ``shapes`` kept for the calling thread and reused call after call: a
-    fresh multi-megabyte ``col`` block costs more in first-touch page faults than its
-    products (2 of LeNet's 3.3 ms conv2 forward)."""
-    cache = getattr(_LOCAL, "bufs", None)
-    if cache is None:
-        cache = _LOCAL.bufs = {}
-    key = (tag, np.dtype(dtype).str, tuple(shapes))
-    bufs = cache.get(key)
-    if bufs is None:
-        if len(cache) >= SCRATCH_KEYS:
-            cache.clear()
-        bufs = cache[key] = [np.empty(s, dtype) for s in shapes]
-    return bufs
+class _ThreadBlocks:
+    """``blocks[i]``: a scratch array of ``shapes[i]`` for task ``i``, the calling thread's
+    own (one flat buffer per tag, grown as needed and reused call after call). The tasks
+    a thread runs one after another share it, so a chunk's block is still in the cache
+    when the next chunk is gathered into it: per-chunk blocks of a whole batch (LeNet's
+    first layer: 22 blocks, 5 MB of ``col``) were written once and never reread while
+    cached."""
+
+    def __init__(self, tag: str, shapes: list, dtype):
+        self.tag, self.shapes, self.dtype = tag, shapes, np.dtype(dtype)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        bufs = getattr(_LOCAL, "blocks", None)
+        if bufs is None:
+            bufs = _LOCAL.blocks = {}
+        shape = self.shapes[i]
+        n = math.prod(shape)
+        key = (self.tag, self.dtype.str)
+        buf = bufs.get(key)
+        if buf is None or buf.size < n:
+            buf = bufs[key] = np.empty(n, self.dtype)
+        return buf[:n].reshape(shape)
 
 
 def correlate(xp, w, bias, out, stride, dilation, groups, before=(0, 0, 0), saved=None):
@@ -439,12 +448,12 @@ def correlate(xp, w, bias, out, stride, dilation, groups, before=(0, 0, 0), save
     parts = chunks(N, M)
     col_shapes = [(groups, R, (n1 - n0) * M) for n0, n1 in parts]
     if saved is None:
-        cols = _scratch("col", col_shapes, out.dtype)
+        cols = _ThreadBlocks("col", col_shapes, out.dtype)
     else:
         if [(c.shape, c.dtype) for c in saved] != [(s, out.dtype) for s in col_shapes]:
             saved[:] = [np.empty(s, out.dtype) for s in col_shapes]
         cols = saved
-    ys = _scratch("y", [(Kg, (n1 - n0) * M) for n0, n1 in parts], out.dtype)
+    ys = _ThreadBlocks("y", [(Kg, (n1 - n0) * M) for n0, n1 in parts], out.dtype)
 
     itemsize = out.dtype.itemsize
     blas_ok = blas.available() and out.dtype in (np.float32, np.float64)
@@ -641,9 +650,9 @@ def input_gradient(g, w, bias, out, stride, dilation, before, groups):
     grid = tuple(max(bf[i] + out.shape[2 + i], (oshape[i] - 1) * st[i] + (kshape[i] - 1)
                      * dil[i] + 1) for i in range(3))
     parts = chunks(N, M)
-    gps = _scratch("gp", [(C,) + grid] * len(parts), out.dtype)
-    gks = _scratch("gk", [(Kg, (n1 - n0) * M) for n0, n1 in parts], out.dtype)
-    dcols = _scratch("dcol", [(R, (n1 - n0) * M) for n0, n1 in parts], out.dtype)
+    gps = _ThreadBlocks("gp", [(C,) + grid] * len(parts), out.dtype)
+    gks = _ThreadBlocks("gk", [(Kg, (n1 - n0) * M) for n0, n1 in parts], out.dtype)
+    dcols = _ThreadBlocks("dcol", [(R, (n1 - n0) * M) for n0, n1 in parts], out.dtype)
 
     def task(i):
         _input_chunk(g3, wt, b, out, *parts[i], kshape, st, dil, oshape, bf, gps[i],
@@ -674,12 +683,12 @@ def weight_gradient(xp, g, gw, stride, dilation, groups, before=(0, 0, 0), cols=
     gathered = cols is not None and [(c.shape, c.dtype) for c in cols] == [
         (s, gw.dtype) for s in col_shapes]
     if not gathered:
-        cols = _scratch("col", col_shapes, gw.dtype)
+        cols = _ThreadBlocks("col", col_shapes, gw.dtype)
     if R >= SMALL_DW_TRANSPOSED_R:
-        gks = _scratch("gkt", [((n1 - n0) * M, Kg) for n0, n1 in parts], gw.dtype)
-        accts = _scratch("acct", [(R, Kg)] * len(parts), gw.dtype)
+        gks = _ThreadBlocks("gkt", [((n1 - n0) * M, Kg) for n0, n1 in parts], gw.dtype)
+        accts = _ThreadBlocks("acct", [(R, Kg)] * len(parts), gw.dtype)
     else:
-        gks = _scratch("gk", [(Kg, (n1 - n0) * M) for n0, n1 in parts], gw.dtype)
+        gks = _ThreadBlocks("gk", [(Kg, (n1 - n0) * M) for n0, n1 in parts], gw.dtype)
         accts = [np.empty((0, Kg), gw.dtype)] * len(parts)
     acc = np.empty((len(parts), groups, Kg, R), dtype=gw.dtype)
 
@@ -705,13 +714,32 @@ POOL_BLOCK = 64
 #: is one Numba call, ~5-10 us of dispatch: LeNet's second pooling, 1024 planes of 10x10,
 #: ran 16 tasks in 0.19 ms per backward call, one thread).
 POOL_TASK_ELEMENTS = 1 << 15
+#: Most input elements of a pooling call that runs on the calling thread as one task
+#: (no fastconv threads): below it the worker threads' wake-up and the tasks' join cost
+#: more than the second thread saves on a memory-bound pass (LeNet's poolings, 301k and
+#: 102k elements: 0.51 ms for the second one's backward on 2 threads against 0.06 ms
+#: inline, bench/RESULTS.md 2026-12-02 14:xx). The values are the same whatever the split:
+#: pooling only moves them.
+POOL_INLINE_ELEMENTS = 1 << 19
 
 
 def _plane_blocks(P: int, plane: int) -> list:
     """``[(p0, p1), ...]``: ``P`` planes of ``plane`` elements in blocks of at least
-    ``POOL_BLOCK`` planes and ``POOL_TASK_ELEMENTS`` elements."""
+    ``POOL_BLOCK`` planes and ``POOL_TASK_ELEMENTS`` elements; one block (run inline) up
+    to ``POOL_INLINE_ELEMENTS`` elements."""
+    if P * plane <= POOL_INLINE_ELEMENTS:
+        return [(0, P)]
     B = max(POOL_BLOCK, -(-POOL_TASK_ELEMENTS // max(plane, 1)))
     return [(p, min(P, p + B)) for p in range(0, P, B)]
+
+
+def _run_blocks(kernel, blocks) -> None:
+    """``kernel(p0, p1)`` for every block: inline for one block, else as tasks on the
+    fastconv threads."""
+    if len(blocks) == 1:
+        kernel(*blocks[0])
+    else:
+        blas.parallel(lambda i: kernel(*blocks[i]), len(blocks))
 
 
 @njit(**JIT_SERIAL)
@@ -810,8 +838,8 @@ def max_pool_windows(x, kh: int, kw: int):
     P, H, W = x.shape
     out = np.empty((P, H // kh, W // kw), dtype=x.dtype)
     code = np.empty(out.shape, dtype=np.uint8)
-    blocks = _plane_blocks(P, H * W)
-    blas.parallel(lambda i: _pool_block(x, out, code, *blocks[i], kh, kw), len(blocks))
+    _run_blocks(lambda p0, p1: _pool_block(x, out, code, p0, p1, kh, kw),
+                _plane_blocks(P, H * W))
     return out, code
 
 
@@ -819,7 +847,6 @@ def max_pool_windows_backward(g, code, shape, kh: int, kw: int):
     """The gradient of :func:`max_pool_windows` w.r.t. its input of ``shape`` ``(P, H, W)``:
     each ``g`` value at its window's maximum, zeros elsewhere."""
     gx = np.empty(shape, dtype=g.dtype)
-    P = shape[0]
-    blocks = _plane_blocks(P, shape[1] * shape[2])
-    blas.parallel(lambda i: _unpool_block(g, code, gx, *blocks[i], kh, kw), len(blocks))
+    _run_blocks(lambda p0, p1: _unpool_block(g, code, gx, p0, p1, kh, kw),
+                _plane_blocks(shape[0], shape[1] * shape[2]))
     return gx
