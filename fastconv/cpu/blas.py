@@ -223,6 +223,26 @@ def parallel(task, ntasks: int) -> None:
                 f.result()
 
 
+#: The BLAS ``gemm`` with every (pointer) argument typed as an integer, so that Numba
+#: calls it with array addresses (same x86-64/AArch64 ABI).
+_NUMBA_PROTO = ctypes.CFUNCTYPE(None, *([ctypes.c_size_t] * 13))
+_NUMBA_FN: dict = {}
+
+
+def numba_call(prod: Gemm, beta_one: bool = False):
+    """(function pointer, constant arguments) to run ``prod``'s product inside Numba: no
+    Python and no GIL between a task's calls. The arguments are ``(ta, tb, n, m, k,
+    alpha, ldb, lda, beta = 0, ldc)`` as addresses (``prod`` keeps them alive), plus the
+    address of ``beta = 1`` last with ``beta_one``; the kernel passes its operands'
+    addresses between them (``fastconv.cpu.winograd.products``)."""
+    dt = prod._scal.dtype
+    if dt not in _NUMBA_FN:
+        _NUMBA_FN[dt] = _NUMBA_PROTO(ctypes.cast(_load()["fn"][dt], ctypes.c_void_p).value)
+    args = [prod._ta, prod._tb, prod._n, prod._m, prod._k, prod._alpha, prod._ldb, prod._lda,
+            prod._beta[0], prod._ldc] + ([prod._beta[1]] if beta_one else [])
+    return _NUMBA_FN[dt], np.array(args, dtype=np.uintp)
+
+
 _T, _N = ctypes.c_char(b"T"), ctypes.c_char(b"N")
 
 

@@ -178,7 +178,7 @@ def shifted_tasks(xp, wt, out, bias_g, chunks, offs, gemm, args, Hp, Wp, L, in_p
                   add_bias, scratch):
     """Every (image, group, chunk of pitch rows) task of :func:`shifted` as one iteration of
     one parallel region (single-threaded BLAS through the pointer ``gemm``; ``args`` rows:
-    :func:`fastconv.cpu.winograd_w._gemm_args`, one per product shape). ``xp`` is
+    :func:`fastconv.cpu.blas.numba_call` with ``beta_one``, one per product shape). ``xp`` is
     ``(N, C, P)``, ``wt`` ``(taps, K, Cg)``, ``out`` ``(N, groups, Kg, OD, OH, OW)``;
     ``chunks`` rows are (first pitch row, stop, ``args`` row), ``offs`` the taps' column
     offsets. In place, the products land in ``out``'s own rows (then ``bias_g`` is added
@@ -229,8 +229,6 @@ def shifted(xp, w, bias, out, dilation, groups):
     between regions, so 2 threads scale when calls come in short bursts after idle time
     (W6, 2026-12-02), and no Python runs between a task's BLAS calls.
     """
-    from fastconv.cpu.winograd_w import _gemm_args
-
     if not out.flags.c_contiguous:  # (one compiled signature; the same bits)
         res = shifted(xp, w, bias, np.empty(out.shape, dtype=out.dtype), dilation, groups)
         out[...] = res
@@ -262,7 +260,7 @@ def shifted(xp, w, bias, out, dilation, groups):
         ldc = OD * Hp * Wp if in_place else (r1 - r0) * Wp  # in place: out's own rows
         if (lc, ldc) not in prods:
             prod = blas.Gemm(xp.dtype, Kg, lc, Cg, lda=Cg, ldb=P, ldc=ldc)
-            prods[lc, ldc] = (len(prods), prod, *_gemm_args(prod))
+            prods[lc, ldc] = (len(prods), prod, *blas.numba_call(prod, beta_one=True))
         rows.append((r0, r1, prods[lc, ldc][0]))
     args = np.stack([p[3] for p in sorted(prods.values(), key=lambda p: p[0])])
     gemm = next(iter(prods.values()))[2]

@@ -185,8 +185,6 @@ def _weight_shifted(xp, g, gw, dilation, groups) -> bool:
     The tasks are the iterations of one Numba parallel region (:func:`weight_tasks`), as
     in ``fastconv.cpu.gemm.shifted``.
     """
-    from fastconv.cpu.winograd_w import _gemm_args
-
     N, C, Dp, Hp, Wp = xp.shape
     K, Cg, KD, KH, KW = gw.shape
     OD, OH, OW = g.shape[2:]
@@ -219,7 +217,7 @@ def _weight_shifted(xp, g, gw, dilation, groups) -> bool:
             key = (r1 - r0, c1 - c0)
             if key not in prods:
                 prod = blas.Gemm(gw.dtype, r1 - r0, Cg, c1 - c0, lda=Q, ldb=P, ldc=Cg, tb=True)
-                prods[key] = (len(prods), prod, *_gemm_args(prod))
+                prods[key] = (len(prods), prod, *blas.numba_call(prod, beta_one=True))
             argrow[r, j] = prods[key][0]
     args = np.stack([p[3] for p in sorted(prods.values(), key=lambda p: p[0])])
     with blas.single_threaded_blas():

@@ -43,7 +43,6 @@ random normal data: see ``fastconv._algorithms``.
 
 from __future__ import annotations
 
-import ctypes
 import threading
 
 import numba
@@ -545,29 +544,11 @@ class _Carve:
             o += -(-n // 16) * 16
 
 
-#: The BLAS ``gemm`` of :mod:`fastconv.cpu.blas` with every (pointer) argument typed as an
-#: integer, so that Numba calls it with array addresses (same x86-64/AArch64 ABI).
-_GEMM_PROTO = ctypes.CFUNCTYPE(None, *([ctypes.c_size_t] * 13))
-_GEMM_FN: dict = {}
-
-
-def _gemm_call(prod: blas.Gemm):
-    """(function pointer, its constant arguments) to run ``prod``'s product inside Numba
-    (:func:`products`): no Python and no GIL between the ``alpha^2`` calls of a block
-    (the Python loop cost ~7 us per call and, on 2 threads, waits for the GIL)."""
-    dt = prod._scal.dtype
-    if dt not in _GEMM_FN:
-        _GEMM_FN[dt] = _GEMM_PROTO(ctypes.cast(blas._load()["fn"][dt], ctypes.c_void_p).value)
-    args = np.array([prod._ta, prod._tb, prod._n, prod._m, prod._k, prod._alpha, prod._ldb,
-                     prod._lda, prod._beta[0], prod._ldc], dtype=np.uintp)
-    return _GEMM_FN[dt], args
-
-
 @njit(**JIT_SERIAL)
 def products(gemm, args, V, U, M):
-    """M[a] = V[a] @ U[a] for every point ``a`` (one single-threaded BLAS call each, through
-    :func:`_gemm_call`'s pointer and arguments; ``V (a2, T, Cin)``, ``U (a2, Cin, Cout)``,
-    ``M (a2, T, Cout)``, C-contiguous)."""
+    """M[a] = V[a] @ U[a] for every point ``a`` (one single-threaded BLAS call each,
+    through :func:`fastconv.cpu.blas.numba_call`'s pointer and arguments; ``V (a2, T,
+    Cin)``, ``U (a2, Cin, Cout)``, ``M (a2, T, Cout)``, C-contiguous)."""
     for a in range(V.shape[0]):
         gemm(args[0], args[1], args[2], args[3], args[4], args[5], U[a].ctypes.data, args[6],
              V[a].ctypes.data, args[7], args[8], M[a].ctypes.data, args[9])
@@ -658,7 +639,7 @@ def _run_fused(x, U, bias, out, groups, m, pads) -> bool:
         T = nimg * nty * tw
         if T not in gemms:
             prod = blas.Gemm(dt, T, Cout, Cin, lda=Cin, ldb=Cout, ldc=Cout)
-            gemms[T] = (len(gemms), prod, *_gemm_call(prod))
+            gemms[T] = (len(gemms), prod, *blas.numba_call(prod))
         rows.append((n0, nimg, ty0, nty, gemms[T][0]))
         Hr = nty * m + 2
         nx, ny = nimg * Hr * Wt * Cin, nimg * nty * m * tw * m * Cout
@@ -742,7 +723,7 @@ def _run_staged(x, U, bias, out, groups, m, pads) -> bool:
         for n0 in range(0, N, ipb):
             nimg = min(ipb, N - n0)
             prod = blas.Gemm(dt, nimg * per, Cout, Cin, lda=Cin, ldb=Cout, ldc=Cout)
-            gemm, args = _gemm_call(prod)
+            gemm, args = blas.numba_call(prod)
             staged_stage(x, U, bias_g, out, m, pt, pl, n0, nimg, th, tw, gemm, args,
                          V, M, scratch,
                          finite[n0 * groups:(n0 + nimg) * groups])

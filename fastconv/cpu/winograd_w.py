@@ -60,7 +60,7 @@ from fastconv.cpu.microkernel import (
     vsub,
 )
 from fastconv.cpu.pad import MODE_CODES, source_index
-from fastconv.cpu.winograd import _G, _carve_len, _gemm_call
+from fastconv.cpu.winograd import _G, _carve_len
 
 #: Fewest input channels per group (times depth taps) for which the W-Winograd path runs.
 MIN_R = 16
@@ -250,8 +250,8 @@ def run_task(x, n, g, pads, mode, sd, dd, dh, d0, d1, h0, T, U, gemm, args, V, M
     depth slice ``d`` of ``[d0, d1)``, transform the input slices it reads that are not
     yet in ``V`` (each once per task, while hot), run the ``6 * KH`` (times ``KD`` when
     ``dd > 1``) products into ``M`` through the BLAS pointer ``gemm`` with the constant
-    arguments ``args`` (:func:`_gemm_args`), and inverse-transform into ``out``. Returns
-    whether every stored value is finite."""
+    arguments ``args`` (:func:`fastconv.cpu.blas.numba_call` with ``beta_one``), and
+    inverse-transform into ``out``. Returns whether every stored value is finite."""
     _, KH, groups, Kg, R = U.shape
     Cg = x.shape[1] // groups
     KD = R // Cg
@@ -309,13 +309,6 @@ def chunks(batch: int, OD: int, OH: int, KD: int, sd: int, dd: int, extra: int, 
     nd = min(OD, max(-(-OD // dch), -(-MIN_TASKS // (batch * nh))))
     ds = [(OD * p // nd, OD * (p + 1) // nd) for p in range(nd)]
     return [(d0, d1, h0, h1) for d0, d1 in ds for h0, h1 in hs]
-
-
-def _gemm_args(prod: blas.Gemm):
-    """(function pointer, constant arguments) to run ``prod``'s product inside Numba, as
-    :func:`fastconv.cpu.winograd._gemm_call`, plus the address of ``beta = 1`` (last)."""
-    fn, args = _gemm_call(prod)
-    return fn, np.append(args, np.uintp(prod._beta[1]))
 
 
 @njit(inline="always", **JIT_SERIAL)
@@ -401,7 +394,7 @@ def correlate(x, w, bias, out, stride, dilation, groups, pads, mode):
         if (lc, width) not in prods:
             prod = blas.Gemm(dt, Kg, lc, KD * Cg if merged else Cg, lda=KD * Cg, ldb=width,
                              ldc=lc)
-            prods[lc, width] = (len(prods), prod, *_gemm_args(prod))
+            prods[lc, width] = (len(prods), prod, *blas.numba_call(prod, beta_one=True))
         rows.append((d0, d1, h0, h1, prods[lc, width][0]))
         nz = (d1 - 1 - d0) * sd + (KD - 1) * dd + 1
         need = max(need, sum(-(-v // 16) * 16 for v in _task_lens.py_func(
@@ -629,7 +622,7 @@ def correlate_cols(x, w, bias, out, stride, dilation, groups, pads, mode):
         nt = t1 - t0
         if nt not in prods:
             prod = blas.Gemm(dt, Kg, nt, Cg, lda=Cg, ldb=nt, ldc=nt)
-            prods[nt] = (len(prods), prod, *_gemm_args(prod))
+            prods[nt] = (len(prods), prod, *blas.numba_call(prod, beta_one=True))
         parts_.append((t0, t1, prods[nt][0]))
         need = max(need, sum(-(-v // 16) * 16 for v in (
             alpha * Cg * nt, alpha * Kg * nt, m * (nt + ext), m * nt, nt)))

@@ -37,7 +37,6 @@ from fastconv.cpu.gemm import _buffer
 from fastconv.cpu.winograd import (
     _G,
     _carve_len,
-    _gemm_call,
     _release,
     _take,
     block_tiles,
@@ -189,9 +188,9 @@ _BETA0, _BETA1 = 8, 10
 
 
 def _call_args(prod: blas.Gemm) -> np.ndarray:
-    """:func:`fastconv.cpu.winograd._gemm_call`'s constant arguments of ``prod``, with
-    the address of beta = 1 appended (index ``_BETA1``; ``_BETA0`` holds beta = 0)."""
-    return np.append(_gemm_call(prod)[1], np.uintp(prod._beta[1]))
+    """:func:`fastconv.cpu.blas.numba_call`'s constant arguments of ``prod``, with the
+    address of beta = 1 appended (index ``_BETA1``; ``_BETA0`` holds beta = 0)."""
+    return blas.numba_call(prod, beta_one=True)[1]
 
 
 @njit(inline="always", **JIT_SERIAL)
@@ -349,7 +348,7 @@ def _fused(xp, g, groups, Kg, Cg, m, parts, before, fin) -> bool:
     finite = np.ones(parts * groups, dtype=np.bool_)
     with blas.single_threaded_blas():
         fused_parts(xp, g, before[0], before[1], m, tw, np.array(rows, dtype=np.int64), bounds,
-                    _gemm_call(prods[0])[0], args, _scratch(dt, need), acc, finite,
+                    blas.numba_call(prods[0])[0], args, _scratch(dt, need), acc, finite,
                     fin.cols, fin.args, fin.W9, fin.res)
     _release(acc)
     return bool(finite.all())
@@ -428,7 +427,7 @@ def _staged(xp, g, groups, Kg, Cg, m, before, fin) -> bool:
     flags = np.ones(groups * max(len(st) for st in stages), dtype=np.bool_)
     with blas.single_threaded_blas():
         ok = staged_parts(xp, g, before[0], before[1], m, tw, np.array(sblocks, dtype=np.int64),
-                          np.array(sbounds, dtype=np.int64), _gemm_call(prods[0])[0],
+                          np.array(sbounds, dtype=np.int64), blas.numba_call(prods[0])[0],
                           np.stack([_call_args(p) for p in prods]), _scratch(dt, need), V, U, M,
                           flags, fin.cols, fin.args, fin.W9, fin.res)
     _release(V, U, M)
