@@ -603,6 +603,31 @@ def _edge_window(r0, r1, r2, t0, t1, t2, j0, W, keys):
     return none if first else xt + xc
 
 
+@njit(inline="always", **JIT_SERIAL)
+def _split_row(src, dA, dB, pw, nblk, jt, lanes):
+    """Columns of the input row ``src`` split by parity for 3x3 stride-2 windows: column
+    ``2k`` to ``ev[k]``, ``2k + 1`` to ``od[k + pw]`` (``ev, od`` = ``dA, dB``, swapped
+    when ``pw``); whether the row holds a NaN."""
+    ev, od = (dB, dA) if pw else (dA, dB)
+    W = src.shape[0]
+    bad = False
+    if nblk:
+        for k in range(nblk):
+            bad |= vdeinterleave(src, 2 * lanes * k, ev, lanes * k, od, lanes * k + pw)
+        bad |= vdeinterleave(src, jt, ev, jt // 2, od, jt // 2 + pw)
+        j0 = W - W % 2
+    else:
+        j0 = 0
+    for j in range(j0, W):
+        v = src[j]
+        bad |= v != v
+        if j % 2:
+            od[j // 2 + pw] = v
+        else:
+            ev[j // 2] = v
+    return bad
+
+
 @njit(**JIT_ORDERED)
 def max_pool_grad_3s2(x, g, gx, ph, pw, keys, consts, wide, lead, lanes, t_lo, t_hi):
     """:func:`max_pool_grad` for 3x3 windows at stride 2 (dilation 1, pads 0 or 1) on
@@ -677,26 +702,8 @@ def max_pool_grad_3s2(x, g, gx, ph, pw, keys, consts, wide, lead, lanes, t_lo, t
             h0 = 2 * oh - ph
             last = oh == OH
             nxt = min(h0 + 3, H)
-            for i in range(ready, nxt):  # columns 2k to ev[k], 2k + 1 to od[k + pw]
-                src = x[t, i]
-                bad = False
-                ev, od = (dB[i % 3], dA[i % 3]) if pw else (dA[i % 3], dB[i % 3])
-                if nblk:
-                    for k in range(nblk):
-                        bad |= vdeinterleave(src, 2 * lanes * k, ev, lanes * k, od,
-                                             lanes * k + pw)
-                    bad |= vdeinterleave(src, jt, ev, jt // 2, od, jt // 2 + pw)
-                    j0 = W - W % 2
-                else:
-                    j0 = 0
-                for j in range(j0, W):
-                    v = src[j]
-                    bad |= v != v
-                    if j % 2:
-                        od[j // 2 + pw] = v
-                    else:
-                        ev[j // 2] = v
-                rnan[i % 3] = bad
+            for i in range(ready, nxt):
+                rnan[i % 3] = _split_row(x[t, i], dA[i % 3], dB[i % 3], pw, nblk, jt, lanes)
             ready = max(ready, nxt)
             hlo, hhi = _taps(h0, 3, 1, H)
             if not last and hhi > hlo:
@@ -885,26 +892,8 @@ def max_pool_codes_3s2(x, out, code, ph, pw, keys, consts, lanes, t_lo, t_hi):
         for oh in range(OH):
             h0 = 2 * oh - ph
             nxt = min(h0 + 3, H)
-            for i in range(ready, nxt):  # columns 2k to ev[k], 2k + 1 to od[k + pw]
-                src = x[t, i]
-                bad = False
-                ev, od = (dB[i % 3], dA[i % 3]) if pw else (dA[i % 3], dB[i % 3])
-                if nblk:
-                    for k in range(nblk):
-                        bad |= vdeinterleave(src, 2 * lanes * k, ev, lanes * k, od,
-                                             lanes * k + pw)
-                    bad |= vdeinterleave(src, jt, ev, jt // 2, od, jt // 2 + pw)
-                    j0 = W - W % 2
-                else:
-                    j0 = 0
-                for j in range(j0, W):
-                    v = x[t, i, j]
-                    bad |= v != v
-                    if j % 2:
-                        od[j // 2 + pw] = v
-                    else:
-                        ev[j // 2] = v
-                rnan[i % 3] = bad
+            for i in range(ready, nxt):
+                rnan[i % 3] = _split_row(x[t, i], dA[i % 3], dB[i % 3], pw, nblk, jt, lanes)
             ready = max(ready, nxt)
             hlo, hhi = _taps(h0, 3, 1, H)
             orow, crow = out[t, oh], code[t, oh]
