@@ -45,13 +45,12 @@ from __future__ import annotations
 
 import threading
 
-import numba
 import numpy as np
 from numba import get_thread_id, njit, prange
 
 from fastconv._config import JIT_PARALLEL, JIT_SERIAL, WINOGRAD_BLOCK_BYTES
 from fastconv.cpu import blas
-from fastconv.cpu.gemm import _buffer
+from fastconv.cpu.gemm import _buffer, scratch_rows
 
 #: Fewest channels per group (both sides) for which the Winograd path applies.
 MIN_CHANNELS = 8
@@ -647,7 +646,7 @@ def _run_fused(x, U, bias, out, groups, m, pads) -> bool:
             a2 * T * Cout, nx), alpha * alpha * max(Cin, Cout), Cout)))
     args = np.stack([g[3] for g in sorted(gemms.values(), key=lambda g: g[0])])
     gemm = next(iter(gemms.values()))[2]
-    scratch = _thread_rows(dt, need)
+    scratch = scratch_rows(need, dt)
     finite = np.ones(groups * nblocks, dtype=np.bool_)
     bias_g = np.ascontiguousarray(bias, dtype=dt).reshape(groups, Cout)
     with blas.single_threaded_blas():
@@ -717,7 +716,7 @@ def _run_staged(x, U, bias, out, groups, m, pads) -> bool:
     Wt, Hr = tw * m + 2, th * m + 2
     need = (max(_carve_len(Hr * Wt * Cin), _carve_len(th * m * tw * m * Cout))
             + _carve_len(alpha * alpha * max(Cin, Cout)) + _carve_len(Cout))
-    scratch = _thread_rows(dt, need)
+    scratch = scratch_rows(need, dt)
     finite = np.ones(groups * N, dtype=np.bool_)
     with blas.single_threaded_blas():
         for n0 in range(0, N, ipb):
@@ -730,18 +729,6 @@ def _run_staged(x, U, bias, out, groups, m, pads) -> bool:
             del prod  # kept alive (its arguments) until the products are done
     _release(V, M)
     return bool(finite.all())
-
-
-def _thread_rows(dt, need: int) -> np.ndarray:
-    """``(numba.get_num_threads(), need)`` scratch of ``dt``, 64-byte aligned rows (in
-    :func:`fastconv.cpu.gemm._buffer`, reused across calls): row ``get_thread_id()``
-    belongs to the thread running a parallel loop's iteration."""
-    nthreads = numba.get_num_threads()
-    need = _carve_len(need)
-    s = np.dtype(dt).itemsize
-    buf = _buffer(nthreads * need * s + 64)
-    off = -buf.ctypes.data % 64
-    return buf[off:off + nthreads * need * s].view(dt).reshape(nthreads, need)
 
 
 def correlate(xp, w, bias, out, stride, dilation, groups):

@@ -27,13 +27,12 @@ result, returns False: the caller runs the direct kernel, whose NaN/Inf pattern 
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import get_thread_id, njit, prange
 
 from fastconv._config import JIT_PARALLEL, JIT_SERIAL
 from fastconv.cpu import blas
-from fastconv.cpu.gemm import _buffer
+from fastconv.cpu.gemm import scratch_rows
 from fastconv.cpu.winograd import (
     _G,
     _carve_len,
@@ -280,17 +279,6 @@ def _scratch_len(nimg, nty, tw, m, Cg, Kg) -> int:
                                        (m + 2) ** 2 * max(Cg, Kg), max(Cg, Kg)))
 
 
-def _scratch(dt, need: int) -> np.ndarray:
-    """``(threads, need)`` scratch rows of the calling thread's buffer (64-byte aligned),
-    one per Numba thread (:func:`numba.get_thread_id`)."""
-    nthreads = numba.get_num_threads()
-    s = dt.itemsize
-    need = _carve_len(need)
-    buf = _buffer(nthreads * need * s + 64)
-    off = -buf.ctypes.data % 64
-    return buf[off:off + nthreads * need * s].view(dt).reshape(nthreads, need)
-
-
 @njit(**JIT_PARALLEL)
 def fused_parts(xp, g, pt, pl, m, tw, blist, bounds, gemm, args, scratch, acc, finite,
                 fcols, fargs, W9, res):
@@ -348,7 +336,7 @@ def _fused(xp, g, groups, Kg, Cg, m, parts, before, fin) -> bool:
     finite = np.ones(parts * groups, dtype=np.bool_)
     with blas.single_threaded_blas():
         fused_parts(xp, g, before[0], before[1], m, tw, np.array(rows, dtype=np.int64), bounds,
-                    blas.numba_call(prods[0])[0], args, _scratch(dt, need), acc, finite,
+                    blas.numba_call(prods[0])[0], args, scratch_rows(need, dt), acc, finite,
                     fin.cols, fin.args, fin.W9, fin.res)
     _release(acc)
     return bool(finite.all())
@@ -428,7 +416,7 @@ def _staged(xp, g, groups, Kg, Cg, m, before, fin) -> bool:
     with blas.single_threaded_blas():
         ok = staged_parts(xp, g, before[0], before[1], m, tw, np.array(sblocks, dtype=np.int64),
                           np.array(sbounds, dtype=np.int64), blas.numba_call(prods[0])[0],
-                          np.stack([_call_args(p) for p in prods]), _scratch(dt, need), V, U, M,
+                          np.stack([_call_args(p) for p in prods]), scratch_rows(need, dt), V, U, M,
                           flags, fin.cols, fin.args, fin.W9, fin.res)
     _release(V, U, M)
     return bool(ok)
