@@ -530,13 +530,13 @@ def _gemm_shapes_regime(p: Problem) -> str | None:
 
 def _gemm_cost(p: Problem) -> float:
     if p.op == "forward":  # 3-D, 3 kernel columns: F(4, 3) along W halves the products
-        from fastconv.cpu.winograd_w import applies  # (C3, 1-thread CPU: 45 ms vs the
+        from fastconv.cpu.rules import winograd_depth  # (C3, 1-thread CPU: 45 ms vs the
 
-        if applies(p.w_shape, p.stride, p.dilation, p.groups):  # folded GEMM's 106 ms,
+        if winograd_depth(p.w_shape, p.stride, p.dilation, p.groups):  # folded GEMM's 106 ms,
             return p.macs / (RATE_GEMM * 2.0)  # bench/RESULTS.md "2026-12-02 11:xx")
-        from fastconv.cpu.winograd_w import applies_cols  # 1-D k5: F(4, 5) along W
+        from fastconv.cpu.rules import winograd_cols  # 1-D k5: F(4, 5) along W
 
-        if applies_cols(p.w_shape, p.stride, p.dilation, p.groups):  # (C1: 1-thread CPU
+        if winograd_cols(p.w_shape, p.stride, p.dilation, p.groups):  # (C1: 1-thread CPU
             return p.macs / (RATE_GEMM * 1.45)  # 15.9 vs 23.2 ms, bench/RESULTS.md)
     return p.macs / RATE_GEMM
 
@@ -635,9 +635,9 @@ def winograd_reason(w_shape: tuple, out_spatial: tuple, stride: tuple, dilation:
                     groups: int) -> str | None:
     """None where ``algorithm="winograd"`` applies (5-D weight shape, 3-D output spatial
     shape, per-axis stride and dilation), else why not (for the ValueError)."""
-    from fastconv.cpu.winograd import applies
+    from fastconv.cpu.rules import winograd_2d
 
-    return applies(w_shape, out_spatial, stride, dilation, groups)
+    return winograd_2d(w_shape, out_spatial, stride, dilation, groups)
 
 
 def _winograd_applies(p: Problem) -> str | None:
@@ -674,7 +674,7 @@ def _winograd_weight_regime(p: Problem) -> str | None:
 def _winograd_regime(p: Problem) -> str | None:
     if p.op == "weight_grad":
         return _winograd_weight_regime(p)
-    from fastconv.cpu.winograd import FUSED_MIN_IMAGE_TILES, tile_size
+    from fastconv.cpu.rules import FUSED_MIN_IMAGE_TILES, tile_size
 
     oh, ow = int(p.out_spatial[1]), int(p.out_spatial[2])
     m = tile_size(oh, ow)
@@ -692,7 +692,7 @@ def _winograd_regime(p: Problem) -> str | None:
 
 
 def _winograd_cost(p: Problem) -> float:
-    from fastconv.cpu.winograd import tile_size
+    from fastconv.cpu.rules import tile_size
 
     m = tile_size(int(p.out_spatial[1]), int(p.out_spatial[2]))
     saving = 9 * m * m / (m + 2) ** 2  # multiplies of direct / of F(m x m, 3x3)

@@ -51,9 +51,8 @@ from numba import get_thread_id, njit, prange
 from fastconv._config import JIT_PARALLEL, JIT_SERIAL, WINOGRAD_BLOCK_BYTES
 from fastconv.cpu import blas
 from fastconv.cpu.gemm import _buffer, scratch_rows
-
-#: Fewest channels per group (both sides) for which the Winograd path applies.
-MIN_CHANNELS = 8
+from fastconv.cpu.rules import FUSED_MIN_IMAGE_TILES, tile_size
+from fastconv.cpu.rules import winograd_2d as applies  # noqa: F401 (re-exported)
 
 # Kernel transforms G (alpha x 3) in float64.
 _G = {
@@ -61,31 +60,6 @@ _G = {
     4: np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
                  [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]),
 }
-
-
-def applies(w_shape, out_spatial, stride, dilation, groups) -> str | None:
-    """None if the Winograd path computes this correlation (5-D weight shape, 3-D output
-    spatial shape, 3-tuples), else the reason it does not."""
-    K, Cg, KD, KH, KW = (int(v) for v in w_shape)
-    if (KD, KH, KW) != (1, 3, 3) or int(out_spatial[0]) != 1:
-        return "needs a 2-D 3x3 kernel"
-    if any(int(s) != 1 for s in stride):
-        return f"needs stride 1, got stride {tuple(int(s) for s in stride)[1:]}"
-    if any(int(d) != 1 for d in dilation[1:]):
-        return f"needs dilation 1, got dilation {tuple(int(d) for d in dilation)[1:]}"
-    Kg = K // groups
-    if min(Cg, Kg) < MIN_CHANNELS:
-        return (f"needs at least {MIN_CHANNELS} channels per group, got {Cg} input and "
-                f"{Kg} output channels per group")
-    return None
-
-
-def tile_size(out_h: int, out_w: int) -> int:
-    """The output tile ``m`` (4 or 2): F(4x4) unless its edge tiles waste so much that
-    F(2x2)'s cost is lower (cost ~ tiles * alpha^2)."""
-    f4 = -(-out_h // 4) * -(-out_w // 4) * 36
-    f2 = -(-out_h // 2) * -(-out_w // 2) * 16
-    return 4 if f4 <= f2 else 2
 
 
 # --- transforms (Numba, vectorised over the channel vectors) --------------------------
@@ -519,12 +493,6 @@ def run(x, U, bias, out, groups: int, m: int, pads) -> bool:
         if tiles >= FUSED_MIN_IMAGE_TILES:
             return _run_fused(x, U, bias, out, groups, m, pads)
         return _run_staged(x, U, bias, out, groups, m, pads)
-
-
-#: Fewest tiles per image for the fused form: below it a block of whole images would
-#: make products too short (OpenBLAS sgemm, 1 thread: 25 GF/s at 16 x 256 x 256,
-#: 63 at 64 rows, 82 at 128, 136 on 1024^3), so small images take the staged form.
-FUSED_MIN_IMAGE_TILES = 64
 #: Most tiles of one stage of the staged form (its ``V`` and ``M`` span them).
 STAGED_TILES = 512
 #: Points per product task of the staged form (their products in one Numba call).

@@ -60,20 +60,9 @@ from fastconv.cpu.microkernel import (
     vsub,
 )
 from fastconv.cpu.pad import MODE_CODES, source_index
+from fastconv.cpu.rules import winograd_cols as applies_cols  # noqa: F401 (re-exported)
+from fastconv.cpu.rules import winograd_depth as applies  # noqa: F401 (re-exported)
 from fastconv.cpu.winograd import _G, _carve_len
-
-#: Fewest input channels per group (times depth taps) for which the W-Winograd path runs.
-MIN_R = 16
-
-
-def applies(w_shape, stride, dilation, groups) -> bool:
-    """Whether :func:`correlate` computes this 5-D correlation (3-D layers only: 2-D 3x3
-    layers have the 2-D Winograd)."""
-    K, Cg, KD, KH, KW = (int(v) for v in w_shape)
-    return (KW == 3 and KD > 1 and int(stride[1]) == 1 and int(stride[2]) == 1
-            and int(dilation[2]) == 1 and Cg * KD >= MIN_R and K // groups >= 8
-            and blas.available())
-
 
 #: Product columns (output rows x tiles) of a task's row chunk: about 256 keeps the part
 #: of ``V`` that one output slice reads (``KD`` input slices), ``M`` and ``U`` near a
@@ -443,15 +432,6 @@ def cook_toom(m: int, r: int, points) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 #: F(4, 5) on the points 0, +-1, +-2, +-1/2 and infinity.
 _AT5, _G5, _BT5 = cook_toom(4, 5, (0, 1, -1, 2, -2, 0.5, -0.5))
-
-
-def applies_cols(w_shape, stride, dilation, groups) -> bool:
-    """Whether :func:`correlate_cols` computes this 5-D correlation: 1 x 1 x 5 kernels
-    (1-D layers), unit stride and dilation along W, at least ``MIN_R`` input and 8 output
-    channels per group."""
-    K, Cg, KD, KH, KW = (int(v) for v in w_shape)
-    return (KW == 5 and KD == 1 and KH == 1 and int(stride[2]) == 1 and int(dilation[2]) == 1
-            and Cg >= MIN_R and K // groups >= 8 and blas.available())
 
 
 @njit(**JIT_SERIAL)
