@@ -770,6 +770,10 @@ def _direct_vec_block(p: Problem) -> int:
 
 
 def _direct_vec_regime(p: Problem) -> str | None:
+    if p.Cg * p.taps < DIRECT_VEC_MIN_R:  # (the shape-only rules first: no kernel import)
+        return f"Cg*taps = {p.Cg * p.taps} < DIRECT_VEC_MIN_R={DIRECT_VEC_MIN_R}"
+    if p.macs < GEMM_MIN_MACS:
+        return f"{p.macs} multiply-adds < GEMM_MIN_MACS={GEMM_MIN_MACS}"
     if p.op == "weight_grad" and not _direct_vec_plane(p):
         return "weight gradient: one-vector form only (Kg <= one vector, small planes)"
     if _direct_vec_plane(p):
@@ -778,10 +782,6 @@ def _direct_vec_regime(p: Problem) -> str | None:
                     f"{DIRECT_VEC_PLANE_MAX_CG} (one-vector form)")
     elif p.Cg > DIRECT_VEC_MAX_CG:
         return f"Cg = {p.Cg} input channels per group > DIRECT_VEC_MAX_CG={DIRECT_VEC_MAX_CG}"
-    if p.Cg * p.taps < DIRECT_VEC_MIN_R:
-        return f"Cg*taps = {p.Cg * p.taps} < DIRECT_VEC_MIN_R={DIRECT_VEC_MIN_R}"
-    if p.macs < GEMM_MIN_MACS:
-        return f"{p.macs} multiply-adds < GEMM_MIN_MACS={GEMM_MIN_MACS}"
     kb = _direct_vec_block(p)
     if 2 * p.Kg < kb:
         return f"Kg = {p.Kg} output channels per group < half a vector block ({kb})"
@@ -830,20 +830,20 @@ register(Algorithm(
 
 
 def _direct_wide_regime(p: Problem) -> str | None:
-    from fastconv.cpu.microkernel import WC
-
     if not p.in_place:
         return "needs grad_output read in place (forward stride 1, nothing cropped)"
+    if p.Cg * p.taps < DIRECT_VEC_MIN_R:  # (the shape-only rules first: no kernel import)
+        return f"Cg*taps = {p.Cg * p.taps} < DIRECT_VEC_MIN_R={DIRECT_VEC_MIN_R}"
+    if p.macs < GEMM_MIN_MACS:
+        return f"{p.macs} multiply-adds < GEMM_MIN_MACS={GEMM_MIN_MACS}"
+    from fastconv.cpu.microkernel import WC
+
     if p.Kg > WC:
         return f"Kg = {p.Kg} output channels per group > one block of {WC}"
     from fastconv.cpu.microkernel import PLANE_MAX_PIXELS
 
     if math.prod(p.out_spatial[1:]) > PLANE_MAX_PIXELS:  # a task's slab: its whole planes
         return f"{math.prod(p.out_spatial[1:])} output pixels per plane > {PLANE_MAX_PIXELS}"
-    if p.Cg * p.taps < DIRECT_VEC_MIN_R:
-        return f"Cg*taps = {p.Cg * p.taps} < DIRECT_VEC_MIN_R={DIRECT_VEC_MIN_R}"
-    if p.macs < GEMM_MIN_MACS:
-        return f"{p.macs} multiply-adds < GEMM_MIN_MACS={GEMM_MIN_MACS}"
     return None
 
 
@@ -933,15 +933,18 @@ register(Algorithm(
 # --- selection -----------------------------------------------------------------------------
 
 
-def candidates(p: Problem, device: str = "cpu"):
+def candidates(p: Problem, device: str = "cpu", all_costs: bool = True):
     """Every entry serving ``p.op`` on ``device``, with its cost and why "auto" would not
-    take it (None: in the running): ``[(entry, cost, reason)]``, cheapest first."""
+    take it (None: in the running): ``[(entry, cost, reason)]``, cheapest first.
+    ``all_costs=False`` (the selection) leaves the cost of an entry out of the running
+    as ``inf``: some costs read constants of their kernel module, and importing a kernel
+    module only to cost an entry that cannot run delays a fresh process's first call."""
     rows = []
     for e in REGISTRY.values():
         if p.op not in e.ops or device not in _factories(e, p.op):
             continue
         reason = e.applies(p) or e.regime(p)
-        rows.append((e, e.cost(p), reason))
+        rows.append((e, e.cost(p) if all_costs or reason is None else math.inf, reason))
     rows.sort(key=lambda r: r[1])
     return rows
 
@@ -949,7 +952,7 @@ def candidates(p: Problem, device: str = "cpu"):
 def auto(p: Problem, device: str = "cpu", conditional: bool = True) -> tuple:
     """What "auto" runs: ``(entry, fallback)``; ``fallback`` is the cheapest unconditional
     entry in its regime, ``entry`` a conditional one tried first (or ``fallback``)."""
-    rows = [r for r in candidates(p, device) if r[2] is None]
+    rows = [r for r in candidates(p, device, all_costs=False) if r[2] is None]
     fallback = next(e for e, _, _ in rows if not e.conditional)
     if conditional:
         for e, _, _ in rows:
@@ -1074,7 +1077,8 @@ def grad_core(backend_name: str, be, algorithm: str, plan, op: str):
 def _build_grad_core(backend_name: str, be, algorithm: str, plan, op: str):
     p = input_grad_problem(plan) if op == "input_grad" else forward_problem(plan, op)
     if algorithm == "auto":
-        chain = [e for e, _, reason in candidates(p, backend_name) if reason is None]
+        chain = [e for e, _, reason in candidates(p, backend_name, all_costs=False)
+                 if reason is None]
     else:
         chain = [select(p, backend_name, algorithm)]
         if chain[0].name != "direct":
