@@ -378,3 +378,17 @@ def test_conv_layer_keeps_its_blocks_and_matches_the_functions(xs, ws, pad, monk
     oracle = ref.conv_weight_nd(x0.astype(np.float64), layer.weight.shape,
                                 g.astype(np.float64), 1, [(pad, pad)] * 2, 1, groups)
     assert _rel(layer.weight_grad, oracle) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.uint8, np.bool_])
+def test_arg_types_match_numbas_typeof(dtype):
+    """small._arg_type builds a plain ndarray's Numba type itself (Numba's own typeof
+    imports numpy.ma): it must equal typeof's for every layout, rank and writeability,
+    else the cache lookup would miss (and the first call take the NumPy form)."""
+    a = np.zeros((3, 4, 5), dtype)
+    ro = a.copy()
+    ro.flags.writeable = False
+    for v in (a, a.T, a[:, ::2], a[0], a.reshape(-1), ro, np.zeros((), dtype)):
+        assert small._arg_type(small._forward_chunk, v) == numba.typeof(v), (v.shape, v.strides)
+    for v in ((1, 2, 3), 7, np.float32(1.5)):
+        assert small._arg_type(small._forward_chunk, v) == numba.typeof(v)
