@@ -195,7 +195,8 @@ def parallel(task, ntasks: int) -> None:
     caller and a shared pool), single-threaded BLAS meanwhile; exceptions re-raised.
     Tasks may also run NumPy copies or ``nogil`` serial Numba kernels (both release the
     GIL): one join for the whole batch instead of a Numba parallel region's barrier."""
-    workers = max(1, min(numba.get_num_threads(), ntasks))
+    # one task asks no thread count: the first ask starts Numba's thread pool (~25 ms)
+    workers = 1 if ntasks <= 1 else max(1, min(numba.get_num_threads(), ntasks))
     with _SingleThreadedBlas():
         if workers == 1:
             for i in range(ntasks):
