@@ -54,6 +54,40 @@ class CacheStatus:
                 f"{self.nbytes / 2**20:.1f} MiB)")
 
 
+def light_typeof() -> None:
+    """Type plain ndarray arguments of fastconv's kernels without Numba's generic ``typeof``.
+
+    A dispatcher types its arguments in Python on a signature's first call (and
+    ``fastconv.cpu.small`` asks it to find a kernel in the cache): Numba's ndarray rule
+    first tests ``isinstance(val, np.ma.MaskedArray)``, and that import of ``numpy.ma``
+    is ~35 ms of CPU of a warm fresh process's first call. A plain ndarray (``type(val)
+    is np.ndarray``, so never masked) of a fastconv kernel gets the type that rule builds
+    (dtype, rank, layout, read-only); every other value, and every other package's
+    functions, go through Numba's own. Installed once.
+    """
+    from numba.core.dispatcher import Dispatcher
+
+    original = Dispatcher.typeof_pyval
+    if getattr(original, "_fastconv", False):
+        return
+    from numba.core import types
+    from numba.np import numpy_support
+
+    def typeof_pyval(self, val):
+        if type(val) is np.ndarray and getattr(self.py_func, "__module__", "").startswith(
+                "fastconv."):
+            try:
+                dtype = numpy_support.from_dtype(val.dtype)
+            except Exception:  # Numba's rule raises its own error for this dtype
+                return original(self, val)
+            return types.Array(dtype, val.ndim, numpy_support.map_layout(val),
+                               readonly=not val.flags.writeable)
+        return original(self, val)
+
+    typeof_pyval._fastconv = True
+    Dispatcher.typeof_pyval = typeof_pyval
+
+
 def light_cache_load() -> None:
     """Load fastconv's cached kernels without first building Numba's whole compiler.
 

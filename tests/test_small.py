@@ -381,14 +381,19 @@ def test_conv_layer_keeps_its_blocks_and_matches_the_functions(xs, ws, pad, monk
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.uint8, np.bool_])
-def test_arg_types_match_numbas_typeof(dtype):
-    """small._arg_type builds a plain ndarray's Numba type itself (Numba's own typeof
-    imports numpy.ma): it must equal typeof's for every layout, rank and writeability,
-    else the cache lookup would miss (and the first call take the NumPy form)."""
+def test_kernel_argument_types_match_numbas_typeof(dtype):
+    """fastconv's kernels type plain ndarrays themselves (``_warmup.light_typeof``:
+    Numba's own rule imports numpy.ma): the type must equal ``numba.typeof``'s for every
+    layout, rank and writeability, else a call would compile a second signature (and
+    small's cache lookup miss). Masked arrays and other values keep Numba's rule."""
+    assert getattr(numba.core.dispatcher.Dispatcher.typeof_pyval, "_fastconv", False)
+    kernel = small._forward_chunk
     a = np.zeros((3, 4, 5), dtype)
     ro = a.copy()
     ro.flags.writeable = False
     for v in (a, a.T, a[:, ::2], a[0], a.reshape(-1), ro, np.zeros((), dtype)):
-        assert small._arg_type(small._forward_chunk, v) == numba.typeof(v), (v.shape, v.strides)
+        assert kernel.typeof_pyval(v) == numba.typeof(v), (v.shape, v.strides)
     for v in ((1, 2, 3), 7, np.float32(1.5)):
-        assert small._arg_type(small._forward_chunk, v) == numba.typeof(v)
+        assert kernel.typeof_pyval(v) == numba.typeof(v)
+    with pytest.raises(numba.core.errors.NumbaTypeError, match="MaskedArray"):
+        kernel.typeof_pyval(np.ma.masked_array(a))

@@ -15,7 +15,7 @@ import numpy as np
 
 from fastconv._dispatch import CONTRACT_DOC
 from fastconv._validate import as_array
-from fastconv._warmup import light_blas_import, light_cache_load
+from fastconv._warmup import light_blas_import, light_cache_load, light_typeof
 
 # ``fold``/``unfold`` and ``pad`` share their names with submodules: bound here, eagerly, so
 # that a later ``import fastconv.cpu.pad`` elsewhere cannot leave the module in their place.
@@ -24,6 +24,7 @@ from fastconv.cpu.pad import pad
 
 light_blas_import()  # before any kernel starts Numba's CPU target (see its docstring)
 light_cache_load()  # cached kernels load without building Numba's compiler (docstring)
+light_typeof()  # array arguments typed without importing numpy.ma (docstring)
 
 #: Backend names -> the submodule defining them, imported on first use (PEP 562): a
 #: process whose calls are all convolutions never imports (nor registers the Numba

@@ -42,8 +42,7 @@ import threading
 import time
 
 import numpy as np
-from numba import njit, types
-from numba.np import numpy_support
+from numba import njit
 
 from fastconv._config import JIT_SERIAL
 from fastconv.cpu import blas
@@ -544,7 +543,7 @@ def _compiled_or_cached(dispatcher, args) -> bool:
     overloads = getattr(dispatcher, "overloads", None)
     if overloads is None:
         return True
-    sig = tuple(_arg_type(dispatcher, a) for a in args)
+    sig = tuple(dispatcher.typeof_pyval(a) for a in args)
     if sig in overloads:
         return True
     cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
@@ -554,16 +553,6 @@ def _compiled_or_cached(dispatcher, args) -> bool:
         return any(key[0] == sig for key in cache_file._load_index())
     except Exception:  # an unreadable index: as if absent (the call would compile)
         return False
-
-
-def _arg_type(dispatcher, a):
-    """Numba's type of argument ``a``: a plain ndarray's built as Numba's ``typeof`` builds
-    it (whose generic path imports ``numpy.ma`` to refuse masked arrays: ~35 ms of a fresh
-    process's first call), anything else through the dispatcher."""
-    if type(a) is np.ndarray:
-        return types.Array(numpy_support.from_dtype(a.dtype), a.ndim,
-                           numpy_support.map_layout(a), readonly=not a.flags.writeable)
-    return dispatcher.typeof_pyval(a)
 
 
 #: NumPy's C_CONTIGUOUS, F_CONTIGUOUS, ALIGNED and WRITEABLE flag bits (``flags.num``):
