@@ -307,6 +307,17 @@ def _task_pool(dtype: str) -> None:
     grad.avg_pool2d(np.ones_like(x), x, 3, stride=1, padding=1)  # (other strides' kernel)
     pool.max_pool2d(x, 2)
     pool.avg_pool2d(x, 2)
+    serial, cpu_pool.SERIAL_ELEMENTS = cpu_pool.SERIAL_ELEMENTS, 0  # the prange forms too
+    try:
+        pool.max_pool2d(x, 3, stride=2, padding=1)
+        pool.max_pool2d(x, 3, stride=2, padding=1, return_indices=True)
+        grad.max_pool2d(np.ones_like(x), x, 3, stride=1, padding=1)
+        pool_layer(x)
+        grad.avg_pool2d(np.ones_like(pool.avg_pool2d(x, 3, stride=2, padding=1)), x, 3,
+                        stride=2, padding=1)
+        grad.avg_pool2d(np.ones_like(x), x, 3, stride=1, padding=1)
+    finally:
+        cpu_pool.SERIAL_ELEMENTS = serial
 
 
 def _task_family(dtype: str) -> None:
@@ -356,6 +367,7 @@ def _run_task(name: str, dtype: str) -> float:
 FALLBACKS = {
     "fastconv.cpu.gemm.im2col",  # im2col GEMM without SciPy's BLAS
     "fastconv.cpu.pool.avg_pool_grad_long",  # avg backward, > 3 windows cover a column
+    "fastconv.cpu.pool.avg_pool_grad_long_par",
 }
 
 

@@ -367,7 +367,14 @@ THREAD_CASES = [
     (2, (1, 2, 40, 33), (3, 4), (2, 3), (1, 2), (2, 1), True),
     (1, (3, 4, 501), 5, 3, 2, 2, True),
     (3, (2, 2, 9, 12, 13), (3, 2, 3), (2, 1, 2), (1, 1, 1), (1, 2, 1), True),
+    (2, (2, 3, 20, 25), 2, 2, 0, 1, False),  # P2's 2x2/2 windows (2-row and pair paths)
+    (2, (2, 2, 15, 19), (3, 7), 1, (1, 3), 1, False),  # 7 W taps a column: the long kernel
 ]
+
+#: Every ``prange`` form :func:`fastconv.cpu.pool._split` runs.
+PAR_KERNELS = {"max_pool_values_par", "max_pool_indices_par", "avg_pool_sums_par",
+               "max_pool_codes_3s2_par", "max_pool_grad_par", "avg_pool_grad_par",
+               "avg_pool_grad_pairs_par", "avg_pool_grad_long_par"}
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -417,6 +424,50 @@ def test_pool_bit_identical_for_any_thread_count_and_task_split(case, dtype, mon
     np.testing.assert_allclose(one[3], avg_pool_nd(x, k, s, p, ceil, False), rtol=tol, atol=tol)
 
 
+def test_every_split_kernel_runs_its_prange_form(monkeypatch):
+    """With two threads and the threaded path forced, each pooling kernel runs as its
+    ``prange`` form (no Python worker threads are left), with the same bits as the serial
+    kernel over all tasks."""
+    import numba
+
+    from fastconv.cpu import pool as cpu_pool
+    from fastconv.cpu import small
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 threads")
+    assert not hasattr(cpu_pool, "_run") and not hasattr(cpu_pool, "_pool")
+    ran = set()
+    split = cpu_pool._split
+
+    def both(kernel, par, ntasks, elements, *args):
+        want = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+        kernel(*want, 0, ntasks)  # the serial kernel over every task, on copies
+        split(kernel, par, ntasks, elements, *args)
+        ran.add(par.__name__)
+        for a, b in zip(args, want, strict=True):
+            if isinstance(a, np.ndarray):
+                assert a.tobytes() == b.tobytes()
+
+    monkeypatch.setattr(cpu_pool, "_split", both)
+    monkeypatch.setattr(small, "KERNELS", True)  # (not the cold-cache NumPy form)
+    monkeypatch.setattr(cpu_pool, "SERIAL_ELEMENTS", 0)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(2)
+        for nsp, shape, k, s, p, d, ceil in THREAD_CASES:
+            x = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
+            y, _ = MAX[nsp](x, k, s, p, d, ceil, return_indices=True)
+            MAX[nsp](x, k, s, p, d, ceil)
+            a = AVG[nsp](x, k, s, p, ceil, False, None)
+            MAX_BW[nsp](np.ones_like(y), x, k, s, p, d, ceil)
+            AVG_BW[nsp](np.ones_like(a), x, k, s, p, ceil, False, None)
+            if nsp == 2:
+                fc.MaxPool2d(k, s, p, d, ceil)(x)
+    finally:
+        numba.set_num_threads(before)
+    assert ran == PAR_KERNELS
+
+
 def _pool_in_child(x, want, q):
     q.put(bool(np.array_equal(fc.max_pool2d(x, 3, 2, 1), want)))
 
@@ -424,8 +475,8 @@ def _pool_in_child(x, want, q):
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_threaded_pooling_works_in_a_forked_child():
-    """A forked child inherits the thread pool object but not its threads; pooling there
-    must make a new pool instead of waiting forever."""
+    """A child forked after the parent's OpenMP workers started (GNU OpenMP would terminate
+    it at its first parallel region) pools on its calling thread, with the same result."""
     import multiprocessing as mp
 
     x = np.random.default_rng(6).standard_normal((2, 8, 64, 64)).astype(np.float32)

@@ -27,24 +27,22 @@ Padding never materialises: each window is clipped to the input (max pooling pad
   gradient (windows 2-4 wide) writes each gx row from two contiguous rows (its even and
   odd columns), with no per-row array views.
 
-Threads: every kernel is a serial ``nogil`` loop over a range of independent tasks;
-:func:`_run` splits the tasks over ``numba.get_num_threads()`` Python threads (the caller
-and a shared pool). A Numba ``prange`` kernel compiled 3-4x slower (the parallel passes
-and the gufunc compile), and the first max pooling of a fresh cache took 20 s. Each task
-writes its own outputs with a fixed sequence of operations, so results are bit-identical
-for any thread count. The 3x3 stride-2 max-pooling gradients (:func:`max_pool_grad_3s2`,
-:func:`max_pool_codes_grad_3s2`) run their plane ranges in one ``prange`` region instead
-(``*_par``): in the bursts of a training step the Python workers woke too slowly to gain
-from a second core, Numba's OpenMP workers did (2.0 against 3.7 ms for the layer's
-backward); each plane is still computed alone, so the bytes do not change.
+Threads: every kernel is a serial ``nogil`` loop over a range of independent tasks; its
+``*_par`` form runs ``numba.get_num_threads()`` contiguous task ranges in one ``prange``
+region (:func:`_split`; small calls stay on the calling thread). The kernels themselves stay
+serial functions called from the region, so the parallel passes compile only the few-line
+wrapper (a whole ``prange`` kernel compiled 3-4x slower). Python worker threads did this
+before: in the bursts of a training step or the bench (sleep, then a few calls) they woke
+too slowly to gain from a second core, while OpenMP's workers, spinning between regions,
+did (the layer's max-pool backward: 2.0 against 3.7 ms). Each task writes its own outputs
+with a fixed sequence of operations, so results are bit-identical for any thread count. A
+child forked after OpenMP started runs every call serially (GNU OpenMP would terminate it).
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -52,6 +50,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
+from numba.np.ufunc import parallel as numba_parallel
 
 from fastconv._config import JIT_ORDERED, JIT_SERIAL
 from fastconv.cpu.microkernel import (
@@ -83,30 +82,39 @@ STAGE_BYTES = 16 << 10
 #: phase-sum kernel takes; longer columns keep the per-column loop (its sums' order).
 LONG_COVER = 3
 
-_pool_lock = threading.Lock()
-_pool: list = []
+_forked_after_omp = False
 
 
-def _run(kernel, ntasks: int, elements: int, *args) -> None:
-    """``kernel(*args, lo, hi)`` over contiguous task ranges covering ``[0, ntasks)``,
-    one per thread (the caller runs the first); small calls stay on the caller."""
-    workers = min(numba.get_num_threads(), ntasks)
-    if workers <= 1 or elements < SERIAL_ELEMENTS:
+def _after_fork() -> None:
+    """In a forked child: whether the parent had started Numba's OpenMP workers (GNU
+    OpenMP then terminates the child at its first parallel region)."""
+    global _forked_after_omp
+    _forked_after_omp = _forked_after_omp or bool(numba_parallel._is_initialized)
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def _chunks(ntasks: int, elements: int) -> int:
+    """Task ranges for a call of ``ntasks`` tasks over ``elements`` input + output elements:
+    one per thread; 1 (the calling thread alone) for small calls and in a child forked
+    after OpenMP started."""
+    if elements < SERIAL_ELEMENTS or _forked_after_omp:
+        return 1
+    return max(1, min(numba.get_num_threads(), ntasks))
+
+
+def _split(kernel, par, ntasks: int, elements: int, *args) -> None:
+    """``kernel(*args, lo, hi)`` over contiguous task ranges covering ``[0, ntasks)``: one
+    range per thread in ``par``'s ``prange`` region (``par(*args, ntasks, nchunks)``), or
+    ``kernel(*args, 0, ntasks)`` on the calling thread when :func:`_chunks` says 1. Each
+    task writes its own outputs with a fixed sequence of operations: the same bytes for
+    any split."""
+    nchunks = _chunks(ntasks, elements)
+    if nchunks <= 1:
         kernel(*args, 0, ntasks)
-        return
-    with _pool_lock:  # (a forked child inherits the pool without its threads: a new one)
-        if not _pool or _pool[1] != os.getpid() or _pool[0]._max_workers < workers - 1:
-            _pool[:] = [ThreadPoolExecutor(max(workers - 1, numba.config.NUMBA_NUM_THREADS - 1),
-                                           thread_name_prefix="fastconv-pool"), os.getpid()]
-        pool = _pool[0]
-    bounds = [ntasks * i // workers for i in range(workers + 1)]
-    futures = [pool.submit(kernel, *args, bounds[i], bounds[i + 1])
-               for i in range(1, workers)]
-    try:
-        kernel(*args, bounds[0], bounds[1])
-    finally:
-        for f in futures:
-            f.result()
+    else:
+        par(*args, ntasks, nchunks)
 
 
 @intrinsic
@@ -1297,6 +1305,74 @@ def avg_pool_grad_long(g, gx, cover_d, cover_h, cover_w, div_d, div_h, div_w, t_
                 dst[e] = acc
 
 
+# --- prange forms: contiguous task ranges, one per thread, in one parallel region ----------
+# (OpenMP workers spin between regions: in the bursts of a training step or the bench the
+# Python worker threads these replaced woke too slowly to gain from the second core)
+
+
+@njit(parallel=True, **JIT_ORDERED)
+def max_pool_values_par(x, out, kernel, stride, pads, dilation, nbuf, RB, nrb, ntasks,
+                        nchunks):
+    for c in prange(nchunks):
+        max_pool_values(x, out, kernel, stride, pads, dilation, nbuf, RB, nrb,
+                        ntasks * c // nchunks, ntasks * (c + 1) // nchunks)
+
+
+@njit(parallel=True, **JIT_ORDERED)
+def max_pool_indices_par(x, out, idx, kernel, stride, pads, dilation, mark_empty, ntasks,
+                         nchunks):
+    for c in prange(nchunks):
+        max_pool_indices(x, out, idx, kernel, stride, pads, dilation, mark_empty,
+                         ntasks * c // nchunks, ntasks * (c + 1) // nchunks)
+
+
+@njit(parallel=True, **JIT_ORDERED)
+def avg_pool_sums_par(x, out, kernel, stride, pads, div_d, div_h, div_w, nbuf, RB, nrb,
+                      ntasks, nchunks):
+    for c in prange(nchunks):
+        avg_pool_sums(x, out, kernel, stride, pads, div_d, div_h, div_w, nbuf, RB, nrb,
+                      ntasks * c // nchunks, ntasks * (c + 1) // nchunks)
+
+
+@njit(parallel=True, **JIT_ORDERED)
+def max_pool_codes_3s2_par(x, out, code, ph, pw, keys, consts, lanes, ntasks, nchunks):
+    for c in prange(nchunks):
+        max_pool_codes_3s2(x, out, code, ph, pw, keys, consts, lanes,
+                           ntasks * c // nchunks, ntasks * (c + 1) // nchunks)
+
+
+@njit(parallel=True, **JIT_ORDERED)
+def max_pool_grad_par(x, g, gx, kernel, stride, pads, dilation, nbuf, at_like, ntasks,
+                      nchunks):
+    for c in prange(nchunks):
+        max_pool_grad(x, g, gx, kernel, stride, pads, dilation, nbuf, at_like,
+                      ntasks * c // nchunks, ntasks * (c + 1) // nchunks)
+
+
+@njit(parallel=True, **JIT_ORDERED)
+def avg_pool_grad_par(g, gx, cover_d, cover_h, kernel, stride, pads, div_d, div_h, div_w,
+                      nbuf, ntasks, nchunks):
+    for c in prange(nchunks):
+        avg_pool_grad(g, gx, cover_d, cover_h, kernel, stride, pads, div_d, div_h, div_w,
+                      nbuf, ntasks * c // nchunks, ntasks * (c + 1) // nchunks)
+
+
+@njit(parallel=True, **JIT_ORDERED)
+def avg_pool_grad_pairs_par(g, gx, cover_d, cover_h, kernel, pads, div_d, div_h, div_w,
+                            ntasks, nchunks):
+    for c in prange(nchunks):
+        avg_pool_grad_pairs(g, gx, cover_d, cover_h, kernel, pads, div_d, div_h, div_w,
+                            ntasks * c // nchunks, ntasks * (c + 1) // nchunks)
+
+
+@njit(parallel=True, **JIT_ORDERED)
+def avg_pool_grad_long_par(g, gx, cover_d, cover_h, cover_w, div_d, div_h, div_w, ntasks,
+                           nchunks):
+    for c in prange(nchunks):
+        avg_pool_grad_long(g, gx, cover_d, cover_h, cover_w, div_d, div_h, div_w,
+                           ntasks * c // nchunks, ntasks * (c + 1) // nchunks)
+
+
 def _ints(values) -> np.ndarray:
     return np.array(values, dtype=np.int64)
 
@@ -1318,16 +1394,19 @@ def max_pool(x, out, indices, kernel, stride, pads, dilation) -> None:
         if size <= COLD_NUMPY_ELEMENTS and x.dtype.kind == "f":
             from fastconv.cpu import small
 
-            if not small._compiled(("max_pool",), (x, out),
-                                   lambda: [(max_pool_values, (*args, 0, 1))]):
+            nchunks = _chunks(planes * nrb, size)  # (the prange form too, when it runs)
+            if not small._compiled(("max_pool", nchunks > 1), (x, out), lambda: [
+                    (max_pool_values, (*args, 0, 1)),
+                    *([(max_pool_values_par, (*args, planes * nrb, nchunks))]
+                      if nchunks > 1 else [])]):
                 t0 = time.perf_counter()
                 max_pool_numpy(x, out, kernel, stride, pads, dilation)
                 small._TIER["seconds"] += time.perf_counter() - t0
                 return
-        _run(max_pool_values, planes * nrb, size, *args)
+        _split(max_pool_values, max_pool_values_par, planes * nrb, size, *args)
     else:
-        _run(max_pool_indices, out.size // out.shape[4], size, x, out, indices, k, s, p, d,
-             False)
+        _split(max_pool_indices, max_pool_indices_par, out.size // out.shape[4], size, x, out,
+               indices, k, s, p, d, False)
 
 
 #: Largest pooling (input + output elements) that runs :func:`max_pool_numpy` while
@@ -1373,8 +1452,8 @@ def avg_pool(x, out, kernel, stride, pads, divisors) -> None:
     nbuf = _row_buffer(x.shape[4], out.shape[4], kernel[2], stride[2], pads[2], 1)
     planes = out.shape[0] * out.shape[1] * out.shape[2]
     rb, nrb = _row_blocks(planes, out.shape[3])
-    _run(avg_pool_sums, planes * nrb, x.size + out.size, x, out, _ints(kernel),
-         _ints(stride), _ints(pads), dd, dh, dw, nbuf, rb, nrb)
+    _split(avg_pool_sums, avg_pool_sums_par, planes * nrb, x.size + out.size, x, out,
+           _ints(kernel), _ints(stride), _ints(pads), dd, dh, dw, nbuf, rb, nrb)
 
 
 def three_s2(kernel, stride, pads, dilation) -> bool:
@@ -1415,8 +1494,8 @@ def max_pool_codes(x, pads, out_hw) -> tuple:
     out = np.empty((P, *out_hw), x.dtype)
     code = np.empty((P, out_hw[0], code_width(out_hw[1])), np.uint8)
     keys, consts, lanes = _keys(x.dtype)
-    _run(max_pool_codes_3s2, P, x.size + out.size, x, out, code, pads[0], pads[1], keys,
-         consts, lanes)
+    _split(max_pool_codes_3s2, max_pool_codes_3s2_par, P, x.size + out.size, x, out, code,
+           pads[0], pads[1], keys, consts, lanes)
     return out, code
 
 
@@ -1430,8 +1509,8 @@ def max_pool_codes_backward(g, code, hw, pads) -> np.ndarray:
     wide, lead = _words(gx, W)
     args = (g, code, gx.reshape(P, H * W), H, W, pads[0], pads[1], keys, consts, wide, lead,
             lanes)
-    nchunks = min(numba.get_num_threads(), P)
-    if nchunks <= 1 or gx.size + g.size < SERIAL_ELEMENTS:
+    nchunks = _chunks(P, gx.size + g.size)
+    if nchunks <= 1:
         max_pool_codes_grad_3s2(*args, 0, P)
     else:
         max_pool_codes_grad_3s2_par(*args, nchunks)
@@ -1451,15 +1530,16 @@ def max_pool_backward(g, x, gx, kernel, stride, pads, dilation) -> None:
         xc = np.ascontiguousarray(x).reshape(P, *x.shape[3:])  # (the vector loads need C)
         gc = np.ascontiguousarray(g).reshape(P, *g.shape[3:])
         args = (xc, gc, gx.reshape(P, -1), pads[1], pads[2], keys, consts, wide, lead, lanes)
-        nchunks = min(numba.get_num_threads(), P)
-        if nchunks <= 1 or x.size + g.size < SERIAL_ELEMENTS:
+        nchunks = _chunks(P, x.size + g.size)
+        if nchunks <= 1:
             max_pool_grad_3s2(*args, 0, P)
         else:
             max_pool_grad_3s2_par(*args, nchunks)
         return
     nbuf = _row_buffer(x.shape[4], g.shape[4], kernel[2], stride[2], pads[2], dilation[2])
-    _run(max_pool_grad, N * C, x.size + g.size, x, g, gx.reshape(N * C, -1), _ints(kernel),
-         _ints(stride), _ints(pads), _ints(dilation), nbuf, at_like)
+    _split(max_pool_grad, max_pool_grad_par, N * C, x.size + g.size, x, g,
+           gx.reshape(N * C, -1), _ints(kernel), _ints(stride), _ints(pads), _ints(dilation),
+           nbuf, at_like)
 
 
 def _cover(n, k, stride, pad, nout) -> np.ndarray:
@@ -1477,12 +1557,13 @@ def avg_pool_backward(g, gx, kernel, stride, pads, divisors) -> None:
              zip(gx.shape[2:], kernel, stride, pads, g.shape[2:], strict=True)]
     N, C, D = gx.shape[:3]
     if -(-kernel[2] // stride[2]) > LONG_COVER:
-        _run(avg_pool_grad_long, N * C * D, gx.size + g.size, g, gx, *cover, dd, dh, dw)
+        _split(avg_pool_grad_long, avg_pool_grad_long_par, N * C * D, gx.size + g.size, g, gx,
+               *cover, dd, dh, dw)
         return
     if stride[2] == 2 and 2 <= kernel[2] <= 4:
-        _run(avg_pool_grad_pairs, N * C * D, gx.size + g.size, g, gx, cover[0], cover[1],
-             _ints(kernel), _ints(pads), dd, dh, dw)
+        _split(avg_pool_grad_pairs, avg_pool_grad_pairs_par, N * C * D, gx.size + g.size, g,
+               gx, cover[0], cover[1], _ints(kernel), _ints(pads), dd, dh, dw)
         return
     nbuf = _row_buffer(gx.shape[4], g.shape[4], kernel[2], stride[2], pads[2], 1)
-    _run(avg_pool_grad, N * C * D, gx.size + g.size, g, gx, cover[0], cover[1],
-         _ints(kernel), _ints(stride), _ints(pads), dd, dh, dw, nbuf)
+    _split(avg_pool_grad, avg_pool_grad_par, N * C * D, gx.size + g.size, g, gx, cover[0],
+           cover[1], _ints(kernel), _ints(stride), _ints(pads), dd, dh, dw, nbuf)
