@@ -49,7 +49,7 @@ import numpy as np
 from numba import get_thread_id, njit, prange
 
 from fastconv._config import JIT_PARALLEL, JIT_SERIAL, WINOGRAD_BLOCK_BYTES
-from fastconv.cpu import blas
+from fastconv.cpu import blas, wino_gemm
 from fastconv.cpu.gemm import _buffer, scratch_rows
 
 #: Fewest channels per group (both sides) for which the Winograd path applies.
@@ -783,15 +783,16 @@ def point_classes(m: int, th4: int, th: int, tw4: int, tw: int):
 
 @njit(**JIT_PARALLEL)
 def staged_stage(x, U, bias_g, out, m, pt, pl, n0, nimg, th4, th, tw4, tw, gemm, args, cls,
-                 cnt, order, V, M, scratch, finite):
+                 cnt, order, V, M, scratch, finite, Up, ln):
     """One stage of :func:`_run_staged` (images ``n0 .. n0 + nimg``): three parallel
     loops, (1) group x image: fill and transform into ``V``, (2) group x
     ``STAGED_POINTS`` points (in ``order``): the products into ``M``, point ``a`` over
     ``nimg * cnt[cls[a]]`` rows with ``args[cls[a]]``, (3) group x image: inverse
     transform and store (``finite[g * nimg + j]``: whether the image's outputs are
     finite). Tiles ``th4 x tw4`` of ``m`` pixels, plus F(2x2) edge tiles up to ``th x tw``
-    (``m = 4`` only: :func:`transform_input_mixed`). Scratch rows per thread as
-    :func:`fused_blocks`."""
+    (``m = 4`` only: :func:`transform_input_mixed`). The products run on
+    :func:`fastconv.cpu.wino_gemm.product` with the packed weights ``Up`` where ``ln`` (its
+    lanes) is not 0, else on the BLAS. Scratch rows per thread as :func:`fused_blocks`."""
     groups, a2, Cin, Cout = U.shape
     alpha = m + 2
     per = th * tw
@@ -811,14 +812,20 @@ def staged_stage(x, U, bias_g, out, m, pt, pl, n0, nimg, th4, th, tw4, tw, gemm,
         else:
             transform_input(xb, m, tmp, V[g], j * per)
     npt = -(-a2 // STAGED_POINTS)
+    Vf, Mf, Vt = V.reshape(-1), M.reshape(-1), V.shape[2]
     for i in prange(groups * npt):
         g = i // npt
         k0 = (i - g * npt) * STAGED_POINTS
         for k in range(k0, min(k0 + STAGED_POINTS, a2)):
             a = order[k]
-            r = args[cls[a]]
-            gemm(r[0], r[1], r[2], r[3], r[4], r[5], U[g, a].ctypes.data, r[6],
-                 V[g, a].ctypes.data, r[7], r[8], M[g, a].ctypes.data, r[9])
+            if ln > 0:
+                ga = g * a2 + a
+                wino_gemm.product(Vf, ga * Vt * Cin, Up, ga * Cin * Cout, Mf, ga * Vt * Cout,
+                                  nimg * cnt[cls[a]], Cin, Cout, ln)
+            else:
+                r = args[cls[a]]
+                gemm(r[0], r[1], r[2], r[3], r[4], r[5], U[g, a].ctypes.data, r[6],
+                     V[g, a].ctypes.data, r[7], r[8], M[g, a].ctypes.data, r[9])
     for i in prange(groups * nimg):
         g = i // nimg
         j = i - g * nimg
@@ -861,6 +868,8 @@ def _run_staged(x, U, bias, out, groups, m, pads) -> bool:
             + _carve_len(alpha * alpha * max(Cin, Cout)) + _carve_len(Cout))
     scratch = scratch_rows(need, dt)
     finite = np.ones(groups * N, dtype=np.bool_)
+    ln = wino_gemm.lanes(dt) if wino_gemm.applies(Cout, dt) else 0
+    Up = _packed(U) if ln else np.zeros(1, dt)
     with blas.single_threaded_blas():
         for n0 in range(0, N, ipb):
             nimg = min(ipb, N - n0)
@@ -870,10 +879,32 @@ def _run_staged(x, U, bias, out, groups, m, pads) -> bool:
             args = np.stack([c[1] for c in calls])
             staged_stage(x, U, bias_g, out, m, pt, pl, n0, nimg, th4, th, tw4, tw, calls[0][0],
                          args, cls, cnt, order, V, M, scratch,
-                         finite[n0 * groups:(n0 + nimg) * groups])
+                         finite[n0 * groups:(n0 + nimg) * groups], Up, ln)
             del prods  # kept alive (their arguments) until the products are done
     _release(V, M)
     return bool(finite.all())
+
+
+#: Packed weights (:func:`fastconv.cpu.wino_gemm.pack`) of cached transforms: id(U) -> (U, Up).
+_PACKED: dict = {}
+
+
+def _packed(U) -> np.ndarray:
+    """``U`` packed for :func:`fastconv.cpu.wino_gemm.product`: kept beside a cached
+    transform (and dropped with it), packed afresh for a pooled one."""
+    with _U_LOCK:
+        cached = any(u is U for _, u in _U_CACHE.values())
+        hit = _PACKED.get(id(U))
+        if hit is not None and hit[0] is U:
+            return hit[1]
+    Up = wino_gemm.pack(U)
+    if cached:
+        with _U_LOCK:
+            live = {id(u) for _, u in _U_CACHE.values()}
+            for k in [k for k in _PACKED if k not in live]:
+                del _PACKED[k]
+            _PACKED[id(U)] = (U, Up)
+    return Up
 
 
 def correlate(xp, w, bias, out, stride, dilation, groups):
