@@ -378,19 +378,21 @@ _U_CACHE: dict = {}  # key -> (copy of w, U); insertion order = age
 _U_LOCK = threading.Lock()
 
 
-@njit(**JIT_SERIAL)
+@njit(**JIT_PARALLEL)
 def _same_bits(a, b) -> bool:
     """Whether the integer arrays ``a`` and ``b`` (1-D, one size) are equal: an OR of XORs
-    per chunk (vectorised), stopping at the first differing chunk. On W5's 2.4 MB of
-    weights, 1 thread: 0.23 ms as 64-bit words, 0.51 ms as 32-bit ones."""
+    per chunk of 64 Ki words (vectorised), the chunks split over the threads. On W5's
+    2.4 MB of weights, 1 thread: 0.23 ms as 64-bit words, 0.51 ms as 32-bit ones; 2
+    threads 0.36 ms against 0.56 serial (loaded machine, 2026-12-02)."""
     n = a.size
-    for s in range(0, n, 4096):
-        d = a[s] ^ a[s]
-        for i in range(s, min(s + 4096, n)):
+    nc = -(-n // 65536)
+    diff = np.zeros(nc, dtype=np.bool_)
+    for j in prange(nc):
+        d = a[0] ^ a[0]
+        for i in range(j * 65536, min((j + 1) * 65536, n)):
             d |= a[i] ^ b[i]
-        if d != 0:
-            return False
-    return True
+        diff[j] = d != 0
+    return not diff.any()
 
 
 def _words(a) -> np.ndarray:
