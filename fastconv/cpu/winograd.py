@@ -49,7 +49,7 @@ import numpy as np
 from numba import get_thread_id, njit, prange
 
 from fastconv._config import JIT_PARALLEL, JIT_SERIAL, WINOGRAD_BLOCK_BYTES
-from fastconv.cpu import blas
+from fastconv.cpu import blas, wino_gemm
 from fastconv.cpu.gemm import _buffer, scratch_rows
 from fastconv.cpu.rules import FUSED_MIN_IMAGE_TILES, tile_size
 from fastconv.cpu.rules import winograd_2d as applies  # noqa: F401 (re-exported)
@@ -352,19 +352,21 @@ _U_CACHE: dict = {}  # key -> (copy of w, U); insertion order = age
 _U_LOCK = threading.Lock()
 
 
-@njit(**JIT_SERIAL)
+@njit(**JIT_PARALLEL)
 def _same_bits(a, b) -> bool:
     """Whether the integer arrays ``a`` and ``b`` (1-D, one size) are equal: an OR of XORs
-    per chunk (vectorised), stopping at the first differing chunk. On W5's 2.4 MB of
-    weights, 1 thread: 0.23 ms as 64-bit words, 0.51 ms as 32-bit ones."""
+    per chunk of 64 Ki words (vectorised), the chunks split over the threads. On W5's
+    2.4 MB of weights, 1 thread: 0.23 ms as 64-bit words, 0.51 ms as 32-bit ones; 2
+    threads 0.36 ms against 0.56 serial (loaded machine, 2026-12-02)."""
     n = a.size
-    for s in range(0, n, 4096):
-        d = a[s] ^ a[s]
-        for i in range(s, min(s + 4096, n)):
+    nc = -(-n // 65536)
+    diff = np.zeros(nc, dtype=np.bool_)
+    for j in prange(nc):
+        d = a[0] ^ a[0]
+        for i in range(j * 65536, min((j + 1) * 65536, n)):
             d |= a[i] ^ b[i]
-        if d != 0:
-            return False
-    return True
+        diff[j] = d != 0
+    return not diff.any()
 
 
 def _words(a) -> np.ndarray:
@@ -623,19 +625,150 @@ def _run_fused(x, U, bias, out, groups, m, pads) -> bool:
     return bool(finite.all())
 
 
+@njit(inline="always", **JIT_SERIAL)
+def _bt2s(s0, s1, s2, s3, d0, d1, d2, d3):
+    """:func:`_bt2` scaled for F(4x4)'s weights: F(2x2)'s points 0, 1, -1, inf are
+    F(4x4)'s points 0, 1, 2, 5 and ``G2``'s rows are ``G4``'s times (4, -3, -3, 1), so
+    ``(c_p c_q) (B2^T d B2)[p, q]`` times ``U4`` is F(2x2)'s product term."""
+    f3, f4 = np.float32(3), np.float32(4)
+    for c in range(s0.shape[0]):
+        a0, a1, a2, a3 = s0[c], s1[c], s2[c], s3[c]
+        d0[c] = f4 * (a0 - a2)
+        d1[c] = -(f3 * (a1 + a2))
+        d2[c] = f3 * (a1 - a2)
+        d3[c] = a1 - a3
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _mixed_rows(j, ty, tx, tw4, tw, cnt):
+    """Rows of tile ``(ty, tx)`` of stage image ``j`` in ``V[a]`` / ``M[a]`` by point class
+    (:func:`point_classes`): tiles in row-major order among those the class includes."""
+    return (j * cnt[0] + ty * tw + tx, j * cnt[1] + ty * tw4 + tx,
+            j * cnt[2] + ty * tw + tx, j * cnt[3] + ty * tw4 + tx)
+
+
+@njit(**JIT_SERIAL)
+def transform_input_mixed(xb, th4, th, tw4, tw, tmp, V, j, cnt):
+    """:func:`transform_input` for F(4x4) with F(2x2) edge tiles: tile rows ``ty >= th4``
+    (columns ``tx >= tw4``) are 2 pixels high (wide) and transformed by :func:`_bt2s`
+    into F(4x4)'s points 0, 1, 2, 5 of that dimension only; rows of ``V[a]`` per point
+    class as :func:`_mixed_rows` (stage image ``j``)."""
+    for ty in range(th):
+        r0 = 4 * ty
+        rows4 = ty < th4
+        for tx in range(tw):
+            c0 = 4 * tx
+            cols4 = tx < tw4
+            r_ss, r_sb, r_bs, r_bb = _mixed_rows(j, ty, tx, tw4, tw, cnt)
+            nc = 6 if cols4 else 4
+            for q in range(nc):  # down each column: tmp[p, q] = sum_r B^T[p, r] d[r, q]
+                if rows4:
+                    _bt4(xb[0, r0, c0 + q], xb[0, r0 + 1, c0 + q], xb[0, r0 + 2, c0 + q],
+                         xb[0, r0 + 3, c0 + q], xb[0, r0 + 4, c0 + q], xb[0, r0 + 5, c0 + q],
+                         tmp[0, q], tmp[1, q], tmp[2, q], tmp[3, q], tmp[4, q], tmp[5, q])
+                else:
+                    _bt2s(xb[0, r0, c0 + q], xb[0, r0 + 1, c0 + q], xb[0, r0 + 2, c0 + q],
+                          xb[0, r0 + 3, c0 + q], tmp[0, q], tmp[1, q], tmp[2, q], tmp[5, q])
+            for p in range(6):  # along each row
+                big = p == 3 or p == 4
+                if big and not rows4:
+                    continue
+                rs = r_bs if big else r_ss
+                rb = r_bb if big else r_sb
+                a = 6 * p
+                if cols4:
+                    _bt4(tmp[p, 0], tmp[p, 1], tmp[p, 2], tmp[p, 3], tmp[p, 4], tmp[p, 5],
+                         V[a, rs], V[a + 1, rs], V[a + 2, rs], V[a + 3, rb], V[a + 4, rb],
+                         V[a + 5, rs])
+                else:
+                    _bt2s(tmp[p, 0], tmp[p, 1], tmp[p, 2], tmp[p, 3], V[a, rs], V[a + 1, rs],
+                          V[a + 2, rs], V[a + 5, rs])
+
+
+@njit(**JIT_SERIAL)
+def transform_output_mixed(M, bias, th4, th, tw4, tw, tmp, yb, acc, j, cnt):
+    """The inverse of :func:`transform_input_mixed`: F(4x4)'s ``A^T`` on 4-pixel tile
+    rows / columns, F(2x2)'s (:func:`_at2`, points 0, 1, 2, 5) on the 2-pixel edge ones;
+    ``tmp`` is ``(4, 6, Cout)`` scratch, ``acc`` as :func:`transform_output`."""
+    for ty in range(th):
+        r0 = 4 * ty
+        rows4 = ty < th4
+        for tx in range(tw):
+            c0 = 4 * tx
+            cols4 = tx < tw4
+            r_ss, r_sb, r_bs, r_bb = _mixed_rows(j, ty, tx, tw4, tw, cnt)
+            for q in range(6):  # down each column: tmp[u, q] = sum_p A^T[u, p] M[p, q]
+                big = q == 3 or q == 4
+                if big and not cols4:
+                    continue
+                rs = r_sb if big else r_ss
+                rb = r_bb if big else r_bs
+                if rows4:
+                    _at4(M[q, rs], M[6 + q, rs], M[12 + q, rs], M[18 + q, rb], M[24 + q, rb],
+                         M[30 + q, rs], tmp[0, q], tmp[1, q], tmp[2, q], tmp[3, q])
+                else:
+                    _at2(M[q, rs], M[6 + q, rs], M[12 + q, rs], M[30 + q, rs], tmp[0, q],
+                         tmp[1, q])
+            for u in range(4 if rows4 else 2):
+                if cols4:
+                    _at4_out(tmp[u, 0], tmp[u, 1], tmp[u, 2], tmp[u, 3], tmp[u, 4], tmp[u, 5],
+                             yb[0, r0 + u, c0], yb[0, r0 + u, c0 + 1], yb[0, r0 + u, c0 + 2],
+                             yb[0, r0 + u, c0 + 3], bias, acc)
+                else:
+                    _at2_out(tmp[u, 0], tmp[u, 1], tmp[u, 2], tmp[u, 5], yb[0, r0 + u, c0],
+                             yb[0, r0 + u, c0 + 1], bias, acc)
+
+
+def edge_split(out_len: int, m: int) -> tuple[int, int]:
+    """(full tiles, tiles) along one staged dimension: F(4x4) ends in one 2-pixel F(2x2)
+    tile where 1 or 2 pixels are left over (14 = 4 + 4 + 4 + 2: 16 % fewer products on
+    W5's 14 x 14 than padding to 16), else every tile is ``m`` pixels."""
+    if m == 4 and out_len > 4 and out_len % 4 in (1, 2):
+        return out_len // 4, out_len // 4 + 1
+    n = -(-out_len // m)
+    return n, n
+
+
+def point_classes(m: int, th4: int, th: int, tw4: int, tw: int):
+    """(class of each point, tiles an image per class, point order) of the staged form.
+    Class ``2 * big_p + big_q`` (``big``: F(4x4)'s points 2 and -2, indices 3 and 4, which
+    the 2-pixel edge tiles lack) counts ``(th4 if big_p else th) * (tw4 if big_q else
+    tw)`` tiles an image. The order deals the points so that every contiguous share of
+    it holds about its share of the rows (the products' parallel loop splits it evenly
+    by count); it does not change any result."""
+    a = m + 2
+    big = [m == 4 and i in (3, 4) for i in range(a)]
+    cls = np.array([2 * big[p] + big[q] for p in range(a) for q in range(a)], dtype=np.int64)
+    cnt = np.array([th * tw, th * tw4, th4 * tw, th4 * tw4], dtype=np.int64)
+    cost = cnt[cls].astype(np.float64)
+    left, order, done = list(range(a * a)), [], 0.0
+    for i in range(a * a):  # greedy: each prefix as close as possible to its share
+        goal = cost.sum() * (i + 1) / (a * a)
+        k = min(left, key=lambda p: (abs(done + cost[p] - goal), p))
+        left.remove(k)
+        order.append(k)
+        done += cost[k]
+    return cls, cnt, np.array(order, dtype=np.int64)
+
+
 @njit(**JIT_PARALLEL)
-def staged_stage(x, U, bias_g, out, m, pt, pl, n0, nimg, th, tw, gemm, args, V, M, scratch,
-                 finite):
+def staged_stage(x, U, bias_g, out, m, pt, pl, n0, nimg, th4, th, tw4, tw, gemm, args, cls,
+                 cnt, order, V, M, scratch, finite, Up, ln):
     """One stage of :func:`_run_staged` (images ``n0 .. n0 + nimg``): three parallel
     loops, (1) group x image: fill and transform into ``V``, (2) group x
-    ``STAGED_POINTS`` points: the products into ``M``, (3) group x image: inverse
+    ``STAGED_POINTS`` points (in ``order``): the products into ``M``, point ``a`` over
+    ``nimg * cnt[cls[a]]`` rows with ``args[cls[a]]``, (3) group x image: inverse
     transform and store (``finite[g * nimg + j]``: whether the image's outputs are
-    finite). Scratch rows per thread as :func:`fused_blocks`."""
+    finite). Tiles ``th4 x tw4`` of ``m`` pixels, plus F(2x2) edge tiles up to ``th x tw``
+    (``m = 4`` only: :func:`transform_input_mixed`). The products run on
+    :func:`fastconv.cpu.wino_gemm.product` with the packed weights ``Up`` where ``ln`` (its
+    lanes) is not 0, else on the BLAS. Scratch rows per thread as :func:`fused_blocks`."""
     groups, a2, Cin, Cout = U.shape
     alpha = m + 2
     per = th * tw
-    Wt, Hr = tw * m + 2, th * m + 2
-    nx, ny = Hr * Wt * Cin, th * m * tw * m * Cout
+    Hy, Wy = th4 * m + 2 * (th - th4), tw4 * m + 2 * (tw - tw4)
+    Wt, Hr = Wy + 2, Hy + 2
+    nx, ny = Hr * Wt * Cin, Hy * Wy * Cout
     lx, ly, lt = _carve_len(nx), _carve_len(ny), _carve_len(alpha * alpha * max(Cin, Cout))
     for i in prange(groups * nimg):
         g = i // nimg
@@ -643,23 +776,38 @@ def staged_stage(x, U, bias_g, out, m, pt, pl, n0, nimg, th, tw, gemm, args, V, 
         buf = scratch[get_thread_id()]
         xb = buf[:nx].reshape((1, Hr, Wt, Cin))
         fill_rows(x, n0 + j, g * Cin, 0, pt, pl, xb)
-        transform_input(xb, m, buf[lx:lx + alpha * alpha * Cin].reshape((alpha, alpha, Cin)),
-                        V[g], j * per)
+        tmp = buf[lx:lx + alpha * alpha * Cin].reshape((alpha, alpha, Cin))
+        if m == 4:
+            transform_input_mixed(xb, th4, th, tw4, tw, tmp, V[g], j, cnt)
+        else:
+            transform_input(xb, m, tmp, V[g], j * per)
     npt = -(-a2 // STAGED_POINTS)
+    Vf, Mf, Vt = V.reshape(-1), M.reshape(-1), V.shape[2]
     for i in prange(groups * npt):
         g = i // npt
-        a0 = (i - g * npt) * STAGED_POINTS
-        a1 = min(a0 + STAGED_POINTS, a2)
-        products(gemm, args, V[g, a0:a1], U[g, a0:a1], M[g, a0:a1])
+        k0 = (i - g * npt) * STAGED_POINTS
+        for k in range(k0, min(k0 + STAGED_POINTS, a2)):
+            a = order[k]
+            if ln > 0:
+                ga = g * a2 + a
+                wino_gemm.product(Vf, ga * Vt * Cin, Up, ga * Cin * Cout, Mf, ga * Vt * Cout,
+                                  nimg * cnt[cls[a]], Cin, Cout, ln)
+            else:
+                r = args[cls[a]]
+                gemm(r[0], r[1], r[2], r[3], r[4], r[5], U[g, a].ctypes.data, r[6],
+                     V[g, a].ctypes.data, r[7], r[8], M[g, a].ctypes.data, r[9])
     for i in prange(groups * nimg):
         g = i // nimg
         j = i - g * nimg
         buf = scratch[get_thread_id()]
-        yb = buf[:ny].reshape((1, th * m, tw * m, Cout))
+        yb = buf[:ny].reshape((1, Hy, Wy, Cout))
         acc = buf[ly + lt:ly + lt + Cout]
         acc[:] = 0
-        transform_output(M[g], bias_g[g], m, buf[ly:ly + m * alpha * Cout].reshape(
-            (m, alpha, Cout)), yb, acc, j * per)
+        tmp = buf[ly:ly + m * alpha * Cout].reshape((m, alpha, Cout))
+        if m == 4:
+            transform_output_mixed(M[g], bias_g[g], th4, th, tw4, tw, tmp, yb, acc, j, cnt)
+        else:
+            transform_output(M[g], bias_g[g], m, tmp, yb, acc, j * per)
         finite[i] = np.isfinite(acc.sum())
         store_rows(yb, out, n0 + j, g * Cout, 0)
 
@@ -667,36 +815,66 @@ def staged_stage(x, U, bias_g, out, m, pt, pl, n0, nimg, th, tw, gemm, args, V, 
 def _run_staged(x, U, bias, out, groups, m, pads) -> bool:
     """Small images: for each stage of at most ``STAGED_TILES`` tiles of whole images,
     (1) transform every image into ``V (groups, alpha^2, tiles, Cin)``, (2) the products
-    ``M[g, a] = V[g, a] @ U[g, a]`` over all the stage's tiles, (3) inverse-transform and
-    store: one :func:`staged_stage` call (a Numba parallel region per step)."""
+    ``M[g, a] = V[g, a] @ U[g, a]`` over the stage's tiles that have point ``a``, (3)
+    inverse-transform and store: one :func:`staged_stage` call (a Numba parallel region
+    per step). F(4x4) ends each dimension in a 2-pixel F(2x2) edge tile where that
+    wastes less (:func:`edge_split`; its products reuse F(4x4)'s weights, on fewer rows
+    for the points it lacks: :func:`point_classes`)."""
     N = x.shape[0]
     _, a2, Cin, Cout = U.shape
     OH, OW = out.shape[2], out.shape[3]
     alpha = m + 2
-    th, tw = -(-OH // m), -(-OW // m)
+    (th4, th), (tw4, tw) = edge_split(OH, m), edge_split(OW, m)
     per = th * tw
+    cls, cnt, order = point_classes(m, th4, th, tw4, tw)
     dt = out.dtype
     ipb = max(1, min(N, STAGED_TILES // per))  # images per stage
     V = _take((groups, a2, ipb * per, Cin), dt)
     M = _take((groups, a2, ipb * per, Cout), dt)
     pt, pl = pads[0][0], pads[1][0]
     bias_g = np.ascontiguousarray(bias, dtype=dt).reshape(groups, Cout)
-    Wt, Hr = tw * m + 2, th * m + 2
-    need = (max(_carve_len(Hr * Wt * Cin), _carve_len(th * m * tw * m * Cout))
+    Hy, Wy = th4 * m + 2 * (th - th4), tw4 * m + 2 * (tw - tw4)
+    need = (max(_carve_len((Hy + 2) * (Wy + 2) * Cin), _carve_len(Hy * Wy * Cout))
             + _carve_len(alpha * alpha * max(Cin, Cout)) + _carve_len(Cout))
     scratch = scratch_rows(need, dt)
     finite = np.ones(groups * N, dtype=np.bool_)
+    ln = wino_gemm.lanes(dt) if wino_gemm.applies(Cout, dt) else 0
+    Up = _packed(U) if ln else np.zeros(1, dt)
     with blas.single_threaded_blas():
         for n0 in range(0, N, ipb):
             nimg = min(ipb, N - n0)
-            prod = blas.Gemm(dt, nimg * per, Cout, Cin, lda=Cin, ldb=Cout, ldc=Cout)
-            gemm, args = blas.numba_call(prod)
-            staged_stage(x, U, bias_g, out, m, pt, pl, n0, nimg, th, tw, gemm, args,
-                         V, M, scratch,
-                         finite[n0 * groups:(n0 + nimg) * groups])
-            del prod  # kept alive (its arguments) until the products are done
+            prods = [blas.Gemm(dt, max(1, nimg * int(c)), Cout, Cin, lda=Cin, ldb=Cout,
+                               ldc=Cout) for c in cnt]
+            calls = [blas.numba_call(p) for p in prods]
+            args = np.stack([c[1] for c in calls])
+            staged_stage(x, U, bias_g, out, m, pt, pl, n0, nimg, th4, th, tw4, tw, calls[0][0],
+                         args, cls, cnt, order, V, M, scratch,
+                         finite[n0 * groups:(n0 + nimg) * groups], Up, ln)
+            del prods  # kept alive (their arguments) until the products are done
     _release(V, M)
     return bool(finite.all())
+
+
+#: Packed weights (:func:`fastconv.cpu.wino_gemm.pack`) of cached transforms: id(U) -> (U, Up).
+_PACKED: dict = {}
+
+
+def _packed(U) -> np.ndarray:
+    """``U`` packed for :func:`fastconv.cpu.wino_gemm.product`: kept beside a cached
+    transform (and dropped with it), packed afresh for a pooled one."""
+    with _U_LOCK:
+        cached = any(u is U for _, u in _U_CACHE.values())
+        hit = _PACKED.get(id(U))
+        if hit is not None and hit[0] is U:
+            return hit[1]
+    Up = wino_gemm.pack(U)
+    if cached:
+        with _U_LOCK:
+            live = {id(u) for _, u in _U_CACHE.values()}
+            for k in [k for k in _PACKED if k not in live]:
+                del _PACKED[k]
+            _PACKED[id(U)] = (U, Up)
+    return Up
 
 
 def correlate(xp, w, bias, out, stride, dilation, groups):
