@@ -1,6 +1,8 @@
 """The GEMM algorithm's 1x1 form (``fastconv.cpu.gemm.shifted`` with one tap and at least
 4 image-group products: one product per image and group, written in place into the
-output, W6's path): against the float64 NumPy oracle, with and without bias, groups,
+output, W6's path), both ways: OpenBLAS (``shifted_tasks``) and, for float32 on AVX-512
+with ``Kg % 8 == 0`` and pixels a multiple of 16, the Numba register-block kernel
+(``pointwise_rows``): against the float64 NumPy oracle, with and without bias, groups,
 float32 and float64, and bit-identical for any thread count.
 
 float32 tolerance: measured max |error| / max |y| <= 6.5e-7 on W6 (256 input channels,
@@ -52,11 +54,34 @@ def test_one_product_per_image_matches_oracle(monkeypatch, dtype, groups, with_b
     _close(got, conv_nd(x, w, b, groups=groups), dtype)
 
 
-def test_bit_identical_for_any_thread_count():
+requires_kernel = pytest.mark.skipif(not gemm.pointwise_ok(np.float32, 8, 16),
+                                     reason="the register-block kernel needs AVX-512")
+
+
+@requires_kernel
+@pytest.mark.parametrize("kc", [gemm.POINTWISE_KC, 16])  # one pass / passes of 16 channels
+@pytest.mark.parametrize("groups, with_bias", [(1, False), (1, True), (2, True)])
+def test_register_block_kernel_matches_oracle(monkeypatch, kc, groups, with_bias):
+    rng = np.random.default_rng(13)
+    N, Cg, Kg, H, W = 4, 40, 16, 8, 10  # 80 pixels: one 48-column block, two of 16
+    x = rng.standard_normal((N, Cg * groups, H, W)).astype(np.float32)
+    w = rng.standard_normal((Kg * groups, Cg, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(Kg * groups).astype(np.float32) if with_bias else None
+    monkeypatch.setattr(gemm, "POINTWISE_KC", kc)
+    seen = _spy(monkeypatch)
+    got = fc.conv2d(x, w, b, groups=groups, algorithm="gemm")
+    assert not seen  # not the OpenBLAS tasks
+    _close(got, conv_nd(x, w, b, groups=groups), np.float32)
+    assert gemm.pointwise_ok(np.float32, 16, 80) and not gemm.pointwise_ok(np.float64, 16, 80)
+    assert not gemm.pointwise_ok(np.float32, 12, 80) and not gemm.pointwise_ok(np.float32, 16, 72)
+
+
+@pytest.mark.parametrize("Kg, W", [(24, 11), (24, 16)])  # OpenBLAS / the kernel (AVX-512)
+def test_bit_identical_for_any_thread_count(Kg, W):
     rng = np.random.default_rng(12)
-    x = rng.standard_normal((6, 64, 10, 11)).astype(np.float32)
-    w = rng.standard_normal((24, 64, 1, 1)).astype(np.float32)
-    b = rng.standard_normal(24).astype(np.float32)
+    x = rng.standard_normal((6, 64, 10, W)).astype(np.float32)
+    w = rng.standard_normal((Kg, 64, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(Kg).astype(np.float32)
     n = numba.get_num_threads()
     runs = []
     for t in sorted({1, 2, n}):
