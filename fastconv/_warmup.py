@@ -232,6 +232,8 @@ def _task_conv(dtype: str) -> None:
     conv.conv2d(x3c, w64, stride=2, algorithm="direct_vec")  # microkernel: wide rows form
     x32, = _rng_arrays(dtype, (2, 32, 24, 24))
     conv.conv2d(x32, w32, padding=1, algorithm="gemm")  # shifted GEMM
+    x4i, w1x1 = _rng_arrays(dtype, (4, 32, 4, 4), (8, 32, 1, 1))
+    conv.conv2d(x4i, w1x1, algorithm="gemm")  # 1x1 GEMM (float32, AVX-512: pointwise_rows)
     x1, w1d, x3, w3 = _rng_arrays(dtype, (1, 4, 40), (8, 4, 3), (1, 8, 3, 6, 9), (8, 8, 2, 3, 3))
     conv.conv1d(x1, w1d, padding=1, algorithm="gemm")  # folded GEMM
     conv.conv3d(x3, w3, padding=1, algorithm="gemm")  # F(4, 3) along W (winograd_w)
