@@ -77,15 +77,21 @@ class ReLU:
 
 
 class LeNet:
-    """conv(1->6, 5x5, pad 2) - ReLU - pool 2 - conv(6->16, 5x5) - ReLU - pool 2 - 400-120-10."""
+    """conv(1->6, 5x5, pad 2) - ReLU - pool 2 - conv(6->16, 5x5) - ReLU - pool 2 - 400-120-10.
+
+    Each ReLU runs after its max pooling: the two commute (the maximum of ``max(v, 0)``
+    over a window is ``max(max(v), 0)``, and the gradient reaches the window's first
+    maximum exactly when that maximum is positive, either way), so this is PyTorch's
+    conv - ReLU - pool network, its values and gradients, with the ReLU on a quarter of
+    the elements."""
 
     def __init__(self, seed: int = 0, dtype=np.float32):
         rng = np.random.default_rng(seed)
         self.layers = [
-            fc.Conv2d(1, 6, 5, padding=2, seed=rng.integers(2**31), dtype=dtype), ReLU(),
-            fc.MaxPool2d(2),
-            fc.Conv2d(6, 16, 5, seed=rng.integers(2**31), dtype=dtype), ReLU(),
-            fc.MaxPool2d(2),
+            fc.Conv2d(1, 6, 5, padding=2, seed=rng.integers(2**31), dtype=dtype),
+            fc.MaxPool2d(2), ReLU(),
+            fc.Conv2d(6, 16, 5, seed=rng.integers(2**31), dtype=dtype),
+            fc.MaxPool2d(2), ReLU(),
         ]
         self.dense = [Dense(400, 120, rng, dtype), ReLU(), Dense(120, 10, rng, dtype)]
         self.dtype = np.dtype(dtype)
