@@ -930,23 +930,38 @@ def weight_gradient(x, g, gw, stride, dilation, groups, pads=((0, 0),) * 3, mode
     return gw
 
 
-#: Task ranges per call of the one-vector and wide-row kernels (each task owns its
-#: outputs, so any split gives the same bits).
-RANGES = 8
-
-
 def _tasks(kernel, ntasks: int, args: tuple) -> None:
-    """``kernel(*args, lo, hi)`` over ``RANGES`` contiguous ranges of ``[0, ntasks)`` on
-    the fastconv threads (``fastconv.cpu.blas.parallel``: Python threads, the serial
-    kernels release the GIL). Not a Numba parallel region: the small-image GEMM's and
-    the pooling layers' tasks run on those threads too, and OpenMP workers spinning
-    after a region took the cores from them (LeNet's step at 2 threads: 10 -> 38-49 ms
-    on the shared 2-core machine with prange kernels)."""
-    from fastconv.cpu import blas
+    """``kernel(*args, t, t + 1)`` for every task ``t`` of ``[0, ntasks)`` as the
+    iterations of one Numba parallel region (the kernel's ``*_par`` wrapper). Each task
+    owns its outputs and is computed alone, so the bits do not depend on the threads.
+    Not :func:`fastconv.cpu.blas.parallel`'s Python threads: LeNet's step at 2 threads
+    gained little from them (its calls come in bursts, the Python workers woke late);
+    with every parallel part of the step a region (the small-image GEMM's chunks too),
+    Numba's spinning OpenMP workers no longer take the cores from Python threads."""
+    _PAR[kernel](*args, ntasks)
 
-    n = max(1, min(RANGES, ntasks))
-    bounds = [ntasks * i // n for i in range(n + 1)]
-    blas.parallel(lambda i: kernel(*args, bounds[i], bounds[i + 1]), n)
+
+@njit(**JIT_PARALLEL)
+def _correlate_plane_par(x, before, mode, wp, bias, out, stride, dilation, kshape, groups,
+                         ntasks):
+    """:func:`_correlate_plane`'s tasks, one per iteration of one parallel region."""
+    for t in prange(ntasks):
+        _correlate_plane(x, before, mode, wp, bias, out, stride, dilation, kshape, groups, t,
+                         t + 1)
+
+
+@njit(**JIT_PARALLEL)
+def _weight_plane_par(x, before, mode, gt, gw, oshape, stride, dilation, groups, ntasks):
+    """:func:`_weight_plane`'s tasks, one per iteration of one parallel region."""
+    for t in prange(ntasks):
+        _weight_plane(x, before, mode, gt, gw, oshape, stride, dilation, groups, t, t + 1)
+
+
+@njit(**JIT_PARALLEL)
+def _correlate_wide_par(x, before, mode, wp, bias, out, dilation, kshape, groups, L, ntasks):
+    """:func:`_correlate_wide`'s tasks, one per iteration of one parallel region."""
+    for t in prange(ntasks):
+        _correlate_wide(x, before, mode, wp, bias, out, dilation, kshape, groups, L, t, t + 1)
 
 
 def pack_weight(w: np.ndarray, groups: int, KB: int | None = None) -> np.ndarray:
@@ -1224,3 +1239,8 @@ def correlate_wide(x, w, bias, out, dilation, groups, pads=((0, 0),) * 3, mode="
            (np.ascontiguousarray(x), before, MODE_CODES[mode], wp, b, out, dl, kshape, groups,
             lanes))
     return out
+
+
+#: Each task kernel's parallel-region wrapper (:func:`_tasks`).
+_PAR = {_correlate_plane: _correlate_plane_par, _weight_plane: _weight_plane_par,
+        _correlate_wide: _correlate_wide_par}

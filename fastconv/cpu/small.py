@@ -10,10 +10,15 @@ output pixels each, a function of the shapes only); a chunk's receptive-field ma
 image, the images side by side) is gathered by a serial Numba kernel (whole-row copies
 at unit stride; zero padding through a padded copy of the chunk) and multiplied by
 Numba's ``np.dot`` (the BLAS SciPy links), all in one ``nogil`` call per chunk (large
-forward products: gather, NumPy's BLAS through ``blas.Gemm``, bias; ``SMALL_GEMM_MACS``); chunks
-run as tasks on the fastconv threads (``fastconv.cpu.blas.parallel``, single-threaded
-BLAS meanwhile) with scratch blocks kept per calling thread (fresh multi-megabyte blocks
-cost more in first-touch page faults than the products):
+forward products: gather, NumPy's BLAS through ``blas.Gemm``, bias; ``SMALL_GEMM_MACS``). The
+forward's and the weight gradient's chunks are the iterations of one Numba parallel region
+per call (:func:`_forward_chunks`, :func:`_weight_chunks`; single-threaded BLAS
+meanwhile, scratch rows per thread from ``gemm.scratch_rows``): Numba's workers spin
+between regions, so a training step's bursts of calls keep both threads busy, where
+Python worker threads woke late. The large forward products and the input gradient run
+as tasks on the fastconv threads (``fastconv.cpu.blas.parallel``) with scratch blocks
+kept per calling thread (fresh multi-megabyte blocks cost more in first-touch page faults
+than the products):
 
 - forward: ``out[chunk, g] (Kg x B*M) = W_g (Kg x R) @ col_g (R x B*M) + bias``;
   :func:`correlate` can hand its blocks to the caller (``saved``: a layer keeps them, as
@@ -42,10 +47,10 @@ import threading
 import time
 
 import numpy as np
-from numba import njit
+from numba import get_thread_id, njit, prange
 
-from fastconv._config import JIT_SERIAL
-from fastconv.cpu import blas
+from fastconv._config import JIT_PARALLEL, JIT_SERIAL
+from fastconv.cpu import blas, gemm
 
 #: Most bytes of one image's ``col`` block (it and the product stay in the L2 cache).
 SMALL_MAX_COL_BYTES = 1 << 20
@@ -386,6 +391,73 @@ def _weight_chunk(xp, g, acc, n0, n1, kshape, stride, dilation, oshape, before, 
             np.dot(gk, col[grp].T, acc[grp])
 
 
+@njit(**JIT_PARALLEL)
+def _forward_chunks(xp, wm, bias, out, parts, kshape, stride, dilation, oshape, before,
+                    colbuf, coff, per_thread, scratch):
+    """Every chunk of :func:`_forward_chunk` (``parts`` rows are ``(n0, n1)``) as one
+    iteration of one parallel region. Chunk ``i`` gathers into ``colbuf[i]`` (a layer's
+    kept blocks) or, ``per_thread``, into the running thread's row ``colbuf[t]`` from
+    element ``coff``; its product lands in ``scratch[t]``. The same calls on the same
+    operands whichever thread runs a chunk, so the same bits for any thread count."""
+    groups, Kg, R = wm.shape
+    M = out.shape[2]
+    for i in prange(parts.shape[0]):
+        n0, n1 = parts[i, 0], parts[i, 1]
+        cols = (n1 - n0) * M
+        t = get_thread_id()
+        row = colbuf[t] if per_thread else colbuf[i]
+        col = row[coff : coff + groups * R * cols].reshape((groups, R, cols))
+        y = scratch[t, : Kg * cols].reshape((Kg, cols))
+        _forward_chunk(xp, wm, bias, out, n0, n1, kshape, stride, dilation, oshape, before,
+                       col, y, False)
+
+
+@njit(**JIT_PARALLEL)
+def _weight_chunks(xp, g, acc, parts, kshape, stride, dilation, oshape, before, colbuf, coff,
+                   per_thread, scratch, transposed, gathered):
+    """Every chunk of :func:`_weight_chunk` as one iteration of one parallel region, chunk
+    ``i``'s share into ``acc[i]`` (``acc`` is ``(chunks, groups, Kg, R)``); the ``col``
+    blocks as in :func:`_forward_chunks` (``gathered``: a layer's kept blocks, read only),
+    ``gk`` (and ``acct``, ``transposed``) in the running thread's ``scratch`` row."""
+    groups, Kg, R = acc.shape[1], acc.shape[2], acc.shape[3]
+    M = g.shape[2]
+    for i in prange(parts.shape[0]):
+        n0, n1 = parts[i, 0], parts[i, 1]
+        cols = (n1 - n0) * M
+        t = get_thread_id()
+        row = colbuf[t] if per_thread else colbuf[i]
+        col = row[coff : coff + groups * R * cols].reshape((groups, R, cols))
+        if transposed:
+            gk = scratch[t, : cols * Kg].reshape((cols, Kg))
+            acct = scratch[t, cols * Kg : (cols + R) * Kg].reshape((R, Kg))
+        else:
+            gk = scratch[t, : Kg * cols].reshape((Kg, cols))
+            acct = scratch[t, :0].reshape((0, Kg))
+        _weight_chunk(xp, g, acc[i], n0, n1, kshape, stride, dilation, oshape, before, col,
+                      gk, acct, gathered)
+
+
+def _round16(n: int) -> int:
+    """``n`` rounded up to 16 elements (64 bytes of float32): scratch parts stay aligned."""
+    return -(-n // 16) * 16
+
+
+def _kept_blocks(saved: list, parts, groups: int, R: int, M: int, dtype) -> np.ndarray:
+    """The ``(chunks, groups * R * B * M)`` array of a layer's kept ``col`` blocks
+    (``saved[0]``; allocated again when the shapes change), chunk ``i``'s block at the
+    start of row ``i``."""
+    shape = (len(parts), groups * R * max(n1 - n0 for n0, n1 in parts) * M)
+    if len(saved) != 1 or saved[0].shape != shape or saved[0].dtype != dtype:
+        saved[:] = [np.empty(shape, dtype)]
+    return saved[0]
+
+
+def _block_views(buf, parts, groups: int, R: int, M: int) -> list:
+    """Chunk ``i``'s ``(groups, R, (n1 - n0) * M)`` block of kept blocks ``buf``."""
+    return [buf[i, : groups * R * (n1 - n0) * M].reshape(groups, R, (n1 - n0) * M)
+            for i, (n0, n1) in enumerate(parts)]
+
+
 def _geometry(w_shape, stride, dilation, oshape):
     ints = lambda v: tuple(int(i) for i in v)  # noqa: E731 - Numba types them as UniTuples
     return ints(w_shape[2:]), ints(stride), ints(dilation), ints(oshape)
@@ -448,11 +520,11 @@ def correlate(xp, w, bias, out, stride, dilation, groups, before=(0, 0, 0), save
     parts = chunks(N, M)
     col_shapes = [(groups, R, (n1 - n0) * M) for n0, n1 in parts]
     if saved is None:
+        kept = None
         cols = _ThreadBlocks("col", col_shapes, out.dtype)
     else:
-        if [(c.shape, c.dtype) for c in saved] != [(s, out.dtype) for s in col_shapes]:
-            saved[:] = [np.empty(s, out.dtype) for s in col_shapes]
-        cols = saved
+        kept = _kept_blocks(saved, parts, groups, R, M, out.dtype)
+        cols = _block_views(kept, parts, groups, R, M)
     ys = _ThreadBlocks("y", [(Kg, (n1 - n0) * M) for n0, n1 in parts], out.dtype)
 
     itemsize = out.dtype.itemsize
@@ -460,12 +532,20 @@ def correlate(xp, w, bias, out, stride, dilation, groups, before=(0, 0, 0), save
     large = blas_ok and Kg * R * (parts[0][1] - parts[0][0]) * M >= SMALL_GEMM_MACS
     n0, n1 = parts[0]
 
+    def region():  # the compiled form's parallel region: its arguments
+        per_thread = kept is None
+        need = _round16(Kg * max(n1 - n0 for n0, n1 in parts) * M)
+        block = math.prod(col_shapes[0])  # the first chunk is the largest
+        scratch = gemm.scratch_rows(need + (block if per_thread else 0), out.dtype)
+        return (xp, wm, b, out3, np.array(parts, dtype=np.int64), kshape, st, dil, oshape,
+                bf, scratch if per_thread else kept, need if per_thread else 0, per_thread,
+                scratch)
+
     def kernels():  # what the compiled form calls (the first chunk's arguments)
         if large:
             return [(_gather, (xp, n0, n1, 0, kshape, st, dil, oshape, bf, cols[0][0])),
                     (_bias_rows, (ys[0], b, out3, n0, n1, 0))]
-        return [(_forward_chunk, (xp, wm, b, out3, n0, n1, kshape, st, dil, oshape, bf,
-                                  cols[0], ys[0], False))]
+        return [(_forward_chunks, region())]
 
     # (Numba's np.dot multiplies a single row or column by gemv or dot, not gemm: those
     # shapes, off the "auto" rule's path, keep the kernels; the last chunk is the smallest)
@@ -488,10 +568,11 @@ def correlate(xp, w, bias, out, stride, dilation, groups, before=(0, 0, 0), save
                 gemm(wa + g * Kg * R * itemsize, ca + g * R * col.shape[2] * itemsize, ya,
                      False)
                 _bias_rows(y, b, out3, n0, n1, g * Kg)
-    else:
-        def task(i):
-            _forward_chunk(xp, wm, b, out3, *parts[i], kshape, st, dil, oshape, bf, cols[i],
-                           ys[i], False)
+    else:  # one parallel region (Numba's workers spin between regions: bursts of calls,
+        # as a training step's, scale; no Python between a chunk's calls)
+        with blas.single_threaded_blas(), np.errstate(invalid="ignore", over="ignore"):
+            _forward_chunks(*region())
+        return out
 
     with np.errstate(invalid="ignore", over="ignore"):
         blas.parallel(task, len(parts))
@@ -679,25 +760,17 @@ def weight_gradient(xp, g, gw, stride, dilation, groups, before=(0, 0, 0), cols=
     g3 = np.ascontiguousarray(g, dtype=gw.dtype).reshape(N, K, M)
     bf = tuple(int(v) for v in before)
     parts = chunks(N, M)
-    col_shapes = [(groups, R, (n1 - n0) * M) for n0, n1 in parts]
-    gathered = cols is not None and [(c.shape, c.dtype) for c in cols] == [
-        (s, gw.dtype) for s in col_shapes]
-    if not gathered:
-        cols = _ThreadBlocks("col", col_shapes, gw.dtype)
-    if R >= SMALL_DW_TRANSPOSED_R:
-        gks = _ThreadBlocks("gkt", [((n1 - n0) * M, Kg) for n0, n1 in parts], gw.dtype)
-        accts = _ThreadBlocks("acct", [(R, Kg)] * len(parts), gw.dtype)
-    else:
-        gks = _ThreadBlocks("gk", [(Kg, (n1 - n0) * M) for n0, n1 in parts], gw.dtype)
-        accts = [np.empty((0, Kg), gw.dtype)] * len(parts)
+    block = groups * R * max(n1 - n0 for n0, n1 in parts) * M
+    gathered = (cols is not None and len(cols) == 1 and cols[0].dtype == gw.dtype
+                and cols[0].shape == (len(parts), block))
+    transposed = R >= SMALL_DW_TRANSPOSED_R
+    need = _round16(Kg * (max(n1 - n0 for n0, n1 in parts) * M + (R if transposed else 0)))
+    scratch = gemm.scratch_rows(need + (0 if gathered else block), gw.dtype)
     acc = np.empty((len(parts), groups, Kg, R), dtype=gw.dtype)
-
-    def task(i):
-        _weight_chunk(xp, g3, acc[i], *parts[i], kshape, st, dil, oshape, bf, cols[i], gks[i],
-                      accts[i], gathered)
-
-    with np.errstate(invalid="ignore", over="ignore"):
-        blas.parallel(task, len(parts))
+    with blas.single_threaded_blas(), np.errstate(invalid="ignore", over="ignore"):
+        _weight_chunks(xp, g3, acc, np.array(parts, dtype=np.int64), kshape, st, dil, oshape,
+                       bf, cols[0] if gathered else scratch, 0 if gathered else need,
+                       not gathered, scratch, transposed, gathered)
     total = acc[0]
     for j in range(1, len(parts)):  # in order: the same sum for any thread count
         total += acc[j]
