@@ -87,3 +87,27 @@ def test_simd_product_rows_share_one_chain(dtype):
     np.testing.assert_array_equal(part, full[:13])
     want = V.astype(np.float64) @ U[0, 0].astype(np.float64)
     np.testing.assert_allclose(full, want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows", [14, 22, 29, 72, 96, 128])
+def test_simd_product_row_blocks_same_bits(dtype, rows):
+    """The 14-row, 8-row and single-row paths of ``wino_gemm.product`` give every row the
+    bits that row gets alone (one FMA chain over ``Cin`` in order); ``rows`` chosen so
+    each mix occurs (``rows14``: 128 = 8 x 14 + 2 x 8, 29 = 2 x 14 + 1); values as a float64
+    product."""
+    ln = wino_gemm.lanes(dtype)
+    cin, cout = 40, 4 * ln
+    rng = np.random.default_rng(rows)
+    V = rng.standard_normal((rows, cin)).astype(dtype)
+    U = rng.standard_normal((1, 1, cin, cout)).astype(dtype)
+    Up = wino_gemm.pack(U)
+    full = np.zeros((rows, cout), dtype)
+    wino_gemm.product(V.reshape(-1), 0, Up, 0, full.reshape(-1), 0, rows, cin, cout, ln)
+    one = np.zeros((1, cout), dtype)
+    for t in range(rows):
+        wino_gemm.product(V[t].copy(), 0, Up, 0, one.reshape(-1), 0, 1, cin, cout, ln)
+        np.testing.assert_array_equal(full[t], one[0])
+    want = V.astype(np.float64) @ U[0, 0].astype(np.float64)
+    np.testing.assert_allclose(full, want, rtol=0, atol=1e-5 * np.abs(want).max())
+    assert 14 * wino_gemm.rows14(rows) <= rows
