@@ -142,12 +142,12 @@ def test_a_cold_caches_first_small_image_conv2d_compiles_nothing(tmp_path):
             "x = rng.standard_normal((2, 8, 16, 16)).astype(np.float32)\n"
             "w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)\n"
             "y = fc.conv2d(x, w, padding=1)\n"
-            "kernels = (small._forward_chunks, small._gather, small._bias_rows)\n"
+            "kernels = (small._forward_chunk, small._gather, small._bias_rows)\n"
             "print(sum(len(k.signatures) for k in kernels), end=' ')\n"
             "small.SMALL_NUMPY_SECONDS = {budget}\n"
             "z = fc.conv2d(x, w, padding=1)\n"
-            "hits = sum(small._forward_chunks.stats.cache_hits.values())\n"
-            "print(len(small._forward_chunks.signatures), hits, y.tobytes() == z.tobytes())\n")
+            "hits = sum(small._forward_chunk.stats.cache_hits.values())\n"
+            "print(len(small._forward_chunk.signatures), hits, y.tobytes() == z.tobytes())\n")
     assert _python(code.format(budget="float('inf')"), env) == "0 0 0 True"  # NumPy form
     assert _python(code.format(budget=0.0), env) == "0 1 0 True"  # compiled, same bits
     assert _python(code.format(budget="float('inf')"), env) == "1 1 1 True"  # cached

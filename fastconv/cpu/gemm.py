@@ -161,12 +161,14 @@ def _row_chunks(nrows: int, Wp: int, rows_out: int, itemsize: int):
     return [(r, min(nrows, r + step)) for r in range(0, nrows, step)]
 
 
-def scratch_rows(need: int, dtype) -> np.ndarray:
+def scratch_rows(need: int, dtype, nthreads: int | None = None) -> np.ndarray:
     """``(numba.get_num_threads(), need)`` elements of ``dtype`` from the calling thread's
     :func:`_buffer`, each row 64-byte aligned: the per-thread scratch of one parallel
-    region (an iteration works in ``scratch[numba.get_thread_id()]``)."""
+    region (an iteration works in ``scratch[numba.get_thread_id()]``); ``nthreads`` rows
+    instead for a caller that runs no region (asking the thread count starts Numba's
+    thread pool)."""
     dtype = np.dtype(dtype)
-    nthreads = numba.get_num_threads()
+    nthreads = numba.get_num_threads() if nthreads is None else nthreads
     row = max(16, -(-need // 16) * 16)  # elements: 64 bytes at float32
     nbytes = nthreads * row * dtype.itemsize
     buf = _buffer(nbytes + 64)

@@ -532,20 +532,28 @@ def correlate(xp, w, bias, out, stride, dilation, groups, before=(0, 0, 0), save
     large = blas_ok and Kg * R * (parts[0][1] - parts[0][0]) * M >= SMALL_GEMM_MACS
     n0, n1 = parts[0]
 
-    def region():  # the compiled form's parallel region: its arguments
+    def region(nthreads=None):  # the compiled form's parallel region: its arguments
         per_thread = kept is None
         need = _round16(Kg * max(n1 - n0 for n0, n1 in parts) * M)
         block = math.prod(col_shapes[0])  # the first chunk is the largest
-        scratch = gemm.scratch_rows(need + (block if per_thread else 0), out.dtype)
+        scratch = gemm.scratch_rows(need + (block if per_thread else 0), out.dtype, nthreads)
         return (xp, wm, b, out3, np.array(parts, dtype=np.int64), kshape, st, dil, oshape,
                 bf, scratch if per_thread else kept, need if per_thread else 0, per_thread,
                 scratch)
+
+    def single():  # one chunk: its kernel on the calling thread, as the region's iteration
+        # 0 would run it (a fresh process's first small call then starts no thread pool)
+        args = region(nthreads=1)
+        colbuf, coff, scratch, cols_n = args[10], args[11], args[13], (n1 - n0) * M
+        col = colbuf[0][coff:coff + groups * R * cols_n].reshape((groups, R, cols_n))
+        y = scratch[0, :Kg * cols_n].reshape((Kg, cols_n))
+        return (xp, wm, b, out3, n0, n1, kshape, st, dil, oshape, bf, col, y, False)
 
     def kernels():  # what the compiled form calls (the first chunk's arguments)
         if large:
             return [(_gather, (xp, n0, n1, 0, kshape, st, dil, oshape, bf, cols[0][0])),
                     (_bias_rows, (ys[0], b, out3, n0, n1, 0))]
-        return [(_forward_chunks, region())]
+        return [(_forward_chunk, single()) if len(parts) == 1 else (_forward_chunks, region())]
 
     # (Numba's np.dot multiplies a single row or column by gemv or dot, not gemm: those
     # shapes, off the "auto" rule's path, keep the kernels; the last chunk is the smallest)
@@ -571,7 +579,10 @@ def correlate(xp, w, bias, out, stride, dilation, groups, before=(0, 0, 0), save
     else:  # one parallel region (Numba's workers spin between regions: bursts of calls,
         # as a training step's, scale; no Python between a chunk's calls)
         with blas.single_threaded_blas(), np.errstate(invalid="ignore", over="ignore"):
-            _forward_chunks(*region())
+            if len(parts) == 1:
+                _forward_chunk(*single())
+            else:
+                _forward_chunks(*region())
         return out
 
     with np.errstate(invalid="ignore", over="ignore"):
