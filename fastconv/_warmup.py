@@ -271,7 +271,9 @@ def _task_grad(dtype: str) -> None:
     # small images (LeNet's second layer): one product per chunk of images on its im2col block
     xs, ws, gs = _rng_arrays(dtype, (8, 6, 14, 14), (16, 6, 5, 5), (8, 16, 10, 10))
     conv.conv2d(xs, ws)  # 1.9 M multiply-adds a chunk: the product on NumPy's BLAS
-    conv.conv2d(xs[:2], ws)  # 0.5 M: the product inside the chunk's kernel
+    conv.conv2d(xs[:2], ws)  # 0.5 M: the product inside the chunk's kernel (one chunk: serial)
+    x1, w1 = _rng_arrays(dtype, (8, 1, 28, 28), (6, 1, 5, 5))
+    conv.conv2d(x1, w1, padding=2)  # LeNet's first layer: several chunks, one parallel region
     # (small.KERNELS is True here: compiled, not the cold cache's NumPy form)
     grad.conv2d_input(xs.shape, ws, gs)  # 6 channels: direct_wide (fastconv.cpu.microkernel)
     x12, w12 = _rng_arrays(dtype, (8, 12, 14, 14), (16, 12, 5, 5))
