@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,15 +111,41 @@ def light_cache_load() -> None:
             hasattr(FunctionCache, a) for a in ("_load_overload",
                                                 "_guard_against_spurious_io_errors")):
         return
+    from numba.core import environment
     from numba.core.runtime import rtsys
+
+    rebuild = environment._rebuild_env
+
+    def light_env(modname, consts, env_name):
+        """Numba's ``_rebuild_env``, except that the environment of one of Numba's own
+        implementations (``np.zeros``, ``np.dot``, ... inlined into a kernel) that holds
+        no constants is rebuilt without importing its module (``numba.np.arrayobj`` and
+        what it imports: 30-60 ms of a warm first call). Compiled nopython code never
+        reads an environment's globals (only object mode does); its name is kept, so
+        the environment still caches as Numba's own."""
+        if consts or modname in sys.modules or not modname.startswith("numba."):
+            return rebuild(modname, consts, env_name)
+        env = environment.lookup_environment(env_name)
+        if env is None:
+            env = environment.Environment({"__name__": modname})
+            env.env_name = env_name
+            environment.Environment._memo[env_name] = env
+        return env
 
     def load_overload(self, sig, target_context):
         func = getattr(self, "_py_func", None)
         if not getattr(func, "__module__", "").startswith("fastconv."):
             return original(self, sig, target_context)
-        rtsys.initialize(target_context)  # the part of the refresh a loaded kernel needs
-        with self._guard_against_spurious_io_errors():
-            return self._load_overload(sig, target_context)
+        if not rtsys._init:  # the part of the refresh a loaded kernel needs
+            initialize_runtime(target_context, self._cache_path)
+        # under Numba's compiler lock (a dispatcher's compile holds it): no other load
+        # sees the swapped rebuild
+        environment._rebuild_env = light_env
+        try:
+            with self._guard_against_spurious_io_errors():
+                return self._load_overload(sig, target_context)
+        finally:
+            environment._rebuild_env = rebuild
 
     load_overload._fastconv = True
     FunctionCache.load_overload = load_overload
@@ -137,6 +164,60 @@ def light_cache_load() -> None:
                 raise
 
     FunctionCache.save_overload = save_overload
+
+
+def initialize_runtime(target_context, cache_dir: str) -> None:
+    """Numba's ``rtsys.initialize``, its LLVM module loaded as object code from
+    ``cache_dir`` instead of compiled (25-40 ms of CPU in every process that loads a
+    kernel); the first process compiles it as Numba does and writes that file. The file's
+    name carries Numba's and llvmlite's versions and the codegen's target triple, CPU name
+    and features; a file that is missing or unreadable is compiled and written again, and
+    any other failure falls back to Numba's own initialisation."""
+    import hashlib
+    import pickle
+
+    import llvmlite
+    import numba
+    from llvmlite import binding as ll
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.runtime import _nrt_python as _nrt
+    from numba.core.runtime import nrtdynmod, rtsys
+
+    with global_compiler_lock:  # as Numba's (a library's finalize requires it)
+        if rtsys._init:
+            return
+        try:
+            codegen = target_context.codegen()
+            key = repr((numba.__version__, llvmlite.__version__, codegen.magic_tuple()))
+            path = Path(cache_dir) / (
+                f"fastconv-nrt-{hashlib.sha256(key.encode()).hexdigest()[:16]}.nbo")
+            if numba.core.config.NRT_STATS:  # the steps of Numba's initialize
+                _nrt.memsys_enable_stats()
+            for name, address in _nrt.c_helpers.items():
+                ll.add_symbol(name if name.startswith("_") else "NRT_" + name, address)
+            try:
+                library = codegen.unserialize_library(pickle.loads(path.read_bytes()))
+            except Exception:  # missing or unreadable: compile it, as Numba does
+                ir_mod, library = nrtdynmod.create_nrt_module(target_context)
+                library.enable_object_caching()
+                library.add_ir_module(ir_mod)
+                library.finalize()
+                _write_atomic(path, pickle.dumps(library.serialize_using_object_code()))
+            rtsys._library, rtsys._init = library, True
+        except Exception:  # Numba changed shape: its own initialisation
+            rtsys.initialize(target_context)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """``data`` into ``path`` as a new file (``_files.replacing``: never a partial file); a
+    directory that cannot be written is left alone."""
+    from fastconv._files import replacing
+
+    try:
+        with replacing(path) as tmp:
+            tmp.write_bytes(data)
+    except OSError:
+        pass
 
 
 def light_blas_import():

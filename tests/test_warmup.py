@@ -105,3 +105,47 @@ def test_quick_start_runs_one_correlation_core():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["1", "0", "0"]
+
+
+def test_warm_small_conv_loads_without_numbas_implementation_modules():
+    """A cached kernel's environments of Numba's own implementations (np.zeros, np.dot)
+    are rebuilt without importing their modules (``numba.np.arrayobj`` ...): a warm
+    process's first small conv2d gives the NumPy form's result and imports none of them."""
+    code = ("import sys, numpy as np, fastconv as fc; from fastconv.cpu import small; "
+            "rng = np.random.default_rng(0); x = rng.standard_normal((2, 8, 16, 16), "
+            "np.float32); w = rng.standard_normal((8, 8, 3, 3), np.float32); "
+            "small.KERNELS = True; y = fc.conv2d(x, w, padding=1); "
+            "ok = all(m not in sys.modules for m in ('numba.np.arrayobj', 'numba.np.linalg')); "
+            "small.KERNELS = False; print(ok, bool(np.array_equal(y, fc.conv2d(x, w, "
+            "padding=1))))")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)  # compiled
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["True", "True"]
+
+
+def test_runtime_module_is_cached_as_object_code(tmp_path):
+    """``initialize_runtime`` compiles Numba's runtime module once, writes it beside the
+    kernels, and later processes load it instead of compiling (a process that would
+    compile it fails here); a corrupt file is replaced by a good one."""
+    code = ("import sys, numpy as np, numba; from numba.core.registry import cpu_target; "
+            "from numba.core.runtime import nrtdynmod, rtsys; "
+            "from fastconv._warmup import initialize_runtime\n"
+            "if sys.argv[2] == 'load':\n"
+            "    def fail(*a): raise AssertionError('compiled the runtime')\n"
+            "    nrtdynmod.create_nrt_module = fail\n"
+            "initialize_runtime(cpu_target.target_context, sys.argv[1]); "
+            "f = numba.njit(lambda n: np.arange(n).sum()); print(rtsys._init, f(10))")
+
+    def run_child(mode):
+        return subprocess.run([sys.executable, "-c", code, str(tmp_path), mode],
+                              capture_output=True, text=True, check=True).stdout.split()
+
+    assert run_child("compile") == ["True", "45"]
+    files = list(tmp_path.glob("fastconv-nrt-*.nbo"))
+    assert len(files) == 1 and files[0].stat().st_size > 0
+    assert run_child("load") == ["True", "45"]
+    files[0].write_bytes(b"not a pickle")
+    assert run_child("compile") == ["True", "45"]
+    assert run_child("load") == ["True", "45"]
+    assert list(tmp_path.iterdir()) == files  # no temporary file left
