@@ -617,6 +617,11 @@ def _same_bits(a, b) -> bool:
     threads 0.36 ms against 0.56 serial (loaded machine, 2026-12-02)."""
     n = a.size
     nc = -(-n // 65536)
+    if nc <= 1:  # one chunk (W3's 147 KB): no parallel region, no worker wake-up
+        d = a[0] ^ a[0]
+        for i in range(n):
+            d |= a[i] ^ b[i]
+        return d == 0
     diff = np.zeros(nc, dtype=np.bool_)
     for j in prange(nc):
         d = a[0] ^ a[0]
@@ -879,13 +884,41 @@ def _run_fused(x, U, bias, out, groups, m, pads) -> bool:
     N = x.shape[0]
     _, a2, Cin, Cout = U.shape
     OH, OW = out.shape[2], out.shape[3]
-    alpha = m + 2
     th, tw = -(-OH // m), -(-OW // m)
     dt = out.dtype
-    s = dt.itemsize
-    blist = blocks(N, th, tw, target_tiles(m, Cin, Cout, s))
-    nblocks = len(blist)
     pt, pl = pads[0][0], pads[1][0]
+    key = (N, th, tw, m, Cin, Cout, a2, dt.str)
+    plan = _FUSED_PLANS.get(key)
+    if plan is None:
+        plan = _fused_plan(N, th, tw, m, a2, Cin, Cout, dt)
+        with _U_LOCK:
+            _FUSED_PLANS[key] = plan
+            while len(_FUSED_PLANS) > 32:
+                del _FUSED_PLANS[next(iter(_FUSED_PLANS))]
+    rows, gemm, args, need, _ = plan
+    nblocks = len(rows)
+    scratch = scratch_rows(need, dt)
+    finite = np.ones(groups * nblocks, dtype=np.bool_)
+    bias_g = np.ascontiguousarray(bias, dtype=dt).reshape(groups, Cout)
+    ln = wino_gemm.lanes(dt) if wino_gemm.applies(Cout, dt) else 0
+    Up = _packed(U) if ln else np.zeros(1, dt)
+    with blas.single_threaded_blas():
+        fused_blocks(x, U, bias_g, out, m, pt, pl, rows, tw, gemm, args, scratch, finite, Up,
+                     ln, np.array([2, 4, -4, -5, 8], dtype=dt))
+    return bool(finite.all())
+
+
+#: Block lists and BLAS arguments of :func:`_run_fused` by shape (rules of the shapes
+#: only): key -> :func:`_fused_plan`'s tuple (its ``Gemm`` objects keep the arguments'
+#: addresses alive).
+_FUSED_PLANS: dict = {}
+
+
+def _fused_plan(N, th, tw, m, a2, Cin, Cout, dt):
+    """(block rows, gemm pointer, gemm arguments, scratch elements per thread, Gemms) of
+    :func:`_run_fused`: rows (n0, nimg, ty0, nty, argument row) from :func:`blocks`."""
+    alpha = m + 2
+    blist = blocks(N, th, tw, target_tiles(m, Cin, Cout, dt.itemsize))
     gemms: dict = {}
     rows = []
     need = 0
@@ -902,15 +935,7 @@ def _run_fused(x, U, bias, out, groups, m, pads) -> bool:
             a2 * T * Cout, nx), alpha * alpha * max(Cin, Cout), Cout)))
     args = np.stack([g[3] for g in sorted(gemms.values(), key=lambda g: g[0])])
     gemm = next(iter(gemms.values()))[2]
-    scratch = scratch_rows(need, dt)
-    finite = np.ones(groups * nblocks, dtype=np.bool_)
-    bias_g = np.ascontiguousarray(bias, dtype=dt).reshape(groups, Cout)
-    ln = wino_gemm.lanes(dt) if wino_gemm.applies(Cout, dt) else 0
-    Up = _packed(U) if ln else np.zeros(1, dt)
-    with blas.single_threaded_blas():
-        fused_blocks(x, U, bias_g, out, m, pt, pl, np.array(rows, dtype=np.int64), tw, gemm,
-                     args, scratch, finite, Up, ln, np.array([2, 4, -4, -5, 8], dtype=dt))
-    return bool(finite.all())
+    return np.array(rows, dtype=np.int64), gemm, args, need, [g[1] for g in gemms.values()]
 
 
 @njit(inline="always", **JIT_SERIAL)
