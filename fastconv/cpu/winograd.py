@@ -15,11 +15,18 @@ tiles, or whole small images), one iteration per (group, block) of a Numba paral
 region, with a single-threaded BLAS. An iteration
 copies its input rows into a channels-innermost buffer ``(rows, columns, Cin)`` reading
 zero padding in place, transforms every tile into ``V (alpha^2, tiles, Cin)`` (Numba,
-vectorised over the channels), runs the ``alpha^2`` products ``V[a] @ U[a]`` as plain
-``sgemm``/``dgemm`` calls on pre-transformed, pre-arranged weights ``U``, then
-inverse-transforms ``M`` (adding the bias) and writes its output rows -- all while the
-block is in the core's L2 cache, and all in one ``nogil`` Numba call
-(:func:`fused_block`; the BLAS through a function pointer, :func:`products`). Images of
+vectorised over the channels), runs the ``alpha^2`` products ``V[a] @ U[a]`` on
+pre-transformed weights ``U`` (:func:`fastconv.cpu.wino_gemm.product` on ``U`` packed
+once beside the weight cache where ``Cout`` is a whole number of its panels, else plain
+``sgemm``/``dgemm`` calls), then inverse-transforms ``M`` (adding the bias) and writes
+its output rows -- all while the block is in the core's L2 cache, and all in one
+``nogil`` Numba call (:func:`fused_block`; the BLAS through a function pointer,
+:func:`products`). Where the channels are whole SIMD vectors, the row copies in and out
+are ``L x L`` register transposes (:func:`transpose_block`) and F(4x4)'s transforms run
+on explicit vectors (:func:`transform_input4_vec`, :func:`transform_output4_vec`). W3
+(8x64x56^2, 1 thread, CPU time, EPYC Zen 4, 2026-12-02): 12.3 -> 7.3 ms; of the scalar
+form's 12.8 ms, the element-wise transposes took 1.9 + 2.5 ms and the input transform
+2.2 ms (per-call view and alias-check overhead of its channel loops). Images of
 fewer than ``FUSED_MIN_IMAGE_TILES`` tiles (14x14: 16) run *staged*: transform every
 image, then each point's product over all the batch's tiles (at most ``STAGED_TILES``),
 then inverse-transform, three parallel loops: a product of 16 rows runs at a third of
