@@ -742,10 +742,16 @@ def blocks(N: int, th: int, tw: int, target: int) -> list[tuple[int, int, int, i
 MIN_BLOCKS = 2
 
 
-def target_tiles(m: int, cin: int, cout: int, itemsize: int) -> int:
-    """Tiles per block: the block's ``V`` and ``M`` in about ``WINOGRAD_BLOCK_BYTES``."""
+def target_tiles(m: int, cin: int, cout: int, itemsize: int, packed: bool = False) -> int:
+    """Tiles per block: the block's ``V`` and ``M`` in about ``WINOGRAD_BLOCK_BYTES``, half
+    that with ``packed`` products (:func:`fastconv.cpu.wino_gemm.product`, efficient from
+    14 rows on, where the BLAS wants long products). W3 on wino_gemm (1 thread, CPU time,
+    median of 9, EPYC Zen 4, 2026-12-02): 196-tile blocks 7.55 / 7.99 ms, 98 tiles 7.24 /
+    7.28, 28 tiles 7.46 / 7.72 (two runs; ``U``'s 590 KB no longer stays in L2 beside
+    small blocks: 36 products of 28 rows ran 5.7 ms against 4.3)."""
     per_tile = (m + 2) ** 2 * (cin + cout) * itemsize
-    return int(min(256, max(16, WINOGRAD_BLOCK_BYTES // per_tile)))
+    budget = WINOGRAD_BLOCK_BYTES // 2 if packed else WINOGRAD_BLOCK_BYTES
+    return int(min(256, max(16, budget // per_tile)))
 
 
 def run(x, U, bias, out, groups: int, m: int, pads) -> bool:
@@ -894,10 +900,12 @@ def _run_fused(x, U, bias, out, groups, m, pads) -> bool:
     th, tw = -(-OH // m), -(-OW // m)
     dt = out.dtype
     pt, pl = pads[0][0], pads[1][0]
-    key = (N, th, tw, m, Cin, Cout, a2, dt.str)
+    ln = wino_gemm.lanes(dt) if wino_gemm.applies(Cout, dt) else 0
+    target = target_tiles(m, Cin, Cout, dt.itemsize, ln > 0)
+    key = (N, th, tw, m, Cin, Cout, a2, dt.str, target)
     plan = _FUSED_PLANS.get(key)
     if plan is None:
-        plan = _fused_plan(N, th, tw, m, a2, Cin, Cout, dt)
+        plan = _fused_plan(N, th, tw, m, a2, Cin, Cout, dt, target)
         with _U_LOCK:
             _FUSED_PLANS[key] = plan
             while len(_FUSED_PLANS) > 32:
@@ -907,7 +915,6 @@ def _run_fused(x, U, bias, out, groups, m, pads) -> bool:
     scratch = scratch_rows(need, dt)
     finite = np.ones(groups * nblocks, dtype=np.bool_)
     bias_g = np.ascontiguousarray(bias, dtype=dt).reshape(groups, Cout)
-    ln = wino_gemm.lanes(dt) if wino_gemm.applies(Cout, dt) else 0
     Up = _packed(U) if ln else np.zeros(1, dt)
     K = np.array([2, 4, -4, -5, 8], dtype=dt)
     if ln:  # products on wino_gemm: no BLAS call, no limit to take
@@ -926,11 +933,12 @@ def _run_fused(x, U, bias, out, groups, m, pads) -> bool:
 _FUSED_PLANS: dict = {}
 
 
-def _fused_plan(N, th, tw, m, a2, Cin, Cout, dt):
+def _fused_plan(N, th, tw, m, a2, Cin, Cout, dt, target):
     """(block rows, gemm pointer, gemm arguments, scratch elements per thread, Gemms) of
-    :func:`_run_fused`: rows (n0, nimg, ty0, nty, argument row) from :func:`blocks`."""
+    :func:`_run_fused`: rows (n0, nimg, ty0, nty, argument row) from :func:`blocks` of
+    about ``target`` tiles."""
     alpha = m + 2
-    blist = blocks(N, th, tw, target_tiles(m, Cin, Cout, dt.itemsize))
+    blist = blocks(N, th, tw, target)
     gemms: dict = {}
     rows = []
     need = 0
