@@ -698,40 +698,80 @@ def _block_8x16(ap, a0, bf, b0, ldb, cf, c0, ldc, k0, k1, first):
     vstore(cf, c0 + 7 * ldc, c7_)
 
 
+@njit(inline="always", **JIT_SERIAL)
+def _pack_panel(bf, j, ldb, rows, width, bp):
+    """``bp[k*width : (k+1)*width] = B[k, j : j + width]`` for the ``rows`` rows of ``B``
+    (``bf[k*ldb + c]`` = B[k, c]; ``width`` 48 or 16): one column panel of the input made
+    contiguous (one stream instead of ``rows`` strided ones)."""
+    if width == 48:
+        for k in range(rows):
+            s = k * ldb + j
+            d = k * 48
+            vstore(bp, d, vload(bf, s))
+            vstore(bp, d + 16, vload(bf, s + 16))
+            vstore(bp, d + 32, vload(bf, s + 32))
+    else:
+        for k in range(rows):
+            vstore(bp, k * 16, vload(bf, k * ldb + j))
+
+
 @njit(**JIT_PARALLEL)
-def pointwise_rows(ap, x, out, bias_g, add_bias, kc):
-    """out[n, g] (Kg x L) = A_g @ x[n, g] (Cg x L) (+ bias_g[g] per row after the sum), one
-    iteration per (image, group): ``ap[g]`` is A_g packed ``(Kg // 8, Cg, 8)``; columns
-    in blocks of 48 (then 16), reduction in passes of ``kc`` rows (each output one FMA
-    chain over the channels in order, whatever the thread count). float32, AVX-512,
-    ``Kg % 8 == 0``, ``L % 16 == 0``."""
+def pointwise_rows(ap, x, out, bias_g, add_bias, kc, pieces, scratch):
+    """out[n, g] (Kg x L) = A_g @ x[n, g] (Cg x L) (+ bias_g[g] per row after the sum).
+
+    ``ap[g]`` is A_g packed ``(Kg // 8, Cg, 8)``. One iteration per (image, group, piece
+    of the columns; ``pieces`` per image); in a piece, column panels of 48 (the last ones
+    16) are packed contiguously into the running thread's row of ``scratch`` (``Cg * 48``
+    elements), then every 8-row block of the output is computed over that panel in passes
+    of ``kc`` channels (each output one FMA chain over the channels in order, whatever
+    the thread count or the split). float32, AVX-512, ``Kg % 8 == 0``, ``L % 16 == 0``.
+    """
     N, G, Cg, L = x.shape
     Kg = out.shape[2]
     nb = Kg // 8
-    for t in prange(N * G):
-        n = t // G
-        g = t - n * G
+    npan = (L + 47) // 48  # column panels (the last one 16 or 32 wide)
+    per = -(-npan // pieces)
+    for t in prange(N * G * pieces):
+        q = t // pieces
+        n = q // G
+        g = q - n * G
+        p0 = (t - q * pieces) * per
+        j, j1 = min(L, p0 * 48), min(L, (p0 + per) * 48)
         af = ap[g].reshape(-1)
         bf = x[n, g].reshape(-1)
         cf = out[n, g].reshape(-1)
-        for k0 in range(0, Cg, kc):
-            k1 = min(Cg, k0 + kc)
-            j = 0
-            while j + 48 <= L:
+        bp = scratch[get_thread_id()]
+        while j < j1:
+            width = 48 if j + 48 <= j1 else 16
+            _pack_panel(bf, j, L, Cg, width, bp)
+            for k0 in range(0, Cg, kc):
+                k1 = min(Cg, k0 + kc)
                 for ib in range(nb):
-                    _block_8x48(af, ib * Cg * 8, bf, j, L, cf, ib * 8 * L + j, L, k0, k1, k0 == 0)
-                j += 48
-            while j < L:
-                for ib in range(nb):
-                    _block_8x16(af, ib * Cg * 8, bf, j, L, cf, ib * 8 * L + j, L, k0, k1, k0 == 0)
-                j += 16
-        if add_bias:
-            rows = out[n, g]
-            for k in range(Kg):
-                bk = bias_g[g, k]
-                dst = rows[k]
-                for j in range(L):
-                    dst[j] = dst[j] + bk
+                    if width == 48:
+                        _block_8x48(af, ib * Cg * 8, bp, 0, 48, cf, ib * 8 * L + j, L, k0, k1,
+                                    k0 == 0)
+                    else:
+                        _block_8x16(af, ib * Cg * 8, bp, 0, 16, cf, ib * 8 * L + j, L, k0, k1,
+                                    k0 == 0)
+            if add_bias:
+                rows = out[n, g]
+                for k in range(Kg):
+                    bk = bias_g[g, k]
+                    dst = rows[k]
+                    for c in range(j, j + width):
+                        dst[c] = dst[c] + bk
+            j += width
+
+
+def pointwise_pieces(tasks: int, L: int) -> int:
+    """Column pieces per (image, group) product of :func:`pointwise_rows`: 1 when the
+    products divide evenly among the threads (W6: 8 images, 2 threads), else enough
+    pieces (whole 48-column panels) for about 4 iterations per thread. Pieces split
+    outputs, never a sum, so the bits do not depend on the thread count."""
+    nthreads = numba.get_num_threads()
+    if tasks % nthreads == 0:
+        return 1
+    return max(1, min((L + 47) // 48, -(-4 * nthreads // tasks)))
 
 
 def pointwise_ok(dtype, Kg: int, L: int) -> bool:
@@ -752,6 +792,8 @@ def pointwise(x, w, bias, out, groups):
     L = out.shape[2] * out.shape[3] * out.shape[4]
     ap = np.ascontiguousarray(w.reshape(groups, Kg // 8, 8, Cg).transpose(0, 1, 3, 2))
     bias_g = np.ascontiguousarray(bias, dtype=out.dtype).reshape(groups, Kg)
+    scratch = scratch_rows(Cg * 48, out.dtype)
     pointwise_rows(ap, x.reshape(N, groups, Cg, L), out.reshape(N, groups, Kg, L), bias_g,
-                   bool(np.any(bias)), POINTWISE_KC)
+                   bool(np.any(bias)), POINTWISE_KC, pointwise_pieces(N * groups, L),
+                   scratch)
     return out
