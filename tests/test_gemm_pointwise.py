@@ -107,14 +107,13 @@ def test_packed_panels_any_split_same_bits(L, kc):
     x = rng.standard_normal((N, G, Cg, L)).astype(np.float32)
     w = rng.standard_normal((G, Kg, Cg)).astype(np.float32)
     b = rng.standard_normal((G, Kg)).astype(np.float32)
-    ap = np.ascontiguousarray(w.reshape(G, Kg // 8, 8, Cg).transpose(0, 1, 3, 2))
     want = np.einsum("gkc,ngcl->ngkl", w.astype(np.float64), x.astype(np.float64))
     want += b[None, :, :, None]
     runs = []
     for pieces in sorted({1, 2, 3, (L + 47) // 48, gemm.pointwise_pieces(N * G, L)}):
         out = np.full((N, G, Kg, L), np.nan, np.float32)
         scratch = gemm.scratch_rows(Cg * 48, np.float32)
-        gemm.pointwise_rows(ap, x, out, b, True, kc, pieces, scratch)
+        gemm.pointwise_rows(w, x, out, b, True, kc, pieces, scratch)
         runs.append(out)
     _close(runs[0], want, np.float32)
     for r in runs[1:]:

@@ -573,15 +573,16 @@ def folded(x, w, bias, out, stride, dilation, groups, pads, mode):
 
 # --- the 1x1 form: a Numba AVX-512 register block instead of OpenBLAS --------------------
 
-#: Rows of the reduction per pass of :func:`pointwise_rows` (its ``B`` panel, 128 x 48
+#: Rows of the reduction per pass of :func:`pointwise_rows` (its packed ``B`` panel, 128 x 48
 #: float32 = 24 KiB, stays in L1 across the row blocks).
 POINTWISE_KC = 128
 
 
 @njit(inline="always", **JIT_SERIAL)
-def _block_8x48(ap, a0, bf, b0, ldb, cf, c0, ldc, k0, k1, first):
+def _block_8x48(ap, a0, lda, bf, b0, ldb, cf, c0, ldc, k0, k1, first):
     """``C[8 x 48] (+)= A[8, k0:k1] @ B[k0:k1, 48]`` in 24 float32 vector accumulators:
-    ``ap[a0 + 8*k + i]`` = A[i, k] (packed), ``bf[b0 + k*ldb + j]`` = B[k, j],
+    ``ap[a0 + i*lda + k]`` = A[i, k] (the weight rows as they are: each A element one
+    broadcast load, so A needs no packing), ``bf[b0 + k*ldb + j]`` = B[k, j],
     ``cf[c0 + i*ldc + j]`` = C[i, j]; zero-started when ``first``, else continued from C
     (each C element one FMA chain over k in order)."""
     z = ap[0]
@@ -614,22 +615,22 @@ def _block_8x48(ap, a0, bf, b0, ldb, cf, c0, ldc, k0, k1, first):
     for k in range(k0, k1):
         b = b0 + k * ldb
         x0, x1, x2 = vload(bf, b), vload(bf, b + 16), vload(bf, b + 32)
-        a = a0 + k * 8
+        a = a0 + k
         v = vsplat_at(ap, a)
         c00, c01, c02 = vfma(v, x0, c00), vfma(v, x1, c01), vfma(v, x2, c02)
-        v = vsplat_at(ap, a + 1)
+        v = vsplat_at(ap, a + 1 * lda)
         c10, c11, c12 = vfma(v, x0, c10), vfma(v, x1, c11), vfma(v, x2, c12)
-        v = vsplat_at(ap, a + 2)
+        v = vsplat_at(ap, a + 2 * lda)
         c20, c21, c22 = vfma(v, x0, c20), vfma(v, x1, c21), vfma(v, x2, c22)
-        v = vsplat_at(ap, a + 3)
+        v = vsplat_at(ap, a + 3 * lda)
         c30, c31, c32 = vfma(v, x0, c30), vfma(v, x1, c31), vfma(v, x2, c32)
-        v = vsplat_at(ap, a + 4)
+        v = vsplat_at(ap, a + 4 * lda)
         c40, c41, c42 = vfma(v, x0, c40), vfma(v, x1, c41), vfma(v, x2, c42)
-        v = vsplat_at(ap, a + 5)
+        v = vsplat_at(ap, a + 5 * lda)
         c50, c51, c52 = vfma(v, x0, c50), vfma(v, x1, c51), vfma(v, x2, c52)
-        v = vsplat_at(ap, a + 6)
+        v = vsplat_at(ap, a + 6 * lda)
         c60, c61, c62 = vfma(v, x0, c60), vfma(v, x1, c61), vfma(v, x2, c62)
-        v = vsplat_at(ap, a + 7)
+        v = vsplat_at(ap, a + 7 * lda)
         c70, c71, c72 = vfma(v, x0, c70), vfma(v, x1, c71), vfma(v, x2, c72)
     o = c0
     vstore(cf, o, c00)
@@ -666,7 +667,7 @@ def _block_8x48(ap, a0, bf, b0, ldb, cf, c0, ldc, k0, k1, first):
 
 
 @njit(inline="always", **JIT_SERIAL)
-def _block_8x16(ap, a0, bf, b0, ldb, cf, c0, ldc, k0, k1, first):
+def _block_8x16(ap, a0, lda, bf, b0, ldb, cf, c0, ldc, k0, k1, first):
     """:func:`_block_8x48` for one vector of 16 columns (the last columns of a row)."""
     z = ap[0]
     if first:
@@ -679,15 +680,15 @@ def _block_8x16(ap, a0, bf, b0, ldb, cf, c0, ldc, k0, k1, first):
         c6_, c7_ = vload(cf, c0 + 6 * ldc), vload(cf, c0 + 7 * ldc)
     for k in range(k0, k1):
         x0 = vload(bf, b0 + k * ldb)
-        a = a0 + k * 8
+        a = a0 + k
         c0_ = vfma(vsplat_at(ap, a), x0, c0_)
-        c1_ = vfma(vsplat_at(ap, a + 1), x0, c1_)
-        c2_ = vfma(vsplat_at(ap, a + 2), x0, c2_)
-        c3_ = vfma(vsplat_at(ap, a + 3), x0, c3_)
-        c4_ = vfma(vsplat_at(ap, a + 4), x0, c4_)
-        c5_ = vfma(vsplat_at(ap, a + 5), x0, c5_)
-        c6_ = vfma(vsplat_at(ap, a + 6), x0, c6_)
-        c7_ = vfma(vsplat_at(ap, a + 7), x0, c7_)
+        c1_ = vfma(vsplat_at(ap, a + 1 * lda), x0, c1_)
+        c2_ = vfma(vsplat_at(ap, a + 2 * lda), x0, c2_)
+        c3_ = vfma(vsplat_at(ap, a + 3 * lda), x0, c3_)
+        c4_ = vfma(vsplat_at(ap, a + 4 * lda), x0, c4_)
+        c5_ = vfma(vsplat_at(ap, a + 5 * lda), x0, c5_)
+        c6_ = vfma(vsplat_at(ap, a + 6 * lda), x0, c6_)
+        c7_ = vfma(vsplat_at(ap, a + 7 * lda), x0, c7_)
     vstore(cf, c0, c0_)
     vstore(cf, c0 + ldc, c1_)
     vstore(cf, c0 + 2 * ldc, c2_)
@@ -719,12 +720,13 @@ def _pack_panel(bf, j, ldb, rows, width, bp):
 def pointwise_rows(ap, x, out, bias_g, add_bias, kc, pieces, scratch):
     """out[n, g] (Kg x L) = A_g @ x[n, g] (Cg x L) (+ bias_g[g] per row after the sum).
 
-    ``ap[g]`` is A_g packed ``(Kg // 8, Cg, 8)``. One iteration per (image, group, piece
-    of the columns; ``pieces`` per image); in a piece, column panels of 48 (the last ones
-    16) are packed contiguously into the running thread's row of ``scratch`` (``Cg * 48``
-    elements), then every 8-row block of the output is computed over that panel in passes
-    of ``kc`` channels (each output one FMA chain over the channels in order, whatever
-    the thread count or the split). float32, AVX-512, ``Kg % 8 == 0``, ``L % 16 == 0``.
+    ``ap[g]`` is A_g ``(Kg, Cg)``, the weight as it is (not packed: each element is one
+    broadcast load). One iteration per (image, group, piece of the columns; ``pieces``
+    per image); in a piece, column panels of 48 (the last ones 16) are packed
+    contiguously into the running thread's row of ``scratch`` (``Cg * 48`` elements),
+    then every 8-row block of the output is computed over that panel in passes of ``kc``
+    channels (each output one FMA chain over the channels in order, whatever the thread
+    count or the split). float32, AVX-512, ``Kg % 8 == 0``, ``L % 16 == 0``.
     """
     N, G, Cg, L = x.shape
     Kg = out.shape[2]
@@ -748,10 +750,10 @@ def pointwise_rows(ap, x, out, bias_g, add_bias, kc, pieces, scratch):
                 k1 = min(Cg, k0 + kc)
                 for ib in range(nb):
                     if width == 48:
-                        _block_8x48(af, ib * Cg * 8, bp, 0, 48, cf, ib * 8 * L + j, L, k0, k1,
+                        _block_8x48(af, ib * 8 * Cg, Cg, bp, 0, 48, cf, ib * 8 * L + j, L, k0, k1,
                                     k0 == 0)
                     else:
-                        _block_8x16(af, ib * Cg * 8, bp, 0, 16, cf, ib * 8 * L + j, L, k0, k1,
+                        _block_8x16(af, ib * 8 * Cg, Cg, bp, 0, 16, cf, ib * 8 * L + j, L, k0, k1,
                                     k0 == 0)
             if add_bias:
                 rows = out[n, g]
@@ -790,7 +792,7 @@ def pointwise(x, w, bias, out, groups):
     K, Cg = w.shape[:2]
     Kg = K // groups
     L = out.shape[2] * out.shape[3] * out.shape[4]
-    ap = np.ascontiguousarray(w.reshape(groups, Kg // 8, 8, Cg).transpose(0, 1, 3, 2))
+    ap = np.ascontiguousarray(w).reshape(groups, Kg, Cg)
     bias_g = np.ascontiguousarray(bias, dtype=out.dtype).reshape(groups, Kg)
     scratch = scratch_rows(Cg * 48, out.dtype)
     pointwise_rows(ap, x.reshape(N, groups, Cg, L), out.reshape(N, groups, Kg, L), bias_g,
