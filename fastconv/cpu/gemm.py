@@ -573,9 +573,11 @@ def folded(x, w, bias, out, stride, dilation, groups, pads, mode):
 
 # --- the 1x1 form: a Numba AVX-512 register block instead of OpenBLAS --------------------
 
-#: Rows of the reduction per pass of :func:`pointwise_rows` (its packed ``B`` panel, 128 x 48
-#: float32 = 24 KiB, stays in L1 across the row blocks).
-POINTWISE_KC = 128
+#: Rows of the reduction per pass of :func:`pointwise_rows` over its packed ``B`` panel
+#: (256 x 48 float32 = 48 KiB, in L2 across the row blocks): W6 (256 channels) in one pass,
+#: each output stored once (2 threads, bench pattern: 2.46-2.55 ms against 2.50-2.69 with
+#: passes of 128, 2026-12-02).
+POINTWISE_KC = 256
 
 
 @njit(inline="always", **JIT_SERIAL)
