@@ -246,13 +246,13 @@ def shifted(xp, w, bias, out, dilation, groups):
     L = (OD - 1) * Hp * Wp + (OH - 1) * Wp + OW
     nrows = (OD - 1) * Hp + OH  # pitch rows holding outputs (the last one partly)
     taps = KD * KH * KW
+    in_place = OH == Hp and OW == Wp  # no garbage columns
+    if (taps == 1 and N * groups >= 4 and in_place and OD == Dp
+            and pointwise_ok(xp.dtype, Kg, P)):  # first: little Python before the kernel
+        return pointwise(xp, w, bias, out, groups)
     wt = np.ascontiguousarray(w.reshape(K, Cg, taps).transpose(2, 0, 1))  # (taps, K, Cg)
     offs = np.array([a * dd * Hp * Wp + b * dh * Wp + e * dw
                      for a in range(KD) for b in range(KH) for e in range(KW)], dtype=np.int64)
-    in_place = OH == Hp and OW == Wp  # no garbage columns
-    if (taps == 1 and N * groups >= 4 and in_place and OD == Dp
-            and pointwise_ok(xp.dtype, Kg, P)):
-        return pointwise(xp, w, bias, out, groups)
     if taps == 1 and N * groups >= 4:
         # one product per image: nothing to keep in L2 across taps (a constant rule, not
         # the thread count, so the products are the same for any thread count)
