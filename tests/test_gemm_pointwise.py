@@ -113,8 +113,17 @@ def test_packed_panels_any_split_same_bits(L, kc):
     for pieces in sorted({1, 2, 3, (L + 47) // 48, gemm.pointwise_pieces(N * G, L)}):
         out = np.full((N, G, Kg, L), np.nan, np.float32)
         scratch = gemm.scratch_rows(Cg * 48, np.float32)
-        gemm.pointwise_rows(w, x, out, b, True, kc, pieces, scratch)
+        gemm.pointwise_rows(w, x, out, b, True, kc, pieces, scratch, False)
         runs.append(out)
     _close(runs[0], want, np.float32)
     for r in runs[1:]:
         assert np.array_equal(r, runs[0])
+    # non-temporal stores (one pass, no bias, 16-byte aligned output): the same bits
+    if kc >= Cg:
+        plain, nt = (np.full((N, G, Kg, L), np.nan, np.float32) for _ in range(2))
+        for out, flag in ((plain, False), (nt, True)):
+            assert out.ctypes.data % 16 == 0
+            gemm.pointwise_rows(w, x, out, b, False, kc, 2, gemm.scratch_rows(Cg * 48,
+                                np.float32), flag)
+        _close(nt, want - b[None, :, :, None], np.float32)
+        assert np.array_equal(nt, plain)
