@@ -93,3 +93,37 @@ def test_bit_identical_for_any_thread_count(Kg, W):
     _close(runs[0], conv_nd(x, w, b), np.float32)
     for r in runs[1:]:
         assert np.array_equal(r, runs[0])
+
+
+@requires_kernel
+@pytest.mark.parametrize("L", [16, 32, 48, 80, 144, 784])  # panels of 48 and the 16-wide rest
+@pytest.mark.parametrize("kc", [gemm.POINTWISE_KC, 24])
+def test_packed_panels_any_split_same_bits(L, kc):
+    """The kernel called directly: every split of the columns into pieces (and the
+    thread count's choice, ``pointwise_pieces``) gives the same bits, matching the
+    float64 oracle, with the bias added after each sum."""
+    rng = np.random.default_rng(L)
+    N, G, Cg, Kg = 3, 2, 56, 16
+    x = rng.standard_normal((N, G, Cg, L)).astype(np.float32)
+    w = rng.standard_normal((G, Kg, Cg)).astype(np.float32)
+    b = rng.standard_normal((G, Kg)).astype(np.float32)
+    want = np.einsum("gkc,ngcl->ngkl", w.astype(np.float64), x.astype(np.float64))
+    want += b[None, :, :, None]
+    runs = []
+    for pieces in sorted({1, 2, 3, (L + 47) // 48, gemm.pointwise_pieces(N * G, L)}):
+        out = np.full((N, G, Kg, L), np.nan, np.float32)
+        scratch = gemm.scratch_rows(Cg * 48, np.float32)
+        gemm.pointwise_rows(w, x, out, b, True, kc, pieces, scratch, False)
+        runs.append(out)
+    _close(runs[0], want, np.float32)
+    for r in runs[1:]:
+        assert np.array_equal(r, runs[0])
+    # non-temporal stores (one pass, no bias, 16-byte aligned output): the same bits
+    if kc >= Cg:
+        plain, nt = (np.full((N, G, Kg, L), np.nan, np.float32) for _ in range(2))
+        for out, flag in ((plain, False), (nt, True)):
+            assert out.ctypes.data % 16 == 0
+            gemm.pointwise_rows(w, x, out, b, False, kc, 2, gemm.scratch_rows(Cg * 48,
+                                np.float32), flag)
+        _close(nt, want - b[None, :, :, None], np.float32)
+        assert np.array_equal(nt, plain)

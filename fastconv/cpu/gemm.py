@@ -35,7 +35,10 @@ import threading
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import get_thread_id, njit, prange
+from numba.core import types
+from numba.extending import intrinsic
 
 from fastconv._config import (
     GEMM_CHUNK_BYTES,
@@ -47,7 +50,7 @@ from fastconv._config import (
 from fastconv._config import GEMM_MIN_CHUNK_COLUMNS as MIN_CHUNK_COLUMNS
 from fastconv._config import GEMM_SHIFTED_MIN_CG as SHIFTED_MIN_CG
 from fastconv.cpu import blas, microkernel
-from fastconv.cpu.microkernel import vfma, vload, vsplat_at, vstore, vzero
+from fastconv.cpu.microkernel import Vec, _element_pointer, vfma, vload, vsplat_at, vstore, vzero
 from fastconv.cpu.pad import MODE_CODES, pad, source_index
 
 
@@ -246,13 +249,13 @@ def shifted(xp, w, bias, out, dilation, groups):
     L = (OD - 1) * Hp * Wp + (OH - 1) * Wp + OW
     nrows = (OD - 1) * Hp + OH  # pitch rows holding outputs (the last one partly)
     taps = KD * KH * KW
+    in_place = OH == Hp and OW == Wp  # no garbage columns
+    if (taps == 1 and N * groups >= 4 and in_place and OD == Dp
+            and pointwise_ok(xp.dtype, Kg, P)):  # first: little Python before the kernel
+        return pointwise(xp, w, bias, out, groups)
     wt = np.ascontiguousarray(w.reshape(K, Cg, taps).transpose(2, 0, 1))  # (taps, K, Cg)
     offs = np.array([a * dd * Hp * Wp + b * dh * Wp + e * dw
                      for a in range(KD) for b in range(KH) for e in range(KW)], dtype=np.int64)
-    in_place = OH == Hp and OW == Wp  # no garbage columns
-    if (taps == 1 and N * groups >= 4 and in_place and OD == Dp
-            and pointwise_ok(xp.dtype, Kg, P)):
-        return pointwise(xp, w, bias, out, groups)
     if taps == 1 and N * groups >= 4:
         # one product per image: nothing to keep in L2 across taps (a constant rule, not
         # the thread count, so the products are the same for any thread count)
@@ -573,17 +576,49 @@ def folded(x, w, bias, out, stride, dilation, groups, pads, mode):
 
 # --- the 1x1 form: a Numba AVX-512 register block instead of OpenBLAS --------------------
 
-#: Rows of the reduction per pass of :func:`pointwise_rows` (its ``B`` panel, 128 x 48
-#: float32 = 24 KiB, stays in L1 across the row blocks).
-POINTWISE_KC = 128
+#: Rows of the reduction per pass of :func:`pointwise_rows` over its packed ``B`` panel
+#: (256 x 48 float32 = 48 KiB, in L2 across the row blocks): W6 (256 channels) in one pass,
+#: each output stored once (2 threads, bench pattern: 2.46-2.55 ms against 2.50-2.69 with
+#: passes of 128, 2026-12-02).
+POINTWISE_KC = 256
+
+
+@intrinsic
+def vstore_nt(typingctx, arr, i, v):
+    """:func:`fastconv.cpu.microkernel.vstore` with a non-temporal hint (the line goes to
+    memory, not into the caches); ``arr[i]`` must be 16-byte aligned (LLVM writes the
+    vector as aligned 16-byte ``vmovntps``)."""
+    if not (isinstance(v, Vec) and isinstance(arr, types.Array) and arr.layout == "C"
+            and arr.ndim == 1 and arr.dtype == v.dtype):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        vptr = builder.bitcast(ptr, context.get_value_type(v).as_pointer())
+        st = builder.store(args[2], vptr, align=16)
+        st.set_metadata("nontemporal",
+                        builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return types.none(arr, i, v), codegen
 
 
 @njit(inline="always", **JIT_SERIAL)
-def _block_8x48(ap, a0, bf, b0, ldb, cf, c0, ldc, k0, k1, first):
+def _put(cf, o, v, nt):
+    """``cf[o : o + 16] = v``, non-temporal when ``nt``."""
+    if nt:
+        vstore_nt(cf, o, v)
+    else:
+        vstore(cf, o, v)
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _block_8x48(ap, a0, lda, bf, b0, ldb, cf, c0, ldc, k0, k1, first, nt):
     """``C[8 x 48] (+)= A[8, k0:k1] @ B[k0:k1, 48]`` in 24 float32 vector accumulators:
-    ``ap[a0 + 8*k + i]`` = A[i, k] (packed), ``bf[b0 + k*ldb + j]`` = B[k, j],
+    ``ap[a0 + i*lda + k]`` = A[i, k] (the weight rows as they are: each A element one
+    broadcast load, so A needs no packing), ``bf[b0 + k*ldb + j]`` = B[k, j],
     ``cf[c0 + i*ldc + j]`` = C[i, j]; zero-started when ``first``, else continued from C
-    (each C element one FMA chain over k in order)."""
+    (each C element one FMA chain over k in order); stored non-temporally when ``nt``."""
     z = ap[0]
     if first:
         c00, c01, c02 = vzero(z), vzero(z), vzero(z)
@@ -614,59 +649,59 @@ def _block_8x48(ap, a0, bf, b0, ldb, cf, c0, ldc, k0, k1, first):
     for k in range(k0, k1):
         b = b0 + k * ldb
         x0, x1, x2 = vload(bf, b), vload(bf, b + 16), vload(bf, b + 32)
-        a = a0 + k * 8
+        a = a0 + k
         v = vsplat_at(ap, a)
         c00, c01, c02 = vfma(v, x0, c00), vfma(v, x1, c01), vfma(v, x2, c02)
-        v = vsplat_at(ap, a + 1)
+        v = vsplat_at(ap, a + 1 * lda)
         c10, c11, c12 = vfma(v, x0, c10), vfma(v, x1, c11), vfma(v, x2, c12)
-        v = vsplat_at(ap, a + 2)
+        v = vsplat_at(ap, a + 2 * lda)
         c20, c21, c22 = vfma(v, x0, c20), vfma(v, x1, c21), vfma(v, x2, c22)
-        v = vsplat_at(ap, a + 3)
+        v = vsplat_at(ap, a + 3 * lda)
         c30, c31, c32 = vfma(v, x0, c30), vfma(v, x1, c31), vfma(v, x2, c32)
-        v = vsplat_at(ap, a + 4)
+        v = vsplat_at(ap, a + 4 * lda)
         c40, c41, c42 = vfma(v, x0, c40), vfma(v, x1, c41), vfma(v, x2, c42)
-        v = vsplat_at(ap, a + 5)
+        v = vsplat_at(ap, a + 5 * lda)
         c50, c51, c52 = vfma(v, x0, c50), vfma(v, x1, c51), vfma(v, x2, c52)
-        v = vsplat_at(ap, a + 6)
+        v = vsplat_at(ap, a + 6 * lda)
         c60, c61, c62 = vfma(v, x0, c60), vfma(v, x1, c61), vfma(v, x2, c62)
-        v = vsplat_at(ap, a + 7)
+        v = vsplat_at(ap, a + 7 * lda)
         c70, c71, c72 = vfma(v, x0, c70), vfma(v, x1, c71), vfma(v, x2, c72)
     o = c0
-    vstore(cf, o, c00)
-    vstore(cf, o + 16, c01)
-    vstore(cf, o + 32, c02)
+    _put(cf, o, c00, nt)
+    _put(cf, o + 16, c01, nt)
+    _put(cf, o + 32, c02, nt)
     o += ldc
-    vstore(cf, o, c10)
-    vstore(cf, o + 16, c11)
-    vstore(cf, o + 32, c12)
+    _put(cf, o, c10, nt)
+    _put(cf, o + 16, c11, nt)
+    _put(cf, o + 32, c12, nt)
     o += ldc
-    vstore(cf, o, c20)
-    vstore(cf, o + 16, c21)
-    vstore(cf, o + 32, c22)
+    _put(cf, o, c20, nt)
+    _put(cf, o + 16, c21, nt)
+    _put(cf, o + 32, c22, nt)
     o += ldc
-    vstore(cf, o, c30)
-    vstore(cf, o + 16, c31)
-    vstore(cf, o + 32, c32)
+    _put(cf, o, c30, nt)
+    _put(cf, o + 16, c31, nt)
+    _put(cf, o + 32, c32, nt)
     o += ldc
-    vstore(cf, o, c40)
-    vstore(cf, o + 16, c41)
-    vstore(cf, o + 32, c42)
+    _put(cf, o, c40, nt)
+    _put(cf, o + 16, c41, nt)
+    _put(cf, o + 32, c42, nt)
     o += ldc
-    vstore(cf, o, c50)
-    vstore(cf, o + 16, c51)
-    vstore(cf, o + 32, c52)
+    _put(cf, o, c50, nt)
+    _put(cf, o + 16, c51, nt)
+    _put(cf, o + 32, c52, nt)
     o += ldc
-    vstore(cf, o, c60)
-    vstore(cf, o + 16, c61)
-    vstore(cf, o + 32, c62)
+    _put(cf, o, c60, nt)
+    _put(cf, o + 16, c61, nt)
+    _put(cf, o + 32, c62, nt)
     o += ldc
-    vstore(cf, o, c70)
-    vstore(cf, o + 16, c71)
-    vstore(cf, o + 32, c72)
+    _put(cf, o, c70, nt)
+    _put(cf, o + 16, c71, nt)
+    _put(cf, o + 32, c72, nt)
 
 
 @njit(inline="always", **JIT_SERIAL)
-def _block_8x16(ap, a0, bf, b0, ldb, cf, c0, ldc, k0, k1, first):
+def _block_8x16(ap, a0, lda, bf, b0, ldb, cf, c0, ldc, k0, k1, first):
     """:func:`_block_8x48` for one vector of 16 columns (the last columns of a row)."""
     z = ap[0]
     if first:
@@ -679,15 +714,15 @@ def _block_8x16(ap, a0, bf, b0, ldb, cf, c0, ldc, k0, k1, first):
         c6_, c7_ = vload(cf, c0 + 6 * ldc), vload(cf, c0 + 7 * ldc)
     for k in range(k0, k1):
         x0 = vload(bf, b0 + k * ldb)
-        a = a0 + k * 8
+        a = a0 + k
         c0_ = vfma(vsplat_at(ap, a), x0, c0_)
-        c1_ = vfma(vsplat_at(ap, a + 1), x0, c1_)
-        c2_ = vfma(vsplat_at(ap, a + 2), x0, c2_)
-        c3_ = vfma(vsplat_at(ap, a + 3), x0, c3_)
-        c4_ = vfma(vsplat_at(ap, a + 4), x0, c4_)
-        c5_ = vfma(vsplat_at(ap, a + 5), x0, c5_)
-        c6_ = vfma(vsplat_at(ap, a + 6), x0, c6_)
-        c7_ = vfma(vsplat_at(ap, a + 7), x0, c7_)
+        c1_ = vfma(vsplat_at(ap, a + 1 * lda), x0, c1_)
+        c2_ = vfma(vsplat_at(ap, a + 2 * lda), x0, c2_)
+        c3_ = vfma(vsplat_at(ap, a + 3 * lda), x0, c3_)
+        c4_ = vfma(vsplat_at(ap, a + 4 * lda), x0, c4_)
+        c5_ = vfma(vsplat_at(ap, a + 5 * lda), x0, c5_)
+        c6_ = vfma(vsplat_at(ap, a + 6 * lda), x0, c6_)
+        c7_ = vfma(vsplat_at(ap, a + 7 * lda), x0, c7_)
     vstore(cf, c0, c0_)
     vstore(cf, c0 + ldc, c1_)
     vstore(cf, c0 + 2 * ldc, c2_)
@@ -698,40 +733,83 @@ def _block_8x16(ap, a0, bf, b0, ldb, cf, c0, ldc, k0, k1, first):
     vstore(cf, c0 + 7 * ldc, c7_)
 
 
+@njit(inline="always", **JIT_SERIAL)
+def _pack_panel(bf, j, ldb, rows, width, bp):
+    """``bp[k*width : (k+1)*width] = B[k, j : j + width]`` for the ``rows`` rows of ``B``
+    (``bf[k*ldb + c]`` = B[k, c]; ``width`` 48 or 16): one column panel of the input made
+    contiguous (one stream instead of ``rows`` strided ones)."""
+    if width == 48:
+        for k in range(rows):
+            s = k * ldb + j
+            d = k * 48
+            vstore(bp, d, vload(bf, s))
+            vstore(bp, d + 16, vload(bf, s + 16))
+            vstore(bp, d + 32, vload(bf, s + 32))
+    else:
+        for k in range(rows):
+            vstore(bp, k * 16, vload(bf, k * ldb + j))
+
+
 @njit(**JIT_PARALLEL)
-def pointwise_rows(ap, x, out, bias_g, add_bias, kc):
-    """out[n, g] (Kg x L) = A_g @ x[n, g] (Cg x L) (+ bias_g[g] per row after the sum), one
-    iteration per (image, group): ``ap[g]`` is A_g packed ``(Kg // 8, Cg, 8)``; columns
-    in blocks of 48 (then 16), reduction in passes of ``kc`` rows (each output one FMA
-    chain over the channels in order, whatever the thread count). float32, AVX-512,
-    ``Kg % 8 == 0``, ``L % 16 == 0``."""
+def pointwise_rows(ap, x, out, bias_g, add_bias, kc, pieces, scratch, nt):
+    """out[n, g] (Kg x L) = A_g @ x[n, g] (Cg x L) (+ bias_g[g] per row after the sum).
+
+    ``ap[g]`` is A_g ``(Kg, Cg)``, the weight as it is (not packed: each element is one
+    broadcast load). One iteration per (image, group, piece of the columns; ``pieces``
+    per image); in a piece, column panels of 48 (the last ones 16) are packed
+    contiguously into the running thread's row of ``scratch`` (``Cg * 48`` elements),
+    then every 8-row block of the output is computed over that panel in passes of ``kc``
+    channels (each output one FMA chain over the channels in order, whatever the thread
+    count or the split). float32, AVX-512, ``Kg % 8 == 0``, ``L % 16 == 0``. ``nt``: the
+    48-column blocks are stored non-temporally (one pass, ``kc >= Cg``, no bias, ``out``
+    16-byte aligned: the caller checks).
+    """
     N, G, Cg, L = x.shape
     Kg = out.shape[2]
     nb = Kg // 8
-    for t in prange(N * G):
-        n = t // G
-        g = t - n * G
+    npan = (L + 47) // 48  # column panels (the last one 16 or 32 wide)
+    per = -(-npan // pieces)
+    for t in prange(N * G * pieces):
+        q = t // pieces
+        n = q // G
+        g = q - n * G
+        p0 = (t - q * pieces) * per
+        j, j1 = min(L, p0 * 48), min(L, (p0 + per) * 48)
         af = ap[g].reshape(-1)
         bf = x[n, g].reshape(-1)
         cf = out[n, g].reshape(-1)
-        for k0 in range(0, Cg, kc):
-            k1 = min(Cg, k0 + kc)
-            j = 0
-            while j + 48 <= L:
+        bp = scratch[get_thread_id()]
+        while j < j1:
+            width = 48 if j + 48 <= j1 else 16
+            _pack_panel(bf, j, L, Cg, width, bp)
+            for k0 in range(0, Cg, kc):
+                k1 = min(Cg, k0 + kc)
                 for ib in range(nb):
-                    _block_8x48(af, ib * Cg * 8, bf, j, L, cf, ib * 8 * L + j, L, k0, k1, k0 == 0)
-                j += 48
-            while j < L:
-                for ib in range(nb):
-                    _block_8x16(af, ib * Cg * 8, bf, j, L, cf, ib * 8 * L + j, L, k0, k1, k0 == 0)
-                j += 16
-        if add_bias:
-            rows = out[n, g]
-            for k in range(Kg):
-                bk = bias_g[g, k]
-                dst = rows[k]
-                for j in range(L):
-                    dst[j] = dst[j] + bk
+                    if width == 48:
+                        _block_8x48(af, ib * 8 * Cg, Cg, bp, 0, 48, cf, ib * 8 * L + j, L, k0, k1,
+                                    k0 == 0, nt)
+                    else:
+                        _block_8x16(af, ib * 8 * Cg, Cg, bp, 0, 16, cf, ib * 8 * L + j, L, k0, k1,
+                                    k0 == 0)
+            if add_bias:
+                rows = out[n, g]
+                for k in range(Kg):
+                    bk = bias_g[g, k]
+                    dst = rows[k]
+                    for c in range(j, j + width):
+                        dst[c] = dst[c] + bk
+            j += width
+
+
+def pointwise_pieces(tasks: int, L: int) -> int:
+    """Column pieces per (image, group) product of :func:`pointwise_rows`: 1 when the
+    products divide evenly among the threads (W6: 8 images, 2 threads), else enough
+    pieces (whole 48-column panels) for about 4 iterations per thread. Pieces split
+    outputs, never a sum, so the bits do not depend on the thread count."""
+    nthreads = numba.get_num_threads()
+    if tasks % nthreads == 0:
+        return 1
+    return max(1, min((L + 47) // 48, -(-4 * nthreads // tasks)))
 
 
 def pointwise_ok(dtype, Kg: int, L: int) -> bool:
@@ -750,8 +828,12 @@ def pointwise(x, w, bias, out, groups):
     K, Cg = w.shape[:2]
     Kg = K // groups
     L = out.shape[2] * out.shape[3] * out.shape[4]
-    ap = np.ascontiguousarray(w.reshape(groups, Kg // 8, 8, Cg).transpose(0, 1, 3, 2))
+    ap = np.ascontiguousarray(w).reshape(groups, Kg, Cg)
     bias_g = np.ascontiguousarray(bias, dtype=out.dtype).reshape(groups, Kg)
+    scratch = scratch_rows(Cg * 48, out.dtype)
+    add_bias = bool(np.any(bias))
+    # non-temporal output stores: W6, 2 threads, bench pattern 2.38-2.44 ms vs 2.46-2.55
+    nt = Cg <= POINTWISE_KC and not add_bias and out.ctypes.data % 16 == 0
     pointwise_rows(ap, x.reshape(N, groups, Cg, L), out.reshape(N, groups, Kg, L), bias_g,
-                   bool(np.any(bias)), POINTWISE_KC)
+                   add_bias, POINTWISE_KC, pointwise_pieces(N * groups, L), scratch, nt)
     return out
