@@ -44,6 +44,30 @@ def test_block_transposes_copy_as_the_scalar_forms(dtype, cin, W, pl):
     winograd.store_rows_scalar(yb, o2, 1, 3, 16)
     np.testing.assert_array_equal(o1, o2)
     assert np.array_equal(o1[2, 3:3 + cin, 19], yb[1, 3, :W].T)
+    o3 = np.zeros_like(o1)
+    lanes = winograd._block_lanes(yb)
+    stg = np.full(lanes * 4 * W + 7, np.nan, dtype)  # its tail never read
+    winograd.store_rows_stream(yb, o3, 1, 3, 16, stg)  # non-temporal stores, same bytes
+    np.testing.assert_array_equal(o3, o2)
+
+
+def test_streamed_output_is_exact_for_any_thread_count():
+    """W3's shape: an output over ``STREAM_OUT_BYTES`` goes through
+    :func:`~fastconv.cpu.winograd.store_rows_stream` (an odd width too)."""
+    rng = np.random.default_rng(3)
+    for shape in [(8, 64, 56, 56), (4, 32, 61, 75)]:
+        x = rng.standard_normal(shape, dtype=np.float32)
+        w = rng.standard_normal((shape[1], shape[1], 3, 3), dtype=np.float32)
+        assert x.nbytes >= winograd.STREAM_OUT_BYTES
+        outs = []
+        for t in (1, numba.config.NUMBA_NUM_THREADS):
+            numba.set_num_threads(t)
+            try:
+                outs.append(fc.conv2d(x, w, padding=1, algorithm="winograd"))
+            finally:
+                numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        np.testing.assert_array_equal(outs[0], outs[1])
+        _close(outs[0], fc.conv2d(x, w, padding=1, algorithm="direct"), TOL4)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -205,6 +205,42 @@ def transpose_block(typingctx, like, src, ss, dst, ds):
     return types.none(like, types.intp, types.intp, types.intp, types.intp), codegen
 
 
+@intrinsic
+def stream_vector(typingctx, like, dst, src):
+    """Copy ``L`` elements of ``like``'s dtype (``L`` as :func:`transpose_block`) from
+    address ``src`` to the 64-byte aligned address ``dst`` as one non-temporal vector
+    store: the line is written without first being read (no read for ownership). Call
+    :func:`_fence` before the data is handed on. A copy: bits unchanged."""
+    if not isinstance(like, types.Array):
+        return None
+    n = _lanes(like.dtype)
+    if n is None:
+        return None
+
+    def codegen(context, builder, sig, args):
+        _, dst_a, src_a = args
+        vty = ir.VectorType(context.get_value_type(like.dtype), n)
+        sp = builder.inttoptr(src_a, vty.as_pointer())
+        dp = builder.inttoptr(dst_a, vty.as_pointer())
+        v = builder.load(sp, align=like.dtype.bitwidth // 8)
+        st = builder.store(v, dp, align=64)
+        st.set_metadata("nontemporal", builder.module.add_metadata(
+            [ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return types.none(like, types.intp, types.intp), codegen
+
+
+@intrinsic
+def _fence(typingctx):
+    """A full memory fence (orders the non-temporal stores before what follows)."""
+    def codegen(context, builder, sig, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
 @njit(inline="always", **JIT_SERIAL)
 def _block_lanes(a):
     """The lanes of :func:`transpose_block` for ``a``'s dtype."""
@@ -512,6 +548,58 @@ def store_rows(yb, out, n0, k0, h0):
                 dst = out[n0 + i, k0 + k, h0 + r]
                 for w in range(cols):
                     dst[w] = src[w, k]
+
+
+@njit(**JIT_SERIAL)
+def store_rows_stream(yb, out, n0, k0, h0, stg):
+    """:func:`store_rows` where ``out``'s rows are whole and contiguous (each channel's
+    rows of the block one run of memory): ``L`` channels at a time transposed into
+    ``stg`` (``L x rows x OW`` elements, in cache), then each channel's run copied to
+    ``out`` with non-temporal stores (:func:`stream_vector`) on its whole 64-byte lines,
+    plain ones at its ends. Same bits as :func:`store_rows`; no read for ownership of
+    ``out``'s lines."""
+    nimg, Hy, Wy, Cout = yb.shape
+    OW = out.shape[3]
+    L = _block_lanes(yb)
+    s = yb.itemsize
+    rows = min(Hy, out.shape[2] - h0)
+    run = rows * OW
+    kfull = Cout - Cout % L
+    sb = stg.ctypes.data
+    for i in range(nimg):
+        for kb in range(0, kfull, L):
+            for r in range(rows):
+                sbase = yb[i, r].ctypes.data
+                w = 0
+                while w < OW:
+                    w1 = min(w, OW - L)
+                    transpose_block(yb, sbase + (w1 * Cout + kb) * s, Cout * s,
+                                    sb + (r * OW + w1) * s, run * s)
+                    w += L
+            for j in range(L):
+                dst = out[n0 + i, k0 + kb + j]
+                src = stg[j * run:(j + 1) * run]
+                a = dst.ctypes.data + h0 * OW * s
+                head = min(run, ((-a) & 63) // s)
+                body = head + (run - head) // L * L
+                for e in range(head):
+                    dst[h0 + e // OW, e % OW] = src[e]
+                sa = src.ctypes.data
+                for e in range(head, body, L):
+                    stream_vector(yb, a + e * s, sa + e * s)
+                for e in range(body, run):
+                    dst[h0 + e // OW, e % OW] = src[e]
+        for k in range(kfull, Cout):
+            for r in range(rows):
+                d = out[n0 + i, k0 + k, h0 + r]
+                for w in range(OW):
+                    d[w] = yb[i, r, w, k]
+    _fence()
+
+
+#: Output arrays of at least this many bytes are stored by :func:`store_rows_stream`
+#: where it applies (larger than L2: their lines would be read from memory first).
+STREAM_OUT_BYTES = 2 << 20
 
 
 @njit(**JIT_SERIAL)
@@ -836,7 +924,15 @@ def fused_block(x, n0, c0, h0, pt, pl, xb, tmp_in, V, gemm, args, U, M, bias, m,
                               Cout, yb.reshape(-1), acc, tmp_out.reshape(-1), K)
     else:
         transform_output(M, bias, m, tmp_out, yb, acc, 0)
-    store_rows(yb, out, n0, k0, h0)
+    s = out.itemsize
+    L = _block_lanes(yb)
+    if (out.nbytes >= STREAM_OUT_BYTES and out.strides[3] == s
+            and out.strides[2] == out.shape[3] * s and out.shape[3] >= L and Cout >= L
+            and yb.shape[2] >= out.shape[3] and M.size >= L * yb.shape[1] * out.shape[3]
+            and out.ctypes.data % s == 0):
+        store_rows_stream(yb, out, n0, k0, h0, M.reshape(-1))  # M is dead: the staging
+    else:
+        store_rows(yb, out, n0, k0, h0)
     return np.isfinite(acc.sum())
 
 
