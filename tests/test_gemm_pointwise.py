@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import fastconv as fc
+from fastconv import cpu
 from fastconv.cpu import gemm
 from tests.reference import conv_nd
 
@@ -113,17 +114,37 @@ def test_packed_panels_any_split_same_bits(L, kc):
     for pieces in sorted({1, 2, 3, (L + 47) // 48, gemm.pointwise_pieces(N * G, L)}):
         out = np.full((N, G, Kg, L), np.nan, np.float32)
         scratch = gemm.scratch_rows(Cg * 48, np.float32)
-        gemm.pointwise_rows(w, x, out, b, True, kc, pieces, scratch, False)
+        gemm.pointwise_rows(w, x, out, b, True, kc, pieces, scratch, 0)
         runs.append(out)
     _close(runs[0], want, np.float32)
     for r in runs[1:]:
         assert np.array_equal(r, runs[0])
-    # non-temporal stores (one pass, no bias, 16-byte aligned output): the same bits
+    # non-temporal stores (one pass, no bias; 16-byte aligned output as NumPy's, or
+    # 64-byte aligned as fastconv's own results): the same bits
     if kc >= Cg:
-        plain, nt = (np.full((N, G, Kg, L), np.nan, np.float32) for _ in range(2))
-        for out, flag in ((plain, False), (nt, True)):
-            assert out.ctypes.data % 16 == 0
+        outs = [np.full((N, G, Kg, L), np.nan, np.float32) for _ in range(2)]
+        buf = np.full(outs[0].size + 16, np.nan, np.float32)
+        off = (-buf.ctypes.data % 64) // 4
+        outs.append(buf[off : off + outs[0].size].reshape(outs[0].shape))
+        for flag, out in enumerate(outs):
+            assert out.ctypes.data % (64 if flag == 2 else 16) == 0
             gemm.pointwise_rows(w, x, out, b, False, kc, 2, gemm.scratch_rows(Cg * 48,
                                 np.float32), flag)
-        _close(nt, want - b[None, :, :, None], np.float32)
-        assert np.array_equal(nt, plain)
+        _close(outs[1], want - b[None, :, :, None], np.float32)
+        assert np.array_equal(outs[1], outs[0])
+        assert np.array_equal(outs[2], outs[0])
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (8, 128, 28, 28), (1, 1, 1, 1, 16385)])
+def test_results_are_plain_arrays_on_whole_cache_lines(shape):
+    """``cpu.empty``: large results start on a 64-byte line; every result is a
+    C-contiguous, writeable array of the asked shape and dtype."""
+    for dtype in (np.float32, np.float64):
+        a = cpu.empty(shape, dtype)
+        assert a.shape == shape and a.dtype == dtype
+        assert a.flags.c_contiguous and a.flags.writeable
+        if a.nbytes >= cpu.ALIGN_BYTES:
+            assert a.ctypes.data % 64 == 0
+    y = fc.conv2d(np.ones((8, 16, 28, 28), np.float32), np.ones((8, 16, 1, 1), np.float32))
+    assert y.ctypes.data % 64 == 0 and y.flags.c_contiguous and y.flags.writeable
+    y[...] = 0  # the caller owns it

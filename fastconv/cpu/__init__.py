@@ -9,6 +9,7 @@ The backend contract follows (``fastconv._dispatch.CONTRACT_DOC``, appended belo
 from __future__ import annotations
 
 import importlib
+import math
 import sys
 
 import numpy as np
@@ -60,8 +61,21 @@ def asarray(a, dtype) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dtype)
 
 
+#: Results of at least this many bytes start on a 64-byte cache line (NumPy's large
+#: buffers start 16 bytes into one), so the kernels' vector stores cover whole lines: W6,
+#: 2 threads, 2.05 against 2.09 ms with 64-byte non-temporal stores (2026-12-03).
+ALIGN_BYTES = 1 << 16
+
+
 def empty(shape, dtype) -> np.ndarray:
-    return np.empty(shape, dtype=dtype)
+    """An uninitialised C-contiguous result; 64-byte aligned from ``ALIGN_BYTES`` up."""
+    dtype = np.dtype(dtype)
+    n = math.prod(shape)
+    if n * dtype.itemsize < ALIGN_BYTES:
+        return np.empty(shape, dtype=dtype)
+    buf = np.empty(n * dtype.itemsize + 64, dtype=np.uint8)
+    off = -buf.ctypes.data % 64
+    return buf[off : off + n * dtype.itemsize].view(dtype).reshape(shape)
 
 
 def zeros(shape, dtype) -> np.ndarray:

@@ -583,30 +583,40 @@ def folded(x, w, bias, out, stride, dilation, groups, pads, mode):
 POINTWISE_KC = 256
 
 
-@intrinsic
-def vstore_nt(typingctx, arr, i, v):
-    """:func:`fastconv.cpu.microkernel.vstore` with a non-temporal hint (the line goes to
-    memory, not into the caches); ``arr[i]`` must be 16-byte aligned (LLVM writes the
-    vector as aligned 16-byte ``vmovntps``)."""
-    if not (isinstance(v, Vec) and isinstance(arr, types.Array) and arr.layout == "C"
-            and arr.ndim == 1 and arr.dtype == v.dtype):
-        return None
+def _nt_store(align):
+    """A :func:`fastconv.cpu.microkernel.vstore` with a non-temporal hint (the line goes
+    to memory, not into the caches) at an ``align``-byte aligned ``arr[i]``."""
+    @intrinsic
+    def store(typingctx, arr, i, v):
+        if not (isinstance(v, Vec) and isinstance(arr, types.Array) and arr.layout == "C"
+                and arr.ndim == 1 and arr.dtype == v.dtype):
+            return None
 
-    def codegen(context, builder, sig, args):
-        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
-        vptr = builder.bitcast(ptr, context.get_value_type(v).as_pointer())
-        st = builder.store(args[2], vptr, align=16)
-        st.set_metadata("nontemporal",
-                        builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
-        return context.get_dummy_value()
+        def codegen(context, builder, sig, args):
+            ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+            vptr = builder.bitcast(ptr, context.get_value_type(v).as_pointer())
+            st = builder.store(args[2], vptr, align=align)
+            st.set_metadata("nontemporal",
+                            builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+            return context.get_dummy_value()
 
-    return types.none(arr, i, v), codegen
+        return types.none(arr, i, v), codegen
+    return store
+
+
+#: Non-temporal vector stores: ``arr[i]`` 16-byte aligned (LLVM writes the vector as four
+#: aligned 16-byte ``vmovntps``), or 64-byte aligned (one whole-line ``vmovntps``).
+vstore_nt = _nt_store(16)
+vstore_nt64 = _nt_store(64)
 
 
 @njit(inline="always", **JIT_SERIAL)
 def _put(cf, o, v, nt):
-    """``cf[o : o + 16] = v``, non-temporal when ``nt``."""
-    if nt:
+    """``cf[o : o + 16] = v``, non-temporal when ``nt`` (1: ``cf[o]`` 16-byte aligned,
+    2: 64-byte aligned)."""
+    if nt == 2:
+        vstore_nt64(cf, o, v)
+    elif nt:
         vstore_nt(cf, o, v)
     else:
         vstore(cf, o, v)
@@ -833,7 +843,9 @@ def pointwise(x, w, bias, out, groups):
     scratch = scratch_rows(Cg * 48, out.dtype)
     add_bias = bool(np.any(bias))
     # non-temporal output stores: W6, 2 threads, bench pattern 2.38-2.44 ms vs 2.46-2.55
-    nt = Cg <= POINTWISE_KC and not add_bias and out.ctypes.data % 16 == 0
+    nt = 0
+    if Cg <= POINTWISE_KC and not add_bias and out.ctypes.data % 16 == 0:
+        nt = 2 if out.ctypes.data % 64 == 0 and L % 16 == 0 else 1
     pointwise_rows(ap, x.reshape(N, groups, Cg, L), out.reshape(N, groups, Kg, L), bias_g,
                    add_bias, POINTWISE_KC, pointwise_pieces(N * groups, L), scratch, nt)
     return out
