@@ -96,15 +96,26 @@ def test_bit_identical_for_any_thread_count(Kg, W):
         assert np.array_equal(r, runs[0])
 
 
+def _nan_scratch(Cg):
+    """The kernel's scratch, filled with NaN: a panel row it fails to copy shows."""
+    scratch = gemm.pointwise_scratch(Cg, np.float32)
+    scratch[...] = np.nan
+    return scratch
+
+
 @requires_kernel
 @pytest.mark.parametrize("L", [16, 32, 48, 80, 144, 784])  # panels of 48 and the 16-wide rest
 @pytest.mark.parametrize("kc", [gemm.POINTWISE_KC, 24])
-def test_packed_panels_any_split_same_bits(L, kc):
+# row blocks per panel 2 / 1 (no block left to copy the next panel) / 3; channels not a
+# multiple of 16 (rows copied after the block's last 16) / a multiple
+@pytest.mark.parametrize("Cg, Kg", [(56, 16), (64, 8), (40, 24), (256, 16)])
+def test_packed_panels_any_split_same_bits(L, kc, Cg, Kg):
     """The kernel called directly: every split of the columns into pieces (and the
     thread count's choice, ``pointwise_pieces``) gives the same bits, matching the
-    float64 oracle, with the bias added after each sum."""
+    float64 oracle, with the bias added after each sum; in one pass (``kc >= Cg``) the
+    panels are packed by the row blocks of the panel before (software pipelining)."""
     rng = np.random.default_rng(L)
-    N, G, Cg, Kg = 3, 2, 56, 16
+    N, G = 3, 2
     x = rng.standard_normal((N, G, Cg, L)).astype(np.float32)
     w = rng.standard_normal((G, Kg, Cg)).astype(np.float32)
     b = rng.standard_normal((G, Kg)).astype(np.float32)
@@ -113,8 +124,7 @@ def test_packed_panels_any_split_same_bits(L, kc):
     runs = []
     for pieces in sorted({1, 2, 3, (L + 47) // 48, gemm.pointwise_pieces(N * G, L)}):
         out = np.full((N, G, Kg, L), np.nan, np.float32)
-        scratch = gemm.scratch_rows(Cg * 48, np.float32)
-        gemm.pointwise_rows(w, x, out, b, True, kc, pieces, scratch, 0)
+        gemm.pointwise_rows(w, x, out, b, True, kc, pieces, _nan_scratch(Cg), 0)
         runs.append(out)
     _close(runs[0], want, np.float32)
     for r in runs[1:]:
@@ -128,8 +138,7 @@ def test_packed_panels_any_split_same_bits(L, kc):
         outs.append(buf[off : off + outs[0].size].reshape(outs[0].shape))
         for flag, out in enumerate(outs):
             assert out.ctypes.data % (64 if flag == 2 else 16) == 0
-            gemm.pointwise_rows(w, x, out, b, False, kc, 2, gemm.scratch_rows(Cg * 48,
-                                np.float32), flag)
+            gemm.pointwise_rows(w, x, out, b, False, kc, 2, _nan_scratch(Cg), flag)
         _close(outs[1], want - b[None, :, :, None], np.float32)
         assert np.array_equal(outs[1], outs[0])
         assert np.array_equal(outs[2], outs[0])

@@ -760,25 +760,154 @@ def _pack_panel(bf, j, ldb, rows, width, bp):
             vstore(bp, k * 16, vload(bf, k * ldb + j))
 
 
+@njit(inline="always", **JIT_SERIAL)
+def _step_8x48(ap, a, lda, x0, x1, x2, c):
+    """One channel of an 8x48 block: the 24 accumulators ``c`` (row-major) plus
+    ``A[i, k] * B[k, :48]`` (``ap[a + i*lda]`` = A[i, k], ``x0, x1, x2`` = B[k, :48]),
+    one FMA each."""
+    (c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32, c40, c41, c42,
+     c50, c51, c52, c60, c61, c62, c70, c71, c72) = c
+    v = vsplat_at(ap, a)
+    c00, c01, c02 = vfma(v, x0, c00), vfma(v, x1, c01), vfma(v, x2, c02)
+    v = vsplat_at(ap, a + 1 * lda)
+    c10, c11, c12 = vfma(v, x0, c10), vfma(v, x1, c11), vfma(v, x2, c12)
+    v = vsplat_at(ap, a + 2 * lda)
+    c20, c21, c22 = vfma(v, x0, c20), vfma(v, x1, c21), vfma(v, x2, c22)
+    v = vsplat_at(ap, a + 3 * lda)
+    c30, c31, c32 = vfma(v, x0, c30), vfma(v, x1, c31), vfma(v, x2, c32)
+    v = vsplat_at(ap, a + 4 * lda)
+    c40, c41, c42 = vfma(v, x0, c40), vfma(v, x1, c41), vfma(v, x2, c42)
+    v = vsplat_at(ap, a + 5 * lda)
+    c50, c51, c52 = vfma(v, x0, c50), vfma(v, x1, c51), vfma(v, x2, c52)
+    v = vsplat_at(ap, a + 6 * lda)
+    c60, c61, c62 = vfma(v, x0, c60), vfma(v, x1, c61), vfma(v, x2, c62)
+    v = vsplat_at(ap, a + 7 * lda)
+    c70, c71, c72 = vfma(v, x0, c70), vfma(v, x1, c71), vfma(v, x2, c72)
+    return (c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32, c40, c41, c42,
+            c50, c51, c52, c60, c61, c62, c70, c71, c72)
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _put_8x48(cf, c0, ldc, nt, c):
+    """``C[8 x 48]`` at ``cf[c0 + i*ldc + j]`` = the 24 accumulators ``c`` (row-major)."""
+    o = c0
+    _put(cf, o, c[0], nt)
+    _put(cf, o + 16, c[1], nt)
+    _put(cf, o + 32, c[2], nt)
+    o += ldc
+    _put(cf, o, c[3], nt)
+    _put(cf, o + 16, c[4], nt)
+    _put(cf, o + 32, c[5], nt)
+    o += ldc
+    _put(cf, o, c[6], nt)
+    _put(cf, o + 16, c[7], nt)
+    _put(cf, o + 32, c[8], nt)
+    o += ldc
+    _put(cf, o, c[9], nt)
+    _put(cf, o + 16, c[10], nt)
+    _put(cf, o + 32, c[11], nt)
+    o += ldc
+    _put(cf, o, c[12], nt)
+    _put(cf, o + 16, c[13], nt)
+    _put(cf, o + 32, c[14], nt)
+    o += ldc
+    _put(cf, o, c[15], nt)
+    _put(cf, o + 16, c[16], nt)
+    _put(cf, o + 32, c[17], nt)
+    o += ldc
+    _put(cf, o, c[18], nt)
+    _put(cf, o + 16, c[19], nt)
+    _put(cf, o + 32, c[20], nt)
+    o += ldc
+    _put(cf, o, c[21], nt)
+    _put(cf, o + 16, c[22], nt)
+    _put(cf, o + 32, c[23], nt)
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _zero_8x48(z):
+    """24 zero accumulators."""
+    return (vzero(z), vzero(z), vzero(z), vzero(z), vzero(z), vzero(z), vzero(z), vzero(z),
+            vzero(z), vzero(z), vzero(z), vzero(z), vzero(z), vzero(z), vzero(z), vzero(z),
+            vzero(z), vzero(z), vzero(z), vzero(z), vzero(z), vzero(z), vzero(z), vzero(z))
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _block_8x48_packing(ap, a0, lda, bf, b0, ldb, cf, c0, ldc, K, nt, bp):
+    """:func:`_block_8x48` over all ``K`` channels in one pass, B read in place
+    (``bf[b0 + k*ldb + j]``) and copied as it is used into ``bp[k*48 + j]``: a panel's
+    first row block packs it, its loads overlapped by the block's FMAs."""
+    c = _zero_8x48(ap[0])
+    for k in range(K):
+        b = b0 + k * ldb
+        x0, x1, x2 = vload(bf, b), vload(bf, b + 16), vload(bf, b + 32)
+        d = k * 48
+        vstore(bp, d, x0)
+        vstore(bp, d + 16, x1)
+        vstore(bp, d + 32, x2)
+        c = _step_8x48(ap, a0 + k, lda, x0, x1, x2, c)
+    _put_8x48(cf, c0, ldc, nt, c)
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _copy_row(bf, s, bn, d, width):
+    """``bn[d : d + width] = bf[s : s + width]`` (``width`` 48 or 16)."""
+    vstore(bn, d, vload(bf, s))
+    if width == 48:
+        vstore(bn, d + 16, vload(bf, s + 16))
+        vstore(bn, d + 32, vload(bf, s + 32))
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _block_8x48_next(ap, a0, lda, bp, cf, c0, ldc, K, nt, bf, ldb, jn, wn, bn, r0, r1):
+    """:func:`_block_8x48` over the packed panel ``bp`` (48 wide), all ``K`` channels in
+    one pass, copying rows ``r0:r1`` of the next panel (``bf[r*ldb + jn :][:wn]`` to
+    ``bn[r*wn :]``) on the way, one row per 16 channels (the rest after the last):
+    the next panel's loads are overlapped by this block's FMAs."""
+    c = _zero_8x48(ap[0])
+    r = r0
+    K16 = K - K % 16
+    for kk in range(0, K16, 16):
+        if r < r1:
+            _copy_row(bf, r * ldb + jn, bn, r * wn, wn)
+            r += 1
+        for k in range(kk, kk + 16):
+            b = k * 48
+            c = _step_8x48(ap, a0 + k, lda, vload(bp, b), vload(bp, b + 16), vload(bp, b + 32),
+                           c)
+    for k in range(K16, K):
+        b = k * 48
+        c = _step_8x48(ap, a0 + k, lda, vload(bp, b), vload(bp, b + 16), vload(bp, b + 32), c)
+    for rr in range(r, r1):
+        _copy_row(bf, rr * ldb + jn, bn, rr * wn, wn)
+    _put_8x48(cf, c0, ldc, nt, c)
+
+
 @njit(**JIT_PARALLEL)
 def pointwise_rows(ap, x, out, bias_g, add_bias, kc, pieces, scratch, nt):
     """out[n, g] (Kg x L) = A_g @ x[n, g] (Cg x L) (+ bias_g[g] per row after the sum).
 
     ``ap[g]`` is A_g ``(Kg, Cg)``, the weight as it is (not packed: each element is one
     broadcast load). One iteration per (image, group, piece of the columns; ``pieces``
-    per image); in a piece, column panels of 48 (the last ones 16) are packed
-    contiguously into the running thread's row of ``scratch`` (``Cg * 48`` elements),
+    per image); in a piece, column panels of 48 (the last ones 16) are made contiguous
+    in the running thread's row of ``scratch`` (two buffers of ``Cg * 48`` elements),
     then every 8-row block of the output is computed over that panel in passes of ``kc``
     channels (each output one FMA chain over the channels in order, whatever the thread
-    count or the split). float32, AVX-512, ``Kg % 8 == 0``, ``L % 16 == 0``. ``nt``: the
-    48-column blocks are stored non-temporally (one pass, ``kc >= Cg``, no bias, ``out``
-    16-byte aligned: the caller checks).
+    count or the split). In one pass (``kc >= Cg``) the packing is software-pipelined:
+    a 48-wide panel's first row block packs it while computing, the other row blocks
+    copy the next panel into the other buffer, a row per 16 channels, so the input's
+    loads overlap the FMAs instead of stalling them in a copy of their own. float32,
+    AVX-512, ``Kg % 8 == 0``, ``L % 16 == 0``. ``nt``: the 48-column blocks are stored
+    non-temporally (1: ``out`` 16-byte aligned, 2: 64-byte aligned; one pass, no bias:
+    the caller checks).
     """
     N, G, Cg, L = x.shape
     Kg = out.shape[2]
     nb = Kg // 8
+    S = Cg * 48
     npan = (L + 47) // 48  # column panels (the last one 16 or 32 wide)
     per = -(-npan // pieces)
+    one_pass = kc >= Cg
     for t in prange(N * G * pieces):
         q = t // pieces
         n = q // G
@@ -788,19 +917,45 @@ def pointwise_rows(ap, x, out, bias_g, add_bias, kc, pieces, scratch, nt):
         af = ap[g].reshape(-1)
         bf = x[n, g].reshape(-1)
         cf = out[n, g].reshape(-1)
-        bp = scratch[get_thread_id()]
+        sc = scratch[get_thread_id()]
+        cur = 0
+        packed = False  # the panel at j is already in sc[cur]
         while j < j1:
             width = 48 if j + 48 <= j1 else 16
-            _pack_panel(bf, j, L, Cg, width, bp)
-            for k0 in range(0, Cg, kc):
-                k1 = min(Cg, k0 + kc)
-                for ib in range(nb):
-                    if width == 48:
-                        _block_8x48(af, ib * 8 * Cg, Cg, bp, 0, 48, cf, ib * 8 * L + j, L, k0, k1,
-                                    k0 == 0, nt)
-                    else:
-                        _block_8x16(af, ib * 8 * Cg, Cg, bp, 0, 16, cf, ib * 8 * L + j, L, k0, k1,
-                                    k0 == 0)
+            bp = sc[cur * S : cur * S + S]
+            if one_pass and width == 48:
+                jn = j + 48
+                wn = 48 if jn + 48 <= j1 else 16
+                ib0 = 0
+                if not packed:
+                    _block_8x48_packing(af, 0, Cg, bf, j, L, cf, j, L, Cg, nt, bp)
+                    ib0 = 1
+                packed = jn < j1 and ib0 < nb
+                if packed:
+                    bn = sc[(1 - cur) * S : (1 - cur) * S + S]
+                    step = -(-Cg // (nb - ib0))  # next-panel rows per row block
+                    for ib in range(ib0, nb):
+                        r0 = min(Cg, (ib - ib0) * step)
+                        _block_8x48_next(af, ib * 8 * Cg, Cg, bp, cf, ib * 8 * L + j, L, Cg,
+                                         nt, bf, L, jn, wn, bn, r0, min(Cg, r0 + step))
+                    cur = 1 - cur
+                else:
+                    for ib in range(ib0, nb):
+                        _block_8x48(af, ib * 8 * Cg, Cg, bp, 0, 48, cf, ib * 8 * L + j, L, 0, Cg,
+                                    True, nt)
+            else:
+                if not packed:
+                    _pack_panel(bf, j, L, Cg, width, bp)
+                packed = False
+                for k0 in range(0, Cg, kc):
+                    k1 = min(Cg, k0 + kc)
+                    for ib in range(nb):
+                        if width == 48:
+                            _block_8x48(af, ib * 8 * Cg, Cg, bp, 0, 48, cf, ib * 8 * L + j, L,
+                                        k0, k1, k0 == 0, nt)
+                        else:
+                            _block_8x16(af, ib * 8 * Cg, Cg, bp, 0, 16, cf, ib * 8 * L + j, L,
+                                        k0, k1, k0 == 0)
             if add_bias:
                 rows = out[n, g]
                 for k in range(Kg):
@@ -809,6 +964,11 @@ def pointwise_rows(ap, x, out, bias_g, add_bias, kc, pieces, scratch, nt):
                     for c in range(j, j + width):
                         dst[c] = dst[c] + bk
             j += width
+
+
+def pointwise_scratch(Cg: int, dtype) -> np.ndarray:
+    """The per-thread scratch of :func:`pointwise_rows`: two column panels of ``Cg x 48``."""
+    return scratch_rows(2 * Cg * 48, dtype)
 
 
 def pointwise_pieces(tasks: int, L: int) -> int:
@@ -840,7 +1000,7 @@ def pointwise(x, w, bias, out, groups):
     L = out.shape[2] * out.shape[3] * out.shape[4]
     ap = np.ascontiguousarray(w).reshape(groups, Kg, Cg)
     bias_g = np.ascontiguousarray(bias, dtype=out.dtype).reshape(groups, Kg)
-    scratch = scratch_rows(Cg * 48, out.dtype)
+    scratch = pointwise_scratch(Cg, out.dtype)
     add_bias = bool(np.any(bias))
     # non-temporal output stores: W6, 2 threads, bench pattern 2.38-2.44 ms vs 2.46-2.55
     nt = 0
