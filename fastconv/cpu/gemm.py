@@ -35,10 +35,7 @@ import threading
 
 import numba
 import numpy as np
-from llvmlite import ir
 from numba import get_thread_id, njit, prange
-from numba.core import types
-from numba.extending import intrinsic
 
 from fastconv._config import (
     GEMM_CHUNK_BYTES,
@@ -50,7 +47,15 @@ from fastconv._config import (
 from fastconv._config import GEMM_MIN_CHUNK_COLUMNS as MIN_CHUNK_COLUMNS
 from fastconv._config import GEMM_SHIFTED_MIN_CG as SHIFTED_MIN_CG
 from fastconv.cpu import blas, microkernel
-from fastconv.cpu.microkernel import Vec, _element_pointer, vfma, vload, vsplat_at, vstore, vzero
+from fastconv.cpu.microkernel import (
+    vfma,
+    vload,
+    vsplat_at,
+    vstore,
+    vstore_nt,
+    vstore_nt64,
+    vzero,
+)
 from fastconv.cpu.pad import MODE_CODES, pad, source_index
 
 
@@ -583,33 +588,6 @@ def folded(x, w, bias, out, stride, dilation, groups, pads, mode):
 POINTWISE_KC = 256
 
 
-def _nt_store(align):
-    """A :func:`fastconv.cpu.microkernel.vstore` with a non-temporal hint (the line goes
-    to memory, not into the caches) at an ``align``-byte aligned ``arr[i]``."""
-    @intrinsic
-    def store(typingctx, arr, i, v):
-        if not (isinstance(v, Vec) and isinstance(arr, types.Array) and arr.layout == "C"
-                and arr.ndim == 1 and arr.dtype == v.dtype):
-            return None
-
-        def codegen(context, builder, sig, args):
-            ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
-            vptr = builder.bitcast(ptr, context.get_value_type(v).as_pointer())
-            st = builder.store(args[2], vptr, align=align)
-            st.set_metadata("nontemporal",
-                            builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
-            return context.get_dummy_value()
-
-        return types.none(arr, i, v), codegen
-    return store
-
-
-#: Non-temporal vector stores: ``arr[i]`` 16-byte aligned (LLVM writes the vector as four
-#: aligned 16-byte ``vmovntps``), or 64-byte aligned (one whole-line ``vmovntps``).
-vstore_nt = _nt_store(16)
-vstore_nt64 = _nt_store(64)
-
-
 @njit(inline="always", **JIT_SERIAL)
 def _put(cf, o, v, nt):
     """``cf[o : o + 16] = v``, non-temporal when ``nt`` (1: ``cf[o]`` 16-byte aligned,
@@ -629,85 +607,14 @@ def _block_8x48(ap, a0, lda, bf, b0, ldb, cf, c0, ldc, k0, k1, first, nt):
     broadcast load, so A needs no packing), ``bf[b0 + k*ldb + j]`` = B[k, j],
     ``cf[c0 + i*ldc + j]`` = C[i, j]; zero-started when ``first``, else continued from C
     (each C element one FMA chain over k in order); stored non-temporally when ``nt``."""
-    z = ap[0]
     if first:
-        c00, c01, c02 = vzero(z), vzero(z), vzero(z)
-        c10, c11, c12 = vzero(z), vzero(z), vzero(z)
-        c20, c21, c22 = vzero(z), vzero(z), vzero(z)
-        c30, c31, c32 = vzero(z), vzero(z), vzero(z)
-        c40, c41, c42 = vzero(z), vzero(z), vzero(z)
-        c50, c51, c52 = vzero(z), vzero(z), vzero(z)
-        c60, c61, c62 = vzero(z), vzero(z), vzero(z)
-        c70, c71, c72 = vzero(z), vzero(z), vzero(z)
+        c = _zero_8x48(ap[0])
     else:
-        o = c0
-        c00, c01, c02 = vload(cf, o), vload(cf, o + 16), vload(cf, o + 32)
-        o += ldc
-        c10, c11, c12 = vload(cf, o), vload(cf, o + 16), vload(cf, o + 32)
-        o += ldc
-        c20, c21, c22 = vload(cf, o), vload(cf, o + 16), vload(cf, o + 32)
-        o += ldc
-        c30, c31, c32 = vload(cf, o), vload(cf, o + 16), vload(cf, o + 32)
-        o += ldc
-        c40, c41, c42 = vload(cf, o), vload(cf, o + 16), vload(cf, o + 32)
-        o += ldc
-        c50, c51, c52 = vload(cf, o), vload(cf, o + 16), vload(cf, o + 32)
-        o += ldc
-        c60, c61, c62 = vload(cf, o), vload(cf, o + 16), vload(cf, o + 32)
-        o += ldc
-        c70, c71, c72 = vload(cf, o), vload(cf, o + 16), vload(cf, o + 32)
+        c = _load_8x48(cf, c0, ldc)
     for k in range(k0, k1):
         b = b0 + k * ldb
-        x0, x1, x2 = vload(bf, b), vload(bf, b + 16), vload(bf, b + 32)
-        a = a0 + k
-        v = vsplat_at(ap, a)
-        c00, c01, c02 = vfma(v, x0, c00), vfma(v, x1, c01), vfma(v, x2, c02)
-        v = vsplat_at(ap, a + 1 * lda)
-        c10, c11, c12 = vfma(v, x0, c10), vfma(v, x1, c11), vfma(v, x2, c12)
-        v = vsplat_at(ap, a + 2 * lda)
-        c20, c21, c22 = vfma(v, x0, c20), vfma(v, x1, c21), vfma(v, x2, c22)
-        v = vsplat_at(ap, a + 3 * lda)
-        c30, c31, c32 = vfma(v, x0, c30), vfma(v, x1, c31), vfma(v, x2, c32)
-        v = vsplat_at(ap, a + 4 * lda)
-        c40, c41, c42 = vfma(v, x0, c40), vfma(v, x1, c41), vfma(v, x2, c42)
-        v = vsplat_at(ap, a + 5 * lda)
-        c50, c51, c52 = vfma(v, x0, c50), vfma(v, x1, c51), vfma(v, x2, c52)
-        v = vsplat_at(ap, a + 6 * lda)
-        c60, c61, c62 = vfma(v, x0, c60), vfma(v, x1, c61), vfma(v, x2, c62)
-        v = vsplat_at(ap, a + 7 * lda)
-        c70, c71, c72 = vfma(v, x0, c70), vfma(v, x1, c71), vfma(v, x2, c72)
-    o = c0
-    _put(cf, o, c00, nt)
-    _put(cf, o + 16, c01, nt)
-    _put(cf, o + 32, c02, nt)
-    o += ldc
-    _put(cf, o, c10, nt)
-    _put(cf, o + 16, c11, nt)
-    _put(cf, o + 32, c12, nt)
-    o += ldc
-    _put(cf, o, c20, nt)
-    _put(cf, o + 16, c21, nt)
-    _put(cf, o + 32, c22, nt)
-    o += ldc
-    _put(cf, o, c30, nt)
-    _put(cf, o + 16, c31, nt)
-    _put(cf, o + 32, c32, nt)
-    o += ldc
-    _put(cf, o, c40, nt)
-    _put(cf, o + 16, c41, nt)
-    _put(cf, o + 32, c42, nt)
-    o += ldc
-    _put(cf, o, c50, nt)
-    _put(cf, o + 16, c51, nt)
-    _put(cf, o + 32, c52, nt)
-    o += ldc
-    _put(cf, o, c60, nt)
-    _put(cf, o + 16, c61, nt)
-    _put(cf, o + 32, c62, nt)
-    o += ldc
-    _put(cf, o, c70, nt)
-    _put(cf, o + 16, c71, nt)
-    _put(cf, o + 32, c72, nt)
+        c = _step_8x48(ap, a0 + k, lda, vload(bf, b), vload(bf, b + 16), vload(bf, b + 32), c)
+    _put_8x48(cf, c0, ldc, nt, c)
 
 
 @njit(inline="always", **JIT_SERIAL)
@@ -748,16 +655,8 @@ def _pack_panel(bf, j, ldb, rows, width, bp):
     """``bp[k*width : (k+1)*width] = B[k, j : j + width]`` for the ``rows`` rows of ``B``
     (``bf[k*ldb + c]`` = B[k, c]; ``width`` 48 or 16): one column panel of the input made
     contiguous (one stream instead of ``rows`` strided ones)."""
-    if width == 48:
-        for k in range(rows):
-            s = k * ldb + j
-            d = k * 48
-            vstore(bp, d, vload(bf, s))
-            vstore(bp, d + 16, vload(bf, s + 16))
-            vstore(bp, d + 32, vload(bf, s + 32))
-    else:
-        for k in range(rows):
-            vstore(bp, k * 16, vload(bf, k * ldb + j))
+    for k in range(rows):
+        _copy_row(bf, k * ldb + j, bp, k * width, width)
 
 
 @njit(inline="always", **JIT_SERIAL)
@@ -830,6 +729,20 @@ def _zero_8x48(z):
     return (vzero(z), vzero(z), vzero(z), vzero(z), vzero(z), vzero(z), vzero(z), vzero(z),
             vzero(z), vzero(z), vzero(z), vzero(z), vzero(z), vzero(z), vzero(z), vzero(z),
             vzero(z), vzero(z), vzero(z), vzero(z), vzero(z), vzero(z), vzero(z), vzero(z))
+
+
+@njit(inline="always", **JIT_SERIAL)
+def _load_8x48(cf, c0, ldc):
+    """The 24 accumulators (row-major) loaded from ``C[8 x 48]`` at ``cf[c0 + i*ldc + j]``."""
+    o = c0
+    return (vload(cf, o), vload(cf, o + 16), vload(cf, o + 32),
+            vload(cf, o + ldc), vload(cf, o + ldc + 16), vload(cf, o + ldc + 32),
+            vload(cf, o + 2 * ldc), vload(cf, o + 2 * ldc + 16), vload(cf, o + 2 * ldc + 32),
+            vload(cf, o + 3 * ldc), vload(cf, o + 3 * ldc + 16), vload(cf, o + 3 * ldc + 32),
+            vload(cf, o + 4 * ldc), vload(cf, o + 4 * ldc + 16), vload(cf, o + 4 * ldc + 32),
+            vload(cf, o + 5 * ldc), vload(cf, o + 5 * ldc + 16), vload(cf, o + 5 * ldc + 32),
+            vload(cf, o + 6 * ldc), vload(cf, o + 6 * ldc + 16), vload(cf, o + 6 * ldc + 32),
+            vload(cf, o + 7 * ldc), vload(cf, o + 7 * ldc + 16), vload(cf, o + 7 * ldc + 32))
 
 
 @njit(inline="always", **JIT_SERIAL)

@@ -127,20 +127,35 @@ def vload_bytes(typingctx, arr, i, like):
     return vt(arr, i, like), codegen
 
 
-@intrinsic
-def vstore(typingctx, arr, i, v):
-    """``arr[i : i + v.lanes] = v`` (``arr`` 1-D contiguous, unaligned store)."""
-    if not (isinstance(v, Vec) and isinstance(arr, types.Array) and arr.layout == "C"
-            and arr.ndim == 1 and arr.dtype == v.dtype):
-        return None
+def _vector_store(align=None, nontemporal=False):
+    """A store intrinsic ``(arr, i, v)``: ``arr[i : i + v.lanes] = v`` (``arr`` 1-D
+    contiguous) at ``align`` bytes (None: the element's alignment), with LLVM's
+    non-temporal hint when ``nontemporal`` (the line goes to memory, not the caches)."""
+    @intrinsic
+    def store(typingctx, arr, i, v):
+        if not (isinstance(v, Vec) and isinstance(arr, types.Array) and arr.layout == "C"
+                and arr.ndim == 1 and arr.dtype == v.dtype):
+            return None
 
-    def codegen(context, builder, sig, args):
-        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
-        vptr = builder.bitcast(ptr, context.get_value_type(v).as_pointer())
-        builder.store(args[2], vptr, align=arr.dtype.bitwidth // 8)
-        return context.get_dummy_value()
+        def codegen(context, builder, sig, args):
+            ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+            vptr = builder.bitcast(ptr, context.get_value_type(v).as_pointer())
+            st = builder.store(args[2], vptr, align=align or arr.dtype.bitwidth // 8)
+            if nontemporal:
+                st.set_metadata("nontemporal", builder.module.add_metadata(
+                    [ir.Constant(ir.IntType(32), 1)]))
+            return context.get_dummy_value()
 
-    return types.none(arr, i, v), codegen
+        return types.none(arr, i, v), codegen
+    return store
+
+
+#: ``arr[i : i + v.lanes] = v`` (unaligned store).
+vstore = _vector_store()
+#: Non-temporal stores: ``arr[i]`` 16-byte aligned (LLVM writes the vector as 16-byte
+#: ``vmovntps``), or 64-byte aligned (one whole-line ``vmovntps``).
+vstore_nt = _vector_store(16, nontemporal=True)
+vstore_nt64 = _vector_store(64, nontemporal=True)
 
 
 @intrinsic
