@@ -38,6 +38,21 @@ def test_point_classes_count_rows_and_order_every_point():
     assert abs(2 * half - rows.sum()) <= rows.max()
 
 
+def test_point_classes_built_once_and_returned_fresh():
+    """The greedy order is computed once per shape; each call gets its own arrays, so a
+    caller writing into them cannot change the next call's."""
+    winograd._point_classes.cache_clear()
+    first = winograd.point_classes(4, 3, 4, 3, 4)
+    want = [a.copy() for a in first]
+    for a in first:
+        a[:] = -1
+    again = winograd.point_classes(4, 3, 4, 3, 4)
+    assert winograd._point_classes.cache_info().hits == 1
+    for got, ref in zip(again, want, strict=True):
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, ref)
+
+
 @pytest.mark.parametrize("shape", [(3, 32, 32, 14, 14), (2, 16, 24, 13, 9), (2, 8, 32, 6, 10),
                                    (1, 32, 16, 5, 7)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
