@@ -17,8 +17,8 @@ name). Three groups stay beside their code, on purpose:
 - **The algorithm choice**: the registry's constants in ``fastconv._algorithms`` (rates,
   crossovers), the Winograd shape rules in ``fastconv.cpu.rules`` (``MIN_CHANNELS``,
   ``MIN_R``, ``FUSED_MIN_IMAGE_TILES``), the Winograd block sizes in
-  ``fastconv.cpu.winograd`` (``U_CACHE_BYTES``, ``MIN_BLOCKS``, ``STAGED_TILES``,
-  ``STAGED_POINTS``), ``fastconv.cpu.winograd_weight``
+  ``fastconv.cpu.winograd`` (``U_CACHE_BYTES``, ``MIN_BLOCKS``, ``STAGED_TILES``),
+  ``fastconv.cpu.winograd_weight``
   (``FUSED_MAX_ACC_BYTES``, ``STAGED_TILES``, ``STAGED_BLOCK_TILES``) and the task split
   of ``fastconv.cpu.winograd_w`` (``ROW_COLUMNS``, ``MIN_TASKS``), tuned together with
   those rules.

@@ -57,7 +57,7 @@ STAYING = [  # listed in fastconv._config's docstring, with the reason
     ("fastconv.cpu.rules", "MIN_CHANNELS"), ("fastconv.cpu.rules", "MIN_R"),
     ("fastconv.cpu.rules", "FUSED_MIN_IMAGE_TILES"), ("fastconv.cpu.winograd", "U_CACHE_BYTES"),
     ("fastconv.cpu.winograd", "MIN_BLOCKS"),
-    ("fastconv.cpu.winograd", "STAGED_TILES"), ("fastconv.cpu.winograd", "STAGED_POINTS"),
+    ("fastconv.cpu.winograd", "STAGED_TILES"),
     ("fastconv.cpu.winograd_weight", "FUSED_MAX_ACC_BYTES"),
     ("fastconv.cpu.winograd_weight", "STAGED_TILES"),
     ("fastconv.cpu.winograd_weight", "STAGED_BLOCK_TILES"), ("fastconv.cpu.grad", "WEIGHT_PARTS"),

@@ -76,6 +76,7 @@ from fastconv.cpu.microkernel import (
 )
 from fastconv.cpu.rules import FUSED_MIN_IMAGE_TILES, tile_size
 from fastconv.cpu.rules import winograd_2d as applies  # noqa: F401 (re-exported)
+from fastconv.cpu.sched import claim
 
 # Kernel transforms G (alpha x 3) in float64.
 _G = {
@@ -841,8 +842,6 @@ def run(x, U, bias, out, groups: int, m: int, pads) -> bool:
         return _run_staged(x, U, bias, out, groups, m, pads)
 #: Most tiles of one stage of the staged form (its ``V`` and ``M`` span them).
 STAGED_TILES = 512
-#: Points per product task of the staged form (their products in one Numba call).
-STAGED_POINTS = 3
 
 
 class _Carve:
@@ -926,38 +925,44 @@ def _carve_len(n):
 @njit(**JIT_PARALLEL)
 def fused_blocks(x, U, bias_g, out, m, pt, pl, blist, tw, gemm, args, scratch, finite, Up, ln,
                  K):
-    """Every (group, block) of :func:`_run_fused` in one parallel region: each iteration
-    runs :func:`fused_block` in the scratch row of the thread running it. ``blist`` rows
+    """Every (group, block) of :func:`_run_fused` in one parallel region: the threads
+    claim the blocks in turn (:mod:`fastconv.cpu.sched`: a thread on a faster vCPU takes
+    more of them) and run :func:`fused_block` in their own scratch rows. ``blist`` rows
     are (n0, nimg, ty0, nty, gemm-argument row); results do not depend on which thread
     runs a block."""
     groups, a2, Cin, Cout = U.shape
     alpha = m + 2
     nblocks = blist.shape[0]
     Wt = tw * m + 2
-    for i in prange(groups * nblocks):
-        g = i // nblocks
-        b = i - g * nblocks
-        n0, nimg, ty0, nty, row = blist[b, 0], blist[b, 1], blist[b, 2], blist[b, 3], blist[b, 4]
-        T = nimg * nty * tw
-        Hr = nty * m + 2
-        nx, ny = nimg * Hr * Wt * Cin, nimg * nty * m * tw * m * Cout
-        l1 = _carve_len(max(a2 * T * Cin, ny))
-        l2 = _carve_len(max(a2 * T * Cout, nx))
-        l3 = _carve_len(alpha * alpha * max(Cin, Cout))
-        buf = scratch[get_thread_id()]
-        r1 = buf[:l1]
-        r2 = buf[l1:l1 + l2]
-        tmp = buf[l1 + l2:l1 + l2 + l3]
-        acc = buf[l1 + l2 + l3:l1 + l2 + l3 + Cout]
-        xb = r2[:nx].reshape((nimg, Hr, Wt, Cin))
-        V = r1[: a2 * T * Cin].reshape((a2, T, Cin))
-        M = r2[: a2 * T * Cout].reshape((a2, T, Cout))
-        yb = r1[:ny].reshape((nimg, nty * m, tw * m, Cout))
-        finite[i] = fused_block(
-            x, n0, g * Cin, ty0 * m, pt, pl, xb,
-            tmp[: alpha * alpha * Cin].reshape((alpha, alpha, Cin)), V, gemm, args[row], U[g],
-            M, bias_g[g], m, tmp[: m * alpha * Cout].reshape((m, alpha, Cout)), yb, acc, out,
-            g * Cout, Up, g * a2 * Cin * Cout, ln, K)
+    counter = np.zeros(1, np.int64)
+    for _ in prange(scratch.shape[0]):  # a thread each; blocks claimed (fastconv.cpu.sched)
+        i = claim(counter)
+        while i < groups * nblocks:
+            g = i // nblocks
+            b = i - g * nblocks
+            n0, nimg, ty0, nty, row = (blist[b, 0], blist[b, 1], blist[b, 2], blist[b, 3],
+                                       blist[b, 4])
+            T = nimg * nty * tw
+            Hr = nty * m + 2
+            nx, ny = nimg * Hr * Wt * Cin, nimg * nty * m * tw * m * Cout
+            l1 = _carve_len(max(a2 * T * Cin, ny))
+            l2 = _carve_len(max(a2 * T * Cout, nx))
+            l3 = _carve_len(alpha * alpha * max(Cin, Cout))
+            buf = scratch[get_thread_id()]
+            r1 = buf[:l1]
+            r2 = buf[l1:l1 + l2]
+            tmp = buf[l1 + l2:l1 + l2 + l3]
+            acc = buf[l1 + l2 + l3:l1 + l2 + l3 + Cout]
+            xb = r2[:nx].reshape((nimg, Hr, Wt, Cin))
+            V = r1[: a2 * T * Cin].reshape((a2, T, Cin))
+            M = r2[: a2 * T * Cout].reshape((a2, T, Cout))
+            yb = r1[:ny].reshape((nimg, nty * m, tw * m, Cout))
+            finite[i] = fused_block(
+                x, n0, g * Cin, ty0 * m, pt, pl, xb,
+                tmp[: alpha * alpha * Cin].reshape((alpha, alpha, Cin)), V, gemm, args[row],
+                U[g], M, bias_g[g], m, tmp[: m * alpha * Cout].reshape((m, alpha, Cout)), yb,
+                acc, out, g * Cout, Up, g * a2 * Cin * Cout, ln, K)
+            i = claim(counter)
 
 
 def _run_fused(x, U, bias, out, groups, m, pads) -> bool:
@@ -1143,28 +1148,20 @@ def point_classes(m: int, th4: int, th: int, tw4: int, tw: int):
     """(class of each point, tiles an image per class, point order) of the staged form.
     Class ``2 * big_p + big_q`` (``big``: F(4x4)'s points 2 and -2, indices 3 and 4, which
     the 2-pixel edge tiles lack) counts ``(th4 if big_p else th) * (tw4 if big_q else
-    tw)`` tiles an image. The order deals the points so that every contiguous share of
-    it holds about its share of the rows (the products' parallel loop splits it evenly
-    by count); it does not change any result. Fresh arrays, built once per shape."""
+    tw)`` tiles an image. The order is longest first (the threads claim the points in
+    it, so the last claims are the shortest products); it does not change any result.
+    Fresh arrays, built once per shape."""
     return tuple(np.array(v, dtype=np.int64) for v in _point_classes(m, th4, th, tw4, tw))
 
 
 @functools.lru_cache(maxsize=64)
 def _point_classes(m: int, th4: int, th: int, tw4: int, tw: int):
-    """:func:`point_classes` as tuples (its greedy order is 0.5 ms of Python: once)."""
+    """:func:`point_classes` as tuples."""
     a = m + 2
     big = [m == 4 and i in (3, 4) for i in range(a)]
     cls = [2 * big[p] + big[q] for p in range(a) for q in range(a)]
     cnt = [th * tw, th * tw4, th4 * tw, th4 * tw4]
-    cost = [float(cnt[c]) for c in cls]
-    total = sum(cost)
-    left, order, done = list(range(a * a)), [], 0.0
-    for i in range(a * a):  # greedy: each prefix as close as possible to its share
-        goal = total * (i + 1) / (a * a)
-        k = min(left, key=lambda p: (abs(done + cost[p] - goal), p))
-        left.remove(k)
-        order.append(k)
-        done += cost[k]
+    order = sorted(range(a * a), key=lambda p: (-cnt[cls[p]], p))
     return tuple(cls), tuple(cnt), tuple(order)
 
 
@@ -1172,12 +1169,13 @@ def _point_classes(m: int, th4: int, th: int, tw4: int, tw: int):
 def staged_stage(x, U, bias_g, out, m, pt, pl, n0, nimg, th4, th, tw4, tw, gemm, args, cls,
                  cnt, order, V, M, scratch, finite, Up, ln):
     """One stage of :func:`_run_staged` (images ``n0 .. n0 + nimg``): three parallel
-    loops, (1) group x image: fill and transform into ``V``, (2) group x
-    ``STAGED_POINTS`` points (in ``order``): the products into ``M``, point ``a`` over
-    ``nimg * cnt[cls[a]]`` rows with ``args[cls[a]]``, (3) group x image: inverse
-    transform and store (``finite[g * nimg + j]``: whether the image's outputs are
-    finite). Tiles ``th4 x tw4`` of ``m`` pixels, plus F(2x2) edge tiles up to ``th x tw``
-    (``m = 4`` only: :func:`transform_input_mixed`). The products run on
+    loops whose work items the threads claim (:mod:`fastconv.cpu.sched`), (1) group x
+    image: fill and transform into ``V``, (2) group x point (in ``order``): the products
+    into ``M``, point ``a`` over ``nimg * cnt[cls[a]]`` rows with ``args[cls[a]]``, (3)
+    group x image: inverse transform and store (``finite[g * nimg + j]``: whether the
+    image's outputs are finite). Tiles ``th4 x tw4`` of ``m`` pixels, plus F(2x2) edge
+    tiles up to ``th x tw`` (``m = 4`` only: :func:`transform_input_mixed`). The products
+    run on
     :func:`fastconv.cpu.wino_gemm.product` with the packed weights ``Up`` where ``ln`` (its
     lanes) is not 0, else on the BLAS. Scratch rows per thread as :func:`fused_blocks`."""
     groups, a2, Cin, Cout = U.shape
@@ -1187,24 +1185,28 @@ def staged_stage(x, U, bias_g, out, m, pt, pl, n0, nimg, th4, th, tw4, tw, gemm,
     Wt, Hr = Wy + 2, Hy + 2
     nx, ny = Hr * Wt * Cin, Hy * Wy * Cout
     lx, ly, lt = _carve_len(nx), _carve_len(ny), _carve_len(alpha * alpha * max(Cin, Cout))
-    for i in prange(groups * nimg):
-        g = i // nimg
-        j = i - g * nimg
-        buf = scratch[get_thread_id()]
-        xb = buf[:nx].reshape((1, Hr, Wt, Cin))
-        fill_rows(x, n0 + j, g * Cin, 0, pt, pl, xb)
-        tmp = buf[lx:lx + alpha * alpha * Cin].reshape((alpha, alpha, Cin))
-        if m == 4:
-            transform_input_mixed(xb, th4, th, tw4, tw, tmp, V[g], j, cnt)
-        else:
-            transform_input(xb, m, tmp, V[g], j * per)
-    npt = -(-a2 // STAGED_POINTS)
+    nt = scratch.shape[0]  # a thread each; work items claimed (fastconv.cpu.sched)
+    c1, c2, c3 = np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64)
+    for _ in prange(nt):
+        i = claim(c1)
+        while i < groups * nimg:
+            g = i // nimg
+            j = i - g * nimg
+            buf = scratch[get_thread_id()]
+            xb = buf[:nx].reshape((1, Hr, Wt, Cin))
+            fill_rows(x, n0 + j, g * Cin, 0, pt, pl, xb)
+            tmp = buf[lx:lx + alpha * alpha * Cin].reshape((alpha, alpha, Cin))
+            if m == 4:
+                transform_input_mixed(xb, th4, th, tw4, tw, tmp, V[g], j, cnt)
+            else:
+                transform_input(xb, m, tmp, V[g], j * per)
+            i = claim(c1)
     Vf, Mf, Vt = V.reshape(-1), M.reshape(-1), V.shape[2]
-    for i in prange(groups * npt):
-        g = i // npt
-        k0 = (i - g * npt) * STAGED_POINTS
-        for k in range(k0, min(k0 + STAGED_POINTS, a2)):
-            a = order[k]
+    for _ in prange(nt):
+        i = claim(c2)
+        while i < groups * a2:
+            g = i // a2
+            a = order[i - g * a2]
             if ln > 0:
                 ga = g * a2 + a
                 wino_gemm.product(Vf, ga * Vt * Cin, Up, ga * Cin * Cout, Mf, ga * Vt * Cout,
@@ -1213,20 +1215,24 @@ def staged_stage(x, U, bias_g, out, m, pt, pl, n0, nimg, th4, th, tw4, tw, gemm,
                 r = args[cls[a]]
                 gemm(r[0], r[1], r[2], r[3], r[4], r[5], U[g, a].ctypes.data, r[6],
                      V[g, a].ctypes.data, r[7], r[8], M[g, a].ctypes.data, r[9])
-    for i in prange(groups * nimg):
-        g = i // nimg
-        j = i - g * nimg
-        buf = scratch[get_thread_id()]
-        yb = buf[:ny].reshape((1, Hy, Wy, Cout))
-        acc = buf[ly + lt:ly + lt + Cout]
-        acc[:] = 0
-        tmp = buf[ly:ly + m * alpha * Cout].reshape((m, alpha, Cout))
-        if m == 4:
-            transform_output_mixed(M[g], bias_g[g], th4, th, tw4, tw, tmp, yb, acc, j, cnt)
-        else:
-            transform_output(M[g], bias_g[g], m, tmp, yb, acc, j * per)
-        finite[i] = np.isfinite(acc.sum())
-        store_rows(yb, out, n0 + j, g * Cout, 0)
+            i = claim(c2)
+    for _ in prange(nt):
+        i = claim(c3)
+        while i < groups * nimg:
+            g = i // nimg
+            j = i - g * nimg
+            buf = scratch[get_thread_id()]
+            yb = buf[:ny].reshape((1, Hy, Wy, Cout))
+            acc = buf[ly + lt:ly + lt + Cout]
+            acc[:] = 0
+            tmp = buf[ly:ly + m * alpha * Cout].reshape((m, alpha, Cout))
+            if m == 4:
+                transform_output_mixed(M[g], bias_g[g], th4, th, tw4, tw, tmp, yb, acc, j, cnt)
+            else:
+                transform_output(M[g], bias_g[g], m, tmp, yb, acc, j * per)
+            finite[i] = np.isfinite(acc.sum())
+            store_rows(yb, out, n0 + j, g * Cout, 0)
+            i = claim(c3)
 
 
 def _run_staged(x, U, bias, out, groups, m, pads) -> bool:
