@@ -999,14 +999,17 @@ def _run_fused(x, U, bias, out, groups, m, pads) -> bool:
     bias_g = np.ascontiguousarray(bias, dtype=dt).reshape(groups, Cout)
     Up = _packed(U) if ln else np.zeros(1, dt)
     K = np.array([2, 4, -4, -5, 8], dtype=dt)
-    if ln:  # products on wino_gemm: no BLAS call, no limit to take
+    with _blas_limit(ln):
         fused_blocks(x, U, bias_g, out, m, pt, pl, rows, tw, gemm, args, scratch, finite, Up,
                      ln, K)
-    else:
-        with blas.single_threaded_blas():
-            fused_blocks(x, U, bias_g, out, m, pt, pl, rows, tw, gemm, args, scratch, finite,
-                         Up, ln, K)
     return bool(finite.all())
+
+
+def _blas_limit(ln: int):
+    """The single-threaded-BLAS limit where the products call the BLAS (``ln == 0``);
+    none where they run on :mod:`fastconv.cpu.wino_gemm` (taking the limit and restoring
+    it costs ~0.15 ms a call)."""
+    return contextlib.nullcontext() if ln else blas.single_threaded_blas()
 
 
 #: Block lists and BLAS arguments of :func:`_run_fused` by shape (rules of the shapes
@@ -1175,9 +1178,9 @@ def staged_stage(x, U, bias_g, out, m, pt, pl, n0, nimg, th4, th, tw4, tw, gemm,
     group x image: inverse transform and store (``finite[g * nimg + j]``: whether the
     image's outputs are finite). Tiles ``th4 x tw4`` of ``m`` pixels, plus F(2x2) edge
     tiles up to ``th x tw`` (``m = 4`` only: :func:`transform_input_mixed`). The products
-    run on
-    :func:`fastconv.cpu.wino_gemm.product` with the packed weights ``Up`` where ``ln`` (its
-    lanes) is not 0, else on the BLAS. Scratch rows per thread as :func:`fused_blocks`."""
+    run on :func:`fastconv.cpu.wino_gemm.product` with the packed weights ``Up`` where
+    ``ln`` (its lanes) is not 0, else on the BLAS. Scratch rows per thread as
+    :func:`fused_blocks`."""
     groups, a2, Cin, Cout = U.shape
     alpha = m + 2
     per = th * tw
@@ -1263,8 +1266,7 @@ def _run_staged(x, U, bias, out, groups, m, pads) -> bool:
     finite = np.ones(groups * N, dtype=np.bool_)
     ln = wino_gemm.lanes(dt) if wino_gemm.applies(Cout, dt) else 0
     Up = _packed(U) if ln else np.zeros(1, dt)
-    # the BLAS limit only where the BLAS multiplies (taking it costs ~0.15 ms a call)
-    with contextlib.nullcontext() if ln else blas.single_threaded_blas():
+    with _blas_limit(ln):
         for n0 in range(0, N, ipb):
             nimg = min(ipb, N - n0)
             prods = [blas.Gemm(dt, max(1, nimg * int(c)), Cout, Cin, lda=Cin, ldb=Cout,
